@@ -1,0 +1,148 @@
+"""Perf cases: one shape and dtype of one operation, every implementation timed together.
+
+A test file builds `PerfCase`s and parametrizes over (case, provider). The first test of
+a case times all its providers in one interleaved run (harness.timing); every test then
+records its own provider's samples into pytest-benchmark's statistics, with the
+`extra_info` keys the README documents. Before timing, every provider's output is checked
+against the case's reference, so that nothing fast-because-wrong is ever recorded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .metrics import Cost, derive_metrics
+from .timing import Measurement, TimingConfig, first_call_s, time_providers
+
+
+class ProviderUnavailable(Exception):
+    """A baseline that cannot run here (library missing, unsupported GPU): skipped, with why."""
+
+
+@dataclass
+class PerfCase:
+    op: str                                   # operation, e.g. "rmsnorm"
+    shape: dict                               # e.g. {"rows": 4096, "hidden": 4096}
+    dtype: torch.dtype
+    make_inputs: Callable[[], tuple]          # fresh random inputs on the GPU
+    providers: dict[str, Callable[..., Any]]  # name -> fn(*inputs); the kernel first
+    cost: Cost
+    reference: Callable[..., Any]             # fn(*inputs) -> output(s), float32 or better
+    rtol: float                               # allowed ||out - ref|| / ||ref|| per output
+    kernel: str = "triton"                    # which provider is the suite's own kernel
+    unavailable: dict[str, str] = field(default_factory=dict)  # provider -> reason
+
+    @property
+    def case_id(self) -> str:
+        dims = ",".join(f"{k}={v}" for k, v in self.shape.items())
+        return f"{self.op}/{dims}/{dtype_name(self.dtype)}"
+
+    def all_provider_names(self) -> list[str]:
+        return list(self.providers) + [p for p in self.unavailable if p not in self.providers]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32",
+            torch.float64: "fp64", torch.int8: "int8"}.get(dtype, str(dtype).replace("torch.", ""))
+
+
+def _as_list(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [o for o in out if isinstance(o, torch.Tensor)]
+
+
+def check_providers(case: PerfCase, inputs: tuple) -> tuple[dict[str, str], dict[str, float]]:
+    """First call of each provider, compared with the reference on the case's inputs.
+
+    Returns (provider -> error text, provider -> first-call seconds). The first call is
+    where torch.compile compiles and Triton autotunes: its time is `compile_time_s`.
+    """
+    ref = _as_list(case.reference(*inputs))
+    errors, first_s = {}, {}
+    for name, fn in case.providers.items():
+        try:
+            first_s[name], out = first_call_s(fn, inputs)
+            got = _as_list(out)
+        except Exception as exc:  # report, do not time
+            errors[name] = f"raised {type(exc).__name__}: {exc}"
+            continue
+        if len(got) != len(ref):
+            errors[name] = f"returned {len(got)} tensors, the reference {len(ref)}"
+            continue
+        for i, (g, r) in enumerate(zip(got, ref)):
+            if g.shape != r.shape:
+                errors[name] = f"output {i} has shape {tuple(g.shape)}, expected {tuple(r.shape)}"
+                break
+            g64, r64 = g.double(), r.double()
+            if not torch.isfinite(g64).all():
+                errors[name] = f"output {i} has non-finite values"
+                break
+            denom = r64.norm().item() or 1.0
+            rel = (g64 - r64).norm().item() / denom
+            if rel > case.rtol:
+                errors[name] = f"output {i}: ||out-ref||/||ref|| = {rel:.3g} > {case.rtol:g}"
+                break
+    return errors, first_s
+
+
+@dataclass
+class CaseResult:
+    measurements: dict[str, Measurement]
+    errors: dict[str, str]
+    records: dict[str, dict]  # provider -> extra_info
+
+
+def run_case(case: PerfCase, config: TimingConfig, ceilings: dict | None) -> CaseResult:
+    inputs = case.make_inputs()
+    errors, first_s = check_providers(case, inputs)
+    del inputs
+    ok = {n: fn for n, fn in case.providers.items() if n not in errors}
+    measurements = time_providers(ok, case.make_inputs, config, first_s) if ok else {}
+    torch.cuda.empty_cache()
+    return CaseResult(measurements, errors, build_records(case, measurements, ceilings))
+
+
+def build_records(case: PerfCase, measurements: dict[str, Measurement], ceilings: dict | None) -> dict:
+    """The extra_info of every timed provider (README: "Result fields")."""
+    medians = {n: m.median_s for n, m in measurements.items()}
+    baselines = {n: t for n, t in medians.items() if n != case.kernel}
+    records = {}
+    for name, m in measurements.items():
+        info = {
+            "case": case.case_id,
+            "op": case.op,
+            "provider": name,
+            "role": "kernel" if name == case.kernel else "baseline",
+            "shape": dict(case.shape),
+            "dtype": dtype_name(case.dtype),
+            **derive_metrics(case.cost, m.median_s, ceilings),
+            "timing": m.timing,
+            "calls_per_sample": m.calls_per_sample,
+            "compile_time_s": m.compile_time_s,
+            "median_s": m.median_s,
+            "iqr_s": m.iqr_s,
+            "flops": case.cost.flops,
+            "bytes": case.cost.bytes,
+        }
+        if m.note:
+            info["timing_note"] = m.note
+        if name == case.kernel:
+            info["speedups"] = {b: t / m.median_s for b, t in baselines.items()}
+            best = min(baselines, key=baselines.get) if baselines else None
+            info["best_baseline"] = best
+            info["speedup_vs_best_baseline"] = baselines[best] / m.median_s if best else None
+            info["unavailable_baselines"] = dict(case.unavailable)
+        records[name] = info
+    return records
+
+
+def record_into_benchmark(benchmark, samples_s: list[float], extra_info: dict) -> None:
+    """Put device samples into pytest-benchmark's own stats (pinned API: README, Pins)."""
+    stats = benchmark._make_stats(1)
+    for s in samples_s:
+        stats.update(s)
+    benchmark._mode = "harness.device_timer"
+    benchmark.extra_info.update(extra_info)

@@ -1,0 +1,156 @@
+"""The suite's pytest plugin: lanes, options, hypothesis profiles, the perf fixture,
+machine info in every results file, results stored per GPU model, and a summary table."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from . import lanes
+
+DEFAULT_STORAGE = "file://./.benchmarks"
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("kernel-bench", "LLM inference kernel suite")
+    g.addoption("--perf-sweep", action="store_true",
+                help="run the long perf sweeps (more shapes and dtypes) besides the default cases")
+    g.addoption("--warmup-ms", type=float, default=25.0, help="warm-up per implementation and case (ms)")
+    g.addoption("--rep-ms", type=float, default=100.0, help="timed budget per implementation and case (ms)")
+    g.addoption("--timing", choices=("auto", "events", "graph"), default="auto",
+                help="auto: CUDA-graph replay for cases under 20 us, events otherwise")
+    g.addoption("--warm-l2", action="store_true", help="do not flush the L2 between timed calls")
+    g.addoption("--remeasure-ceilings", action="store_true", help="measure the GPU ceilings again")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # Before pytest-benchmark builds its session (its hook is trylast): results of
+    # different GPU models never share a folder.
+    if getattr(config.option, "benchmark_storage", None) == DEFAULT_STORAGE:
+        config.option.benchmark_storage = f"file://./.benchmarks/{lanes.lane_slug()}"
+    _load_hypothesis_profile(config)
+
+
+def _load_hypothesis_profile(config):
+    from hypothesis import HealthCheck, settings
+
+    common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("ci", max_examples=12, derandomize=True, print_blob=True, **common)
+    settings.register_profile("dev", max_examples=30, **common)
+    settings.register_profile("nightly", max_examples=300, **common)
+    if not config.getoption("hypothesis_profile", None):
+        settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu = lanes.has_gpu()
+    for item in items:
+        if "perf" in item.keywords and not gpu:
+            item.add_marker(pytest.mark.skip(reason=lanes.NO_GPU_PERF_REASON))
+        elif "gpu" in item.keywords and not gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+def pytest_report_header(config):
+    return [f"kernel-bench lane: {lanes.describe_lane()}"]
+
+
+@pytest.fixture(scope="session")
+def device() -> str:
+    """The device the correctness tests run on: 'cuda', or 'cpu' with the Triton interpreter."""
+    return lanes.test_device()
+
+
+class PerfSession:
+    """Times each case once (all providers together) and hands each test its record."""
+
+    def __init__(self, config):
+        from .timing import TimingConfig
+
+        self.config = config
+        self.timing = TimingConfig(
+            warmup_ms=config.getoption("warmup_ms"),
+            rep_ms=config.getoption("rep_ms"),
+            cold_l2=not config.getoption("warm_l2"),
+            mode=config.getoption("timing"),
+        )
+        self._ceilings = None
+        self._results: dict[str, object] = {}
+        self.rows: list[dict] = []
+
+    @property
+    def ceilings(self) -> dict:
+        if self._ceilings is None:
+            from .ceilings import get_ceilings
+
+            self._ceilings = get_ceilings(self.config.getoption("remeasure_ceilings"))
+        return self._ceilings
+
+    def run(self, case, provider: str, benchmark) -> dict:
+        """Time `case` (once per session) and record `provider`'s samples into `benchmark`."""
+        from .perfcase import record_into_benchmark, run_case
+
+        if benchmark.disabled:
+            pytest.skip("pytest-benchmark is disabled (xdist -n, or --benchmark-disable): perf cases need it")
+        if provider in case.unavailable:
+            pytest.skip(f"{provider} unavailable: {case.unavailable[provider]}")
+        if provider not in case.providers:
+            raise KeyError(f"{case.case_id} has no provider {provider!r}; it has {list(case.providers)}")
+        result = self._results.get(case.case_id)
+        if result is None:
+            # Keep only the latest case's result: tests of one case are consecutive.
+            self._results.clear()
+            result = self._results[case.case_id] = run_case(case, self.timing, self.ceilings)
+        if provider in result.errors:
+            pytest.fail(f"{case.case_id} [{provider}] does not match the reference: {result.errors[provider]}")
+        m = result.measurements[provider]
+        info = result.records[provider]
+        record_into_benchmark(benchmark, m.samples_s, info)
+        self.rows.append(info)
+        return info
+
+
+@pytest.fixture(scope="session")
+def perf(request) -> PerfSession:
+    if not lanes.has_gpu():
+        pytest.skip(lanes.NO_GPU_PERF_REASON)
+    sess = getattr(request.config, "_kernel_perf_session", None)
+    if sess is None:
+        sess = request.config._kernel_perf_session = PerfSession(request.config)
+    return sess
+
+
+_CLOCKS_AT_START = None
+
+
+def pytest_sessionstart(session):
+    global _CLOCKS_AT_START
+    if lanes.has_gpu():
+        from .machine import gpu_clocks
+
+        _CLOCKS_AT_START = gpu_clocks()
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    from .machine import gpu_clocks, gpu_info, software_versions
+
+    machine_info["lane"] = lanes.describe_lane()
+    machine_info["gpu"] = gpu_info()
+    machine_info["software"] = software_versions()
+    sess = getattr(config, "_kernel_perf_session", None)
+    if sess is not None and sess._ceilings is not None:
+        machine_info["ceilings"] = sess._ceilings
+    machine_info["clocks_start"] = _CLOCKS_AT_START
+    machine_info["clocks_end"] = gpu_clocks() if lanes.has_gpu() else None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    sess = getattr(config, "_kernel_perf_session", None)
+    if sess is None or not sess.rows:
+        return
+    from .report import format_table
+
+    terminalreporter.write_sep("=", "device times (median of the samples; speedup = best baseline / kernel)")
+    terminalreporter.write_line(format_table(sess.rows))

@@ -1,0 +1,277 @@
+"""Device timing: every implementation of one case, timed in the same process, interleaved.
+
+Protocol (DESIGN.md, "Measurement protocol"):
+- The first call of each implementation compiles / autotunes; it is timed on the host
+  (with a device sync) and recorded apart as `compile_time_s`, never as a sample.
+- Then a warm-up of `warmup_ms`, from which the time of one call is estimated.
+- If the fastest implementation of the case runs under `graph_threshold_s` (launch
+  overhead would dominate), every implementation of the case is captured in a CUDA
+  graph that calls it once on each of K rotating input copies, and one sample is one
+  replay's time / K. K is chosen so that the copies together exceed twice the L2, so
+  every call reads its inputs from device memory (cold L2); when that would take too
+  many copies, the timing says `warm_l2`.
+- Otherwise each sample is one call between two CUDA events, after writing a buffer of
+  twice the L2 size (cold L2), which is not inside the events.
+- Rounds interleave the implementations (rotating the order each round), so a GPU that
+  slows down or speeds up during the run affects all of them alike.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+GRAPH_THRESHOLD_S = 20e-6
+MAX_GRAPH_COPIES = 8192
+MAX_COPY_BYTES = 2 << 30  # never hold more than 2 GiB of rotating input copies
+
+
+@dataclass
+class Measurement:
+    samples_s: list[float]
+    mode: str  # "events" or "graph"
+    cold_l2: bool
+    calls_per_sample: int
+    compile_time_s: float
+    note: str = ""
+
+    @property
+    def timing(self) -> str:
+        """The `timing` field of a result: how the samples were taken."""
+        return f"{self.mode}+{'cold_l2' if self.cold_l2 else 'warm_l2'}"
+
+    @property
+    def median_s(self) -> float:
+        return _quantile(self.samples_s, 0.5)
+
+    @property
+    def iqr_s(self) -> float:
+        return _quantile(self.samples_s, 0.75) - _quantile(self.samples_s, 0.25)
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    if not s:
+        raise ValueError("no samples")
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+@dataclass
+class TimingConfig:
+    warmup_ms: float = 25.0
+    rep_ms: float = 100.0
+    cold_l2: bool = True
+    mode: str = "auto"  # "auto", "events" or "graph"
+    graph_threshold_s: float = GRAPH_THRESHOLD_S
+    min_samples: int = 10
+    max_samples: int = 1000
+
+
+def l2_cache_bytes(device=None) -> int:
+    props = torch.cuda.get_device_properties(device or torch.cuda.current_device())
+    return int(getattr(props, "L2_cache_size", 0) or 50 << 20)
+
+
+def tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (tuple, list)):
+        return sum(tensor_bytes(o) for o in obj)
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(o) for o in obj.values())
+    return 0
+
+
+def _sync():
+    torch.cuda.synchronize()
+
+
+def first_call_s(fn: Callable[..., Any], inputs: tuple) -> tuple[float, Any]:
+    """Host time of the first call (compilation, autotuning), synchronized; and its output."""
+    _sync()
+    t0 = time.perf_counter()
+    out = fn(*inputs)
+    _sync()
+    return time.perf_counter() - t0, out
+
+
+def _estimate_call_s(fn: Callable[[], Any], warmup_ms: float) -> float:
+    """Run fn for about warmup_ms (warm L2) and return the time of one call."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    _sync()
+    one = max(start.elapsed_time(end) / 1e3, 1e-7)
+    n = int(min(max(warmup_ms / 1e3 / one, 1), 10000))
+    start.record()
+    for _ in range(n):
+        fn()
+    end.record()
+    _sync()
+    return max(start.elapsed_time(end) / 1e3 / n, 1e-7)
+
+
+def time_providers(
+    providers: dict[str, Callable[..., Any]],
+    make_inputs: Callable[[], tuple],
+    config: TimingConfig | None = None,
+    compile_s: dict[str, float] | None = None,
+) -> dict[str, Measurement]:
+    """Time each provider fn(*inputs) on the current CUDA device; see the module doc.
+
+    `compile_s` gives the first-call times where the caller already made the first
+    calls (harness.perfcase checks outputs with them); otherwise they are made here.
+    """
+    if not torch.cuda.is_available():
+        raise RuntimeError("device timing needs a CUDA GPU")
+    cfg = config or TimingConfig()
+    inputs = make_inputs()
+
+    compile_s = dict(compile_s or {})
+    est_s: dict[str, float] = {}
+    for name, fn in providers.items():
+        if name not in compile_s:
+            compile_s[name] = first_call_s(fn, inputs)[0]
+        est_s[name] = _estimate_call_s(lambda fn=fn: fn(*inputs), cfg.warmup_ms)
+
+    mode = cfg.mode
+    if mode == "auto":
+        mode = "graph" if min(est_s.values()) < cfg.graph_threshold_s else "events"
+    note = ""
+    if mode == "graph":
+        try:
+            result = _time_graphs(providers, inputs, make_inputs, est_s, compile_s, cfg)
+            return result
+        except Exception as exc:  # a provider that cannot be captured: fall back, say so
+            torch.cuda.synchronize()
+            note = f"graph capture failed ({type(exc).__name__}: {exc}); timed with events"
+    result = _time_events(providers, inputs, est_s, compile_s, cfg)
+    for m in result.values():
+        m.note = note
+    return result
+
+
+def _time_events(providers, inputs, est_s, compile_s, cfg) -> dict[str, Measurement]:
+    flush = None
+    if cfg.cold_l2:
+        flush = torch.empty(2 * l2_cache_bytes(), dtype=torch.int8, device="cuda")
+    want = {
+        n: int(min(max(cfg.rep_ms / 1e3 / est_s[n], cfg.min_samples), cfg.max_samples))
+        for n in providers
+    }
+    events: dict[str, list] = {n: [] for n in providers}
+    names = list(providers)
+    rnd = 0
+    while any(len(events[n]) < want[n] for n in names):
+        order = names[rnd % len(names):] + names[: rnd % len(names)]
+        for n in order:
+            if len(events[n]) >= want[n]:
+                continue
+            if flush is not None:
+                flush.zero_()
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            providers[n](*inputs)
+            e.record()
+            events[n].append((s, e))
+        rnd += 1
+    _sync()
+    return {
+        n: Measurement(
+            samples_s=[s.elapsed_time(e) / 1e3 for s, e in events[n]],
+            mode="events",
+            cold_l2=flush is not None,
+            calls_per_sample=1,
+            compile_time_s=compile_s[n],
+        )
+        for n in names
+    }
+
+
+def _time_graphs(providers, inputs, make_inputs, est_s, compile_s, cfg) -> dict[str, Measurement]:
+    per_copy = max(tensor_bytes(inputs), 1)
+    # Enough calls per replay that one replay lasts well past the event resolution.
+    calls = max(int(50e-6 / min(est_s.values())), 1)
+    cold = False
+    copies = [inputs]
+    if cfg.cold_l2:
+        need = -(-2 * l2_cache_bytes() // per_copy)  # ceil
+        n_copies = min(need, MAX_GRAPH_COPIES, max(MAX_COPY_BYTES // per_copy, 1))
+        cold = n_copies >= need
+        copies += [make_inputs() for _ in range(n_copies - 1)]
+        calls = max(calls, n_copies)
+    calls = min(calls, MAX_GRAPH_COPIES)
+
+    graphs = {}
+    for name, fn in providers.items():
+        # Warm-up on a side stream is what torch.cuda.graph expects before capture.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn(*copies[0])
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for i in range(calls):
+                fn(*copies[i % len(copies)])
+        g.replay()
+        graphs[name] = g
+    _sync()
+
+    names = list(providers)
+    want = {
+        n: int(min(max(cfg.rep_ms / 1e3 / (est_s[n] * calls), cfg.min_samples), 200))
+        for n in names
+    }
+    events: dict[str, list] = {n: [] for n in names}
+    rnd = 0
+    while any(len(events[n]) < want[n] for n in names):
+        order = names[rnd % len(names):] + names[: rnd % len(names)]
+        for n in order:
+            if len(events[n]) >= want[n]:
+                continue
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            graphs[n].replay()
+            e.record()
+            events[n].append((s, e))
+        rnd += 1
+    _sync()
+    note = "" if cold or not cfg.cold_l2 else (
+        f"inputs of {per_copy} B need more than {MAX_GRAPH_COPIES} copies to exceed 2x L2"
+    )
+    out = {
+        n: Measurement(
+            samples_s=[s.elapsed_time(e) / 1e3 / calls for s, e in events[n]],
+            mode="graph",
+            cold_l2=cold,
+            calls_per_sample=calls,
+            compile_time_s=compile_s[n],
+            note=note,
+        )
+        for n in names
+    }
+    del graphs
+    return out
+
+
+def time_one(fn: Callable[[], Any], *, warmup_ms: float = 25.0, rep_ms: float = 200.0) -> list[float]:
+    """Samples (seconds) of one large operation, warm L2: used for ceilings."""
+    _estimate_call_s(fn, warmup_ms)
+    est = _estimate_call_s(fn, 1.0)
+    n = int(min(max(rep_ms / 1e3 / est, 5), 500))
+    pairs = []
+    for _ in range(n):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        pairs.append((s, e))
+    _sync()
+    return [s.elapsed_time(e) / 1e3 for s, e in pairs]

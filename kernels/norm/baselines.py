@@ -1,0 +1,46 @@
+"""Baselines the norm kernels are timed against, at the same shapes and dtype.
+
+- eager: the usual PyTorch model code (Hugging Face LLaMA's RMSNorm: float32 math,
+  round to the input dtype, then multiply by the weight).
+- torch_rms_norm: torch.nn.functional.rms_norm, PyTorch's own fused operator.
+- compile: torch.compile of the eager code (Inductor generates a fused Triton kernel).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def eager_rms_norm(x, weight, eps=1e-6):
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def eager_fused_add_rms_norm(x, residual, weight, eps=1e-6):
+    h = x + residual
+    return eager_rms_norm(h, weight, eps), h
+
+
+def torch_rms_norm(x, weight, eps=1e-6):
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def torch_fused_add_rms_norm(x, residual, weight, eps=1e-6):
+    h = x + residual
+    return F.rms_norm(h, (h.shape[-1],), weight, eps), h
+
+
+def compiled(fn):
+    """torch.compile for one static shape (each perf case compiles its own).
+
+    Every shape is a recompile of the same function: raise Dynamo's recompile limit so a
+    sweep never silently falls back to eager, and make hitting it an error."""
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), 1024))
+    if hasattr(cfg, "fail_on_recompile_limit_hit"):
+        cfg.fail_on_recompile_limit_hit = True
+    return torch.compile(fn, dynamic=False)

@@ -1,0 +1,179 @@
+"""RMSNorm and fused residual-add + RMSNorm in Triton.
+
+    rms_norm(x, w)                 y = x / sqrt(mean(x^2) + eps) * w
+    fused_add_rms_norm(x, r, w)    h = x + r (rounded to the input dtype), y = rms_norm(h, w);
+                                   returns (y, h) as a decoder's pre-norm does
+
+Arithmetic is float32 inside the kernel; inputs and outputs are fp16, bf16 or fp32.
+Any leading shape; the last dimension (hidden) is normalized. Rows may be strided (any
+row stride, unit stride along hidden); other layouts are copied to contiguous first.
+
+One program normalizes ROWS rows. When hidden fits in one block (up to MAX_SINGLE_BLOCK
+elements) the row is read once and stays in registers; beyond that the kernel loops
+over the row twice (sum of squares, then scale), the second read mostly from L2.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.checks import check_out, check_same_device, check_tensor
+from harness.lanes import interpreting
+
+MAX_SINGLE_BLOCK = 16384  # fp32 values per row held in registers (32 per thread at 16 warps)
+CHUNK = 4096              # block width of the two-pass loop for wider rows
+
+
+@triton.jit
+def _rmsnorm_kernel(
+    X, R, W, Y, H_OUT,
+    stride_x, stride_r, stride_y, stride_h,
+    n_rows, n_cols, eps,
+    HAS_RESIDUAL: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    SINGLE_PASS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * ROWS + tl.arange(0, ROWS)
+    row_mask = rows < n_rows
+    rows64 = rows.to(tl.int64)  # row * stride can pass 2^31 at long prefill lengths
+    cols = tl.arange(0, BLOCK_N)
+
+    if SINGLE_PASS:
+        mask = row_mask[:, None] & (cols[None, :] < n_cols)
+        x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:
+            r = tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            h = (x + r).to(H_OUT.dtype.element_ty)  # round as the unfused x + r would
+            tl.store(H_OUT + rows64[:, None] * stride_h + cols[None, :], h, mask=mask)
+            x = h.to(tl.float32)
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / n_cols + eps)
+        w = tl.load(W + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
+        y = x * rstd[:, None] * w[None, :]
+        tl.store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    else:
+        acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            mask = row_mask[:, None] & (c[None, :] < n_cols)
+            x = tl.load(X + rows64[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            if HAS_RESIDUAL:
+                r = tl.load(R + rows64[:, None] * stride_r + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                h = (x + r).to(H_OUT.dtype.element_ty)
+                tl.store(H_OUT + rows64[:, None] * stride_h + c[None, :], h, mask=mask)
+                x = h.to(tl.float32)
+            acc += x * x
+        rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / n_cols + eps)
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            mask = row_mask[:, None] & (c[None, :] < n_cols)
+            # Recompute h from the inputs rather than re-reading H_OUT: no ordering
+            # question between this program's own stores and loads.
+            x = tl.load(X + rows64[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
+            if HAS_RESIDUAL:
+                r = tl.load(R + rows64[:, None] * stride_r + c[None, :], mask=mask, other=0.0).to(tl.float32)
+                x = (x + r).to(H_OUT.dtype.element_ty).to(tl.float32)
+            w = tl.load(W + c, mask=c < n_cols, other=0.0).to(tl.float32)
+            y = x * rstd[:, None] * w[None, :]
+            tl.store(Y + rows64[:, None] * stride_y + c[None, :], y.to(Y.dtype.element_ty), mask=mask)
+
+
+def _launch_config(n_rows: int, n_cols: int, elem_bytes: int) -> dict:
+    """Block shape and warps. Rows per program grow while the row is short so that each
+    program moves at least ~16 KB; warps grow with the block so no thread holds more
+    than 32 fp32 values."""
+    single = n_cols <= MAX_SINGLE_BLOCK
+    block_n = triton.next_power_of_2(n_cols) if single else CHUNK
+    rows = 1
+    while rows * block_n * elem_bytes < 16384 and rows < 64 and rows < n_rows:
+        rows *= 2
+    elems = rows * block_n
+    num_warps = min(max(elems // (32 * 32), 4), 16) if not interpreting() else 1
+    return dict(ROWS=rows, BLOCK_N=block_n, SINGLE_PASS=single, num_warps=num_warps)
+
+
+def _as_rows(name: str, t: torch.Tensor, n_cols: int) -> torch.Tensor:
+    """2-D view (rows, hidden) with unit stride along hidden; copies only when it must."""
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+    t2 = t.reshape(-1, n_cols)
+    if t2.dim() == 2 and t2.shape[0] > 1 and t2.stride(1) != 1:  # pragma: no cover - reshape guarantees
+        t2 = t2.contiguous()
+    return t2
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, eps: float) -> int:
+    check_tensor("x", x)
+    check_same_device(x=x, weight=weight)
+    check_tensor("weight", weight)
+    n_cols = x.shape[-1]
+    if n_cols == 0:
+        raise ValueError(f"x has hidden size 0 (shape {tuple(x.shape)}): nothing to normalize")
+    if weight.dim() != 1 or weight.shape[0] != n_cols:
+        raise ValueError(f"weight must have shape ({n_cols},) to match x's hidden size; got {tuple(weight.shape)}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"weight dtype {weight.dtype} must match x dtype {x.dtype}")
+    if not (eps >= 0.0):
+        raise ValueError(f"eps must be a non-negative number, got {eps}")
+    return n_cols
+
+
+def _run(x, residual, weight, eps, out, residual_out):
+    n_cols = x.shape[-1]
+    x2 = _as_rows("x", x, n_cols)
+    n_rows = x2.shape[0]
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
+    y2 = y.view(-1, n_cols)
+    if residual is not None:
+        r2 = _as_rows("residual", residual, n_cols)
+        h = torch.empty(x.shape, dtype=x.dtype, device=x.device) if residual_out is None else residual_out
+        h2 = h.view(-1, n_cols)
+    else:
+        r2, h, h2 = x2, None, y2  # unused by the kernel when HAS_RESIDUAL is False
+    if n_rows == 0:
+        return y, h
+    w = weight if weight.stride(0) == 1 else weight.contiguous()
+    cfg = _launch_config(n_rows, n_cols, x.element_size())
+    grid = (triton.cdiv(n_rows, cfg["ROWS"]),)
+    _rmsnorm_kernel[grid](
+        x2, r2, w, y2, h2,
+        x2.stride(0), r2.stride(0), y2.stride(0), h2.stride(0),
+        n_rows, n_cols, float(eps),
+        HAS_RESIDUAL=residual is not None,
+        **cfg,
+    )
+    return y, h
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, out: torch.Tensor | None = None) -> torch.Tensor:
+    """RMSNorm over the last dimension of x, scaled by weight; output in x's dtype."""
+    _check(x, weight, eps)
+    check_out("out", out, x.shape, x.dtype, x.device)
+    return _run(x, None, weight, eps, out, None)[0]
+
+
+def fused_add_rms_norm(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float = 1e-6,
+    out: torch.Tensor | None = None,
+    residual_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """h = x + residual; returns (rms_norm(h, weight), h) in one pass over memory."""
+    _check(x, weight, eps)
+    check_same_device(x=x, residual=residual)
+    check_tensor("residual", residual)
+    if residual.shape != x.shape:
+        raise ValueError(f"residual shape {tuple(residual.shape)} must equal x shape {tuple(x.shape)}")
+    if residual.dtype != x.dtype:
+        raise TypeError(f"residual dtype {residual.dtype} must match x dtype {x.dtype}")
+    check_out("out", out, x.shape, x.dtype, x.device)
+    check_out("residual_out", residual_out, x.shape, x.dtype, x.device)
+    for name, o in (("out", out), ("residual_out", residual_out)):
+        # Wide rows are read twice: an output over an input would change the second read.
+        if o is not None and o.numel() and o.data_ptr() in (x.data_ptr(), residual.data_ptr()):
+            raise ValueError(f"{name} must not alias x or residual: the kernel is out of place")
+    return _run(x, residual, weight, eps, out, residual_out)

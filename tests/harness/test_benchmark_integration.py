@@ -1,0 +1,70 @@
+"""Device samples become pytest-benchmark's own statistics, so --benchmark-save,
+--benchmark-compare and --benchmark-compare-fail work on them (harness.perfcase)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.harness
+
+REPO = Path(__file__).resolve().parents[2]
+
+INNER = '''
+import os
+from harness.perfcase import record_into_benchmark
+
+def test_case(benchmark):
+    scale = float(os.environ["SCALE"])
+    samples = [s * scale for s in (1e-6, 2e-6, 3e-6, 4e-6, 100e-6)]
+    record_into_benchmark(benchmark, samples, {"case": "op/n=1/fp32", "provider": "triton"})
+'''
+
+
+def run_inner(tmp_path, scale, *args):
+    env = dict(os.environ, SCALE=str(scale), PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+         "--benchmark-storage", f"file://{tmp_path}/store", "--benchmark-save-data", *args, str(tmp_path / "test_inner.py")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_samples_are_the_benchmark_stats_and_compare_fail_works(tmp_path):
+    (tmp_path / "test_inner.py").write_text(INNER)
+    first = run_inner(tmp_path, 1.0, "--benchmark-save=first", f"--benchmark-json={tmp_path}/a.json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    bench = json.loads((tmp_path / "a.json").read_text())["benchmarks"][0]
+    assert bench["stats"]["median"] == pytest.approx(3e-6)
+    assert bench["stats"]["min"] == pytest.approx(1e-6)
+    assert bench["stats"]["rounds"] == 5
+    assert bench["stats"]["data"] == pytest.approx([1e-6, 2e-6, 3e-6, 4e-6, 100e-6])
+    assert bench["extra_info"]["provider"] == "triton"
+
+    same = run_inner(tmp_path, 1.0, "--benchmark-compare", "--benchmark-compare-fail=median:10%", "--benchmark-save=second")
+    assert same.returncode == 0, same.stdout + same.stderr
+    slower = run_inner(tmp_path, 1.5, "--benchmark-compare=0001", "--benchmark-compare-fail=median:10%")
+    assert slower.returncode != 0 and "Performance has regressed" in slower.stdout + slower.stderr
+
+    saved = sorted(p.name for p in (tmp_path / "store").rglob("*.json"))
+    assert saved == ["0001_first.json", "0002_second.json"]  # a later run never overwrites
+
+
+@pytest.mark.skipif(os.environ.get("KERNEL_BENCH_INNER") == "1", reason="inner run")
+def test_cpu_lane_skips_perf_with_one_reason_and_saves_nothing(tmp_path):
+    from harness import lanes
+
+    if lanes.has_gpu():
+        pytest.skip("checks the CPU lane")
+    env = dict(os.environ, KERNEL_BENCH_INNER="1")
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "perf", "-q", "-rs", "-p", "no:cacheprovider",
+         f"--benchmark-storage=file://{tmp_path}/store", "--benchmark-save=x", "tests/perf"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert lanes.NO_GPU_PERF_REASON in r.stdout
+    assert " passed" not in r.stdout and "skipped" in r.stdout
+    assert not list((tmp_path / "store").rglob("*.json")) if (tmp_path / "store").exists() else True

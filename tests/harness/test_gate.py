@@ -1,0 +1,103 @@
+"""The regression gate (harness/gate.py, python -m harness gate) on synthetic samples."""
+import json
+
+import pytest
+
+from harness.__main__ import main
+from synthetic import results_file
+
+pytestmark = pytest.mark.harness
+
+CASES = {
+    "rmsnorm/rows=4096,hidden=4096/bf16": {"triton": 20e-6, "eager": 150e-6, "compile": 24e-6},
+    "rmsnorm/rows=1,hidden=4096/bf16": {"triton": 3e-6, "eager": 12e-6, "compile": 4e-6},
+}
+
+
+def scaled(cases, kernel=1.0, baselines=1.0):
+    return {c: {p: t * (kernel if p == "triton" else baselines) for p, t in ps.items()} for c, ps in cases.items()}
+
+
+def test_a_a_passes(tmp_path):
+    base = results_file(tmp_path / "base.json", CASES, seed=1)
+    cand = results_file(tmp_path / "cand.json", CASES, seed=2)
+    assert main(["gate", str(base), str(cand)]) == 0
+
+
+def test_kernel_alone_15_percent_slower_fails(tmp_path, capsys):
+    base = results_file(tmp_path / "base.json", CASES, seed=1)
+    cand = results_file(tmp_path / "cand.json", scaled(CASES, kernel=1.15), seed=2)
+    assert main(["gate", str(base), str(cand)]) == 1
+    assert "regression" in capsys.readouterr().out
+
+
+def test_kernel_and_baselines_15_percent_slower_passes(tmp_path):
+    """A slower machine slows everything alike: the same-run ratio does not move."""
+    base = results_file(tmp_path / "base.json", CASES, seed=1)
+    cand = results_file(tmp_path / "cand.json", scaled(CASES, kernel=1.15, baselines=1.15), seed=2)
+    assert main(["gate", str(base), str(cand)]) == 0
+
+
+def test_slowdown_within_noise_passes(tmp_path):
+    """15% apart but with 60% spread per sample and few samples: not beyond noise."""
+    base = results_file(tmp_path / "base.json", CASES, seed=1, noise=0.6, n=8)
+    cand = results_file(tmp_path / "cand.json", scaled(CASES, kernel=1.15), seed=2, noise=0.6, n=8)
+    assert main(["gate", str(base), str(cand)]) == 0
+
+
+def test_small_real_slowdown_below_threshold_passes_above_fails(tmp_path):
+    base = results_file(tmp_path / "base.json", CASES, seed=1, noise=0.005)
+    cand = results_file(tmp_path / "cand.json", scaled(CASES, kernel=1.05), seed=2, noise=0.005)
+    assert main(["gate", str(base), str(cand)]) == 0  # real, but under the 10% threshold
+    assert main(["gate", str(base), str(cand), "--threshold", "0.02"]) == 1
+
+
+def test_no_overlapping_case_is_exit_2(tmp_path, capsys):
+    base = results_file(tmp_path / "base.json", {"a/x=1/bf16": CASES["rmsnorm/rows=1,hidden=4096/bf16"]}, seed=1)
+    cand = results_file(tmp_path / "cand.json", {"b/x=1/bf16": CASES["rmsnorm/rows=1,hidden=4096/bf16"]}, seed=2)
+    assert main(["gate", str(base), str(cand)]) == 2
+    assert "nothing to compare" in capsys.readouterr().err
+
+
+def test_different_gpu_models_is_exit_2(tmp_path):
+    base = results_file(tmp_path / "base.json", CASES, seed=1, gpu="NVIDIA H200")
+    cand = results_file(tmp_path / "cand.json", CASES, seed=2)
+    assert main(["gate", str(base), str(cand)]) == 2
+
+
+def test_unreadable_input_is_exit_2(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    cand = results_file(tmp_path / "cand.json", CASES, seed=2)
+    assert main(["gate", str(bad), str(cand)]) == 2
+    assert main(["gate", str(tmp_path / "missing.json"), str(cand)]) == 2
+
+
+def test_base_folder_picks_newest_file_of_same_gpu(tmp_path, capsys):
+    store = tmp_path / "results"
+    (store / "h100").mkdir(parents=True)
+    (store / "h200").mkdir()
+    results_file(store / "h100" / "0001_old.json", scaled(CASES, kernel=0.5), seed=1)  # older
+    results_file(store / "h100" / "0002_new.json", CASES, seed=3)                       # newest
+    results_file(store / "h200" / "0001_other.json", CASES, seed=4, gpu="NVIDIA H200")
+    cand = results_file(tmp_path / "cand.json", scaled(CASES, kernel=1.15), seed=5)
+    assert main(["gate", str(store), str(cand)]) == 1
+    assert "0002_new.json" in capsys.readouterr().out
+    only_h200 = tmp_path / "only_h200"
+    only_h200.mkdir()
+    results_file(only_h200 / "x.json", CASES, seed=4, gpu="NVIDIA H200")
+    assert main(["gate", str(only_h200), str(cand)]) == 2
+
+
+def test_compare_and_csv(tmp_path, capsys):
+    base = results_file(tmp_path / "base.json", CASES, seed=1)
+    cand = results_file(tmp_path / "cand.json", scaled(CASES, kernel=2.0), seed=2)
+    assert main(["compare", str(base), str(cand)]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if "rows=4096" in l and "triton" in l)
+    assert float(line.split()[4]) == pytest.approx(2.0, rel=0.01)  # B/A of the kernel median
+    csv_path = tmp_path / "out.csv"
+    assert main(["csv", str(base), "-o", str(csv_path)]) == 0
+    rows = csv_path.read_text().splitlines()
+    assert rows[0].startswith("case,op,provider") and len(rows) == 1 + 6
+    assert main(["csv", str(base), "-o", str(csv_path)]) == 2  # never overwritten

@@ -1,0 +1,48 @@
+"""The timer is right (GPU only): a large copy's device time agrees with a host clock
+around many back-to-back copies, and a kernel of a few microseconds is reported as a few,
+not as the tens that launch overhead would add."""
+import time
+
+import pytest
+import torch
+
+from harness.timing import TimingConfig, time_providers
+
+pytestmark = [pytest.mark.harness, pytest.mark.gpu]
+
+
+def test_large_copy_matches_host_clock():
+    n = 1 << 30
+    make = lambda: (torch.empty(n, dtype=torch.int8, device="cuda").random_(-128, 127), torch.empty(n, dtype=torch.int8, device="cuda"))
+    src, dst = make()
+    m = time_providers({"copy": lambda s, d: d.copy_(s)}, lambda: (src, dst), TimingConfig(rep_ms=200))["copy"]
+    assert m.mode == "events"
+    reps = 30
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    host = (time.perf_counter() - t0) / reps
+    assert m.median_s == pytest.approx(host, rel=0.08), (m.median_s, host)
+    print(f"copy 1 GiB: device {m.median_s * 1e6:.1f} us, host {host * 1e6:.1f} us, {2 * n / m.median_s / 1e9:.0f} GB/s")
+
+
+def test_few_microsecond_kernel_is_not_reported_as_tens():
+    x = torch.randn(1024, device="cuda")
+    m = time_providers({"add": lambda t: t.add(1.0)}, lambda: (torch.randn(1024, device="cuda"),))["add"]
+    assert m.mode == "graph" and m.calls_per_sample > 1
+    assert 0.3e-6 < m.median_s < 8e-6, m.median_s
+    # Independent check: host clock around a graph of 2000 launches, divided by 2000.
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(2000):
+            x.add(1.0)
+    g.replay()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    g.replay()
+    torch.cuda.synchronize()
+    per_call = (time.perf_counter() - t0) / 2000
+    assert m.median_s < 3 * per_call + 1e-6, (m.median_s, per_call)
+    print(f"1024-float add: {m.median_s * 1e6:.2f} us ({m.timing}); graph host clock {per_call * 1e6:.2f} us")
