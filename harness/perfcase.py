@@ -122,6 +122,7 @@ def build_records(case: PerfCase, measurements: dict[str, Measurement], ceilings
             "timing": m.timing,
             "calls_per_sample": m.calls_per_sample,
             "compile_time_s": m.compile_time_s,
+            "host_overhead_s": m.host_s,
             "median_s": m.median_s,
             "iqr_s": m.iqr_s,
             "flops": case.cost.flops,

@@ -11,7 +11,9 @@ Protocol (DESIGN.md, "Measurement protocol"):
   every call reads its inputs from device memory (cold L2); when that would take too
   many copies, the timing says `warm_l2`.
 - Otherwise each sample is one call between two CUDA events, after writing a buffer of
-  twice the L2 size (cold L2), which is not inside the events.
+  twice the L2 size (cold L2), which is not inside the events. Before each sample a spin
+  kernel holds the GPU for longer than the host takes to enqueue the sample, so the
+  events time device work only: host launch overhead is reported apart (`host_s`).
 - Rounds interleave the implementations (rotating the order each round), so a GPU that
   slows down or speeds up during the run affects all of them alike.
 """
@@ -36,6 +38,7 @@ class Measurement:
     calls_per_sample: int
     compile_time_s: float
     note: str = ""
+    host_s: float | None = None  # host time to launch one call (not part of the samples)
 
     @property
     def timing(self) -> str:
@@ -100,21 +103,55 @@ def first_call_s(fn: Callable[..., Any], inputs: tuple) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def _estimate_call_s(fn: Callable[[], Any], warmup_ms: float) -> float:
-    """Run fn for about warmup_ms (warm L2) and return the time of one call."""
+_CYCLES_PER_S: float | None = None
+
+
+def _hold_gpu(seconds: float) -> None:
+    """Keep the GPU busy for about `seconds` (a spin kernel), so that everything the host
+    enqueues next is already queued when the GPU reaches it: the events that follow then
+    time device work only, never the host's launch overhead."""
+    global _CYCLES_PER_S
+    if _CYCLES_PER_S is None:
+        torch.cuda._sleep(1_000_000)  # warm the clocks a little before calibrating
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        torch.cuda._sleep(2_000_000)
+        e.record()
+        _sync()
+        _CYCLES_PER_S = 2_000_000 / (s.elapsed_time(e) / 1e3)
+    torch.cuda._sleep(int(seconds * _CYCLES_PER_S))
+
+
+def _host_s(fn: Callable[[], Any], n: int) -> float:
+    """Host time to enqueue one call (the GPU may still be running them)."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+def _estimate_call_s(fn: Callable[[], Any], warmup_ms: float) -> tuple[float, float]:
+    """Warm up for about warmup_ms; return (device time of one call, host time to enqueue one)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    _sync()
+    host = _host_s(fn, 3)
+    _sync()
     start.record()
     fn()
     end.record()
     _sync()
-    one = max(start.elapsed_time(end) / 1e3, 1e-7)
-    n = int(min(max(warmup_ms / 1e3 / one, 1), 10000))
+    rough = max(start.elapsed_time(end) / 1e3, host, 1e-7)
+    n = int(min(max(warmup_ms / 1e3 / rough, 1), 1000))
+    host = _host_s(fn, n)
+    _sync()
+    n = min(n, 200)
+    _hold_gpu(1.5 * n * host + 50e-6)
     start.record()
     for _ in range(n):
         fn()
     end.record()
     _sync()
-    return max(start.elapsed_time(end) / 1e3 / n, 1e-7)
+    return max(start.elapsed_time(end) / 1e3 / n, 1e-8), host
 
 
 def time_providers(
@@ -135,10 +172,11 @@ def time_providers(
 
     compile_s = dict(compile_s or {})
     est_s: dict[str, float] = {}
+    host_s: dict[str, float] = {}
     for name, fn in providers.items():
         if name not in compile_s:
             compile_s[name] = first_call_s(fn, inputs)[0]
-        est_s[name] = _estimate_call_s(lambda fn=fn: fn(*inputs), cfg.warmup_ms)
+        est_s[name], host_s[name] = _estimate_call_s(lambda fn=fn: fn(*inputs), cfg.warmup_ms)
 
     mode = cfg.mode
     if mode == "auto":
@@ -147,17 +185,20 @@ def time_providers(
     if mode == "graph":
         try:
             result = _time_graphs(providers, inputs, make_inputs, est_s, compile_s, cfg)
+            for n, m in result.items():
+                m.host_s = host_s[n]
             return result
         except Exception as exc:  # a provider that cannot be captured: fall back, say so
             torch.cuda.synchronize()
             note = f"graph capture failed ({type(exc).__name__}: {exc}); timed with events"
-    result = _time_events(providers, inputs, est_s, compile_s, cfg)
-    for m in result.values():
+    result = _time_events(providers, inputs, est_s, host_s, compile_s, cfg)
+    for n, m in result.items():
         m.note = note
+        m.host_s = host_s[n]
     return result
 
 
-def _time_events(providers, inputs, est_s, compile_s, cfg) -> dict[str, Measurement]:
+def _time_events(providers, inputs, est_s, host_s, compile_s, cfg) -> dict[str, Measurement]:
     flush = None
     if cfg.cold_l2:
         flush = torch.empty(2 * l2_cache_bytes(), dtype=torch.int8, device="cuda")
@@ -173,6 +214,7 @@ def _time_events(providers, inputs, est_s, compile_s, cfg) -> dict[str, Measurem
         for n in order:
             if len(events[n]) >= want[n]:
                 continue
+            _hold_gpu(2 * host_s[n] + 20e-6)  # flush + events + the call, all queued in time
             if flush is not None:
                 flush.zero_()
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -264,7 +306,7 @@ def _time_graphs(providers, inputs, make_inputs, est_s, compile_s, cfg) -> dict[
 def time_one(fn: Callable[[], Any], *, warmup_ms: float = 25.0, rep_ms: float = 200.0) -> list[float]:
     """Samples (seconds) of one large operation, warm L2: used for ceilings."""
     _estimate_call_s(fn, warmup_ms)
-    est = _estimate_call_s(fn, 1.0)
+    est, _ = _estimate_call_s(fn, 1.0)
     n = int(min(max(rep_ms / 1e3 / est, 5), 500))
     pairs = []
     for _ in range(n):

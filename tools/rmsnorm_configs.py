@@ -17,7 +17,7 @@ for rows, hidden in shapes:
     w = torch.randn(hidden, device="cuda", dtype=torch.bfloat16)
     y = torch.empty_like(x)
     provs = {}
-    for rp, nw in itertools.product([1, 2, 4, 8], [2, 4, 8, 16]):
+    for rp, nw in itertools.product([1, 2, 4, 8], [4, 8, 16, 32]):
         if rp * hidden > 32768:
             continue
         def fn(x, w, rp=rp, nw=nw):

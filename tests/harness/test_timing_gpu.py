@@ -46,3 +46,17 @@ def test_few_microsecond_kernel_is_not_reported_as_tens():
     per_call = (time.perf_counter() - t0) / 2000
     assert m.median_s < 3 * per_call + 1e-6, (m.median_s, per_call)
     print(f"1024-float add: {m.median_s * 1e6:.2f} us ({m.timing}); graph host clock {per_call * 1e6:.2f} us")
+
+
+def test_host_overhead_is_not_counted_as_device_time():
+    """Two providers launch the same kernel, one after 300 us of host work: their device
+    times agree, and the host work shows up only in host_s."""
+    x = torch.randn(1 << 24, device="cuda")  # 64 MB: tens of microseconds, events mode
+
+    def slow_host(t):
+        time.sleep(300e-6)
+        return t.add(1.0)
+
+    ms = time_providers({"plain": lambda t: t.add(1.0), "slow_host": slow_host}, lambda: (x,), TimingConfig(mode="events"))
+    assert ms["slow_host"].median_s == pytest.approx(ms["plain"].median_s, rel=0.15)
+    assert ms["slow_host"].host_s > 250e-6 > ms["plain"].host_s
