@@ -198,6 +198,27 @@ def time_providers(
     return result
 
 
+def _interleaved(names, want, before, call) -> dict[str, list]:
+    """Rounds over the providers, rotating their order each round, until each has its
+    `want` samples: before(n) runs outside the events, call(n) between them."""
+    events: dict[str, list] = {n: [] for n in names}
+    rnd = 0
+    while any(len(events[n]) < want[n] for n in names):
+        k = rnd % len(names)
+        for n in names[k:] + names[:k]:
+            if len(events[n]) >= want[n]:
+                continue
+            before(n)
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            call(n)
+            e.record()
+            events[n].append((s, e))
+        rnd += 1
+    _sync()
+    return events
+
+
 def _time_events(providers, inputs, est_s, host_s, compile_s, cfg) -> dict[str, Measurement]:
     flush = None
     if cfg.cold_l2:
@@ -206,24 +227,14 @@ def _time_events(providers, inputs, est_s, host_s, compile_s, cfg) -> dict[str, 
         n: int(min(max(cfg.rep_ms / 1e3 / est_s[n], cfg.min_samples), cfg.max_samples))
         for n in providers
     }
-    events: dict[str, list] = {n: [] for n in providers}
     names = list(providers)
-    rnd = 0
-    while any(len(events[n]) < want[n] for n in names):
-        order = names[rnd % len(names):] + names[: rnd % len(names)]
-        for n in order:
-            if len(events[n]) >= want[n]:
-                continue
-            _hold_gpu(2 * host_s[n] + 20e-6)  # flush + events + the call, all queued in time
-            if flush is not None:
-                flush.zero_()
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            providers[n](*inputs)
-            e.record()
-            events[n].append((s, e))
-        rnd += 1
-    _sync()
+
+    def before(n):
+        _hold_gpu(2 * host_s[n] + 20e-6)  # flush + events + the call, all queued in time
+        if flush is not None:
+            flush.zero_()
+
+    events = _interleaved(names, want, before, lambda n: providers[n](*inputs))
     return {
         n: Measurement(
             samples_s=[s.elapsed_time(e) / 1e3 for s, e in events[n]],
@@ -271,20 +282,7 @@ def _time_graphs(providers, inputs, make_inputs, est_s, compile_s, cfg) -> dict[
         n: int(min(max(cfg.rep_ms / 1e3 / (est_s[n] * calls), cfg.min_samples), 200))
         for n in names
     }
-    events: dict[str, list] = {n: [] for n in names}
-    rnd = 0
-    while any(len(events[n]) < want[n] for n in names):
-        order = names[rnd % len(names):] + names[: rnd % len(names)]
-        for n in order:
-            if len(events[n]) >= want[n]:
-                continue
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            graphs[n].replay()
-            e.record()
-            events[n].append((s, e))
-        rnd += 1
-    _sync()
+    events = _interleaved(names, want, lambda n: None, lambda n: graphs[n].replay())
     note = "" if cold or not cfg.cold_l2 else (
         f"inputs of {per_copy} B need more than {MAX_GRAPH_COPIES} copies to exceed 2x L2"
     )

@@ -26,6 +26,20 @@ CHUNK = 4096              # block width of the two-pass loop for wider rows
 
 
 @triton.jit
+def _load_rows(X, R, H_OUT, rows64, c, mask, stride_x, stride_r, stride_h,
+               HAS_RESIDUAL: tl.constexpr, STORE_H: tl.constexpr):
+    """x (or h = x + r, rounded to the input dtype as the unfused model stores it) as fp32."""
+    x = tl.load(X + rows64[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        r = tl.load(R + rows64[:, None] * stride_r + c[None, :], mask=mask, other=0.0).to(tl.float32)
+        h = (x + r).to(H_OUT.dtype.element_ty)
+        if STORE_H:
+            tl.store(H_OUT + rows64[:, None] * stride_h + c[None, :], h, mask=mask)
+        x = h.to(tl.float32)
+    return x
+
+
+@triton.jit
 def _rmsnorm_kernel(
     X, R, W, Y, H_OUT,
     stride_x, stride_r, stride_y, stride_h,
@@ -46,12 +60,7 @@ def _rmsnorm_kernel(
         # The weight is loaded first, beside x: with few rows the kernel is latency-bound,
         # and a load issued after the reduction would add a second trip to memory.
         w = tl.load(W + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
-        x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        if HAS_RESIDUAL:
-            r = tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            h = (x + r).to(H_OUT.dtype.element_ty)  # round as the unfused x + r would
-            tl.store(H_OUT + rows64[:, None] * stride_h + cols[None, :], h, mask=mask)
-            x = h.to(tl.float32)
+        x = _load_rows(X, R, H_OUT, rows64, cols, mask, stride_x, stride_r, stride_h, HAS_RESIDUAL, True)
         rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / n_cols + eps)
         y = x * rstd[:, None] * w[None, :]
         tl.store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
@@ -60,12 +69,7 @@ def _rmsnorm_kernel(
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
             mask = row_mask[:, None] & (c[None, :] < n_cols)
-            x = tl.load(X + rows64[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
-            if HAS_RESIDUAL:
-                r = tl.load(R + rows64[:, None] * stride_r + c[None, :], mask=mask, other=0.0).to(tl.float32)
-                h = (x + r).to(H_OUT.dtype.element_ty)
-                tl.store(H_OUT + rows64[:, None] * stride_h + c[None, :], h, mask=mask)
-                x = h.to(tl.float32)
+            x = _load_rows(X, R, H_OUT, rows64, c, mask, stride_x, stride_r, stride_h, HAS_RESIDUAL, True)
             acc += x * x
         rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / n_cols + eps)
         for start in range(0, n_cols, BLOCK_N):
@@ -73,10 +77,7 @@ def _rmsnorm_kernel(
             mask = row_mask[:, None] & (c[None, :] < n_cols)
             # Recompute h from the inputs rather than re-reading H_OUT: no ordering
             # question between this program's own stores and loads.
-            x = tl.load(X + rows64[:, None] * stride_x + c[None, :], mask=mask, other=0.0).to(tl.float32)
-            if HAS_RESIDUAL:
-                r = tl.load(R + rows64[:, None] * stride_r + c[None, :], mask=mask, other=0.0).to(tl.float32)
-                x = (x + r).to(H_OUT.dtype.element_ty).to(tl.float32)
+            x = _load_rows(X, R, H_OUT, rows64, c, mask, stride_x, stride_r, stride_h, HAS_RESIDUAL, False)
             w = tl.load(W + c, mask=c < n_cols, other=0.0).to(tl.float32)
             y = x * rstd[:, None] * w[None, :]
             tl.store(Y + rows64[:, None] * stride_y + c[None, :], y.to(Y.dtype.element_ty), mask=mask)
