@@ -53,8 +53,9 @@ def cmd_gate(args) -> int:
     verdicts, notes = gate(base, cand, args.threshold)
     print(f"gate: {cand.path} against {base.path} ({cand.gpu}), threshold {args.threshold:.0%}, 95% CI")
     for v in verdicts:
+        others = ", ".join(f"{b} {c[0]:.3f}" for b, c in sorted(v.changes.items()) if b != v.baseline)
         print(f"  {v.verdict:<11} {v.case}  (kernel/{v.baseline}) change {v.change:.3f} "
-              f"[{v.ci_low:.3f}, {v.ci_high:.3f}]")
+              f"[{v.ci_low:.3f}, {v.ci_high:.3f}]" + (f"; vs {others}" if others else ""))
     for n in notes:
         print(f"  skipped     {n}")
     bad = [v for v in verdicts if v.verdict == "regression"]

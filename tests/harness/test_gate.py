@@ -38,6 +38,21 @@ def test_kernel_and_baselines_15_percent_slower_passes(tmp_path):
     assert main(["gate", str(base), str(cand)]) == 0
 
 
+def test_one_baseline_alone_moving_passes(tmp_path, capsys):
+    """Seen on an H100: torch.compile's time jumped 1.6x between sessions (another Inductor
+    configuration) while the kernel and the other baselines repeated within 1%."""
+    faster_compile = {c: {p: t * (0.6 if p == "compile" else 1.0) for p, t in ps.items()} for c, ps in CASES.items()}
+    base = results_file(tmp_path / "base.json", CASES, seed=1)
+    cand = results_file(tmp_path / "cand.json", faster_compile, seed=2)
+    assert main(["gate", str(base), str(cand)]) == 0
+    assert "(kernel/eager)" in capsys.readouterr().out  # the baseline that did not move decides
+    # ... but a kernel slower against every baseline still fails, whichever jumped.
+    slower = {c: {p: t * (1.2 if p == "triton" else 0.6 if p == "compile" else 1.0) for p, t in ps.items()}
+              for c, ps in CASES.items()}
+    cand2 = results_file(tmp_path / "cand2.json", slower, seed=3)
+    assert main(["gate", str(base), str(cand2)]) == 1
+
+
 def test_slowdown_within_noise_passes(tmp_path):
     """15% apart but with 60% spread per sample and few samples: not beyond noise."""
     base = results_file(tmp_path / "base.json", CASES, seed=1, noise=0.6, n=8)
