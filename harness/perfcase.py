@@ -66,8 +66,12 @@ def check_providers(case: PerfCase, inputs: tuple) -> tuple[dict[str, str], dict
         try:
             first_s[name], out = first_call_s(fn, inputs)
             got = _as_list(out)
-        except Exception as exc:  # report, do not time
-            errors[name] = f"raised {type(exc).__name__}: {exc}"
+        except Exception as exc:
+            reason = f"raised {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            if name == case.kernel:
+                errors[name] = reason  # the suite's own kernel must run: a failure
+            else:
+                case.unavailable[name] = reason  # a baseline that refuses these inputs here: skipped, with why
             continue
         if len(got) != len(ref):
             errors[name] = f"returned {len(got)} tensors, the reference {len(ref)}"
@@ -99,7 +103,7 @@ def run_case(case: PerfCase, config: TimingConfig, ceilings: dict | None) -> Cas
     inputs = case.make_inputs()
     errors, first_s = check_providers(case, inputs)
     del inputs
-    ok = {n: fn for n, fn in case.providers.items() if n not in errors}
+    ok = {n: fn for n, fn in case.providers.items() if n not in errors and n not in case.unavailable}
     measurements = time_providers(ok, case.make_inputs, config, first_s) if ok else {}
     torch.cuda.empty_cache()
     return CaseResult(measurements, errors, build_records(case, measurements, ceilings))

@@ -1,0 +1,62 @@
+"""Baselines for GQA decode, called with the kernel's layouts (q (B, T, Hq, D), caches
+(B, S, Hkv, D)) and no mask: the perf cases use full caches and either one query token
+or non-causal attention, which every baseline computes exactly.
+
+- sdpa_<backend>: torch SDPA restricted to one backend (flash, cudnn, efficient), GQA
+  through enable_gqa (no copies of the KV heads).
+- flex: FlexAttention (compiled), enable_gqa.
+- flash_attn: flash-attn's flash_attn_with_kvcache, where flash-attn is installed.
+Each returns out in q's layout. A backend that refuses the inputs raises; the perf case
+records the reason and skips that baseline.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+
+def _bhtd(t):
+    return t.transpose(1, 2)  # a view: (B, T, H, D) -> (B, H, T, D)
+
+
+def sdpa(backend_name: str):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+               "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend_name]
+
+    def run(q, k, v):
+        with sdpa_kernel(backend):
+            o = F.scaled_dot_product_attention(_bhtd(q), _bhtd(k), _bhtd(v), enable_gqa=True)
+        return o.transpose(1, 2)
+
+    return run
+
+
+@functools.lru_cache(maxsize=1)
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex(q, k, v):
+    o = _compiled_flex()(_bhtd(q), _bhtd(k), _bhtd(v), enable_gqa=True)
+    return o.transpose(1, 2)
+
+
+def flash_attn_available() -> str | None:
+    """None if flash-attn's KV-cache decode imports, else why not."""
+    try:
+        from flash_attn import flash_attn_with_kvcache  # noqa: F401
+    except Exception as exc:  # ImportError, or a build that does not match this torch
+        return f"flash-attn not importable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def flash_attn(q, k, v):
+    from flash_attn import flash_attn_with_kvcache
+
+    return flash_attn_with_kvcache(q, k, v, causal=False)

@@ -1,0 +1,265 @@
+"""GQA attention for a few query tokens over a KV cache (decode), split over the KV length.
+
+    out = softmax(scale * q k^T + mask) v      per (sequence, query head)
+
+Layouts follow flash-attn: q (batch, q_tokens, q_heads, head_dim); k_cache and v_cache
+(batch, kv_capacity, kv_heads, head_dim), unit stride along head_dim. Query head h reads
+KV head h // (q_heads // kv_heads). `kv_lens` (batch,) gives each sequence's valid KV
+length (default: the whole capacity). With `causal`, the q_tokens queries are the last
+positions of their sequence: query t sees keys 0 .. kv_len - q_tokens + t (bottom-right
+aligned, as flash-attn's KV-cache decode); a query that sees no key returns zeros and a
+log-sum-exp of -inf.
+
+One program takes one (sequence, KV head), the query rows of its whole group (q heads
+of the group x query tokens, so K and V are read once for all of them), and one chunk of
+the KV length. With few sequences the KV length is split into chunks so that the GPU is
+full (flash-decoding); a second kernel merges the chunks by their log-sum-exp.
+`return_lse=True` also returns the log-sum-exp (natural log, float32, (batch, q_heads,
+q_tokens)), the quantity that merges partial attentions (shared-prefix attention).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from harness.lanes import interpreting
+from kernels.checks import check_same_device, check_tensor
+
+HEAD_DIMS = (64, 128)
+DTYPES = (torch.float16, torch.bfloat16)
+LN2 = math.log(2.0)
+
+
+@triton.jit
+def _decode_kernel(
+    Q, K, V, KV_LENS, O, LSE, O_PART, LSE_PART,
+    stride_qb, stride_qt, stride_qh,
+    stride_kb, stride_ks, stride_kh,
+    stride_vb, stride_vs, stride_vh,
+    stride_ob, stride_ot, stride_oh,
+    stride_lb, stride_lh,
+    kv_capacity, q_tokens, group, n_kv_heads, n_rows, chunk, n_splits, scale_log2,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    WRITE_PARTIAL: tl.constexpr,
+):
+    pid_bh = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    b = pid_bh // n_kv_heads
+    hkv = pid_bh % n_kv_heads
+    kv_len = tl.minimum(tl.maximum(tl.load(KV_LENS + b), 0), kv_capacity)  # memory safety
+
+    # Row r of the block is query token r // group of query head hkv * group + r % group.
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_rows
+    tok = rows // group
+    head = hkv * group + rows % group
+    d = tl.arange(0, HEAD_DIM)
+    q_ptrs = Q + b.to(tl.int64) * stride_qb + tok[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :]
+    q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
+    # Last key each row may see (causal: bottom-right aligned).
+    if CAUSAL:
+        last = kv_len - q_tokens + tok
+    else:
+        last = tl.zeros([BLOCK_M], dtype=tl.int32) + kv_len - 1
+
+    start = pid_s * chunk
+    end = tl.minimum(start + chunk, kv_len)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    k_base = K + b.to(tl.int64) * stride_kb + hkv * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + hkv * stride_vh
+    offs_n = tl.arange(0, BLOCK_N)
+    for n0 in range(start, end, BLOCK_N):
+        n = n0 + offs_n
+        n_ok = n < end
+        k = tl.load(k_base + n[:, None].to(tl.int64) * stride_ks + d[None, :], mask=n_ok[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale_log2
+        ok = n_ok[None, :] & (n[None, :] <= last[:, None])
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that saw no key yet
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_base + n[:, None].to(tl.int64) * stride_vs + d[None, :], mask=n_ok[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    seen = l_i > 0
+    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    lse2 = tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))  # base 2
+    if WRITE_PARTIAL:
+        # O_PART (batch * kv_heads, n_splits, n_rows, HEAD_DIM), LSE_PART (..., n_rows): fp32
+        part = (pid_bh * n_splits + pid_s).to(tl.int64) * n_rows
+        tl.store(O_PART + (part + rows[:, None]) * HEAD_DIM + d[None, :], out, mask=row_ok[:, None])
+        tl.store(LSE_PART + part + rows, lse2, mask=row_ok)
+    else:
+        o_ptrs = O + b.to(tl.int64) * stride_ob + tok[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :]
+        tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
+        if LSE is not None:
+            tl.store(LSE + b * stride_lb + head * stride_lh + tok, lse2 * 0.6931471805599453, mask=row_ok)
+
+
+@triton.jit
+def _combine_kernel(
+    O_PART, LSE_PART, O, LSE,
+    stride_ob, stride_ot, stride_oh, stride_lb, stride_lh,
+    n_kv_heads, n_rows, n_splits, group,
+    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    """Merge the chunks of one query row: out = sum_s w_s o_s / sum_s w_s, w_s = 2^(lse_s - max)."""
+    pid = tl.program_id(0)  # (b * n_kv_heads + hkv) * n_rows + r
+    r = pid % n_rows
+    bh = pid // n_rows
+    b = bh // n_kv_heads
+    hkv = bh % n_kv_heads
+    s = tl.arange(0, BLOCK_S)
+    s_ok = s < n_splits
+    part = (bh * n_splits + s).to(tl.int64) * n_rows + r
+    lse = tl.load(LSE_PART + part, mask=s_ok, other=float("-inf"))
+    m = tl.max(lse, axis=0)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.exp2(lse - m_safe)  # 0 for chunks that saw no key
+    total = tl.sum(w, axis=0)
+    d = tl.arange(0, HEAD_DIM)
+    o = tl.load(O_PART + part[:, None] * HEAD_DIM + d[None, :], mask=s_ok[:, None], other=0.0)
+    out = tl.sum(o * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
+    tok = r // group
+    head = hkv * group + r % group
+    tl.store(O + b.to(tl.int64) * stride_ob + tok * stride_ot + head * stride_oh + d, out.to(O.dtype.element_ty))
+    if LSE is not None:
+        lse_out = tl.where(total > 0, m_safe + tl.log2(tl.where(total > 0, total, 1.0)), float("-inf"))
+        tl.store(LSE + b * stride_lb + head * stride_lh + tok, lse_out * 0.6931471805599453)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _plan(batch: int, kv_heads: int, m_blocks: int, max_kv: int, block_n: int, device, num_splits):
+    """How many chunks to split the KV length into: enough programs for about two waves
+    on the GPU, each chunk at least two key blocks long."""
+    if num_splits is None:
+        sms = 4 if device.type != "cuda" else _sm_count(device.index or 0)
+        programs = batch * kv_heads * m_blocks
+        num_splits = max(1, min(triton.cdiv(2 * sms, programs), triton.cdiv(max_kv, 2 * block_n)))
+    num_splits = max(1, min(int(num_splits), max(1, triton.cdiv(max_kv, block_n))))
+    chunk = triton.cdiv(triton.cdiv(max(max_kv, 1), num_splits), block_n) * block_n
+    return triton.cdiv(max(max_kv, 1), chunk), chunk
+
+
+def _check_inputs(q, k_cache, v_cache, kv_lens):
+    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        check_tensor(name, t, dtypes=DTYPES)
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D ({'batch, q_tokens, q_heads' if name == 'q' else 'batch, kv_len, kv_heads'}, head_dim); got shape {tuple(t.shape)}")
+    check_same_device(q=q, k_cache=k_cache, v_cache=v_cache)
+    if not (q.dtype == k_cache.dtype == v_cache.dtype):
+        raise TypeError(f"q, k_cache and v_cache must share one dtype; got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+    if k_cache.shape != v_cache.shape:
+        raise ValueError(f"k_cache shape {tuple(k_cache.shape)} must equal v_cache shape {tuple(v_cache.shape)}")
+    batch, _, q_heads, head_dim = q.shape
+    if k_cache.shape[0] != batch:
+        raise ValueError(f"q has batch {batch} but the KV cache has batch {k_cache.shape[0]}")
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"unsupported head dim {head_dim}: supported head dims are {HEAD_DIMS}")
+    if k_cache.shape[3] != head_dim:
+        raise ValueError(f"q head dim {head_dim} differs from the KV cache's {k_cache.shape[3]}")
+    kv_heads = k_cache.shape[2]
+    if kv_heads == 0 or q_heads % kv_heads:
+        raise ValueError(f"mismatched groups: {q_heads} query heads is not a multiple of {kv_heads} KV heads")
+    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        if t.stride(3) != 1:
+            raise ValueError(f"{name} must have unit stride along head_dim (got strides {t.stride()})")
+    if kv_lens is not None:
+        if not isinstance(kv_lens, torch.Tensor) or kv_lens.dtype not in (torch.int32, torch.int64):
+            raise TypeError("kv_lens must be an int32 or int64 tensor of shape (batch,)")
+        if kv_lens.shape != (batch,):
+            raise ValueError(f"kv_lens must have shape ({batch},); got {tuple(kv_lens.shape)}")
+
+
+def gqa_decode(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    kv_lens: torch.Tensor | None = None,
+    *,
+    scale: float | None = None,
+    causal: bool = True,
+    return_lse: bool = False,
+    max_kv_len: int | None = None,
+    num_splits: int | None = None,
+    validate_lens: bool = True,
+    out: torch.Tensor | None = None,
+):
+    """Attention of q over the KV cache; see the module doc. Returns out, or (out, lse).
+
+    kv_lens on the GPU is checked to lie in [0, kv_capacity] with one device sync unless
+    validate_lens=False or a CUDA graph is being captured; the kernel clamps it either way.
+    max_kv_len (a bound on kv_lens, default the capacity) only sizes the split.
+    """
+    _check_inputs(q, k_cache, v_cache, kv_lens)
+    batch, q_tokens, q_heads, head_dim = q.shape
+    capacity, kv_heads = k_cache.shape[1], k_cache.shape[2]
+    device = q.device
+    if kv_lens is None:
+        kv_lens = torch.full((batch,), capacity, dtype=torch.int32, device=device)
+    else:
+        if kv_lens.device != device:
+            kv_lens = kv_lens.to(device)
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if validate_lens and not capturing and batch and bool(((kv_lens < 0) | (kv_lens > capacity)).any()):
+            raise ValueError(f"kv_lens must lie in [0, {capacity}] (the KV cache capacity); got {kv_lens.tolist()}")
+        kv_lens = kv_lens.to(torch.int32)
+    if out is None:
+        out = torch.empty_like(q)
+    elif out.shape != q.shape or out.dtype != q.dtype or out.device != device:
+        raise ValueError(f"out must match q: shape {tuple(q.shape)}, {q.dtype} on {device}")
+    lse = torch.empty(batch, q_heads, q_tokens, dtype=torch.float32, device=device) if return_lse else None
+    if batch == 0 or q_tokens == 0:
+        return (out, lse) if return_lse else out
+
+    group = q_heads // kv_heads
+    n_rows = group * q_tokens
+    block_m = max(16, min(64, triton.next_power_of_2(n_rows)))
+    block_n = 64 if head_dim == 128 else 128
+    m_blocks = triton.cdiv(n_rows, block_m)
+    max_kv = capacity if max_kv_len is None else max(0, min(int(max_kv_len), capacity))
+    n_splits, chunk = _plan(batch, kv_heads, m_blocks, max_kv, block_n, device, num_splits)
+    scale = head_dim ** -0.5 if scale is None else float(scale)
+    partial = n_splits > 1
+    if partial:
+        o_part = torch.empty(batch * kv_heads, n_splits, n_rows, head_dim, dtype=torch.float32, device=device)
+        lse_part = torch.empty(batch * kv_heads, n_splits, n_rows, dtype=torch.float32, device=device)
+    else:
+        o_part = lse_part = out  # unused
+    lse_arg = lse if lse is not None else None
+    stride_lb, stride_lh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)
+    launch = {} if interpreting() else dict(num_warps=4, num_stages=3)
+    _decode_kernel[(batch * kv_heads, m_blocks, n_splits)](
+        q, k_cache, v_cache, kv_lens, out, lse_arg, o_part, lse_part,
+        q.stride(0), q.stride(1), q.stride(2),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        stride_lb, stride_lh,
+        capacity, q_tokens, group, kv_heads, n_rows, chunk, n_splits, scale / LN2,
+        CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, WRITE_PARTIAL=partial,
+        **launch,
+    )
+    if partial:
+        _combine_kernel[(batch * kv_heads * n_rows,)](
+            o_part, lse_part, out, lse_arg,
+            out.stride(0), out.stride(1), out.stride(2), stride_lb, stride_lh,
+            kv_heads, n_rows, n_splits, group,
+            HEAD_DIM=head_dim, BLOCK_S=triton.next_power_of_2(n_splits),
+            **({} if interpreting() else dict(num_warps=4)),
+        )
+    return (out, lse) if return_lse else out

@@ -1,0 +1,108 @@
+"""kernels/attention/decode.py == kernels/attention/reference.py on any valid input.
+
+Tolerance (the flash-attention rule, DESIGN.md): the kernel's largest error against the
+float64 reference may be at most twice that of the reference computed in the input dtype,
+plus one rounding of the output dtype at the output's largest magnitude. The CPU lane
+uses fp16 only: the interpreter's bf16 dot is wrong (triton-lang/triton#11584).
+"""
+import math
+
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from harness.lanes import interpreting
+from kernels.attention import gqa_attention_reference, gqa_decode
+
+pytestmark = pytest.mark.correctness
+
+DTYPES = ["fp16"] if interpreting() else ["fp16", "bf16"]
+TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def make_inputs(batch, q_tokens, kv_heads, group, head_dim, capacity, dtype, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, q_tokens, kv_heads * group, head_dim, generator=g)
+    k = torch.randn(batch, capacity, kv_heads, head_dim, generator=g)
+    v = torch.randn(batch, capacity, kv_heads, head_dim, generator=g)
+    return [t.to(dtype).to(device) for t in (q, k, v)]
+
+
+def max_err(a, b):
+    return (a.double().cpu() - b.double().cpu()).abs().max().item() if a.numel() else 0.0
+
+
+@given(batch=st.integers(1, 3), q_tokens=st.integers(1, 4), kv_heads=st.sampled_from([1, 2]),
+       group=st.sampled_from([1, 2, 4]), head_dim=st.sampled_from([64, 128]), capacity=st.integers(1, 300),
+       lens_frac=st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3), causal=st.booleans(),
+       num_splits=st.sampled_from([None, 1, 3]), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
+@example(batch=1, q_tokens=1, kv_heads=1, group=1, head_dim=64, capacity=1, lens_frac=[1.0] * 3,
+         causal=True, num_splits=None, dtype="fp16", seed=0)
+@example(batch=2, q_tokens=32, kv_heads=2, group=8, head_dim=64, capacity=200, lens_frac=[1.0, 0.1, 0.0],
+         causal=True, num_splits=4, dtype="fp16", seed=1)  # Mirage's group x 32 tokens; a short and an empty sequence
+@example(batch=1, q_tokens=3, kv_heads=1, group=4, head_dim=128, capacity=130, lens_frac=[0.01, 0, 0],
+         causal=True, num_splits=2, dtype="fp16", seed=2)  # kv_len 1 < q_tokens: early queries see no key
+def test_gqa_decode_matches_reference(device, batch, q_tokens, kv_heads, group, head_dim, capacity, lens_frac,
+                                      causal, num_splits, dtype, seed):
+    dt = TORCH_DTYPE[dtype]
+    q, k, v = make_inputs(batch, q_tokens, kv_heads, group, head_dim, capacity, dt, device, seed)
+    kv_lens = torch.tensor([math.ceil(f * capacity) for f in lens_frac[:batch]], dtype=torch.int32, device=device)
+    before = [t.clone() for t in (q, k, v, kv_lens)]
+    out = torch.full_like(q, float("nan"))  # poison
+
+    got, lse = gqa_decode(q, k, v, kv_lens, causal=causal, num_splits=num_splits, return_lse=True, out=out)
+
+    assert got is out
+    assert all(torch.equal(a, b) for a, b in zip((q, k, v, kv_lens), before)), "inputs were modified"
+    exact, exact_lse = gqa_attention_reference(q, k, v, kv_lens, causal=causal, compute_dtype=torch.float64, return_lse=True)
+    lowp = gqa_attention_reference(q, k, v, kv_lens, causal=causal, compute_dtype=dt)
+    assert not torch.isnan(got).any(), "output has NaN: an element was not written"
+    err, base = max_err(got, exact), max_err(lowp, exact)
+    one_rounding = torch.finfo(dt).eps * exact.abs().max().item()
+    assert err <= 2 * base + one_rounding, f"max error {err:.3g} > 2 x {base:.3g} ({dtype} reference) + {one_rounding:.3g}"
+    # log-sum-exp: -inf exactly where a query saw no key, else close in float32.
+    lse64, exact_lse = lse.double().cpu(), exact_lse.cpu()
+    assert torch.equal(torch.isinf(lse64), torch.isinf(exact_lse))
+    finite = ~torch.isinf(exact_lse)
+    assert torch.allclose(lse64[finite], exact_lse[finite], rtol=0, atol=1e-2 + 1e-3 * exact_lse[finite].abs().max().item() if finite.any() else 1)
+
+
+def test_splits_do_not_change_the_result(device):
+    """The same inputs with 1 chunk and with many agree to float32 rounding of the merge."""
+    q, k, v = make_inputs(1, 2, 2, 4, 128, 1000, torch.float16, device, 3)
+    one = gqa_decode(q, k, v, num_splits=1).double()
+    many = gqa_decode(q, k, v, num_splits=9).double()
+    assert (one - many).abs().max().item() <= 2e-3
+
+
+def test_lse_merges_two_halves_into_the_whole(device):
+    """Attention over [A | B] equals the log-sum-exp merge of attention over A and over B:
+    the property shared-prefix attention relies on."""
+    q, k, v = make_inputs(2, 1, 1, 8, 64, 256, torch.float16, device, 4)
+    whole = gqa_decode(q, k, v, causal=False).double()
+    oa, la = gqa_decode(q, k[:, :100], v[:, :100], causal=False, return_lse=True)
+    ob, lb = gqa_decode(q, k[:, 100:], v[:, 100:], causal=False, return_lse=True)
+    m = torch.maximum(la, lb)
+    wa, wb = torch.exp(la - m), torch.exp(lb - m)                          # (B, H, T)
+    wa, wb = wa.transpose(1, 2)[..., None], wb.transpose(1, 2)[..., None]  # (B, T, H, 1)
+    merged = (wa * oa.double() + wb * ob.double()) / (wa + wb)
+    assert (merged - whole).abs().max().item() <= 2e-3
+
+
+def test_rejects_bad_input(device):
+    q, k, v = make_inputs(2, 1, 2, 2, 64, 16, torch.float16, device, 5)
+    with pytest.raises(ValueError, match="mismatched groups: 4 query heads is not a multiple of 3 KV heads"):
+        gqa_decode(q, *make_inputs(2, 1, 3, 1, 64, 16, torch.float16, device, 6)[1:])
+    with pytest.raises(ValueError, match="unsupported head dim 96"):
+        gqa_decode(*make_inputs(2, 1, 2, 2, 96, 16, torch.float16, device, 7))
+    with pytest.raises(TypeError, match="q has dtype float32"):
+        gqa_decode(q.float(), k, v)
+    with pytest.raises(TypeError, match="share one dtype"):
+        gqa_decode(q, k.to(torch.bfloat16), v)
+    with pytest.raises(ValueError, match="batch"):
+        gqa_decode(q[:1], k, v)
+    with pytest.raises(ValueError, match=r"kv_lens must lie in \[0, 16\]"):
+        gqa_decode(q, k, v, torch.tensor([3, 17], dtype=torch.int32, device=device))
+    with pytest.raises(ValueError, match="must be 4-D"):
+        gqa_decode(q[0], k, v)
