@@ -143,13 +143,13 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _plan(batch: int, kv_heads: int, m_blocks: int, max_kv: int, block_n: int, device, num_splits):
-    """How many chunks to split the KV length into: enough programs for about two waves
-    on the GPU, each chunk at least two key blocks long."""
+def _plan(batch: int, kv_heads: int, m_blocks: int, max_kv: int, block_n: int, device, num_splits, waves=2):
+    """How many chunks to split the KV length into: enough programs for about `waves`
+    waves on the GPU, each chunk at least two key blocks long."""
     if num_splits is None:
         sms = 4 if device.type != "cuda" else _sm_count(device.index or 0)
         programs = batch * kv_heads * m_blocks
-        num_splits = max(1, min(triton.cdiv(2 * sms, programs), triton.cdiv(max_kv, 2 * block_n)))
+        num_splits = max(1, min(triton.cdiv(waves * sms, programs), triton.cdiv(max_kv, 2 * block_n)))
     num_splits = max(1, min(int(num_splits), max(1, triton.cdiv(max_kv, block_n))))
     chunk = triton.cdiv(triton.cdiv(max(max_kv, 1), num_splits), block_n) * block_n
     return triton.cdiv(max(max_kv, 1), chunk), chunk
@@ -198,6 +198,7 @@ def gqa_decode(
     num_splits: int | None = None,
     validate_lens: bool = True,
     out: torch.Tensor | None = None,
+    _config: dict | None = None,
 ):
     """Attention of q over the KV cache; see the module doc. Returns out, or (out, lse).
 
@@ -229,10 +230,12 @@ def gqa_decode(
     group = q_heads // kv_heads
     n_rows = group * q_tokens
     block_m = max(16, min(64, triton.next_power_of_2(n_rows)))
-    block_n = 64 if head_dim == 128 else 128
+    cfg = dict(block_n=64 if head_dim == 128 else 128, num_warps=4, num_stages=3, waves=2)
+    cfg.update(_config or {})  # tools/decode_configs.py explores these
+    block_n = cfg["block_n"]
     m_blocks = triton.cdiv(n_rows, block_m)
     max_kv = capacity if max_kv_len is None else max(0, min(int(max_kv_len), capacity))
-    n_splits, chunk = _plan(batch, kv_heads, m_blocks, max_kv, block_n, device, num_splits)
+    n_splits, chunk = _plan(batch, kv_heads, m_blocks, max_kv, block_n, device, num_splits, cfg["waves"])
     scale = head_dim ** -0.5 if scale is None else float(scale)
     partial = n_splits > 1
     if partial:
@@ -242,7 +245,7 @@ def gqa_decode(
         o_part = lse_part = out  # unused
     lse_arg = lse if lse is not None else None
     stride_lb, stride_lh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)
-    launch = {} if interpreting() else dict(num_warps=4, num_stages=3)
+    launch = {} if interpreting() else dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     _decode_kernel[(batch * kv_heads, m_blocks, n_splits)](
         q, k_cache, v_cache, kv_lens, out, lse_arg, o_part, lse_part,
         q.stride(0), q.stride(1), q.stride(2),
