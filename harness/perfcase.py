@@ -124,6 +124,7 @@ def build_records(case: PerfCase, measurements: dict[str, Measurement], ceilings
             "dtype": dtype_name(case.dtype),
             **derive_metrics(case.cost, m.median_s, ceilings),
             "timing": m.timing,
+            "l2_flush": m.flush,
             "calls_per_sample": m.calls_per_sample,
             "compile_time_s": m.compile_time_s,
             "host_overhead_s": m.host_s,

@@ -21,6 +21,9 @@ def pytest_addoption(parser):
     g.addoption("--timing", choices=("auto", "events", "graph"), default="auto",
                 help="auto: CUDA-graph replay for cases under 20 us, events otherwise")
     g.addoption("--warm-l2", action="store_true", help="do not flush the L2 between timed calls")
+    g.addoption("--l2-flush", choices=("read", "write"), default="read",
+                help="read: stream a 2x-L2 buffer (clean lines); write: zero it (leaves dirty lines "
+                     "whose write-back the timed call pays, as triton's do_bench does)")
     g.addoption("--remeasure-ceilings", action="store_true", help="measure the GPU ceilings again")
 
 
@@ -75,6 +78,7 @@ class PerfSession:
             rep_ms=config.getoption("rep_ms"),
             cold_l2=not config.getoption("warm_l2"),
             mode=config.getoption("timing"),
+            flush=config.getoption("l2_flush"),
         )
         self._ceilings = None
         self._results: dict[str, object] = {}

@@ -39,6 +39,7 @@ class Measurement:
     compile_time_s: float
     note: str = ""
     host_s: float | None = None  # host time to launch one call (not part of the samples)
+    flush: str | None = None      # events mode, cold L2: how the L2 was flushed
 
     @property
     def timing(self) -> str:
@@ -73,6 +74,10 @@ class TimingConfig:
     graph_threshold_s: float = GRAPH_THRESHOLD_S
     min_samples: int = 10
     max_samples: int = 1000
+    # How the L2 is made cold: "read" streams a 2x-L2 buffer through it (L2 left full of
+    # clean lines); "write" zeroes the buffer (triton's do_bench way), which leaves ~L2-size
+    # dirty lines whose write-back the timed call then pays.
+    flush: str = "read"
 
 
 def l2_cache_bytes(device=None) -> int:
@@ -198,6 +203,23 @@ def time_providers(
     return result
 
 
+class _L2Flush:
+    """Evicts the L2 before a timed call, outside the events (TimingConfig.flush)."""
+
+    def __init__(self, how: str):
+        if how not in ("read", "write"):
+            raise ValueError(f"L2 flush must be 'read' or 'write', got {how!r}")
+        self.how = how
+        self.buf = torch.ones(2 * l2_cache_bytes() // 4, dtype=torch.int32, device="cuda")
+        self.sink = torch.empty((), dtype=torch.int32, device="cuda")
+
+    def __call__(self):
+        if self.how == "write":
+            self.buf.zero_()
+        else:
+            torch.amax(self.buf, out=self.sink)  # reads the whole buffer, writes 4 bytes
+
+
 def _interleaved(names, want, before, call) -> dict[str, list]:
     """Rounds over the providers, rotating their order each round, until each has its
     `want` samples: before(n) runs outside the events, call(n) between them."""
@@ -222,7 +244,7 @@ def _interleaved(names, want, before, call) -> dict[str, list]:
 def _time_events(providers, inputs, est_s, host_s, compile_s, cfg) -> dict[str, Measurement]:
     flush = None
     if cfg.cold_l2:
-        flush = torch.empty(2 * l2_cache_bytes(), dtype=torch.int8, device="cuda")
+        flush = _L2Flush(cfg.flush)
     want = {
         n: int(min(max(cfg.rep_ms / 1e3 / est_s[n], cfg.min_samples), cfg.max_samples))
         for n in providers
@@ -232,7 +254,7 @@ def _time_events(providers, inputs, est_s, host_s, compile_s, cfg) -> dict[str, 
     def before(n):
         _hold_gpu(2 * host_s[n] + 20e-6)  # flush + events + the call, all queued in time
         if flush is not None:
-            flush.zero_()
+            flush()
 
     events = _interleaved(names, want, before, lambda n: providers[n](*inputs))
     return {
@@ -240,6 +262,7 @@ def _time_events(providers, inputs, est_s, host_s, compile_s, cfg) -> dict[str, 
             samples_s=[s.elapsed_time(e) / 1e3 for s, e in events[n]],
             mode="events",
             cold_l2=flush is not None,
+            flush=flush.how if flush is not None else None,
             calls_per_sample=1,
             compile_time_s=compile_s[n],
         )

@@ -56,11 +56,12 @@ for S in (4096, 32768, 131072):
         for bn in (4, 8, 16):
             provs[f"contig p{progs} n{bn}"] = lambda k, v, c=chunk, p=progs, bn=bn: _contiguous[(triton.cdiv(S, c),)](
                 k, v, out, S, c, ROW=H * D, BLOCK_N=bn, num_warps=8, num_stages=3)
-    ms = time_providers(provs, make, TimingConfig(rep_ms=15, warmup_ms=3, mode="events"))
     nbytes = 2 * S * H * D * 2
-    best = sorted(ms.items(), key=lambda kv: kv[1].median_s)
-    ph = [kv for kv in best if kv[0].startswith("per_head")][:3]
-    co = [kv for kv in best if kv[0].startswith("contig")][:3]
-    for name, lst in (("per-head", ph), ("contiguous", co)):
-        print(f"S={S} ({nbytes/1e6:.0f} MB) {name}: " + ", ".join(
+    for flush in ("write", "read"):
+      ms = time_providers(provs, make, TimingConfig(rep_ms=15, warmup_ms=3, mode="events", flush=flush))
+      best = sorted(ms.items(), key=lambda kv: kv[1].median_s)
+      ph = [kv for kv in best if kv[0].startswith("per_head")][:2]
+      co = [kv for kv in best if kv[0].startswith("contig")][:2]
+      for name, lst in (("per-head", ph), ("contiguous", co)):
+        print(f"flush={flush} S={S} ({nbytes/1e6:.0f} MB) {name}: " + ", ".join(
             f"{k} {v.median_s*1e6:.1f}us {nbytes/v.median_s/1e9:.0f} GB/s ({nbytes/v.median_s/1e9/bw:.0%})" for k, v in lst), flush=True)
