@@ -53,6 +53,14 @@ def bootstrap_change(kb, bb, kc, bc, seed: int = 0) -> tuple[float, float, float
     return _median_ratio_change(*sets), float(lo), float(hi)
 
 
+def _method(info: dict) -> str:
+    """How a case was timed. Files from before l2_flush was recorded flushed by writing."""
+    timing = info.get("timing", "?")
+    if timing == "events+cold_l2":
+        timing += "/flush-" + (info.get("l2_flush") or "write")
+    return timing
+
+
 def _samples(run: Run, case: str, provider: str) -> list[float]:
     e = run.entries[(case, provider)]
     if not e.samples_s:
@@ -71,6 +79,9 @@ def gate(base: Run, cand: Run, threshold: float = 0.10) -> tuple[list[CaseVerdic
         kb, kc = base.kernel_entry(case), cand.kernel_entry(case)
         if kb is None or kc is None or kb.provider != kc.provider:
             notes.append(f"{case}: no common kernel entry")
+            continue
+        if _method(kb.info) != _method(kc.info):
+            notes.append(f"{case}: timed differently ({_method(kb.info)} vs {_method(kc.info)}): not comparable")
             continue
         common = [p for (c, p), e in base.entries.items()
                   if c == case and e.role == "baseline" and (case, p) in cand.entries]

@@ -116,3 +116,18 @@ def test_compare_and_csv(tmp_path, capsys):
     rows = csv_path.read_text().splitlines()
     assert rows[0].startswith("case,op,provider") and len(rows) == 1 + 6
     assert main(["csv", str(base), "-o", str(csv_path)]) == 2  # never overwritten
+
+
+def test_cases_timed_differently_are_not_compared(tmp_path, capsys):
+    """A change of timing method (here the L2 flush) is not a kernel change: such cases are
+    skipped with a note, and a gate left with nothing to compare exits 2."""
+    import json
+
+    base = results_file(tmp_path / "base.json", CASES, seed=1)
+    cand = results_file(tmp_path / "cand.json", CASES, seed=2)
+    data = json.loads(cand.read_text())
+    for b in data["benchmarks"]:
+        b["extra_info"]["l2_flush"] = "read"
+    cand.write_text(json.dumps(data))
+    assert main(["gate", str(base), str(cand)]) == 2
+    assert "timed differently" in capsys.readouterr().err

@@ -1,0 +1,197 @@
+"""Fused linear layers of Mirage's decoder, in Triton, for decode-sized inputs (few rows).
+
+    rmsnorm_linear(x, g, W)   y = RMSNorm(x; g, eps) @ W
+    gated_mlp(x, W1, W3)      y = SiLU(x @ W1) * (x @ W3)
+
+x (M, K) with any leading dims; weights (K, N) as Mirage writes them ("X W"), unit stride
+along N. Activations fp16 or bf16; accumulation fp32.
+
+One GEMM skeleton serves both: a program computes an (M, N) tile over a range of K.
+RMSNorm fuses exactly because its scale is per row: RMSNorm(x) W = rstd * ((x * g) W),
+with rstd = 1 / sqrt(mean(x^2) + eps) accumulated in the same pass over x. With few rows
+the weights are the traffic, and there are too few N tiles to fill the GPU, so K is split
+over several programs; their fp32 partials (and partial sums of squares) are merged by a
+small epilogue kernel that also applies rstd or SiLU-and-multiply.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from harness.lanes import interpreting
+from kernels.checks import check_same_device, check_tensor
+
+DTYPES = (torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _fused_linear_kernel(
+    X, G, W1, W3, Y, P1, P3, SS,
+    M, N, K, k_chunk, eps,
+    stride_xm, stride_w1k, stride_w3k, stride_ym,
+    HAS_NORM: tl.constexpr, GATED: tl.constexpr, SPLIT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m = tl.program_id(2)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = rm < M
+    n_ok = rn < N
+    acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc3 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    ss = tl.zeros([BLOCK_M], dtype=tl.float32)
+    k_start = pid_k * k_chunk
+    k_end = tl.minimum(k_start + k_chunk, K)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        k_ok = rk < k_end
+        x = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        if HAS_NORM:
+            xf = x.to(tl.float32)
+            ss += tl.sum(xf * xf, axis=1)
+            g = tl.load(G + rk, mask=k_ok, other=0.0).to(tl.float32)
+            x = (xf * g[None, :]).to(X.dtype.element_ty)
+        w_mask = k_ok[:, None] & n_ok[None, :]
+        w1 = tl.load(W1 + rk[:, None].to(tl.int64) * stride_w1k + rn[None, :], mask=w_mask, other=0.0)
+        acc1 = tl.dot(x, w1, acc1)
+        if GATED:
+            w3 = tl.load(W3 + rk[:, None].to(tl.int64) * stride_w3k + rn[None, :], mask=w_mask, other=0.0)
+            acc3 = tl.dot(x, w3, acc3)
+
+    out_mask = m_ok[:, None] & n_ok[None, :]
+    if SPLIT:
+        # Partials (split, M, N) in fp32; sums of squares (split, M) written by the first N tile.
+        base = pid_k.to(tl.int64) * M * N
+        offs = base + rm[:, None].to(tl.int64) * N + rn[None, :]
+        tl.store(P1 + offs, acc1, mask=out_mask)
+        if GATED:
+            tl.store(P3 + offs, acc3, mask=out_mask)
+        if HAS_NORM:
+            if pid_n == 0:
+                tl.store(SS + pid_k * M + rm, ss, mask=m_ok)
+    else:
+        if HAS_NORM:
+            acc1 = acc1 * (1.0 / tl.sqrt(ss / K + eps))[:, None]
+        if GATED:
+            acc1 = acc1 / (1.0 + tl.exp(-acc1)) * acc3
+        tl.store(Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], acc1.to(Y.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _merge_splits_kernel(
+    P1, P3, SS, Y, M, N, K, n_splits, eps, stride_ym,
+    HAS_NORM: tl.constexpr, GATED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
+):
+    """y[m, n-block] = epilogue(sum over splits of the partials)."""
+    m = tl.program_id(0)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = rn < N
+    s = tl.arange(0, BLOCK_S)
+    s_ok = s < n_splits
+    offs = s[:, None].to(tl.int64) * M * N + m * N + rn[None, :]
+    mask = s_ok[:, None] & n_ok[None, :]
+    y = tl.sum(tl.load(P1 + offs, mask=mask, other=0.0), axis=0)
+    if HAS_NORM:
+        ss = tl.sum(tl.load(SS + s * M + m, mask=s_ok, other=0.0), axis=0)
+        y = y * (1.0 / tl.sqrt(ss / K + eps))
+    if GATED:
+        y3 = tl.sum(tl.load(P3 + offs, mask=mask, other=0.0), axis=0)
+        y = y / (1.0 + tl.exp(-y)) * y3
+    tl.store(Y + m * stride_ym + rn, y.to(Y.dtype.element_ty), mask=n_ok)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _run(x, g, w1, w3, eps, num_splits, config):
+    K = x.shape[-1]
+    N = w1.shape[1]
+    x2 = x.reshape(-1, K)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    M = x2.shape[0]
+    y = torch.empty(*x.shape[:-1], N, dtype=x.dtype, device=x.device)
+    if M == 0 or N == 0:
+        return y
+    y2 = y.view(-1, N)
+    cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=4, waves=2)
+    cfg.update(config or {})
+    block_m = max(16, min(64, triton.next_power_of_2(M)))
+    block_n, block_k = cfg["block_n"], cfg["block_k"]
+    tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
+    if num_splits is None:
+        sms = 4 if x.device.type != "cuda" else _sm_count(x.device.index or 0)
+        num_splits = max(1, min(triton.cdiv(cfg["waves"] * sms, tiles), triton.cdiv(K, 4 * block_k)))
+    k_chunk = triton.cdiv(triton.cdiv(K, int(num_splits)), block_k) * block_k
+    n_splits = triton.cdiv(K, k_chunk)
+    split = n_splits > 1
+    gated, has_norm = w3 is not None, g is not None
+    if split:
+        p1 = torch.empty(n_splits, M, N, dtype=torch.float32, device=x.device)
+        p3 = torch.empty_like(p1) if gated else p1
+        ss = torch.empty(n_splits, M, dtype=torch.float32, device=x.device) if has_norm else p1
+    else:
+        p1 = p3 = ss = y2  # unused
+    launch = {} if interpreting() else dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    w3_arg = w3 if gated else w1
+    _fused_linear_kernel[(triton.cdiv(N, block_n), n_splits, triton.cdiv(M, block_m))](
+        x2, g if has_norm else x2, w1, w3_arg, y2, p1, p3, ss,
+        M, N, K, k_chunk, float(eps),
+        x2.stride(0), w1.stride(0), w3_arg.stride(0), y2.stride(0),
+        HAS_NORM=has_norm, GATED=gated, SPLIT=split,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **launch,
+    )
+    if split:
+        merge_n = 256
+        _merge_splits_kernel[(M, triton.cdiv(N, merge_n))](
+            p1, p3, ss, y2, M, N, K, n_splits, float(eps), y2.stride(0),
+            HAS_NORM=has_norm, GATED=gated, BLOCK_N=merge_n, BLOCK_S=triton.next_power_of_2(n_splits),
+            **({} if interpreting() else dict(num_warps=4)),
+        )
+    return y
+
+
+def _check_x_w(x, weights: dict):
+    check_tensor("x", x, dtypes=DTYPES)
+    check_same_device(x=x, **weights)
+    K = x.shape[-1]
+    n = None
+    for name, w in weights.items():
+        check_tensor(name, w, dtypes=DTYPES)
+        if w.dtype != x.dtype:
+            raise TypeError(f"{name} dtype {w.dtype} must match x dtype {x.dtype}")
+        if w.dim() != 2 or w.shape[0] != K:
+            raise ValueError(f"{name} must have shape (K={K}, N) to multiply x of shape {tuple(x.shape)}; got {tuple(w.shape)}")
+        if w.stride(1) != 1:
+            raise ValueError(f"{name} must have unit stride along N (got strides {w.stride()}); pass .contiguous()")
+        if n is not None and w.shape[1] != n:
+            raise ValueError(f"weights disagree on N: {n} vs {w.shape[1]} ({name})")
+        n = w.shape[1]
+    if K == 0:
+        raise ValueError(f"x has K = 0 (shape {tuple(x.shape)})")
+
+
+def rmsnorm_linear(x, norm_weight, w, eps: float = 1e-6, *, num_splits=None, _config=None):
+    """RMSNorm(x; norm_weight, eps) @ w in one pass over x and w."""
+    _check_x_w(x, {"w": w})
+    check_tensor("norm_weight", norm_weight, dtypes=DTYPES)
+    check_same_device(x=x, norm_weight=norm_weight)
+    if norm_weight.shape != (x.shape[-1],) or norm_weight.dtype != x.dtype:
+        raise ValueError(f"norm_weight must have shape ({x.shape[-1]},) and dtype {x.dtype}; "
+                         f"got {tuple(norm_weight.shape)}, {norm_weight.dtype}")
+    if not eps >= 0.0:
+        raise ValueError(f"eps must be a non-negative number, got {eps}")
+    return _run(x, norm_weight.contiguous(), w, None, eps, num_splits, _config)
+
+
+def gated_mlp(x, w1, w3, *, num_splits=None, _config=None):
+    """SiLU(x @ w1) * (x @ w3), both products in one kernel (x read once per tile)."""
+    _check_x_w(x, {"w1": w1, "w3": w3})
+    return _run(x, None, w1, w3, 0.0, num_splits, _config)

@@ -1,0 +1,21 @@
+"""PyTorch references of the fused linear layers: the one definition of their math.
+`compute_dtype` as in kernels/norm/reference.py (float64: exact; the input dtype: the naive
+low-precision computation whose error sets the tolerance)."""
+import torch
+import torch.nn.functional as F
+
+from kernels.norm.reference import rms_norm_reference
+
+
+def _out(y, x, compute_dtype):
+    return y if compute_dtype == torch.float64 else y.to(x.dtype)
+
+
+def rmsnorm_linear_reference(x, norm_weight, w, eps=1e-6, compute_dtype=torch.float32):
+    h = rms_norm_reference(x, norm_weight, eps, compute_dtype).to(compute_dtype)
+    return _out(h @ w.to(compute_dtype), x, compute_dtype)
+
+
+def gated_mlp_reference(x, w1, w3, compute_dtype=torch.float32):
+    xc = x.to(compute_dtype)
+    return _out(F.silu(xc @ w1.to(compute_dtype)) * (xc @ w3.to(compute_dtype)), x, compute_dtype)

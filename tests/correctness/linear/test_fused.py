@@ -1,0 +1,94 @@
+"""kernels/linear/fused.py == kernels/linear/reference.py on any valid input.
+
+Tolerance (DESIGN.md, GEMMs): the kernel's largest error against float64 at most twice
+that of the reference computed in the input dtype, plus one rounding of the output. The
+CPU lane uses fp16 only (the interpreter's bf16 dot is wrong, triton-lang/triton#11584).
+"""
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from harness.lanes import interpreting
+from kernels.linear import gated_mlp, gated_mlp_reference, rmsnorm_linear, rmsnorm_linear_reference
+
+pytestmark = pytest.mark.correctness
+
+DTYPES = {"fp16": torch.float16} if interpreting() else {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def randn(shape, dtype, device, g, scale=1.0):
+    return (torch.randn(*shape, generator=g) * scale).to(dtype).to(device)
+
+
+def assert_within_rule(got, exact, lowp, dtype):
+    assert got.dtype == dtype and got.shape == exact.shape
+    assert not torch.isnan(got).any(), "NaN in the output"
+    got64, exact64 = got.double().cpu(), exact.double().cpu()
+    err = (got64 - exact64).abs().max().item() if got.numel() else 0.0
+    base = (lowp.double().cpu() - exact64).abs().max().item() if got.numel() else 0.0
+    one_rounding = torch.finfo(dtype).eps * (exact64.abs().max().item() if got.numel() else 0.0)
+    assert err <= 2 * base + one_rounding, f"max error {err:.3g} > 2 x {base:.3g} + {one_rounding:.3g}"
+
+
+dims = dict(m=st.integers(0, 20), k=st.integers(1, 400), n=st.integers(1, 150),
+            splits=st.sampled_from([None, 1, 3]), dtype=st.sampled_from(list(DTYPES)), seed=st.integers(0, 2**31 - 1))
+
+
+@given(**dims)
+@example(m=1, k=4096, n=64, splits=None, dtype="fp16", seed=0)   # decode row, K split
+@example(m=17, k=129, n=65, splits=2, dtype="fp16", seed=1)      # every size off the block
+@example(m=0, k=16, n=16, splits=None, dtype="fp16", seed=2)     # empty batch
+def test_rmsnorm_linear_matches_reference(device, m, k, n, splits, dtype, seed):
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    x = randn((m, k), dt, device, g)
+    gw = randn((k,), dt, device, g, 0.2) + 1
+    w = randn((k, n), dt, device, g, k ** -0.5)
+    before = [t.clone() for t in (x, gw, w)]
+    y = rmsnorm_linear(x, gw, w, 1e-6, num_splits=splits)
+    assert all(torch.equal(a, b) for a, b in zip((x, gw, w), before)), "inputs were modified"
+    assert_within_rule(y, rmsnorm_linear_reference(x, gw, w, 1e-6, torch.float64),
+                       rmsnorm_linear_reference(x, gw, w, 1e-6, dt), dt)
+
+
+@given(**dims)
+@example(m=1, k=4096, n=64, splits=None, dtype="fp16", seed=0)
+@example(m=17, k=129, n=65, splits=2, dtype="fp16", seed=1)
+@example(m=0, k=16, n=16, splits=None, dtype="fp16", seed=2)
+def test_gated_mlp_matches_reference(device, m, k, n, splits, dtype, seed):
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    x = randn((m, k), dt, device, g)
+    w1 = randn((k, n), dt, device, g, k ** -0.5)
+    w3 = randn((k, n), dt, device, g, k ** -0.5)
+    before = [t.clone() for t in (x, w1, w3)]
+    y = gated_mlp(x, w1, w3, num_splits=splits)
+    assert all(torch.equal(a, b) for a, b in zip((x, w1, w3), before)), "inputs were modified"
+    assert_within_rule(y, gated_mlp_reference(x, w1, w3, torch.float64), gated_mlp_reference(x, w1, w3, dt), dt)
+
+
+def test_leading_dims_and_strided_rows(device):
+    g = torch.Generator().manual_seed(3)
+    x = randn((2, 3, 70), torch.float16, device, g)[..., :64]  # rows strided by 70
+    w1, w3 = randn((64, 32), torch.float16, device, g, 0.125), randn((64, 32), torch.float16, device, g, 0.125)
+    y = gated_mlp(x, w1, w3)
+    assert y.shape == (2, 3, 32)
+    assert torch.allclose(y.double().cpu(), gated_mlp_reference(x, w1, w3, torch.float64).cpu(), atol=2e-3, rtol=1e-2)
+
+
+def test_rejects_bad_input(device):
+    x = torch.randn(2, 64, device=device, dtype=torch.float16)
+    w = torch.randn(64, 32, device=device, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"w must have shape \(K=64, N\)"):
+        rmsnorm_linear(x, torch.ones(64, device=device, dtype=torch.float16), w[:32])
+    with pytest.raises(ValueError, match=r"norm_weight must have shape \(64,\)"):
+        rmsnorm_linear(x, torch.ones(63, device=device, dtype=torch.float16), w)
+    with pytest.raises(TypeError, match="x has dtype float32"):
+        gated_mlp(x.float(), w, w)
+    with pytest.raises(TypeError, match="w3 dtype"):
+        gated_mlp(x, w, w.to(torch.bfloat16))
+    with pytest.raises(ValueError, match="weights disagree on N"):
+        gated_mlp(x, w, w[:, :16])
+    with pytest.raises(ValueError, match="unit stride along N"):
+        gated_mlp(x, w.t().contiguous().t(), w)
