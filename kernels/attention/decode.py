@@ -14,7 +14,8 @@ One program takes one (sequence, KV head), the query rows of its whole group (q 
 of the group x query tokens, so K and V are read once for all of them), and one chunk of
 the KV length. With few sequences the KV length is split into chunks so that the GPU is
 full (flash-decoding); a second kernel merges the chunks by their log-sum-exp.
-`return_lse=True` also returns the log-sum-exp (natural log, float32, (batch, q_heads,
+With `q_norm_weight` and `k_norm_weight`, q and every key are RMS-normalized over the head
+dim inside the kernel first (QK-norm, Chameleon). `return_lse=True` also returns the log-sum-exp (natural log, float32, (batch, q_heads,
 q_tokens)), the quantity that merges partial attentions (shared-prefix attention).
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ LN2 = math.log(2.0)
 
 @triton.jit
 def _decode_kernel(
-    Q, K, V, KV_LENS, O, LSE, O_PART, LSE_PART,
+    Q, K, V, KV_LENS, O, LSE, O_PART, LSE_PART, QW, KW, qk_eps,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
@@ -44,7 +45,7 @@ def _decode_kernel(
     stride_lb, stride_lh,
     kv_capacity, q_tokens, group, n_kv_heads, n_rows, chunk, n_splits, scale_log2,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    WRITE_PARTIAL: tl.constexpr,
+    WRITE_PARTIAL: tl.constexpr, QK_NORM: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -61,6 +62,12 @@ def _decode_kernel(
     d = tl.arange(0, HEAD_DIM)
     q_ptrs = Q + b.to(tl.int64) * stride_qb + tok[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :]
     q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
+    if QK_NORM:  # Chameleon: RMSNorm over the head dim of q and k, rounded as stored
+        qw = tl.load(QW + d).to(tl.float32)
+        kw = tl.load(KW + d).to(tl.float32)
+        qf = q.to(tl.float32)
+        q_rstd = 1.0 / tl.sqrt(tl.sum(qf * qf, axis=1) / HEAD_DIM + qk_eps)
+        q = (qf * q_rstd[:, None] * qw[None, :]).to(Q.dtype.element_ty)
     # Last key each row may see (causal: bottom-right aligned).
     if CAUSAL:
         last = kv_len - q_tokens + tok
@@ -79,6 +86,10 @@ def _decode_kernel(
         n = n0 + offs_n
         n_ok = n < end
         k = tl.load(k_base + n[:, None].to(tl.int64) * stride_ks + d[None, :], mask=n_ok[:, None], other=0.0)
+        if QK_NORM:
+            kf = k.to(tl.float32)
+            k_rstd = 1.0 / tl.sqrt(tl.sum(kf * kf, axis=1) / HEAD_DIM + qk_eps)
+            k = (kf * k_rstd[:, None] * kw[None, :]).to(K.dtype.element_ty)
         s = tl.dot(q, tl.trans(k)) * scale_log2
         ok = n_ok[None, :] & (n[None, :] <= last[:, None])
         s = tl.where(ok, s, float("-inf"))
@@ -198,6 +209,9 @@ def gqa_decode(
     num_splits: int | None = None,
     validate_lens: bool = True,
     out: torch.Tensor | None = None,
+    q_norm_weight: torch.Tensor | None = None,
+    k_norm_weight: torch.Tensor | None = None,
+    qk_norm_eps: float = 1e-6,
     _config: dict | None = None,
 ):
     """Attention of q over the KV cache; see the module doc. Returns out, or (out, lse).
@@ -205,8 +219,19 @@ def gqa_decode(
     kv_lens on the GPU is checked to lie in [0, kv_capacity] with one device sync unless
     validate_lens=False or a CUDA graph is being captured; the kernel clamps it either way.
     max_kv_len (a bound on kv_lens, default the capacity) only sizes the split.
+    q_norm_weight and k_norm_weight (head_dim,) turn on QK-norm (Chameleon): q and every
+    cached key are RMS-normalized over the head dim (eps qk_norm_eps) inside the kernel.
     """
     _check_inputs(q, k_cache, v_cache, kv_lens)
+    qk_norm = q_norm_weight is not None or k_norm_weight is not None
+    if qk_norm:
+        for name, w in (("q_norm_weight", q_norm_weight), ("k_norm_weight", k_norm_weight)):
+            if w is None:
+                raise ValueError("QK-norm needs both q_norm_weight and k_norm_weight")
+            check_tensor(name, w, dtypes=DTYPES)
+            check_same_device(q=q, **{name: w})
+            if w.shape != (q.shape[3],) or w.dtype != q.dtype:
+                raise ValueError(f"{name} must have shape ({q.shape[3]},) and dtype {q.dtype}; got {tuple(w.shape)}, {w.dtype}")
     batch, q_tokens, q_heads, head_dim = q.shape
     capacity, kv_heads = k_cache.shape[1], k_cache.shape[2]
     device = q.device
@@ -248,13 +273,14 @@ def gqa_decode(
     launch = {} if interpreting() else dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     _decode_kernel[(batch * kv_heads, m_blocks, n_splits)](
         q, k_cache, v_cache, kv_lens, out, lse_arg, o_part, lse_part,
+        q_norm_weight.contiguous() if qk_norm else q, k_norm_weight.contiguous() if qk_norm else q, float(qk_norm_eps),
         q.stride(0), q.stride(1), q.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
         stride_lb, stride_lh,
         capacity, q_tokens, group, kv_heads, n_rows, chunk, n_splits, scale / LN2,
-        CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, WRITE_PARTIAL=partial,
+        CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, WRITE_PARTIAL=partial, QK_NORM=qk_norm,
         **launch,
     )
     if partial:

@@ -2,6 +2,7 @@
 
     rmsnorm_linear(x, g, W)   y = RMSNorm(x; g, eps) @ W
     gated_mlp(x, W1, W3)      y = SiLU(x @ W1) * (x @ W3)
+    lora_linear(x, W, A, B)   y = x @ W + s (x @ A) @ B     (A (K, r), B (r, N), r <= 64)
 
 x (M, K) with any leading dims; weights (K, N) as Mirage writes them ("X W"), unit stride
 along N. Activations fp16 or bf16; accumulation fp32.
@@ -11,7 +12,8 @@ RMSNorm fuses exactly because its scale is per row: RMSNorm(x) W = rstd * ((x * 
 with rstd = 1 / sqrt(mean(x^2) + eps) accumulated in the same pass over x. With few rows
 the weights are the traffic, and there are too few N tiles to fill the GPU, so K is split
 over several programs; their fp32 partials (and partial sums of squares) are merged by a
-small epilogue kernel that also applies rstd or SiLU-and-multiply.
+small epilogue kernel that also applies rstd or SiLU-and-multiply. LoRA splits the same
+way because it is linear in K: each chunk adds (x_c A_c) B to its partial.
 """
 from __future__ import annotations
 
@@ -29,11 +31,11 @@ DTYPES = (torch.float16, torch.bfloat16)
 
 @triton.jit
 def _fused_linear_kernel(
-    X, G, W1, W3, Y, P1, P3, SS,
-    M, N, K, k_chunk, eps,
-    stride_xm, stride_w1k, stride_w3k, stride_ym,
-    HAS_NORM: tl.constexpr, GATED: tl.constexpr, SPLIT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    X, G, W1, W3, Y, P1, P3, SS, A, B,
+    M, N, K, k_chunk, eps, rank, lora_scale,
+    stride_xm, stride_w1k, stride_w3k, stride_ym, stride_ak, stride_br,
+    HAS_NORM: tl.constexpr, GATED: tl.constexpr, SPLIT: tl.constexpr, HAS_LORA: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -45,6 +47,8 @@ def _fused_linear_kernel(
     acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc3 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     ss = tl.zeros([BLOCK_M], dtype=tl.float32)
+    xa = tl.zeros([BLOCK_M, BLOCK_R], dtype=tl.float32)
+    rr = tl.arange(0, BLOCK_R)
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
     for k0 in range(k_start, k_end, BLOCK_K):
@@ -62,6 +66,12 @@ def _fused_linear_kernel(
         if GATED:
             w3 = tl.load(W3 + rk[:, None].to(tl.int64) * stride_w3k + rn[None, :], mask=w_mask, other=0.0)
             acc3 = tl.dot(x, w3, acc3)
+        if HAS_LORA:
+            a = tl.load(A + rk[:, None].to(tl.int64) * stride_ak + rr[None, :], mask=k_ok[:, None] & (rr[None, :] < rank), other=0.0)
+            xa = tl.dot(x, a, xa)
+    if HAS_LORA:  # this chunk's (x A) B, rounded to the input dtype as the unfused x @ A is
+        b = tl.load(B + rr[:, None] * stride_br + rn[None, :], mask=(rr[:, None] < rank) & n_ok[None, :], other=0.0)
+        acc1 += lora_scale * tl.dot(xa.to(X.dtype.element_ty), b)
 
     out_mask = m_ok[:, None] & n_ok[None, :]
     if SPLIT:
@@ -110,7 +120,7 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _run(x, g, w1, w3, eps, num_splits, config):
+def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     K = x.shape[-1]
     N = w1.shape[1]
     x2 = x.reshape(-1, K)
@@ -147,12 +157,15 @@ def _run(x, g, w1, w3, eps, num_splits, config):
         p1 = p3 = ss = y2  # unused
     launch = {} if interpreting() else dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     w3_arg = w3 if gated else w1
+    a, b, lora_scale = lora if lora is not None else (w1, w1, 1.0)
+    rank = a.shape[1] if lora is not None else 0
     _fused_linear_kernel[(triton.cdiv(N, block_n), n_splits, triton.cdiv(M, block_m))](
-        x2, g if has_norm else x2, w1, w3_arg, y2, p1, p3, ss,
-        M, N, K, k_chunk, float(eps),
-        x2.stride(0), w1.stride(0), w3_arg.stride(0), y2.stride(0),
-        HAS_NORM=has_norm, GATED=gated, SPLIT=split,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **launch,
+        x2, g if has_norm else x2, w1, w3_arg, y2, p1, p3, ss, a, b,
+        M, N, K, k_chunk, float(eps), rank, float(lora_scale),
+        x2.stride(0), w1.stride(0), w3_arg.stride(0), y2.stride(0), a.stride(0), b.stride(0),
+        HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=max(16, triton.next_power_of_2(max(rank, 1))),
+        **launch,
     )
     if split:
         merge_n = 256
@@ -201,3 +214,27 @@ def gated_mlp(x, w1, w3, *, num_splits=None, _config=None):
     """SiLU(x @ w1) * (x @ w3), both products in one kernel (x read once per tile)."""
     _check_x_w(x, {"w1": w1, "w3": w3})
     return _run(x, None, w1, w3, 0.0, num_splits, _config)
+
+
+MAX_LORA_RANK = 64
+
+
+def lora_linear(x, w, a, b, scale: float = 1.0, *, num_splits=None, _config=None):
+    """x @ w + scale * (x @ a) @ b in one kernel: w (K, N), a (K, r), b (r, N), r <= 64."""
+    _check_x_w(x, {"w": w})
+    check_tensor("a", a, dtypes=DTYPES)
+    check_tensor("b", b, dtypes=DTYPES)
+    check_same_device(x=x, a=a, b=b)
+    if a.dtype != x.dtype or a.dim() != 2 or a.shape[0] != x.shape[-1] or a.stride(1) != 1:
+        raise ValueError(f"a must have shape (K={x.shape[-1]}, rank), dtype {x.dtype} and unit stride along rank; "
+                         f"got {tuple(a.shape)}, {a.dtype}, strides {a.stride()}")
+    r = a.shape[1]
+    if not 1 <= r <= MAX_LORA_RANK:
+        raise ValueError(f"LoRA rank {r} is not supported: 1 <= rank <= {MAX_LORA_RANK}")
+    if b.dtype != x.dtype or b.dim() != 2 or b.shape != (r, w.shape[1]):
+        raise ValueError(f"b must have shape (rank={r}, N={w.shape[1]}) and dtype {x.dtype}; got {tuple(b.shape)}, {b.dtype}")
+    if b.stride(1) != 1:
+        raise ValueError(f"b must have unit stride along N (got strides {b.stride()})")
+    if scale == 0:
+        raise ValueError("scale must be non-zero (use a plain matmul for scale 0)")
+    return _run(x, None, w, None, 0.0, num_splits, _config, lora=(a, b, scale))

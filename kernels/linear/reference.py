@@ -19,3 +19,10 @@ def rmsnorm_linear_reference(x, norm_weight, w, eps=1e-6, compute_dtype=torch.fl
 def gated_mlp_reference(x, w1, w3, compute_dtype=torch.float32):
     xc = x.to(compute_dtype)
     return _out(F.silu(xc @ w1.to(compute_dtype)) * (xc @ w3.to(compute_dtype)), x, compute_dtype)
+
+
+def lora_linear_reference(x, w, a, b, scale=1.0, compute_dtype=torch.float32):
+    """x W + scale (x A) B, with x A rounded to compute_dtype as an unfused layer stores it."""
+    xc = x.to(compute_dtype)
+    xa = (xc @ a.to(compute_dtype)).to(compute_dtype)
+    return _out(xc @ w.to(compute_dtype) + scale * (xa @ b.to(compute_dtype)), x, compute_dtype)

@@ -24,3 +24,13 @@ def fused_add_rms_norm_reference(x: torch.Tensor, residual: torch.Tensor, weight
     """h = x + residual, rounded to x's dtype as the unfused model stores it; (rms_norm(h), h)."""
     h = (x.to(torch.float64) + residual.to(torch.float64)).to(x.dtype)
     return rms_norm_reference(h, weight, eps, compute_dtype), h
+
+
+def ngpt_update_reference(h, y, alpha, eps=1e-12, compute_dtype=torch.float32):
+    """nGPT: Norm(h + alpha * (Norm(y) - h)), Norm = L2 normalization (F.normalize)."""
+    import torch.nn.functional as F
+
+    hc, yc, ac = h.to(compute_dtype), y.to(compute_dtype), alpha.to(compute_dtype)
+    t = hc + ac * (F.normalize(yc, dim=-1, eps=eps) - hc)
+    out = F.normalize(t, dim=-1, eps=eps)
+    return out if compute_dtype == torch.float64 else out.to(h.dtype)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from harness.lanes import interpreting
 from kernels.attention import gqa_attention_reference, gqa_decode
+from kernels.norm import rms_norm_reference
 
 pytestmark = pytest.mark.correctness
 
@@ -66,6 +67,41 @@ def test_gqa_decode_matches_reference(device, batch, q_tokens, kv_heads, group, 
     assert torch.equal(torch.isinf(lse64), torch.isinf(exact_lse))
     finite = ~torch.isinf(exact_lse)
     assert torch.allclose(lse64[finite], exact_lse[finite], rtol=0, atol=1e-2 + 1e-3 * exact_lse[finite].abs().max().item() if finite.any() else 1)
+
+
+@given(batch=st.integers(1, 2), q_tokens=st.integers(1, 3), group=st.sampled_from([1, 4]),
+       head_dim=st.sampled_from([64, 128]), capacity=st.integers(1, 200), num_splits=st.sampled_from([None, 1, 2]),
+       scale=st.sampled_from([0.05, 1.0, 30.0]), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
+@example(batch=1, q_tokens=1, group=4, head_dim=128, capacity=130, num_splits=None, scale=30.0, dtype="fp16", seed=0)
+def test_qk_norm_attention_matches_reference(device, batch, q_tokens, group, head_dim, capacity, num_splits, scale, dtype, seed):
+    """QK-norm (Chameleon): attention(RMSNorm(q) wq, RMSNorm(k) wk, v), the norm fused in the
+    kernel; q and k drawn at scales far from 1 so that a missing norm shows."""
+    dt = TORCH_DTYPE[dtype]
+    q, k, v = make_inputs(batch, q_tokens, 2, group, head_dim, capacity, dt, device, seed)
+    q, k = (q.float() * scale).to(dt), (k.float() * scale).to(dt)
+    g = torch.Generator().manual_seed(seed + 1)
+    wq = (1 + 0.3 * torch.randn(head_dim, generator=g)).to(dt).to(device)
+    wk = (1 + 0.3 * torch.randn(head_dim, generator=g)).to(dt).to(device)
+    got = gqa_decode(q, k, v, num_splits=num_splits, q_norm_weight=wq, k_norm_weight=wk, qk_norm_eps=1e-6)
+
+    def ref(cd):
+        qn = rms_norm_reference(q, wq, 1e-6, cd).to(cd)
+        kn = rms_norm_reference(k, wk, 1e-6, cd).to(cd)
+        return gqa_attention_reference(qn, kn, v.to(cd), compute_dtype=cd)
+
+    exact, lowp = ref(torch.float64), ref(dt).to(dt)
+    err, base = max_err(got, exact), max_err(lowp, exact)
+    one_rounding = torch.finfo(dt).eps * exact.abs().max().item()
+    assert err <= 2 * base + one_rounding, f"max error {err:.3g} > 2 x {base:.3g} + {one_rounding:.3g}"
+
+
+def test_qk_norm_needs_both_weights(device):
+    q, k, v = make_inputs(1, 1, 1, 1, 64, 8, torch.float16, device, 8)
+    with pytest.raises(ValueError, match="both q_norm_weight and k_norm_weight"):
+        gqa_decode(q, k, v, q_norm_weight=torch.ones(64, dtype=torch.float16, device=device))
+    with pytest.raises(ValueError, match=r"k_norm_weight must have shape \(64,\)"):
+        gqa_decode(q, k, v, q_norm_weight=torch.ones(64, dtype=torch.float16, device=device),
+                   k_norm_weight=torch.ones(32, dtype=torch.float16, device=device))
 
 
 def test_splits_do_not_change_the_result(device):

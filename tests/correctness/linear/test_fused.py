@@ -10,7 +10,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from harness.lanes import interpreting
-from kernels.linear import gated_mlp, gated_mlp_reference, rmsnorm_linear, rmsnorm_linear_reference
+from kernels.linear import (gated_mlp, gated_mlp_reference, lora_linear, lora_linear_reference, rmsnorm_linear,
+                            rmsnorm_linear_reference)
 
 pytestmark = pytest.mark.correctness
 
@@ -66,6 +67,37 @@ def test_gated_mlp_matches_reference(device, m, k, n, splits, dtype, seed):
     y = gated_mlp(x, w1, w3, num_splits=splits)
     assert all(torch.equal(a, b) for a, b in zip((x, w1, w3), before)), "inputs were modified"
     assert_within_rule(y, gated_mlp_reference(x, w1, w3, torch.float64), gated_mlp_reference(x, w1, w3, dt), dt)
+
+
+@given(m=st.integers(0, 20), k=st.integers(1, 300), n=st.integers(1, 130), rank=st.integers(1, 64),
+       scale=st.sampled_from([0.5, 2.0]), splits=st.sampled_from([None, 1, 3]), dtype=st.sampled_from(list(DTYPES)),
+       seed=st.integers(0, 2**31 - 1))
+@example(m=1, k=4096, n=64, rank=16, scale=2.0, splits=None, dtype="fp16", seed=0)
+@example(m=17, k=129, n=65, rank=64, scale=0.5, splits=2, dtype="fp16", seed=1)
+@example(m=3, k=40, n=20, rank=1, scale=2.0, splits=None, dtype="fp16", seed=2)
+def test_lora_linear_matches_reference(device, m, k, n, rank, scale, splits, dtype, seed):
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    x = randn((m, k), dt, device, g)
+    w = randn((k, n), dt, device, g, k ** -0.5)
+    a = randn((k, rank), dt, device, g, k ** -0.5)
+    b = randn((rank, n), dt, device, g, rank ** -0.5)
+    before = [t.clone() for t in (x, w, a, b)]
+    y = lora_linear(x, w, a, b, scale, num_splits=splits)
+    assert all(torch.equal(p, q) for p, q in zip((x, w, a, b), before)), "inputs were modified"
+    assert_within_rule(y, lora_linear_reference(x, w, a, b, scale, torch.float64),
+                       lora_linear_reference(x, w, a, b, scale, dt), dt)
+
+
+def test_lora_rejects_bad_rank_and_shapes(device):
+    x = torch.randn(2, 64, device=device, dtype=torch.float16)
+    w = torch.randn(64, 32, device=device, dtype=torch.float16)
+    with pytest.raises(ValueError, match="LoRA rank 65 is not supported"):
+        lora_linear(x, w, torch.randn(64, 65, device=device, dtype=torch.float16), torch.randn(65, 32, device=device, dtype=torch.float16))
+    with pytest.raises(ValueError, match=r"b must have shape \(rank=8, N=32\)"):
+        lora_linear(x, w, torch.randn(64, 8, device=device, dtype=torch.float16), torch.randn(8, 31, device=device, dtype=torch.float16))
+    with pytest.raises(ValueError, match=r"a must have shape \(K=64, rank\)"):
+        lora_linear(x, w, torch.randn(63, 8, device=device, dtype=torch.float16), torch.randn(8, 32, device=device, dtype=torch.float16))
 
 
 def test_leading_dims_and_strided_rows(device):

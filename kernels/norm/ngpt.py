@@ -1,0 +1,61 @@
+"""nGPT's hidden-state update (Loshchilov et al.), fused in one pass over each row:
+
+    h_new = Norm(h + alpha * (Norm(y) - h)),    Norm(v) = v / max(||v||_2, eps)
+
+(Norm as torch.nn.functional.normalize). h is the hidden state, y a block's output, alpha
+a learned per-channel step (hidden,). Rows of any leading shape; hidden up to 16384.
+Arithmetic in float32; fp16, bf16 or fp32 in and out.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from harness.lanes import interpreting
+from kernels.checks import check_out, check_same_device, check_tensor
+from kernels.norm.rmsnorm import MAX_SINGLE_BLOCK, _as_rows, _launch_config
+
+
+@triton.jit
+def _ngpt_update_kernel(H, Y, ALPHA, OUT, stride_h, stride_y, stride_o, n_rows, n_cols, eps,
+                        ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    rows64 = rows.to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    alpha = tl.load(ALPHA + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
+    h = tl.load(H + rows64[:, None] * stride_h + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(Y + rows64[:, None] * stride_y + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    y = y / tl.maximum(tl.sqrt(tl.sum(y * y, axis=1)), eps)[:, None]
+    t = h + alpha[None, :] * (y - h)
+    t = t / tl.maximum(tl.sqrt(tl.sum(t * t, axis=1)), eps)[:, None]
+    tl.store(OUT + rows64[:, None] * stride_o + cols[None, :], t.to(OUT.dtype.element_ty), mask=mask)
+
+
+def ngpt_update(h: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, eps: float = 1e-12,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Norm(h + alpha * (Norm(y) - h)) over the last dimension; see the module doc."""
+    for name, t in (("h", h), ("y", y), ("alpha", alpha)):
+        check_tensor(name, t)
+    check_same_device(h=h, y=y, alpha=alpha)
+    n_cols = h.shape[-1]
+    if y.shape != h.shape or y.dtype != h.dtype:
+        raise ValueError(f"y must match h: shape {tuple(h.shape)}, {h.dtype}; got {tuple(y.shape)}, {y.dtype}")
+    if alpha.shape != (n_cols,) or alpha.dtype != h.dtype:
+        raise ValueError(f"alpha must have shape ({n_cols},) and dtype {h.dtype}; got {tuple(alpha.shape)}, {alpha.dtype}")
+    if not 1 <= n_cols <= MAX_SINGLE_BLOCK:
+        raise ValueError(f"hidden size {n_cols} is not supported: 1 <= hidden <= {MAX_SINGLE_BLOCK}")
+    check_out("out", out, h.shape, h.dtype, h.device)
+    h2, y2 = _as_rows("h", h, n_cols), _as_rows("y", y, n_cols)
+    o = torch.empty(h.shape, dtype=h.dtype, device=h.device) if out is None else out
+    o2 = o.view(-1, n_cols)
+    n_rows = h2.shape[0]
+    if n_rows == 0:
+        return o
+    cfg = _launch_config(n_rows, n_cols, h.element_size())
+    _ngpt_update_kernel[(triton.cdiv(n_rows, cfg["ROWS"]),)](
+        h2, y2, alpha.contiguous(), o2, h2.stride(0), y2.stride(0), o2.stride(0), n_rows, n_cols, float(eps),
+        ROWS=cfg["ROWS"], BLOCK_N=cfg["BLOCK_N"], num_warps=cfg["num_warps"],
+    )
+    return o

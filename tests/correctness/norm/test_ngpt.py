@@ -1,0 +1,49 @@
+"""kernels/norm/ngpt.py == kernels/norm/reference.py (ngpt_update_reference) on any valid input.
+Tolerance as in test_rmsnorm.py: at most twice the error of the same computation in the
+input dtype, plus one rounding of the output."""
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from kernels.norm import ngpt_update, ngpt_update_reference
+
+pytestmark = pytest.mark.correctness
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@given(rows=st.sampled_from([0, 1, 3, 17, 64]), hidden=st.one_of(st.integers(1, 300), st.sampled_from([1536, 4096, 16384])),
+       dtype=st.sampled_from(list(DTYPES)), seed=st.integers(0, 2**31 - 1), strided=st.booleans())
+@example(rows=1, hidden=1, dtype="fp32", seed=0, strided=False)
+@example(rows=5, hidden=1536, dtype="bf16", seed=1, strided=True)
+def test_ngpt_update_matches_reference(device, rows, hidden, dtype, seed, strided):
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    width = hidden + (5 if strided else 0)
+    h = torch.nn.functional.normalize(torch.randn(rows, width, generator=g)[:, :hidden], dim=-1).to(dt).to(device)
+    y = (torch.randn(rows, width, generator=g)[:, :hidden] * 3).to(dt).to(device)
+    alpha = (0.05 + 0.1 * torch.rand(hidden, generator=g)).to(dt).to(device)
+    before = [t.clone() for t in (h, y, alpha)]
+    out = ngpt_update(h, y, alpha, out=torch.full((rows, hidden), float("nan"), dtype=dt, device=device))
+    assert all(torch.equal(a, b) for a, b in zip((h, y, alpha), before)), "inputs were modified"
+    assert not torch.isnan(out).any()
+    exact = ngpt_update_reference(h, y, alpha, compute_dtype=torch.float64).cpu()
+    lowp = ngpt_update_reference(h, y, alpha, compute_dtype=dt).double().cpu()
+    err = (out.double().cpu() - exact).abs().max().item() if rows else 0.0
+    base = (lowp - exact).abs().max().item() if rows else 0.0
+    one = torch.finfo(dt).eps * (exact.abs().max().item() if rows else 0.0)
+    assert err <= 2 * base + one, f"max error {err:.3g} > 2 x {base:.3g} + {one:.3g}"
+    if rows:  # the result lies on the unit sphere
+        norms = out.double().norm(dim=-1).cpu()
+        assert torch.allclose(norms, torch.ones_like(norms), atol=hidden ** 0.5 * torch.finfo(dt).eps)
+
+
+def test_rejects_bad_input(device):
+    h = torch.randn(2, 8, device=device)
+    with pytest.raises(ValueError, match=r"alpha must have shape \(8,\)"):
+        ngpt_update(h, h, torch.ones(7, device=device))
+    with pytest.raises(ValueError, match="y must match h"):
+        ngpt_update(h, h[:1], torch.ones(8, device=device))
+    with pytest.raises(ValueError, match="hidden size 20000 is not supported"):
+        ngpt_update(torch.randn(1, 20000, device=device), torch.randn(1, 20000, device=device), torch.ones(20000, device=device))
