@@ -8,6 +8,7 @@ against the case's reference, so that nothing fast-because-wrong is ever recorde
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,6 +34,7 @@ class PerfCase:
     rtol: float                               # allowed ||out - ref|| / ||ref|| per output
     kernel: str = "triton"                    # which provider is the suite's own kernel
     unavailable: dict[str, str] = field(default_factory=dict)  # provider -> reason
+    timing_mode: str | None = None            # force "graph" or "events" for this case
 
     @property
     def case_id(self) -> str:
@@ -104,6 +106,8 @@ def run_case(case: PerfCase, config: TimingConfig, ceilings: dict | None) -> Cas
     errors, first_s = check_providers(case, inputs)
     del inputs
     ok = {n: fn for n, fn in case.providers.items() if n not in errors and n not in case.unavailable}
+    if case.timing_mode:
+        config = dataclasses.replace(config, mode=case.timing_mode)
     measurements = time_providers(ok, case.make_inputs, config, first_s) if ok else {}
     torch.cuda.empty_cache()
     return CaseResult(measurements, errors, build_records(case, measurements, ceilings))

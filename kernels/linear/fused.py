@@ -3,6 +3,7 @@
     rmsnorm_linear(x, g, W)   y = RMSNorm(x; g, eps) @ W
     gated_mlp(x, W1, W3)      y = SiLU(x @ W1) * (x @ W3)
     lora_linear(x, W, A, B)   y = x @ W + s (x @ A) @ B     (A (K, r), B (r, N), r <= 64)
+    linear(x, W)              y = x @ W
 
 x (M, K) with any leading dims; weights (K, N) as Mirage writes them ("X W"), unit stride
 along N. Activations fp16 or bf16; accumulation fp32.
@@ -238,3 +239,9 @@ def lora_linear(x, w, a, b, scale: float = 1.0, *, num_splits=None, _config=None
     if scale == 0:
         raise ValueError("scale must be non-zero (use a plain matmul for scale 0)")
     return _run(x, None, w, None, 0.0, num_splits, _config, lora=(a, b, scale))
+
+
+def linear(x, w, *, num_splits=None, _config=None):
+    """x @ w (w (K, N)): the skeleton without norm, gate or adapter, split-K for few rows."""
+    _check_x_w(x, {"w": w})
+    return _run(x, None, w, None, 0.0, num_splits, _config)

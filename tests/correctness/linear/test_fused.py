@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from harness.lanes import interpreting
-from kernels.linear import (gated_mlp, gated_mlp_reference, lora_linear, lora_linear_reference, rmsnorm_linear,
+from kernels.linear import (gated_mlp, linear, gated_mlp_reference, lora_linear, lora_linear_reference, rmsnorm_linear,
                             rmsnorm_linear_reference)
 
 pytestmark = pytest.mark.correctness
@@ -98,6 +98,17 @@ def test_lora_rejects_bad_rank_and_shapes(device):
         lora_linear(x, w, torch.randn(64, 8, device=device, dtype=torch.float16), torch.randn(8, 31, device=device, dtype=torch.float16))
     with pytest.raises(ValueError, match=r"a must have shape \(K=64, rank\)"):
         lora_linear(x, w, torch.randn(63, 8, device=device, dtype=torch.float16), torch.randn(8, 32, device=device, dtype=torch.float16))
+
+
+@given(**dims)
+@example(m=1, k=4096, n=64, splits=None, dtype="fp16", seed=0)
+def test_linear_matches_matmul(device, m, k, n, splits, dtype, seed):
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    x, w = randn((m, k), dt, device, g), randn((k, n), dt, device, g, k ** -0.5)
+    exact = x.double().cpu() @ w.double().cpu()
+    lowp = (x.cpu().float() @ w.cpu().float()).to(dt)  # one rounding of an fp32-accumulated product
+    assert_within_rule(linear(x, w, num_splits=splits), exact, lowp, dt)
 
 
 def test_leading_dims_and_strided_rows(device):

@@ -1,0 +1,72 @@
+"""The one switch between the suite's Triton kernels and plain PyTorch for every model.
+
+`get_ops("triton")` and `get_ops("torch")` return the same set of operations; a layer takes
+one and never calls a kernel directly. The torch set is ordinary model code in the model's
+dtype (what a Hugging Face model computes) and is the plain-PyTorch layer the Triton layer
+is checked and timed against.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+
+def _torch_attention(q, k_cache, v_cache, kv_len, causal=True):
+    """SDPA over the first kv_len cached positions; q's T tokens are the last T of them."""
+    T = q.shape[1]
+    k, v = k_cache[:, :kv_len].transpose(1, 2), v_cache[:, :kv_len].transpose(1, 2)
+    mask = None
+    if causal and T > 1:  # bottom-right aligned: query t sees keys 0 .. kv_len - T + t
+        mask = torch.ones(T, kv_len, dtype=torch.bool, device=q.device).tril(diagonal=kv_len - T)
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, enable_gqa=True)
+    return o.transpose(1, 2)
+
+
+def _torch_ops():
+    def rms_norm(x, w, eps):
+        return F.rms_norm(x, (x.shape[-1],), w, eps)
+
+    return SimpleNamespace(
+        name="torch",
+        rms_norm=rms_norm,
+        fused_add_rms_norm=lambda x, r, w, eps: (rms_norm(x + r, w, eps), x + r),
+        rmsnorm_linear=lambda x, g, w, eps: rms_norm(x, g, eps) @ w,
+        linear=lambda x, w: x @ w,
+        gated_mlp=lambda x, w1, w3: F.silu(x @ w1) * (x @ w3),
+        lora_linear=lambda x, w, a, b, s: x @ w + s * ((x @ a) @ b),
+        attention=lambda q, k_cache, v_cache, kv_len: _torch_attention(q, k_cache, v_cache, kv_len),
+        ngpt_update=lambda h, y, a: F.normalize(h + a * (F.normalize(y, dim=-1) - h), dim=-1),
+    )
+
+
+def _triton_ops():
+    from kernels.attention import gqa_decode
+    from kernels.linear import gated_mlp, linear, lora_linear, rmsnorm_linear
+    from kernels.norm import fused_add_rms_norm, ngpt_update, rms_norm
+
+    def attention(q, k_cache, v_cache, kv_len):
+        return gqa_decode(q, k_cache, v_cache, causal=True, max_kv_len=kv_len,
+                          kv_lens=torch.full((q.shape[0],), kv_len, dtype=torch.int32, device=q.device),
+                          validate_lens=False)
+
+    return SimpleNamespace(
+        name="triton",
+        rms_norm=rms_norm,
+        fused_add_rms_norm=fused_add_rms_norm,
+        rmsnorm_linear=rmsnorm_linear,
+        linear=linear,
+        gated_mlp=gated_mlp,
+        lora_linear=lora_linear,
+        attention=attention,
+        ngpt_update=ngpt_update,
+    )
+
+
+def get_ops(backend: str):
+    if backend == "triton":
+        return _triton_ops()
+    if backend == "torch":
+        return _torch_ops()
+    raise ValueError(f"unknown backend {backend!r}: use 'triton' or 'torch'")

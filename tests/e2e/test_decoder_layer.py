@@ -1,0 +1,128 @@
+"""One decoder layer per seed model (models/layer.py), Triton kernels vs plain PyTorch.
+
+Correctness (both lanes): the layer built from the Triton kernels against the same layer
+in plain PyTorch evaluated in float64; its error may be at most twice that of the plain
+layer in the model's dtype, plus one rounding of the output. The CPU lane runs the tiny
+look-alikes (models.config.tiny) in fp16; the GPU lane the real dimensions in bf16.
+"""
+import pytest
+import torch
+
+from harness.lanes import interpreting
+from models import SEED_MODELS, DecoderLayer, KVCache, get_ops, tiny
+
+pytestmark = pytest.mark.e2e
+
+MODELS = list(SEED_MODELS)
+
+
+def build(name, batch, kv_len, q_tokens, device, seed=0):
+    cfg = SEED_MODELS[name]
+    dtype = torch.bfloat16
+    if interpreting():  # the interpreter's bf16 dot is wrong (triton-lang/triton#11584)
+        cfg, dtype = tiny(cfg), torch.float16
+    layer = DecoderLayer(cfg, dtype=dtype, device=device, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    capacity = kv_len + q_tokens
+    cache = KVCache.empty(cfg, batch, capacity, dtype, device)
+    cache.k[:, :kv_len] = torch.randn(batch, kv_len, cfg.n_kv_heads, cfg.head_dim, generator=g).to(dtype).to(device)
+    cache.v[:, :kv_len] = torch.randn(batch, kv_len, cfg.n_kv_heads, cfg.head_dim, generator=g).to(dtype).to(device)
+    x = torch.randn(batch, q_tokens, cfg.hidden, generator=g).to(dtype).to(device)
+    if cfg.ngpt:
+        x = torch.nn.functional.normalize(x.float(), dim=-1).to(dtype)
+    return layer, cache, x, dtype
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("batch,kv_len,q_tokens", [(1, 40, 1), (2, 70, 3)])
+def test_layer_matches_plain_pytorch(device, name, batch, kv_len, q_tokens):
+    if not interpreting() and device == "cuda":
+        kv_len = kv_len * 50  # real dims on the GPU: a few thousand cached tokens
+    layer, cache, x, dtype = build(name, batch, kv_len, q_tokens, device)
+    got = layer(x, KVCache(cache.k.clone(), cache.v.clone()), kv_len, get_ops("triton"))
+
+    exact_layer = DecoderLayer(layer.cfg, dtype=torch.float64, device="cpu", seed=0)
+    exact = exact_layer(x.cpu().double(), cache.to(torch.float64) if device == "cpu" else
+                        KVCache(cache.k.cpu().double(), cache.v.cpu().double()), kv_len, get_ops("torch"))
+    plain = layer(x, KVCache(cache.k.clone(), cache.v.clone()), kv_len, get_ops("torch"))
+
+    assert got.shape == x.shape and got.dtype == dtype and not torch.isnan(got).any()
+    err = (got.double().cpu() - exact).abs().max().item()
+    base = (plain.double().cpu() - exact).abs().max().item()
+    one = torch.finfo(dtype).eps * exact.abs().max().item()
+    assert err <= 2 * base + one, f"{name}: max error {err:.3g} > 2 x {base:.3g} (plain {dtype}) + {one:.3g}"
+
+
+def test_layer_writes_new_keys_into_the_cache(device):
+    layer, cache, x, _ = build("llama3-8b", 1, 10, 2, device)
+    before = cache.k.clone()
+    layer(x, cache, 10, get_ops("triton"))
+    assert torch.equal(cache.k[:, :10], before[:, :10]), "cached positions were overwritten"
+    assert not torch.equal(cache.k[:, 10:12], before[:, 10:12]), "new keys were not written"
+
+
+def test_unknown_backend_is_an_error():
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        get_ops("cuda")
+
+
+# ---- timed (GPU): the decode step of one layer, every implementation in CUDA graphs ----
+
+def _layer_case(name, batch, kv_len):
+    import functools
+
+    from harness.metrics import Cost
+    from harness.perfcase import PerfCase
+
+    cfg = SEED_MODELS[name]
+    dt = torch.bfloat16
+    layer = DecoderLayer(cfg, dtype=dt, device="cuda", seed=0)
+    ref_layer = DecoderLayer(cfg, dtype=torch.float32, device="cuda", seed=0)
+    triton_ops, torch_ops = get_ops("triton"), get_ops("torch")
+    compiled = torch.compile(functools.partial(layer.forward, ops=torch_ops), dynamic=False)
+
+    def make_inputs():
+        cache = KVCache.empty(cfg, batch, kv_len + 1, dt, "cuda")
+        cache.k.normal_()
+        cache.v.normal_()
+        x = torch.randn(batch, 1, cfg.hidden, device="cuda", dtype=dt)
+        if cfg.ngpt:
+            x = torch.nn.functional.normalize(x.float(), dim=-1).to(dt)
+        return x, cache.k, cache.v
+
+    weight_bytes = sum(b.numel() * b.element_size() for b in layer.buffers())
+    kv_bytes = 2 * batch * kv_len * cfg.n_kv_heads * cfg.head_dim * 2
+    return PerfCase(
+        op="decoder_layer", shape={"model": name, "batch": batch, "kv_len": kv_len}, dtype=dt,
+        make_inputs=make_inputs,
+        providers={
+            "triton": lambda x, k, v: layer(x, KVCache(k, v), kv_len, triton_ops),
+            "eager": lambda x, k, v: layer(x, KVCache(k, v), kv_len, torch_ops),
+            "compile": lambda x, k, v: compiled(x, KVCache(k, v), kv_len),
+        },
+        # Decode: every weight (bf16, 2 bytes) and the KV cache read once; 2 flops per weight and row.
+        cost=Cost(flops=2 * batch * (weight_bytes // 2), bytes=weight_bytes + kv_bytes),
+        reference=lambda x, k, v: ref_layer(x.float(), KVCache(k.float(), v.float()), kv_len, torch_ops),
+        rtol=2e-2,  # a whole bf16 layer against float32: several roundings compound
+        timing_mode="graph",
+    )
+
+
+@pytest.mark.perf
+@pytest.mark.parametrize("provider", ["triton", "eager", "compile"])
+@pytest.mark.parametrize("batch", [1, 8, 16])
+@pytest.mark.parametrize("name", MODELS)
+def test_decoder_layer_perf(name, batch, provider, perf, benchmark):
+    case = _cached_layer_case(name, batch, 4096)
+    perf.run(case, provider, benchmark)
+
+
+_LAST_CASE = {}
+
+
+def _cached_layer_case(name, batch, kv_len):
+    key = (name, batch, kv_len)
+    if key not in _LAST_CASE:
+        _LAST_CASE.clear()
+        _LAST_CASE[key] = _layer_case(name, batch, kv_len)
+    return _LAST_CASE[key]
