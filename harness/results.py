@@ -68,7 +68,9 @@ def load_run(path: str | Path) -> Run:
 
 
 def latest_run_for_gpu(folder: str | Path, gpu: str | None) -> Run:
-    """The newest results file under `folder` (recursively) recorded on GPU model `gpu`."""
+    """The reference held in `folder` (recursively) for GPU model `gpu`: for every case, its
+    entries from the newest file that measured it. A run of a few cases adds to the
+    reference; it does not hide the cases it did not run."""
     runs = []
     for f in sorted(Path(folder).rglob("*.json")):
         try:
@@ -79,4 +81,15 @@ def latest_run_for_gpu(folder: str | Path, gpu: str | None) -> Run:
             runs.append(r)
     if not runs:
         raise UnusableInput(f"no results file under {folder} was recorded on {gpu!r}: nothing to compare with")
-    return max(runs, key=lambda r: (r.datetime or "", r.path))
+    runs.sort(key=lambda r: (r.datetime or "", r.path))
+    entries, source = {}, {}
+    for r in runs:  # oldest first: newer files overwrite the cases they measured
+        for case in r.cases():
+            for key in [k for k in entries if k[0] == case]:
+                del entries[key]
+            entries.update({k: e for k, e in r.entries.items() if k[0] == case})
+            source[case] = r.path
+    used = sorted(set(source.values()))
+    merged = Run(f"{folder} (newest file per case: {', '.join(Path(u).name for u in used)})", gpu,
+                 runs[-1].datetime, entries)
+    return merged

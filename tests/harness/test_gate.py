@@ -88,16 +88,21 @@ def test_unreadable_input_is_exit_2(tmp_path):
     assert main(["gate", str(tmp_path / "missing.json"), str(cand)]) == 2
 
 
-def test_base_folder_picks_newest_file_of_same_gpu(tmp_path, capsys):
+def test_base_folder_takes_each_case_from_its_newest_file_of_the_same_gpu(tmp_path, capsys):
     store = tmp_path / "results"
     (store / "h100").mkdir(parents=True)
     (store / "h200").mkdir()
-    results_file(store / "h100" / "0001_old.json", scaled(CASES, kernel=0.5), seed=1)  # older
-    results_file(store / "h100" / "0002_new.json", CASES, seed=3)                       # newest
+    results_file(store / "h100" / "0001_old.json", scaled(CASES, kernel=0.5), seed=1)   # older, both cases
+    one_case = {"rmsnorm/rows=4096,hidden=4096/bf16": CASES["rmsnorm/rows=4096,hidden=4096/bf16"]}
+    results_file(store / "h100" / "0002_new.json", one_case, seed=3)                      # newest, one case
     results_file(store / "h200" / "0001_other.json", CASES, seed=4, gpu="NVIDIA H200")
-    cand = results_file(tmp_path / "cand.json", scaled(CASES, kernel=1.15), seed=5)
+    cand = results_file(tmp_path / "cand.json", CASES, seed=5)
+    # rows=4096 comes from 0002 (unchanged); rows=1 only from 0001, where the kernel was
+    # twice as fast: a regression, so the older file's case still counts.
     assert main(["gate", str(store), str(cand)]) == 1
-    assert "0002_new.json" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0001_old.json" in out and "0002_new.json" in out and "0001_other" not in out
+    assert "unchanged   rmsnorm/rows=4096" in out and "regression  rmsnorm/rows=1," in out
     only_h200 = tmp_path / "only_h200"
     only_h200.mkdir()
     results_file(only_h200 / "x.json", CASES, seed=4, gpu="NVIDIA H200")
