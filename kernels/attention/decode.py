@@ -20,15 +20,14 @@ q_tokens)), the quantity that merges partial attentions (shared-prefix attention
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import triton
 import triton.language as tl
 
-from harness.lanes import interpreting
 from kernels.checks import check_same_device, check_tensor
+from kernels.launch import split_plan
 
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
@@ -149,23 +148,6 @@ def _combine_kernel(
         tl.store(LSE + b * stride_lb + head * stride_lh + tok, lse_out * 0.6931471805599453)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _plan(batch: int, kv_heads: int, m_blocks: int, max_kv: int, block_n: int, device, num_splits, waves=2):
-    """How many chunks to split the KV length into: enough programs for about `waves`
-    waves on the GPU, each chunk at least two key blocks long."""
-    if num_splits is None:
-        sms = 4 if device.type != "cuda" else _sm_count(device.index or 0)
-        programs = batch * kv_heads * m_blocks
-        num_splits = max(1, min(triton.cdiv(waves * sms, programs), triton.cdiv(max_kv, 2 * block_n)))
-    num_splits = max(1, min(int(num_splits), max(1, triton.cdiv(max_kv, block_n))))
-    chunk = triton.cdiv(triton.cdiv(max(max_kv, 1), num_splits), block_n) * block_n
-    return triton.cdiv(max(max_kv, 1), chunk), chunk
-
-
 def _check_inputs(q, k_cache, v_cache, kv_lens):
     for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
         check_tensor(name, t, dtypes=DTYPES)
@@ -260,7 +242,7 @@ def gqa_decode(
     block_n = cfg["block_n"]
     m_blocks = triton.cdiv(n_rows, block_m)
     max_kv = capacity if max_kv_len is None else max(0, min(int(max_kv_len), capacity))
-    n_splits, chunk = _plan(batch, kv_heads, m_blocks, max_kv, block_n, device, num_splits, cfg["waves"])
+    n_splits, chunk = split_plan(max_kv, block_n, batch * kv_heads * m_blocks, device, num_splits, cfg["waves"])
     scale = head_dim ** -0.5 if scale is None else float(scale)
     partial = n_splits > 1
     if partial:
@@ -268,11 +250,9 @@ def gqa_decode(
         lse_part = torch.empty(batch * kv_heads, n_splits, n_rows, dtype=torch.float32, device=device)
     else:
         o_part = lse_part = out  # unused
-    lse_arg = lse if lse is not None else None
     stride_lb, stride_lh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)
-    launch = {} if interpreting() else dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     _decode_kernel[(batch * kv_heads, m_blocks, n_splits)](
-        q, k_cache, v_cache, kv_lens, out, lse_arg, o_part, lse_part,
+        q, k_cache, v_cache, kv_lens, out, lse, o_part, lse_part,
         q_norm_weight.contiguous() if qk_norm else q, k_norm_weight.contiguous() if qk_norm else q, float(qk_norm_eps),
         q.stride(0), q.stride(1), q.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
@@ -281,14 +261,14 @@ def gqa_decode(
         stride_lb, stride_lh,
         capacity, q_tokens, group, kv_heads, n_rows, chunk, n_splits, scale / LN2,
         CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, WRITE_PARTIAL=partial, QK_NORM=qk_norm,
-        **launch,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if partial:
         _combine_kernel[(batch * kv_heads * n_rows,)](
-            o_part, lse_part, out, lse_arg,
+            o_part, lse_part, out, lse,
             out.stride(0), out.stride(1), out.stride(2), stride_lb, stride_lh,
             kv_heads, n_rows, n_splits, group,
             HEAD_DIM=head_dim, BLOCK_S=triton.next_power_of_2(n_splits),
-            **({} if interpreting() else dict(num_warps=4)),
+            num_warps=4,
         )
     return (out, lse) if return_lse else out

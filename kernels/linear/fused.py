@@ -18,14 +18,12 @@ way because it is linear in K: each chunk adds (x_c A_c) B to its partial.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
-from harness.lanes import interpreting
 from kernels.checks import check_same_device, check_tensor
+from kernels.launch import split_plan
 
 DTYPES = (torch.float16, torch.bfloat16)
 
@@ -116,11 +114,6 @@ def _merge_splits_kernel(
     tl.store(Y + m * stride_ym + rn, y.to(Y.dtype.element_ty), mask=n_ok)
 
 
-@functools.lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
 def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     K = x.shape[-1]
     N = w1.shape[1]
@@ -143,11 +136,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     block_m = max(16, min(64, triton.next_power_of_2(M)))
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
-    if num_splits is None:
-        sms = 4 if x.device.type != "cuda" else _sm_count(x.device.index or 0)
-        num_splits = max(1, min(triton.cdiv(cfg["waves"] * sms, tiles), triton.cdiv(K, 4 * block_k)))
-    k_chunk = triton.cdiv(triton.cdiv(K, int(num_splits)), block_k) * block_k
-    n_splits = triton.cdiv(K, k_chunk)
+    n_splits, k_chunk = split_plan(K, block_k, tiles, x.device, num_splits, cfg["waves"], min_blocks=4)
     split = n_splits > 1
     gated, has_norm = w3 is not None, g is not None
     if split:
@@ -156,7 +145,6 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
         ss = torch.empty(n_splits, M, dtype=torch.float32, device=x.device) if has_norm else p1
     else:
         p1 = p3 = ss = y2  # unused
-    launch = {} if interpreting() else dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     w3_arg = w3 if gated else w1
     a, b, lora_scale = lora if lora is not None else (w1, w1, 1.0)
     rank = a.shape[1] if lora is not None else 0
@@ -166,14 +154,14 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
         x2.stride(0), w1.stride(0), w3_arg.stride(0), y2.stride(0), a.stride(0), b.stride(0),
         HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=max(16, triton.next_power_of_2(max(rank, 1))),
-        **launch,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if split:
         merge_n = 256
         _merge_splits_kernel[(M, triton.cdiv(N, merge_n))](
             p1, p3, ss, y2, M, N, K, n_splits, float(eps), y2.stride(0),
             HAS_NORM=has_norm, GATED=gated, BLOCK_N=merge_n, BLOCK_S=triton.next_power_of_2(n_splits),
-            **({} if interpreting() else dict(num_warps=4)),
+            num_warps=4,
         )
     return y
 

@@ -12,7 +12,6 @@ import torch
 import triton
 import triton.language as tl
 
-from harness.lanes import interpreting
 from kernels.checks import check_out, check_same_device, check_tensor
 from kernels.norm.rmsnorm import MAX_SINGLE_BLOCK, _as_rows, _launch_config
 
@@ -47,7 +46,7 @@ def ngpt_update(h: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, eps: floa
     if not 1 <= n_cols <= MAX_SINGLE_BLOCK:
         raise ValueError(f"hidden size {n_cols} is not supported: 1 <= hidden <= {MAX_SINGLE_BLOCK}")
     check_out("out", out, h.shape, h.dtype, h.device)
-    h2, y2 = _as_rows("h", h, n_cols), _as_rows("y", y, n_cols)
+    h2, y2 = _as_rows(h, n_cols), _as_rows(y, n_cols)
     o = torch.empty(h.shape, dtype=h.dtype, device=h.device) if out is None else out
     o2 = o.view(-1, n_cols)
     n_rows = h2.shape[0]

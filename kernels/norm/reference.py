@@ -9,6 +9,7 @@ The result is returned in `compute_dtype` when that is float64, else in x's dtyp
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6,
@@ -28,8 +29,6 @@ def fused_add_rms_norm_reference(x: torch.Tensor, residual: torch.Tensor, weight
 
 def ngpt_update_reference(h, y, alpha, eps=1e-12, compute_dtype=torch.float32):
     """nGPT: Norm(h + alpha * (Norm(y) - h)), Norm = L2 normalization (F.normalize)."""
-    import torch.nn.functional as F
-
     hc, yc, ac = h.to(compute_dtype), y.to(compute_dtype), alpha.to(compute_dtype)
     t = hc + ac * (F.normalize(yc, dim=-1, eps=eps) - hc)
     out = F.normalize(t, dim=-1, eps=eps)

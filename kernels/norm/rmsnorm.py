@@ -19,7 +19,6 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_out, check_same_device, check_tensor
-from harness.lanes import interpreting
 
 MAX_SINGLE_BLOCK = 16384  # fp32 values per row held in registers (32 per thread at 16 warps)
 CHUNK = 4096              # block width of the two-pass loop for wider rows
@@ -94,17 +93,15 @@ def _launch_config(n_rows: int, n_cols: int, elem_bytes: int) -> dict:
     while rows * block_n * elem_bytes < 2048 and rows < 64 and rows < n_rows:
         rows *= 2
     num_warps = min(max(rows * block_n * elem_bytes // (32 * 32), 4), 16)
-    return dict(ROWS=rows, BLOCK_N=block_n, SINGLE_PASS=single, num_warps=1 if interpreting() else num_warps)
+    return dict(ROWS=rows, BLOCK_N=block_n, SINGLE_PASS=single, num_warps=num_warps)
 
 
-def _as_rows(name: str, t: torch.Tensor, n_cols: int) -> torch.Tensor:
-    """2-D view (rows, hidden) with unit stride along hidden; copies only when it must."""
+def _as_rows(t: torch.Tensor, n_cols: int) -> torch.Tensor:
+    """2-D view (rows, hidden) with unit stride along hidden; copies only when it must
+    (a stride along hidden, or leading dims that cannot be merged into one)."""
     if t.stride(-1) != 1:
         t = t.contiguous()
-    t2 = t.reshape(-1, n_cols)
-    if t2.dim() == 2 and t2.shape[0] > 1 and t2.stride(1) != 1:  # pragma: no cover - reshape guarantees
-        t2 = t2.contiguous()
-    return t2
+    return t.reshape(-1, n_cols)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, eps: float) -> int:
@@ -125,12 +122,12 @@ def _check(x: torch.Tensor, weight: torch.Tensor, eps: float) -> int:
 
 def _run(x, residual, weight, eps, out, residual_out):
     n_cols = x.shape[-1]
-    x2 = _as_rows("x", x, n_cols)
+    x2 = _as_rows(x, n_cols)
     n_rows = x2.shape[0]
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     y2 = y.view(-1, n_cols)
     if residual is not None:
-        r2 = _as_rows("residual", residual, n_cols)
+        r2 = _as_rows(residual, n_cols)
         h = torch.empty(x.shape, dtype=x.dtype, device=x.device) if residual_out is None else residual_out
         h2 = h.view(-1, n_cols)
     else:
