@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .gate import compare_rows, gate
-from .results import UnusableInput, latest_run_for_gpu, load_run
+from .results import UnusableInput, reference_for_gpu, load_run
 
 CSV_FIELDS = ["case", "op", "provider", "role", "dtype", "shape", "median_us", "iqr_us", "rounds",
               "tflops", "gbps", "roofline_fraction", "timing", "compile_time_s",
@@ -49,7 +49,7 @@ def cmd_compare(args) -> int:
 
 def cmd_gate(args) -> int:
     cand = load_run(args.cand)
-    base = latest_run_for_gpu(args.base, cand.gpu) if Path(args.base).is_dir() else load_run(args.base)
+    base = reference_for_gpu(args.base, cand.gpu) if Path(args.base).is_dir() else load_run(args.base)
     verdicts, notes = gate(base, cand, args.threshold)
     print(f"gate: {cand.path} against {base.path} ({cand.gpu}), threshold {args.threshold:.0%}, 95% CI")
     for v in verdicts:

@@ -41,9 +41,6 @@ class PerfCase:
         dims = ",".join(f"{k}={v}" for k, v in self.shape.items())
         return f"{self.op}/{dims}/{dtype_name(self.dtype)}"
 
-    def all_provider_names(self) -> list[str]:
-        return list(self.providers) + [p for p in self.unavailable if p not in self.providers]
-
 
 def dtype_name(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32",
@@ -56,14 +53,15 @@ def _as_list(out) -> list[torch.Tensor]:
     return [o for o in out if isinstance(o, torch.Tensor)]
 
 
-def check_providers(case: PerfCase, inputs: tuple) -> tuple[dict[str, str], dict[str, float]]:
+def check_providers(case: PerfCase, inputs: tuple) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
     """First call of each provider, compared with the reference on the case's inputs.
 
-    Returns (provider -> error text, provider -> first-call seconds). The first call is
-    where torch.compile compiles and Triton autotunes: its time is `compile_time_s`.
+    Returns (provider -> error text, baseline -> why it refused these inputs, provider ->
+    first-call seconds). The first call is where torch.compile compiles and Triton
+    autotunes: its time is `compile_time_s`.
     """
     ref = _as_list(case.reference(*inputs))
-    errors, first_s = {}, {}
+    errors, refused, first_s = {}, {}, {}
     for name, fn in case.providers.items():
         try:
             first_s[name], out = first_call_s(fn, inputs)
@@ -73,7 +71,7 @@ def check_providers(case: PerfCase, inputs: tuple) -> tuple[dict[str, str], dict
             if name == case.kernel:
                 errors[name] = reason  # the suite's own kernel must run: a failure
             else:
-                case.unavailable[name] = reason  # a baseline that refuses these inputs here: skipped, with why
+                refused[name] = reason  # a baseline that refuses these inputs here: skipped, with why
             continue
         if len(got) != len(ref):
             errors[name] = f"returned {len(got)} tensors, the reference {len(ref)}"
@@ -91,29 +89,32 @@ def check_providers(case: PerfCase, inputs: tuple) -> tuple[dict[str, str], dict
             if rel > case.rtol:
                 errors[name] = f"output {i}: ||out-ref||/||ref|| = {rel:.3g} > {case.rtol:g}"
                 break
-    return errors, first_s
+    return errors, refused, first_s
 
 
 @dataclass
 class CaseResult:
     measurements: dict[str, Measurement]
     errors: dict[str, str]
+    unavailable: dict[str, str]  # baseline -> why it did not run: known before, or refused here
     records: dict[str, dict]  # provider -> extra_info
 
 
 def run_case(case: PerfCase, config: TimingConfig, ceilings: dict | None) -> CaseResult:
     inputs = case.make_inputs()
-    errors, first_s = check_providers(case, inputs)
+    errors, refused, first_s = check_providers(case, inputs)
     del inputs
-    ok = {n: fn for n, fn in case.providers.items() if n not in errors and n not in case.unavailable}
+    unavailable = {**case.unavailable, **refused}
+    ok = {n: fn for n, fn in case.providers.items() if n not in errors and n not in unavailable}
     if case.timing_mode:
         config = dataclasses.replace(config, mode=case.timing_mode)
     measurements = time_providers(ok, case.make_inputs, config, first_s) if ok else {}
     torch.cuda.empty_cache()
-    return CaseResult(measurements, errors, build_records(case, measurements, ceilings))
+    return CaseResult(measurements, errors, unavailable, build_records(case, measurements, ceilings, unavailable))
 
 
-def build_records(case: PerfCase, measurements: dict[str, Measurement], ceilings: dict | None) -> dict:
+def build_records(case: PerfCase, measurements: dict[str, Measurement], ceilings: dict | None,
+                  unavailable: dict[str, str]) -> dict:
     """The extra_info of every timed provider (README: "Result fields")."""
     medians = {n: m.median_s for n, m in measurements.items()}
     baselines = {n: t for n, t in medians.items() if n != case.kernel}
@@ -144,7 +145,7 @@ def build_records(case: PerfCase, measurements: dict[str, Measurement], ceilings
             best = min(baselines, key=baselines.get) if baselines else None
             info["best_baseline"] = best
             info["speedup_vs_best_baseline"] = baselines[best] / m.median_s if best else None
-            info["unavailable_baselines"] = dict(case.unavailable)
+            info["unavailable_baselines"] = dict(unavailable)
         records[name] = info
     return records
 

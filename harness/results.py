@@ -67,7 +67,7 @@ def load_run(path: str | Path) -> Run:
     return Run(str(p), gpu, data.get("datetime"), entries)
 
 
-def latest_run_for_gpu(folder: str | Path, gpu: str | None) -> Run:
+def reference_for_gpu(folder: str | Path, gpu: str | None) -> Run:
     """The reference held in `folder` (recursively) for GPU model `gpu`: for every case, its
     entries from the newest file that measured it. A run of a few cases adds to the
     reference; it does not hide the cases it did not run."""
@@ -82,14 +82,7 @@ def latest_run_for_gpu(folder: str | Path, gpu: str | None) -> Run:
     if not runs:
         raise UnusableInput(f"no results file under {folder} was recorded on {gpu!r}: nothing to compare with")
     runs.sort(key=lambda r: (r.datetime or "", r.path))
-    entries, source = {}, {}
-    for r in runs:  # oldest first: newer files overwrite the cases they measured
-        for case in r.cases():
-            for key in [k for k in entries if k[0] == case]:
-                del entries[key]
-            entries.update({k: e for k, e in r.entries.items() if k[0] == case})
-            source[case] = r.path
-    used = sorted(set(source.values()))
-    merged = Run(f"{folder} (newest file per case: {', '.join(Path(u).name for u in used)})", gpu,
-                 runs[-1].datetime, entries)
-    return merged
+    newest = {case: r for r in runs for case in r.cases()}  # later (newer) runs win
+    entries = {k: e for case, r in newest.items() for k, e in r.entries.items() if k[0] == case}
+    used = sorted({Path(r.path).name for r in newest.values()})
+    return Run(f"{folder} (newest file per case: {', '.join(used)})", gpu, runs[-1].datetime, entries)

@@ -10,8 +10,9 @@ Protocol (DESIGN.md, "Measurement protocol"):
   replay's time / K. K is chosen so that the copies together exceed twice the L2, so
   every call reads its inputs from device memory (cold L2); when that would take too
   many copies, the timing says `warm_l2`.
-- Otherwise each sample is one call between two CUDA events, after writing a buffer of
-  twice the L2 size (cold L2), which is not inside the events. Before each sample a spin
+- Otherwise each sample is one call between two CUDA events, after the L2 is flushed
+  outside the events (TimingConfig.flush: by default a 2x-L2 buffer is read, leaving clean
+  lines; "write" zeroes it, as triton's do_bench does). Before each sample a spin
   kernel holds the GPU for longer than the host takes to enqueue the sample, so the
   events time device work only: host launch overhead is reported apart (`host_s`).
 - Rounds interleave the implementations (rotating the order each round), so a GPU that
