@@ -33,9 +33,6 @@ class KVCache:
         shape = (batch, capacity, cfg.n_kv_heads, cfg.head_dim)
         return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
 
-    def to(self, dtype):
-        return KVCache(self.k.to(dtype), self.v.to(dtype))
-
 
 def rope(x: torch.Tensor, pos: int, theta: float) -> torch.Tensor:
     """Rotary embedding (rotate-half) of x (B, T, H, D) at positions pos .. pos + T - 1."""

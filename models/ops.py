@@ -2,8 +2,8 @@
 
 `get_ops("triton")` and `get_ops("torch")` return the same set of operations; a layer takes
 one and never calls a kernel directly. The torch set is ordinary model code in the model's
-dtype (what a Hugging Face model computes) and is the plain-PyTorch layer the Triton layer
-is checked and timed against.
+dtype (the kernels' PyTorch baselines, kernels/*/baselines.py) and is the plain-PyTorch
+layer the Triton layer is checked and timed against.
 """
 from __future__ import annotations
 
@@ -25,19 +25,19 @@ def _torch_attention(q, k_cache, v_cache, kv_len, causal=True):
 
 
 def _torch_ops():
-    def rms_norm(x, w, eps):
-        return F.rms_norm(x, (x.shape[-1],), w, eps)
+    from kernels.linear.baselines import eager_gated_mlp, eager_lora_linear, torch_rmsnorm_linear
+    from kernels.norm.baselines import eager_ngpt_update, torch_fused_add_rms_norm, torch_rms_norm
 
     return SimpleNamespace(
         name="torch",
-        rms_norm=rms_norm,
-        fused_add_rms_norm=lambda x, r, w, eps: (rms_norm(x + r, w, eps), x + r),
-        rmsnorm_linear=lambda x, g, w, eps: rms_norm(x, g, eps) @ w,
+        rms_norm=torch_rms_norm,
+        fused_add_rms_norm=torch_fused_add_rms_norm,
+        rmsnorm_linear=torch_rmsnorm_linear,
         linear=lambda x, w: x @ w,
-        gated_mlp=lambda x, w1, w3: F.silu(x @ w1) * (x @ w3),
-        lora_linear=lambda x, w, a, b, s: x @ w + s * ((x @ a) @ b),
-        attention=lambda q, k_cache, v_cache, kv_len: _torch_attention(q, k_cache, v_cache, kv_len),
-        ngpt_update=lambda h, y, a: F.normalize(h + a * (F.normalize(y, dim=-1) - h), dim=-1),
+        gated_mlp=eager_gated_mlp,
+        lora_linear=eager_lora_linear,
+        attention=_torch_attention,
+        ngpt_update=eager_ngpt_update,
     )
 
 

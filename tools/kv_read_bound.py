@@ -2,7 +2,8 @@
 (a) the decode kernel's pattern: one program per (KV head, chunk of keys), each key row
 of one head 256 B, rows strided by kv_heads * 256 B; (b) contiguous: one program per
 chunk of keys reading whole rows of all heads. Sum and store one value per program.
-B=1, 8 KV heads, d=128, bf16. Prints GB/s (bytes read / time) and % of copy bandwidth."""
+B=1, 8 KV heads, d=128, bf16, timed under both L2 flushes (write, read). Prints GB/s
+(bytes read / time) and % of copy bandwidth."""
 import torch
 import triton
 import triton.language as tl
@@ -58,10 +59,10 @@ for S in (4096, 32768, 131072):
                 k, v, out, S, c, ROW=H * D, BLOCK_N=bn, num_warps=8, num_stages=3)
     nbytes = 2 * S * H * D * 2
     for flush in ("write", "read"):
-      ms = time_providers(provs, make, TimingConfig(rep_ms=15, warmup_ms=3, mode="events", flush=flush))
-      best = sorted(ms.items(), key=lambda kv: kv[1].median_s)
-      ph = [kv for kv in best if kv[0].startswith("per_head")][:2]
-      co = [kv for kv in best if kv[0].startswith("contig")][:2]
-      for name, lst in (("per-head", ph), ("contiguous", co)):
-        print(f"flush={flush} S={S} ({nbytes/1e6:.0f} MB) {name}: " + ", ".join(
-            f"{k} {v.median_s*1e6:.1f}us {nbytes/v.median_s/1e9:.0f} GB/s ({nbytes/v.median_s/1e9/bw:.0%})" for k, v in lst), flush=True)
+        ms = time_providers(provs, make, TimingConfig(rep_ms=15, warmup_ms=3, mode="events", flush=flush))
+        best = sorted(ms.items(), key=lambda kv: kv[1].median_s)
+        ph = [kv for kv in best if kv[0].startswith("per_head")][:2]
+        co = [kv for kv in best if kv[0].startswith("contig")][:2]
+        for name, lst in (("per-head", ph), ("contiguous", co)):
+            print(f"flush={flush} S={S} ({nbytes/1e6:.0f} MB) {name}: " + ", ".join(
+                f"{k} {v.median_s*1e6:.1f}us {nbytes/v.median_s/1e9:.0f} GB/s ({nbytes/v.median_s/1e9/bw:.0%})" for k, v in lst), flush=True)

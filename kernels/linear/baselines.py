@@ -1,6 +1,7 @@
 """Baselines of the fused linear layers, same shapes and dtype, weights (K, N).
 
-- eager: the unfused PyTorch code (Hugging Face RMSNorm, then x @ W; SiLU(x W1) * (x W3)).
+- eager: the unfused PyTorch code (Hugging Face RMSNorm, then x @ W; SiLU(x W1) * (x W3);
+  x W + s (x A) B).
 - torch_rms_norm: F.rms_norm then x @ W.
 - fused_weight: gated MLP as one GEMM on [W1 | W3] (K, 2N), then SiLU-and-multiply (the
   layout vLLM and others use).
@@ -24,9 +25,14 @@ def eager_gated_mlp(x, w1, w3):
     return F.silu(x @ w1) * (x @ w3)
 
 
+def eager_lora_linear(x, w, a, b, scale):
+    return x @ w + scale * ((x @ a) @ b)
+
+
 def fused_weight_gated_mlp(x, w13):
     a, b = (x @ w13).chunk(2, dim=-1)
     return F.silu(a) * b
 
 
-__all__ = ["compiled", "eager_rmsnorm_linear", "torch_rmsnorm_linear", "eager_gated_mlp", "fused_weight_gated_mlp"]
+__all__ = ["compiled", "eager_rmsnorm_linear", "torch_rmsnorm_linear", "eager_gated_mlp", "eager_lora_linear",
+           "fused_weight_gated_mlp"]

@@ -4,6 +4,7 @@
   round to the input dtype, then multiply by the weight).
 - torch_rms_norm: torch.nn.functional.rms_norm, PyTorch's own fused operator.
 - compile: torch.compile of the eager code (Inductor generates a fused Triton kernel).
+- eager_ngpt_update: nGPT's update in plain PyTorch (its eager baseline).
 """
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ def torch_rms_norm(x, weight, eps=1e-6):
 def torch_fused_add_rms_norm(x, residual, weight, eps=1e-6):
     h = x + residual
     return F.rms_norm(h, (h.shape[-1],), weight, eps), h
+
+
+def eager_ngpt_update(h, y, alpha):
+    """nGPT's update as model code writes it: Norm(h + alpha (Norm(y) - h))."""
+    return F.normalize(h + alpha * (F.normalize(y, dim=-1) - h), dim=-1)
 
 
 def compiled(fn):

@@ -5,10 +5,14 @@ in plain PyTorch evaluated in float64; its error may be at most twice that of th
 layer in the model's dtype, plus one rounding of the output. The CPU lane runs the tiny
 look-alikes (models.config.tiny) in fp16; the GPU lane the real dimensions in bf16.
 """
+import functools
+
 import pytest
 import torch
 
 from harness.lanes import interpreting
+from harness.metrics import Cost
+from harness.perfcase import PerfCase
 from models import SEED_MODELS, DecoderLayer, KVCache, get_ops, tiny
 
 pytestmark = pytest.mark.e2e
@@ -36,14 +40,14 @@ def build(name, batch, kv_len, q_tokens, device, seed=0):
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("batch,kv_len,q_tokens", [(1, 40, 1), (2, 70, 3)])
 def test_layer_matches_plain_pytorch(device, name, batch, kv_len, q_tokens):
-    if not interpreting() and device == "cuda":
+    if device == "cuda":
         kv_len = kv_len * 50  # real dims on the GPU: a few thousand cached tokens
     layer, cache, x, dtype = build(name, batch, kv_len, q_tokens, device)
     got = layer(x, KVCache(cache.k.clone(), cache.v.clone()), kv_len, get_ops("triton"))
 
     exact_layer = DecoderLayer(layer.cfg, dtype=torch.float64, device="cpu", seed=0)
-    exact = exact_layer(x.cpu().double(), cache.to(torch.float64) if device == "cpu" else
-                        KVCache(cache.k.cpu().double(), cache.v.cpu().double()), kv_len, get_ops("torch"))
+    exact = exact_layer(x.cpu().double(), KVCache(cache.k.cpu().double(), cache.v.cpu().double()), kv_len,
+                        get_ops("torch"))
     plain = layer(x, KVCache(cache.k.clone(), cache.v.clone()), kv_len, get_ops("torch"))
 
     assert got.shape == x.shape and got.dtype == dtype and not torch.isnan(got).any()
@@ -68,12 +72,8 @@ def test_unknown_backend_is_an_error():
 
 # ---- timed (GPU): the decode step of one layer, every implementation in CUDA graphs ----
 
+@functools.lru_cache(maxsize=1)  # the three providers of a case run back to back
 def _layer_case(name, batch, kv_len):
-    import functools
-
-    from harness.metrics import Cost
-    from harness.perfcase import PerfCase
-
     cfg = SEED_MODELS[name]
     dt = torch.bfloat16
     layer = DecoderLayer(cfg, dtype=dt, device="cuda", seed=0)
@@ -117,16 +117,4 @@ def test_decoder_layer_perf(name, batch, provider, perf, benchmark, request):
     # --perf-sweep keeps the default perf run inside one 10-minute GPU command.
     if batch == 8 and not request.config.getoption("perf_sweep"):
         pytest.skip("batch 8 layer cases run with --perf-sweep (default perf budget)")
-    case = _cached_layer_case(name, batch, 4096)
-    perf.run(case, provider, benchmark)
-
-
-_LAST_CASE = {}
-
-
-def _cached_layer_case(name, batch, kv_len):
-    key = (name, batch, kv_len)
-    if key not in _LAST_CASE:
-        _LAST_CASE.clear()
-        _LAST_CASE[key] = _layer_case(name, batch, kv_len)
-    return _LAST_CASE[key]
+    perf.run(_layer_case(name, batch, 4096), provider, benchmark)

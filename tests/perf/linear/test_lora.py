@@ -8,16 +8,12 @@ import torch
 from harness.metrics import Cost
 from harness.perfcase import PerfCase
 from kernels.linear import lora_linear, lora_linear_reference
-from kernels.linear.baselines import compiled
+from kernels.linear.baselines import compiled, eager_lora_linear
 
 pytestmark = pytest.mark.perf
 
 PROVIDERS = ["triton", "eager", "compile"]
 SCALE = 2.0
-
-
-def eager_lora(x, w, a, b):
-    return x @ w + SCALE * ((x @ a) @ b)
 
 
 def pytest_generate_tests(metafunc):
@@ -37,8 +33,9 @@ def build_case(m, k, n, r):
 
     return PerfCase(
         op="lora_linear", shape={"m": m, "k": k, "n": n, "rank": r}, dtype=dt, make_inputs=make_inputs,
-        providers={"triton": lambda x, w, a, b: lora_linear(x, w, a, b, SCALE), "eager": eager_lora,
-                   "compile": compiled(eager_lora)},
+        providers={"triton": lambda x, w, a, b: lora_linear(x, w, a, b, SCALE),
+                   "eager": lambda x, w, a, b: eager_lora_linear(x, w, a, b, SCALE),
+                   "compile": compiled(functools.partial(eager_lora_linear, scale=SCALE))},
         cost=Cost(flops=2 * m * k * n + 2 * m * r * (k + n), bytes=(k * n + k * r + r * n + m * k + m * n) * 2,
                   flops_ceiling="bf16_tflops"),
         reference=lambda x, w, a, b: lora_linear_reference(x, w, a, b, SCALE), rtol=1e-2,

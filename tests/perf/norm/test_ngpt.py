@@ -8,16 +8,11 @@ import torch
 from harness.metrics import Cost
 from harness.perfcase import PerfCase
 from kernels.norm import ngpt_update, ngpt_update_reference
-from kernels.norm.baselines import compiled
+from kernels.norm.baselines import compiled, eager_ngpt_update
 
 pytestmark = pytest.mark.perf
 
 PROVIDERS = ["triton", "eager", "compile"]
-
-
-def eager_ngpt_update(h, y, alpha):
-    F = torch.nn.functional
-    return F.normalize(h + alpha * (F.normalize(y, dim=-1) - h), dim=-1)
 
 
 def pytest_generate_tests(metafunc):
