@@ -30,3 +30,30 @@ def split_plan(length: int, block: int, programs: int, device, num_splits=None, 
     num_splits = max(1, min(int(num_splits), triton.cdiv(length, block)))
     chunk = triton.cdiv(triton.cdiv(length, num_splits), block) * block
     return triton.cdiv(length, chunk), chunk
+
+
+MAX_TILES = 8192
+_counters: dict = {}
+
+
+def tile_counters(device: torch.device, n: int) -> torch.Tensor:
+    """Zeroed int32 arrival counters for split reductions that finish inside the kernel:
+    each split program of an output tile counts itself in, and the last one combines the
+    partials and resets the counter to zero for the next launch.
+
+    One buffer per (device, stream), so launches on different streams never share one.
+    During CUDA-graph capture, a stream without a buffer gets a fresh zeroed one whose
+    zeroing is recorded in the graph (a buffer made then would hold garbage eagerly)."""
+    if n > MAX_TILES:  # splitting only happens when there are too few tiles to fill the GPU
+        raise ValueError(f"{n} output tiles exceed the split counter buffer ({MAX_TILES})")
+    if device.type != "cuda":
+        return torch.zeros(n, dtype=torch.int32, device=device)
+    stream = torch.cuda.current_stream(device)
+    key = (device.index, stream.cuda_stream)
+    buf = _counters.get(key)
+    if buf is None:
+        buf = torch.zeros(MAX_TILES, dtype=torch.int32, device=device)
+        if torch.cuda.is_current_stream_capturing():
+            return buf
+        _counters[key] = buf
+    return buf

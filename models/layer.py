@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.attention import rope_tables
+
 from .config import ModelConfig
 
 
@@ -32,17 +34,6 @@ class KVCache:
     def empty(cls, cfg: ModelConfig, batch: int, capacity: int, dtype, device):
         shape = (batch, capacity, cfg.n_kv_heads, cfg.head_dim)
         return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
-
-
-def rope(x: torch.Tensor, pos: int, theta: float) -> torch.Tensor:
-    """Rotary embedding (rotate-half) of x (B, T, H, D) at positions pos .. pos + T - 1."""
-    T, D = x.shape[1], x.shape[-1]
-    inv = theta ** (-torch.arange(0, D, 2, device=x.device, dtype=torch.float64) / D)
-    ang = torch.arange(pos, pos + T, device=x.device, dtype=torch.float64)[:, None] * inv[None, :]
-    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    cos, sin = ang.cos().to(cdt)[None, :, None, :], ang.sin().to(cdt)[None, :, None, :]
-    x1, x2 = x.to(cdt).chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
 
 class DecoderLayer(nn.Module):
@@ -72,6 +63,16 @@ class DecoderLayer(nn.Module):
                         alpha_mlp=torch.full((H,), 0.05, dtype=dtype, device=device))
         for name, t in bufs.items():
             self.register_buffer(name, t)
+        self._rope = None  # (cos, sin) tables, grown on demand (never inside a CUDA graph)
+
+    def rope_tables(self, n_positions: int, device):
+        """cos, sin covering positions 0 .. n_positions - 1 (float64 for a float64 layer,
+        else float32; kernels/attention/rope.py). Grown in powers of two."""
+        dtype = torch.float64 if self.w_qkv.dtype == torch.float64 else torch.float32
+        if self._rope is None or self._rope[0].shape[0] < n_positions or self._rope[0].device != torch.device(device):
+            n = max(4096, 1 << (n_positions - 1).bit_length())
+            self._rope = rope_tables(n, self.cfg.head_dim, self.cfg.rope_theta, device, dtype)
+        return self._rope
 
     def forward(self, x: torch.Tensor, cache: KVCache, pos: int, ops) -> torch.Tensor:
         """x (B, T, hidden): T new tokens at positions pos .. pos + T - 1 of every sequence;
@@ -85,11 +86,9 @@ class DecoderLayer(nn.Module):
             qkv = ops.rmsnorm_linear(x, self.attn_norm, self.w_qkv, cfg.eps)
         q, k, v = qkv.split([Hq * D, Hkv * D, Hkv * D], dim=-1)
         q, k, v = q.view(B, T, Hq, D), k.view(B, T, Hkv, D), v.view(B, T, Hkv, D)
-        if cfg.qk_norm or cfg.ngpt:
-            q, k = ops.rms_norm(q, self.q_norm, cfg.eps), ops.rms_norm(k, self.k_norm, cfg.eps)
-        q, k = rope(q, pos, cfg.rope_theta), rope(k, pos, cfg.rope_theta)
-        cache.k[:, pos:pos + T] = k
-        cache.v[:, pos:pos + T] = v
+        cos, sin = self.rope_tables(pos + T, x.device)
+        qk_norm = (self.q_norm, self.k_norm) if cfg.qk_norm or cfg.ngpt else (None, None)
+        q = ops.rope_kv_write(q, k, v, cache.k, cache.v, pos, cos, sin, *qk_norm, cfg.eps)
         attn = ops.attention(q, cache.k, cache.v, pos + T)
         o = ops.linear(attn.reshape(B, T, Hq * D), self.w_o)
 

@@ -24,6 +24,24 @@ def _torch_attention(q, k_cache, v_cache, kv_len, causal=True):
     return o.transpose(1, 2)
 
 
+def _torch_rope_kv_write(q, k, v, k_cache, v_cache, pos, cos, sin, q_norm_weight=None, k_norm_weight=None,
+                         eps=1e-6):
+    """QK-norm (F.rms_norm), RoPE in fp32 from the tables, and the cache write, as model code."""
+    T = q.shape[1]
+    if q_norm_weight is not None:
+        q, k = F.rms_norm(q, (q.shape[-1],), q_norm_weight, eps), F.rms_norm(k, (k.shape[-1],), k_norm_weight, eps)
+    c, s = cos[pos:pos + T][None, :, None, :], sin[pos:pos + T][None, :, None, :]
+
+    def rot(x):
+        x1, x2 = x.to(c.dtype).chunk(2, dim=-1)
+        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
+
+    q, k = rot(q), rot(k)
+    k_cache[:, pos:pos + T] = k
+    v_cache[:, pos:pos + T] = v
+    return q
+
+
 def _torch_ops():
     from kernels.linear.baselines import eager_gated_mlp, eager_lora_linear, torch_rmsnorm_linear
     from kernels.norm.baselines import eager_ngpt_update, torch_fused_add_rms_norm, torch_rms_norm
@@ -37,19 +55,18 @@ def _torch_ops():
         gated_mlp=eager_gated_mlp,
         lora_linear=eager_lora_linear,
         attention=_torch_attention,
+        rope_kv_write=_torch_rope_kv_write,
         ngpt_update=eager_ngpt_update,
     )
 
 
 def _triton_ops():
-    from kernels.attention import gqa_decode
+    from kernels.attention import gqa_decode, rope_kv_write
     from kernels.linear import gated_mlp, linear, lora_linear, rmsnorm_linear
     from kernels.norm import fused_add_rms_norm, ngpt_update, rms_norm
 
     def attention(q, k_cache, v_cache, kv_len):
-        return gqa_decode(q, k_cache, v_cache, causal=True, max_kv_len=kv_len,
-                          kv_lens=torch.full((q.shape[0],), kv_len, dtype=torch.int32, device=q.device),
-                          validate_lens=False)
+        return gqa_decode(q, k_cache, v_cache, kv_len, causal=True)
 
     return SimpleNamespace(
         name="triton",
@@ -60,6 +77,7 @@ def _triton_ops():
         gated_mlp=gated_mlp,
         lora_linear=lora_linear,
         attention=attention,
+        rope_kv_write=rope_kv_write,
         ngpt_update=ngpt_update,
     )
 

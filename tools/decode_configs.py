@@ -1,6 +1,8 @@
 """Explore GQA decode launch configurations on the GPU (key block, warps, pipeline stages,
-waves of split-KV programs), device-timed by the harness with cold L2. Informs the
-defaults in kernels/attention/decode.py. Prints the best few per shape, % of copy bandwidth."""
+waves of split-KV programs, and whether the chunks merge in the kernel or in a second
+one), device-timed by the harness with cold L2. Informs the defaults in
+kernels/attention/decode.py. Prints per shape the pure read bound of the same KV bytes
+(tools/read_bound.py), the default, and the best few, as % of copy bandwidth."""
 import itertools
 
 import torch
@@ -8,20 +10,23 @@ import torch
 from harness.ceilings import get_ceilings
 from harness.timing import TimingConfig, time_providers
 from kernels.attention import gqa_decode
+from tools.read_bound import read_bound_s
 
 bw = get_ceilings()["copy_gbps"]
-shapes = [(1, 32768), (16, 4096), (1, 4096), (8, 4096)]
+shapes = [(1, 32768), (16, 4096), (1, 4096)]
 for batch, kv in shapes:
     make = lambda: (torch.randn(batch, 1, 32, 128, device="cuda", dtype=torch.bfloat16),
                     torch.randn(batch, kv, 8, 128, device="cuda", dtype=torch.bfloat16),
                     torch.randn(batch, kv, 8, 128, device="cuda", dtype=torch.bfloat16))
     provs = {}
-    for bn, nw, ns, waves in itertools.product([32, 64, 128], [4, 8], [2, 3, 4], [1, 2, 4, 8]):
-        cfg = dict(block_n=bn, num_warps=nw, num_stages=ns, waves=waves)
-        provs[f"n{bn}w{nw}s{ns}x{waves}"] = lambda q, k, v, cfg=cfg: gqa_decode(q, k, v, causal=False, _config=cfg)
-    ms = time_providers(provs, make, TimingConfig(rep_ms=15, warmup_ms=3))
+    for bn, nw, ns, waves, fix in itertools.product([32, 64], [4], [3, 4], [1, 2, 4, 8], ["kernel", "merge"]):
+        cfg = dict(block_n=bn, num_warps=nw, num_stages=ns, waves=waves, fixup=fix)
+        provs[f"n{bn}w{nw}s{ns}x{waves}-{fix}"] = lambda q, k, v, cfg=cfg: gqa_decode(q, k, v, causal=False, _config=cfg)
+    ms = time_providers(provs, make, TimingConfig(rep_ms=10, warmup_ms=2))
     nbytes = 2 * batch * kv * 8 * 128 * 2
-    best = sorted(ms.items(), key=lambda kv_: kv_[1].median_s)[:8]
-    dflt = ms["n64w4s3x2"]
-    print(f"b{batch} kv{kv}: default {dflt.median_s*1e6:.2f}us {nbytes/dflt.median_s/1e9/bw:.0%}; best: " +
-          ", ".join(f"{k} {v.median_s*1e6:.2f}us {nbytes/v.median_s/1e9/bw:.0%}" for k, v in best), flush=True)
+    rb, _ = read_bound_s(nbytes)
+    pct = lambda t: f"{t * 1e6:.2f}us {nbytes / t / 1e9 / bw:.0%}"
+    best = sorted(ms.items(), key=lambda kv_: kv_[1].median_s)[:6]
+    print(f"b{batch} kv{kv}: read bound {pct(rb)}; default {pct(ms['n64w4s3x2-kernel'].median_s)}, "
+          f"merge kernel {pct(ms['n64w4s3x2-merge'].median_s)}; best: " +
+          ", ".join(f"{k} {pct(v.median_s)}" for k, v in best), flush=True)

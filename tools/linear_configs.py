@@ -1,29 +1,43 @@
-"""Explore the fused linear kernels' launch configurations (N block, K block, warps,
-stages, waves of split-K programs) on the GPU, cold L2. Prints the best few per shape."""
+"""Explore the fused linear kernels' launch configurations on the GPU, cold L2: N block,
+K block, stages, waves of split-K programs, and where the split-K partials are summed
+(in the kernel by the last program of a tile, or by a second merge kernel). For each
+shape: the default, the best few, and the time of a pure read of the same weight bytes
+(tools/read_bound.py), the bound a kernel of that size can reach."""
 import itertools
 
 import torch
 
 from harness.ceilings import get_ceilings
 from harness.timing import TimingConfig, time_providers
-from kernels.linear import gated_mlp, rmsnorm_linear
+from kernels.linear import gated_mlp, linear, rmsnorm_linear
+from tools.read_bound import read_bound_s
 
 bw = get_ceilings()["copy_gbps"]
-for op, m, k, n in [("norm", 1, 4096, 6144), ("norm", 16, 4096, 4096), ("mlp", 1, 4096, 14336), ("mlp", 16, 4096, 4096)]:
+SHAPES = [("norm", 1, 4096, 6144), ("norm", 16, 4096, 4096), ("mlp", 1, 4096, 14336), ("mlp", 16, 4096, 4096),
+          ("linear", 1, 14336, 4096), ("linear", 1, 4096, 4096)]
+for op, m, k, n in SHAPES:
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     g = torch.ones(k, device="cuda", dtype=torch.bfloat16)
     w1 = torch.randn(k, n, device="cuda", dtype=torch.bfloat16) * 0.01
     w3 = torch.randn(k, n, device="cuda", dtype=torch.bfloat16) * 0.01
-    provs = {}
-    for bn, bk, nw, ns, waves in itertools.product([32, 64, 128], [128, 256], [4], [3, 4], [1, 2, 4]):
-        cfg = dict(block_n=bn, block_k=bk, num_warps=nw, num_stages=ns, waves=waves)
-        if op == "norm":
-            provs[f"n{bn}k{bk}w{nw}s{ns}x{waves}"] = lambda cfg=cfg: rmsnorm_linear(x, g, w1, _config=cfg)
-        else:
-            provs[f"n{bn}k{bk}w{nw}s{ns}x{waves}"] = lambda cfg=cfg: gated_mlp(x, w1, w3, _config=cfg)
+    call = {"norm": lambda c: rmsnorm_linear(x, g, w1, _config=c), "linear": lambda c: linear(x, w1, _config=c),
+            "mlp": lambda c: gated_mlp(x, w1, w3, _config=c)}[op]
+    provs = {"default": lambda: call({}), "default-merge": lambda: call({"fixup": "merge"})}
+    grid = itertools.product([64, 128], [128, 256], [3, 4], [2, 4, 8]) if op != "mlp" else \
+        itertools.product([32, 64], [128], [3, 4], [1, 2, 4])
+    for bn, bk, ns, waves in grid:
+        cfg = dict(block_n=bn, block_k=bk, num_warps=4, num_stages=ns, waves=waves)
+        try:  # a config that does not fit in shared memory is skipped
+            call(cfg)
+        except Exception as e:  # noqa: BLE001 - triton's OutOfResources and friends
+            print(f"  skip n{bn}k{bk}s{ns}x{waves}: {type(e).__name__}")
+            continue
+        provs[f"n{bn}k{bk}s{ns}x{waves}"] = lambda cfg=cfg: call(cfg)
     ms = time_providers(provs, lambda: (), TimingConfig(rep_ms=10, warmup_ms=2, mode="events"))
-    nbytes = (k * n * (1 if op == "norm" else 2)) * 2
-    best = sorted(ms.items(), key=lambda kv: kv[1].median_s)[:6]
-    d = ms["n64k128w4s4x2"]
-    print(f"{op} m{m} {k}x{n}: default {d.median_s*1e6:.1f}us {nbytes/d.median_s/1e9/bw:.0%}; best: " +
-          ", ".join(f"{k_} {v.median_s*1e6:.1f}us {nbytes/v.median_s/1e9/bw:.0%}" for k_, v in best), flush=True)
+    nbytes = k * n * (2 if op == "mlp" else 1) * 2
+    rb, _ = read_bound_s(nbytes)
+    best = sorted(ms.items(), key=lambda kv: kv[1].median_s)[:5]
+    pct = lambda t: f"{t * 1e6:.1f}us {nbytes / t / 1e9 / bw:.0%}"
+    print(f"{op} m{m} {k}x{n}: read bound {pct(rb)}; default {pct(ms['default'].median_s)}, "
+          f"merge kernel {pct(ms['default-merge'].median_s)}; best: " +
+          ", ".join(f"{k_} {pct(v.median_s)}" for k_, v in best), flush=True)

@@ -5,7 +5,7 @@
 Layouts follow flash-attn: q (batch, q_tokens, q_heads, head_dim); k_cache and v_cache
 (batch, kv_capacity, kv_heads, head_dim), unit stride along head_dim. Query head h reads
 KV head h // (q_heads // kv_heads). `kv_lens` (batch,) gives each sequence's valid KV
-length (default: the whole capacity). With `causal`, the q_tokens queries are the last
+length (an int: the same for all; default: the whole capacity). With `causal`, the q_tokens queries are the last
 positions of their sequence: query t sees keys 0 .. kv_len - q_tokens + t (bottom-right
 aligned, as flash-attn's KV-cache decode); a query that sees no key returns zeros and a
 log-sum-exp of -inf.
@@ -13,7 +13,8 @@ log-sum-exp of -inf.
 One program takes one (sequence, KV head), the query rows of its whole group (q heads
 of the group x query tokens, so K and V are read once for all of them), and one chunk of
 the KV length. With few sequences the KV length is split into chunks so that the GPU is
-full (flash-decoding); a second kernel merges the chunks by their log-sum-exp.
+full (flash-decoding); the last chunk of a tile to finish merges all chunks by their
+log-sum-exp, counted in with an atomic (`fixup="merge"` uses a second kernel instead).
 With `q_norm_weight` and `k_norm_weight`, q and every key are RMS-normalized over the head
 dim inside the kernel first (QK-norm, Chameleon). `return_lse=True` also returns the log-sum-exp (natural log, float32, (batch, q_heads,
 q_tokens)), the quantity that merges partial attentions (shared-prefix attention).
@@ -27,7 +28,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_same_device, check_tensor
-from kernels.launch import split_plan
+from kernels.launch import split_plan, tile_counters
 
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
@@ -36,7 +37,7 @@ LN2 = math.log(2.0)
 
 @triton.jit
 def _decode_kernel(
-    Q, K, V, KV_LENS, O, LSE, O_PART, LSE_PART, QW, KW, qk_eps,
+    Q, K, V, KV_LENS, O, LSE, O_PART, LSE_PART, QW, KW, COUNT, qk_eps, uniform_len,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
@@ -44,14 +45,17 @@ def _decode_kernel(
     stride_lb, stride_lh,
     kv_capacity, q_tokens, group, n_kv_heads, n_rows, chunk, n_splits, scale_log2,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    WRITE_PARTIAL: tl.constexpr, QK_NORM: tl.constexpr,
+    WRITE_PARTIAL: tl.constexpr, QK_NORM: tl.constexpr, FIXUP: tl.constexpr, UNIFORM_LEN: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_s = tl.program_id(2)
     b = pid_bh // n_kv_heads
     hkv = pid_bh % n_kv_heads
-    kv_len = tl.minimum(tl.maximum(tl.load(KV_LENS + b), 0), kv_capacity)  # memory safety
+    if UNIFORM_LEN:  # one length for every sequence, passed by value (checked on the host)
+        kv_len = uniform_len
+    else:
+        kv_len = tl.minimum(tl.maximum(tl.load(KV_LENS + b), 0), kv_capacity)  # memory safety
 
     # Row r of the block is query token r // group of query head hkv * group + r % group.
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -109,11 +113,47 @@ def _decode_kernel(
         part = (pid_bh * n_splits + pid_s).to(tl.int64) * n_rows
         tl.store(O_PART + (part + rows[:, None]) * HEAD_DIM + d[None, :], out, mask=row_ok[:, None])
         tl.store(LSE_PART + part + rows, lse2, mask=row_ok)
+        if FIXUP:
+            # The last chunk of these rows to finish merges all chunks (no second launch).
+            # Barrier, then one acq_rel atomic: every thread's partial stores precede it.
+            tile = pid_bh * tl.num_programs(1) + pid_m
+            tl.debug_barrier()
+            arrived = tl.atomic_add(COUNT + tile, 1, sem="acq_rel")
+            if arrived == n_splits - 1:
+                tl.atomic_xchg(COUNT + tile, 0)  # ready for the next launch
+                first = (pid_bh * n_splits).to(tl.int64) * n_rows
+                m_all = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+                total = tl.zeros([BLOCK_M], dtype=tl.float32)
+                acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+                for s in range(0, n_splits):  # .cg: from L2, never a stale L1 line
+                    ps = first + s * n_rows
+                    lse_s = tl.load(LSE_PART + ps + rows, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
+                    o_s = tl.load(O_PART + (ps + rows[:, None]) * HEAD_DIM + d[None, :], mask=row_ok[:, None],
+                                  other=0.0, cache_modifier=".cg")
+                    m_new = tl.maximum(m_all, lse_s)
+                    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+                    w_old = tl.exp2(m_all - m_safe)
+                    w_s = tl.exp2(lse_s - m_safe)  # 0 for a chunk that saw no key
+                    total = total * w_old + w_s
+                    acc = acc * w_old[:, None] + o_s * w_s[:, None]
+                    m_all = m_new
+                seen = total > 0
+                m_safe = tl.where(m_all == float("-inf"), 0.0, m_all)
+                out = acc / tl.where(seen, total, 1.0)[:, None]
+                lse2 = tl.where(seen, m_safe + tl.log2(tl.where(seen, total, 1.0)), float("-inf"))
+                _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh,
+                           stride_lb, stride_lh)
     else:
-        o_ptrs = O + b.to(tl.int64) * stride_ob + tok[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :]
-        tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
-        if LSE is not None:
-            tl.store(LSE + b * stride_lb + head * stride_lh + tok, lse2 * 0.6931471805599453, mask=row_ok)
+        _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh)
+
+
+@triton.jit
+def _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh):
+    """Rows of the final output, and their log-sum-exp (natural log) when asked."""
+    o_ptrs = O + b.to(tl.int64) * stride_ob + tok[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    if LSE is not None:
+        tl.store(LSE + b * stride_lb + head * stride_lh + tok, lse2 * 0.6931471805599453, mask=row_ok)
 
 
 @triton.jit
@@ -171,9 +211,12 @@ def _check_inputs(q, k_cache, v_cache, kv_lens):
     for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
         if t.stride(3) != 1:
             raise ValueError(f"{name} must have unit stride along head_dim (got strides {t.stride()})")
-    if kv_lens is not None:
+    if isinstance(kv_lens, int) and not isinstance(kv_lens, bool):
+        if not 0 <= kv_lens <= k_cache.shape[1]:
+            raise ValueError(f"kv_lens {kv_lens} must lie in [0, {k_cache.shape[1]}] (the KV cache capacity)")
+    elif kv_lens is not None:
         if not isinstance(kv_lens, torch.Tensor) or kv_lens.dtype not in (torch.int32, torch.int64):
-            raise TypeError("kv_lens must be an int32 or int64 tensor of shape (batch,)")
+            raise TypeError("kv_lens must be an int, or an int32 or int64 tensor of shape (batch,)")
         if kv_lens.shape != (batch,):
             raise ValueError(f"kv_lens must have shape ({batch},); got {tuple(kv_lens.shape)}")
 
@@ -182,7 +225,7 @@ def gqa_decode(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
-    kv_lens: torch.Tensor | None = None,
+    kv_lens: torch.Tensor | int | None = None,
     *,
     scale: float | None = None,
     causal: bool = True,
@@ -198,7 +241,8 @@ def gqa_decode(
 ):
     """Attention of q over the KV cache; see the module doc. Returns out, or (out, lse).
 
-    kv_lens on the GPU is checked to lie in [0, kv_capacity] with one device sync unless
+    kv_lens: an int gives every sequence that length (passed by value: nothing to read);
+    a tensor on the GPU is checked to lie in [0, kv_capacity] with one device sync unless
     validate_lens=False or a CUDA graph is being captured; the kernel clamps it either way.
     max_kv_len (a bound on kv_lens, default the capacity) only sizes the split.
     q_norm_weight and k_norm_weight (head_dim,) turn on QK-norm (Chameleon): q and every
@@ -217,9 +261,12 @@ def gqa_decode(
     batch, q_tokens, q_heads, head_dim = q.shape
     capacity, kv_heads = k_cache.shape[1], k_cache.shape[2]
     device = q.device
-    if kv_lens is None:
-        kv_lens = torch.full((batch,), capacity, dtype=torch.int32, device=device)
+    uniform = kv_lens is None or isinstance(kv_lens, int)
+    if uniform:  # one length for all: passed by value, no tensor to build or read
+        uniform_len = capacity if kv_lens is None else int(kv_lens)
+        kv_lens = None
     else:
+        uniform_len = 0
         if kv_lens.device != device:
             kv_lens = kv_lens.to(device)
         capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
@@ -237,11 +284,15 @@ def gqa_decode(
     group = q_heads // kv_heads
     n_rows = group * q_tokens
     block_m = max(16, min(64, triton.next_power_of_2(n_rows)))
-    cfg = dict(block_n=64 if head_dim == 128 else 128, num_warps=4, num_stages=3, waves=2)
+    cfg = dict(block_n=64 if head_dim == 128 else 128, num_warps=4, num_stages=3, waves=2, fixup="kernel")
     cfg.update(_config or {})  # tools/decode_configs.py explores these
+    if cfg["fixup"] not in ("kernel", "merge"):
+        raise ValueError(f"fixup must be 'kernel' or 'merge', got {cfg['fixup']!r}")
     block_n = cfg["block_n"]
     m_blocks = triton.cdiv(n_rows, block_m)
     max_kv = capacity if max_kv_len is None else max(0, min(int(max_kv_len), capacity))
+    if uniform:
+        max_kv = min(max_kv, uniform_len)
     n_splits, chunk = split_plan(max_kv, block_n, batch * kv_heads * m_blocks, device, num_splits, cfg["waves"])
     scale = head_dim ** -0.5 if scale is None else float(scale)
     partial = n_splits > 1
@@ -250,10 +301,13 @@ def gqa_decode(
         lse_part = torch.empty(batch * kv_heads, n_splits, n_rows, dtype=torch.float32, device=device)
     else:
         o_part = lse_part = out  # unused
+    fixup = partial and cfg["fixup"] == "kernel"
+    count = tile_counters(device, batch * kv_heads * m_blocks) if fixup else out
     stride_lb, stride_lh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)
     _decode_kernel[(batch * kv_heads, m_blocks, n_splits)](
         q, k_cache, v_cache, kv_lens, out, lse, o_part, lse_part,
-        q_norm_weight.contiguous() if qk_norm else q, k_norm_weight.contiguous() if qk_norm else q, float(qk_norm_eps),
+        q_norm_weight.contiguous() if qk_norm else q, k_norm_weight.contiguous() if qk_norm else q, count,
+        float(qk_norm_eps), uniform_len,
         q.stride(0), q.stride(1), q.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
@@ -261,9 +315,10 @@ def gqa_decode(
         stride_lb, stride_lh,
         capacity, q_tokens, group, kv_heads, n_rows, chunk, n_splits, scale / LN2,
         CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, WRITE_PARTIAL=partial, QK_NORM=qk_norm,
+        FIXUP=fixup, UNIFORM_LEN=uniform,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    if partial:
+    if partial and not fixup:
         _combine_kernel[(batch * kv_heads * n_rows,)](
             o_part, lse_part, out, lse,
             out.stride(0), out.stride(1), out.stride(2), stride_lb, stride_lh,

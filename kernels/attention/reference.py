@@ -39,3 +39,33 @@ def gqa_attention_reference(q, k_cache, v_cache, kv_lens=None, scale=None, causa
         return out
     lse = torch.logsumexp(scores.to(torch.float64 if compute_dtype == torch.float64 else torch.float32), dim=-1)
     return out, lse
+
+
+def rope_reference(x, cos, sin, pos, compute_dtype=torch.float32):
+    """Rotate-half rotary embedding of x (B, T, H, D) at positions pos .. pos + T - 1, with
+    cos, sin (positions, D / 2) from rope_tables. float64 returns float64; otherwise the
+    rotation runs in fp32 and rounds once to x's dtype."""
+    T = x.shape[1]
+    cdt = torch.float64 if compute_dtype == torch.float64 else torch.float32
+    c = cos[pos:pos + T].to(x.device, cdt)[None, :, None, :]
+    s = sin[pos:pos + T].to(x.device, cdt)[None, :, None, :]
+    x1, x2 = x.to(cdt).chunk(2, dim=-1)
+    out = torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+    return out if compute_dtype == torch.float64 else out.to(x.dtype)
+
+
+def rope_kv_write_reference(q, k, v, k_cache, v_cache, pos, cos, sin, q_norm_weight=None, k_norm_weight=None,
+                            eps=1e-6, compute_dtype=torch.float32):
+    """What kernels/attention/rope.py computes: optional RMSNorm of q and k over the head
+    dim (rounded to the input dtype, as the unfused model stores it), RoPE, and k, v
+    written into the caches (in place) at pos .. pos + T - 1. Returns the new q."""
+    from kernels.norm.reference import rms_norm_reference
+
+    if q_norm_weight is not None:
+        q = rms_norm_reference(q, q_norm_weight, eps, compute_dtype)
+        k = rms_norm_reference(k, k_norm_weight, eps, compute_dtype)
+    q, k = rope_reference(q, cos, sin, pos, compute_dtype), rope_reference(k, cos, sin, pos, compute_dtype)
+    T = q.shape[1]
+    k_cache[:, pos:pos + T] = k.to(k_cache.dtype)
+    v_cache[:, pos:pos + T] = v.to(v_cache.dtype)
+    return q

@@ -12,9 +12,11 @@ One GEMM skeleton serves both: a program computes an (M, N) tile over a range of
 RMSNorm fuses exactly because its scale is per row: RMSNorm(x) W = rstd * ((x * g) W),
 with rstd = 1 / sqrt(mean(x^2) + eps) accumulated in the same pass over x. With few rows
 the weights are the traffic, and there are too few N tiles to fill the GPU, so K is split
-over several programs; their fp32 partials (and partial sums of squares) are merged by a
-small epilogue kernel that also applies rstd or SiLU-and-multiply. LoRA splits the same
-way because it is linear in K: each chunk adds (x_c A_c) B to its partial.
+over several programs. Each writes its fp32 partial (and partial sums of squares), then
+counts itself in with an atomic on its output tile; the last program to arrive sums the
+partials and applies the epilogue (rstd, SiLU-and-multiply), so one launch does all of it
+(a separate merge kernel, `fixup="merge"`, costs a dependent launch: the benchmarks compare
+both). LoRA splits the same way because it is linear in K: each chunk adds (x_c A_c) B.
 """
 from __future__ import annotations
 
@@ -23,17 +25,18 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_same_device, check_tensor
-from kernels.launch import split_plan
+from kernels.launch import split_plan, tile_counters
 
 DTYPES = (torch.float16, torch.bfloat16)
 
 
 @triton.jit
 def _fused_linear_kernel(
-    X, G, W1, W3, Y, P1, P3, SS, A, B,
-    M, N, K, k_chunk, eps, rank, lora_scale,
+    X, G, W1, W3, Y, P1, P3, SS, A, B, COUNT,
+    M, N, K, k_chunk, n_splits, eps, rank, lora_scale,
     stride_xm, stride_w1k, stride_w3k, stride_ym, stride_ak, stride_br,
     HAS_NORM: tl.constexpr, GATED: tl.constexpr, SPLIT: tl.constexpr, HAS_LORA: tl.constexpr,
+    FIXUP: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -73,22 +76,48 @@ def _fused_linear_kernel(
         acc1 += lora_scale * tl.dot(xa.to(X.dtype.element_ty), b)
 
     out_mask = m_ok[:, None] & n_ok[None, :]
+    y_ptrs = Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
     if SPLIT:
-        # Partials (split, M, N) in fp32; sums of squares (split, M) written by the first N tile.
-        base = pid_k.to(tl.int64) * M * N
-        offs = base + rm[:, None].to(tl.int64) * N + rn[None, :]
-        tl.store(P1 + offs, acc1, mask=out_mask)
+        # Partials (split, M, N) in fp32; sums of squares (N tile, split, M): every N tile of
+        # a split saw the same rows of x, and each tile's last program reads its own copies.
+        offs = rm[:, None].to(tl.int64) * N + rn[None, :]
+        tl.store(P1 + pid_k.to(tl.int64) * M * N + offs, acc1, mask=out_mask)
         if GATED:
-            tl.store(P3 + offs, acc3, mask=out_mask)
+            tl.store(P3 + pid_k.to(tl.int64) * M * N + offs, acc3, mask=out_mask)
         if HAS_NORM:
-            if pid_n == 0:
-                tl.store(SS + pid_k * M + rm, ss, mask=m_ok)
+            tl.store(SS + (pid_n * n_splits + pid_k) * M + rm, ss, mask=m_ok)
+        if FIXUP:
+            # Every thread's stores precede the release of the counter (barrier, then one
+            # acq_rel atomic); the last of the tile's n_splits programs sees them all.
+            tile = pid_m * tl.num_programs(0) + pid_n
+            tl.debug_barrier()
+            arrived = tl.atomic_add(COUNT + tile, 1, sem="acq_rel")
+            if arrived == n_splits - 1:
+                tl.atomic_xchg(COUNT + tile, 0)  # ready for the next launch
+                acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                acc3 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                ss = tl.zeros([BLOCK_M], dtype=tl.float32)
+                for s in range(0, n_splits):  # .cg: from L2, never a stale L1 line
+                    acc1 += tl.load(P1 + s * M * N + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
+                    if GATED:
+                        acc3 += tl.load(P3 + s * M * N + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
+                    if HAS_NORM:
+                        ss += tl.load(SS + (pid_n * n_splits + s) * M + rm, mask=m_ok, other=0.0, cache_modifier=".cg")
+                y = _epilogue(acc1, acc3, ss, K, eps, HAS_NORM, GATED)
+                tl.store(y_ptrs, y.to(Y.dtype.element_ty), mask=out_mask)
     else:
-        if HAS_NORM:
-            acc1 = acc1 * (1.0 / tl.sqrt(ss / K + eps))[:, None]
-        if GATED:
-            acc1 = acc1 / (1.0 + tl.exp(-acc1)) * acc3
-        tl.store(Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], acc1.to(Y.dtype.element_ty), mask=out_mask)
+        y = _epilogue(acc1, acc3, ss, K, eps, HAS_NORM, GATED)
+        tl.store(y_ptrs, y.to(Y.dtype.element_ty), mask=out_mask)
+
+
+@triton.jit
+def _epilogue(acc1, acc3, ss, K, eps, HAS_NORM: tl.constexpr, GATED: tl.constexpr):
+    """The whole-K sums in fp32 -> the output: RMSNorm's row scale, then SiLU(acc1) * acc3."""
+    if HAS_NORM:
+        acc1 = acc1 * (1.0 / tl.sqrt(ss / K + eps))[:, None]
+    if GATED:
+        acc1 = acc1 / (1.0 + tl.exp(-acc1)) * acc3
+    return acc1
 
 
 @triton.jit
@@ -105,7 +134,7 @@ def _merge_splits_kernel(
     offs = s[:, None].to(tl.int64) * M * N + m * N + rn[None, :]
     mask = s_ok[:, None] & n_ok[None, :]
     y = tl.sum(tl.load(P1 + offs, mask=mask, other=0.0), axis=0)
-    if HAS_NORM:
+    if HAS_NORM:  # the first N tile's copy of the sums of squares
         ss = tl.sum(tl.load(SS + s * M + m, mask=s_ok, other=0.0), axis=0)
         y = y * (1.0 / tl.sqrt(ss / K + eps))
     if GATED:
@@ -132,31 +161,37 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
         cfg = dict(block_n=128, block_k=128, num_warps=4, num_stages=3, waves=4)
     else:
         cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=4, waves=2)
+    cfg["fixup"] = "kernel"
     cfg.update(config or {})
+    if cfg["fixup"] not in ("kernel", "merge"):
+        raise ValueError(f"fixup must be 'kernel' or 'merge', got {cfg['fixup']!r}")
     block_m = max(16, min(64, triton.next_power_of_2(M)))
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
     n_splits, k_chunk = split_plan(K, block_k, tiles, x.device, num_splits, cfg["waves"], min_blocks=4)
     split = n_splits > 1
+    fixup = split and cfg["fixup"] == "kernel"
     gated, has_norm = w3 is not None, g is not None
+    n_tiles, m_tiles = triton.cdiv(N, block_n), triton.cdiv(M, block_m)
     if split:
         p1 = torch.empty(n_splits, M, N, dtype=torch.float32, device=x.device)
         p3 = torch.empty_like(p1) if gated else p1
-        ss = torch.empty(n_splits, M, dtype=torch.float32, device=x.device) if has_norm else p1
+        ss = torch.empty(n_tiles, n_splits, M, dtype=torch.float32, device=x.device) if has_norm else p1
     else:
         p1 = p3 = ss = y2  # unused
+    count = tile_counters(x.device, n_tiles * m_tiles) if fixup else p1
     w3_arg = w3 if gated else w1
     a, b, lora_scale = lora if lora is not None else (w1, w1, 1.0)
     rank = a.shape[1] if lora is not None else 0
-    _fused_linear_kernel[(triton.cdiv(N, block_n), n_splits, triton.cdiv(M, block_m))](
-        x2, g if has_norm else x2, w1, w3_arg, y2, p1, p3, ss, a, b,
-        M, N, K, k_chunk, float(eps), rank, float(lora_scale),
+    _fused_linear_kernel[(n_tiles, n_splits, m_tiles)](
+        x2, g if has_norm else x2, w1, w3_arg, y2, p1, p3, ss, a, b, count,
+        M, N, K, k_chunk, n_splits, float(eps), rank, float(lora_scale),
         x2.stride(0), w1.stride(0), w3_arg.stride(0), y2.stride(0), a.stride(0), b.stride(0),
-        HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None,
+        HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None, FIXUP=fixup,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=max(16, triton.next_power_of_2(max(rank, 1))),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    if split:
+    if split and not fixup:
         merge_n = 256
         _merge_splits_kernel[(M, triton.cdiv(N, merge_n))](
             p1, p3, ss, y2, M, N, K, n_splits, float(eps), y2.stride(0),

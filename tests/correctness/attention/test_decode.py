@@ -37,22 +37,29 @@ def max_err(a, b):
 @given(batch=st.integers(1, 3), q_tokens=st.integers(1, 4), kv_heads=st.sampled_from([1, 2]),
        group=st.sampled_from([1, 2, 4]), head_dim=st.sampled_from([64, 128]), capacity=st.integers(1, 300),
        lens_frac=st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3), causal=st.booleans(),
-       num_splits=st.sampled_from([None, 1, 3]), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
+       num_splits=st.sampled_from([None, 1, 3]), fixup=st.sampled_from(["kernel", "merge"]), same_len=st.booleans(),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
 @example(batch=1, q_tokens=1, kv_heads=1, group=1, head_dim=64, capacity=1, lens_frac=[1.0] * 3,
-         causal=True, num_splits=None, dtype="fp16", seed=0)
+         causal=True, num_splits=None, fixup="kernel", same_len=False, dtype="fp16", seed=0)
 @example(batch=2, q_tokens=32, kv_heads=2, group=8, head_dim=64, capacity=200, lens_frac=[1.0, 0.1, 0.0],
-         causal=True, num_splits=4, dtype="fp16", seed=1)  # Mirage's group x 32 tokens; a short and an empty sequence
+         causal=True, num_splits=4, fixup="kernel", same_len=False, dtype="fp16", seed=1)  # Mirage's group x 32 tokens; a short and an empty sequence
 @example(batch=1, q_tokens=3, kv_heads=1, group=4, head_dim=128, capacity=130, lens_frac=[0.01, 0, 0],
-         causal=True, num_splits=2, dtype="fp16", seed=2)  # kv_len 1 < q_tokens: early queries see no key
+         causal=True, num_splits=2, fixup="merge", same_len=True, dtype="fp16", seed=2)  # kv_len 1 < q_tokens: early queries see no key
 def test_gqa_decode_matches_reference(device, batch, q_tokens, kv_heads, group, head_dim, capacity, lens_frac,
-                                      causal, num_splits, dtype, seed):
+                                      causal, num_splits, fixup, same_len, dtype, seed):
+    """fixup: the last chunk merges in the kernel, or a second merge kernel does; same_len:
+    kv_lens given as one int for the whole batch."""
     dt = TORCH_DTYPE[dtype]
     q, k, v = make_inputs(batch, q_tokens, kv_heads, group, head_dim, capacity, dt, device, seed)
-    kv_lens = torch.tensor([math.ceil(f * capacity) for f in lens_frac[:batch]], dtype=torch.int32, device=device)
+    lens = [math.ceil(f * capacity) for f in lens_frac[:batch]]
+    if same_len:
+        lens = [lens[0]] * batch
+    kv_lens = torch.tensor(lens, dtype=torch.int32, device=device)
     before = [t.clone() for t in (q, k, v, kv_lens)]
     out = torch.full_like(q, float("nan"))  # poison
 
-    got, lse = gqa_decode(q, k, v, kv_lens, causal=causal, num_splits=num_splits, return_lse=True, out=out)
+    got, lse = gqa_decode(q, k, v, lens[0] if same_len else kv_lens, causal=causal, num_splits=num_splits,
+                          return_lse=True, out=out, _config={"fixup": fixup})
 
     assert got is out
     assert all(torch.equal(a, b) for a, b in zip((q, k, v, kv_lens), before)), "inputs were modified"
@@ -140,5 +147,9 @@ def test_rejects_bad_input(device):
         gqa_decode(q[:1], k, v)
     with pytest.raises(ValueError, match=r"kv_lens must lie in \[0, 16\]"):
         gqa_decode(q, k, v, torch.tensor([3, 17], dtype=torch.int32, device=device))
+    with pytest.raises(ValueError, match=r"kv_lens 17 must lie in \[0, 16\]"):
+        gqa_decode(q, k, v, 17)
+    with pytest.raises(TypeError, match="kv_lens must be an int"):
+        gqa_decode(q, k, v, 3.0)
     with pytest.raises(ValueError, match="must be 4-D"):
         gqa_decode(q[0], k, v)

@@ -135,3 +135,28 @@ def test_rejects_bad_input(device):
         gated_mlp(x, w, w[:, :16])
     with pytest.raises(ValueError, match="unit stride along N"):
         gated_mlp(x, w.t().contiguous().t(), w)
+
+
+@pytest.mark.parametrize("op", ["rmsnorm_linear", "gated_mlp", "lora_linear"])
+def test_split_fixup_in_kernel_equals_merge_kernel_and_repeats(device, op):
+    """The in-kernel fix-up (last program of a tile sums the partials) and the separate merge
+    kernel add the same fp32 partials; the arrival counters are left at zero, so calling
+    again (with a different number of splits) is right too."""
+    g = torch.Generator().manual_seed(4)
+    m, k, n = 3, 512, 200  # several N tiles, every split count below reaches them
+    x = randn((m, k), torch.float16, device, g)
+    w1, w3 = randn((k, n), torch.float16, device, g, k ** -0.5), randn((k, n), torch.float16, device, g, k ** -0.5)
+    gw = randn((k,), torch.float16, device, g, 0.2) + 1
+    a, b = randn((k, 8), torch.float16, device, g, k ** -0.5), randn((8, n), torch.float16, device, g, 0.3)
+    call = {"rmsnorm_linear": lambda **kw: rmsnorm_linear(x, gw, w1, **kw),
+            "gated_mlp": lambda **kw: gated_mlp(x, w1, w3, **kw),
+            "lora_linear": lambda **kw: lora_linear(x, w1, a, b, 0.5, **kw)}[op]
+    cfg = dict(block_n=64, block_k=32)
+    for splits in (4, 3, 4, 2):
+        in_kernel = call(num_splits=splits, _config=dict(cfg, fixup="kernel"))
+        merged = call(num_splits=splits, _config=dict(cfg, fixup="merge"))
+        single = call(num_splits=1, _config=cfg)
+        assert torch.allclose(in_kernel.float(), merged.float(), rtol=1e-3, atol=1e-3), f"splits={splits}"
+        assert torch.allclose(in_kernel.float(), single.float(), rtol=2e-2, atol=2e-2), f"splits={splits}"
+    with pytest.raises(ValueError, match="fixup must be 'kernel' or 'merge'"):
+        call(num_splits=2, _config=dict(cfg, fixup="atomic"))

@@ -1,0 +1,128 @@
+"""The step of a decode layer between the QKV projection and attention, in one launch:
+optional RMSNorm over the head dim of q and k (QK-norm: Chameleon, nGPT), rotary
+embedding (rotate-half) of q and k, and the write of the new k and v into the KV cache.
+
+    q_out[b, t, h]               = RoPE(Norm_q(q[b, t, h]), pos + t)
+    k_cache[b, pos + t, h]       = RoPE(Norm_k(k[b, t, h]), pos + t)
+    v_cache[b, pos + t, h]       = v[b, t, h]
+
+Unfused, PyTorch spends a dozen small kernels on this (angles, cos, sin, halves, concat,
+two cache copies); in a decode step each is a launch on the critical path.
+Rounding follows the unfused model: the normalized head is rounded to the input dtype,
+then rotated in fp32 and rounded again. cos and sin come from `rope_tables` (fp32, built
+in float64), indexed by position, so the kernel and the reference use the same angles.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.checks import check_same_device, check_tensor
+
+HEAD_DIMS = (64, 128)
+DTYPES = (torch.float16, torch.bfloat16)
+
+
+def rope_tables(n_positions: int, head_dim: int, theta: float, device="cpu", dtype=torch.float32):
+    """cos, sin of shape (n_positions, head_dim // 2): angle p * theta^(-2i / head_dim),
+    computed in float64 (fp32 angles lose ~1e-2 rad at position 1e5)."""
+    if head_dim % 2:
+        raise ValueError(f"head_dim must be even for rotary embedding, got {head_dim}")
+    inv = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    ang = torch.arange(n_positions, dtype=torch.float64)[:, None] * inv[None, :]
+    return ang.cos().to(dtype).to(device), ang.sin().to(dtype).to(device)
+
+
+@triton.jit
+def _rope_kv_write_kernel(
+    Q, K, V, QO, KC, VC, COS, SIN, QW, KW,
+    stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+    stride_ob, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch, stride_wb, stride_ws, stride_wh,
+    q_tokens, n_q_heads, pos, eps,
+    QK_NORM: tl.constexpr, HALF: tl.constexpr,
+):
+    bt = tl.program_id(0)
+    h = tl.program_id(1)  # q heads first, then kv heads
+    b = (bt // q_tokens).to(tl.int64)
+    t = bt % q_tokens
+    p = pos + t
+    d = tl.arange(0, HALF)
+    cos = tl.load(COS + p * HALF + d)
+    sin = tl.load(SIN + p * HALF + d)
+    if h < n_q_heads:
+        src = Q + b * stride_qb + t * stride_qt + h * stride_qh
+        dst = QO + b * stride_ob + t * stride_ot + h * stride_oh
+        W = QW
+    else:
+        hk = h - n_q_heads
+        src = K + b * stride_kb + t * stride_kt + hk * stride_kh
+        dst = KC + b * stride_cb + p.to(tl.int64) * stride_cs + hk * stride_ch
+        W = KW
+        v = tl.load(V + b * stride_vb + t * stride_vt + hk * stride_vh + tl.arange(0, 2 * HALF))
+        tl.store(VC + b * stride_wb + p.to(tl.int64) * stride_ws + hk * stride_wh + tl.arange(0, 2 * HALF), v)
+    x1 = tl.load(src + d)
+    x2 = tl.load(src + HALF + d)
+    if QK_NORM:
+        f1, f2 = x1.to(tl.float32), x2.to(tl.float32)
+        rstd = 1.0 / tl.sqrt((tl.sum(f1 * f1, axis=0) + tl.sum(f2 * f2, axis=0)) / (2 * HALF) + eps)
+        x1 = (f1 * rstd * tl.load(W + d).to(tl.float32)).to(src.dtype.element_ty)
+        x2 = (f2 * rstd * tl.load(W + HALF + d).to(tl.float32)).to(src.dtype.element_ty)
+    x1, x2 = x1.to(tl.float32), x2.to(tl.float32)
+    tl.store(dst + d, (x1 * cos - x2 * sin).to(dst.dtype.element_ty))
+    tl.store(dst + HALF + d, (x2 * cos + x1 * sin).to(dst.dtype.element_ty))
+
+
+def rope_kv_write(q, k, v, k_cache, v_cache, pos: int, cos, sin, q_norm_weight=None, k_norm_weight=None,
+                  eps: float = 1e-6):
+    """q (B, T, Hq, D), k and v (B, T, Hkv, D), any strides with unit stride along D (views
+    of a fused QKV output work); k_cache, v_cache (B, capacity, Hkv, D); cos, sin from
+    `rope_tables` covering positions pos .. pos + T - 1. Writes k, v into the caches at
+    those positions and returns the rotated (and normalized) q, contiguous."""
+    for name, t in (("q", q), ("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache)):
+        check_tensor(name, t, dtypes=DTYPES, ndim_min=4)
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D (batch, tokens or capacity, heads, head_dim), got shape {tuple(t.shape)}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype}, q has {q.dtype}: they must match")
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must have unit stride along head_dim (strides {t.stride()})")
+    check_same_device(q=q, k=k, v=v, k_cache=k_cache, v_cache=v_cache, cos=cos, sin=sin)
+    B, T, Hq, D = q.shape
+    if D not in HEAD_DIMS:
+        raise ValueError(f"head_dim {D} is not supported (supported: {HEAD_DIMS})")
+    if k.shape != v.shape or k.shape[:2] != (B, T) or k.shape[3] != D:
+        raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must be (batch={B}, tokens={T}, kv_heads, {D})")
+    Hkv = k.shape[2]
+    if k_cache.shape != v_cache.shape or k_cache.shape[0] != B or k_cache.shape[2:] != (Hkv, D):
+        raise ValueError(f"caches {tuple(k_cache.shape)}, {tuple(v_cache.shape)} must be (batch={B}, capacity, {Hkv}, {D})")
+    if pos < 0 or pos + T > k_cache.shape[1]:
+        raise ValueError(f"positions {pos} .. {pos + T - 1} do not fit the cache capacity {k_cache.shape[1]}")
+    for name, t in (("cos", cos), ("sin", sin)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.dim() != 2 or t.shape[1] != D // 2 \
+                or not t.is_contiguous():
+            raise ValueError(f"{name} must be a contiguous float32 table (positions, {D // 2}) from rope_tables")
+        if t.shape[0] < pos + T:
+            raise ValueError(f"{name} covers {t.shape[0]} positions; positions up to {pos + T - 1} are needed")
+    qk_norm = q_norm_weight is not None or k_norm_weight is not None
+    if qk_norm:
+        for name, w in (("q_norm_weight", q_norm_weight), ("k_norm_weight", k_norm_weight)):
+            if w is None:
+                raise ValueError("QK-norm needs both q_norm_weight and k_norm_weight")
+            check_tensor(name, w, dtypes=DTYPES)
+            check_same_device(q=q, **{name: w})
+            if w.shape != (D,) or w.dtype != q.dtype or not w.is_contiguous():
+                raise ValueError(f"{name} must be contiguous with shape ({D},) and dtype {q.dtype}; got {tuple(w.shape)}, {w.dtype}")
+    q_out = torch.empty(B, T, Hq, D, dtype=q.dtype, device=q.device)
+    if B == 0 or T == 0:
+        return q_out
+    qw = q_norm_weight if qk_norm else cos
+    kw = k_norm_weight if qk_norm else cos
+    _rope_kv_write_kernel[(B * T, Hq + Hkv)](
+        q, k, v, q_out, k_cache, v_cache, cos, sin, qw, kw,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+        *q_out.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3],
+        T, Hq, pos, float(eps),
+        QK_NORM=qk_norm, HALF=D // 2, num_warps=1,
+    )
+    return q_out

@@ -1,0 +1,96 @@
+"""kernels/attention/rope.py == kernels/attention/reference.py (rope_kv_write_reference).
+
+Tolerance (DESIGN.md): the kernel's largest error against float64 at most twice that of
+the reference in the input dtype, plus one rounding of the output. Cached positions other
+than the new ones must be untouched and v must be copied bit for bit.
+"""
+import pytest
+import torch
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from harness.lanes import interpreting
+from kernels.attention import rope_kv_write, rope_kv_write_reference, rope_tables
+
+pytestmark = pytest.mark.correctness
+
+DTYPES = {"fp16": torch.float16} if interpreting() else {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def within_rule(got, exact, lowp, dtype):
+    got64, exact64 = got.double().cpu(), exact.double().cpu()
+    err = (got64 - exact64).abs().max().item()
+    base = (lowp.double().cpu() - exact64).abs().max().item()
+    one = torch.finfo(dtype).eps * exact64.abs().max().item()
+    return err <= 2 * base + one, f"max error {err:.3g} > 2 x {base:.3g} + {one:.3g}"
+
+
+@given(batch=st.integers(1, 3), q_tokens=st.integers(1, 4), kv_heads=st.integers(1, 3), group=st.sampled_from([1, 2, 4]),
+       head_dim=st.sampled_from([64, 128]), pos=st.integers(0, 5000), qk_norm=st.booleans(),
+       dtype=st.sampled_from(list(DTYPES)), seed=st.integers(0, 2**31 - 1))
+@example(batch=1, q_tokens=1, kv_heads=8, group=4, head_dim=128, pos=4096, qk_norm=False, dtype="fp16", seed=0)
+@example(batch=2, q_tokens=3, kv_heads=2, group=1, head_dim=64, pos=0, qk_norm=True, dtype="fp16", seed=1)
+def test_rope_kv_write_matches_reference(device, batch, q_tokens, kv_heads, group, head_dim, pos, qk_norm, dtype, seed):
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    hq, D = kv_heads * group, head_dim
+    capacity = pos + q_tokens + 2
+    # q, k, v as views of one fused QKV output, as a decode layer produces them
+    qkv = (torch.randn(batch, q_tokens, (hq + 2 * kv_heads) * D, generator=g) * 3).to(dt).to(device)
+    q, k, v = qkv.split([hq * D, kv_heads * D, kv_heads * D], dim=-1)
+    q, k, v = (t.view(batch, q_tokens, -1, D) for t in (q, k, v))
+    k_cache = torch.randn(batch, capacity, kv_heads, D, generator=g).to(dt).to(device)
+    v_cache = torch.randn(batch, capacity, kv_heads, D, generator=g).to(dt).to(device)
+    qw = kw = None
+    if qk_norm:
+        qw = (1 + 0.2 * torch.randn(D, generator=g)).to(dt).to(device)
+        kw = (1 + 0.2 * torch.randn(D, generator=g)).to(dt).to(device)
+    cos, sin = rope_tables(capacity, D, 10000.0, device)
+    kc, vc = k_cache.clone(), v_cache.clone()
+    got_q = rope_kv_write(q, k, v, kc, vc, pos, cos, sin, qw, kw, 1e-6)
+
+    cos64, sin64 = rope_tables(capacity, D, 10000.0, "cpu", torch.float64)
+    exact_kc, exact_vc = k_cache.cpu().double(), v_cache.cpu().double()
+    exact_q = rope_kv_write_reference(q.cpu(), k.cpu(), v.cpu(), exact_kc, exact_vc, pos, cos64, sin64,
+                                      None if qw is None else qw.cpu(), None if kw is None else kw.cpu(), 1e-6,
+                                      torch.float64)
+    lowp_kc, lowp_vc = k_cache.clone(), v_cache.clone()
+    lowp_q = rope_kv_write_reference(q, k, v, lowp_kc, lowp_vc, pos, cos, sin, qw, kw, 1e-6, dt)
+
+    assert got_q.shape == q.shape and got_q.dtype == dt and got_q.is_contiguous()
+    new = slice(pos, pos + q_tokens)
+    ok, msg = within_rule(got_q, exact_q, lowp_q, dt)
+    assert ok, "q: " + msg
+    ok, msg = within_rule(kc[:, new], exact_kc[:, new], lowp_kc[:, new], dt)
+    assert ok, "k cache: " + msg
+    assert torch.equal(vc[:, new], v), "v was not copied exactly into the cache"
+    old = torch.ones(capacity, dtype=torch.bool)
+    old[new] = False
+    assert torch.equal(kc[:, old], k_cache[:, old]) and torch.equal(vc[:, old], v_cache[:, old]), \
+        "positions outside pos .. pos + T - 1 were written"
+
+
+def test_rope_tables_rotate_by_the_position_angle():
+    cos, sin = rope_tables(5, 4, 100.0, dtype=torch.float64)
+    # pair i turns by p * 100^(-2i/4): pair 0 by p rad, pair 1 by p / 10 rad
+    assert torch.allclose(cos[3], torch.tensor([3.0, 0.3], dtype=torch.float64).cos())
+    assert torch.allclose(sin[3], torch.tensor([3.0, 0.3], dtype=torch.float64).sin())
+
+
+def test_rope_kv_write_rejects_bad_input(device):
+    q = torch.randn(1, 1, 4, 64, device=device, dtype=torch.float16)
+    k = v = torch.randn(1, 1, 2, 64, device=device, dtype=torch.float16)
+    kc = vc = torch.zeros(1, 8, 2, 64, device=device, dtype=torch.float16)
+    cos, sin = rope_tables(8, 64, 1e4, device)
+    with pytest.raises(ValueError, match="do not fit the cache capacity 8"):
+        rope_kv_write(q, k, v, kc, vc, 8, cos, sin)
+    with pytest.raises(ValueError, match="covers 4 positions"):
+        rope_kv_write(q, k, v, kc, vc, 5, cos[:4], sin[:4])
+    with pytest.raises(ValueError, match="head_dim 32 is not supported"):
+        rope_kv_write(q[..., :32], k[..., :32], v[..., :32], kc[..., :32], vc[..., :32], 0, cos, sin)
+    with pytest.raises(TypeError, match="v has dtype"):
+        rope_kv_write(q, k, v.float(), kc, vc, 0, cos, sin)
+    with pytest.raises(ValueError, match="float32 table"):
+        rope_kv_write(q, k, v, kc, vc, 0, cos.double(), sin)
+    with pytest.raises(ValueError, match="needs both"):
+        rope_kv_write(q, k, v, kc, vc, 0, cos, sin, q_norm_weight=torch.ones(64, device=device, dtype=torch.float16))
