@@ -14,7 +14,8 @@ One program takes one (sequence, KV head), the query rows of its whole group (q 
 of the group x query tokens, so K and V are read once for all of them), and one chunk of
 the KV length. With few sequences the KV length is split into chunks so that the GPU is
 full (flash-decoding); the last chunk of a tile to finish merges all chunks by their
-log-sum-exp, counted in with an atomic (`fixup="merge"` uses a second kernel instead).
+log-sum-exp, counted in with an atomic, when there are few chunks; with many, a second
+kernel merges them in parallel (measured faster: see MAX_FIXUP_SPLITS).
 With `q_norm_weight` and `k_norm_weight`, q and every key are RMS-normalized over the head
 dim inside the kernel first (QK-norm, Chameleon). `return_lse=True` also returns the log-sum-exp (natural log, float32, (batch, q_heads,
 q_tokens)), the quantity that merges partial attentions (shared-prefix attention).
@@ -33,6 +34,7 @@ from kernels.launch import split_plan, tile_counters
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
 LN2 = math.log(2.0)
+MAX_FIXUP_SPLITS = 4  # merge in the kernel up to this many chunks, else in a second kernel
 
 
 @triton.jit
@@ -284,10 +286,10 @@ def gqa_decode(
     group = q_heads // kv_heads
     n_rows = group * q_tokens
     block_m = max(16, min(64, triton.next_power_of_2(n_rows)))
-    cfg = dict(block_n=64 if head_dim == 128 else 128, num_warps=4, num_stages=3, waves=2, fixup="kernel")
+    cfg = dict(block_n=64 if head_dim == 128 else 128, num_warps=4, num_stages=3, waves=2, fixup="auto")
     cfg.update(_config or {})  # tools/decode_configs.py explores these
-    if cfg["fixup"] not in ("kernel", "merge"):
-        raise ValueError(f"fixup must be 'kernel' or 'merge', got {cfg['fixup']!r}")
+    if cfg["fixup"] not in ("auto", "kernel", "merge"):
+        raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
     block_n = cfg["block_n"]
     m_blocks = triton.cdiv(n_rows, block_m)
     max_kv = capacity if max_kv_len is None else max(0, min(int(max_kv_len), capacity))
@@ -301,7 +303,10 @@ def gqa_decode(
         lse_part = torch.empty(batch * kv_heads, n_splits, n_rows, dtype=torch.float32, device=device)
     else:
         o_part = lse_part = out  # unused
-    fixup = partial and cfg["fixup"] == "kernel"
+    # The in-kernel merge reads the chunks one after another; with many chunks that serial
+    # tail costs more than a second launch (H100, results/.../decode_configs.txt: batch 1,
+    # KV 4K, 33 chunks: 21.4 us in-kernel vs 12.7 us; batch 16, 2 chunks: 97.1 vs 99.6 us).
+    fixup = partial and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits <= MAX_FIXUP_SPLITS))
     count = tile_counters(device, batch * kv_heads * m_blocks) if fixup else out
     stride_lb, stride_lh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)
     _decode_kernel[(batch * kv_heads, m_blocks, n_splits)](

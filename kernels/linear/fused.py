@@ -154,13 +154,16 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     if M == 0 or N == 0:
         return y
     y2 = y.view(-1, N)
-    # From an H100 sweep (tools/linear_configs.py): one weight stream needs wider tiles and
-    # more split-K programs to keep enough bytes in flight (RMSNorm+Linear, 1 x 4096 x 6144:
-    # 39.2 us -> 28.3 us); the gated kernel streams two weights and does well with less.
+    # From H100 sweeps (tools/linear_configs.py, results/<gpu>/linear_configs.txt): one
+    # weight stream needs wide tiles and several waves of split-K programs to keep enough
+    # bytes in flight, with longer K blocks at 9-16 rows (4096 -> 4096: 23.0 -> 20.5 us; more
+    # rows would not fit three stages in shared memory);
+    # the gated kernel streams two weights and does best with one wave (4096 -> 14336:
+    # 88.4 -> 85.3 us).
     if w3 is None:
-        cfg = dict(block_n=128, block_k=128, num_warps=4, num_stages=3, waves=4)
+        cfg = dict(block_n=128, block_k=256 if 8 < M <= 16 else 128, num_warps=4, num_stages=3, waves=4)
     else:
-        cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=4, waves=2)
+        cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1)
     cfg["fixup"] = "kernel"
     cfg.update(config or {})
     if cfg["fixup"] not in ("kernel", "merge"):

@@ -37,7 +37,7 @@ def max_err(a, b):
 @given(batch=st.integers(1, 3), q_tokens=st.integers(1, 4), kv_heads=st.sampled_from([1, 2]),
        group=st.sampled_from([1, 2, 4]), head_dim=st.sampled_from([64, 128]), capacity=st.integers(1, 300),
        lens_frac=st.lists(st.floats(0.0, 1.0), min_size=3, max_size=3), causal=st.booleans(),
-       num_splits=st.sampled_from([None, 1, 3]), fixup=st.sampled_from(["kernel", "merge"]), same_len=st.booleans(),
+       num_splits=st.sampled_from([None, 1, 3]), fixup=st.sampled_from(["auto", "kernel", "merge"]), same_len=st.booleans(),
        dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31 - 1))
 @example(batch=1, q_tokens=1, kv_heads=1, group=1, head_dim=64, capacity=1, lens_frac=[1.0] * 3,
          causal=True, num_splits=None, fixup="kernel", same_len=False, dtype="fp16", seed=0)
