@@ -14,9 +14,10 @@ with rstd = 1 / sqrt(mean(x^2) + eps) accumulated in the same pass over x. With 
 the weights are the traffic, and there are too few N tiles to fill the GPU, so K is split
 over several programs. Each writes its fp32 partial (and partial sums of squares), then
 counts itself in with an atomic on its output tile; the last program to arrive sums the
-partials and applies the epilogue (rstd, SiLU-and-multiply), so one launch does all of it
-(a separate merge kernel, `fixup="merge"`, costs a dependent launch: the benchmarks compare
-both). LoRA splits the same way because it is linear in K: each chunk adds (x_c A_c) B.
+partials and applies the epilogue (rstd, SiLU-and-multiply), so one launch does all of it.
+With many partial rows a separate merge kernel sums them in parallel instead (faster
+there, despite its dependent launch: see MAX_FIXUP_ROWS). LoRA splits the same way
+because it is linear in K: each chunk adds (x_c A_c) B.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from kernels.checks import check_same_device, check_tensor
 from kernels.launch import split_plan, tile_counters
 
 DTYPES = (torch.float16, torch.bfloat16)
+MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; more: a merge kernel
 
 
 @triton.jit
@@ -156,24 +158,26 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     y2 = y.view(-1, N)
     # From H100 sweeps (tools/linear_configs.py, results/<gpu>/linear_configs.txt): one
     # weight stream needs wide tiles and several waves of split-K programs to keep enough
-    # bytes in flight, with longer K blocks at 9-16 rows (4096 -> 4096: 23.0 -> 20.5 us; more
-    # rows would not fit three stages in shared memory);
-    # the gated kernel streams two weights and does best with one wave (4096 -> 14336:
-    # 88.4 -> 85.3 us).
+    # bytes in flight; the gated kernel streams two weights and does best with one wave
+    # (4096 -> 14336, one row: 88.4 -> 85.3 us). (K blocks of 256 won the sweep at 16 rows
+    # but lost in the perf run: LoRA 16 x 4096 -> 14336 took 1.8x longer; not used.)
     if w3 is None:
-        cfg = dict(block_n=128, block_k=256 if 8 < M <= 16 else 128, num_warps=4, num_stages=3, waves=4)
+        cfg = dict(block_n=128, block_k=128, num_warps=4, num_stages=3, waves=4)
     else:
         cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1)
-    cfg["fixup"] = "kernel"
+    cfg["fixup"] = "auto"
     cfg.update(config or {})
-    if cfg["fixup"] not in ("kernel", "merge"):
-        raise ValueError(f"fixup must be 'kernel' or 'merge', got {cfg['fixup']!r}")
+    if cfg["fixup"] not in ("auto", "kernel", "merge"):
+        raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
     block_m = max(16, min(64, triton.next_power_of_2(M)))
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
     n_splits, k_chunk = split_plan(K, block_k, tiles, x.device, num_splits, cfg["waves"], min_blocks=4)
     split = n_splits > 1
-    fixup = split and cfg["fixup"] == "kernel"
+    # The last program reads the n_splits partials of its tile one after another: cheap for
+    # a few rows (one row, 11 splits: 27.0 us vs 28.2 us with the merge kernel), slower than
+    # the parallel merge kernel for many (64 rows: 34.3 vs 30.5 us). Measured on an H100.
+    fixup = split and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits * M <= MAX_FIXUP_ROWS))
     gated, has_norm = w3 is not None, g is not None
     n_tiles, m_tiles = triton.cdiv(N, block_n), triton.cdiv(M, block_m)
     if split:

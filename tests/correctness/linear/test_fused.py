@@ -158,5 +158,5 @@ def test_split_fixup_in_kernel_equals_merge_kernel_and_repeats(device, op):
         single = call(num_splits=1, _config=cfg)
         assert torch.allclose(in_kernel.float(), merged.float(), rtol=1e-3, atol=1e-3), f"splits={splits}"
         assert torch.allclose(in_kernel.float(), single.float(), rtol=2e-2, atol=2e-2), f"splits={splits}"
-    with pytest.raises(ValueError, match="fixup must be 'kernel' or 'merge'"):
+    with pytest.raises(ValueError, match="fixup must be 'auto', 'kernel' or 'merge'"):
         call(num_splits=2, _config=dict(cfg, fixup="atomic"))
