@@ -33,7 +33,9 @@ def split_plan(length: int, block: int, programs: int, device, num_splits=None, 
 
 
 MAX_TILES = 8192
-_counters: dict = {}
+SPARE_BUFFERS = 8
+_counters: dict = {}   # (device index, stream) -> zeroed counters, reset by the kernels
+_spares: dict = {}     # device index -> zeroed buffers made eagerly, for CUDA-graph captures
 
 
 def tile_counters(device: torch.device, n: int) -> torch.Tensor:
@@ -42,18 +44,27 @@ def tile_counters(device: torch.device, n: int) -> torch.Tensor:
     partials and resets the counter to zero for the next launch.
 
     One buffer per (device, stream), so launches on different streams never share one.
-    During CUDA-graph capture, a stream without a buffer gets a fresh zeroed one whose
-    zeroing is recorded in the graph (a buffer made then would hold garbage eagerly)."""
+    A buffer must be zeroed before its first use, which a CUDA-graph capture cannot do
+    eagerly: the first eager call on a device also zeroes a few spare buffers, and a stream
+    first seen while capturing takes one of them. Without a spare, the capture gets a fresh
+    zeroed buffer whose zeroing (a memset node) is replayed with the graph."""
     if n > MAX_TILES:  # splitting only happens when there are too few tiles to fill the GPU
         raise ValueError(f"{n} output tiles exceed the split counter buffer ({MAX_TILES})")
     if device.type != "cuda":
         return torch.zeros(n, dtype=torch.int32, device=device)
-    stream = torch.cuda.current_stream(device)
-    key = (device.index, stream.cuda_stream)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    key = (index, torch.cuda.current_stream(device).cuda_stream)
     buf = _counters.get(key)
-    if buf is None:
+    if buf is not None:
+        return buf
+    capturing = torch.cuda.is_current_stream_capturing()
+    if not capturing:
+        if index not in _spares:
+            _spares[index] = [torch.zeros(MAX_TILES, dtype=torch.int32, device=device) for _ in range(SPARE_BUFFERS)]
         buf = torch.zeros(MAX_TILES, dtype=torch.int32, device=device)
-        if torch.cuda.is_current_stream_capturing():
-            return buf
-        _counters[key] = buf
+    elif _spares.get(index):
+        buf = _spares[index].pop()
+    else:
+        return torch.zeros(MAX_TILES, dtype=torch.int32, device=device)
+    _counters[key] = buf
     return buf

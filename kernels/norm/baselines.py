@@ -3,7 +3,8 @@
 - eager: the usual PyTorch model code (Hugging Face LLaMA's RMSNorm: float32 math,
   round to the input dtype, then multiply by the weight).
 - torch_rms_norm: torch.nn.functional.rms_norm, PyTorch's own fused operator.
-- compile: torch.compile of the eager code (Inductor generates a fused Triton kernel).
+- compile: torch.compile of the eager code (Inductor generates a fused Triton kernel),
+  through `compiled`, which every torch.compile baseline in the suite goes through.
 - eager_ngpt_update: nGPT's update in plain PyTorch (its eager baseline).
 """
 from __future__ import annotations

@@ -13,6 +13,7 @@ import torch
 from harness.lanes import interpreting
 from harness.metrics import Cost
 from harness.perfcase import PerfCase
+from kernels.norm import baselines
 from models import SEED_MODELS, DecoderLayer, KVCache, get_ops, tiny
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +80,10 @@ def _layer_case(name, batch, kv_len):
     layer = DecoderLayer(cfg, dtype=dt, device="cuda", seed=0)
     ref_layer = DecoderLayer(cfg, dtype=torch.float32, device="cuda", seed=0)
     triton_ops, torch_ops = get_ops("triton"), get_ops("torch")
-    compiled = torch.compile(functools.partial(layer.forward, ops=torch_ops), dynamic=False)
+    # Through baselines.compiled: every case recompiles DecoderLayer.forward, and past
+    # Dynamo's default limit of 8 it would silently run eager (seen on an H100: the 9th to
+    # 12th layer cases read compile == eager). There the limit is raised, and hitting it fails.
+    compiled = baselines.compiled(functools.partial(layer.forward, ops=torch_ops))
 
     def make_inputs():
         cache = KVCache.empty(cfg, batch, kv_len + 1, dt, "cuda")
