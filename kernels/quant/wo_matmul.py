@@ -1,0 +1,157 @@
+"""Weight-only quantized linear layers in Triton: W8A16 and W4A16 (grouped), the weight
+dequantized inside the GEMM.
+
+    y = x @ dequant(W)^T          x (M, K) fp16/bf16, W a QuantizedWeight (kernels/quant/quantize.py)
+
+int8 (per output channel): the scale factors out of the K sum, so the tile GEMM runs on
+the int8 values converted to the activation dtype (exact for |q| <= 127) and the scale is
+applied once to the fp32 result.
+int4 (per group, asymmetric): every K block lies inside one group, where
+    sum_k x_k (q_k - z) s = s * (sum_k x_k q_k - z * sum_k x_k),
+so the tile GEMM runs on the raw 4-bit values (exact in fp16/bf16) and each group's scale
+and zero enter once per output, not once per weight. The two nibbles of a byte hold
+adjacent k (even, odd), multiplied with the even and the odd columns of x.
+Few rows (decode): the weight is all the traffic and N alone does not fill the GPU, so K
+is split over several programs; the last program of each output tile sums the fp32
+partials (arrival counters, as kernels/linear/fused.py).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.checks import check_tensor
+from kernels.launch import split_plan, tile_counters
+
+from .quantize import QuantizedWeight
+
+DTYPES = (torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _wo_matmul_kernel(
+    X, Q, S, Z, Y, P, COUNT,
+    M, N, K, k_chunk, n_splits, stride_xm, stride_qk, stride_sg, stride_ym,
+    BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    pid_m = tl.program_id(2)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = rm < M
+    n_ok = rn < N
+    x_rows = X + rm[:, None].to(tl.int64) * stride_xm
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    k_start = pid_k * k_chunk
+    k_end = tl.minimum(k_start + k_chunk, K)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        if BITS == 8:
+            rk = k0 + tl.arange(0, BLOCK_K)
+            k_ok = rk < k_end
+            x = tl.load(x_rows + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            q = tl.load(Q + rk[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0)
+            acc = tl.dot(x, q.to(x.dtype), acc)
+        else:
+            # K is a multiple of GROUP, GROUP of BLOCK_K, and chunks start on BLOCK_K: no K mask.
+            j = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+            packed = tl.load(Q + j[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=n_ok[None, :], other=0)
+            xe = tl.load(x_rows + 2 * j[None, :], mask=m_ok[:, None], other=0.0)
+            xo = tl.load(x_rows + 2 * j[None, :] + 1, mask=m_ok[:, None], other=0.0)
+            part = tl.dot(xe, (packed & 15).to(xe.dtype))
+            part = tl.dot(xo, (packed >> 4).to(xo.dtype), part)
+            x_sum = tl.sum(xe.to(tl.float32), axis=1) + tl.sum(xo.to(tl.float32), axis=1)
+            g = k0 // GROUP
+            s = tl.load(S + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
+            z = tl.load(Z + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
+            acc += s[None, :] * (part - x_sum[:, None] * z[None, :])
+
+    out_mask = m_ok[:, None] & n_ok[None, :]
+    y_ptrs = Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
+    if SPLIT:
+        offs = rm[:, None].to(tl.int64) * N + rn[None, :]
+        tl.store(P + pid_k.to(tl.int64) * M * N + offs, acc, mask=out_mask)
+        tile = pid_m * tl.num_programs(0) + pid_n
+        tl.debug_barrier()  # every thread's partial precedes the acq_rel arrival
+        arrived = tl.atomic_add(COUNT + tile, 1, sem="acq_rel")
+        if arrived == n_splits - 1:
+            tl.atomic_xchg(COUNT + tile, 0)
+            acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            for s_ in range(0, n_splits):
+                acc += tl.load(P + s_ * M * N + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
+            if BITS == 8:
+                acc = acc * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=out_mask)
+    else:
+        if BITS == 8:
+            acc = acc * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=out_mask)
+
+
+def _config(M: int, bits: int, group):
+    if M <= 16:
+        cfg = dict(block_m=16, block_n=128, block_k=128, num_warps=4, num_stages=4, waves=4)
+    elif M <= 64:
+        cfg = dict(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=3, waves=2)
+    else:
+        cfg = dict(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, waves=1)
+    if bits == 4:
+        cfg["block_k"] = min(cfg["block_k"], group)  # a K block never straddles two groups
+    return cfg
+
+
+def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_override=None) -> torch.Tensor:
+    """x @ dequant(qw)^T for x (..., K) fp16/bf16; returns (..., N) in x's dtype."""
+    check_tensor("x", x, dtypes=DTYPES)
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw must be a QuantizedWeight (kernels.quant.quantize), got {type(qw).__name__}")
+    N, K = qw.shape
+    if x.shape[-1] != K:
+        raise ValueError(f"x has {x.shape[-1]} input channels; the weight has in_features {K}")
+    tensors = {"qweight": qw.qweight, "scale": qw.scale} | ({"zero": qw.zero} if qw.bits == 4 else {})
+    for name, t in tensors.items():
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device}, x on {x.device}: they must be on one device")
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+    if qw.bits == 8:
+        if qw.qweight.dtype != torch.int8 or qw.qweight.shape != (K, N) or qw.scale.shape != (N,):
+            raise ValueError("int8 weight must be qweight int8 (K, N) and scale (N,)")
+    elif qw.bits == 4:
+        G = qw.group
+        if qw.qweight.dtype != torch.uint8 or qw.qweight.shape != (K // 2, N) or K % G:
+            raise ValueError(f"int4 weight must be packed uint8 (K/2, N) with K a multiple of the group {G}")
+        if qw.scale.shape != (K // G, N) or qw.zero.shape != (K // G, N):
+            raise ValueError(f"int4 scale and zero must be (K/group, N) = ({K // G}, {N})")
+    else:
+        raise ValueError(f"bits must be 8 or 4, got {qw.bits}")
+    if qw.scale.dtype != x.dtype or (qw.zero is not None and qw.zero.dtype != x.dtype):
+        raise TypeError(f"scales are {qw.scale.dtype} but x is {x.dtype}: quantize with dtype={x.dtype}")
+
+    x2 = x.reshape(-1, K)
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    M = x2.shape[0]
+    y = torch.empty(*x.shape[:-1], N, dtype=x.dtype, device=x.device)
+    if M == 0 or N == 0:
+        return y
+    y2 = y.view(-1, N)
+    cfg = _config(M, qw.bits, qw.group)
+    cfg.update(_config_override or {})
+    n_tiles, m_tiles = triton.cdiv(N, cfg["block_n"]), triton.cdiv(M, cfg["block_m"])
+    n_splits, k_chunk = split_plan(K, cfg["block_k"], n_tiles * m_tiles, x.device, num_splits, cfg["waves"],
+                                   min_blocks=2)
+    split = n_splits > 1
+    p = torch.empty(n_splits, M, N, dtype=torch.float32, device=x.device) if split else y2
+    count = tile_counters(x.device, n_tiles * m_tiles) if split else y2
+    zero = qw.zero if qw.bits == 4 else qw.scale
+    _wo_matmul_kernel[(n_tiles, n_splits, m_tiles)](
+        x2, qw.qweight, qw.scale, zero, y2, p, count,
+        M, N, K, k_chunk, n_splits, x2.stride(0), qw.qweight.stride(0), qw.scale.stride(0), y2.stride(0),
+        BITS=qw.bits, GROUP=qw.group or 1, SPLIT=split,
+        BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return y

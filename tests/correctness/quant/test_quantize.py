@@ -1,0 +1,85 @@
+"""kernels/quant/quantize.py: the formats are what they claim (ranges, packing, error
+bounds of round-to-nearest), and HQQ beats min/max on heavy-tailed weights."""
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kernels.quant import (GROUP_SIZES, dequantize, hqq_zero, quantize_int4_weight, quantize_int4_weight_hqq,
+                           quantize_int8_activations, quantize_int8_weight, unpack_int4)
+
+pytestmark = pytest.mark.correctness
+
+
+@given(n=st.integers(1, 40), k=st.integers(1, 300), seed=st.integers(0, 2**31 - 1))
+def test_int8_weight_rounds_to_nearest_per_channel(n, k, seed):
+    w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 3
+    qw = quantize_int8_weight(w, torch.float32)
+    assert qw.qweight.dtype == torch.int8 and qw.qweight.shape == (k, n) and qw.scale.shape == (n,)
+    assert qw.qweight.abs().max() <= 127
+    err = (dequantize(qw) - w).abs()
+    assert (err <= qw.scale[:, None] / 2 * (1 + 1e-5)).all()
+    assert (qw.qweight.abs().amax(dim=0) == 127).all(), "each channel's largest weight maps to +-127"
+
+
+@given(n=st.integers(1, 20), groups=st.integers(1, 4), group=st.sampled_from(GROUP_SIZES), seed=st.integers(0, 2**31 - 1))
+def test_int4_weight_packs_two_per_byte_and_rounds_to_nearest(n, groups, group, seed):
+    k = groups * group
+    w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
+    qw = quantize_int4_weight(w, group, torch.float32)
+    assert qw.qweight.dtype == torch.uint8 and qw.qweight.shape == (k // 2, n)
+    assert qw.scale.shape == qw.zero.shape == (groups, n)
+    q = unpack_int4(qw.qweight)                       # (K, N)
+    assert q.min() >= 0 and q.max() <= 15
+    assert torch.equal(q[0::2], (qw.qweight & 15).long()) and torch.equal(q[1::2], (qw.qweight >> 4).long())
+    s = qw.scale.repeat_interleave(group, dim=0).t()  # (N, K)
+    assert ((dequantize(qw) - w).abs() <= s / 2 * (1 + 1e-4) + 1e-6).all()
+
+
+def test_int4_scales_are_stored_in_the_activation_dtype_and_used_as_stored():
+    w = torch.randn(8, 256)
+    qw = quantize_int4_weight(w, 128, torch.bfloat16)
+    assert qw.scale.dtype == qw.zero.dtype == torch.bfloat16
+    # dequantize uses the rounded values: the error bound holds with them
+    s = qw.scale.float().repeat_interleave(128, dim=0).t()
+    assert ((dequantize(qw) - w).abs() <= s * 0.51 + 0.02 * s).all()
+
+
+@pytest.mark.parametrize("group", GROUP_SIZES)
+def test_hqq_reconstructs_heavy_tailed_weights_better_than_min_max(group):
+    """Student-t (2 degrees of freedom) weights: a few large values stretch each group's
+    range. HQQ's zero-point gives lower mean absolute and mean squared error."""
+    w = torch.distributions.StudentT(2.0).sample((128, 1024))
+    plain = dequantize(quantize_int4_weight(w, group, torch.float32)) - w
+    hqq = dequantize(quantize_int4_weight_hqq(w, group, torch.float32)) - w
+    assert hqq.abs().mean() < 0.97 * plain.abs().mean()
+    assert hqq.pow(2).mean() < 0.95 * plain.pow(2).mean()
+
+
+def test_hqq_stops_early_when_the_error_stalls():
+    w = torch.randn(64, 512)
+    _, _, ran = hqq_zero(w, 128, iters=200)
+    assert ran < 50
+    _, _, ran_all = hqq_zero(w, 128, iters=200, tol=-1.0)  # never "stalled": runs every step
+    assert ran_all == 200
+
+
+@given(m=st.integers(1, 10), k=st.integers(1, 200), seed=st.integers(0, 2**31 - 1))
+def test_int8_activations_per_token(m, k, seed):
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(seed)) * 5
+    xq, sx = quantize_int8_activations(x.to(torch.bfloat16))
+    xb = x.to(torch.bfloat16).float()
+    assert xq.dtype == torch.int8 and sx.shape == (m,)
+    assert ((xq.float() * sx[:, None] - xb).abs() <= sx[:, None] / 2 * (1 + 1e-5)).all()
+    assert (xq.abs().amax(dim=1) == 127).all()
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="group size 48 is not supported"):
+        quantize_int4_weight(torch.randn(4, 96), 48)
+    with pytest.raises(ValueError, match="in_features 96 is not a multiple of the group size 64"):
+        quantize_int4_weight(torch.randn(4, 96), 64)
+    with pytest.raises(ValueError, match="2-D floating-point"):
+        quantize_int8_weight(torch.randn(4))
+    with pytest.raises(TypeError, match="float64"):
+        quantize_int8_weight(torch.randn(4, 4, dtype=torch.float64))
