@@ -1,0 +1,257 @@
+"""MixQ's mixed-precision linear layers in Triton: W8A8 (and W4A4) with fp16/bf16 outlier
+channels.
+
+    y = (Xq Wq) * sx * sw + X[:, O] W[O, :]
+
+W (N, K) is quantized per output channel to int8 (Wq, sw; kernels/quant/quantize.py). The
+input channels O whose |x| exceeds a threshold (default 6) are the outliers: they stay in
+the activation dtype and multiply the matching rows of the high-precision weight. Every
+other channel is quantized per token to int8 (sx from the largest non-outlier |x| of the
+token), so the int8 tensor-core GEMM never sees the outliers' range. Two kernels:
+  1. quantize: per-token scale over non-outlier channels, int8 activations with the
+     outlier channels zeroed, and (optional) the per-channel max |x| of this call;
+  2. GEMM: int32 accumulation of Xq Wq, then in the same program the outlier product in
+     fp32, gathered by channel index straight from x and W, and one epilogue.
+The outlier set O is predicted from earlier calls (MixQ's observation that the same
+channels stay outliers): OutlierCache holds the prediction, compares it with the channel
+maxima the quantize kernel recorded, counts hits, and grows the set on a miss. A miss costs
+accuracy on that call (the new outlier is quantized with its token), never a wrong shape
+or index.
+The high-precision weight is kept whole (K, N), so any channel can become an outlier; it
+doubles the layer's memory, as in MixQ, but only the outlier rows are read per call.
+
+W4A4O16 (bits=4): weights per output channel and activations per token on the symmetric
+int4 grid [-7, 7], the outlier set fixed offline (calibrate(): the channels with the
+largest calibration maxima, default 128). Hopper has no int4 tensor cores, so the values
+are held one per byte and multiplied on the int8 ones, by the same two kernels; the
+accuracy is int4's, the speed int8's.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.checks import check_tensor
+
+from .quantize import quantize_int8_weight
+
+DTYPES = (torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _round_half_away(v):
+    return tl.where(v >= 0, tl.floor(v + 0.5), tl.ceil(v - 0.5))
+
+
+@triton.jit
+def _mixq_quantize_kernel(X, IS_OUT, XQ, SX, CH_MAX, M, K, stride_xm, stride_qm, qmax,
+                          TRACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = rm < M
+    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        k_ok = rk < K
+        ax = tl.abs(tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :],
+                            mask=m_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32))
+        out = tl.load(IS_OUT + rk, mask=k_ok, other=0) != 0
+        if TRACK:
+            tl.atomic_max(CH_MAX + rk, tl.max(ax, axis=0), mask=k_ok)
+        amax = tl.maximum(amax, tl.max(tl.where(out[None, :], 0.0, ax), axis=1))
+    sx = tl.maximum(amax / qmax, 1e-12)
+    tl.store(SX + rm, sx, mask=m_ok)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        k_ok = rk < K
+        mask = m_ok[:, None] & k_ok[None, :]
+        x = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :], mask=mask, other=0.0).to(tl.float32)
+        out = tl.load(IS_OUT + rk, mask=k_ok, other=0) != 0
+        q = tl.minimum(tl.maximum(_round_half_away(x / sx[:, None]), -qmax), qmax)
+        q = tl.where(out[None, :], 0.0, q)
+        tl.store(XQ + rm[:, None].to(tl.int64) * stride_qm + rk[None, :], q.to(tl.int8), mask=mask)
+
+
+@triton.jit
+def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
+                      stride_qm, stride_xm, stride_wqk, stride_whk, stride_ym,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr):
+    pid_m = tl.program_id(1)
+    pid_n = tl.program_id(0)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = rm < M
+    n_ok = rn < N
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K)
+        k_ok = rk < K
+        a = tl.load(XQ + rm[:, None].to(tl.int64) * stride_qm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0)
+        b = tl.load(WQ + rk[:, None].to(tl.int64) * stride_wqk + rn[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0)
+        acc = tl.dot(a, b, acc, out_dtype=tl.int32)
+    sx = tl.load(SX + rm, mask=m_ok, other=0.0)
+    sw = tl.load(SW + rn, mask=n_ok, other=0.0).to(tl.float32)
+    y = acc.to(tl.float32) * sx[:, None] * sw[None, :]
+    for o0 in range(0, n_out, BLOCK_O):  # the outlier channels, gathered by index
+        ro = o0 + tl.arange(0, BLOCK_O)
+        o_ok = ro < n_out
+        ch = tl.load(IDX + ro, mask=o_ok, other=0)
+        xo = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + ch[None, :], mask=m_ok[:, None] & o_ok[None, :], other=0.0)
+        wo = tl.load(WH + ch[:, None].to(tl.int64) * stride_whk + rn[None, :], mask=o_ok[:, None] & n_ok[None, :], other=0.0)
+        y = tl.dot(xo, wo, y)
+    tl.store(Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], y.to(Y.dtype.element_ty),
+             mask=m_ok[:, None] & n_ok[None, :])
+
+
+class OutlierCache:
+    """The predicted outlier channels of one layer, and how often the prediction held.
+
+    predict() gives the channels to keep in high precision on the next call. After calls,
+    update() reads the per-channel max |x| the quantize kernel recorded (one device sync),
+    counts a hit if every channel over the threshold was predicted, adds the new ones,
+    and clears the maxima. Call it as often as the hit rate should be known."""
+
+    def __init__(self, k: int, device, threshold: float = 6.0, max_outliers: int = 512):
+        self.threshold, self.max_outliers = float(threshold), int(max_outliers)
+        self.is_out = torch.zeros(k, dtype=torch.int8, device=device)
+        self.idx = torch.zeros(0, dtype=torch.int32, device=device)
+        self.ch_max = torch.zeros(k, dtype=torch.float32, device=device)
+        self.hits = self.checks = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.checks if self.checks else None
+
+    def update(self) -> bool:
+        actual = self.ch_max > self.threshold
+        missed = actual & (self.is_out == 0)
+        hit = not bool(missed.any())
+        self.checks += 1
+        self.hits += hit
+        if not hit:
+            new = self.is_out.bool() | actual
+            if int(new.sum()) > self.max_outliers:  # keep the largest channels
+                keep = torch.topk(torch.where(new, self.ch_max, -1.0), self.max_outliers).indices
+                new = torch.zeros_like(new)
+                new[keep] = True
+            self.is_out = new.to(torch.int8)
+            self.idx = new.nonzero().flatten().to(torch.int32)
+        self.ch_max.zero_()
+        return hit
+
+
+def mixq_quantize(x2: torch.Tensor, is_out: torch.Tensor, ch_max: torch.Tensor | None = None, qmax: int = 127):
+    """Per-token symmetric quantization (grid [-qmax, qmax]) of the non-outlier channels of
+    x2 (M, K): (xq int8 (M, K) with the outlier channels zeroed, sx float32 (M,)). With
+    ch_max, also max |x| per channel into it."""
+    M, K = x2.shape
+    xq = torch.empty(M, K, dtype=torch.int8, device=x2.device)
+    sx = torch.empty(M, dtype=torch.float32, device=x2.device)
+    if M:
+        _mixq_quantize_kernel[(triton.cdiv(M, 16),)](
+            x2, is_out, xq, sx, ch_max if ch_max is not None else sx, M, K, x2.stride(0), xq.stride(0), float(qmax),
+            TRACK=ch_max is not None, BLOCK_M=16, BLOCK_K=256, num_warps=4)
+    return xq, sx
+
+
+QMAX = {8: 127, 4: 7}
+
+
+class MixQLinear:
+    """A linear layer y = x W^T (W (N, K), nn.Linear's layout) run as MixQ W8A8O16
+    (bits=8: outliers predicted online) or W4A4O16 (bits=4: outliers fixed by calibrate())."""
+
+    def __init__(self, w: torch.Tensor, threshold: float = 6.0, max_outliers: int = 512, dtype=None, bits: int = 8):
+        check_tensor("w", w, dtypes=(torch.float16, torch.bfloat16, torch.float32), ndim_min=2)
+        if w.dim() != 2:
+            raise ValueError(f"w must be (out_features, in_features), got shape {tuple(w.shape)}")
+        if bits not in QMAX:
+            raise ValueError(f"bits must be 8 (W8A8O16) or 4 (W4A4O16), got {bits}")
+        dtype = dtype or (w.dtype if w.dtype != torch.float32 else torch.bfloat16)
+        if dtype not in DTYPES:
+            raise TypeError(f"dtype {dtype} is not supported: float16 or bfloat16")
+        self.shape, self.dtype, self.bits = tuple(w.shape), dtype, bits
+        if bits == 8:
+            q = quantize_int8_weight(w, dtype)
+            self.wq, self.sw = q.qweight, q.scale
+        else:  # symmetric int4 per output channel, one value per byte
+            wf = w.float()
+            self.sw = (wf.abs().amax(dim=1) / 7).clamp_min(1e-12).to(dtype)
+            self.wq = torch.round(wf / self.sw.float()[:, None]).clamp(-7, 7).to(torch.int8).t().contiguous()
+        self.w_hp = w.t().to(dtype).contiguous()  # (K, N)
+        self.cache = OutlierCache(w.shape[1], w.device, threshold, max_outliers)
+        self.track = bits == 8  # W8A8O16 records channel maxima for the cache on every call
+
+    def calibrate(self, x_samples: torch.Tensor, n_outliers: int = 128) -> torch.Tensor:
+        """Fix the outlier set offline (W4A4O16): the n_outliers channels with the largest
+        max |x| over x_samples (..., K). Returns their indices."""
+        K = self.shape[1]
+        if x_samples.shape[-1] != K:
+            raise ValueError(f"calibration samples have {x_samples.shape[-1]} channels, the layer {K}")
+        n = min(int(n_outliers), K)
+        ch = x_samples.reshape(-1, K).abs().amax(dim=0).float()
+        idx = torch.topk(ch, n).indices.sort().values
+        self.cache.is_out.zero_()
+        self.cache.is_out[idx] = 1
+        self.cache.idx = idx.to(torch.int32)
+        self.track = False
+        return self.cache.idx
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return mixq_linear(x, self)
+
+
+def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | None = None) -> torch.Tensor:
+    """MixQ (W8A8O16 or W4A4O16, by the layer) of x (..., K) with the layer's outliers (or the given
+    channel indices, int32, all < K)."""
+    check_tensor("x", x, dtypes=DTYPES)
+    N, K = layer.shape
+    if x.shape[-1] != K:
+        raise ValueError(f"x has {x.shape[-1]} input channels; the layer has in_features {K}")
+    if x.dtype != layer.dtype:
+        raise TypeError(f"x is {x.dtype} but the layer was built for {layer.dtype}")
+    if x.device != layer.wq.device:
+        raise ValueError(f"x is on {x.device}, the layer on {layer.wq.device}")
+    cache = layer.cache
+    if outlier_idx is None:
+        idx, is_out = cache.idx, cache.is_out
+    else:
+        if outlier_idx.dtype != torch.int32 or outlier_idx.dim() != 1:
+            raise TypeError("outlier_idx must be a 1-D int32 tensor of channel indices")
+        idx = outlier_idx.to(x.device)
+        if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < K):  # one sync; the cache's are valid
+            raise ValueError(f"outlier_idx must lie in [0, {K}); got {int(idx.min())} .. {int(idx.max())}")
+        is_out = torch.zeros(K, dtype=torch.int8, device=x.device)
+        is_out[idx.long()] = 1
+    x2 = x.reshape(-1, K)
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    M = x2.shape[0]
+    y = torch.empty(*x.shape[:-1], N, dtype=x.dtype, device=x.device)
+    if M == 0:
+        return y
+    xq, sx = mixq_quantize(x2, is_out, cache.ch_max if layer.track else None, QMAX[layer.bits])
+    y2 = y.view(-1, N)
+    bm = 128 if M > 64 else (64 if M > 16 else 16)
+    cfg = dict(BLOCK_M=bm, BLOCK_N=128, BLOCK_K=128, BLOCK_O=32, num_warps=8 if bm == 128 else 4, num_stages=3)
+    _mixq_gemm_kernel[(triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(M, bm))](
+        xq, sx, x2, idx if idx.numel() else sx, layer.wq, layer.sw, layer.w_hp, y2, M, N, K, idx.numel(),
+        xq.stride(0), x2.stride(0), layer.wq.stride(0), layer.w_hp.stride(0), y2.stride(0), **cfg)
+    return y
+
+
+def mixq_reference(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor) -> torch.Tensor:
+    """What the kernels compute, in float64 from the stored int8 weight: the per-token int8
+    product of the non-outlier channels plus the outlier channels at full precision."""
+    xd = x.reshape(-1, x.shape[-1]).double().cpu()
+    idx = outlier_idx.long().cpu()
+    inlier = xd.float()  # fp16/bf16 values are exact in fp32, where the kernel divides
+    inlier[:, idx] = 0
+    qmax = QMAX[layer.bits]
+    sx = (inlier.abs().amax(dim=-1) / qmax).clamp_min(1e-12)
+    q = inlier / sx[:, None]
+    xq = torch.where(q >= 0, torch.floor(q + 0.5), torch.ceil(q - 0.5)).clamp(-qmax, qmax)  # half away, as the kernel
+    wq, sw = layer.wq.double().cpu(), layer.sw.double().cpu()
+    y = (xq.double() @ wq) * sx.double()[:, None] * sw[None, :]
+    y += xd[:, idx] @ layer.w_hp.double().cpu()[idx]
+    return y.reshape(*x.shape[:-1], -1)
