@@ -25,6 +25,8 @@ def pytest_addoption(parser):
                 help="read: stream a 2x-L2 buffer (clean lines); write: zero it (leaves dirty lines "
                      "whose write-back the timed call pays, as triton's do_bench does)")
     g.addoption("--remeasure-ceilings", action="store_true", help="measure the GPU ceilings again")
+    g.addoption("--quant-config", metavar="FILE",
+                help="torchao-style YAML config: its items become perf cases (tests/perf/quant/test_microbench.py)")
 
 
 @pytest.hookimpl(tryfirst=True)

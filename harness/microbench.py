@@ -1,0 +1,554 @@
+"""A microbenchmark runner that accepts torchao's YAML configs (benchmarks/microbenchmarks),
+runs the suite's quantized kernels on them, and writes torchao's CSV columns plus the
+suite's JSON.
+
+    python -m harness.microbench --config configs/microbench.yml [--output-dir DIR] [--limit N]
+    pytest -m perf --quant-config configs/microbench.yml     (the same cases as perf tests)
+
+Config (torchao's keys; anything else is an error that names the key and what is allowed):
+
+    quantization_config_recipe_names: [baseline, int8wo, int4wo-128, int4wo-128-hqq, ...]
+    sparsity_config_recipe_names: [null]          # optional; sparsity is not supported
+    output_dir: results/microbench                # optional
+    benchmark_mode: inference                     # optional; the only mode
+    model_params:                                 # one mapping, or a list of them
+      - name: my_run                              # optional
+        matrix_shapes:                            # one or more shape sets, [m, k, n] each
+          - {name: custom, shapes: [[1, 4096, 14336], [16, 4096, 4096]]}
+          - {name: pow2, min_power: 10, max_power: 12}
+        high_precision_dtype: torch.bfloat16      # bfloat16 or float16 (float32: baseline only)
+        use_torch_compile: true
+        torch_compile_mode: max-autotune
+        device: cuda                              # cuda or cpu
+        model_type: linear                        # linear, ln_linear_<act>, transformer_block
+        enable_profiler: false                    # accepted for compatibility; must be false
+        enable_memory_profiler: false
+
+Recipes, each the suite's own implementation (kernels/quant):
+    baseline         the model in high_precision_dtype (F.linear: cuBLAS on the GPU)
+    int8wo           int8 weight-only, per output channel          (Triton W8A16)
+    int4wo-<g>       int4 weight-only, asymmetric, group g          (Triton W4A16)
+    int4wo-<g>-hqq   the same with HQQ's zero-points
+    int8dq           int8 weights per channel, int8 activations per token (Triton W8A8)
+    float8wo         float8 e4m3 weights per output channel, dequantized in PyTorch
+    mixq-w8a8        MixQ W8A8O16, outliers (|x| > 6) predicted by a locality cache
+    mixq-w4a4        MixQ W4A4O16, 128 outlier channels calibrated offline
+Shape sets ([m, k, n], as torchao): custom (shapes); llama (LLaMA-2-70B single-node
+weights at m = 4 x 4096 tokens); pow2 (2^p cubed, p from min_power to max_power, default
+10..14); pow2_extended (2^p and 1.5 x 2^p cubed); sweep (every m, k, n over 2^p, default
+8..15); small_sweep (m over 2^p and k = n over 2^p, default 10..15).
+Model types: linear (one Linear k -> n); ln_linear_<act> (LayerNorm, Linear, activation);
+transformer_block (pre-norm block of hidden k, 8 heads, causal attention over the m
+tokens, MLP k -> n -> k; every Linear quantized).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RECIPE_FIXED = ("baseline", "int8wo", "int8dq", "float8wo", "mixq-w8a8", "mixq-w4a4")
+RECIPE_PATTERNS = ("int4wo-<group>", "int4wo-<group>-hqq")
+GROUPS = (32, 64, 128, 256)
+SHAPE_SETS = {"custom": ("shapes",), "llama": (), "pow2": ("min_power", "max_power"),
+              "pow2_extended": ("min_power", "max_power"), "sweep": ("min_power", "max_power"),
+              "small_sweep": ("min_power", "max_power")}
+POWER_DEFAULTS = {"pow2": (10, 14), "pow2_extended": (10, 14), "sweep": (8, 15), "small_sweep": (10, 15)}
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh,
+               "leakyrelu": F.leaky_relu, "relu6": F.relu6, "hardswish": F.hardswish, "elu": F.elu, "mish": F.mish}
+DTYPES = {"torch.bfloat16": torch.bfloat16, "torch.float16": torch.float16, "torch.float32": torch.float32}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+DEVICES = ("cuda", "cpu")
+TOP_KEYS = {"quantization_config_recipe_names", "sparsity_config_recipe_names", "output_dir", "model_params",
+            "benchmark_mode"}
+PARAM_KEYS = {"name", "matrix_shapes", "high_precision_dtype", "use_torch_compile", "torch_compile_mode", "device",
+              "model_type", "sparsity", "enable_profiler", "enable_memory_profiler"}
+# Each recipe's output against the unquantized float32 model may differ by this relative
+# norm before the case is called wrong (from the SQNR floors of tests/correctness/quant,
+# with room for LayerNorm and attention around the linears).
+RECIPE_RTOL = {"baseline": 2e-2, "int8wo": 3e-2, "int8dq": 5e-2, "float8wo": 8e-2, "mixq-w8a8": 5e-2,
+               "mixq-w4a4": 0.35, "int4wo": 0.2}
+# torchao's CSV columns, in its order (benchmarks/microbenchmarks/utils.py), then ours.
+TORCHAO_COLUMNS = ["name", "quantization", "sparsity", "m", "k", "n", "high_precision_dtype", "torch_compile_mode",
+                   "device", "model_type", "output_dir", "enable_profiler", "enable_memory_profiler",
+                   "baseline_model_eager_inference_time_in_ms", "quantized_model_eager_inference_time_in_ms",
+                   "baseline_model_compiled_inference_time_in_ms", "quantized_model_compiled_inference_time_in_ms",
+                   "eager speedup on baseline", "compile speedup on baseline", "eager vs compile speedup",
+                   "profiler_json_path", "memory_profile_path", "memory_visualization_path", "memory_stats"]
+EXTRA_COLUMNS = ["shape_name", "quantized_sqnr_db", "timing", "gpu", "mixq_outlier_hit_rate", "error"]
+
+
+class ConfigError(ValueError):
+    """A bad microbenchmark config: names the key, the value and what is allowed."""
+
+
+@dataclass
+class BenchItem:
+    recipe: str
+    model_type: str
+    shape_name: str
+    m: int
+    k: int
+    n: int
+    dtype: torch.dtype
+    dtype_name: str
+    compile_mode: str | None   # None: use_torch_compile is false
+    device: str
+    output_dir: str
+    name: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.recipe} {self.model_type} {self.shape_name} m={self.m} k={self.k} n={self.n} {self.dtype_name}"
+
+
+def check_recipe(recipe) -> str:
+    if not isinstance(recipe, str):
+        raise ConfigError(f"quantization_config_recipe_names: {recipe!r} is not a string")
+    if recipe in RECIPE_FIXED:
+        return recipe
+    m = re.fullmatch(r"int4wo-(\d+)(-hqq)?", recipe)
+    if m and int(m.group(1)) in GROUPS:
+        return recipe
+    if m:
+        raise ConfigError(f"quantization_config_recipe_names: {recipe!r} has group {m.group(1)}; groups: {GROUPS}")
+    raise ConfigError(f"quantization_config_recipe_names: unknown recipe {recipe!r}; allowed: "
+                      f"{', '.join(RECIPE_FIXED + RECIPE_PATTERNS)} (group in {GROUPS})")
+
+
+def _int(where, v, lo=1):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ConfigError(f"{where}: {v!r} must be an integer >= {lo}")
+    return v
+
+
+def shapes_of(spec: dict, where: str) -> list[tuple[str, list[int]]]:
+    """[(shape name, [m, k, n])] of one matrix_shapes entry."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"{where}: each entry needs a 'name' (one of {', '.join(SHAPE_SETS)})")
+    name = spec["name"]
+    if name not in SHAPE_SETS:
+        raise ConfigError(f"{where}.name: unknown shape set {name!r}; allowed: {', '.join(SHAPE_SETS)}")
+    allowed = {"name", *SHAPE_SETS[name]}
+    for key in spec:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r} for shape set {name!r}; allowed: {', '.join(sorted(allowed))}")
+    if name == "custom":
+        shapes = spec.get("shapes")
+        if not isinstance(shapes, list) or not shapes:
+            raise ConfigError(f"{where}.shapes: a non-empty list of [m, k, n] is required for 'custom'")
+        out = []
+        for i, s in enumerate(shapes):
+            if not isinstance(s, list) or len(s) != 3:
+                raise ConfigError(f"{where}.shapes[{i}]: {s!r} is malformed; expected [m, k, n] of positive integers")
+            out.append(("custom", [_int(f"{where}.shapes[{i}]", v) for v in s]))
+        return out
+    if name == "llama":  # LLaMA-2-70B on one node: fused wqkv and w13, batch 4 x 4096 tokens
+        m = 4 * 4096
+        return [(f"llama.{layer}", [m, k, n]) for layer, (k, n) in
+                {"attn.wqkv": (8192, 1280), "attn.w0": (1024, 8192), "ffn.w13": (8192, 7168),
+                 "ffn.w2": (3584, 8192)}.items()]
+    lo, hi = POWER_DEFAULTS[name]
+    lo = _int(f"{where}.min_power", spec.get("min_power", lo), 0)
+    hi = _int(f"{where}.max_power", spec.get("max_power", hi), 0)
+    if lo > hi or hi > 16:
+        raise ConfigError(f"{where}: min_power {lo} .. max_power {hi} must satisfy min <= max <= 16")
+    ps = range(lo, hi + 1)
+    if name == "pow2":
+        return [(name, [2**p] * 3) for p in ps]
+    if name == "pow2_extended":
+        return [(name, [v] * 3) for p in ps for v in (2**p, 2**p + 2 ** (p - 1))]
+    if name == "sweep":
+        return [(name, [2**a, 2**b, 2**c]) for a in ps for b in ps for c in ps]
+    return [(name, [2**a, 2**b, 2**b]) for a in ps for b in ps]  # small_sweep
+
+
+def load_config(path: str) -> list[BenchItem]:
+    """Every (recipe, model params, shape) of a torchao-style YAML config, validated."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return parse_config(data)
+
+
+def parse_config(data) -> list[BenchItem]:
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a mapping with keys: " + ", ".join(sorted(TOP_KEYS)))
+    for key in data:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"unknown top-level key {key!r}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    for key in ("quantization_config_recipe_names", "model_params"):
+        if key not in data:
+            raise ConfigError(f"missing key {key!r}")
+    recipes = data["quantization_config_recipe_names"]
+    if not isinstance(recipes, list) or not recipes:
+        raise ConfigError("quantization_config_recipe_names: a non-empty list of recipe names is required")
+    recipes = [check_recipe(r) for r in recipes]
+    for s in data.get("sparsity_config_recipe_names") or []:
+        if s not in (None, "none", "None"):
+            raise ConfigError(f"sparsity_config_recipe_names: {s!r} is not supported here; allowed: null")
+    if data.get("benchmark_mode", "inference") != "inference":
+        raise ConfigError(f"benchmark_mode: {data['benchmark_mode']!r} is not supported; allowed: inference")
+    output_dir = data.get("output_dir", "results/microbench")
+    if not isinstance(output_dir, str):
+        raise ConfigError(f"output_dir: {output_dir!r} must be a path string")
+    params_list = data["model_params"]
+    params_list = [params_list] if isinstance(params_list, dict) else params_list
+    if not isinstance(params_list, list) or not params_list:
+        raise ConfigError("model_params: a mapping, or a non-empty list of mappings, is required")
+    items = []
+    for i, params in enumerate(params_list):
+        where = f"model_params[{i}]"
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: must be a mapping")
+        for key in params:
+            if key not in PARAM_KEYS:
+                raise ConfigError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(PARAM_KEYS))}")
+        if "matrix_shapes" not in params:
+            raise ConfigError(f"{where}: missing key 'matrix_shapes'")
+        dname = params.get("high_precision_dtype", "torch.bfloat16")
+        if dname not in DTYPES:
+            raise ConfigError(f"{where}.high_precision_dtype: {dname!r}; allowed: {', '.join(DTYPES)}")
+        use_compile = params.get("use_torch_compile", False)
+        if not isinstance(use_compile, bool):
+            raise ConfigError(f"{where}.use_torch_compile: {use_compile!r} must be true or false")
+        mode = params.get("torch_compile_mode", "default")
+        if mode not in COMPILE_MODES:
+            raise ConfigError(f"{where}.torch_compile_mode: {mode!r}; allowed: {', '.join(COMPILE_MODES)}")
+        device = params.get("device", "cuda")
+        if device not in DEVICES:
+            raise ConfigError(f"{where}.device: {device!r}; allowed: {', '.join(DEVICES)}")
+        model_type = params.get("model_type", "linear")
+        act = model_type[len("ln_linear_"):] if model_type.startswith("ln_linear_") else None
+        if model_type not in ("linear", "transformer_block") and act not in ACTIVATIONS:
+            raise ConfigError(f"{where}.model_type: {model_type!r}; allowed: linear, transformer_block, "
+                              + ", ".join(f"ln_linear_{a}" for a in ACTIVATIONS))
+        if params.get("sparsity") not in (None, "none", "None"):
+            raise ConfigError(f"{where}.sparsity: {params['sparsity']!r} is not supported here; allowed: null")
+        for key in ("enable_profiler", "enable_memory_profiler"):
+            if params.get(key, False) not in (False, None):
+                raise ConfigError(f"{where}.{key}: profiling is not supported here; allowed: false")
+        shapes_cfg = params["matrix_shapes"]
+        if not isinstance(shapes_cfg, list) or not shapes_cfg:
+            raise ConfigError(f"{where}.matrix_shapes: a non-empty list of shape sets is required")
+        shapes = [s for j, spec in enumerate(shapes_cfg) for s in shapes_of(spec, f"{where}.matrix_shapes[{j}]")]
+        dtype = DTYPES[dname]
+        for recipe in recipes:
+            if dtype == torch.float32 and recipe != "baseline":
+                raise ConfigError(f"{where}.high_precision_dtype: torch.float32 runs only the baseline recipe "
+                                  f"(the kernels take float16 or bfloat16 activations), not {recipe!r}")
+            for shape_name, (m, k, n) in shapes:
+                if model_type == "transformer_block" and k % 8:
+                    raise ConfigError(f"{where}: transformer_block needs k divisible by its 8 heads; got k={k}")
+                if recipe.startswith("int4wo") and k % int(recipe.split("-")[1]):
+                    raise ConfigError(f"{where}: recipe {recipe!r} needs k divisible by its group; got k={k} "
+                                      f"(shape {shape_name} [{m}, {k}, {n}])")
+                name = params.get("name") or f"benchmark_{recipe}_{model_type}_m{m}_k{k}_n{n}" + (
+                    "_compile" if use_compile else "")
+                items.append(BenchItem(recipe, model_type, shape_name, m, k, n, dtype, dname,
+                                       mode if use_compile else None, device, output_dir, name))
+    return items
+
+
+# ---- models (torchao's toy models) and their quantized versions ----
+
+class LNLinearAct(nn.Module):
+    def __init__(self, k, n, act):
+        super().__init__()
+        self.ln, self.fc, self.act = nn.LayerNorm(k), nn.Linear(k, n, bias=False), ACTIVATIONS[act]
+
+    def forward(self, x):
+        return self.act(self.fc(self.ln(x)))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm: x + Wo Attn(causal, 8 heads), then + W2 GELU(W1 .); hidden k, MLP n."""
+
+    def __init__(self, k, n, heads=8):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.RMSNorm(k), nn.RMSNorm(k)
+        self.qkv, self.proj = nn.Linear(k, 3 * k, bias=False), nn.Linear(k, k, bias=False)
+        self.fc1, self.fc2 = nn.Linear(k, n, bias=False), nn.Linear(n, k, bias=False)
+
+    def forward(self, x):  # x (m, k): one sequence of m tokens
+        m, k = x.shape
+        q, kk, v = self.qkv(self.norm1(x)).view(m, 3, self.heads, k // self.heads).unbind(1)
+        a = F.scaled_dot_product_attention(q.transpose(0, 1), kk.transpose(0, 1), v.transpose(0, 1), is_causal=True)
+        x = x + self.proj(a.transpose(0, 1).reshape(m, k))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+def make_model(item: BenchItem, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    k, n = item.k, item.n
+    if item.model_type == "linear":
+        model = nn.Sequential(nn.Linear(k, n, bias=False))
+    elif item.model_type == "transformer_block":
+        model = TransformerBlock(k, n)
+    else:
+        model = LNLinearAct(k, n, item.model_type[len("ln_linear_"):])
+    return model.eval()
+
+
+class QuantLinear(nn.Module):
+    """One nn.Linear run by a recipe's kernel (see the module doc)."""
+
+    def __init__(self, linear: nn.Linear, recipe: str, dtype, calib: torch.Tensor):
+        super().__init__()
+        from kernels.quant import (MixQLinear, quantize_int4_weight, quantize_int4_weight_hqq, quantize_int8_weight)
+
+        w = linear.weight.detach()
+        self.recipe, self.bias = recipe, linear.bias
+        if recipe == "int8wo":
+            self.qw = quantize_int8_weight(w, dtype)
+        elif recipe.startswith("int4wo"):
+            group = int(recipe.split("-")[1])
+            self.qw = (quantize_int4_weight_hqq if recipe.endswith("hqq") else quantize_int4_weight)(w, group, dtype)
+        elif recipe == "float8wo":
+            scale = (w.float().abs().amax(dim=1) / torch.finfo(torch.float8_e4m3fn).max).clamp_min(1e-12)
+            self.w8, self.s8 = (w.float() / scale[:, None]).to(torch.float8_e4m3fn), scale.to(dtype)
+        elif recipe == "int8dq":  # W8A8, per-token activations, no outlier channels
+            self.mixq = MixQLinear(w, threshold=float("inf"), dtype=dtype)
+            self.mixq.track = False
+        elif recipe == "mixq-w8a8":  # the cache learns the outliers from one calibration call
+            self.mixq = MixQLinear(w, dtype=dtype)
+            self.mixq(calib.to(dtype))
+            self.mixq.cache.update()
+        elif recipe == "mixq-w4a4":
+            self.mixq = MixQLinear(w, dtype=dtype, bits=4)
+            self.mixq.calibrate(calib.to(dtype), 128)
+        else:
+            raise ConfigError(f"recipe {recipe!r} has no kernel")
+
+    @torch.compiler.disable  # the suite's kernels run as they are inside a compiled model
+    def forward(self, x):
+        from kernels.quant import mixq_linear, wo_matmul
+
+        if self.recipe == "float8wo":
+            y = F.linear(x, self.w8.to(x.dtype) * self.s8[:, None])
+        elif hasattr(self, "qw"):
+            y = wo_matmul(x, self.qw)
+        else:
+            y = mixq_linear(x, self.mixq)
+        return y + self.bias if self.bias is not None else y
+
+
+def quantize_model(model: nn.Module, recipe: str, dtype, x: torch.Tensor) -> nn.Module:
+    """A copy of model (in dtype) with every nn.Linear replaced by the recipe's QuantLinear,
+    calibrated on the inputs each Linear sees for x."""
+    import copy
+
+    model = copy.deepcopy(model).to(dtype)
+    if recipe == "baseline":
+        return model
+    seen = {}
+    hooks = [mod.register_forward_pre_hook(lambda mod, args, name=name: seen.__setitem__(name, args[0].detach()))
+             for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
+    with torch.no_grad():
+        model(x.to(dtype))
+    for h in hooks:
+        h.remove()
+    for name in list(seen):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, QuantLinear(getattr(parent, child), recipe, dtype, seen[name]))
+    return model
+
+
+def outlier_hit_rate(model: nn.Module):
+    rates = [m.mixq.cache.hit_rate for m in model.modules() if isinstance(m, QuantLinear) and hasattr(m, "mixq")
+             and m.mixq.track]
+    rates = [r for r in rates if r is not None]
+    return sum(rates) / len(rates) if rates else None
+
+
+# ---- a case: the suite's PerfCase for the GPU; host timing on the CPU ----
+
+def build_case(item: BenchItem):
+    """The PerfCase of one item: baseline and quantized model, eager and (if asked)
+    compiled, checked against the float32 model on the same input."""
+    from harness.metrics import Cost
+    from harness.perfcase import PerfCase
+    from kernels.norm.baselines import compiled
+
+    device = item.device
+    base32 = make_model(item).to(device)
+    x0 = torch.randn(item.m, item.k, device=device)
+    baseline = quantize_model(base32, "baseline", item.dtype, x0)
+    quant = quantize_model(base32, item.recipe, item.dtype, x0)
+    providers = {"baseline": lambda x: baseline(x)}
+    if item.recipe != "baseline":
+        providers[item.recipe] = lambda x: quant(x)
+    if item.compile_mode:
+        mode = None if item.compile_mode == "default" else item.compile_mode
+        base_c = torch.compile(baseline, mode=mode, dynamic=False) if mode else compiled(baseline)
+        providers["baseline_compiled"] = lambda x: base_c(x)
+        if item.recipe != "baseline":
+            quant_c = torch.compile(quant, mode=mode, dynamic=False) if mode else compiled(quant)
+            providers[f"{item.recipe}_compiled"] = lambda x: quant_c(x)
+    weights = sum(m.weight.numel() for m in base32.modules() if isinstance(m, nn.Linear))
+    elt = torch.finfo(item.dtype).bits // 8
+    rtol = RECIPE_RTOL["int4wo" if item.recipe.startswith("int4wo") else item.recipe]
+    case = PerfCase(
+        op=f"microbench/{item.model_type}", dtype=item.dtype,
+        shape={"recipe": item.recipe, "shape": item.shape_name, "m": item.m, "k": item.k, "n": item.n},
+        make_inputs=lambda: (torch.randn(item.m, item.k, device=device, dtype=item.dtype),),
+        providers=providers,
+        # The linears' flops and their weights read once (the baseline's bytes: what a
+        # quantized recipe saves shows as a roofline fraction above the baseline's).
+        cost=Cost(flops=2 * item.m * weights, bytes=weights * elt + 2 * item.m * (item.k + item.n) * elt),
+        reference=lambda x: base32(x.float()),
+        rtol=rtol, kernel=item.recipe)
+    return case, quant
+
+
+def _host_time_s(fn, x, reps=10):
+    fn(x)
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn(x)
+        ts.append(time.perf_counter() - t0)
+    return sorted(ts)[len(ts) // 2]
+
+
+def run_item(item: BenchItem, timing=None, ceilings=None) -> dict:
+    """Time one item; returns its CSV row (torchao's columns, then the suite's)."""
+    from kernels.quant import sqnr_db
+
+    row = {c: None for c in TORCHAO_COLUMNS + EXTRA_COLUMNS}
+    row.update(name=item.name, quantization=item.recipe, sparsity=None, m=item.m, k=item.k, n=item.n,
+               high_precision_dtype=item.dtype_name, torch_compile_mode=item.compile_mode or "none",
+               device=item.device, model_type=item.model_type, output_dir=item.output_dir, enable_profiler=False,
+               enable_memory_profiler=False, shape_name=item.shape_name)
+    try:
+        case, quant = build_case(item)
+        x = case.make_inputs()[0]
+        with torch.no_grad():
+            row["quantized_sqnr_db"] = round(sqnr_db(case.reference(x), case.providers[case.kernel](x)), 2)
+            if item.device == "cuda":
+                from harness.perfcase import run_case
+
+                result = run_case(case, timing, ceilings)
+                if result.errors:
+                    raise RuntimeError("; ".join(f"{p}: {e}" for p, e in result.errors.items()))
+                ms = {p: m.median_s * 1e3 for p, m in result.measurements.items()}
+                row["timing"] = next(iter(result.measurements.values())).timing
+                row["gpu"] = torch.cuda.get_device_name()
+            else:
+                ms = {p: _host_time_s(fn, x) * 1e3 for p, fn in case.providers.items()}
+                row["timing"] = "host wall clock (cpu)"
+        row["mixq_outlier_hit_rate"] = outlier_hit_rate(quant)
+    except Exception as e:  # noqa: BLE001 - one failing item is reported, the run goes on
+        row["error"] = f"{type(e).__name__}: {e}"
+        return row
+    q = item.recipe
+    row["baseline_model_eager_inference_time_in_ms"] = ms["baseline"]
+    row["quantized_model_eager_inference_time_in_ms"] = ms.get(q, ms["baseline"])
+    if item.compile_mode:
+        row["baseline_model_compiled_inference_time_in_ms"] = ms["baseline_compiled"]
+        row["quantized_model_compiled_inference_time_in_ms"] = ms.get(f"{q}_compiled", ms["baseline_compiled"])
+        row["compile speedup on baseline"] = row["baseline_model_compiled_inference_time_in_ms"] / row[
+            "quantized_model_compiled_inference_time_in_ms"]
+        row["eager vs compile speedup"] = row["quantized_model_eager_inference_time_in_ms"] / row[
+            "quantized_model_compiled_inference_time_in_ms"]
+    row["eager speedup on baseline"] = row["baseline_model_eager_inference_time_in_ms"] / row[
+        "quantized_model_eager_inference_time_in_ms"]
+    return row
+
+
+def new_path(directory: str, stem: str, ext: str) -> str:
+    """A file name in directory that does not exist yet: results are never overwritten."""
+    os.makedirs(directory, exist_ok=True)
+    path, i = os.path.join(directory, f"{stem}.{ext}"), 1
+    while os.path.exists(path):
+        path, i = os.path.join(directory, f"{stem}_{i}.{ext}"), i + 1
+    return path
+
+
+def write_results(rows: list[dict], output_dir: str, config_path: str) -> tuple[str, str]:
+    stem = time.strftime("results_%Y%m%d_%H%M%S")
+    csv_path = new_path(output_dir, stem, "csv")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=TORCHAO_COLUMNS + EXTRA_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    from harness.machine import gpu_info, software_versions
+
+    json_path = new_path(output_dir, os.path.basename(csv_path)[:-4], "json")
+    with open(json_path, "w") as f:
+        json.dump({"config": os.path.abspath(config_path), "gpu": gpu_info(), "software": software_versions(),
+                   "results": rows}, f, indent=1, default=str)
+    return csv_path, json_path
+
+
+def _fmt(v):
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.microbench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="torchao-style YAML config")
+    p.add_argument("--output-dir", help="override the config's output_dir")
+    p.add_argument("--limit", type=int, help="run only the first N items (a quick look)")
+    p.add_argument("--rep-ms", type=float, default=100.0, help="timed budget per implementation (GPU)")
+    args = p.parse_args(argv)
+    from harness.lanes import configure_interpreter
+
+    configure_interpreter()  # no GPU: the kernels run in Triton's interpreter (device: cpu)
+    try:
+        items = load_config(args.config)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if args.limit:
+        items = items[:args.limit]
+    need_gpu = any(i.device == "cuda" for i in items)
+    if need_gpu and not torch.cuda.is_available():
+        print("config error: device 'cuda' was asked for but no CUDA GPU is visible; set device: cpu", file=sys.stderr)
+        return 2
+    timing = ceilings = None
+    if need_gpu:
+        from harness.ceilings import get_ceilings
+        from harness.timing import TimingConfig
+
+        timing, ceilings = TimingConfig(rep_ms=args.rep_ms), get_ceilings()
+    output_dir = args.output_dir or items[0].output_dir
+    rows = []
+    for i, item in enumerate(items, 1):
+        t0 = time.perf_counter()
+        print(f"[{i}/{len(items)}] {item.label} ...", end=" ", flush=True)
+        row = run_item(item, timing, ceilings)
+        rows.append(row)
+        if row["error"]:
+            print(f"ERROR {row['error']}", flush=True)
+        else:
+            print(f"baseline {_fmt(row['baseline_model_eager_inference_time_in_ms'])} ms, quantized "
+                  f"{_fmt(row['quantized_model_eager_inference_time_in_ms'])} ms "
+                  f"({row['eager speedup on baseline']:.2f}x eager"
+                  + (f", {row['compile speedup on baseline']:.2f}x compiled" if item.compile_mode else "")
+                  + f"), SQNR {row['quantized_sqnr_db']:.1f} dB [{time.perf_counter() - t0:.1f} s]", flush=True)
+    csv_path, json_path = write_results(rows, output_dir, args.config)
+    print(f"wrote {csv_path} and {json_path}")
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
