@@ -483,20 +483,33 @@ def new_path(directory: str, stem: str, ext: str) -> str:
     return path
 
 
-def write_results(rows: list[dict], output_dir: str, config_path: str) -> tuple[str, str]:
-    stem = time.strftime("results_%Y%m%d_%H%M%S")
-    csv_path = new_path(output_dir, stem, "csv")
-    with open(csv_path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=TORCHAO_COLUMNS + EXTRA_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+class CsvWriter:
+    """The run's CSV, a row written (and flushed) as each item finishes: a run that is cut
+    short keeps what it measured. The file name is new: nothing earlier is overwritten."""
+
+    def __init__(self, output_dir: str):
+        self.path = new_path(output_dir, time.strftime("results_%Y%m%d_%H%M%S"), "csv")
+        self._f = open(self.path, "w", newline="")
+        self._w = csv.DictWriter(self._f, fieldnames=TORCHAO_COLUMNS + EXTRA_COLUMNS)
+        self._w.writeheader()
+        self._f.flush()
+
+    def write(self, row: dict) -> None:
+        self._w.writerow(row)
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def write_json(rows: list[dict], csv_path: str, config_path: str) -> str:
     from harness.machine import gpu_info, software_versions
 
-    json_path = new_path(output_dir, os.path.basename(csv_path)[:-4], "json")
+    json_path = new_path(os.path.dirname(csv_path), os.path.basename(csv_path)[:-4], "json")
     with open(json_path, "w") as f:
         json.dump({"config": os.path.abspath(config_path), "gpu": gpu_info(), "software": software_versions(),
                    "results": rows}, f, indent=1, default=str)
-    return csv_path, json_path
+    return json_path
 
 
 def _fmt(v):
@@ -531,12 +544,15 @@ def main(argv=None) -> int:
 
         timing, ceilings = TimingConfig(rep_ms=args.rep_ms), get_ceilings()
     output_dir = args.output_dir or items[0].output_dir
+    out = CsvWriter(output_dir)
+    print(f"{len(items)} items; rows go to {out.path} as they finish", flush=True)
     rows = []
     for i, item in enumerate(items, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(items)}] {item.label} ...", end=" ", flush=True)
         row = run_item(item, timing, ceilings)
         rows.append(row)
+        out.write(row)
         if row["error"]:
             print(f"ERROR {row['error']}", flush=True)
         else:
@@ -545,8 +561,9 @@ def main(argv=None) -> int:
                   f"({row['eager speedup on baseline']:.2f}x eager"
                   + (f", {row['compile speedup on baseline']:.2f}x compiled" if item.compile_mode else "")
                   + f"), SQNR {row['quantized_sqnr_db']:.1f} dB [{time.perf_counter() - t0:.1f} s]", flush=True)
-    csv_path, json_path = write_results(rows, output_dir, args.config)
-    print(f"wrote {csv_path} and {json_path}")
+    out.close()
+    json_path = write_json(rows, out.path, args.config)
+    print(f"wrote {out.path} and {json_path}")
     return 1 if any(r["error"] for r in rows) else 0
 
 

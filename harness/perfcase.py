@@ -35,6 +35,9 @@ class PerfCase:
     kernel: str = "triton"                    # which provider is the suite's own kernel
     unavailable: dict[str, str] = field(default_factory=dict)  # provider -> reason
     timing_mode: str | None = None            # force "graph" or "events" for this case
+    kernel_info: dict = field(default_factory=dict)  # more facts for the kernel's extra_info
+    unchecked: tuple = ()                     # baselines timed for scale whose output is another
+                                              # function (e.g. a GEMM alone): not compared
 
     @property
     def case_id(self) -> str:
@@ -72,6 +75,8 @@ def check_providers(case: PerfCase, inputs: tuple) -> tuple[dict[str, str], dict
                 errors[name] = reason  # the suite's own kernel must run: a failure
             else:
                 refused[name] = reason  # a baseline that refuses these inputs here: skipped, with why
+            continue
+        if name in case.unchecked:
             continue
         if len(got) != len(ref):
             errors[name] = f"returned {len(got)} tensors, the reference {len(ref)}"
@@ -146,6 +151,7 @@ def build_records(case: PerfCase, measurements: dict[str, Measurement], ceilings
             info["best_baseline"] = best
             info["speedup_vs_best_baseline"] = baselines[best] / m.median_s if best else None
             info["unavailable_baselines"] = dict(unavailable)
+            info.update(case.kernel_info)
         records[name] = info
     return records
 

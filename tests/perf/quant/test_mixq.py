@@ -1,0 +1,89 @@
+"""Perf cases of kernels/quant/mixq.py at MixQ's shapes (ANCHORS.md: 7B, 13B, 70B q and down
+projections), bf16, activations with planted outlier channels (0.5% of the channels, 20x).
+W8A8O16 (outliers predicted by the locality cache, warmed by one call) against bf16
+F.linear, torch._int_mm alone on pre-quantized inputs, SmoothQuant-style W8A8 in PyTorch
+(quantize, _int_mm, dequantize) and torch._scaled_mm fp8 row-wise alone. W4A4O16 likewise
+(128 calibrated outlier channels). Every output is checked against the float32 product of
+x and the unquantized weight (rtol 5% for W8A8, 30% for W4A4: the recipes' own error).
+Default: M = 2048 on every shape (W4A4: the 70B shapes) and M = 16 on 70B;
+--perf-sweep: M in {1, 16, 64, 256, 1024, 2048, 4096}."""
+import functools
+
+import pytest
+import torch
+
+from harness.metrics import Cost
+from harness.perfcase import PerfCase
+from kernels.quant import MixQLinear, baselines, mixq_linear
+
+pytestmark = pytest.mark.perf
+
+SHAPES = {"7b-q": (12288, 4096), "7b-down": (4096, 11008), "13b-q": (12288, 5120), "13b-down": (5120, 13824),
+          "70b-q": (10240, 8192), "70b-down": (8192, 28672)}  # (N, K)
+PROVIDERS = ["triton", "linear_bf16", "int_mm", "smoothquant", "scaled_mm_fp8"]
+
+
+def grid(sweep):
+    if sweep:
+        return [(b, s, m) for b in (8, 4) for s in SHAPES for m in (1, 16, 64, 256, 1024, 2048, 4096)]
+    return ([(8, s, 2048) for s in SHAPES] + [(8, s, 16) for s in ("70b-q", "70b-down")]
+            + [(4, s, 2048) for s in ("70b-q", "70b-down")])
+
+
+def pytest_generate_tests(metafunc):
+    params = [pytest.param(c, p, id=f"w{c[0]}a{c[0]}o16-{c[1]}-m{c[2]}-bf16-{p}")
+              for c in grid(metafunc.config.getoption("perf_sweep")) for p in PROVIDERS]
+    metafunc.parametrize("spec,provider", params)
+
+
+def activations(m, k, channels, g=None):
+    x = torch.randn(m, k, device="cuda", generator=g)
+    x[:, channels] *= 20.0
+    return x.to(torch.bfloat16)
+
+
+@functools.lru_cache(maxsize=1)
+def build_case(bits, shape, m):
+    dt = torch.bfloat16
+    n, k = SHAPES[shape]
+    w = (torch.randn(n, k, device="cuda") * k ** -0.5).to(dt)
+    channels = torch.randperm(k, device="cuda")[: k // 200]
+    layer = MixQLinear(w, dtype=dt, bits=bits)
+    if bits == 8:  # warm the locality cache, then measure its hit rate over fresh batches
+        mixq_linear(activations(m, k, channels), layer)
+        layer.cache.update()
+        layer.cache.hits = layer.cache.checks = 0  # count from the warm cache on
+        for _ in range(20):
+            mixq_linear(activations(m, k, channels), layer)
+            layer.cache.update()
+    else:
+        layer.calibrate(activations(max(m, 256), k, channels), 128)
+    x8_w = baselines.fp8_rowwise(torch.randn(m, k, device="cuda", dtype=dt), w)
+    xq = torch.randint(-127, 128, (m, k), device="cuda", dtype=torch.int8)
+    providers = {
+        "triton": lambda x: mixq_linear(x, layer),
+        "linear_bf16": lambda x: torch.nn.functional.linear(x, w),
+        # the GEMMs alone, on inputs quantized beforehand (their outputs are not this layer's)
+        "int_mm": lambda x: torch._int_mm(xq, layer.wq),
+        "scaled_mm_fp8": lambda x: baselines.scaled_mm_fp8(*x8_w, dt),
+        "smoothquant": lambda x: baselines.smoothquant_w8a8(x, layer.wq, layer.sw),
+    }
+    gemm_only = ("int_mm", "scaled_mm_fp8")
+
+    def reference(x):  # the float product (the GEMM-only baselines compute another: unchecked)
+        return x.float() @ w.float().t()
+
+    return PerfCase(
+        op=f"mixq_w{bits}a{bits}o16", shape={"model": shape, "m": m, "n": n, "k": k}, dtype=dt,
+        make_inputs=lambda: (activations(m, k, channels),), providers=providers,
+        cost=Cost(flops=2 * m * n * k, bytes=n * k + m * k * 2 + m * n * 2),
+        reference=reference, rtol=0.05 if bits == 8 else 0.3,
+        unchecked=gemm_only,
+        kernel_info={"outlier_channels": int(layer.cache.idx.numel()),
+                     "outlier_hit_rate": layer.cache.hit_rate if bits == 8 else None,
+                     "gemm_only_baselines": list(gemm_only)})
+    return case
+
+
+def test_mixq(spec, provider, perf, benchmark):
+    perf.run(build_case(*spec), provider, benchmark)

@@ -1,0 +1,81 @@
+"""Perf cases of kernels/quant/wo_matmul.py: W8A16 and W4A16 (group 128) at LLaMA-3-8B's
+projection shapes, bf16 activations, against bf16 F.linear (cuBLAS, on the dequantized
+weight), the PyTorch dequantize-then-matmul under torch.compile, torchao's config (where it
+runs) and gemlite's W4A16 (where it imports). Default: every shape at M = 1, and
+4096 -> 14336 at M = 16 and 2048; --perf-sweep: M in {1, 4, 16, 64, 256, 2048} everywhere."""
+import functools
+
+import pytest
+import torch
+
+from harness.metrics import Cost
+from harness.perfcase import PerfCase, ProviderUnavailable
+from kernels.norm.baselines import compiled
+from kernels.quant import baselines, dequantize, quantize_int4_weight, quantize_int8_weight, wo_matmul
+
+pytestmark = pytest.mark.perf
+
+SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (4096, 6144)]  # (K, N)
+RECIPES = ["int4wo-128", "int8wo"]
+
+
+def grid(sweep):
+    if sweep:
+        return [(r, m, k, n) for r in RECIPES for k, n in SHAPES for m in (1, 4, 16, 64, 256, 2048)]
+    return [(r, 1, k, n) for r in RECIPES for k, n in SHAPES] + [(r, m, 4096, 14336) for r in RECIPES for m in (16, 2048)]
+
+
+def providers_of(recipe):
+    return ["triton", "linear_bf16", "dequant_compile", "torchao", "torchao_compiled"] + (
+        ["gemlite"] if recipe.startswith("int4") else [])
+
+
+def pytest_generate_tests(metafunc):
+    params = [pytest.param(c, p, id=f"{c[0]}-m{c[1]}-k{c[2]}-n{c[3]}-bf16-{p}")
+              for c in grid(metafunc.config.getoption("perf_sweep")) for p in providers_of(c[0])]
+    metafunc.parametrize("spec,provider", params)
+
+
+@functools.lru_cache(maxsize=1)
+def build_case(recipe, m, k, n):
+    dt = torch.bfloat16
+    w = torch.randn(n, k, device="cuda") * k ** -0.5
+    qw = quantize_int8_weight(w, dt) if recipe == "int8wo" else quantize_int4_weight(w, int(recipe.split("-")[1]), dt)
+    w_deq = dequantize(qw).to(dt)  # (N, K): every provider computes x @ w_deq^T
+    unavailable, extra = {}, {}
+    for name, make in (("torchao", lambda: baselines.torchao_linear(w_deq, recipe)),
+                       ("gemlite", lambda: baselines.gemlite_w4(qw, dt))):
+        if name == "gemlite" and recipe == "int8wo":
+            continue
+        try:
+            extra[name] = make()
+        except ProviderUnavailable as e:
+            unavailable[name] = str(e)
+    if "torchao" in unavailable:
+        unavailable["torchao_compiled"] = unavailable["torchao"]
+    deq_c = compiled(baselines.dequant_linear)
+    providers = {
+        "triton": lambda x: wo_matmul(x, qw),
+        "linear_bf16": lambda x: torch.nn.functional.linear(x, w_deq),
+        "dequant_compile": lambda x: deq_c(x, qw.qweight, qw.scale, qw.zero, qw.group, qw.bits),
+    }
+    if "torchao" in extra:
+        lin = extra["torchao"]
+        lin_c = compiled(lin)
+        providers["torchao"] = lambda x: lin(x)
+        providers["torchao_compiled"] = lambda x: lin_c(x)
+    if "gemlite" in extra:
+        providers["gemlite"] = lambda x, layer=extra["gemlite"]: layer(x)
+    return PerfCase(
+        op=f"wo_matmul_{recipe}", shape={"m": m, "k": k, "n": n}, dtype=dt,
+        make_inputs=lambda: (torch.randn(m, k, device="cuda", dtype=dt),),
+        providers=providers,
+        # Bytes: packed weight, scales and zeros, read once, plus x and y.
+        cost=Cost(flops=2 * m * n * k, bytes=qw.nbytes + 2 * m * (k + n)),
+        reference=lambda x: x.float() @ w_deq.float().t(),
+        rtol=1e-2, unavailable=unavailable,
+        kernel_info={"weight_bytes": qw.nbytes, "bf16_weight_bytes": 2 * n * k})
+
+
+def test_wo_matmul(spec, provider, perf, benchmark):
+    perf.run(build_case(*spec), provider, benchmark)
