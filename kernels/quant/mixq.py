@@ -74,7 +74,7 @@ def _mixq_quantize_kernel(X, IS_OUT, XQ, SX, CH_MAX, M, K, stride_xm, stride_qm,
 
 @triton.jit
 def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
-                      stride_qm, stride_xm, stride_wqk, stride_whk, stride_ym,
+                      stride_qm, stride_xm, stride_wqk, stride_wqn, stride_whk, stride_ym,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr):
     pid_m = tl.program_id(1)
     pid_n = tl.program_id(0)
@@ -87,7 +87,8 @@ def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < K
         a = tl.load(XQ + rm[:, None].to(tl.int64) * stride_qm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0)
-        b = tl.load(WQ + rk[:, None].to(tl.int64) * stride_wqk + rn[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0)
+        b = tl.load(WQ + rk[:, None].to(tl.int64) * stride_wqk + rn[None, :].to(tl.int64) * stride_wqn,
+                    mask=k_ok[:, None] & n_ok[None, :], other=0)
         acc = tl.dot(a, b, acc, out_dtype=tl.int32)
     sx = tl.load(SX + rm, mask=m_ok, other=0.0)
     sw = tl.load(SW + rn, mask=n_ok, other=0.0).to(tl.float32)
@@ -173,11 +174,14 @@ class MixQLinear:
         self.shape, self.dtype, self.bits = tuple(w.shape), dtype, bits
         if bits == 8:
             q = quantize_int8_weight(w, dtype)
-            self.wq, self.sw = q.qweight, q.scale
+            wq_nk, self.sw = q.qweight.t().contiguous(), q.scale
         else:  # symmetric int4 per output channel, one value per byte
             wf = w.float()
             self.sw = (wf.abs().amax(dim=1) / 7).clamp_min(1e-12).to(dtype)
-            self.wq = torch.round(wf / self.sw.float()[:, None]).clamp(-7, 7).to(torch.int8).t().contiguous()
+            wq_nk = torch.round(wf / self.sw.float()[:, None]).clamp(-7, 7).to(torch.int8)
+        # Stored (N, K), K contiguous: Hopper's 8-bit tensor cores take K-major operands only.
+        # wq is the (K, N) view of it (column-major, as torch._int_mm wants its second operand).
+        self.wq = wq_nk.t()
         self.w_hp = w.t().to(dtype).contiguous()  # (K, N)
         self.cache = OutlierCache(w.shape[1], w.device, threshold, max_outliers)
         self.track = bits == 8  # W8A8O16 records channel maxima for the cache on every call
@@ -234,9 +238,14 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
     y2 = y.view(-1, N)
     bm = 128 if M > 64 else (64 if M > 16 else 16)
     cfg = dict(BLOCK_M=bm, BLOCK_N=128, BLOCK_K=128, BLOCK_O=32, num_warps=8 if bm == 128 else 4, num_stages=3)
+    if not idx.numel():  # no outliers: the index pointer must still be int32 to compile
+        idx = torch.zeros(1, dtype=torch.int32, device=x.device)
+        n_out = 0
+    else:
+        n_out = idx.numel()
     _mixq_gemm_kernel[(triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(M, bm))](
-        xq, sx, x2, idx if idx.numel() else sx, layer.wq, layer.sw, layer.w_hp, y2, M, N, K, idx.numel(),
-        xq.stride(0), x2.stride(0), layer.wq.stride(0), layer.w_hp.stride(0), y2.stride(0), **cfg)
+        xq, sx, x2, idx, layer.wq, layer.sw, layer.w_hp, y2, M, N, K, n_out,
+        xq.stride(0), x2.stride(0), layer.wq.stride(0), layer.wq.stride(1), layer.w_hp.stride(0), y2.stride(0), **cfg)
     return y
 
 

@@ -5,7 +5,7 @@ Accuracy by SQNR (DESIGN.md). Two floors per case:
   (3 dB) that of rounding the exact answer once to the output dtype. The kernel
   accumulates in fp32, so output rounding dominates.
 - against the unquantized weight (the recipe's own error, Gaussian weights and inputs):
-  RECIPE_FLOOR_DB, set ~1.5 dB under what round-to-nearest gives at K >= 256 (measured on
+  RECIPE_FLOOR_DB, set ~1.5 dB under what round-to-nearest gives with 512+ outputs (measured on
   the CPU lane: int8 42 dB; int4 g32 22, g64 21, g128 20, g256 19).
 The CPU lane uses fp16 only (the interpreter's bf16 dot is wrong, triton-lang/triton#11584).
 """
@@ -52,7 +52,7 @@ def test_wo_matmul_matches_the_dequantized_product(device, recipe, m, groups, n,
     exact = wo_matmul_reference(x, qw)
     floor = sqnr_db(exact, exact.to(dt)) - 3.0
     assert sqnr_db(exact, y.cpu()) >= floor, f"{sqnr_db(exact, y.cpu()):.1f} dB < {floor:.1f} dB"
-    if k >= 256 and m * n >= 64:
+    if m * n >= 512:  # enough outputs for a stable estimate (64 outputs: 2.5 dB spread over seeds)
         got = sqnr_db(x.double() @ w.double().t(), y.cpu())
         assert got >= RECIPE_FLOOR_DB[recipe], f"{recipe}: {got:.1f} dB against the float weight"
 
