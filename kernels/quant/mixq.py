@@ -59,7 +59,10 @@ def _mixq_quantize_kernel(X, IS_OUT, XQ, SX, CH_MAX, M, K, stride_xm, stride_qm,
         if TRACK:
             tl.atomic_max(CH_MAX + rk, tl.max(ax, axis=0), mask=k_ok)
         amax = tl.maximum(amax, tl.max(tl.where(out[None, :], 0.0, ax), axis=1))
-    sx = tl.maximum(amax / qmax, 1e-12)
+    # IEEE divisions (div_rn), as the reference's: with 16-bit inputs, x / sx often lands
+    # exactly on a rounding tie, and the GPU's default fast division (2 ulp) breaks ties
+    # differently (seen on an H100: one flipped int4 step moved an output by 4%).
+    sx = tl.maximum(tl.div_rn(amax, qmax), 1e-12)
     tl.store(SX + rm, sx, mask=m_ok)
     for k0 in range(0, K, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
@@ -67,7 +70,7 @@ def _mixq_quantize_kernel(X, IS_OUT, XQ, SX, CH_MAX, M, K, stride_xm, stride_qm,
         mask = m_ok[:, None] & k_ok[None, :]
         x = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :], mask=mask, other=0.0).to(tl.float32)
         out = tl.load(IS_OUT + rk, mask=k_ok, other=0) != 0
-        q = tl.minimum(tl.maximum(_round_half_away(x / sx[:, None]), -qmax), qmax)
+        q = tl.minimum(tl.maximum(_round_half_away(tl.div_rn(x, sx[:, None])), -qmax), qmax)
         q = tl.where(out[None, :], 0.0, q)
         tl.store(XQ + rm[:, None].to(tl.int64) * stride_qm + rk[None, :], q.to(tl.int8), mask=mask)
 

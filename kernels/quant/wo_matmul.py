@@ -10,9 +10,7 @@ int4 (per group, asymmetric): every K block lies inside one group, where
     sum_k x_k (q_k - z) s = s * (sum_k x_k q_k - z * sum_k x_k),
 so the tile GEMM runs on the raw 4-bit values (exact in fp16/bf16) and each group's scale
 and zero enter once per output, not once per weight. The two nibbles of a byte hold
-adjacent k (even, odd); the tile interleaves them back into K order.
-One row (M = 1) runs as a GEMV on the CUDA cores: the weight tile goes straight from
-memory to registers, with no trip through shared memory for a 1-row tensor-core tile.
+adjacent k (even, odd), multiplied with the even and the odd columns of x.
 Few rows (decode): the weight is all the traffic and N alone does not fill the GPU, so K
 is split over several programs; the last program of each output tile sums the fp32
 partials (arrival counters, as kernels/linear/fused.py).
@@ -53,35 +51,22 @@ def _wo_matmul_kernel(
         if BITS == 8:
             rk = k0 + tl.arange(0, BLOCK_K)
             k_ok = rk < k_end
+            x = tl.load(x_rows + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
             q = tl.load(Q + rk[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0)
-            if BLOCK_M == 1:  # one row: a GEMV on the CUDA cores, weights straight to registers
-                x = tl.load(X + rk, mask=k_ok, other=0.0).to(tl.float32)
-                acc += tl.sum(x[:, None] * q.to(tl.float32), axis=0)[None, :]
-            else:
-                x = tl.load(x_rows + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-                acc = tl.dot(x, q.to(x.dtype), acc)
+            acc = tl.dot(x, q.to(x.dtype), acc)
         else:
             # K is a multiple of GROUP, GROUP of BLOCK_K, and chunks start on BLOCK_K: no K mask.
             j = k0 // 2 + tl.arange(0, BLOCK_K // 2)
             packed = tl.load(Q + j[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=n_ok[None, :], other=0)
-            lo = packed & 15   # k = 2j
-            hi = packed >> 4   # k = 2j + 1
+            xe = tl.load(x_rows + 2 * j[None, :], mask=m_ok[:, None], other=0.0)
+            xo = tl.load(x_rows + 2 * j[None, :] + 1, mask=m_ok[:, None], other=0.0)
+            part = tl.dot(xe, (packed & 15).to(xe.dtype))
+            part = tl.dot(xo, (packed >> 4).to(xo.dtype), part)
+            x_sum = tl.sum(xe.to(tl.float32), axis=1) + tl.sum(xo.to(tl.float32), axis=1)
             g = k0 // GROUP
             s = tl.load(S + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
             z = tl.load(Z + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
-            if BLOCK_M == 1:
-                xe = tl.load(X + 2 * j).to(tl.float32)
-                xo = tl.load(X + 2 * j + 1).to(tl.float32)
-                part = tl.sum(xe[:, None] * lo.to(tl.float32), axis=0) + tl.sum(xo[:, None] * hi.to(tl.float32), axis=0)
-                acc += (s * (part - (tl.sum(xe, axis=0) + tl.sum(xo, axis=0)) * z))[None, :]
-            else:
-                # Interleave the nibbles back into K order: rows 2j (lo) and 2j + 1 (hi).
-                q = tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), (BLOCK_K, BLOCK_N))
-                rk = k0 + tl.arange(0, BLOCK_K)
-                x = tl.load(x_rows + rk[None, :], mask=m_ok[:, None], other=0.0)
-                part = tl.dot(x, q.to(x.dtype))
-                x_sum = tl.sum(x.to(tl.float32), axis=1)
-                acc += s[None, :] * (part - x_sum[:, None] * z[None, :])
+            acc += s[None, :] * (part - x_sum[:, None] * z[None, :])
 
     out_mask = m_ok[:, None] & n_ok[None, :]
     y_ptrs = Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
@@ -106,9 +91,7 @@ def _wo_matmul_kernel(
 
 
 def _config(M: int, bits: int, group):
-    if M == 1:  # GEMV path (BLOCK_M = 1)
-        cfg = dict(block_m=1, block_n=128, block_k=128, num_warps=8, num_stages=3, waves=4)
-    elif M <= 16:
+    if M <= 16:
         cfg = dict(block_m=16, block_n=128, block_k=128, num_warps=4, num_stages=4, waves=4)
     elif M <= 64:
         cfg = dict(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=3, waves=2)
