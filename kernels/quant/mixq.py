@@ -208,7 +208,8 @@ class MixQLinear:
         return mixq_linear(x, self)
 
 
-def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | None = None) -> torch.Tensor:
+def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | None = None, *,
+                _config: dict | None = None) -> torch.Tensor:
     """MixQ (W8A8O16 or W4A4O16, by the layer) of x (..., K) with the layer's outliers (or the given
     channel indices, int32, all < K)."""
     check_tensor("x", x, dtypes=DTYPES)
@@ -241,6 +242,8 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
     y2 = y.view(-1, N)
     bm = 128 if M > 64 else (64 if M > 16 else 16)
     cfg = dict(BLOCK_M=bm, BLOCK_N=128, BLOCK_K=128, BLOCK_O=32, num_warps=8 if bm == 128 else 4, num_stages=3)
+    cfg.update(_config or {})  # tools/mixq_configs.py explores these
+    bm = cfg["BLOCK_M"]
     if not idx.numel():  # no outliers: the index pointer must still be int32 to compile
         idx = torch.zeros(1, dtype=torch.int32, device=x.device)
         n_out = 0

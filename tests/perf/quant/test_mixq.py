@@ -68,9 +68,12 @@ def build_case(bits, shape, m):
         "scaled_mm_fp8": lambda x: baselines.scaled_mm_fp8(*x8_w, dt),
         "smoothquant": lambda x: baselines.smoothquant_w8a8(x, layer.wq, layer.sw),
     }
-    gemm_only = ("int_mm", "scaled_mm_fp8")
+    # Not compared with the reference: the GEMMs alone compute another product, and
+    # SmoothQuant-style W8A8 has no outlier path, so on these activations its error is
+    # what MixQ avoids (H100: 6-9% relative, over the 5% allowed; results 0014).
+    gemm_only = ("int_mm", "scaled_mm_fp8", "smoothquant")
 
-    def reference(x):  # the float product (the GEMM-only baselines compute another: unchecked)
+    def reference(x):  # the float product
         return x.float() @ w.float().t()
 
     return PerfCase(
@@ -81,7 +84,7 @@ def build_case(bits, shape, m):
         unchecked=gemm_only,
         kernel_info={"outlier_channels": int(layer.cache.idx.numel()),
                      "outlier_hit_rate": layer.cache.hit_rate if bits == 8 else None,
-                     "gemm_only_baselines": list(gemm_only)})
+                     "unchecked_baselines": list(gemm_only)})
     return case
 
 

@@ -1,0 +1,40 @@
+"""Explore the MixQ GEMM's launch configurations on the GPU (LLaMA-2-70B q projection,
+bf16, 64 planted outlier channels), and time the activation-quantization kernel alone.
+Prints per M the baselines (bf16 F.linear, torch._int_mm alone), the default and the best few."""
+import itertools
+
+import torch
+
+from harness.timing import TimingConfig, time_providers
+from kernels.quant import MixQLinear, mixq_linear
+from kernels.quant.mixq import mixq_quantize
+
+n, k = 10240, 8192
+w = (torch.randn(n, k, device="cuda") * k ** -0.5).to(torch.bfloat16)
+for m in (2048, 16):
+    x = torch.randn(m, k, device="cuda")
+    x[:, torch.randperm(k, device="cuda")[:64]] *= 20
+    x = x.to(torch.bfloat16)
+    layer = MixQLinear(w, dtype=torch.bfloat16)
+    mixq_linear(x, layer)
+    layer.cache.update()
+    xq = torch.randint(-127, 128, (m, k), device="cuda", dtype=torch.int8)
+    provs = {"default": lambda: mixq_linear(x, layer), "linear_bf16": lambda: torch.nn.functional.linear(x, w),
+             "quantize_only": lambda: mixq_quantize(x, layer.cache.is_out, layer.cache.ch_max)}
+    if m > 16:
+        provs["int_mm"] = lambda: torch._int_mm(xq, layer.wq)
+    bms = (64, 128) if m > 16 else (16,)
+    for bm, bn, bk, nw, ns in itertools.product(bms, [128, 256], [64, 128], [4, 8], [3, 4]):
+        cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw, num_stages=ns)
+        try:
+            mixq_linear(x, layer, _config=cfg)
+        except Exception as e:  # noqa: BLE001
+            print(f"  skip {cfg}: {type(e).__name__}")
+            continue
+        provs[f"m{bm}n{bn}k{bk}w{nw}s{ns}"] = lambda cfg=cfg: mixq_linear(x, layer, _config=cfg)
+    ms = time_providers(provs, lambda: (), TimingConfig(rep_ms=10, warmup_ms=2, mode="events"))
+    best = sorted(ms.items(), key=lambda kv: kv[1].median_s)[:6]
+    us = lambda name: f"{ms[name].median_s * 1e6:.1f}us"
+    print(f"mixq w8a8 m{m} {n}x{k}: linear {us('linear_bf16')}" + (f", int_mm {us('int_mm')}" if m > 16 else "")
+          + f", quantize alone {us('quantize_only')}, default {us('default')}; best: "
+          + ", ".join(f"{k_} {v.median_s * 1e6:.1f}us" for k_, v in best), flush=True)
