@@ -156,7 +156,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     if M == 0 or N == 0:
         return y
     y2 = y.view(-1, N)
-    # From H100 sweeps (tools/linear_configs.py, results/<gpu>/linear_configs.txt): one
+    # From H100 sweeps (tools/linear_configs.py, results/<gpu>/linear_configs*.txt): one
     # weight stream needs wide tiles and several waves of split-K programs to keep enough
     # bytes in flight; the gated kernel streams two weights and does best with one wave
     # (4096 -> 14336, one row: 88.4 -> 85.3 us). (K blocks of 256 won the sweep at 16 rows
