@@ -1,8 +1,9 @@
 """Perf cases of kernels/quant/wo_matmul.py: W8A16 and W4A16 (group 128) at LLaMA-3-8B's
 projection shapes, bf16 activations, against bf16 F.linear (cuBLAS, on the dequantized
-weight), the PyTorch dequantize-then-matmul under torch.compile, torchao's config (where it
-runs) and gemlite's W4A16 (where it imports). Default: every shape at M = 1, and
-4096 -> 14336 at M = 16 and 2048; --perf-sweep: M in {1, 4, 16, 64, 256, 2048} everywhere."""
+weight), torchao's config eager and compiled (where it runs), gemlite's W4A16 (where it
+imports) and, in sweeps, the PyTorch dequantize-then-matmul under torch.compile. Default:
+every shape at M = 1, and 4096 -> 14336 at M = 16 and 2048; --perf-sweep: M in
+{1, 4, 16, 64, 256, 2048} everywhere. (bitsandbytes' int8 is not a baseline yet.)"""
 import functools
 
 import pytest
@@ -25,19 +26,23 @@ def grid(sweep):
     return [(r, 1, k, n) for r in RECIPES for k, n in SHAPES] + [(r, m, 4096, 14336) for r in RECIPES for m in (16, 2048)]
 
 
-def providers_of(recipe):
-    return ["triton", "linear_bf16", "dequant_compile", "torchao", "torchao_compiled"] + (
-        ["gemlite"] if recipe.startswith("int4") else [])
+def providers_of(recipe, m, sweep):
+    """Compiled baselines cost a compilation per case (torchao's took long enough that the
+    first run with it installed overran 270 s): in the default run, torchao compiled only
+    at one row (ANCHORS.md's figure), the compiled dequantize-then-matmul only in sweeps."""
+    return (["triton", "linear_bf16", "torchao"] + (["torchao_compiled"] if m == 1 or sweep else [])
+            + (["dequant_compile"] if sweep else []) + (["gemlite"] if recipe.startswith("int4") else []))
 
 
 def pytest_generate_tests(metafunc):
+    sweep = metafunc.config.getoption("perf_sweep")
     params = [pytest.param(c, p, id=f"{c[0]}-m{c[1]}-k{c[2]}-n{c[3]}-bf16-{p}")
-              for c in grid(metafunc.config.getoption("perf_sweep")) for p in providers_of(c[0])]
+              for c in grid(sweep) for p in providers_of(c[0], c[1], sweep)]
     metafunc.parametrize("spec,provider", params)
 
 
 @functools.lru_cache(maxsize=1)
-def build_case(recipe, m, k, n):
+def build_case(recipe, m, k, n, sweep=False):
     dt = torch.bfloat16
     w = torch.randn(n, k, device="cuda") * k ** -0.5
     qw = quantize_int8_weight(w, dt) if recipe == "int8wo" else quantize_int4_weight(w, int(recipe.split("-")[1]), dt)
@@ -53,17 +58,20 @@ def build_case(recipe, m, k, n):
             unavailable[name] = str(e)
     if "torchao" in unavailable:
         unavailable["torchao_compiled"] = unavailable["torchao"]
-    deq_c = compiled(baselines.dequant_linear)
+    wanted = providers_of(recipe, m, sweep)
     providers = {
         "triton": lambda x: wo_matmul(x, qw),
         "linear_bf16": lambda x: torch.nn.functional.linear(x, w_deq),
-        "dequant_compile": lambda x: deq_c(x, qw.qweight, qw.scale, qw.zero, qw.group, qw.bits),
     }
+    if "dequant_compile" in wanted:
+        deq_c = compiled(baselines.dequant_linear)
+        providers["dequant_compile"] = lambda x: deq_c(x, qw.qweight, qw.scale, qw.zero, qw.group, qw.bits)
     if "torchao" in extra:
         lin = extra["torchao"]
-        lin_c = compiled(lin)
         providers["torchao"] = lambda x: lin(x)
-        providers["torchao_compiled"] = lambda x: lin_c(x)
+        if "torchao_compiled" in wanted:
+            lin_c = compiled(lin)
+            providers["torchao_compiled"] = lambda x: lin_c(x)
     if "gemlite" in extra:
         providers["gemlite"] = lambda x, layer=extra["gemlite"]: layer(x)
     return PerfCase(
@@ -77,5 +85,5 @@ def build_case(recipe, m, k, n):
         kernel_info={"weight_bytes": qw.nbytes, "bf16_weight_bytes": 2 * n * k})
 
 
-def test_wo_matmul(spec, provider, perf, benchmark):
-    perf.run(build_case(*spec), provider, benchmark)
+def test_wo_matmul(spec, provider, perf, benchmark, request):
+    perf.run(build_case(*spec, request.config.getoption("perf_sweep")), provider, benchmark)
