@@ -43,6 +43,10 @@ tokens, MLP k -> n -> k; every Linear quantized).
 """
 from __future__ import annotations
 
+from harness.lanes import configure_interpreter
+
+configure_interpreter()  # before torch._dynamo loads triton.language (torch.compiler.disable below)
+
 import argparse
 import csv
 import json
@@ -161,8 +165,9 @@ def shapes_of(spec: dict, where: str) -> list[tuple[str, list[int]]]:
     lo, hi = POWER_DEFAULTS[name]
     lo = _int(f"{where}.min_power", spec.get("min_power", lo), 0)
     hi = _int(f"{where}.max_power", spec.get("max_power", hi), 0)
-    if lo > hi or hi > 16:
-        raise ConfigError(f"{where}: min_power {lo} .. max_power {hi} must satisfy min <= max <= 16")
+    if lo > hi or hi > 16 or (name == "pow2_extended" and lo < 1):
+        raise ConfigError(f"{where}: min_power {lo} .. max_power {hi} must satisfy min <= max <= 16"
+                          + (" and min >= 1 (1.5 x 2^p must be an integer)" if name == "pow2_extended" else ""))
     ps = range(lo, hi + 1)
     if name == "pow2":
         return [(name, [2**p] * 3) for p in ps]
@@ -249,6 +254,10 @@ def parse_config(data) -> list[BenchItem]:
             raise ConfigError(f"{where}.matrix_shapes: a non-empty list of shape sets is required")
         shapes = [s for j, spec in enumerate(shapes_cfg) for s in shapes_of(spec, f"{where}.matrix_shapes[{j}]")]
         dtype = DTYPES[dname]
+        if device == "cpu" and dtype == torch.bfloat16 and any(r != "baseline" for r in recipes):
+            raise ConfigError(f"{where}.high_precision_dtype: torch.bfloat16 with device cpu runs the kernels in "
+                              "Triton's interpreter, whose bfloat16 dot is wrong (triton-lang/triton#11584); "
+                              "allowed there: torch.float16")
         for recipe in recipes:
             if dtype == torch.float32 and recipe != "baseline":
                 raise ConfigError(f"{where}.high_precision_dtype: torch.float32 runs only the baseline recipe "
@@ -256,9 +265,10 @@ def parse_config(data) -> list[BenchItem]:
             for shape_name, (m, k, n) in shapes:
                 if model_type == "transformer_block" and k % 8:
                     raise ConfigError(f"{where}: transformer_block needs k divisible by its 8 heads; got k={k}")
-                if recipe.startswith("int4wo") and k % int(recipe.split("-")[1]):
-                    raise ConfigError(f"{where}: recipe {recipe!r} needs k divisible by its group; got k={k} "
-                                      f"(shape {shape_name} [{m}, {k}, {n}])")
+                group = int(recipe.split("-")[1]) if recipe.startswith("int4wo") else 1
+                if k % group or (model_type == "transformer_block" and n % group):
+                    raise ConfigError(f"{where}: recipe {recipe!r} needs k (and n, the MLP width, for transformer_block) "
+                                      f"divisible by its group; got shape {shape_name} [{m}, {k}, {n}]")
                 name = params.get("name") or f"benchmark_{recipe}_{model_type}_m{m}_k{k}_n{n}" + (
                     "_compile" if use_compile else "")
                 items.append(BenchItem(recipe, model_type, shape_name, m, k, n, dtype, dname,
@@ -331,6 +341,7 @@ class QuantLinear(nn.Module):
             self.mixq = MixQLinear(w, dtype=dtype)
             self.mixq(calib.to(dtype))
             self.mixq.cache.update()
+            self.mixq.cache.hits = self.mixq.cache.checks = 0  # the hit rate counts later calls
         elif recipe == "mixq-w4a4":
             self.mixq = MixQLinear(w, dtype=dtype, bits=4)
             self.mixq.calibrate(calib.to(dtype), 128)
@@ -373,8 +384,13 @@ def quantize_model(model: nn.Module, recipe: str, dtype, x: torch.Tensor) -> nn.
 
 
 def outlier_hit_rate(model: nn.Module):
-    rates = [m.mixq.cache.hit_rate for m in model.modules() if isinstance(m, QuantLinear) and hasattr(m, "mixq")
-             and m.mixq.track]
+    """The mean hit rate of the model's MixQ W8A8O16 caches, checked now (one sync each)
+    for the calls since the last check."""
+    caches = [m.mixq.cache for m in model.modules() if isinstance(m, QuantLinear) and hasattr(m, "mixq")
+              and m.mixq.track]
+    for c in caches:
+        c.update()
+    rates = [c.hit_rate for c in caches]
     rates = [r for r in rates if r is not None]
     return sum(rates) / len(rates) if rates else None
 
@@ -442,35 +458,42 @@ def run_item(item: BenchItem, timing=None, ceilings=None) -> dict:
         case, quant = build_case(item)
         x = case.make_inputs()[0]
         with torch.no_grad():
-            row["quantized_sqnr_db"] = round(sqnr_db(case.reference(x), case.providers[case.kernel](x)), 2)
+            ref, got = case.reference(x), case.providers[case.kernel](x)
+            row["quantized_sqnr_db"] = round(sqnr_db(ref, got), 2)
             if item.device == "cuda":
                 from harness.perfcase import run_case
 
                 result = run_case(case, timing, ceilings)
-                if result.errors:
-                    raise RuntimeError("; ".join(f"{p}: {e}" for p, e in result.errors.items()))
+                problems = {**result.errors, **result.unavailable}
+                if problems:  # a provider that failed or refused is an error of the row, never a stand-in
+                    raise RuntimeError("; ".join(f"{p}: {e}" for p, e in problems.items()))
                 ms = {p: m.median_s * 1e3 for p, m in result.measurements.items()}
                 row["timing"] = next(iter(result.measurements.values())).timing
                 row["gpu"] = torch.cuda.get_device_name()
             else:
+                from harness.perfcase import check_providers
+
+                errors, refused, _ = check_providers(case, (x,))
+                if errors or refused:
+                    raise RuntimeError("; ".join(f"{p}: {e}" for p, e in {**errors, **refused}.items()))
                 ms = {p: _host_time_s(fn, x) * 1e3 for p, fn in case.providers.items()}
                 row["timing"] = "host wall clock (cpu)"
         row["mixq_outlier_hit_rate"] = outlier_hit_rate(quant)
+        q = item.recipe
+        quant_key = q if q != "baseline" else "baseline"
+        row["baseline_model_eager_inference_time_in_ms"] = ms["baseline"]
+        row["quantized_model_eager_inference_time_in_ms"] = ms[quant_key]
+        if item.compile_mode:
+            row["baseline_model_compiled_inference_time_in_ms"] = ms["baseline_compiled"]
+            row["quantized_model_compiled_inference_time_in_ms"] = ms[f"{quant_key}_compiled"]
+            row["compile speedup on baseline"] = row["baseline_model_compiled_inference_time_in_ms"] / row[
+                "quantized_model_compiled_inference_time_in_ms"]
+            row["eager vs compile speedup"] = row["quantized_model_eager_inference_time_in_ms"] / row[
+                "quantized_model_compiled_inference_time_in_ms"]
+        row["eager speedup on baseline"] = row["baseline_model_eager_inference_time_in_ms"] / row[
+            "quantized_model_eager_inference_time_in_ms"]
     except Exception as e:  # noqa: BLE001 - one failing item is reported, the run goes on
         row["error"] = f"{type(e).__name__}: {e}"
-        return row
-    q = item.recipe
-    row["baseline_model_eager_inference_time_in_ms"] = ms["baseline"]
-    row["quantized_model_eager_inference_time_in_ms"] = ms.get(q, ms["baseline"])
-    if item.compile_mode:
-        row["baseline_model_compiled_inference_time_in_ms"] = ms["baseline_compiled"]
-        row["quantized_model_compiled_inference_time_in_ms"] = ms.get(f"{q}_compiled", ms["baseline_compiled"])
-        row["compile speedup on baseline"] = row["baseline_model_compiled_inference_time_in_ms"] / row[
-            "quantized_model_compiled_inference_time_in_ms"]
-        row["eager vs compile speedup"] = row["quantized_model_eager_inference_time_in_ms"] / row[
-            "quantized_model_compiled_inference_time_in_ms"]
-    row["eager speedup on baseline"] = row["baseline_model_eager_inference_time_in_ms"] / row[
-        "quantized_model_eager_inference_time_in_ms"]
     return row
 
 
@@ -523,9 +546,6 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, help="run only the first N items (a quick look)")
     p.add_argument("--rep-ms", type=float, default=100.0, help="timed budget per implementation (GPU)")
     args = p.parse_args(argv)
-    from harness.lanes import configure_interpreter
-
-    configure_interpreter()  # no GPU: the kernels run in Triton's interpreter (device: cpu)
     try:
         items = load_config(args.config)
     except ConfigError as e:

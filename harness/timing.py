@@ -97,7 +97,8 @@ def tensor_bytes(obj: Any) -> int:
 
 
 def _sync():
-    torch.cuda.synchronize()
+    if torch.cuda.is_available():  # CPU providers (the microbench runner's device: cpu) need none
+        torch.cuda.synchronize()
 
 
 def first_call_s(fn: Callable[..., Any], inputs: tuple) -> tuple[float, Any]:

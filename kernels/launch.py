@@ -43,7 +43,9 @@ def tile_counters(device: torch.device, n: int) -> torch.Tensor:
     each split program of an output tile counts itself in, and the last one combines the
     partials and resets the counter to zero for the next launch.
 
-    One buffer per (device, stream), so launches on different streams never share one.
+    One buffer per (device, stream), so eager launches on different streams never share
+    one. A CUDA graph keeps the buffer of the stream it was captured on: graphs captured on
+    one stream share it, so replay them one after another, not concurrently.
     A buffer must be zeroed before its first use, which a CUDA-graph capture cannot do
     eagerly: the first eager call on a device also zeroes a few spare buffers, and a stream
     first seen while capturing takes one of them. Without a spare, the capture gets a fresh

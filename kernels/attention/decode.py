@@ -80,7 +80,9 @@ def _decode_kernel(
         last = tl.zeros([BLOCK_M], dtype=tl.int32) + kv_len - 1
 
     start = pid_s * chunk
-    end = tl.minimum(start + chunk, kv_len)
+    # The last chunk runs to the sequence's end: lengths beyond max_kv_len (which only sized
+    # the split) are still read in full.
+    end = tl.where(pid_s == n_splits - 1, kv_len, tl.minimum(start + chunk, kv_len))
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
@@ -246,7 +248,8 @@ def gqa_decode(
     kv_lens: an int gives every sequence that length (passed by value: nothing to read);
     a tensor on the GPU is checked to lie in [0, kv_capacity] with one device sync unless
     validate_lens=False or a CUDA graph is being captured; the kernel clamps it either way.
-    max_kv_len (a bound on kv_lens, default the capacity) only sizes the split.
+    max_kv_len (the expected longest length, default the capacity) only sizes the split:
+    a longer sequence is still read whole, by its last chunk.
     q_norm_weight and k_norm_weight (head_dim,) turn on QK-norm (Chameleon): q and every
     cached key are RMS-normalized over the head dim (eps qk_norm_eps) inside the kernel.
     """

@@ -99,10 +99,11 @@ def _fused_linear_kernel(
                 acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
                 acc3 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
                 ss = tl.zeros([BLOCK_M], dtype=tl.float32)
+                mn = (tl.full([], 0, tl.int64) + M) * N  # 64-bit; M may be the constexpr 1
                 for s in range(0, n_splits):  # .cg: from L2, never a stale L1 line
-                    acc1 += tl.load(P1 + s * M * N + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
+                    acc1 += tl.load(P1 + s * mn + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
                     if GATED:
-                        acc3 += tl.load(P3 + s * M * N + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
+                        acc3 += tl.load(P3 + s * mn + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
                     if HAS_NORM:
                         ss += tl.load(SS + (pid_n * n_splits + s) * M + rm, mask=m_ok, other=0.0, cache_modifier=".cg")
                 y = _epilogue(acc1, acc3, ss, K, eps, HAS_NORM, GATED)

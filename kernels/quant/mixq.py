@@ -196,11 +196,13 @@ class MixQLinear:
         """Fix the outlier set offline (W4A4O16): the n_outliers channels with the largest
         max |x| over x_samples (..., K). Returns their indices."""
         K = self.shape[1]
+        if not isinstance(x_samples, torch.Tensor):
+            raise TypeError(f"x_samples must be a tensor, got {type(x_samples).__name__}")
         if x_samples.shape[-1] != K:
             raise ValueError(f"calibration samples have {x_samples.shape[-1]} channels, the layer {K}")
         n = min(int(n_outliers), K)
         ch = x_samples.reshape(-1, K).abs().amax(dim=0).float()
-        idx = torch.topk(ch, n).indices.sort().values
+        idx = torch.topk(ch, n).indices.sort().values.to(self.wq.device)
         self.cache.is_out.zero_()
         self.cache.is_out[idx] = 1
         self.cache.idx = idx.to(torch.int32)
@@ -230,8 +232,10 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
         if outlier_idx.dtype != torch.int32 or outlier_idx.dim() != 1:
             raise TypeError("outlier_idx must be a 1-D int32 tensor of channel indices")
         idx = outlier_idx.to(x.device)
-        if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < K):  # one sync; the cache's are valid
+        if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < K):  # syncs; the cache's are valid
             raise ValueError(f"outlier_idx must lie in [0, {K}); got {int(idx.min())} .. {int(idx.max())}")
+        if torch.unique(idx).numel() != idx.numel():
+            raise ValueError("outlier_idx has repeated channels: each would be added once per repeat")
         is_out = torch.zeros(K, dtype=torch.int8, device=x.device)
         is_out[idx.long()] = 1
     x2 = x.reshape(-1, K)

@@ -70,8 +70,10 @@ def quantize_int8_weight(w: torch.Tensor, dtype=None) -> QuantizedWeight:
 
 
 def _int4_minmax(wg):
-    """Per-group scale and float zero from min/max: w ~ (q - zero) * scale, q in [0, 15]."""
-    lo, hi = wg.amin(dim=-1), wg.amax(dim=-1)
+    """Per-group scale and float zero from min/max: w ~ (q - zero) * scale, q in [0, 15].
+    The range always includes 0, so the zero lies in [0, 15] (a group far from zero would
+    otherwise need a zero of thousands, which bf16 cannot hold to the step)."""
+    lo, hi = wg.amin(dim=-1).clamp(max=0.0), wg.amax(dim=-1).clamp(min=0.0)
     scale = ((hi - lo) / 15).clamp_min(1e-8)
     return scale, -lo / scale
 
@@ -90,7 +92,9 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
 
 def _int4_weight(w, group, dtype, scale, zero):
     N, K = w.shape
-    scale, zero = scale.to(dtype), zero.to(dtype)  # rounded as stored; q from the stored values
+    # Rounded as stored (an all-zero group's scale must stay a normal number of dtype);
+    # q is computed from the stored values.
+    scale, zero = scale.clamp_min(torch.finfo(dtype).tiny).to(dtype), zero.to(dtype)
     wg = w.float().reshape(N, K // group, group)
     q = torch.round(wg / scale.float()[..., None] + zero.float()[..., None]).clamp(0, 15).reshape(N, K)
     return QuantizedWeight(4, _pack_int4(q), scale.t().contiguous(), zero.t().contiguous(), group, (N, K))

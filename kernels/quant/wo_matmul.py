@@ -24,7 +24,7 @@ import triton.language as tl
 from kernels.checks import check_tensor
 from kernels.launch import split_plan, tile_counters
 
-from .quantize import QuantizedWeight
+from .quantize import GROUP_SIZES, QuantizedWeight
 
 DTYPES = (torch.float16, torch.bfloat16)
 
@@ -79,8 +79,9 @@ def _wo_matmul_kernel(
         if arrived == n_splits - 1:
             tl.atomic_xchg(COUNT + tile, 0)
             acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+            mn = (tl.full([], 0, tl.int64) + M) * N  # 64-bit; M may be the constexpr 1
             for s_ in range(0, n_splits):
-                acc += tl.load(P + s_ * M * N + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
+                acc += tl.load(P + s_ * mn + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
             if BITS == 8:
                 acc = acc * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
             tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=out_mask)
@@ -123,6 +124,8 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
             raise ValueError("int8 weight must be qweight int8 (K, N) and scale (N,)")
     elif qw.bits == 4:
         G = qw.group
+        if G not in GROUP_SIZES:
+            raise ValueError(f"group size {G} is not supported (supported: {GROUP_SIZES})")
         if qw.qweight.dtype != torch.uint8 or qw.qweight.shape != (K // 2, N) or K % G:
             raise ValueError(f"int4 weight must be packed uint8 (K/2, N) with K a multiple of the group {G}")
         if qw.scale.shape != (K // G, N) or qw.zero.shape != (K // G, N):
@@ -142,6 +145,9 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     y2 = y.view(-1, N)
     cfg = _config(M, qw.bits, qw.group)
     cfg.update(_config_override or {})
+    if qw.bits == 4 and (qw.group % cfg["block_k"] or cfg["block_k"] & (cfg["block_k"] - 1)):
+        raise ValueError(f"block_k {cfg['block_k']} must be a power of two dividing the group {qw.group}: "
+                         "a K block may not straddle two groups")
     n_tiles, m_tiles = triton.cdiv(N, cfg["block_n"]), triton.cdiv(M, cfg["block_m"])
     n_splits, k_chunk = split_plan(K, cfg["block_k"], n_tiles * m_tiles, x.device, num_splits, cfg["waves"],
                                    min_blocks=2)

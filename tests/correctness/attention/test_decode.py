@@ -119,6 +119,15 @@ def test_splits_do_not_change_the_result(device):
     assert (one - many).abs().max().item() <= 2e-3
 
 
+def test_lengths_beyond_max_kv_len_are_read_whole(device):
+    """max_kv_len only sizes the split: a longer sequence is still attended to its end."""
+    q, k, v = make_inputs(1, 1, 2, 4, 64, 1000, torch.float16, device, 6)
+    exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64)
+    for lens in (1000, torch.tensor([1000], dtype=torch.int32, device=device)):
+        got = gqa_decode(q, k, v, lens, max_kv_len=100, causal=False)
+        assert (got.double().cpu() - exact.cpu()).abs().max().item() <= 2e-3
+
+
 def test_lse_merges_two_halves_into_the_whole(device):
     """Attention over [A | B] equals the log-sum-exp merge of attention over A and over B:
     the property shared-prefix attention relies on."""

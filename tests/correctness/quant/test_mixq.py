@@ -94,6 +94,20 @@ def test_mixq_rejects_bad_input(device):
         MixQLinear(torch.randn(16, 64, device=device), bits=2)
 
 
+def test_mixq_rejects_repeated_outlier_indices(device):
+    layer = MixQLinear(torch.randn(16, 64, device=device), dtype=torch.float16)
+    with pytest.raises(ValueError, match="repeated channels"):
+        mixq_linear(torch.randn(2, 64, dtype=torch.float16, device=device), layer,
+                    torch.tensor([5, 5], dtype=torch.int32, device=device))
+
+
+def test_calibration_samples_on_another_device_are_moved(device):
+    layer = MixQLinear(torch.randn(16, 64, device=device), dtype=torch.float16, bits=4)
+    idx = layer.calibrate(torch.randn(8, 64), n_outliers=4)  # CPU samples
+    assert idx.device == layer.wq.device
+    assert mixq_linear(torch.randn(2, 64, dtype=torch.float16, device=device), layer).shape == (2, 16)
+
+
 def test_mixq_rejects_out_of_range_outlier_indices(device):
     layer = MixQLinear(torch.randn(16, 64, device=device), dtype=torch.float16)
     with pytest.raises(ValueError, match=r"outlier_idx must lie in \[0, 64\)"):

@@ -49,11 +49,25 @@ def test_int4_scales_are_stored_in_the_activation_dtype_and_used_as_stored():
 def test_hqq_reconstructs_heavy_tailed_weights_better_than_min_max(group):
     """Student-t (2 degrees of freedom) weights: a few large values stretch each group's
     range. HQQ's zero-point gives lower mean absolute and mean squared error."""
+    torch.manual_seed(group)  # fixed draws: over 200 seeds the MSE ratio reached 0.988 once
     w = torch.distributions.StudentT(2.0).sample((128, 1024))
     plain = dequantize(quantize_int4_weight(w, group, torch.float32)) - w
     hqq = dequantize(quantize_int4_weight_hqq(w, group, torch.float32)) - w
     assert hqq.abs().mean() < 0.97 * plain.abs().mean()
     assert hqq.pow(2).mean() < 0.95 * plain.pow(2).mean()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("hqq", [False, True])
+def test_int4_flat_and_offset_groups_stay_finite_and_within_a_step(dtype, hqq):
+    """A group of equal values (scale 0 before clamping) and a group far from zero (a
+    min/max zero-point of thousands, which 16-bit floats cannot hold to the step)."""
+    w = torch.cat([torch.full((2, 64), 0.5), torch.zeros(2, 64), 1.0 + 0.01 * torch.rand(2, 64)], dim=0)
+    qw = (quantize_int4_weight_hqq if hqq else quantize_int4_weight)(w, 64, dtype)
+    deq = dequantize(qw)
+    assert torch.isfinite(deq).all()
+    step = qw.scale.float().t().repeat_interleave(64, dim=1)
+    assert ((deq - w).abs() <= step * 0.5 + 2 * torch.finfo(dtype).eps * w.abs() + 1e-6).all()
 
 
 def test_hqq_stops_early_when_the_error_stalls():
