@@ -112,3 +112,26 @@ def test_bad_config_exits_2_with_the_message(tmp_path, capsys):
     path.write_text("quantization_config_recipe_names: [int2wo]\nmodel_params: {matrix_shapes: []}\n")
     assert main(["--config", str(path)]) == 2
     assert "unknown recipe 'int2wo'" in capsys.readouterr().err
+
+
+def test_command_runs_kernels_on_a_machine_without_a_gpu(tmp_path):
+    """`python -m harness.microbench` as a user runs it (no TRITON_INTERPRET set, no pytest
+    plugin): with device: cpu it must reach the kernels through the interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from harness.lanes import has_gpu
+
+    if has_gpu():
+        pytest.skip("needs a machine without a CUDA GPU")
+    cfg = config(output_dir=str(tmp_path / "out"), quantization_config_recipe_names=["int8wo"])
+    path = tmp_path / "cfg.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-m", "harness.microbench", "--config", str(path)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "ERROR" not in run.stdout and "[1/1] int8wo" in run.stdout

@@ -1,0 +1,86 @@
+"""Compile the suite's newer Triton kernels for Hopper (sm_90) without a GPU, at the
+specializations that only a GPU run would otherwise reach: integer arguments equal to 1
+become constants (a decode batch of one row), an absent pointer becomes None, and every
+constexpr branch (split merged in the kernel, gated, LoRA, QK-norm, int4/int8) is taken.
+The CPU lane runs kernels in Triton's interpreter, which forgives type errors the compiler
+rejects (an index pointer of the wrong type compiled only on the GPU, and failed there).
+Usage: python tools/compile_check.py  (exit 1 on the first kernel that does not compile)."""
+import inspect
+import os
+import sys
+
+os.environ["TRITON_INTERPRET"] = "0"  # before any kernel module is imported
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from kernels.attention.decode import _combine_kernel, _decode_kernel  # noqa: E402
+from kernels.attention.rope import _rope_kv_write_kernel  # noqa: E402
+from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # noqa: E402
+from kernels.quant.mixq import _mixq_gemm_kernel, _mixq_quantize_kernel  # noqa: E402
+from kernels.quant.wo_matmul import _wo_matmul_kernel  # noqa: E402
+
+HOPPER = GPUTarget("cuda", 90, 32)
+
+
+def check(fn, types, consts, num_warps=4, num_stages=3):
+    """Compile fn with argument types (default i32) and constants; raise on failure."""
+    names = list(inspect.signature(fn.fn).parameters)
+    sig = {n: ("constexpr" if n in consts else types.get(n, "i32")) for n in names}
+    triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=HOPPER,
+                   options={"num_warps": num_warps, "num_stages": num_stages})
+
+
+def cases():
+    bf = lambda names: {n: "*bf16" for n in names.split()}
+    f32 = lambda names: {n: "*fp32" for n in names.split()}
+    lin = bf("X G W1 W3 Y A B") | f32("P1 P3 SS") | {"COUNT": "*i32", "eps": "fp32", "lora_scale": "fp32"}
+    for gated, lora, m_one in ((True, False, True), (False, True, False), (False, False, True)):
+        yield (f"fused_linear gated={gated} lora={lora} M={'1' if m_one else 'n'}", _fused_linear_kernel, lin,
+               {**({"M": 1} if m_one else {}), "HAS_NORM": not lora, "GATED": gated, "SPLIT": True, "HAS_LORA": lora,
+                "FIXUP": True, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "BLOCK_R": 16})
+    yield ("merge_splits", _merge_splits_kernel, f32("P1 P3 SS") | {"Y": "*bf16", "eps": "fp32"},
+           {"HAS_NORM": True, "GATED": True, "BLOCK_N": 256, "BLOCK_S": 16})
+    wo = {"X": "*bf16", "S": "*bf16", "Z": "*bf16", "Y": "*bf16", "P": "*fp32", "COUNT": "*i32"}
+    for bits in (4, 8):
+        yield (f"wo_matmul int{bits} M=1", _wo_matmul_kernel, wo | {"Q": "*u8" if bits == 4 else "*i8"},
+               {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
+    yield ("mixq_gemm", _mixq_gemm_kernel,
+           {"XQ": "*i8", "SX": "*fp32", "X": "*bf16", "IDX": "*i32", "WQ": "*i8", "SW": "*bf16", "WH": "*bf16",
+            "Y": "*bf16"}, {"stride_wqk": 1, "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "BLOCK_O": 32})
+    yield ("mixq_quantize", _mixq_quantize_kernel,
+           {"X": "*bf16", "IS_OUT": "*i8", "XQ": "*i8", "SX": "*fp32", "CH_MAX": "*fp32", "qmax": "fp32",
+            "threshold": "fp32"}, {"TRACK": True, "BLOCK_M": 16, "BLOCK_K": 256})
+    dec = bf("Q K V O QW KW") | f32("LSE O_PART LSE_PART") | {"KV_LENS": "*i32", "COUNT": "*i32", "qk_eps": "fp32",
+                                                           "scale_log2": "fp32"}
+    yield ("decode uniform length, split merged in kernel", _decode_kernel, dec,
+           {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 64, "WRITE_PARTIAL": True,
+            "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True})
+    yield ("decode lengths tensor, QK-norm, one chunk", _decode_kernel, dec,
+           {"q_tokens": 1, "CAUSAL": True, "HEAD_DIM": 64, "BLOCK_M": 16, "BLOCK_N": 128, "WRITE_PARTIAL": False,
+            "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False})
+    yield ("decode combine", _combine_kernel, f32("O_PART LSE_PART LSE") | {"O": "*bf16"},
+           {"HEAD_DIM": 128, "BLOCK_S": 32})
+    for qk in (True, False):
+        w = "*bf16" if qk else "*fp32"  # without QK-norm the weight pointers are the cos table
+        yield (f"rope_kv_write qk_norm={qk}", _rope_kv_write_kernel,
+               bf("Q K V QO KC VC") | {"COS": "*fp32", "SIN": "*fp32", "QW": w, "KW": w, "eps": "fp32"},
+               {"QK_NORM": qk, "HALF": 64, "q_tokens": 1, "pos": 1})
+
+
+def main() -> int:
+    failed = 0
+    for name, fn, types, consts in cases():
+        try:
+            check(fn, types, consts)
+            print(f"ok   {name}", flush=True)
+        except Exception as e:  # noqa: BLE001 - report every kernel, then fail
+            failed += 1
+            print(f"FAIL {name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
