@@ -10,6 +10,7 @@ output is checked against one reference).
 - int_mm: torch._int_mm on int8 inputs quantized beforehand (the int8 GEMM alone).
 - smoothquant: per-token int8 activations in PyTorch, torch._int_mm, dequantized (W8A8).
 - scaled_mm_fp8: torch._scaled_mm on fp8 e4m3 inputs with row-wise scales (the GEMM alone).
+- bnb_int8: bitsandbytes' LLM.int8() (int8 with 16-bit outlier channels over 6), where it imports.
 Each raises ProviderUnavailable with the reason where its library is missing.
 """
 from __future__ import annotations
@@ -60,6 +61,21 @@ def gemlite_w4(qw: QuantizedWeight, dtype):
         q, qw.scale.t().contiguous(), qw.zero.t().contiguous(), W_nbits=4, group_size=qw.group)
 
 
+def bnb_int8_linear(w: torch.Tensor, threshold: float = 6.0):
+    """bitsandbytes' LLM.int8() layer for weight w (N, K): int8 weights and activations,
+    with the input channels over `threshold` taken out in 16-bit (MixQ's direct peer)."""
+    try:
+        import bitsandbytes as bnb
+    except Exception as e:  # noqa: BLE001
+        raise ProviderUnavailable(f"bitsandbytes does not import: {type(e).__name__}: {e}") from None
+    try:
+        lin = bnb.nn.Linear8bitLt(w.shape[1], w.shape[0], bias=False, has_fp16_weights=False, threshold=threshold)
+        lin.weight = bnb.nn.Int8Params(w.detach().cpu().to(torch.float16), requires_grad=False, has_fp16_weights=False)
+        return lin.to(w.device)
+    except Exception as e:  # noqa: BLE001
+        raise ProviderUnavailable(f"bitsandbytes Linear8bitLt failed here: {type(e).__name__}: {str(e)[:200]}") from None
+
+
 def smoothquant_w8a8(x, wq, sw):
     """Per-token int8 activations, torch._int_mm, dequantized: x (M, K), wq (K, N) int8."""
     xf = x.float()
@@ -82,5 +98,6 @@ def scaled_mm_fp8(x8, w8t, sx, sw, dtype):
     return torch._scaled_mm(x8, w8t, scale_a=sx, scale_b=sw, out_dtype=dtype)
 
 
-__all__ = ["dequant_linear", "torchao_linear", "gemlite_w4", "smoothquant_w8a8", "fp8_rowwise", "scaled_mm_fp8",
+__all__ = ["dequant_linear", "torchao_linear", "gemlite_w4", "bnb_int8_linear", "smoothquant_w8a8", "fp8_rowwise",
+           "scaled_mm_fp8",
            "dequantize", "F"]

@@ -2,7 +2,8 @@
 projections), bf16, activations with 64 planted outlier channels (20x).
 W8A8O16 (outliers predicted by the locality cache, warmed by one call) against bf16
 F.linear, torch._int_mm alone on pre-quantized inputs, SmoothQuant-style W8A8 in PyTorch
-(quantize, _int_mm, dequantize) and torch._scaled_mm fp8 row-wise alone. W4A4O16 likewise
+(quantize, _int_mm, dequantize), torch._scaled_mm fp8 row-wise alone, and bitsandbytes'
+LLM.int8() (outliers over 6 in fp16; where it imports). W4A4O16 likewise
 (128 calibrated outlier channels). Every output is checked against the float32 product of
 x and the unquantized weight (rtol 5% for W8A8, 30% for W4A4: the recipes' own error).
 Default: M = 2048 on every shape (W4A4: the 70B shapes) and M = 16 on 70B;
@@ -13,14 +14,14 @@ import pytest
 import torch
 
 from harness.metrics import Cost
-from harness.perfcase import PerfCase
+from harness.perfcase import PerfCase, ProviderUnavailable
 from kernels.quant import MixQLinear, baselines, mixq_linear
 
 pytestmark = pytest.mark.perf
 
 SHAPES = {"7b-q": (12288, 4096), "7b-down": (4096, 11008), "13b-q": (12288, 5120), "13b-down": (5120, 13824),
           "70b-q": (10240, 8192), "70b-down": (8192, 28672)}  # (N, K)
-PROVIDERS = ["triton", "linear_bf16", "int_mm", "smoothquant", "scaled_mm_fp8"]
+PROVIDERS = ["triton", "linear_bf16", "int_mm", "smoothquant", "scaled_mm_fp8", "bnb_int8"]
 
 
 def grid(sweep):
@@ -58,6 +59,13 @@ def build_case(bits, shape, m):
             layer.cache.update()
     else:
         layer.calibrate(activations(max(m, 256), k, channels), 128)
+    unavailable = {}
+    try:  # LLM.int8() runs in fp16: its input is cast (the cast is part of its time)
+        bnb = baselines.bnb_int8_linear(w) if bits == 8 else None
+    except ProviderUnavailable as e:
+        bnb, unavailable["bnb_int8"] = None, str(e)
+    if bits == 4:
+        unavailable["bnb_int8"] = "LLM.int8() is an 8-bit scheme: compared with W8A8O16 only"
     x8_w = baselines.fp8_rowwise(torch.randn(m, k, device="cuda", dtype=dt), w)
     xq = torch.randint(-127, 128, (m, k), device="cuda", dtype=torch.int8)
     providers = {
@@ -68,6 +76,8 @@ def build_case(bits, shape, m):
         "scaled_mm_fp8": lambda x: baselines.scaled_mm_fp8(*x8_w, dt),
         "smoothquant": lambda x: baselines.smoothquant_w8a8(x, layer.wq, layer.sw),
     }
+    if bnb is not None:
+        providers["bnb_int8"] = lambda x: bnb(x.to(torch.float16))
     # Not compared with the reference: the GEMMs alone compute another product, and
     # SmoothQuant-style W8A8 has no outlier path, so on these activations its error is
     # what MixQ avoids (H100: 6-9% relative, over the 5% allowed; results 0014).
@@ -81,7 +91,7 @@ def build_case(bits, shape, m):
         make_inputs=lambda: (activations(m, k, channels),), providers=providers,
         cost=Cost(flops=2 * m * n * k, bytes=n * k + m * k * 2 + m * n * 2),
         reference=reference, rtol=0.05 if bits == 8 else 0.3,
-        unchecked=gemm_only,
+        unchecked=gemm_only, unavailable=unavailable,
         kernel_info={"outlier_channels": int(layer.cache.idx.numel()),
                      "outlier_hit_rate": layer.cache.hit_rate if bits == 8 else None,
                      "unchecked_baselines": list(gemm_only)})
