@@ -1,6 +1,7 @@
 """Explore the MixQ GEMM's launch configurations on the GPU (LLaMA-2-70B q projection,
 bf16, 64 planted outlier channels), and time the activation-quantization kernel alone.
-Prints per M the baselines (bf16 F.linear, torch._int_mm alone), the default and the best few."""
+Prints per M the baselines (bf16 F.linear, torch._int_mm alone), the quantize kernel alone
+at 1, 4 and 16 rows per program, the default and the best few."""
 import itertools
 
 import torch
@@ -19,8 +20,10 @@ for m in (2048, 16):
     mixq_linear(x, layer)
     layer.cache.update()
     xq = torch.randint(-127, 128, (m, k), device="cuda", dtype=torch.int8)
-    provs = {"default": lambda: mixq_linear(x, layer), "linear_bf16": lambda: torch.nn.functional.linear(x, w),
-             "quantize_only": lambda: mixq_quantize(x, layer.cache.is_out, layer.cache.ch_max)}
+    provs = {"default": lambda: mixq_linear(x, layer), "linear_bf16": lambda: torch.nn.functional.linear(x, w)}
+    for rows in (1, 4, 16):  # rows per program of the activation quantization
+        provs[f"quantize_only_r{rows}"] = lambda rows=rows: mixq_quantize(
+            x, layer.cache.is_out, layer.cache.ch_max, 127, layer.cache.threshold, rows)
     if m > 16:
         provs["int_mm"] = lambda: torch._int_mm(xq, layer.wq)
     bms = (64, 128) if m > 16 else (16,)
@@ -36,5 +39,6 @@ for m in (2048, 16):
     best = sorted(ms.items(), key=lambda kv: kv[1].median_s)[:6]
     us = lambda name: f"{ms[name].median_s * 1e6:.1f}us"
     print(f"mixq w8a8 m{m} {n}x{k}: linear {us('linear_bf16')}" + (f", int_mm {us('int_mm')}" if m > 16 else "")
-          + f", quantize alone {us('quantize_only')}, default {us('default')}; best: "
+          + ", quantize alone " + "/".join(us(f"quantize_only_r{r}") for r in (1, 4, 16)) + " (1/4/16 rows)"
+          + f", default {us('default')}; best: "
           + ", ".join(f"{k_} {v.median_s * 1e6:.1f}us" for k_, v in best), flush=True)

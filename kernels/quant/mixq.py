@@ -146,7 +146,7 @@ class OutlierCache:
 
 
 def mixq_quantize(x2: torch.Tensor, is_out: torch.Tensor, ch_max: torch.Tensor | None = None, qmax: int = 127,
-                  threshold: float = 0.0):
+                  threshold: float = 0.0, rows_per_program: int = 16):
     """Per-token symmetric quantization (grid [-qmax, qmax]) of the non-outlier channels of
     x2 (M, K): (xq int8 (M, K) with the outlier channels zeroed, sx float32 (M,)). With
     ch_max, also max |x| into it for the channels whose max exceeds threshold."""
@@ -154,10 +154,12 @@ def mixq_quantize(x2: torch.Tensor, is_out: torch.Tensor, ch_max: torch.Tensor |
     xq = torch.empty(M, K, dtype=torch.int8, device=x2.device)
     sx = torch.empty(M, dtype=torch.float32, device=x2.device)
     if M:
-        _mixq_quantize_kernel[(triton.cdiv(M, 16),)](
+        if rows_per_program not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"rows_per_program must be a power of two up to 32, got {rows_per_program}")
+        _mixq_quantize_kernel[(triton.cdiv(M, rows_per_program),)](
             x2, is_out, xq, sx, ch_max if ch_max is not None else sx, M, K, x2.stride(0), xq.stride(0), float(qmax),
             float(threshold),
-            TRACK=ch_max is not None, BLOCK_M=16, BLOCK_K=256, num_warps=4)
+            TRACK=ch_max is not None, BLOCK_M=rows_per_program, BLOCK_K=256, num_warps=4)
     return xq, sx
 
 
@@ -245,14 +247,16 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
     y = torch.empty(*x.shape[:-1], N, dtype=x.dtype, device=x.device)
     if M == 0:
         return y
-    xq, sx = mixq_quantize(x2, is_out, cache.ch_max if layer.track else None, QMAX[layer.bits], cache.threshold)
+    overrides = dict(_config or {})  # tools/mixq_configs.py explores these
+    xq, sx = mixq_quantize(x2, is_out, cache.ch_max if layer.track else None, QMAX[layer.bits], cache.threshold,
+                           overrides.pop("QUANT_ROWS", 16))
     y2 = y.view(-1, N)
     # H100 sweep (tools/mixq_configs.py, results/<gpu>/mixq_configs.txt), 70B q projection:
     # 2048 rows 587 -> 554 us with 256-wide N tiles and 4 stages; 16 rows 220 -> 214 us.
     bm = 128 if M > 64 else (64 if M > 16 else 16)
     cfg = dict(BLOCK_M=bm, BLOCK_N=256 if bm == 128 else 128, BLOCK_K=128, BLOCK_O=32,
                num_warps=8 if bm in (16, 128) else 4, num_stages=4)
-    cfg.update(_config or {})  # tools/mixq_configs.py explores these
+    cfg.update(overrides)
     bm = cfg["BLOCK_M"]
     if not idx.numel():  # no outliers: the index pointer must still be int32 to compile
         idx = torch.zeros(1, dtype=torch.int32, device=x.device)

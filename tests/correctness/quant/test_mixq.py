@@ -113,3 +113,13 @@ def test_mixq_rejects_out_of_range_outlier_indices(device):
     with pytest.raises(ValueError, match=r"outlier_idx must lie in \[0, 64\)"):
         mixq_linear(torch.randn(2, 64, dtype=torch.float16, device=device), layer,
                     torch.tensor([3, 64], dtype=torch.int32, device=device))
+
+
+@pytest.mark.parametrize("rows", [1, 4, 32])
+def test_quantize_rows_per_program_do_not_change_the_result(device, rows):
+    g = torch.Generator().manual_seed(9)
+    w, x = planted(37, 300, 20, torch.tensor([3, 250]), 20.0, g, torch.float16)
+    layer = MixQLinear(w.to(device), dtype=torch.float16)
+    idx = torch.tensor([3, 250], dtype=torch.int32, device=device)
+    base = mixq_linear(x.to(device), layer, idx)
+    assert torch.equal(mixq_linear(x.to(device), layer, idx, _config={"QUANT_ROWS": rows}), base)
