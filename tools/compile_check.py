@@ -45,8 +45,11 @@ def cases():
            {"HAS_NORM": True, "GATED": True, "BLOCK_N": 256, "BLOCK_S": 16})
     wo = {"X": "*bf16", "S": "*bf16", "Z": "*bf16", "Y": "*bf16", "P": "*fp32", "COUNT": "*i32"}
     for bits in (4, 8):
-        yield (f"wo_matmul int{bits} M=1", _wo_matmul_kernel, wo | {"Q": "*u8" if bits == 4 else "*i8"},
-               {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
+        for swap, prefetch in ((False, False), (True, False), (True, True)):
+            yield (f"wo_matmul int{bits} M=1 swap_ab={swap} prefetch={prefetch}", _wo_matmul_kernel,
+                   wo | {"Q": "*u8" if bits == 4 else "*i8"},
+                   {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap, "PREFETCH": prefetch,
+                    "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
     yield ("mixq_gemm", _mixq_gemm_kernel,
            {"XQ": "*i8", "SX": "*fp32", "X": "*bf16", "IDX": "*i32", "WQ": "*i8", "SW": "*bf16", "WH": "*bf16",
             "Y": "*bf16"}, {"stride_wqk": 1, "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "BLOCK_O": 32})

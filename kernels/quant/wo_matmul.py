@@ -11,6 +11,11 @@ int4 (per group, asymmetric): every K block lies inside one group, where
 so the tile GEMM runs on the raw 4-bit values (exact in fp16/bf16) and each group's scale
 and zero enter once per output, not once per weight. The two nibbles of a byte hold
 adjacent k (even, odd), multiplied with the even and the odd columns of x.
+Two launch options under evaluation (off by default until measured): `swap_ab` computes
+the tile transposed, W x^T, so the converted weight is the MMA's left operand, which
+Hopper's wgmma takes from registers (compiled for sm_90, the default runs mma.sync, the
+swap wgmma); `prefetch` loads block i + 1 into registers before computing block i, since
+Triton does not pipeline loads that feed a conversion (no cp.async in either variant).
 Few rows (decode): the weight is all the traffic and N alone does not fill the GPU, so K
 is split over several programs; the last program of each output tile sums the fp32
 partials (arrival counters, as kernels/linear/fused.py).
@@ -30,10 +35,73 @@ DTYPES = (torch.float16, torch.bfloat16)
 
 
 @triton.jit
+def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
+               BITS: tl.constexpr, GROUP: tl.constexpr, SWAP_AB: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One K block: (weight tile, x tile(s), scale, zero). int8: x_b repeats x_a and s, z are
+    unused; int4: the packed tile, x's even and odd columns, the group's scale and zero.
+    SWAP_AB: tiles transposed (weights [N, K], x [K, M]). Masked past k_end (prefetch)."""
+    if BITS == 8:
+        rk = k0 + tl.arange(0, BLOCK_K)
+        k_ok = rk < k_end
+        if SWAP_AB:
+            w = tl.load(Q + rk[None, :].to(tl.int64) * stride_qk + rn[:, None], mask=k_ok[None, :] & n_ok[:, None], other=0)
+            x_a = tl.load(X + rm[None, :].to(tl.int64) * stride_xm + rk[:, None], mask=m_ok[None, :] & k_ok[:, None], other=0.0)
+        else:
+            w = tl.load(Q + rk[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0)
+            x_a = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        x_b = x_a
+        s = tl.zeros([BLOCK_N], dtype=tl.float32)
+        z = s
+    else:
+        # K is a multiple of GROUP, GROUP of BLOCK_K, and chunks start on BLOCK_K: a block is
+        # whole or (past k_end, when prefetching) entirely out.
+        j = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+        j_ok = 2 * j < k_end
+        g = k0 // GROUP
+        in_k = (g * GROUP + 0 * rn) < k_end  # the whole block is in (or out), as a vector over N
+        s = tl.load(S + g * stride_sg + rn, mask=n_ok & in_k, other=0.0).to(tl.float32)
+        z = tl.load(Z + g * stride_sg + rn, mask=n_ok & in_k, other=0.0).to(tl.float32)
+        if SWAP_AB:
+            w = tl.load(Q + j[None, :].to(tl.int64) * stride_qk + rn[:, None], mask=n_ok[:, None] & j_ok[None, :], other=0)
+            x_cols = X + rm[None, :].to(tl.int64) * stride_xm
+            x_a = tl.load(x_cols + 2 * j[:, None], mask=m_ok[None, :] & j_ok[:, None], other=0.0)
+            x_b = tl.load(x_cols + 2 * j[:, None] + 1, mask=m_ok[None, :] & j_ok[:, None], other=0.0)
+        else:
+            w = tl.load(Q + j[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=n_ok[None, :] & j_ok[:, None], other=0)
+            x_rows = X + rm[:, None].to(tl.int64) * stride_xm
+            x_a = tl.load(x_rows + 2 * j[None, :], mask=m_ok[:, None] & j_ok[None, :], other=0.0)
+            x_b = tl.load(x_rows + 2 * j[None, :] + 1, mask=m_ok[:, None] & j_ok[None, :], other=0.0)
+    return w, x_a, x_b, s, z
+
+
+@triton.jit
+def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.constexpr):
+    """acc (M, N) += this block's product, or acc_t (N, M) with SWAP_AB."""
+    if BITS == 8:
+        if SWAP_AB:
+            acc_t = tl.dot(w.to(x_a.dtype), x_a, acc_t)
+        else:
+            acc = tl.dot(x_a, w.to(x_a.dtype), acc)
+    else:
+        if SWAP_AB:
+            part_t = tl.dot((w & 15).to(x_a.dtype), x_a)
+            part_t = tl.dot((w >> 4).to(x_b.dtype), x_b, part_t)
+            x_sum = tl.sum(x_a.to(tl.float32), axis=0) + tl.sum(x_b.to(tl.float32), axis=0)
+            acc_t += s[:, None] * (part_t - z[:, None] * x_sum[None, :])
+        else:
+            part = tl.dot(x_a, (w & 15).to(x_a.dtype))
+            part = tl.dot(x_b, (w >> 4).to(x_b.dtype), part)
+            x_sum = tl.sum(x_a.to(tl.float32), axis=1) + tl.sum(x_b.to(tl.float32), axis=1)
+            acc += s[None, :] * (part - x_sum[:, None] * z[None, :])
+    return acc, acc_t
+
+
+@triton.jit
 def _wo_matmul_kernel(
     X, Q, S, Z, Y, P, COUNT,
     M, N, K, k_chunk, n_splits, stride_xm, stride_qk, stride_sg, stride_ym,
-    BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr,
+    BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -43,30 +111,28 @@ def _wo_matmul_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = rm < M
     n_ok = rn < N
-    x_rows = X + rm[:, None].to(tl.int64) * stride_xm
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)  # SWAP_AB: the transposed tile
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
-    for k0 in range(k_start, k_end, BLOCK_K):
-        if BITS == 8:
-            rk = k0 + tl.arange(0, BLOCK_K)
-            k_ok = rk < k_end
-            x = tl.load(x_rows + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            q = tl.load(Q + rk[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0)
-            acc = tl.dot(x, q.to(x.dtype), acc)
-        else:
-            # K is a multiple of GROUP, GROUP of BLOCK_K, and chunks start on BLOCK_K: no K mask.
-            j = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-            packed = tl.load(Q + j[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=n_ok[None, :], other=0)
-            xe = tl.load(x_rows + 2 * j[None, :], mask=m_ok[:, None], other=0.0)
-            xo = tl.load(x_rows + 2 * j[None, :] + 1, mask=m_ok[:, None], other=0.0)
-            part = tl.dot(xe, (packed & 15).to(xe.dtype))
-            part = tl.dot(xo, (packed >> 4).to(xo.dtype), part)
-            x_sum = tl.sum(xe.to(tl.float32), axis=1) + tl.sum(xo.to(tl.float32), axis=1)
-            g = k0 // GROUP
-            s = tl.load(S + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
-            z = tl.load(Z + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
-            acc += s[None, :] * (part - x_sum[:, None] * z[None, :])
+    if PREFETCH:
+        # The tile loads feed conversions, not the MMA directly, so Triton's pipeliner leaves
+        # them in the loop: load block i + 1 into registers before computing block i.
+        w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k_start, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk,
+                                       stride_sg, BITS, GROUP, SWAP_AB, BLOCK_M, BLOCK_N, BLOCK_K)
+        for k0 in range(k_start, k_end, BLOCK_K):
+            w_n, x_a_n, x_b_n, s_n, z_n = _load_tile(X, Q, S, Z, k0 + BLOCK_K, k_end, rm, rn, m_ok, n_ok, stride_xm,
+                                                     stride_qk, stride_sg, BITS, GROUP, SWAP_AB, BLOCK_M, BLOCK_N,
+                                                     BLOCK_K)
+            acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB)
+            w, x_a, x_b, s, z = w_n, x_a_n, x_b_n, s_n, z_n
+    else:
+        for k0 in range(k_start, k_end, BLOCK_K):
+            w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
+                                           BITS, GROUP, SWAP_AB, BLOCK_M, BLOCK_N, BLOCK_K)
+            acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB)
+    if SWAP_AB:
+        acc = tl.trans(acc_t)
 
     out_mask = m_ok[:, None] & n_ok[None, :]
     y_ptrs = Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
@@ -158,7 +224,8 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     _wo_matmul_kernel[(n_tiles, n_splits, m_tiles)](
         x2, qw.qweight, qw.scale, zero, y2, p, count,
         M, N, K, k_chunk, n_splits, x2.stride(0), qw.qweight.stride(0), qw.scale.stride(0), y2.stride(0),
-        BITS=qw.bits, GROUP=qw.group or 1, SPLIT=split,
+        BITS=qw.bits, GROUP=qw.group or 1, SPLIT=split, SWAP_AB=bool(cfg.get("swap_ab", False)),
+        PREFETCH=bool(cfg.get("prefetch", False)),
         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

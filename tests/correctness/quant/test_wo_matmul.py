@@ -79,3 +79,22 @@ def test_wo_matmul_rejects_bad_input(device):
         wo_matmul(torch.randn(2, 64, dtype=torch.bfloat16, device=device), qw)
     with pytest.raises(TypeError, match="must be a QuantizedWeight"):
         wo_matmul(torch.randn(2, 64, dtype=torch.float16, device=device), torch.zeros(64, 32))
+
+
+@pytest.mark.parametrize("options", [{"swap_ab": True}, {"prefetch": True}, {"swap_ab": True, "prefetch": True}])
+@pytest.mark.parametrize("recipe", ["int8wo", "int4wo-64"])
+@pytest.mark.parametrize("m", [1, 5, 16])
+def test_launch_options_compute_the_same_product(device, recipe, m, options):
+    """The transposed tile (weights as the MMA's left operand) and the register prefetch of
+    the next K block are the same function, split or not."""
+    g = torch.Generator().manual_seed(m)
+    k, n = 512 - (37 if recipe == "int8wo" else 0), 200
+    w, x = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g).to(torch.float16)
+    qw = quantize(recipe, w, torch.float16)
+    on = lambda t: t.to(device) if t is not None else None
+    qw_dev = type(qw)(qw.bits, on(qw.qweight), on(qw.scale), on(qw.zero), qw.group, qw.shape)
+    exact = wo_matmul_reference(x, qw)
+    floor = sqnr_db(exact, exact.to(torch.float16)) - 3.0
+    for splits in (1, 3):
+        y = wo_matmul(x.to(device), qw_dev, num_splits=splits, _config_override=options)
+        assert sqnr_db(exact, y.cpu()) >= floor, f"splits={splits}: {sqnr_db(exact, y.cpu()):.1f} dB < {floor:.1f} dB"
