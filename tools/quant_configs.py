@@ -18,16 +18,15 @@ for recipe, m in [("int4wo-128", 1), ("int8wo", 1)]:
     qw = quantize_int4_weight(w, 128, torch.bfloat16) if recipe != "int8wo" else quantize_int8_weight(w, torch.bfloat16)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     provs = {"default": lambda: wo_matmul(x, qw)}
-    grid = itertools.product([64, 128, 256], [128], [4], [3], [2, 4, 8], [False, True], [False, True])
-    for bn, bk, nw, ns, waves, swap, pf in grid:
-        cfg = dict(block_m=16, block_n=bn, block_k=bk, num_warps=nw, num_stages=ns, waves=waves, swap_ab=swap,
-                   prefetch=pf)
+    grid = itertools.product([64, 128, 256], [128], [4], [3, 4], [2, 4, 8], [False, True])
+    for bn, bk, nw, ns, waves, swap in grid:
+        cfg = dict(block_m=16, block_n=bn, block_k=bk, num_warps=nw, num_stages=ns, waves=waves, swap_ab=swap)
         try:
             wo_matmul(x, qw, _config_override=cfg)
         except Exception as e:  # noqa: BLE001 - out of resources and friends
             print(f"  skip {cfg}: {type(e).__name__}")
             continue
-        name = f"n{bn}k{bk}w{nw}s{ns}x{waves}" + ("-swap" if swap else "") + ("-prefetch" if pf else "")
+        name = f"n{bn}k{bk}w{nw}s{ns}x{waves}" + ("-swap" if swap else "")
         provs[name] = lambda cfg=cfg: wo_matmul(x, qw, _config_override=cfg)
     ms = time_providers(provs, lambda: (), TimingConfig(rep_ms=10, warmup_ms=2, mode="events"))
     rb, _ = read_bound_s(qw.nbytes)

@@ -11,11 +11,9 @@ int4 (per group, asymmetric): every K block lies inside one group, where
 so the tile GEMM runs on the raw 4-bit values (exact in fp16/bf16) and each group's scale
 and zero enter once per output, not once per weight. The two nibbles of a byte hold
 adjacent k (even, odd), multiplied with the even and the odd columns of x.
-Two launch options under evaluation (off by default until measured): `swap_ab` computes
-the tile transposed, W x^T, so the converted weight is the MMA's left operand, which
-Hopper's wgmma takes from registers (compiled for sm_90, the default runs mma.sync, the
-swap wgmma); `prefetch` loads block i + 1 into registers before computing block i, since
-Triton does not pipeline loads that feed a conversion (no cp.async in either variant).
+A launch option under evaluation (off until measured): `swap_ab` computes the tile
+transposed, W x^T, so the converted weight is the MMA's left operand, which Hopper's wgmma
+takes from registers (compiled for sm_90, the default path runs mma.sync; the swap, wgmma).
 Few rows (decode): the weight is all the traffic and N alone does not fill the GPU, so K
 is split over several programs; the last program of each output tile sums the fp32
 partials (arrival counters, as kernels/linear/fused.py).
@@ -40,7 +38,7 @@ def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, 
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """One K block: (weight tile, x tile(s), scale, zero). int8: x_b repeats x_a and s, z are
     unused; int4: the packed tile, x's even and odd columns, the group's scale and zero.
-    SWAP_AB: tiles transposed (weights [N, K], x [K, M]). Masked past k_end (prefetch)."""
+    SWAP_AB: tiles transposed (weights [N, K], x [K, M]). Masked past k_end."""
     if BITS == 8:
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < k_end
@@ -55,7 +53,7 @@ def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, 
         z = s
     else:
         # K is a multiple of GROUP, GROUP of BLOCK_K, and chunks start on BLOCK_K: a block is
-        # whole or (past k_end, when prefetching) entirely out.
+        # whole (the masks only guard the end of the chunk).
         j = k0 // 2 + tl.arange(0, BLOCK_K // 2)
         j_ok = 2 * j < k_end
         g = k0 // GROUP
@@ -101,7 +99,7 @@ def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.c
 def _wo_matmul_kernel(
     X, Q, S, Z, Y, P, COUNT,
     M, N, K, k_chunk, n_splits, stride_xm, stride_qk, stride_sg, stride_ym,
-    BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, SWAP_AB: tl.constexpr, PREFETCH: tl.constexpr,
+    BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, SWAP_AB: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -115,22 +113,10 @@ def _wo_matmul_kernel(
     acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)  # SWAP_AB: the transposed tile
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
-    if PREFETCH:
-        # The tile loads feed conversions, not the MMA directly, so Triton's pipeliner leaves
-        # them in the loop: load block i + 1 into registers before computing block i.
-        w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k_start, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk,
-                                       stride_sg, BITS, GROUP, SWAP_AB, BLOCK_M, BLOCK_N, BLOCK_K)
-        for k0 in range(k_start, k_end, BLOCK_K):
-            w_n, x_a_n, x_b_n, s_n, z_n = _load_tile(X, Q, S, Z, k0 + BLOCK_K, k_end, rm, rn, m_ok, n_ok, stride_xm,
-                                                     stride_qk, stride_sg, BITS, GROUP, SWAP_AB, BLOCK_M, BLOCK_N,
-                                                     BLOCK_K)
-            acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB)
-            w, x_a, x_b, s, z = w_n, x_a_n, x_b_n, s_n, z_n
-    else:
-        for k0 in range(k_start, k_end, BLOCK_K):
-            w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
-                                           BITS, GROUP, SWAP_AB, BLOCK_M, BLOCK_N, BLOCK_K)
-            acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
+                                       BITS, GROUP, SWAP_AB, BLOCK_M, BLOCK_N, BLOCK_K)
+        acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB)
     if SWAP_AB:
         acc = tl.trans(acc_t)
 
@@ -225,7 +211,6 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
         x2, qw.qweight, qw.scale, zero, y2, p, count,
         M, N, K, k_chunk, n_splits, x2.stride(0), qw.qweight.stride(0), qw.scale.stride(0), y2.stride(0),
         BITS=qw.bits, GROUP=qw.group or 1, SPLIT=split, SWAP_AB=bool(cfg.get("swap_ab", False)),
-        PREFETCH=bool(cfg.get("prefetch", False)),
         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
