@@ -480,12 +480,11 @@ def run_item(item: BenchItem, timing=None, ceilings=None) -> dict:
                 row["timing"] = "host wall clock (cpu)"
         row["mixq_outlier_hit_rate"] = outlier_hit_rate(quant)
         q = item.recipe
-        quant_key = q if q != "baseline" else "baseline"
         row["baseline_model_eager_inference_time_in_ms"] = ms["baseline"]
-        row["quantized_model_eager_inference_time_in_ms"] = ms[quant_key]
+        row["quantized_model_eager_inference_time_in_ms"] = ms[q]
         if item.compile_mode:
             row["baseline_model_compiled_inference_time_in_ms"] = ms["baseline_compiled"]
-            row["quantized_model_compiled_inference_time_in_ms"] = ms[f"{quant_key}_compiled"]
+            row["quantized_model_compiled_inference_time_in_ms"] = ms[f"{q}_compiled"]
             row["compile speedup on baseline"] = row["baseline_model_compiled_inference_time_in_ms"] / row[
                 "quantized_model_compiled_inference_time_in_ms"]
             row["eager vs compile speedup"] = row["quantized_model_eager_inference_time_in_ms"] / row[

@@ -53,3 +53,20 @@ def check_out(name: str, out, shape, dtype, device) -> None:
         )
     if not out.is_contiguous():
         raise ValueError(f"{name} must be contiguous")
+
+
+def check_qk_norm_weights(q, q_norm_weight, k_norm_weight, dtypes, contiguous: bool = False) -> bool:
+    """QK-norm's two weights, (head_dim,) in q's dtype on q's device (contiguous if asked);
+    both or neither. Returns whether QK-norm is on."""
+    if q_norm_weight is None and k_norm_weight is None:
+        return False
+    head_dim = q.shape[-1]
+    for name, w in (("q_norm_weight", q_norm_weight), ("k_norm_weight", k_norm_weight)):
+        if w is None:
+            raise ValueError("QK-norm needs both q_norm_weight and k_norm_weight")
+        check_tensor(name, w, dtypes=dtypes)
+        check_same_device(q=q, **{name: w})
+        if w.shape != (head_dim,) or w.dtype != q.dtype or (contiguous and not w.is_contiguous()):
+            raise ValueError(f"{name} must have shape ({head_dim},) and dtype {q.dtype}"
+                             + (", contiguous" if contiguous else "") + f"; got {tuple(w.shape)}, {w.dtype}")
+    return True

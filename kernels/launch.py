@@ -6,6 +6,7 @@ import functools
 
 import torch
 import triton
+import triton.language as tl
 
 INTERPRETER_SMS = 4  # the CPU lane: small enough that tests reach the split paths
 
@@ -70,3 +71,18 @@ def tile_counters(device: torch.device, n: int) -> torch.Tensor:
         return torch.zeros(MAX_TILES, dtype=torch.int32, device=device)
     _counters[key] = buf
     return buf
+
+
+@triton.jit
+def last_to_arrive(COUNT, tile, n_splits):
+    """Count this split program in on its output tile (COUNT from tile_counters); True for
+    the last of the tile's n_splits programs, which then merges the partials. The barrier
+    puts every thread's partial stores before the one acq_rel atomic, so the last program
+    sees them all (read them with cache_modifier=".cg": L1 is not coherent). The last one
+    resets the counter to zero for the next launch."""
+    tl.debug_barrier()
+    arrived = tl.atomic_add(COUNT + tile, 1, sem="acq_rel")
+    last = arrived == n_splits - 1
+    if last:
+        tl.atomic_xchg(COUNT + tile, 0)
+    return last

@@ -28,8 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import check_same_device, check_tensor
-from kernels.launch import split_plan, tile_counters
+from kernels.checks import check_qk_norm_weights, check_same_device, check_tensor
+from kernels.launch import last_to_arrive, split_plan, tile_counters
 
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
@@ -117,14 +117,8 @@ def _decode_kernel(
         part = (pid_bh * n_splits + pid_s).to(tl.int64) * n_rows
         tl.store(O_PART + (part + rows[:, None]) * HEAD_DIM + d[None, :], out, mask=row_ok[:, None])
         tl.store(LSE_PART + part + rows, lse2, mask=row_ok)
-        if FIXUP:
-            # The last chunk of these rows to finish merges all chunks (no second launch).
-            # Barrier, then one acq_rel atomic: every thread's partial stores precede it.
-            tile = pid_bh * tl.num_programs(1) + pid_m
-            tl.debug_barrier()
-            arrived = tl.atomic_add(COUNT + tile, 1, sem="acq_rel")
-            if arrived == n_splits - 1:
-                tl.atomic_xchg(COUNT + tile, 0)  # ready for the next launch
+        if FIXUP:  # the last chunk of these rows to finish merges all chunks (no second launch)
+            if last_to_arrive(COUNT, pid_bh * tl.num_programs(1) + pid_m, n_splits):
                 first = (pid_bh * n_splits).to(tl.int64) * n_rows
                 m_all = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
                 total = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -254,15 +248,7 @@ def gqa_decode(
     cached key are RMS-normalized over the head dim (eps qk_norm_eps) inside the kernel.
     """
     _check_inputs(q, k_cache, v_cache, kv_lens)
-    qk_norm = q_norm_weight is not None or k_norm_weight is not None
-    if qk_norm:
-        for name, w in (("q_norm_weight", q_norm_weight), ("k_norm_weight", k_norm_weight)):
-            if w is None:
-                raise ValueError("QK-norm needs both q_norm_weight and k_norm_weight")
-            check_tensor(name, w, dtypes=DTYPES)
-            check_same_device(q=q, **{name: w})
-            if w.shape != (q.shape[3],) or w.dtype != q.dtype:
-                raise ValueError(f"{name} must have shape ({q.shape[3]},) and dtype {q.dtype}; got {tuple(w.shape)}, {w.dtype}")
+    qk_norm = check_qk_norm_weights(q, q_norm_weight, k_norm_weight, DTYPES)
     batch, q_tokens, q_heads, head_dim = q.shape
     capacity, kv_heads = k_cache.shape[1], k_cache.shape[2]
     device = q.device

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import check_same_device, check_tensor
+from kernels.checks import check_qk_norm_weights, check_same_device, check_tensor
 
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
@@ -104,15 +104,7 @@ def rope_kv_write(q, k, v, k_cache, v_cache, pos: int, cos, sin, q_norm_weight=N
             raise ValueError(f"{name} must be a contiguous float32 table (positions, {D // 2}) from rope_tables")
         if t.shape[0] < pos + T:
             raise ValueError(f"{name} covers {t.shape[0]} positions; positions up to {pos + T - 1} are needed")
-    qk_norm = q_norm_weight is not None or k_norm_weight is not None
-    if qk_norm:
-        for name, w in (("q_norm_weight", q_norm_weight), ("k_norm_weight", k_norm_weight)):
-            if w is None:
-                raise ValueError("QK-norm needs both q_norm_weight and k_norm_weight")
-            check_tensor(name, w, dtypes=DTYPES)
-            check_same_device(q=q, **{name: w})
-            if w.shape != (D,) or w.dtype != q.dtype or not w.is_contiguous():
-                raise ValueError(f"{name} must be contiguous with shape ({D},) and dtype {q.dtype}; got {tuple(w.shape)}, {w.dtype}")
+    qk_norm = check_qk_norm_weights(q, q_norm_weight, k_norm_weight, DTYPES, contiguous=True)
     q_out = torch.empty(B, T, Hq, D, dtype=q.dtype, device=q.device)
     if B == 0 or T == 0:
         return q_out

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_same_device, check_tensor
-from kernels.launch import split_plan, tile_counters
+from kernels.launch import last_to_arrive, split_plan, tile_counters
 
 DTYPES = (torch.float16, torch.bfloat16)
 MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; more: a merge kernel
@@ -89,13 +89,7 @@ def _fused_linear_kernel(
         if HAS_NORM:
             tl.store(SS + (pid_n * n_splits + pid_k) * M + rm, ss, mask=m_ok)
         if FIXUP:
-            # Every thread's stores precede the release of the counter (barrier, then one
-            # acq_rel atomic); the last of the tile's n_splits programs sees them all.
-            tile = pid_m * tl.num_programs(0) + pid_n
-            tl.debug_barrier()
-            arrived = tl.atomic_add(COUNT + tile, 1, sem="acq_rel")
-            if arrived == n_splits - 1:
-                tl.atomic_xchg(COUNT + tile, 0)  # ready for the next launch
+            if last_to_arrive(COUNT, pid_m * tl.num_programs(0) + pid_n, n_splits):
                 acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
                 acc3 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
                 ss = tl.zeros([BLOCK_M], dtype=tl.float32)

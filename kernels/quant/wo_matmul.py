@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_tensor
-from kernels.launch import split_plan, tile_counters
+from kernels.launch import last_to_arrive, split_plan, tile_counters
 
 from .quantize import GROUP_SIZES, QuantizedWeight
 
@@ -125,11 +125,7 @@ def _wo_matmul_kernel(
     if SPLIT:
         offs = rm[:, None].to(tl.int64) * N + rn[None, :]
         tl.store(P + pid_k.to(tl.int64) * M * N + offs, acc, mask=out_mask)
-        tile = pid_m * tl.num_programs(0) + pid_n
-        tl.debug_barrier()  # every thread's partial precedes the acq_rel arrival
-        arrived = tl.atomic_add(COUNT + tile, 1, sem="acq_rel")
-        if arrived == n_splits - 1:
-            tl.atomic_xchg(COUNT + tile, 0)
+        if last_to_arrive(COUNT, pid_m * tl.num_programs(0) + pid_n, n_splits):
             acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
             mn = (tl.full([], 0, tl.int64) + M) * N  # 64-bit; M may be the constexpr 1
             for s_ in range(0, n_splits):
