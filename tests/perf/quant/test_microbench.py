@@ -26,18 +26,23 @@ def pytest_generate_tests(metafunc):
 
 
 @functools.lru_cache(maxsize=1)
-def _case(path, index):
-    from harness.microbench import build_case, load_config
+def _items(path):
+    from harness.microbench import load_config
 
-    return build_case(load_config(path)[index])[0]
+    return load_config(path)
+
+
+@functools.lru_cache(maxsize=1)
+def _case(path, index):
+    from harness.microbench import build_case
+
+    return build_case(_items(path)[index])[0]
 
 
 def test_microbench(index, provider, perf, benchmark, request):
     path = request.config.getoption("quant_config")
     if index is None:
         pytest.skip("pass --quant-config FILE to run a YAML config's cases")
-    from harness.microbench import load_config
-
-    if load_config(path)[index].device != "cuda":
+    if _items(path)[index].device != "cuda":
         pytest.skip("device: cpu items are timed by python -m harness.microbench, not as perf cases")
     perf.run(_case(path, index), provider, benchmark)
