@@ -20,7 +20,7 @@ from kernels.attention.decode import _combine_kernel, _decode_kernel  # noqa: E4
 from kernels.attention.rope import _rope_kv_write_kernel  # noqa: E402
 from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # noqa: E402
 from kernels.quant.mixq import _mixq_gemm_kernel, _mixq_quantize_kernel  # noqa: E402
-from kernels.quant.wo_matmul import _wo_matmul_kernel  # noqa: E402
+from kernels.quant.wo_matmul import _wo_gemv_kernel, _wo_matmul_kernel  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 32)
 
@@ -49,10 +49,16 @@ def cases():
     wo = {"X": "*bf16", "S": "*bf16", "Z": "*bf16", "Y": "*bf16", "P": "*fp32", "COUNT": "*i32"}
     for bits in (4, 8):
         for swap in (False, True):
-            yield (f"wo_matmul int{bits} M=1 swap_ab={swap}", _wo_matmul_kernel,
+            yield (f"wo_matmul int{bits} M=1 swap_ab={swap} fast_cvt={bits == 4}", _wo_matmul_kernel,
                    wo | {"Q": "*u8" if bits == 4 else "*i8"},
-                   {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap,
+                   {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap, "FAST_CVT": bits == 4,
                     "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
+        yield (f"wo_gemv int{bits}", _wo_gemv_kernel, wo | {"Q": "*u8" if bits == 4 else "*i8"},
+               {"BITS": bits, "SPLIT": True, "BLOCK_N": 128, "BLOCK_K": 128})
+    yield ("wo_matmul int4 prefill fp16 fast_cvt", _wo_matmul_kernel,
+           wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},
+           {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": False, "FAST_CVT": True,
+            "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
     yield ("mixq_gemm", _mixq_gemm_kernel,
            {"XQ": "*i8", "SX": "*fp32", "X": "*bf16", "IDX": "*i32", "WQ": "*i8", "SW": "*bf16", "WH": "*bf16",
             "Y": "*bf16"}, {"stride_wqk": 1, "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "BLOCK_O": 32})

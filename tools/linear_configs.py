@@ -4,6 +4,7 @@ K block, stages, waves of split-K programs, and where the split-K partials are s
 shape: the default, the best few, and the time of a pure read of the same weight bytes
 (tools/read_bound.py), the bound a kernel of that size can reach."""
 import itertools
+import sys
 
 import torch
 
@@ -13,8 +14,9 @@ from kernels.linear import gated_mlp, linear, rmsnorm_linear
 from tools.read_bound import read_bound_s
 
 bw = get_ceilings()["copy_gbps"]
-SHAPES = [("norm", 1, 4096, 6144), ("norm", 16, 4096, 4096), ("mlp", 1, 4096, 14336), ("mlp", 16, 4096, 4096),
-          ("linear", 1, 14336, 4096), ("linear", 1, 4096, 4096)]
+SHAPES = [("norm", 1, 4096, 4096), ("norm", 64, 4096, 4096), ("norm", 16, 4096, 6144), ("mlp", 16, 4096, 4096)]
+if len(sys.argv) > 1:  # e.g. norm:64:4096:4096
+    SHAPES = [(a, int(b), int(c), int(d)) for a, b, c, d in (arg.split(":") for arg in sys.argv[1:])]
 for op, m, k, n in SHAPES:
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     g = torch.ones(k, device="cuda", dtype=torch.bfloat16)
@@ -23,21 +25,29 @@ for op, m, k, n in SHAPES:
     call = {"norm": lambda c: rmsnorm_linear(x, g, w1, _config=c), "linear": lambda c: linear(x, w1, _config=c),
             "mlp": lambda c: gated_mlp(x, w1, w3, _config=c)}[op]
     provs = {"default": lambda: call({}), "default-merge": lambda: call({"fixup": "merge"})}
-    grid = itertools.product([64, 128], [128, 256], [3, 4], [2, 4, 8]) if op != "mlp" else \
-        itertools.product([32, 64], [128], [3, 4], [1, 2, 4])
-    for bn, bk, ns, waves in grid:
-        cfg = dict(block_n=bn, block_k=bk, num_warps=4, num_stages=ns, waves=waves)
+    if op != "mlp":
+        grid = itertools.product([64, 128], [128, 256], [4, 8], [3], [1, 2, 4] if m > 16 else [2, 4, 8])
+    else:
+        grid = itertools.product([32, 64], [128], [4], [3, 4], [1, 2, 4])
+    for bn, bk, nw, ns, waves in grid:
+        cfg = dict(block_n=bn, block_k=bk, num_warps=nw, num_stages=ns, waves=waves)
         try:  # a config that does not fit in shared memory is skipped
             call(cfg)
         except Exception as e:  # noqa: BLE001 - triton's OutOfResources and friends
-            print(f"  skip n{bn}k{bk}s{ns}x{waves}: {type(e).__name__}")
+            print(f"  skip n{bn}k{bk}w{nw}s{ns}x{waves}: {type(e).__name__}")
             continue
-        provs[f"n{bn}k{bk}s{ns}x{waves}"] = lambda cfg=cfg: call(cfg)
+        provs[f"n{bn}k{bk}w{nw}s{ns}x{waves}"] = lambda cfg=cfg: call(cfg)
+        if m > 16:  # many partial rows: the merge kernel may win
+            provs[f"n{bn}k{bk}w{nw}s{ns}x{waves}-merge"] = lambda cfg=cfg: call(cfg | {"fixup": "merge"})
+    wt = w1.T.contiguous()
+    if op == "norm":  # the baseline's GEMM alone (cuBLAS), for scale
+        provs["cublas-gemm-only"] = lambda: torch.nn.functional.linear(x, wt)
     ms = time_providers(provs, lambda: (), TimingConfig(rep_ms=10, warmup_ms=2, mode="events"))
     nbytes = k * n * (2 if op == "mlp" else 1) * 2
     rb, _ = read_bound_s(nbytes)
-    best = sorted(ms.items(), key=lambda kv: kv[1].median_s)[:5]
+    best = sorted(ms.items(), key=lambda kv: kv[1].median_s)[:6]
     pct = lambda t: f"{t * 1e6:.1f}us {nbytes / t / 1e9 / bw:.0%}"
+    cub = f", cuBLAS GEMM alone {pct(ms['cublas-gemm-only'].median_s)}" if op == "norm" else ""
     print(f"{op} m{m} {k}x{n}: read bound {pct(rb)}; default {pct(ms['default'].median_s)}, "
-          f"merge kernel {pct(ms['default-merge'].median_s)}; best: " +
+          f"merge kernel {pct(ms['default-merge'].median_s)}{cub}; best: " +
           ", ".join(f"{k_} {pct(v.median_s)}" for k_, v in best), flush=True)

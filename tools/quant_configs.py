@@ -1,8 +1,11 @@
-"""Explore the weight-only GEMM's launch configurations on the GPU, cold L2: one row on
-the tensor-core path (16-row tiles), int4 (group 128) and int8, 4096 -> 14336, bf16. Prints per
-shape the pure read bound of the weight bytes (tools/read_bound.py), the default and the
-best few, with % of copy bandwidth."""
+"""Explore the weight-only GEMM's launch configurations on the GPU, cold L2, bf16,
+4096 -> 14336: int4 (group 128) and int8 at one row (the tensor-core path with 16-row
+tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path), int4 at 16 rows,
+and int4 prefill at 2048 rows. Prints per case the pure read bound of the weight bytes
+(tools/read_bound.py), the default and the best few, with % of copy bandwidth (or TFLOP/s
+for prefill)."""
 import itertools
+import sys
 
 import torch
 
@@ -14,23 +17,61 @@ from tools.read_bound import read_bound_s
 bw = get_ceilings()["copy_gbps"]
 k, n = 4096, 14336
 w = torch.randn(n, k, device="cuda") * k ** -0.5
-for recipe, m in [("int4wo-128", 1), ("int8wo", 1)]:
+
+
+def grid(recipe, m):
+    int4 = recipe != "int8wo"
+    cvts = (False, True) if int4 else (False,)
+    if m == 1:
+        for bn, ns, waves, swap, cvt in itertools.product([64, 128], [3, 4], [4, 8], [False, True], cvts):
+            yield dict(block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves, swap_ab=swap,
+                       fast_cvt=cvt)
+        for bn, nw, ns, waves in itertools.product([64, 128, 256], [4, 8], [2, 4], [4, 8]):
+            yield dict(path="gemv", block_n=bn, block_k=128, num_warps=nw, num_stages=ns, waves=waves)
+    elif m == 16:
+        for bn, ns, waves, swap, cvt in itertools.product([64, 128], [3, 4], [2, 4, 8], [False, True], cvts):
+            yield dict(block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves, swap_ab=swap,
+                       fast_cvt=cvt)
+    else:  # prefill: swap_ab puts the weight tile (rows of N) first
+        for bm, bn, bk, nw, swap, cvt in itertools.product([64, 128], [64, 128], [64, 128], [4, 8], [False, True], cvts):
+            yield dict(block_m=bm, block_n=bn, block_k=bk, num_warps=nw, num_stages=3, waves=1, swap_ab=swap,
+                       fast_cvt=cvt)
+
+
+def name(cfg):
+    if cfg.get("path") == "gemv":
+        return f"gemv-n{cfg['block_n']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
+    return (f"m{cfg['block_m']}n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
+            + ("-swap" if cfg["swap_ab"] else "") + ("-cvt" if cfg["fast_cvt"] else ""))
+
+
+cases = [("int4wo-128", 1), ("int8wo", 1), ("int4wo-128", 16), ("int4wo-128", 2048)]
+only = sys.argv[1:]  # e.g. int4wo-128:1
+for recipe, m in cases:
+    if only and f"{recipe}:{m}" not in only:
+        continue
     qw = quantize_int4_weight(w, 128, torch.bfloat16) if recipe != "int8wo" else quantize_int8_weight(w, torch.bfloat16)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     provs = {"default": lambda: wo_matmul(x, qw)}
-    grid = itertools.product([64, 128, 256], [128], [4], [3, 4], [2, 4, 8], [False, True])
-    for bn, bk, nw, ns, waves, swap in grid:
-        cfg = dict(block_m=16, block_n=bn, block_k=bk, num_warps=nw, num_stages=ns, waves=waves, swap_ab=swap)
+    if m > 16:
+        wd = w.to(torch.bfloat16)
+        provs["F.linear"] = lambda: torch.nn.functional.linear(x, wd)
+    for cfg in grid(recipe, m):
         try:
             wo_matmul(x, qw, _config_override=cfg)
         except Exception as e:  # noqa: BLE001 - out of resources and friends
-            print(f"  skip {cfg}: {type(e).__name__}")
+            print(f"  skip {name(cfg)}: {type(e).__name__}")
             continue
-        name = f"n{bn}k{bk}w{nw}s{ns}x{waves}" + ("-swap" if swap else "")
-        provs[name] = lambda cfg=cfg: wo_matmul(x, qw, _config_override=cfg)
+        provs[name(cfg)] = lambda cfg=cfg: wo_matmul(x, qw, _config_override=cfg)
     ms = time_providers(provs, lambda: (), TimingConfig(rep_ms=10, warmup_ms=2, mode="events"))
-    rb, _ = read_bound_s(qw.nbytes)
-    pct = lambda t: f"{t * 1e6:.1f}us {qw.nbytes / t / 1e9 / bw:.0%}"
-    best = sorted(ms.items(), key=lambda kv: kv[1].median_s)[:5]
-    print(f"{recipe} m{m} {k}x{n} ({qw.nbytes / 1e6:.1f} MB): read bound {pct(rb)}; default {pct(ms['default'].median_s)}; "
+    best = sorted(ms.items(), key=lambda kv: kv[1].median_s)[:6]
+    if m > 16:
+        flops = 2 * m * k * n
+        pct = lambda t: f"{t * 1e6:.1f}us {flops / t / 1e12:.0f}TF/s"
+        head = f"F.linear {pct(ms['F.linear'].median_s)}"
+    else:
+        rb, _ = read_bound_s(qw.nbytes)
+        pct = lambda t: f"{t * 1e6:.1f}us {qw.nbytes / t / 1e9 / bw:.0%}"
+        head = f"read bound {pct(rb)}"
+    print(f"{recipe} m{m} {k}x{n} ({qw.nbytes / 1e6:.1f} MB): {head}; default {pct(ms['default'].median_s)}; "
           "best: " + ", ".join(f"{k_} {pct(v.median_s)}" for k_, v in best), flush=True)

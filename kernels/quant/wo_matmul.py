@@ -74,7 +74,32 @@ def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, 
 
 
 @triton.jit
-def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.constexpr):
+def _nibble_as(q, dtype: tl.constexpr, FAST_CVT: tl.constexpr):
+    """A 4-bit value (an integer tensor in 0..15) as `dtype`. FAST_CVT: OFFSET + q, built from
+    bits (the value ORed into the mantissa of OFFSET, exact) instead of an integer-to-float
+    conversion instruction, which runs at a quarter of the FMA rate; the caller subtracts OFFSET."""
+    if FAST_CVT:
+        if dtype == tl.bfloat16:
+            return (q.to(tl.int16) | 0x4300).to(tl.bfloat16, bitcast=True)  # 128 + q
+        else:
+            return (q.to(tl.int16) | 0x6400).to(tl.float16, bitcast=True)  # 1024 + q
+    else:
+        return q.to(dtype)
+
+
+@triton.jit
+def _nibble_offset(dtype: tl.constexpr, FAST_CVT: tl.constexpr):
+    if FAST_CVT:
+        if dtype == tl.bfloat16:
+            return 128.0
+        else:
+            return 1024.0
+    else:
+        return 0.0
+
+
+@triton.jit
+def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr):
     """acc (M, N) += this block's product, or acc_t (N, M) with SWAP_AB."""
     if BITS == 8:
         if SWAP_AB:
@@ -82,24 +107,80 @@ def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.c
         else:
             acc = tl.dot(x_a, w.to(x_a.dtype), acc)
     else:
+        zo = z + _nibble_offset(x_a.dtype, FAST_CVT)
+        lo = _nibble_as(w & 15, x_a.dtype, FAST_CVT)
+        hi = _nibble_as(w >> 4, x_a.dtype, FAST_CVT)
         if SWAP_AB:
-            part_t = tl.dot((w & 15).to(x_a.dtype), x_a)
-            part_t = tl.dot((w >> 4).to(x_b.dtype), x_b, part_t)
+            part_t = tl.dot(lo, x_a)
+            part_t = tl.dot(hi, x_b, part_t)
             x_sum = tl.sum(x_a.to(tl.float32), axis=0) + tl.sum(x_b.to(tl.float32), axis=0)
-            acc_t += s[:, None] * (part_t - z[:, None] * x_sum[None, :])
+            acc_t += s[:, None] * (part_t - zo[:, None] * x_sum[None, :])
         else:
-            part = tl.dot(x_a, (w & 15).to(x_a.dtype))
-            part = tl.dot(x_b, (w >> 4).to(x_b.dtype), part)
+            part = tl.dot(x_a, lo)
+            part = tl.dot(x_b, hi, part)
             x_sum = tl.sum(x_a.to(tl.float32), axis=1) + tl.sum(x_b.to(tl.float32), axis=1)
-            acc += s[None, :] * (part - x_sum[:, None] * z[None, :])
+            acc += s[None, :] * (part - x_sum[:, None] * zo[None, :])
     return acc, acc_t
+
+
+@triton.jit
+def _wo_gemv_kernel(
+    X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_qk, stride_sg,
+    BITS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """One row (decode, M = 1) on the CUDA cores: y[n] = sum_k x[k] w[k, n].
+    Integers become fp32 from bits: 2^23 + q has q in its mantissa (no conversion
+    instruction). The products accumulate in a 2-D tile, summed over K once at the end, so
+    the loop has no cross-thread reduction. int4 blocks are one group (BLOCK_K = GROUP)."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = rn < N
+    k_start = pid_k * k_chunk
+    k_end = tl.minimum(k_start + k_chunk, K)
+    if BITS == 8:
+        acc2 = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
+        for k0 in range(k_start, k_end, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            k_ok = rk < k_end
+            q = tl.load(Q + rk[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0)
+            x = tl.load(X + rk, mask=k_ok, other=0.0).to(tl.float32)
+            w = (q.to(tl.int32) + (0x4B000000 + 128)).to(tl.float32, bitcast=True) - 8388736.0  # 2^23 + 128
+            acc2 += w * x[:, None]
+        acc = tl.sum(acc2, axis=0) * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
+    else:
+        acc2 = tl.zeros([BLOCK_K // 2, BLOCK_N], dtype=tl.float32)
+        for k0 in range(k_start, k_end, BLOCK_K):  # whole blocks: K, chunks and k0 are multiples of BLOCK_K
+            j = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+            packed = tl.load(Q + j[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=n_ok[None, :], other=0)
+            x_a = tl.load(X + 2 * j).to(tl.float32)
+            x_b = tl.load(X + 2 * j + 1).to(tl.float32)
+            g = k0 // BLOCK_K
+            s = tl.load(S + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
+            z = tl.load(Z + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
+            p = packed.to(tl.int32)
+            # (2^23 + q) - 2^23 = q exactly; the zero point is fractional (HQQ), so it is
+            # subtracted after, not folded into the offset (fp32 has no fraction at 2^23)
+            lo = ((p & 15) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+            hi = ((p >> 4) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+            acc2 += ((lo - z[None, :]) * x_a[:, None] + (hi - z[None, :]) * x_b[:, None]) * s[None, :]
+        acc = tl.sum(acc2, axis=0)
+    if SPLIT:
+        tl.store(P + pid_k.to(tl.int64) * N + rn, acc, mask=n_ok)
+        if last_to_arrive(COUNT, pid_n, n_splits):
+            acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+            for s_ in range(0, n_splits):
+                acc += tl.load(P + s_ * N + rn, mask=n_ok, other=0.0, cache_modifier=".cg")
+            tl.store(Y + rn, acc.to(Y.dtype.element_ty), mask=n_ok)
+    else:
+        tl.store(Y + rn, acc.to(Y.dtype.element_ty), mask=n_ok)
 
 
 @triton.jit
 def _wo_matmul_kernel(
     X, Q, S, Z, Y, P, COUNT,
     M, N, K, k_chunk, n_splits, stride_xm, stride_qk, stride_sg, stride_ym,
-    BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, SWAP_AB: tl.constexpr,
+    BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -116,7 +197,7 @@ def _wo_matmul_kernel(
     for k0 in range(k_start, k_end, BLOCK_K):
         w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
                                        BITS, GROUP, SWAP_AB, BLOCK_M, BLOCK_N, BLOCK_K)
-        acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB)
+        acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB, FAST_CVT)
     if SWAP_AB:
         acc = tl.trans(acc_t)
 
@@ -148,6 +229,9 @@ def _config(M: int, bits: int, group):
         cfg = dict(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=3, waves=2)
     else:
         cfg = dict(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, waves=1)
+    # Options under evaluation (tools/quant_configs.py), off until measured: path "gemv" (one
+    # row on the CUDA cores, _wo_gemv_kernel), swap_ab, fast_cvt (int4 to float from bits).
+    cfg.update(path="mma", swap_ab=False, fast_cvt=False)
     if bits == 4:
         cfg["block_k"] = min(cfg["block_k"], group)  # a K block never straddles two groups
     return cfg
@@ -196,17 +280,33 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     if qw.bits == 4 and (qw.group % cfg["block_k"] or cfg["block_k"] & (cfg["block_k"] - 1)):
         raise ValueError(f"block_k {cfg['block_k']} must be a power of two dividing the group {qw.group}: "
                          "a K block may not straddle two groups")
+    if cfg["path"] not in ("mma", "gemv"):
+        raise ValueError(f"path must be 'mma' or 'gemv', got {cfg['path']!r}")
+    gemv = cfg["path"] == "gemv"
+    if gemv and M != 1:
+        raise ValueError(f"the gemv path computes one row; x has {M}")
+    if gemv and qw.bits == 4:
+        cfg["block_k"] = qw.group  # a block is one group
     n_tiles, m_tiles = triton.cdiv(N, cfg["block_n"]), triton.cdiv(M, cfg["block_m"])
+    if gemv:
+        m_tiles = 1
     n_splits, k_chunk = split_plan(K, cfg["block_k"], n_tiles * m_tiles, x.device, num_splits, cfg["waves"],
                                    min_blocks=2)
     split = n_splits > 1
     p = torch.empty(n_splits, M, N, dtype=torch.float32, device=x.device) if split else y2
     count = tile_counters(x.device, n_tiles * m_tiles) if split else y2
     zero = qw.zero if qw.bits == 4 else qw.scale
+    if gemv:
+        _wo_gemv_kernel[(n_tiles, n_splits)](
+            x2, qw.qweight, qw.scale, zero, y2, p, count, N, K, k_chunk, n_splits, qw.qweight.stride(0),
+            qw.scale.stride(0), BITS=qw.bits, SPLIT=split, BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )
+        return y
     _wo_matmul_kernel[(n_tiles, n_splits, m_tiles)](
         x2, qw.qweight, qw.scale, zero, y2, p, count,
         M, N, K, k_chunk, n_splits, x2.stride(0), qw.qweight.stride(0), qw.scale.stride(0), y2.stride(0),
-        BITS=qw.bits, GROUP=qw.group or 1, SPLIT=split, SWAP_AB=bool(cfg.get("swap_ab", False)),
+        BITS=qw.bits, GROUP=qw.group or 1, SPLIT=split, SWAP_AB=bool(cfg["swap_ab"]), FAST_CVT=bool(cfg["fast_cvt"]),
         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

@@ -81,12 +81,15 @@ def test_wo_matmul_rejects_bad_input(device):
         wo_matmul(torch.randn(2, 64, dtype=torch.float16, device=device), torch.zeros(64, 32))
 
 
-@pytest.mark.parametrize("options", [{"swap_ab": True}])
+MMA_OPTIONS = [{"swap_ab": True}, {"fast_cvt": True}, {"swap_ab": True, "fast_cvt": True}]
+
+
+@pytest.mark.parametrize("m,options", [(m, o) for m in (1, 5, 16) for o in MMA_OPTIONS]
+                         + [(1, {"path": "gemv", "block_n": 64})])  # the gemv path is for one row
 @pytest.mark.parametrize("recipe", ["int8wo", "int4wo-64"])
-@pytest.mark.parametrize("m", [1, 5, 16])
 def test_launch_options_compute_the_same_product(device, recipe, m, options):
-    """The transposed tile (weights as the MMA's left operand) is the same function, split
-    or not."""
+    """Every launch option is the same function, split or not: the transposed tile (weights
+    as the MMA's left operand), int4 converted from bits, the one-row CUDA-core path."""
     g = torch.Generator().manual_seed(m)
     k, n = 512 - (37 if recipe == "int8wo" else 0), 200
     w, x = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g).to(torch.float16)
@@ -98,3 +101,13 @@ def test_launch_options_compute_the_same_product(device, recipe, m, options):
     for splits in (1, 3):
         y = wo_matmul(x.to(device), qw_dev, num_splits=splits, _config_override=options)
         assert sqnr_db(exact, y.cpu()) >= floor, f"splits={splits}: {sqnr_db(exact, y.cpu()):.1f} dB < {floor:.1f} dB"
+
+
+def test_wo_matmul_rejects_bad_launch_options(device):
+    qw = quantize_int8_weight(torch.randn(32, 64), torch.float16)
+    qw.qweight, qw.scale = qw.qweight.to(device), qw.scale.to(device)
+    x = torch.randn(2, 64, dtype=torch.float16, device=device)
+    with pytest.raises(ValueError, match="the gemv path computes one row; x has 2"):
+        wo_matmul(x, qw, _config_override={"path": "gemv"})
+    with pytest.raises(ValueError, match="path must be 'mma' or 'gemv'"):
+        wo_matmul(x, qw, _config_override={"path": "simt"})
