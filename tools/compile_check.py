@@ -29,9 +29,11 @@ def check(fn, types, consts, num_warps=4, num_stages=3):
     """Compile fn with argument types (default i32) and constants; raise on failure."""
     names = list(inspect.signature(fn.fn).parameters)
     sig = {n: ("constexpr" if n in consts else types.get(n, "i32")) for n in names}
-    # Pointers 16-byte aligned, as PyTorch allocates them and Triton specializes them at
-    # launch: without it the compiler neither vectorizes nor pipelines with cp.async.
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if sig[n].startswith("*")}
+    # Pointers 16-byte aligned, as PyTorch allocates them, and strides and sizes divisible
+    # by 16, as they are at the suite's shapes: Triton specializes both at launch, and
+    # without them the compiler neither vectorizes nor pipelines with cp.async.
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
+             if sig[n].startswith("*") or n.startswith("stride") or n in ("N", "K", "k_chunk")}
     triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), target=HOPPER,
                    options={"num_warps": num_warps, "num_stages": num_stages})
 
@@ -52,13 +54,14 @@ def cases():
             yield (f"wo_matmul int{bits} M=1 swap_ab={swap} fast_cvt={bits == 4}", _wo_matmul_kernel,
                    wo | {"Q": "*u8" if bits == 4 else "*i8"},
                    {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap, "FAST_CVT": bits == 4,
-                    "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
+                    "INTERLEAVE": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
         yield (f"wo_gemv int{bits}", _wo_gemv_kernel, wo | {"Q": "*u8" if bits == 4 else "*i8"},
                {"BITS": bits, "SPLIT": True, "BLOCK_N": 128, "BLOCK_K": 128})
-    yield ("wo_matmul int4 prefill fp16 fast_cvt", _wo_matmul_kernel,
-           wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},
-           {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": False, "FAST_CVT": True,
-            "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
+    for swap in (False, True):
+        yield (f"wo_matmul int4 prefill fp16 interleave swap_ab={swap}", _wo_matmul_kernel,
+               wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},
+               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "FAST_CVT": True, "INTERLEAVE": True,
+                "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
     yield ("mixq_gemm", _mixq_gemm_kernel,
            {"XQ": "*i8", "SX": "*fp32", "X": "*bf16", "IDX": "*i32", "WQ": "*i8", "SW": "*bf16", "WH": "*bf16",
             "Y": "*bf16"}, {"stride_wqk": 1, "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "BLOCK_O": 32})

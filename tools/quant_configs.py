@@ -1,7 +1,7 @@
 """Explore the weight-only GEMM's launch configurations on the GPU, cold L2, bf16,
 4096 -> 14336: int4 (group 128) and int8 at one row (the tensor-core path with 16-row
-tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path), int4 at 16 rows,
-and int4 prefill at 2048 rows. Prints per case the pure read bound of the weight bytes
+tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path), and at 16 and
+2048 rows (swap_ab, interleave). Arguments pick cases: recipe:rows. Prints per case the pure read bound of the weight bytes
 (tools/read_bound.py), the default and the best few, with % of copy bandwidth (or TFLOP/s
 for prefill)."""
 import itertools
@@ -24,28 +24,29 @@ def grid(recipe, m):
     cvts = (False, True) if int4 else (False,)
     if m == 1:
         for bn, ns, waves, swap, cvt in itertools.product([64, 128], [3, 4], [4, 8], [False, True], cvts):
-            yield dict(block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves, swap_ab=swap,
-                       fast_cvt=cvt)
+            yield dict(path="mma", block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves,
+                       swap_ab=swap, fast_cvt=cvt)
         for bn, nw, ns, waves in itertools.product([64, 128, 256], [4, 8], [2, 4], [4, 8]):
             yield dict(path="gemv", block_n=bn, block_k=128, num_warps=nw, num_stages=ns, waves=waves)
     elif m == 16:
-        for bn, ns, waves, swap, cvt in itertools.product([64, 128], [3, 4], [2, 4, 8], [False, True], cvts):
-            yield dict(block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves, swap_ab=swap,
-                       fast_cvt=cvt)
+        for bn, ns, waves, swap, il in itertools.product([64, 128], [3, 4], [4, 8], [False, True], [False, True]):
+            yield dict(path="mma", block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves,
+                       swap_ab=swap, fast_cvt=int4, interleave=il and int4)
     else:  # prefill: swap_ab puts the weight tile (rows of N) first
-        for bm, bn, bk, nw, swap, cvt in itertools.product([64, 128], [64, 128], [64, 128], [4, 8], [False, True], cvts):
-            yield dict(block_m=bm, block_n=bn, block_k=bk, num_warps=nw, num_stages=3, waves=1, swap_ab=swap,
-                       fast_cvt=cvt)
+        for bn, bk, nw, swap, il in itertools.product([128, 256], [64, 128], [4, 8], [False, True], [False, True]):
+            yield dict(path="mma", block_m=128, block_n=bn, block_k=bk, num_warps=nw, num_stages=3, waves=1,
+                       swap_ab=swap, fast_cvt=int4, interleave=il and int4)
 
 
 def name(cfg):
     if cfg.get("path") == "gemv":
         return f"gemv-n{cfg['block_n']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
     return (f"m{cfg['block_m']}n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
-            + ("-swap" if cfg["swap_ab"] else "") + ("-cvt" if cfg["fast_cvt"] else ""))
+            + ("-swap" if cfg["swap_ab"] else "") + ("-cvt" if cfg["fast_cvt"] else "")
+            + ("-il" if cfg.get("interleave") else ""))
 
 
-cases = [("int4wo-128", 1), ("int8wo", 1), ("int4wo-128", 16), ("int4wo-128", 2048)]
+cases = [("int4wo-128", 1), ("int8wo", 1), ("int4wo-128", 16), ("int8wo", 16), ("int4wo-128", 2048), ("int8wo", 2048)]
 only = sys.argv[1:]  # e.g. int4wo-128:1
 for recipe, m in cases:
     if only and f"{recipe}:{m}" not in only:

@@ -11,9 +11,15 @@ int4 (per group, asymmetric): every K block lies inside one group, where
 so the tile GEMM runs on the raw 4-bit values (exact in fp16/bf16) and each group's scale
 and zero enter once per output, not once per weight. The two nibbles of a byte hold
 adjacent k (even, odd), multiplied with the even and the odd columns of x.
-A launch option under evaluation (off until measured): `swap_ab` computes the tile
-transposed, W x^T, so the converted weight is the MMA's left operand, which Hopper's wgmma
-takes from registers (compiled for sm_90, the default path runs mma.sync; the swap, wgmma).
+Launch options (defaults from H100 sweeps, see _config):
+- `swap_ab` computes the tile transposed, W x^T, so the converted weight is the MMA's left
+  operand, which Hopper's wgmma takes from registers (otherwise: mma.sync, compiled for sm_90);
+- `fast_cvt` makes int4 values bf16/fp16 from bits (OFFSET + q, with q ORed into the
+  mantissa) instead of the integer-to-float instruction, which runs at a quarter of the FMA
+  rate; the zero point absorbs OFFSET;
+- `interleave` (int4, under evaluation): the two nibbles put back in K order in registers,
+  so x is read contiguously and one full-depth dot replaces two half-depth ones;
+- `path="gemv"`: one row on the CUDA cores (_wo_gemv_kernel), no 16-row padding.
 Few rows (decode): the weight is all the traffic and N alone does not fill the GPU, so K
 is split over several programs; the last program of each output tile sums the fp32
 partials (arrival counters, as kernels/linear/fused.py).
@@ -34,10 +40,11 @@ DTYPES = (torch.float16, torch.bfloat16)
 
 @triton.jit
 def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
-               BITS: tl.constexpr, GROUP: tl.constexpr, SWAP_AB: tl.constexpr,
+               BITS: tl.constexpr, GROUP: tl.constexpr, SWAP_AB: tl.constexpr, INTERLEAVE: tl.constexpr,
                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """One K block: (weight tile, x tile(s), scale, zero). int8: x_b repeats x_a and s, z are
-    unused; int4: the packed tile, x's even and odd columns, the group's scale and zero.
+    unused; int4: the packed tile, x's even and odd columns (INTERLEAVE: x_a the whole x
+    tile, read contiguously), the group's scale and zero.
     SWAP_AB: tiles transposed (weights [N, K], x [K, M]). Masked past k_end."""
     if BITS == 8:
         rk = k0 + tl.arange(0, BLOCK_K)
@@ -60,16 +67,26 @@ def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, 
         in_k = (g * GROUP + 0 * rn) < k_end  # the whole block is in (or out), as a vector over N
         s = tl.load(S + g * stride_sg + rn, mask=n_ok & in_k, other=0.0).to(tl.float32)
         z = tl.load(Z + g * stride_sg + rn, mask=n_ok & in_k, other=0.0).to(tl.float32)
+        rk = k0 + tl.arange(0, BLOCK_K)
+        k_ok = rk < k_end
         if SWAP_AB:
             w = tl.load(Q + j[None, :].to(tl.int64) * stride_qk + rn[:, None], mask=n_ok[:, None] & j_ok[None, :], other=0)
             x_cols = X + rm[None, :].to(tl.int64) * stride_xm
-            x_a = tl.load(x_cols + 2 * j[:, None], mask=m_ok[None, :] & j_ok[:, None], other=0.0)
-            x_b = tl.load(x_cols + 2 * j[:, None] + 1, mask=m_ok[None, :] & j_ok[:, None], other=0.0)
+            if INTERLEAVE:
+                x_a = tl.load(x_cols + rk[:, None], mask=m_ok[None, :] & k_ok[:, None], other=0.0)
+                x_b = x_a
+            else:
+                x_a = tl.load(x_cols + 2 * j[:, None], mask=m_ok[None, :] & j_ok[:, None], other=0.0)
+                x_b = tl.load(x_cols + 2 * j[:, None] + 1, mask=m_ok[None, :] & j_ok[:, None], other=0.0)
         else:
             w = tl.load(Q + j[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=n_ok[None, :] & j_ok[:, None], other=0)
             x_rows = X + rm[:, None].to(tl.int64) * stride_xm
-            x_a = tl.load(x_rows + 2 * j[None, :], mask=m_ok[:, None] & j_ok[None, :], other=0.0)
-            x_b = tl.load(x_rows + 2 * j[None, :] + 1, mask=m_ok[:, None] & j_ok[None, :], other=0.0)
+            if INTERLEAVE:
+                x_a = tl.load(x_rows + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+                x_b = x_a
+            else:
+                x_a = tl.load(x_rows + 2 * j[None, :], mask=m_ok[:, None] & j_ok[None, :], other=0.0)
+                x_b = tl.load(x_rows + 2 * j[None, :] + 1, mask=m_ok[:, None] & j_ok[None, :], other=0.0)
     return w, x_a, x_b, s, z
 
 
@@ -99,7 +116,8 @@ def _nibble_offset(dtype: tl.constexpr, FAST_CVT: tl.constexpr):
 
 
 @triton.jit
-def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr):
+def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr,
+                INTERLEAVE: tl.constexpr):
     """acc (M, N) += this block's product, or acc_t (N, M) with SWAP_AB."""
     if BITS == 8:
         if SWAP_AB:
@@ -110,7 +128,16 @@ def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.c
         zo = z + _nibble_offset(x_a.dtype, FAST_CVT)
         lo = _nibble_as(w & 15, x_a.dtype, FAST_CVT)
         hi = _nibble_as(w >> 4, x_a.dtype, FAST_CVT)
-        if SWAP_AB:
+        if INTERLEAVE:  # the nibbles back in K order (k = 2j, 2j + 1): one full-depth dot
+            if SWAP_AB:
+                q_t = tl.reshape(tl.join(lo, hi), (lo.shape[0], 2 * lo.shape[1]))
+                part_t = tl.dot(q_t, x_a)
+                acc_t += s[:, None] * (part_t - zo[:, None] * tl.sum(x_a.to(tl.float32), axis=0)[None, :])
+            else:
+                q = tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), (2 * lo.shape[0], lo.shape[1]))
+                part = tl.dot(x_a, q)
+                acc += s[None, :] * (part - tl.sum(x_a.to(tl.float32), axis=1)[:, None] * zo[None, :])
+        elif SWAP_AB:
             part_t = tl.dot(lo, x_a)
             part_t = tl.dot(hi, x_b, part_t)
             x_sum = tl.sum(x_a.to(tl.float32), axis=0) + tl.sum(x_b.to(tl.float32), axis=0)
@@ -181,7 +208,7 @@ def _wo_matmul_kernel(
     X, Q, S, Z, Y, P, COUNT,
     M, N, K, k_chunk, n_splits, stride_xm, stride_qk, stride_sg, stride_ym,
     BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    INTERLEAVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -196,8 +223,8 @@ def _wo_matmul_kernel(
     k_end = tl.minimum(k_start + k_chunk, K)
     for k0 in range(k_start, k_end, BLOCK_K):
         w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
-                                       BITS, GROUP, SWAP_AB, BLOCK_M, BLOCK_N, BLOCK_K)
-        acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB, FAST_CVT)
+                                       BITS, GROUP, SWAP_AB, INTERLEAVE, BLOCK_M, BLOCK_N, BLOCK_K)
+        acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB, FAST_CVT, INTERLEAVE)
     if SWAP_AB:
         acc = tl.trans(acc_t)
 
@@ -220,18 +247,25 @@ def _wo_matmul_kernel(
         tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=out_mask)
 
 
-def _config(M: int, bits: int, group):
-    if M == 1:  # H100 sweep (tools/quant_configs.py): int4 52.4 -> 43.2 us, int8 39.0 -> 33.7 us
+def _config(M: int, bits: int, group, path=None):
+    """Launch defaults, from H100 sweeps (tools/quant_configs.py; results/<gpu>/quant_configs*.txt),
+    4096 -> 14336: one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 us, int8 41.2 ->
+    31.0 us; 16 rows, weights as the left operand with int4 converted from bits: 70.6 ->
+    48.4 us; 2048 rows, the same: 5335 -> 2191 us (still 7x cuBLAS bf16: see the README)."""
+    path = path or ("gemv" if M == 1 else "mma")
+    if path not in ("mma", "gemv"):
+        raise ValueError(f"path must be 'mma' or 'gemv', got {path!r}")
+    if path == "gemv":
+        if M != 1:
+            raise ValueError(f"the gemv path computes one row; x has {M}")
+        return dict(path="gemv", block_m=1, block_n=64, block_k=group or 128, num_warps=4, num_stages=2, waves=8)
+    if M <= 16:
         cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8)
-    elif M <= 16:
-        cfg = dict(block_m=16, block_n=128, block_k=128, num_warps=4, num_stages=4, waves=4)
     elif M <= 64:
         cfg = dict(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=3, waves=2)
     else:
         cfg = dict(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, waves=1)
-    # Options under evaluation (tools/quant_configs.py), off until measured: path "gemv" (one
-    # row on the CUDA cores, _wo_gemv_kernel), swap_ab, fast_cvt (int4 to float from bits).
-    cfg.update(path="mma", swap_ab=False, fast_cvt=False)
+    cfg.update(path="mma", swap_ab=True, fast_cvt=bits == 4, interleave=False)
     if bits == 4:
         cfg["block_k"] = min(cfg["block_k"], group)  # a K block never straddles two groups
     return cfg
@@ -275,18 +309,14 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     if M == 0 or N == 0:
         return y
     y2 = y.view(-1, N)
-    cfg = _config(M, qw.bits, qw.group)
+    cfg = _config(M, qw.bits, qw.group, (_config_override or {}).get("path"))
     cfg.update(_config_override or {})
+    gemv = cfg["path"] == "gemv"
+    if qw.bits == 4 and gemv and cfg["block_k"] != qw.group:
+        raise ValueError(f"the gemv path takes one int4 group per block: block_k must be {qw.group}")
     if qw.bits == 4 and (qw.group % cfg["block_k"] or cfg["block_k"] & (cfg["block_k"] - 1)):
         raise ValueError(f"block_k {cfg['block_k']} must be a power of two dividing the group {qw.group}: "
                          "a K block may not straddle two groups")
-    if cfg["path"] not in ("mma", "gemv"):
-        raise ValueError(f"path must be 'mma' or 'gemv', got {cfg['path']!r}")
-    gemv = cfg["path"] == "gemv"
-    if gemv and M != 1:
-        raise ValueError(f"the gemv path computes one row; x has {M}")
-    if gemv and qw.bits == 4:
-        cfg["block_k"] = qw.group  # a block is one group
     n_tiles, m_tiles = triton.cdiv(N, cfg["block_n"]), triton.cdiv(M, cfg["block_m"])
     if gemv:
         m_tiles = 1
@@ -307,6 +337,7 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
         x2, qw.qweight, qw.scale, zero, y2, p, count,
         M, N, K, k_chunk, n_splits, x2.stride(0), qw.qweight.stride(0), qw.scale.stride(0), y2.stride(0),
         BITS=qw.bits, GROUP=qw.group or 1, SPLIT=split, SWAP_AB=bool(cfg["swap_ab"]), FAST_CVT=bool(cfg["fast_cvt"]),
+        INTERLEAVE=bool(cfg["interleave"]),
         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

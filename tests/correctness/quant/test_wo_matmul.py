@@ -81,15 +81,18 @@ def test_wo_matmul_rejects_bad_input(device):
         wo_matmul(torch.randn(2, 64, dtype=torch.float16, device=device), torch.zeros(64, 32))
 
 
-MMA_OPTIONS = [{"swap_ab": True}, {"fast_cvt": True}, {"swap_ab": True, "fast_cvt": True}]
+MMA_OPTIONS = [{"path": "mma"} | o for o in ({"swap_ab": False, "fast_cvt": False}, {"swap_ab": True, "fast_cvt": False},
+                                            {"swap_ab": False}, {"swap_ab": True}, {"interleave": True, "swap_ab": False},
+                                            {"interleave": True, "swap_ab": True})]
 
 
 @pytest.mark.parametrize("m,options", [(m, o) for m in (1, 5, 16) for o in MMA_OPTIONS]
-                         + [(1, {"path": "gemv", "block_n": 64})])  # the gemv path is for one row
+                         + [(1, {"path": "gemv", "block_n": 64}), (1, {"path": "gemv", "block_n": 128, "num_warps": 8})])  # the gemv path is for one row
 @pytest.mark.parametrize("recipe", ["int8wo", "int4wo-64"])
 def test_launch_options_compute_the_same_product(device, recipe, m, options):
     """Every launch option is the same function, split or not: the transposed tile (weights
-    as the MMA's left operand), int4 converted from bits, the one-row CUDA-core path."""
+    as the MMA's left operand), int4 converted from bits (fast_cvt, on by default) or by
+    the instruction, nibbles interleaved into K order, the one-row CUDA-core path."""
     g = torch.Generator().manual_seed(m)
     k, n = 512 - (37 if recipe == "int8wo" else 0), 200
     w, x = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g).to(torch.float16)
