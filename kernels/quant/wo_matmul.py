@@ -17,7 +17,7 @@ Launch options (defaults from H100 sweeps, see _config):
 - `fast_cvt` makes int4 values bf16/fp16 from bits (OFFSET + q, with q ORed into the
   mantissa) instead of the integer-to-float instruction, which runs at a quarter of the FMA
   rate; the zero point absorbs OFFSET;
-- `interleave` (int4, under evaluation): the two nibbles put back in K order in registers,
+- `interleave` (int4; prefill): the two nibbles put back in K order in registers,
   so x is read contiguously and one full-depth dot replaces two half-depth ones;
 - `path="gemv"`: one row on the CUDA cores (_wo_gemv_kernel), no 16-row padding.
 Few rows (decode): the weight is all the traffic and N alone does not fill the GPU, so K
@@ -251,7 +251,8 @@ def _config(M: int, bits: int, group, path=None):
     """Launch defaults, from H100 sweeps (tools/quant_configs.py; results/<gpu>/quant_configs*.txt),
     4096 -> 14336: one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 us, int8 41.2 ->
     31.0 us; 16 rows, weights as the left operand with int4 converted from bits: 70.6 ->
-    48.4 us; 2048 rows, the same: 5335 -> 2191 us (still 7x cuBLAS bf16: see the README)."""
+    48.4 us; 2048 rows: int4 interleaved 5335 -> 1468 us (still 4.8x cuBLAS bf16: see the
+    README), int8 579 -> 528 us."""
     path = path or ("gemv" if M == 1 else "mma")
     if path not in ("mma", "gemv"):
         raise ValueError(f"path must be 'mma' or 'gemv', got {path!r}")
@@ -263,9 +264,12 @@ def _config(M: int, bits: int, group, path=None):
         cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8)
     elif M <= 64:
         cfg = dict(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=3, waves=2)
+    elif bits == 4:  # prefill: the nibbles interleaved, x contiguous, one full-depth dot
+        cfg = dict(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=3, waves=1, swap_ab=False,
+                   interleave=True)
     else:
-        cfg = dict(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, waves=1)
-    cfg.update(path="mma", swap_ab=True, fast_cvt=bits == 4, interleave=False)
+        cfg = dict(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3, waves=1, swap_ab=False)
+    cfg = dict(path="mma", swap_ab=True, fast_cvt=bits == 4, interleave=False) | cfg
     if bits == 4:
         cfg["block_k"] = min(cfg["block_k"], group)  # a K block never straddles two groups
     return cfg

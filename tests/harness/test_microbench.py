@@ -5,14 +5,19 @@ import json
 import re
 
 import pytest
+import torch
 
 from harness.microbench import TORCHAO_COLUMNS, ConfigError, load_config, main, parse_config, shapes_of
 
 pytestmark = pytest.mark.harness
 
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def config(**over):
-    params = {"matrix_shapes": [{"name": "custom", "shapes": [[2, 128, 64]]}], "device": "cpu",
+    # the GPU where there is one (on a GPU machine Triton runs no kernel on CPU tensors)
+    params = {"matrix_shapes": [{"name": "custom", "shapes": [[2, 128, 64]]}], "device": DEVICE,
               "high_precision_dtype": "torch.float16", "model_type": "linear"}
     params.update(over.pop("params", {}))
     return {"quantization_config_recipe_names": ["baseline", "int8wo"], "model_params": [params], **over}
