@@ -146,18 +146,20 @@ class OutlierCache:
 
 
 def mixq_quantize(x2: torch.Tensor, is_out: torch.Tensor, ch_max: torch.Tensor | None = None, qmax: int = 127,
-                  threshold: float = 0.0, rows_per_program: int = 1, block_k: int = 256, num_warps: int = 4):
+                  threshold: float = 0.0, rows_per_program: int = 1, block_k: int | None = None, num_warps: int = 8):
     """Per-token symmetric quantization (grid [-qmax, qmax]) of the non-outlier channels of
     x2 (M, K): (xq int8 (M, K) with the outlier channels zeroed, sx float32 (M,)). With
     ch_max, also max |x| into it for the channels whose max exceeds threshold.
-    Launch: rows per program, K block, warps (H100, 70B q projection: one row per program
-    took 86 us at 2048 rows, 16 rows 168 us; tools/mixq_configs.py)."""
+    Launch: rows per program, K block (default: 2048 up to 256 rows, else 1024), warps.
+    H100 sweep at the 70B q projection (tools/mixq_configs.py): one row per program, 8 warps;
+    2048 rows: K block 1024 63.7 us (256: 90.8 us); 16 rows: K block 2048 18.6 us (256: 50.1 us)."""
     M, K = x2.shape
     xq = torch.empty(M, K, dtype=torch.int8, device=x2.device)
     sx = torch.empty(M, dtype=torch.float32, device=x2.device)
     if M:
         if rows_per_program not in (1, 2, 4, 8, 16, 32):
             raise ValueError(f"rows_per_program must be a power of two up to 32, got {rows_per_program}")
+        block_k = block_k or (2048 if M <= 256 else 1024)
         if block_k not in (128, 256, 512, 1024, 2048, 4096):
             raise ValueError(f"block_k must be a power of two from 128 to 4096, got {block_k}")
         _mixq_quantize_kernel[(triton.cdiv(M, rows_per_program),)](
@@ -253,8 +255,8 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
         return y
     overrides = dict(_config or {})  # tools/mixq_configs.py explores these
     xq, sx = mixq_quantize(x2, is_out, cache.ch_max if layer.track else None, QMAX[layer.bits], cache.threshold,
-                           overrides.pop("QUANT_ROWS", 1), overrides.pop("QUANT_BLOCK_K", 256),
-                           overrides.pop("QUANT_WARPS", 4))
+                           overrides.pop("QUANT_ROWS", 1), overrides.pop("QUANT_BLOCK_K", None),
+                           overrides.pop("QUANT_WARPS", 8))
     y2 = y.view(-1, N)
     # H100 sweep (tools/mixq_configs.py, results/<gpu>/mixq_configs.txt), 70B q projection:
     # 2048 rows 587 -> 554 us with 256-wide N tiles and 4 stages; 16 rows 220 -> 214 us.
