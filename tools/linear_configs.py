@@ -26,7 +26,10 @@ for op, m, k, n in SHAPES:
             "mlp": lambda c: gated_mlp(x, w1, w3, _config=c)}[op]
     provs = {"default": lambda: call({}), "default-merge": lambda: call({"fixup": "merge"})}
     if op != "mlp":
-        grid = itertools.product([64, 128], [128, 256], [4, 8], [3], [1, 2, 4] if m > 16 else [2, 4, 8])
+        # many rows: small K blocks so that several programs fit on an SM (Nsight Compute:
+        # 64 rows with 128-deep blocks held one 4-warp program per SM, 6% occupancy)
+        grid = itertools.product([64, 128], [32, 64, 128] if m > 16 else [64, 128, 256], [4, 8],
+                                 [2, 3, 4] if m > 16 else [3], [1, 2, 4] if m > 16 else [2, 4, 8])
     else:
         grid = itertools.product([32, 64], [128], [4], [3, 4], [1, 2, 4])
     for bn, bk, nw, ns, waves in grid:

@@ -156,8 +156,11 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     # bytes in flight; the gated kernel streams two weights and does best with one wave
     # (4096 -> 14336, one row: 88.4 -> 85.3 us). (K blocks of 256 won the sweep at 16 rows
     # but lost in the perf run: LoRA 16 x 4096 -> 14336 took 1.8x longer; not used.)
+    # One weight: 64-deep K blocks, so that several programs fit on an SM (Nsight Compute,
+    # 64 rows, 128-deep: one 4-warp program per SM, 6% occupancy); RMSNorm+Linear 4096 ->
+    # 4096: 64 rows 33.9 -> 24.8 us, one row 21.3 -> 19.4 us (linear_configs_*small-k.txt).
     if w3 is None:
-        cfg = dict(block_n=128, block_k=128, num_warps=4, num_stages=3, waves=4)
+        cfg = dict(block_n=128, block_k=64, num_warps=4, num_stages=3, waves=2)
     else:
         cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1)
     cfg["fixup"] = "auto"
