@@ -42,8 +42,8 @@ for op, m, k, n in SHAPES:
         provs[f"n{bn}k{bk}w{nw}s{ns}x{waves}"] = lambda cfg=cfg: call(cfg)
         if m > 16:  # many partial rows: the merge kernel may win
             provs[f"n{bn}k{bk}w{nw}s{ns}x{waves}-merge"] = lambda cfg=cfg: call(cfg | {"fixup": "merge"})
-    wt = w1.T.contiguous()
     if op == "norm":  # the baseline's GEMM alone (cuBLAS), for scale
+        wt = w1.T.contiguous()
         provs["cublas-gemm-only"] = lambda: torch.nn.functional.linear(x, wt)
     ms = time_providers(provs, lambda: (), TimingConfig(rep_ms=10, warmup_ms=2, mode="events"))
     nbytes = k * n * (2 if op == "mlp" else 1) * 2

@@ -39,7 +39,7 @@ for m in (2048, 16):
     best = sorted(((k_, v) for k_, v in ms.items() if not k_.startswith("quantize")), key=lambda kv: kv[1].median_s)[:6]
     us = lambda name: f"{ms[name].median_s * 1e6:.1f}us"
     print(f"mixq w8a8 m{m} {n}x{k}: linear {us('linear_bf16')}" + (f", int_mm {us('int_mm')}" if m > 16 else "")
-          + ", quantize alone: " + ", ".join(f"{k_[14:]} {v.median_s * 1e6:.1f}us" for k_, v in
+          + ", quantize alone: " + ", ".join(f"{k_.removeprefix('quantize_only_')} {v.median_s * 1e6:.1f}us" for k_, v in
                                              sorted(ms.items(), key=lambda kv: kv[1].median_s) if k_.startswith("quantize"))
           + f", default {us('default')}; best: "
           + ", ".join(f"{k_} {v.median_s * 1e6:.1f}us" for k_, v in best), flush=True)

@@ -321,9 +321,7 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     if qw.bits == 4 and (qw.group % cfg["block_k"] or cfg["block_k"] & (cfg["block_k"] - 1)):
         raise ValueError(f"block_k {cfg['block_k']} must be a power of two dividing the group {qw.group}: "
                          "a K block may not straddle two groups")
-    n_tiles, m_tiles = triton.cdiv(N, cfg["block_n"]), triton.cdiv(M, cfg["block_m"])
-    if gemv:
-        m_tiles = 1
+    n_tiles, m_tiles = triton.cdiv(N, cfg["block_n"]), triton.cdiv(M, cfg["block_m"])  # gemv: M = 1, one m tile
     n_splits, k_chunk = split_plan(K, cfg["block_k"], n_tiles * m_tiles, x.device, num_splits, cfg["waves"],
                                    min_blocks=2)
     split = n_splits > 1
