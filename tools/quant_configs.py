@@ -21,13 +21,12 @@ w = torch.randn(n, k, device="cuda") * k ** -0.5
 
 def grid(recipe, m):
     int4 = recipe != "int8wo"
-    cvts = (False, True) if int4 else (False,)
     if m == 1:
-        for bn, ns, waves, swap, cvt in itertools.product([64, 128], [3, 4], [4, 8], [False, True], cvts):
-            yield dict(path="mma", block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves,
-                       swap_ab=swap, fast_cvt=cvt)
-        for bn, nw, ns, waves in itertools.product([64, 128, 256], [4, 8], [2, 4], [4, 8]):
-            yield dict(path="gemv", block_n=bn, block_k=128, num_warps=nw, num_stages=ns, waves=waves)
+        yield dict(path="mma", block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8, swap_ab=True,
+                   fast_cvt=int4)  # the 16-row default, for reference
+        for bn, bk, nw, waves in itertools.product([64, 128, 256], [128] if int4 else [64, 128, 256], [2, 4, 8],
+                                                   [2, 4, 8]):
+            yield dict(path="gemv", block_n=bn, block_k=bk, num_warps=nw, num_stages=1, waves=waves)
     elif m == 16:
         for bn, ns, waves, swap, il in itertools.product([64, 128], [3, 4], [4, 8], [False, True], [False, True]):
             yield dict(path="mma", block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves,
@@ -40,7 +39,7 @@ def grid(recipe, m):
 
 def name(cfg):
     if cfg.get("path") == "gemv":
-        return f"gemv-n{cfg['block_n']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
+        return f"gemv-n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}x{cfg['waves']}"
     return (f"m{cfg['block_m']}n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
             + ("-swap" if cfg["swap_ab"] else "") + ("-cvt" if cfg["fast_cvt"] else "")
             + ("-il" if cfg.get("interleave") else ""))

@@ -94,23 +94,24 @@ def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, 
 def _nibble_as(q, dtype: tl.constexpr, FAST_CVT: tl.constexpr):
     """A 4-bit value (an integer tensor in 0..15) as `dtype`. FAST_CVT: OFFSET + q, built from
     bits (the value ORed into the mantissa of OFFSET, exact) instead of an integer-to-float
-    conversion instruction, which runs at a quarter of the FMA rate; the caller subtracts OFFSET."""
+    conversion instruction, which runs at a quarter of the FMA rate; the caller subtracts
+    _nibble_offset (bf16: 128; fp16: 0, subtracted here)."""
     if FAST_CVT:
         if dtype == tl.bfloat16:
             return (q.to(tl.int16) | 0x4300).to(tl.bfloat16, bitcast=True)  # 128 + q
         else:
-            return (q.to(tl.int16) | 0x6400).to(tl.float16, bitcast=True)  # 1024 + q
+            # 1024 + q, less 1024 here (exact in fp16): left in, the offset would cancel
+            # against 1024 x in the fp32 sums and cost ~2^-14 of the output, near fp16's
+            # own rounding (bf16's offset 128 costs 2^-17 against its 2^-8 rounding)
+            return (q.to(tl.int16) | 0x6400).to(tl.float16, bitcast=True) - 1024.0
     else:
         return q.to(dtype)
 
 
 @triton.jit
 def _nibble_offset(dtype: tl.constexpr, FAST_CVT: tl.constexpr):
-    if FAST_CVT:
-        if dtype == tl.bfloat16:
-            return 128.0
-        else:
-            return 1024.0
+    if FAST_CVT and dtype == tl.bfloat16:
+        return 128.0
     else:
         return 0.0
 
@@ -151,56 +152,143 @@ def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.c
 
 
 @triton.jit
+def _bits_f32(bits):
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _int4_byte(acc, v, x_a, x_b, s, z, lo_mask, hi_mask):
+    """acc += (q_lo - z) s x_a + (q_hi - z) s x_b for the byte whose two nibbles v holds at
+    bits 12-15 (q_lo) and 16-19 (q_hi). ORed into the mantissa of 1.0 they are exact floats
+    1 + q_lo / 2048 and 1 + q_hi / 128 (no conversion instruction; a nibble must stay below
+    bit 23, the exponent), and one FMA each maps them to (q - z) s: the offset (2048 + z) s
+    is far from 2^24 steps of s, so nothing cancels."""
+    f_lo = _bits_f32((v & lo_mask) | 0x3F800000)
+    f_hi = _bits_f32((v & hi_mask) | 0x3F800000)
+    w_lo = f_lo * (2048.0 * s)[None, :] - ((2048.0 + z) * s)[None, :]
+    w_hi = f_hi * (128.0 * s)[None, :] - ((128.0 + z) * s)[None, :]
+    return acc + w_lo * x_a + w_hi * x_b
+
+
+@triton.jit
+def _int8_byte(acc, v, x, SHIFT: tl.constexpr):
+    """acc += q 2^SHIFT x for the byte q + 128 that v holds at bits SHIFT to SHIFT + 7 (SHIFT
+    0 or 8; the 256 of SHIFT 8 is taken out with the output scale). 2^23 + (q + 128) 2^SHIFT
+    is an exact float from bits, and so is subtracting 2^23 + 128 2^SHIFT from it."""
+    return acc + (_bits_f32(v | 0x4B000000) - (8388608.0 + (128 << SHIFT))) * x
+
+
+@triton.jit
 def _wo_gemv_kernel(
-    X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_qk, stride_sg,
-    BITS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_qk, stride_sg, low_mask,
+    BITS: tl.constexpr, SPLIT: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """One row (decode, M = 1) on the CUDA cores: y[n] = sum_k x[k] w[k, n].
-    Integers become fp32 from bits: 2^23 + q has q in its mantissa (no conversion
-    instruction). The products accumulate in a 2-D tile, summed over K once at the end, so
-    the loop has no cross-thread reduction. int4 blocks are one group (BLOCK_K = GROUP)."""
+    Q is the packed weight read as 32-bit words: (K/2, N/4) for int4, (K, N/4) for int8;
+    byte c of word i is column 4 i + c. Values become fp32 from bits (no conversion
+    instruction), and the products accumulate in 2-D tiles (rows x words, one per byte
+    position) that are summed over K once at the end: the loop has no cross-thread
+    reduction. int4 takes the tile's words in a permuted order (any order covers the same
+    contiguous bytes per warp), which gives each thread one word of many rows: each group's
+    per-column scale and zero then cost little against the rows they serve.
+    The next block's words are loaded before this block is computed. int4 blocks are one
+    group (BLOCK_K = GROUP). low_mask (int4 0xF000, int8 0xFF) is an argument, not a
+    literal: as a literal, ptxas rebuilds it in a register for every use (+15% instructions)."""
+    WORDS: tl.constexpr = BLOCK_N // 4
+    ROWS: tl.constexpr = BLOCK_K // 2 if BITS == 4 else BLOCK_K
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_ok = rn < N
+    t = tl.arange(0, WORDS)
+    if BITS == 4:  # words permuted: one word of many rows per thread (see above)
+        rw = pid_n * WORDS + (t % 4) * (WORDS // 4) + t // 4
+    else:  # int8 has no per-block scale: 16-byte loads of four words per thread cost less
+        rw = pid_n * WORDS + t
+    w_ok = rw < N // 4
+    i = tl.arange(0, ROWS)
+    r = (i % 8) * (ROWS // 8) + i // 8  # rows permuted too, or Triton vectorizes x along them and reshuffles
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
-    if BITS == 8:
-        acc2 = tl.zeros([BLOCK_K, BLOCK_N], dtype=tl.float32)
-        for k0 in range(k_start, k_end, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            k_ok = rk < k_end
-            q = tl.load(Q + rk[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0)
-            x = tl.load(X + rk, mask=k_ok, other=0.0).to(tl.float32)
-            w = (q.to(tl.int32) + (0x4B000000 + 128)).to(tl.float32, bitcast=True) - 8388736.0  # 2^23 + 128
-            acc2 += w * x[:, None]
-        acc = tl.sum(acc2, axis=0) * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
+    acc0 = tl.zeros([ROWS, WORDS], dtype=tl.float32)
+    acc1 = tl.zeros([ROWS, WORDS], dtype=tl.float32)
+    acc2 = tl.zeros([ROWS, WORDS], dtype=tl.float32)
+    acc3 = tl.zeros([ROWS, WORDS], dtype=tl.float32)
+    # Offsets inside a block are loop-invariant 32-bit; each block moves one scalar 64-bit base.
+    q_offs = r[:, None] * stride_qk + rw[None, :]
+    ROW_STEP: tl.constexpr = 2 if BITS == 4 else 1  # k per row of Q
+    x_offs = ROW_STEP * r[:, None] + 0 * t[None, :]  # x in the tile's layout: no shuffle
+    row_end = k_end // ROW_STEP
+    row = tl.full([], 0, tl.int64) + k_start // ROW_STEP
+    # EVEN_K: whole blocks (K and the chunks are multiples of BLOCK_K), one mask per word (the
+    # block's rows are all in or all out; written as a vector: the interpreter makes int32 of
+    # a bool vector & a bool scalar)
+    if EVEN_K:
+        nxt = tl.load(Q + row * stride_qk + q_offs, mask=(w_ok & (row + 0 * rw < row_end))[None, :], other=0)
     else:
-        acc2 = tl.zeros([BLOCK_K // 2, BLOCK_N], dtype=tl.float32)
-        for k0 in range(k_start, k_end, BLOCK_K):  # whole blocks: K, chunks and k0 are multiples of BLOCK_K
-            j = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-            packed = tl.load(Q + j[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=n_ok[None, :], other=0)
-            x_a = tl.load(X + 2 * j).to(tl.float32)
-            x_b = tl.load(X + 2 * j + 1).to(tl.float32)
-            g = k0 // BLOCK_K
-            s = tl.load(S + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
-            z = tl.load(Z + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
-            p = packed.to(tl.int32)
-            # (2^23 + q) - 2^23 = q exactly; the zero point is fractional (HQQ), so it is
-            # subtracted after, not folded into the offset (fp32 has no fraction at 2^23)
-            lo = ((p & 15) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
-            hi = ((p >> 4) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
-            acc2 += ((lo - z[None, :]) * x_a[:, None] + (hi - z[None, :]) * x_b[:, None]) * s[None, :]
-        acc = tl.sum(acc2, axis=0)
+        nxt = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[None, :] & (row + r < row_end)[:, None], other=0)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        cur = nxt
+        row += ROWS
+        if EVEN_K:
+            nxt = tl.load(Q + row * stride_qk + q_offs, mask=(w_ok & (row + 0 * rw < row_end))[None, :], other=0)
+        else:
+            nxt = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[None, :] & (row + r < row_end)[:, None], other=0)
+        if BITS == 4:
+            x_a = tl.load(X + k0 + x_offs).to(tl.float32)
+            x_b = tl.load(X + k0 + 1 + x_offs).to(tl.float32)
+            sz = (k0 // BLOCK_K) * stride_sg + 4 * rw
+            s0 = tl.load(S + sz, mask=w_ok, other=0.0).to(tl.float32)
+            s1 = tl.load(S + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
+            s2 = tl.load(S + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
+            s3 = tl.load(S + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
+            z0 = tl.load(Z + sz, mask=w_ok, other=0.0).to(tl.float32)
+            z1 = tl.load(Z + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
+            z2 = tl.load(Z + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
+            z3 = tl.load(Z + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
+            # byte c's nibbles sit at bits 8c and 8c + 4: shift each pair to bits 12-19
+            acc0 = _int4_byte(acc0, cur << 12, x_a, x_b, s0, z0, low_mask, low_mask << 4)
+            acc1 = _int4_byte(acc1, cur << 4, x_a, x_b, s1, z1, low_mask, low_mask << 4)
+            acc2 = _int4_byte(acc2, cur >> 4, x_a, x_b, s2, z2, low_mask, low_mask << 4)
+            acc3 = _int4_byte(acc3, cur >> 12, x_a, x_b, s3, z3, low_mask, low_mask << 4)
+        else:
+            if EVEN_K:
+                x = tl.load(X + k0 + x_offs).to(tl.float32)
+            else:
+                x = tl.load(X + k0 + x_offs, mask=(k0 + r < k_end)[:, None], other=0.0).to(tl.float32)
+            u = cur ^ -2139062144  # 0x80808080 as int32: each signed byte q becomes q + 128
+            u_hi = u >> 16  # bytes 2 and 3 at bits 0-15
+            acc0 = _int8_byte(acc0, u & low_mask, x, 0)
+            acc1 = _int8_byte(acc1, u & (low_mask << 8), x, 8)
+            acc2 = _int8_byte(acc2, u_hi & low_mask, x, 0)
+            acc3 = _int8_byte(acc3, u_hi & (low_mask << 8), x, 8)
+    out0 = tl.sum(acc0, axis=0)
+    out1 = tl.sum(acc1, axis=0)
+    out2 = tl.sum(acc2, axis=0)
+    out3 = tl.sum(acc3, axis=0)
+    if BITS == 8:  # the per-channel scale; bytes 1 and 3 were read 256 times too large
+        col = 4 * rw
+        out0 *= tl.load(S + col, mask=w_ok, other=0.0).to(tl.float32)
+        out1 *= tl.load(S + col + 1, mask=w_ok, other=0.0).to(tl.float32) * (1.0 / 256.0)
+        out2 *= tl.load(S + col + 2, mask=w_ok, other=0.0).to(tl.float32)
+        out3 *= tl.load(S + col + 3, mask=w_ok, other=0.0).to(tl.float32) * (1.0 / 256.0)
     if SPLIT:
-        tl.store(P + pid_k.to(tl.int64) * N + rn, acc, mask=n_ok)
+        part = P + pid_k.to(tl.int64) * N + 4 * rw
+        tl.store(part, out0, mask=w_ok)
+        tl.store(part + 1, out1, mask=w_ok)
+        tl.store(part + 2, out2, mask=w_ok)
+        tl.store(part + 3, out3, mask=w_ok)
         if last_to_arrive(COUNT, pid_n, n_splits):
-            acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+            cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # the tile's words are these columns
+            c_ok = cols < N
+            total = tl.zeros([BLOCK_N], dtype=tl.float32)
             for s_ in range(0, n_splits):
-                acc += tl.load(P + s_ * N + rn, mask=n_ok, other=0.0, cache_modifier=".cg")
-            tl.store(Y + rn, acc.to(Y.dtype.element_ty), mask=n_ok)
+                total += tl.load(P + s_ * N + cols, mask=c_ok, other=0.0, cache_modifier=".cg")
+            tl.store(Y + cols, total.to(Y.dtype.element_ty), mask=c_ok)
     else:
-        tl.store(Y + rn, acc.to(Y.dtype.element_ty), mask=n_ok)
+        out = Y + 4 * rw
+        tl.store(out, out0.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 1, out1.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 2, out2.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 3, out3.to(Y.dtype.element_ty), mask=w_ok)
 
 
 @triton.jit
@@ -247,19 +335,21 @@ def _wo_matmul_kernel(
         tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=out_mask)
 
 
-def _config(M: int, bits: int, group, path=None):
+def _config(M: int, N: int, bits: int, group, path=None):
     """Launch defaults, from H100 sweeps (tools/quant_configs.py; results/<gpu>/quant_configs*.txt),
     4096 -> 14336: one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 us, int8 41.2 ->
     31.0 us; 16 rows, weights as the left operand with int4 converted from bits: 70.6 ->
     48.4 us; 2048 rows: int4 interleaved 5335 -> 1468 us (still 4.8x cuBLAS bf16: see the
     README), int8 579 -> 528 us."""
-    path = path or ("gemv" if M == 1 else "mma")
+    path = path or ("gemv" if M == 1 and N % 4 == 0 else "mma")
     if path not in ("mma", "gemv"):
         raise ValueError(f"path must be 'mma' or 'gemv', got {path!r}")
     if path == "gemv":
         if M != 1:
             raise ValueError(f"the gemv path computes one row; x has {M}")
-        return dict(path="gemv", block_m=1, block_n=64, block_k=group or 128, num_warps=4, num_stages=2, waves=8)
+        if N % 4:
+            raise ValueError(f"the gemv path reads four columns per 32-bit word: out_features {N} is not a multiple of 4")
+        return dict(path="gemv", block_m=1, block_n=64, block_k=group or 128, num_warps=4, num_stages=1, waves=8)
     if M <= 16:
         cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8)
     elif M <= 64:
@@ -313,11 +403,13 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     if M == 0 or N == 0:
         return y
     y2 = y.view(-1, N)
-    cfg = _config(M, qw.bits, qw.group, (_config_override or {}).get("path"))
+    cfg = _config(M, N, qw.bits, qw.group, (_config_override or {}).get("path"))
     cfg.update(_config_override or {})
     gemv = cfg["path"] == "gemv"
     if qw.bits == 4 and gemv and cfg["block_k"] != qw.group:
         raise ValueError(f"the gemv path takes one int4 group per block: block_k must be {qw.group}")
+    if gemv and cfg["block_n"] % 16:
+        raise ValueError(f"the gemv path takes block_n in multiples of 16 (four words of four columns), got {cfg['block_n']}")
     if qw.bits == 4 and (qw.group % cfg["block_k"] or cfg["block_k"] & (cfg["block_k"] - 1)):
         raise ValueError(f"block_k {cfg['block_k']} must be a power of two dividing the group {qw.group}: "
                          "a K block may not straddle two groups")
@@ -329,9 +421,11 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     count = tile_counters(x.device, n_tiles * m_tiles) if split else y2
     zero = qw.zero if qw.bits == 4 else qw.scale
     if gemv:
+        words = qw.qweight.view(torch.int32)  # four columns per word (N % 4 == 0, checked above)
         _wo_gemv_kernel[(n_tiles, n_splits)](
-            x2, qw.qweight, qw.scale, zero, y2, p, count, N, K, k_chunk, n_splits, qw.qweight.stride(0),
-            qw.scale.stride(0), BITS=qw.bits, SPLIT=split, BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
+            x2, words, qw.scale, zero, y2, p, count, N, K, k_chunk, n_splits, words.stride(0),
+            qw.scale.stride(0), 0xF000 if qw.bits == 4 else 0xFF, BITS=qw.bits, SPLIT=split,
+            EVEN_K=K % cfg["block_k"] == 0, BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
         return y
