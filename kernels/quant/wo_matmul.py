@@ -165,8 +165,8 @@ def _int4_byte(acc, v, x_a, x_b, s, z, lo_mask, hi_mask):
     is far from 2^24 steps of s, so nothing cancels."""
     f_lo = _bits_f32((v & lo_mask) | 0x3F800000)
     f_hi = _bits_f32((v & hi_mask) | 0x3F800000)
-    w_lo = f_lo * (2048.0 * s)[None, :] - ((2048.0 + z) * s)[None, :]
-    w_hi = f_hi * (128.0 * s)[None, :] - ((128.0 + z) * s)[None, :]
+    w_lo = f_lo * (2048.0 * s)[:, None] - ((2048.0 + z) * s)[:, None]
+    w_hi = f_hi * (128.0 * s)[:, None] - ((128.0 + z) * s)[:, None]
     return acc + w_lo * x_a + w_hi * x_b
 
 
@@ -188,8 +188,8 @@ def _wo_gemv_kernel(
     byte c of word i is column 4 i + c. Values become fp32 from bits (no conversion
     instruction), and the products accumulate in 2-D tiles (rows x words, one per byte
     position) that are summed over K once at the end: the loop has no cross-thread
-    reduction. int4 takes the tile's words in a permuted order (any order covers the same
-    contiguous bytes per warp), which gives each thread one word of many rows: each group's
+    reduction. Tiles are (words, rows). int4 takes the tile's words in a permuted order (any order covers the same
+    contiguous bytes per warp), which gives each thread two words of many rows: each group's
     per-column scale and zero then cost little against the rows they serve.
     The next block's words are loaded before this block is computed. int4 blocks are one
     group (BLOCK_K = GROUP). low_mask (int4 0xF000, int8 0xFF) is an argument, not a
@@ -199,8 +199,8 @@ def _wo_gemv_kernel(
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     t = tl.arange(0, WORDS)
-    if BITS == 4:  # words permuted: one word of many rows per thread (see above)
-        rw = pid_n * WORDS + (t % 4) * (WORDS // 4) + t // 4
+    if BITS == 4:  # words permuted in pairs: two words of many rows per thread (see above)
+        rw = pid_n * WORDS + ((t // 2) % 2) * (WORDS // 2) + (t // 4) * 2 + t % 2
     else:  # int8 has no per-block scale: 16-byte loads of four words per thread cost less
         rw = pid_n * WORDS + t
     w_ok = rw < N // 4
@@ -208,30 +208,34 @@ def _wo_gemv_kernel(
     r = (i % 8) * (ROWS // 8) + i // 8  # rows permuted too, or Triton vectorizes x along them and reshuffles
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
-    acc0 = tl.zeros([ROWS, WORDS], dtype=tl.float32)
-    acc1 = tl.zeros([ROWS, WORDS], dtype=tl.float32)
-    acc2 = tl.zeros([ROWS, WORDS], dtype=tl.float32)
-    acc3 = tl.zeros([ROWS, WORDS], dtype=tl.float32)
+    acc0 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
+    acc1 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
+    acc2 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
+    acc3 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
     # Offsets inside a block are loop-invariant 32-bit; each block moves one scalar 64-bit base.
-    q_offs = r[:, None] * stride_qk + rw[None, :]
+    q_offs = rw[:, None] + r[None, :] * stride_qk
     ROW_STEP: tl.constexpr = 2 if BITS == 4 else 1  # k per row of Q
-    x_offs = ROW_STEP * r[:, None] + 0 * t[None, :]  # x in the tile's layout: no shuffle
+    # x broadcast over words, loaded in the weights' layout (no shared-memory shuffle). Its
+    # pointer is equally contiguous along both axes, and Triton's coalescing then orders the
+    # axes by position: 3.6 (the GPU image) puts axis 0 first, so words are axis 0, as they
+    # must be for the weights. (Triton 3.9 breaks the tie the other way and shuffles.)
+    x_offs = 0 * t[:, None] + ROW_STEP * r[None, :]
     row_end = k_end // ROW_STEP
     row = tl.full([], 0, tl.int64) + k_start // ROW_STEP
     # EVEN_K: whole blocks (K and the chunks are multiples of BLOCK_K), one mask per word (the
     # block's rows are all in or all out; written as a vector: the interpreter makes int32 of
     # a bool vector & a bool scalar)
     if EVEN_K:
-        nxt = tl.load(Q + row * stride_qk + q_offs, mask=(w_ok & (row + 0 * rw < row_end))[None, :], other=0)
+        nxt = tl.load(Q + row * stride_qk + q_offs, mask=(w_ok & (row + 0 * rw < row_end))[:, None], other=0)
     else:
-        nxt = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[None, :] & (row + r < row_end)[:, None], other=0)
+        nxt = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None] & (row + r < row_end)[None, :], other=0)
     for k0 in range(k_start, k_end, BLOCK_K):
         cur = nxt
         row += ROWS
         if EVEN_K:
-            nxt = tl.load(Q + row * stride_qk + q_offs, mask=(w_ok & (row + 0 * rw < row_end))[None, :], other=0)
+            nxt = tl.load(Q + row * stride_qk + q_offs, mask=(w_ok & (row + 0 * rw < row_end))[:, None], other=0)
         else:
-            nxt = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[None, :] & (row + r < row_end)[:, None], other=0)
+            nxt = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None] & (row + r < row_end)[None, :], other=0)
         if BITS == 4:
             x_a = tl.load(X + k0 + x_offs).to(tl.float32)
             x_b = tl.load(X + k0 + 1 + x_offs).to(tl.float32)
@@ -253,17 +257,17 @@ def _wo_gemv_kernel(
             if EVEN_K:
                 x = tl.load(X + k0 + x_offs).to(tl.float32)
             else:
-                x = tl.load(X + k0 + x_offs, mask=(k0 + r < k_end)[:, None], other=0.0).to(tl.float32)
+                x = tl.load(X + k0 + x_offs, mask=(k0 + r < k_end)[None, :], other=0.0).to(tl.float32)
             u = cur ^ -2139062144  # 0x80808080 as int32: each signed byte q becomes q + 128
             u_hi = u >> 16  # bytes 2 and 3 at bits 0-15
             acc0 = _int8_byte(acc0, u & low_mask, x, 0)
             acc1 = _int8_byte(acc1, u & (low_mask << 8), x, 8)
             acc2 = _int8_byte(acc2, u_hi & low_mask, x, 0)
             acc3 = _int8_byte(acc3, u_hi & (low_mask << 8), x, 8)
-    out0 = tl.sum(acc0, axis=0)
-    out1 = tl.sum(acc1, axis=0)
-    out2 = tl.sum(acc2, axis=0)
-    out3 = tl.sum(acc3, axis=0)
+    out0 = tl.sum(acc0, axis=1)
+    out1 = tl.sum(acc1, axis=1)
+    out2 = tl.sum(acc2, axis=1)
+    out3 = tl.sum(acc3, axis=1)
     if BITS == 8:  # the per-channel scale; bytes 1 and 3 were read 256 times too large
         col = 4 * rw
         out0 *= tl.load(S + col, mask=w_ok, other=0.0).to(tl.float32)
