@@ -179,6 +179,40 @@ def _int8_byte(acc, v, x, SHIFT: tl.constexpr):
 
 
 @triton.jit
+def _int4_block(Q, X, S, Z, k, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K: tl.constexpr):
+    """The int4 block at k (a whole group): its packed words, x's even and odd entries (in
+    the tile's layout) and the group's scale and zero for byte columns 0-3, as stored."""
+    row = tl.full([], 0, tl.int64) + k // 2  # 64-bit: the weight may pass 2^31 bytes
+    q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None], other=0)
+    x_a = tl.load(X + k + x_offs)
+    x_b = tl.load(X + k + 1 + x_offs)
+    sz = (k // BLOCK_K) * stride_sg + 4 * rw
+    s0 = tl.load(S + sz, mask=w_ok, other=0.0).to(tl.float32)
+    s1 = tl.load(S + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
+    s2 = tl.load(S + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
+    s3 = tl.load(S + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
+    z0 = tl.load(Z + sz, mask=w_ok, other=0.0).to(tl.float32)
+    z1 = tl.load(Z + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
+    z2 = tl.load(Z + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
+    z3 = tl.load(Z + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
+    return q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3
+
+
+@triton.jit
+def _int8_block(Q, X, k, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K: tl.constexpr):
+    """The int8 block at k: its words and x (in the tile's layout); rows past k_end read
+    as zero unless EVEN_K (K and the chunks are whole blocks)."""
+    row = tl.full([], 0, tl.int64) + k
+    if EVEN_K:
+        q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None], other=0)
+        x = tl.load(X + k + x_offs)
+    else:
+        q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None] & (k + r < k_end)[None, :], other=0)
+        x = tl.load(X + k + x_offs, mask=(k + r < k_end)[None, :], other=0.0)
+    return q, x
+
+
+@triton.jit
 def _wo_gemv_kernel(
     X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_qk, stride_sg, low_mask,
     BITS: tl.constexpr, SPLIT: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -191,7 +225,7 @@ def _wo_gemv_kernel(
     reduction. Tiles are (words, rows). int4 takes the tile's words in a permuted order (any order covers the same
     contiguous bytes per warp), which gives each thread two words of many rows: each group's
     per-column scale and zero then cost little against the rows they serve.
-    The next block's words are loaded before this block is computed. int4 blocks are one
+    Each block's inputs are loaded one block ahead. int4 blocks are one
     group (BLOCK_K = GROUP). low_mask (int4 0xF000, int8 0xFF) is an argument, not a
     literal: as a literal, ptxas rebuilds it in a register for every use (+15% instructions)."""
     WORDS: tl.constexpr = BLOCK_N // 4
@@ -220,50 +254,35 @@ def _wo_gemv_kernel(
     # axes by position: 3.6 (the GPU image) puts axis 0 first, so words are axis 0, as they
     # must be for the weights. (Triton 3.9 breaks the tie the other way and shuffles.)
     x_offs = 0 * t[:, None] + ROW_STEP * r[None, :]
-    row_end = k_end // ROW_STEP
-    row = tl.full([], 0, tl.int64) + k_start // ROW_STEP
-    # EVEN_K: whole blocks (K and the chunks are multiples of BLOCK_K), one mask per word (the
-    # block's rows are all in or all out; written as a vector: the interpreter makes int32 of
-    # a bool vector & a bool scalar)
-    if EVEN_K:
-        nxt = tl.load(Q + row * stride_qk + q_offs, mask=(w_ok & (row + 0 * rw < row_end))[:, None], other=0)
-    else:
-        nxt = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None] & (row + r < row_end)[None, :], other=0)
-    for k0 in range(k_start, k_end, BLOCK_K):
-        cur = nxt
-        row += ROWS
-        if EVEN_K:
-            nxt = tl.load(Q + row * stride_qk + q_offs, mask=(w_ok & (row + 0 * rw < row_end))[:, None], other=0)
-        else:
-            nxt = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None] & (row + r < row_end)[None, :], other=0)
-        if BITS == 4:
-            x_a = tl.load(X + k0 + x_offs).to(tl.float32)
-            x_b = tl.load(X + k0 + 1 + x_offs).to(tl.float32)
-            sz = (k0 // BLOCK_K) * stride_sg + 4 * rw
-            s0 = tl.load(S + sz, mask=w_ok, other=0.0).to(tl.float32)
-            s1 = tl.load(S + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
-            s2 = tl.load(S + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
-            s3 = tl.load(S + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
-            z0 = tl.load(Z + sz, mask=w_ok, other=0.0).to(tl.float32)
-            z1 = tl.load(Z + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
-            z2 = tl.load(Z + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
-            z3 = tl.load(Z + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
+    # Everything a block needs is loaded one block ahead (past the chunk's end: its first block
+    # again, a harmless re-read that needs no mask), so the loads of the next block fly while
+    # this one is computed: without it the scale, zero and x loads stalled every block.
+    if BITS == 4:
+        q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3 = _int4_block(Q, X, S, Z, k_start, q_offs, x_offs, rw, w_ok,
+                                                                 stride_qk, stride_sg, BLOCK_K)
+        for k0 in range(k_start, k_end, BLOCK_K):  # whole blocks: K, chunks and k0 are multiples of BLOCK_K
+            k_fetch = tl.where(k0 + BLOCK_K < k_end, k0 + BLOCK_K, k_start)
+            nxt = _int4_block(Q, X, S, Z, k_fetch, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K)
+            x_a, x_b = x_a.to(tl.float32), x_b.to(tl.float32)
             # byte c's nibbles sit at bits 8c and 8c + 4: shift each pair to bits 12-19
-            acc0 = _int4_byte(acc0, cur << 12, x_a, x_b, s0, z0, low_mask, low_mask << 4)
-            acc1 = _int4_byte(acc1, cur << 4, x_a, x_b, s1, z1, low_mask, low_mask << 4)
-            acc2 = _int4_byte(acc2, cur >> 4, x_a, x_b, s2, z2, low_mask, low_mask << 4)
-            acc3 = _int4_byte(acc3, cur >> 12, x_a, x_b, s3, z3, low_mask, low_mask << 4)
-        else:
-            if EVEN_K:
-                x = tl.load(X + k0 + x_offs).to(tl.float32)
-            else:
-                x = tl.load(X + k0 + x_offs, mask=(k0 + r < k_end)[None, :], other=0.0).to(tl.float32)
-            u = cur ^ -2139062144  # 0x80808080 as int32: each signed byte q becomes q + 128
+            acc0 = _int4_byte(acc0, q << 12, x_a, x_b, s0, z0, low_mask, low_mask << 4)
+            acc1 = _int4_byte(acc1, q << 4, x_a, x_b, s1, z1, low_mask, low_mask << 4)
+            acc2 = _int4_byte(acc2, q >> 4, x_a, x_b, s2, z2, low_mask, low_mask << 4)
+            acc3 = _int4_byte(acc3, q >> 12, x_a, x_b, s3, z3, low_mask, low_mask << 4)
+            q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3 = nxt
+    else:
+        q, x = _int8_block(Q, X, k_start, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K)
+        for k0 in range(k_start, k_end, BLOCK_K):
+            k_fetch = tl.where(k0 + BLOCK_K < k_end, k0 + BLOCK_K, k_start)
+            q_next, x_next = _int8_block(Q, X, k_fetch, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K)
+            x = x.to(tl.float32)
+            u = q ^ -2139062144  # 0x80808080 as int32: each signed byte q becomes q + 128
             u_hi = u >> 16  # bytes 2 and 3 at bits 0-15
             acc0 = _int8_byte(acc0, u & low_mask, x, 0)
             acc1 = _int8_byte(acc1, u & (low_mask << 8), x, 8)
             acc2 = _int8_byte(acc2, u_hi & low_mask, x, 0)
             acc3 = _int8_byte(acc3, u_hi & (low_mask << 8), x, 8)
+            q, x = q_next, x_next
     out0 = tl.sum(acc0, axis=1)
     out1 = tl.sum(acc1, axis=1)
     out2 = tl.sum(acc2, axis=1)
