@@ -360,8 +360,8 @@ def _wo_matmul_kernel(
 
 def _config(M: int, N: int, bits: int, group, path=None):
     """Launch defaults, from H100 sweeps (tools/quant_configs.py; results/<gpu>/quant_configs*.txt),
-    4096 -> 14336: one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 us, int8 41.2 ->
-    31.0 us; 16 rows, weights as the left operand with int4 converted from bits: 70.6 ->
+    4096 -> 14336: one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 -> 27.3 us
+    (words, loads a block ahead), int8 41.2 -> 31.0 -> 29.2 us; 16 rows, weights as the left operand with int4 converted from bits: 70.6 ->
     48.4 us; 2048 rows: int4 interleaved 5335 -> 1468 us (still 4.8x cuBLAS bf16: see the
     README), int8 579 -> 528 us."""
     path = path or ("gemv" if M == 1 and N % 4 == 0 else "mma")
@@ -372,7 +372,9 @@ def _config(M: int, N: int, bits: int, group, path=None):
             raise ValueError(f"the gemv path computes one row; x has {M}")
         if N % 4:
             raise ValueError(f"the gemv path reads four columns per 32-bit word: out_features {N} is not a multiple of 4")
-        return dict(path="gemv", block_m=1, block_n=64, block_k=group or 128, num_warps=4, num_stages=1, waves=8)
+        # int4: 2 warps (168 registers a thread with everything loaded ahead), int8: 4
+        return dict(path="gemv", block_m=1, block_n=64, block_k=group or 128, num_warps=2 if bits == 4 else 4,
+                    num_stages=1, waves=2)
     if M <= 16:
         cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8)
     elif M <= 64:
