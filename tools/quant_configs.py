@@ -1,7 +1,8 @@
 """Explore the weight-only GEMM's launch configurations on the GPU, cold L2, bf16,
 4096 -> 14336: int4 (group 128) and int8 at one row (the tensor-core path with 16-row
 tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path), and at 16 and
-2048 rows (swap_ab, interleave). Arguments pick cases: recipe:rows. Prints per case the pure read bound of the weight bytes
+2048 rows (swap_ab, interleave). Arguments pick cases: recipe:rows, or recipe:rows:K:N for
+another shape (e.g. int4wo-128:1:14336:4096). Prints per case the pure read bound of the weight bytes
 (tools/read_bound.py), the default and the best few, with % of copy bandwidth (or TFLOP/s
 for prefill)."""
 import itertools
@@ -16,7 +17,6 @@ from tools.read_bound import read_bound_s
 
 bw = get_ceilings()["copy_gbps"]
 k, n = 4096, 14336
-w = torch.randn(n, k, device="cuda") * k ** -0.5
 
 
 def grid(recipe, m):
@@ -47,9 +47,11 @@ def name(cfg):
 
 cases = [("int4wo-128", 1), ("int8wo", 1), ("int4wo-128", 16), ("int8wo", 16), ("int4wo-128", 2048), ("int8wo", 2048)]
 only = sys.argv[1:]  # e.g. int4wo-128:1
-for recipe, m in cases:
-    if only and f"{recipe}:{m}" not in only:
+shaped = [a.split(":") for a in only if a.count(":") == 3]
+for recipe, m, k, n in [(c[0], int(c[1]), int(c[2]), int(c[3])) for c in shaped] or [(r, m_, k, n) for r, m_ in cases]:
+    if not shaped and only and f"{recipe}:{m}" not in only:
         continue
+    w = torch.randn(n, k, device="cuda") * k ** -0.5
     qw = quantize_int4_weight(w, 128, torch.bfloat16) if recipe != "int8wo" else quantize_int8_weight(w, torch.bfloat16)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     provs = {"default": lambda: wo_matmul(x, qw)}

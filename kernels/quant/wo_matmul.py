@@ -358,7 +358,7 @@ def _wo_matmul_kernel(
         tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=out_mask)
 
 
-def _config(M: int, N: int, bits: int, group, path=None):
+def _config(M: int, N: int, K: int, bits: int, group, path=None):
     """Launch defaults, from H100 sweeps (tools/quant_configs.py; results/<gpu>/quant_configs*.txt),
     4096 -> 14336: one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 -> 27.3 us
     (words, loads a block ahead), int8 41.2 -> 31.0 -> 29.2 us; 16 rows, weights as the left operand with int4 converted from bits: 70.6 ->
@@ -372,9 +372,12 @@ def _config(M: int, N: int, bits: int, group, path=None):
             raise ValueError(f"the gemv path computes one row; x has {M}")
         if N % 4:
             raise ValueError(f"the gemv path reads four columns per 32-bit word: out_features {N} is not a multiple of 4")
-        # int4: 2 warps (168 registers a thread with everything loaded ahead), int8: 4
+        # int4: 2 warps (168 registers a thread with everything loaded ahead), int8: 4. Fewer
+        # output tiles want more K splits (int4 sweeps: 4096 -> 14336 best at 2 waves, 27.3 us;
+        # 14336 -> 4096 at 8, 32.2 -> 27.7 us; 4096 -> 4096 at 4, 14.6 -> 13.0 us)
+        waves = 2 if bits == 8 or N >= 128 * 64 else (8 if K >= 8192 else 4)
         return dict(path="gemv", block_m=1, block_n=64, block_k=group or 128, num_warps=2 if bits == 4 else 4,
-                    num_stages=1, waves=2)
+                    num_stages=1, waves=waves)
     if M <= 16:
         cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8)
     elif M <= 64:
@@ -428,7 +431,7 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     if M == 0 or N == 0:
         return y
     y2 = y.view(-1, N)
-    cfg = _config(M, N, qw.bits, qw.group, (_config_override or {}).get("path"))
+    cfg = _config(M, N, K, qw.bits, qw.group, (_config_override or {}).get("path"))
     cfg.update(_config_override or {})
     gemv = cfg["path"] == "gemv"
     if qw.bits == 4 and gemv and cfg["block_k"] != qw.group:
