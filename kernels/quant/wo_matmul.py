@@ -220,14 +220,14 @@ def _wo_gemv_kernel(
     """One row (decode, M = 1) on the CUDA cores: y[n] = sum_k x[k] w[k, n].
     Q is the packed weight read as 32-bit words: (K/2, N/4) for int4, (K, N/4) for int8;
     byte c of word i is column 4 i + c. Values become fp32 from bits (no conversion
-    instruction), and the products accumulate in 2-D tiles (rows x words, one per byte
-    position) that are summed over K once at the end: the loop has no cross-thread
-    reduction. Tiles are (words, rows). int4 takes the tile's words in a permuted order (any order covers the same
-    contiguous bytes per warp), which gives each thread two words of many rows: each group's
+    instruction), and the products accumulate in 2-D tiles, (words, rows), one per byte
+    position, summed over K once at the end: the loop has no cross-thread reduction.
+    int4 takes the tile's words in a permuted order (any order covers the same contiguous
+    bytes per warp), which gives each thread two words of many rows: each group's
     per-column scale and zero then cost little against the rows they serve.
-    Each block's inputs are loaded one block ahead. int4 blocks are one
-    group (BLOCK_K = GROUP). low_mask (int4 0xF000, int8 0xFF) is an argument, not a
-    literal: as a literal, ptxas rebuilds it in a register for every use (+15% instructions)."""
+    Each block's inputs are loaded one block ahead. int4 blocks are one group
+    (BLOCK_K = GROUP). low_mask (int4 0xF000, int8 0xFF) is an argument, not a literal:
+    as a literal, ptxas rebuilds it in a register for every use (+15% instructions)."""
     WORDS: tl.constexpr = BLOCK_N // 4
     ROWS: tl.constexpr = BLOCK_K // 2 if BITS == 4 else BLOCK_K
     pid_n = tl.program_id(0)
