@@ -258,6 +258,7 @@ def _wo_gemv_kernel(
     # again, a harmless re-read that needs no mask), so the loads of the next block fly while
     # this one is computed: without it the scale, zero and x loads stalled every block.
     if BITS == 4:
+        high_mask = low_mask << 4  # the odd-k nibble, at bits 16-19
         q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3 = _int4_block(Q, X, S, Z, k_start, q_offs, x_offs, rw, w_ok,
                                                                  stride_qk, stride_sg, BLOCK_K)
         for k0 in range(k_start, k_end, BLOCK_K):  # whole blocks: K, chunks and k0 are multiples of BLOCK_K
@@ -265,10 +266,10 @@ def _wo_gemv_kernel(
             nxt = _int4_block(Q, X, S, Z, k_fetch, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K)
             x_a, x_b = x_a.to(tl.float32), x_b.to(tl.float32)
             # byte c's nibbles sit at bits 8c and 8c + 4: shift each pair to bits 12-19
-            acc0 = _int4_byte(acc0, q << 12, x_a, x_b, s0, z0, low_mask, low_mask << 4)
-            acc1 = _int4_byte(acc1, q << 4, x_a, x_b, s1, z1, low_mask, low_mask << 4)
-            acc2 = _int4_byte(acc2, q >> 4, x_a, x_b, s2, z2, low_mask, low_mask << 4)
-            acc3 = _int4_byte(acc3, q >> 12, x_a, x_b, s3, z3, low_mask, low_mask << 4)
+            acc0 = _int4_byte(acc0, q << 12, x_a, x_b, s0, z0, low_mask, high_mask)
+            acc1 = _int4_byte(acc1, q << 4, x_a, x_b, s1, z1, low_mask, high_mask)
+            acc2 = _int4_byte(acc2, q >> 4, x_a, x_b, s2, z2, low_mask, high_mask)
+            acc3 = _int4_byte(acc3, q >> 12, x_a, x_b, s3, z3, low_mask, high_mask)
             q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3 = nxt
     else:
         q, x = _int8_block(Q, X, k_start, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K)
@@ -361,9 +362,9 @@ def _wo_matmul_kernel(
 def _config(M: int, N: int, K: int, bits: int, group, path=None):
     """Launch defaults, from H100 sweeps (tools/quant_configs.py; results/<gpu>/quant_configs*.txt),
     4096 -> 14336: one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 -> 27.3 us
-    (words, loads a block ahead), int8 41.2 -> 31.0 -> 29.2 us; 16 rows, weights as the left operand with int4 converted from bits: 70.6 ->
-    48.4 us; 2048 rows: int4 interleaved 5335 -> 1468 us (still 4.8x cuBLAS bf16: see the
-    README), int8 579 -> 528 us."""
+    (words, loads a block ahead), int8 41.2 -> 31.0 -> 29.2 us; 16 rows, weights as the left
+    operand with int4 converted from bits: 70.6 -> 48.4 us; 2048 rows: int4 interleaved
+    5335 -> 1468 us (still 4.8x cuBLAS bf16: see the README), int8 579 -> 528 us."""
     path = path or ("gemv" if M == 1 and N % 4 == 0 else "mma")
     if path not in ("mma", "gemv"):
         raise ValueError(f"path must be 'mma' or 'gemv', got {path!r}")
