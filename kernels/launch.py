@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import triton
@@ -20,14 +21,16 @@ def sm_count(device: torch.device) -> int:
     return _cuda_sm_count(device.index or 0) if device.type == "cuda" else INTERPRETER_SMS
 
 
-def split_plan(length: int, block: int, programs: int, device, num_splits=None, waves: int = 2,
-               min_blocks: int = 2) -> tuple[int, int]:
+def split_plan(length: int, block: int, programs: int, device, num_splits=None, waves: float = 2,
+               min_blocks: int = 2, nearest: bool = False) -> tuple[int, int]:
     """Split a reduction of `length` into chunks (multiples of `block`) over `programs`
-    programs each: by default enough chunks for about `waves` waves on the GPU, each at
-    least `min_blocks` blocks long. Returns (number of chunks, chunk length)."""
+    programs each: by default enough chunks for about `waves` waves on the GPU (at least
+    that many, or the nearest count with `nearest`), each at least `min_blocks` blocks long.
+    Returns (number of chunks, chunk length)."""
     length = max(length, 1)
     if num_splits is None:
-        num_splits = min(triton.cdiv(waves * sm_count(device), programs), triton.cdiv(length, min_blocks * block))
+        want = waves * sm_count(device) / programs
+        num_splits = min(max(1, round(want)) if nearest else math.ceil(want), triton.cdiv(length, min_blocks * block))
     num_splits = max(1, min(int(num_splits), triton.cdiv(length, block)))
     chunk = triton.cdiv(triton.cdiv(length, num_splits), block) * block
     return triton.cdiv(length, chunk), chunk

@@ -45,7 +45,13 @@ def cases():
     for gated, lora, m_one in ((True, False, True), (False, True, False), (False, False, True)):
         yield (f"fused_linear gated={gated} lora={lora} M={'1' if m_one else 'n'}", _fused_linear_kernel, lin,
                {**({"M": 1} if m_one else {}), "HAS_NORM": not lora, "GATED": gated, "SPLIT": True, "HAS_LORA": lora,
-                "FIXUP": True, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "BLOCK_R": 16})
+                "FIXUP": True, "USE_TMA": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "BLOCK_R": 16})
+    for block_m, gated in ((16, False), (64, True)):  # the weights and x read through TMA descriptors
+        tma = {"XD": f"tensordesc<bf16[{block_m},64]>", "W1D": "tensordesc<bf16[64,128]>",
+               "W3D": "tensordesc<bf16[64,128]>"}
+        yield (f"fused_linear TMA BLOCK_M={block_m} gated={gated}", _fused_linear_kernel, lin | tma,
+               {"HAS_NORM": not gated, "GATED": gated, "SPLIT": True, "HAS_LORA": False, "FIXUP": True,
+                "USE_TMA": True, "BLOCK_M": block_m, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_R": 16})
     yield ("merge_splits", _merge_splits_kernel, f32("P1 P3 SS") | {"Y": "*bf16", "eps": "fp32"},
            {"HAS_NORM": True, "GATED": True, "BLOCK_N": 256, "BLOCK_S": 16})
     wo = {"X": "*bf16", "S": "*bf16", "Z": "*bf16", "Y": "*bf16", "P": "*fp32", "COUNT": "*i32"}

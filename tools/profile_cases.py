@@ -2,12 +2,16 @@
 Compute: `ncu --section SpeedOfLight --section Occupancy --section WarpStateStats
 --section LaunchStats -k regex:'_fused_linear|_wo_gemv' python3 tools/profile_cases.py [CASE ...]`.
 Cases (all by default): norm64 and norm1, RMSNorm+Linear 4096 -> 4096 at 64 rows and one
-row; int4 and int8, W4A16 g128 and W8A16 at one row, 4096 -> 14336."""
+row; linear64, the same GEMM without the norm; mm64 and mm1, cuBLAS's x @ W; int4 and int8, W4A16 g128 and W8A16 at one
+row, 4096 -> 14336. LINEAR_CONFIG='{"block_n": 64, ...}' sets the linear kernels' _config,
+LINEAR_SPLITS their number of splits."""
+import json
+import os
 import sys
 
 import torch
 
-from kernels.linear import rmsnorm_linear
+from kernels.linear import linear, rmsnorm_linear
 from kernels.quant import quantize_int4_weight, quantize_int8_weight, wo_matmul
 
 
@@ -22,10 +26,18 @@ cases = sys.argv[1:] or ["norm64", "norm1", "int4", "int8"]
 k, n = 4096, 4096
 g = torch.ones(k, device="cuda", dtype=torch.bfloat16)
 w = torch.randn(k, n, device="cuda", dtype=torch.bfloat16) * 0.01
-for m in (64, 1):
+cfg = json.loads(os.environ.get("LINEAR_CONFIG", "{}"))
+splits = int(os.environ["LINEAR_SPLITS"]) if "LINEAR_SPLITS" in os.environ else None
+for m in (64, 16, 1):
     if f"norm{m}" in cases:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        twice(lambda: rmsnorm_linear(x, g, w))
+        twice(lambda: rmsnorm_linear(x, g, w, num_splits=splits, _config=cfg))
+    if f"mm{m}" in cases:  # the baselines' GEMM (cuBLAS), for its kernel's grid and tiles
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        twice(lambda: x @ w)
+    if f"linear{m}" in cases:
+        x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        twice(lambda: linear(x, w, num_splits=splits, _config=cfg))
 x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
 w = torch.randn(14336, 4096, device="cuda") * 0.02
 if "int4" in cases:

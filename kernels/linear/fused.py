@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_same_device, check_tensor
 from kernels.launch import last_to_arrive, split_plan, tile_counters
@@ -34,11 +35,11 @@ MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; mor
 
 @triton.jit
 def _fused_linear_kernel(
-    X, G, W1, W3, Y, P1, P3, SS, A, B, COUNT,
+    X, G, W1, W3, Y, P1, P3, SS, A, B, COUNT, XD, W1D, W3D,
     M, N, K, k_chunk, n_splits, eps, rank, lora_scale,
     stride_xm, stride_w1k, stride_w3k, stride_ym, stride_ak, stride_br,
     HAS_NORM: tl.constexpr, GATED: tl.constexpr, SPLIT: tl.constexpr, HAS_LORA: tl.constexpr,
-    FIXUP: tl.constexpr,
+    FIXUP: tl.constexpr, USE_TMA: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -55,20 +56,40 @@ def _fused_linear_kernel(
     rr = tl.arange(0, BLOCK_R)
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
+    if HAS_NORM and USE_TMA:
+        # Beside TMA loads, the compiler does not pipeline the load of g: each block would
+        # wait for one L2 round trip. Load it a block ahead instead. (A 1-D TMA descriptor
+        # for g faulted on an H100 with 32-wide blocks: misaligned address.)
+        g_next = tl.load(G + k_start + tl.arange(0, BLOCK_K), mask=k_start + tl.arange(0, BLOCK_K) < k_end, other=0.0)
     for k0 in range(k_start, k_end, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < k_end
-        x = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        # Chunks are whole K blocks, so a tensor-memory-access (TMA) load needs no mask: it
+        # fills what lies past the tensor's edges (rows past M, columns past K) with zeros.
+        if USE_TMA:
+            x = XD.load([pid_m * BLOCK_M, k0])
+        else:
+            x = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         if HAS_NORM:
             xf = x.to(tl.float32)
             ss += tl.sum(xf * xf, axis=1)
-            g = tl.load(G + rk, mask=k_ok, other=0.0).to(tl.float32)
+            if USE_TMA:
+                g = g_next.to(tl.float32)
+                g_next = tl.load(G + rk + BLOCK_K, mask=rk + BLOCK_K < k_end, other=0.0)
+            else:
+                g = tl.load(G + rk, mask=k_ok, other=0.0).to(tl.float32)
             x = (xf * g[None, :]).to(X.dtype.element_ty)
         w_mask = k_ok[:, None] & n_ok[None, :]
-        w1 = tl.load(W1 + rk[:, None].to(tl.int64) * stride_w1k + rn[None, :], mask=w_mask, other=0.0)
+        if USE_TMA:
+            w1 = W1D.load([k0, pid_n * BLOCK_N])
+        else:
+            w1 = tl.load(W1 + rk[:, None].to(tl.int64) * stride_w1k + rn[None, :], mask=w_mask, other=0.0)
         acc1 = tl.dot(x, w1, acc1)
         if GATED:
-            w3 = tl.load(W3 + rk[:, None].to(tl.int64) * stride_w3k + rn[None, :], mask=w_mask, other=0.0)
+            if USE_TMA:
+                w3 = W3D.load([k0, pid_n * BLOCK_N])
+            else:
+                w3 = tl.load(W3 + rk[:, None].to(tl.int64) * stride_w3k + rn[None, :], mask=w_mask, other=0.0)
             acc3 = tl.dot(x, w3, acc3)
         if HAS_LORA:
             a = tl.load(A + rk[:, None].to(tl.int64) * stride_ak + rr[None, :], mask=k_ok[:, None] & (rr[None, :] < rank), other=0.0)
@@ -151,31 +172,48 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     if M == 0 or N == 0:
         return y
     y2 = y.view(-1, N)
-    # From H100 sweeps (tools/linear_configs.py, results/<gpu>/linear_configs*.txt): one
-    # weight stream needs wide tiles and several waves of split-K programs to keep enough
-    # bytes in flight; the gated kernel streams two weights and does best with one wave
-    # (4096 -> 14336, one row: 88.4 -> 85.3 us). (K blocks of 256 won the sweep at 16 rows
-    # but lost in the perf run: LoRA 16 x 4096 -> 14336 took 1.8x longer; not used.)
-    # One weight: 64-deep K blocks, so that several programs fit on an SM (Nsight Compute,
-    # 64 rows, 128-deep: one 4-warp program per SM, 6% occupancy); RMSNorm+Linear 4096 ->
-    # 4096: 64 rows 33.9 -> 24.8 us, one row 21.3 -> 19.4 us (linear_configs_*small-k.txt).
-    if w3 is None:
-        cfg = dict(block_n=128, block_k=64, num_warps=4, num_stages=3, waves=2)
+    config = dict(config or {})
+    tma = config.pop("tma", "auto")
+    if tma not in ("auto", True, False):
+        raise ValueError(f"tma must be 'auto', True or False, got {tma!r}")
+    w3_arg = w3 if w3 is not None else w1
+    if tma is True and not _tma_ok(x2, w1, w3_arg, need_hopper=False):
+        raise ValueError("tma=True needs x and the weights 16-byte aligned with row strides in multiples of 16 bytes")
+    # On Hopper one weight stream is read through TMA descriptors. The gated kernel stays on
+    # pointer loads there: TMA did not speed it up (one row, 4096 -> 4096: 30.6 vs 30.3 us).
+    tma = _tma_ok(x2, w1, w3_arg) and w3 is None if tma == "auto" else tma
+    # From H100 sweeps (tools/linear_configs.py, results/<gpu>/linear_configs*.txt).
+    # TMA, one weight: 64 x 128 tiles, about 1.5 waves of split-K programs, the partials
+    # summed by the last program of each tile even at 64 rows (linear_configs_splits-gnext.txt:
+    # RMSNorm+Linear 4096 -> 4096 at 1 / 16 / 64 rows 18.9 / 20.2 / 24.5 -> 18.2 / 18.5 /
+    # 21.4 us; 4096 -> 6144 24.3 / 25.9 / 30.2 -> 23.6 / 24.0 / 27.5 us).
+    # Pointer loads, one weight: wide tiles and two waves; 64-deep K blocks, so that several
+    # programs fit on an SM (Nsight Compute, 64 rows, 128-deep: one 4-warp program per SM,
+    # 6% occupancy; linear_configs_*small-k.txt). The gated kernel streams two weights and
+    # does best with one wave (4096 -> 14336, one row: 88.4 -> 85.3 us). (K blocks of 256 won
+    # the sweep at 16 rows but lost in the perf run: LoRA 16 x 4096 -> 14336 took 1.8x
+    # longer; not used.)
+    if tma:
+        cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1.5, fixup_rows=256)
+    elif w3 is None:
+        cfg = dict(block_n=128, block_k=64, num_warps=4, num_stages=3, waves=2, fixup_rows=MAX_FIXUP_ROWS)
     else:
-        cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1)
+        cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1, fixup_rows=MAX_FIXUP_ROWS)
     cfg["fixup"] = "auto"
-    cfg.update(config or {})
+    cfg.update(config)
     if cfg["fixup"] not in ("auto", "kernel", "merge"):
         raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
     block_m = max(16, min(64, triton.next_power_of_2(M)))
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
-    n_splits, k_chunk = split_plan(K, block_k, tiles, x.device, num_splits, cfg["waves"], min_blocks=4)
+    n_splits, k_chunk = split_plan(K, block_k, tiles, x.device, num_splits, cfg["waves"], min_blocks=4,
+                                   nearest=tma)
     split = n_splits > 1
     # The last program reads the n_splits partials of its tile one after another: cheap for
-    # a few rows (one row, 11 splits: 27.0 us vs 28.2 us with the merge kernel), slower than
-    # the parallel merge kernel for many (64 rows: 34.3 vs 30.5 us). Measured on an H100.
-    fixup = split and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits * M <= MAX_FIXUP_ROWS))
+    # a few rows (pointer loads, one row, 11 splits: 27.0 us vs 28.2 us with the merge
+    # kernel), slower than the parallel merge kernel for many (64 rows: 34.3 vs 30.5 us);
+    # with TMA and 3 splits it wins at 64 rows too (21.4 vs 22.8 us). Measured on an H100.
+    fixup = split and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits * M <= cfg["fixup_rows"]))
     gated, has_norm = w3 is not None, g is not None
     n_tiles, m_tiles = triton.cdiv(N, block_n), triton.cdiv(M, block_m)
     if split:
@@ -185,14 +223,18 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     else:
         p1 = p3 = ss = y2  # unused
     count = tile_counters(x.device, n_tiles * m_tiles) if fixup else p1
-    w3_arg = w3 if gated else w1
+    if tma:
+        xd = TensorDescriptor.from_tensor(x2, [block_m, block_k])
+        w1d, w3d = (TensorDescriptor.from_tensor(w, [block_k, block_n]) for w in (w1, w3_arg))
+    else:
+        xd, w1d, w3d = x2, w1, w3_arg  # unused
     a, b, lora_scale = lora if lora is not None else (w1, w1, 1.0)
     rank = a.shape[1] if lora is not None else 0
     _fused_linear_kernel[(n_tiles, n_splits, m_tiles)](
-        x2, g if has_norm else x2, w1, w3_arg, y2, p1, p3, ss, a, b, count,
+        x2, g if has_norm else x2, w1, w3_arg, y2, p1, p3, ss, a, b, count, xd, w1d, w3d,
         M, N, K, k_chunk, n_splits, float(eps), rank, float(lora_scale),
         x2.stride(0), w1.stride(0), w3_arg.stride(0), y2.stride(0), a.stride(0), b.stride(0),
-        HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None, FIXUP=fixup,
+        HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None, FIXUP=fixup, USE_TMA=tma,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=max(16, triton.next_power_of_2(max(rank, 1))),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
@@ -204,6 +246,14 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
             num_warps=4,
         )
     return y
+
+
+def _tma_ok(*tensors, need_hopper=True):
+    """Whether the 2-D tensors can be read by TMA: Hopper or newer, base addresses and row
+    strides in multiples of 16 bytes (unit stride along a row is checked elsewhere)."""
+    if need_hopper and (tensors[0].device.type != "cuda" or torch.cuda.get_device_capability(tensors[0].device)[0] < 9):
+        return False
+    return all(t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0 for t in tensors)
 
 
 def _check_x_w(x, weights: dict):

@@ -111,6 +111,40 @@ def test_linear_matches_matmul(device, m, k, n, splits, dtype, seed):
     assert_within_rule(linear(x, w, num_splits=splits), exact, lowp, dt)
 
 
+@given(m=st.integers(1, 70), k8=st.integers(1, 50), n8=st.integers(1, 20), splits=st.sampled_from([None, 1, 3]),
+       op=st.sampled_from(["rmsnorm_linear", "gated_mlp", "lora_linear"]), seed=st.integers(0, 2**31 - 1))
+@example(m=17, k8=25, n8=9, splits=2, op="rmsnorm_linear", seed=0)  # K and N off the blocks, zero-filled by TMA
+def test_tma_reads_match_reference(device, m, k8, n8, splits, op, seed):
+    """The path that reads x and the weights through TMA descriptors (Hopper's default when
+    the strides allow it) obeys the same rule; forced here so the CPU lane runs it too.
+    TMA needs row strides in multiples of 16 bytes: K and N multiples of 8 (fp16)."""
+    dt, k, n = torch.float16, 8 * k8, 8 * n8
+    g = torch.Generator().manual_seed(seed)
+    x, w1, w3 = randn((m, k), dt, device, g), randn((k, n), dt, device, g, k ** -0.5), randn((k, n), dt, device, g, k ** -0.5)
+    gw = randn((k,), dt, device, g, 0.2) + 1
+    a, b = randn((k, 16), dt, device, g, k ** -0.5), randn((16, n), dt, device, g, 0.3)
+    cfg = dict(tma=True, block_n=32, block_k=32)
+    if op == "rmsnorm_linear":
+        y, ref = rmsnorm_linear(x, gw, w1, 1e-6, num_splits=splits, _config=cfg), lambda d: rmsnorm_linear_reference(x, gw, w1, 1e-6, d)
+    elif op == "gated_mlp":
+        y, ref = gated_mlp(x, w1, w3, num_splits=splits, _config=cfg), lambda d: gated_mlp_reference(x, w1, w3, d)
+    else:
+        y, ref = lora_linear(x, w1, a, b, 0.5, num_splits=splits, _config=cfg), lambda d: lora_linear_reference(x, w1, a, b, 0.5, d)
+    assert_within_rule(y, ref(torch.float64), ref(dt), dt)
+
+
+def test_tma_refuses_misaligned_rows_and_auto_falls_back(device):
+    g = torch.Generator().manual_seed(5)
+    x = randn((3, 70), torch.float16, device, g)[:, :64]  # rows 140 bytes apart: not TMA-readable
+    w = randn((64, 32), torch.float16, device, g, 0.125)
+    with pytest.raises(ValueError, match="tma=True needs .* multiples of 16 bytes"):
+        linear(x, w, _config={"tma": True})
+    exact = x.double().cpu() @ w.double().cpu()
+    assert_within_rule(linear(x, w), exact, (x.cpu().float() @ w.cpu().float()).to(torch.float16), torch.float16)
+    with pytest.raises(ValueError, match="tma must be 'auto', True or False"):
+        linear(x, w, _config={"tma": "yes"})
+
+
 def test_leading_dims_and_strided_rows(device):
     g = torch.Generator().manual_seed(3)
     x = randn((2, 3, 70), torch.float16, device, g)[..., :64]  # rows strided by 70
