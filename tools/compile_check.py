@@ -46,11 +46,11 @@ def cases():
         yield (f"fused_linear gated={gated} lora={lora} M={'1' if m_one else 'n'}", _fused_linear_kernel, lin,
                {**({"M": 1} if m_one else {}), "HAS_NORM": not lora, "GATED": gated, "SPLIT": True, "HAS_LORA": lora,
                 "FIXUP": True, "USE_TMA": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "BLOCK_R": 16})
-    for block_m, gated in ((16, False), (64, True)):  # the weights and x read through TMA descriptors
+    for block_m, gated, lora in ((16, False, True), (64, True, False)):  # x and the weights read through TMA
         tma = {"XD": f"tensordesc<bf16[{block_m},64]>", "W1D": "tensordesc<bf16[64,128]>",
-               "W3D": "tensordesc<bf16[64,128]>"}
-        yield (f"fused_linear TMA BLOCK_M={block_m} gated={gated}", _fused_linear_kernel, lin | tma,
-               {"HAS_NORM": not gated, "GATED": gated, "SPLIT": True, "HAS_LORA": False, "FIXUP": True,
+               "W3D": "tensordesc<bf16[64,128]>", "AD": "tensordesc<bf16[64,16]>"}
+        yield (f"fused_linear TMA BLOCK_M={block_m} gated={gated} lora={lora}", _fused_linear_kernel, lin | tma,
+               {"HAS_NORM": not gated, "GATED": gated, "SPLIT": True, "HAS_LORA": lora, "FIXUP": True,
                 "USE_TMA": True, "BLOCK_M": block_m, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_R": 16})
     yield ("merge_splits", _merge_splits_kernel, f32("P1 P3 SS") | {"Y": "*bf16", "eps": "fp32"},
            {"HAS_NORM": True, "GATED": True, "BLOCK_N": 256, "BLOCK_S": 16})

@@ -35,7 +35,7 @@ MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; mor
 
 @triton.jit
 def _fused_linear_kernel(
-    X, G, W1, W3, Y, P1, P3, SS, A, B, COUNT, XD, W1D, W3D,
+    X, G, W1, W3, Y, P1, P3, SS, A, B, COUNT, XD, W1D, W3D, AD,
     M, N, K, k_chunk, n_splits, eps, rank, lora_scale,
     stride_xm, stride_w1k, stride_w3k, stride_ym, stride_ak, stride_br,
     HAS_NORM: tl.constexpr, GATED: tl.constexpr, SPLIT: tl.constexpr, HAS_LORA: tl.constexpr,
@@ -92,7 +92,10 @@ def _fused_linear_kernel(
                 w3 = tl.load(W3 + rk[:, None].to(tl.int64) * stride_w3k + rn[None, :], mask=w_mask, other=0.0)
             acc3 = tl.dot(x, w3, acc3)
         if HAS_LORA:
-            a = tl.load(A + rk[:, None].to(tl.int64) * stride_ak + rr[None, :], mask=k_ok[:, None] & (rr[None, :] < rank), other=0.0)
+            if USE_TMA:  # beside TMA loads a pointer load is not pipelined (16 rows, 4096 -> 4096: 20.3 us)
+                a = AD.load([k0, 0])
+            else:
+                a = tl.load(A + rk[:, None].to(tl.int64) * stride_ak + rr[None, :], mask=k_ok[:, None] & (rr[None, :] < rank), other=0.0)
             xa = tl.dot(x, a, xa)
     if HAS_LORA:  # this chunk's (x A) B, rounded to the input dtype as the unfused x @ A is
         b = tl.load(B + rr[:, None] * stride_br + rn[None, :], mask=(rr[:, None] < rank) & n_ok[None, :], other=0.0)
@@ -177,11 +180,13 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     if tma not in ("auto", True, False):
         raise ValueError(f"tma must be 'auto', True or False, got {tma!r}")
     w3_arg = w3 if w3 is not None else w1
-    if tma is True and not _tma_ok(x2, w1, w3_arg, need_hopper=False):
-        raise ValueError("tma=True needs x and the weights 16-byte aligned with row strides in multiples of 16 bytes")
+    tma_operands = (x2, w1, w3_arg) + ((lora[0],) if lora is not None else ())
+    if tma is True and not _tma_ok(*tma_operands, need_hopper=False):
+        raise ValueError("tma=True needs x and the weights (LoRA's A too) 16-byte aligned with row strides in "
+                         "multiples of 16 bytes")
     # On Hopper one weight stream is read through TMA descriptors. The gated kernel stays on
     # pointer loads there: TMA did not speed it up (one row, 4096 -> 4096: 30.6 vs 30.3 us).
-    tma = _tma_ok(x2, w1, w3_arg) and w3 is None if tma == "auto" else tma
+    tma = _tma_ok(*tma_operands) and w3 is None if tma == "auto" else tma
     # From H100 sweeps (tools/linear_configs.py, results/<gpu>/linear_configs*.txt).
     # TMA, one weight: 64 x 128 tiles, about 1.5 waves of split-K programs, the partials
     # summed by the last program of each tile even at 64 rows (linear_configs_splits-gnext.txt:
@@ -230,12 +235,14 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
         xd, w1d, w3d = x2, w1, w3_arg  # unused
     a, b, lora_scale = lora if lora is not None else (w1, w1, 1.0)
     rank = a.shape[1] if lora is not None else 0
+    block_r = max(16, triton.next_power_of_2(max(rank, 1)))
+    ad = TensorDescriptor.from_tensor(a, [block_k, block_r]) if tma and lora is not None else a  # columns past rank: zeros
     _fused_linear_kernel[(n_tiles, n_splits, m_tiles)](
-        x2, g if has_norm else x2, w1, w3_arg, y2, p1, p3, ss, a, b, count, xd, w1d, w3d,
+        x2, g if has_norm else x2, w1, w3_arg, y2, p1, p3, ss, a, b, count, xd, w1d, w3d, ad,
         M, N, K, k_chunk, n_splits, float(eps), rank, float(lora_scale),
         x2.stride(0), w1.stride(0), w3_arg.stride(0), y2.stride(0), a.stride(0), b.stride(0),
         HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None, FIXUP=fixup, USE_TMA=tma,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=max(16, triton.next_power_of_2(max(rank, 1))),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=block_r,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     if split and not fixup:

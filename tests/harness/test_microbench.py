@@ -40,7 +40,7 @@ def config(**over):
     (dict(quantization_config_recipe_names=["int4wo-256"]), "divisible by its group; got shape custom [2, 128, 64]"),
     (dict(quantization_config_recipe_names=["int4wo-128"], params={"model_type": "transformer_block"}),
      "(and n, the MLP width, for transformer_block) divisible by its group; got shape custom [2, 128, 64]"),
-    (dict(params={"high_precision_dtype": "torch.bfloat16"}), "bfloat16 dot is wrong"),
+    (dict(params={"high_precision_dtype": "torch.bfloat16", "device": "cpu"}), "bfloat16 dot is wrong"),
     (dict(params={"matrix_shapes": [{"name": "pow2_extended", "min_power": 0, "max_power": 2}]}), "min >= 1"),
     (dict(params={"high_precision_dtype": "torch.float32"}), "torch.float32 runs only the baseline recipe"),
 ])

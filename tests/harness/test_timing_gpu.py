@@ -1,6 +1,7 @@
 """The timer is right (GPU only): a large copy's device time agrees with a host clock
 around many back-to-back copies, and a kernel of a few microseconds is reported as a few,
 not as the tens that launch overhead would add."""
+import os
 import time
 
 import pytest
@@ -8,7 +9,10 @@ import torch
 
 from harness.timing import TimingConfig, time_providers
 
-pytestmark = [pytest.mark.harness, pytest.mark.gpu]
+pytestmark = [pytest.mark.harness, pytest.mark.gpu,
+              # xdist workers share the GPU, so another worker's kernels land inside the host
+              # clock's window (with -n 8 on an H100: 836 us by host clock vs 715 us by events)
+              pytest.mark.skipif("PYTEST_XDIST_WORKER" in os.environ, reason="times the GPU: needs it alone (no -n)")]
 
 
 def test_large_copy_matches_host_clock():
