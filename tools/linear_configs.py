@@ -12,10 +12,12 @@ import torch
 
 from harness.ceilings import get_ceilings
 from harness.timing import TimingConfig, time_providers
+from kernels.launch import sm_count
 from kernels.linear import gated_mlp, linear, rmsnorm_linear
 from tools.read_bound import read_bound_s
 
 bw = get_ceilings()["copy_gbps"]
+sms = sm_count(torch.device("cuda"))
 SHAPES = [("norm", 1, 4096, 4096), ("norm", 64, 4096, 4096), ("norm", 16, 4096, 6144), ("mlp", 16, 4096, 4096)]
 TMA_ONLY = "--tma" in sys.argv  # sweep TMA configs only (the pointer grid is in earlier files)
 SPLITS = "--splits" in sys.argv  # TMA configs at explicit split counts, either fix-up
@@ -37,7 +39,7 @@ for op, m, k, n in SHAPES:
         grid = []
         for bn, bk, ns, fixup in itertools.product((32, 64, 128), (64, 128), (3, 4), ("kernel", "merge")):
             for splits in (1, 2, 3, 4, 6, 8):
-                if (1 if splits == 1 else 0) + (fixup == "kernel") == 2 or -(-n // bn) * splits > 4 * 132:
+                if (splits == 1 and fixup == "kernel") or -(-n // bn) * splits > 4 * sms:
                     continue  # one split has nothing to merge; more than 4 programs an SM
                 cfg = dict(block_n=bn, block_k=bk, num_warps=4, num_stages=ns, tma=True, fixup=fixup)
                 try:
@@ -46,7 +48,6 @@ for op, m, k, n in SHAPES:
                     print(f"  skip n{bn}k{bk}s{ns}: {type(e).__name__}")
                     break
                 provs[f"n{bn}k{bk}s{ns}/{splits}{fixup[0]}"] = lambda cfg=cfg, splits=splits: call(cfg, splits)
-        grid = []
     elif TMA_ONLY:  # the weights (and x) read through TMA descriptors, deeper pipelines
         if op == "mlp":
             grid = [(bn, bk, 4, ns, waves, True) for bn, bk in ((32, 128), (64, 64), (64, 128))

@@ -31,6 +31,7 @@ from kernels.launch import last_to_arrive, split_plan, tile_counters
 
 DTYPES = (torch.float16, torch.bfloat16)
 MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; more: a merge kernel
+MAX_FIXUP_ROWS_TMA = 256  # the same with TMA reads (see _run)
 
 
 @triton.jit
@@ -60,7 +61,8 @@ def _fused_linear_kernel(
         # Beside TMA loads, the compiler does not pipeline the load of g: each block would
         # wait for one L2 round trip. Load it a block ahead instead. (A 1-D TMA descriptor
         # for g faulted on an H100 with 32-wide blocks: misaligned address.)
-        g_next = tl.load(G + k_start + tl.arange(0, BLOCK_K), mask=k_start + tl.arange(0, BLOCK_K) < k_end, other=0.0)
+        rk_first = k_start + tl.arange(0, BLOCK_K)
+        g_next = tl.load(G + rk_first, mask=rk_first < k_end, other=0.0)
     for k0 in range(k_start, k_end, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < k_end
@@ -186,7 +188,8 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
                          "multiples of 16 bytes")
     # On Hopper one weight stream is read through TMA descriptors. The gated kernel stays on
     # pointer loads there: TMA did not speed it up (one row, 4096 -> 4096: 30.6 vs 30.3 us).
-    tma = _tma_ok(*tma_operands) and w3 is None if tma == "auto" else tma
+    if tma == "auto":
+        tma = w3 is None and _tma_ok(*tma_operands)
     # From H100 sweeps (tools/linear_configs.py, results/<gpu>/linear_configs*.txt).
     # TMA, one weight: 64 x 128 tiles, about 1.5 waves of split-K programs, the partials
     # summed by the last program of each tile even at 64 rows (linear_configs_splits-gnext.txt:
@@ -199,7 +202,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     # the sweep at 16 rows but lost in the perf run: LoRA 16 x 4096 -> 14336 took 1.8x
     # longer; not used.)
     if tma:
-        cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1.5, fixup_rows=256)
+        cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1.5, fixup_rows=MAX_FIXUP_ROWS_TMA)
     elif w3 is None:
         cfg = dict(block_n=128, block_k=64, num_warps=4, num_stages=3, waves=2, fixup_rows=MAX_FIXUP_ROWS)
     else:
