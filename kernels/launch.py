@@ -89,3 +89,12 @@ def last_to_arrive(COUNT, tile, n_splits):
     if last:
         tl.atomic_xchg(COUNT + tile, 0)
     return last
+
+
+@triton.jit
+def tile_ranges(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The rows and columns of output tile (pid_m, pid_n) of an (M, N) output, and their
+    in-bounds masks: (rm, rn, m_ok, n_ok)."""
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    return rm, rn, rm < M, rn < N

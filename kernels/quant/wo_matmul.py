@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_tensor
-from kernels.launch import last_to_arrive, split_plan, tile_counters
+from kernels.launch import last_to_arrive, split_plan, tile_counters, tile_ranges
 
 from .quantize import GROUP_SIZES, QuantizedWeight
 
@@ -325,10 +325,7 @@ def _wo_matmul_kernel(
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     pid_m = tl.program_id(2)
-    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = rm < M
-    n_ok = rn < N
+    rm, rn, m_ok, n_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)  # SWAP_AB: the transposed tile
     k_start = pid_k * k_chunk
