@@ -8,7 +8,9 @@ against the case's reference, so that nothing fast-because-wrong is ever recorde
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,6 +40,11 @@ class PerfCase:
     kernel_info: dict = field(default_factory=dict)  # more facts for the kernel's extra_info
     unchecked: tuple = ()                     # baselines timed for scale whose output is another
                                               # function (e.g. a GEMM alone): not compared
+    # Programmatic dependent launch (kernels/launch.py) lets a kernel overlap the end of the
+    # one before. A case that times one kernel, called back to back, runs without it: the
+    # calls would overlap each other and the time would no longer be one call's. A case
+    # that times a chain of kernels (a decoder layer) runs with it, as a model would.
+    pdl: bool = False
 
     @property
     def case_id(self) -> str:
@@ -105,7 +112,33 @@ class CaseResult:
     records: dict[str, dict]  # provider -> extra_info
 
 
+PDL_ENV = "KERNELS_PDL"  # kernels/launch.py reads it at every launch
+
+
+@contextlib.contextmanager
+def _pdl_setting(on: bool):
+    before = os.environ.get(PDL_ENV)
+    os.environ[PDL_ENV] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PDL_ENV)
+        else:
+            os.environ[PDL_ENV] = before
+
+
 def run_case(case: PerfCase, config: TimingConfig, ceilings: dict | None) -> CaseResult:
+    # KERNELS_PDL=0 set by the user turns PDL off for every case (to time layers without it).
+    pdl = case.pdl and os.environ.get(PDL_ENV, "1") != "0"
+    with _pdl_setting(pdl):
+        result = _run_case(case, config, ceilings)
+    for info in result.records.values():
+        info["pdl"] = pdl
+    return result
+
+
+def _run_case(case: PerfCase, config: TimingConfig, ceilings: dict | None) -> CaseResult:
     inputs = case.make_inputs()
     errors, refused, first_s = check_providers(case, inputs)
     del inputs

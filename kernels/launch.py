@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 INTERPRETER_SMS = 4  # the CPU lane: small enough that tests reach the split paths
 
@@ -19,6 +21,56 @@ def _cuda_sm_count(index: int) -> int:
 
 def sm_count(device: torch.device) -> int:
     return _cuda_sm_count(device.index or 0) if device.type == "cuda" else INTERPRETER_SMS
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_major(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
+
+
+PDL_ENV = "KERNELS_PDL"
+
+
+def pdl_options(device: torch.device) -> dict:
+    """Launch options for programmatic dependent launch (PDL, Hopper and newer), to pass
+    to a kernel that calls `pdl_wait` before it reads what an earlier kernel wrote.
+
+    With PDL a kernel is launched while the one before it on the stream is still running,
+    as soon as every program of that one has called `pdl_launch_dependents` (or ended);
+    its programs then do what needs no input of the earlier kernel (set-up, reading
+    weights into L2) and wait in `pdl_wait` for the earlier kernel's writes. A decode step
+    is a chain of short kernels, so each launch gap and each kernel's ramp-up and tail
+    would otherwise leave the memory system idle. CUDA graphs keep the overlap (captured as
+    programmatic edges). Both calls are no-ops when a kernel is launched without PDL.
+    KERNELS_PDL=0 in the environment turns it off, for timing without it."""
+    on = device.type == "cuda" and os.environ.get(PDL_ENV, "1") != "0" and _cuda_major(device.index or 0) >= 9
+    return {"PDL": True, "launch_pdl": True} if on else {"PDL": False}
+
+
+@triton.jit
+def pdl_launch_dependents(PDL: tl.constexpr):
+    """Let the next kernel on the stream launch once every program of this one got here."""
+    if PDL:
+        gdc_launch_dependents()
+
+
+@triton.jit
+def pdl_wait(PDL: tl.constexpr):
+    """Wait until the earlier kernel has finished and its writes are visible. Every program
+    must pass here before it reads that kernel's outputs or writes anything, and before it
+    ends: the kernel after it relies on this one having waited (so an output two kernels
+    back is complete too)."""
+    if PDL:
+        gdc_wait()
+
+
+@triton.jit
+def prefetch_l2(ptrs):
+    """Ask L2 to fetch the lines holding `ptrs` (one instruction per pointer, no registers
+    filled, nothing waited for): reading weights that no earlier kernel writes while
+    waiting in `pdl_wait`. Compiled code only (the interpreter has no inline assembly)."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // $0", "=r,l", [ptrs], dtype=tl.int32, is_pure=False,
+                              pack=1)
 
 
 def split_plan(length: int, block: int, programs: int, device, num_splits=None, waves: float = 2,

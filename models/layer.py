@@ -100,5 +100,5 @@ class DecoderLayer(nn.Module):
             s = cfg.lora_scale
             a = ops.lora_linear(y, self.w1, self.lora_a1, self.lora_b1, s)
             c = ops.lora_linear(y, self.w3, self.lora_a3, self.lora_b3, s)
-            return h + ops.lora_linear(F.silu(a) * c, self.w2, self.lora_a2, self.lora_b2, s)
-        return h + ops.linear(ops.gated_mlp(y, self.w1, self.w3), self.w2)
+            return ops.lora_linear(F.silu(a) * c, self.w2, self.lora_a2, self.lora_b2, s, residual=h)
+        return ops.linear(ops.gated_mlp(y, self.w1, self.w3), self.w2, residual=h)

@@ -19,6 +19,8 @@ from triton.compiler import ASTSource  # noqa: E402
 from kernels.attention.decode import _combine_kernel, _decode_kernel  # noqa: E402
 from kernels.attention.rope import _rope_kv_write_kernel  # noqa: E402
 from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # noqa: E402
+from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
+from kernels.norm.rmsnorm import _rmsnorm_kernel  # noqa: E402
 from kernels.quant.mixq import _mixq_gemm_kernel, _mixq_quantize_kernel  # noqa: E402
 from kernels.quant.wo_matmul import _wo_gemv_kernel, _wo_matmul_kernel  # noqa: E402
 
@@ -41,19 +43,21 @@ def check(fn, types, consts, num_warps=4, num_stages=3):
 def cases():
     bf = lambda names: {n: "*bf16" for n in names.split()}
     f32 = lambda names: {n: "*fp32" for n in names.split()}
-    lin = bf("X G W1 W3 Y A B") | f32("P1 P3 SS") | {"COUNT": "*i32", "eps": "fp32", "lora_scale": "fp32"}
+    lin = bf("X G W1 W3 Y R A B") | f32("P1 P3 SS") | {"COUNT": "*i32", "eps": "fp32", "lora_scale": "fp32"}
     for gated, lora, m_one in ((True, False, True), (False, True, False), (False, False, True)):
         yield (f"fused_linear gated={gated} lora={lora} M={'1' if m_one else 'n'}", _fused_linear_kernel, lin,
                {**({"M": 1} if m_one else {}), "HAS_NORM": not lora, "GATED": gated, "SPLIT": True, "HAS_LORA": lora,
-                "FIXUP": True, "USE_TMA": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "BLOCK_R": 16})
+                "FIXUP": True, "USE_TMA": False, "HAS_RESIDUAL": lora, "PDL": m_one, "PREFETCH": 2,
+                "PREFETCH_LINES": 1, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "BLOCK_R": 16})
     for block_m, gated, lora in ((16, False, True), (64, True, False)):  # x and the weights read through TMA
         tma = {"XD": f"tensordesc<bf16[{block_m},64]>", "W1D": "tensordesc<bf16[64,128]>",
                "W3D": "tensordesc<bf16[64,128]>", "AD": "tensordesc<bf16[64,16]>"}
         yield (f"fused_linear TMA BLOCK_M={block_m} gated={gated} lora={lora}", _fused_linear_kernel, lin | tma,
                {"HAS_NORM": not gated, "GATED": gated, "SPLIT": True, "HAS_LORA": lora, "FIXUP": True,
-                "USE_TMA": True, "BLOCK_M": block_m, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_R": 16})
-    yield ("merge_splits", _merge_splits_kernel, f32("P1 P3 SS") | {"Y": "*bf16", "eps": "fp32"},
-           {"HAS_NORM": True, "GATED": True, "BLOCK_N": 256, "BLOCK_S": 16})
+                "USE_TMA": True, "HAS_RESIDUAL": not gated, "PDL": True, "PREFETCH": 2, "PREFETCH_LINES": 2,
+                "BLOCK_M": block_m, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_R": 16})
+    yield ("merge_splits", _merge_splits_kernel, f32("P1 P3 SS") | {"Y": "*bf16", "R": "*bf16", "eps": "fp32"},
+           {"HAS_NORM": True, "GATED": True, "HAS_RESIDUAL": True, "PDL": True, "BLOCK_N": 256, "BLOCK_S": 16})
     wo = {"X": "*bf16", "S": "*bf16", "Z": "*bf16", "Y": "*bf16", "P": "*fp32", "COUNT": "*i32"}
     for bits in (4, 8):
         for swap in (False, True):
@@ -79,17 +83,23 @@ def cases():
                                                            "scale_log2": "fp32"}
     yield ("decode uniform length, split merged in kernel", _decode_kernel, dec,
            {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 64, "WRITE_PARTIAL": True,
-            "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True})
+            "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True, "PDL": True, "PREFETCH": 2})
     yield ("decode lengths tensor, QK-norm, one chunk", _decode_kernel, dec,
            {"q_tokens": 1, "CAUSAL": True, "HEAD_DIM": 64, "BLOCK_M": 16, "BLOCK_N": 128, "WRITE_PARTIAL": False,
-            "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False})
+            "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False, "PDL": False, "PREFETCH": 2})
     yield ("decode combine", _combine_kernel, f32("O_PART LSE_PART LSE") | {"O": "*bf16"},
-           {"HEAD_DIM": 128, "BLOCK_S": 32})
+           {"HEAD_DIM": 128, "BLOCK_S": 32, "PDL": True})
     for qk in (True, False):
         w = "*bf16" if qk else "*fp32"  # without QK-norm the weight pointers are the cos table
         yield (f"rope_kv_write qk_norm={qk}", _rope_kv_write_kernel,
                bf("Q K V QO KC VC") | {"COS": "*fp32", "SIN": "*fp32", "QW": w, "KW": w, "eps": "fp32"},
-               {"QK_NORM": qk, "HALF": 64, "q_tokens": 1, "pos": 1})
+               {"QK_NORM": qk, "HALF": 64, "q_tokens": 1, "pos": 1, "PDL": qk})
+
+    for residual in (True, False):  # the decode step's norms, launched with PDL on Hopper
+        yield (f"rmsnorm residual={residual}", _rmsnorm_kernel, bf("X R W Y H_OUT") | {"eps": "fp32"},
+               {"HAS_RESIDUAL": residual, "ROWS": 1, "BLOCK_N": 4096, "SINGLE_PASS": True, "PDL": True})
+    yield ("ngpt_update", _ngpt_update_kernel, bf("H Y ALPHA OUT") | {"eps": "fp32"},
+           {"ROWS": 1, "BLOCK_N": 2048, "PDL": True})
 
 
 def main() -> int:

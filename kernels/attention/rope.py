@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_qk_norm_weights, check_same_device, check_tensor
+from kernels.launch import pdl_launch_dependents, pdl_options, pdl_wait
 
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
@@ -40,8 +41,10 @@ def _rope_kv_write_kernel(
     stride_qb, stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
     stride_ob, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch, stride_wb, stride_ws, stride_wh,
     q_tokens, n_q_heads, pos, eps,
-    QK_NORM: tl.constexpr, HALF: tl.constexpr,
+    QK_NORM: tl.constexpr, HALF: tl.constexpr, PDL: tl.constexpr,
 ):
+    pdl_launch_dependents(PDL)
+    pdl_wait(PDL)
     bt = tl.program_id(0)
     h = tl.program_id(1)  # q heads first, then kv heads
     b = (bt // q_tokens).to(tl.int64)
@@ -115,6 +118,6 @@ def rope_kv_write(q, k, v, k_cache, v_cache, pos: int, cos, sin, q_norm_weight=N
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         *q_out.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3],
         T, Hq, pos, float(eps),
-        QK_NORM=qk_norm, HALF=D // 2, num_warps=1,
+        QK_NORM=qk_norm, HALF=D // 2, num_warps=1, **pdl_options(q.device),
     )
     return q_out

@@ -27,20 +27,23 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_same_device, check_tensor
-from kernels.launch import last_to_arrive, split_plan, tile_counters, tile_ranges
+from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, prefetch_l2, split_plan,
+                            tile_counters, tile_ranges)
 
 DTYPES = (torch.float16, torch.bfloat16)
 MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; more: a merge kernel
 MAX_FIXUP_ROWS_TMA = 256  # the same with TMA reads (see _run)
+PREFETCH_BLOCKS = 2  # K blocks of weights a program asks L2 for while it waits for x (PDL only)
 
 
 @triton.jit
 def _fused_linear_kernel(
-    X, G, W1, W3, Y, P1, P3, SS, A, B, COUNT, XD, W1D, W3D, AD,
+    X, G, W1, W3, Y, R, P1, P3, SS, A, B, COUNT, XD, W1D, W3D, AD,
     M, N, K, k_chunk, n_splits, eps, rank, lora_scale,
-    stride_xm, stride_w1k, stride_w3k, stride_ym, stride_ak, stride_br,
+    stride_xm, stride_w1k, stride_w3k, stride_ym, stride_rm, stride_ak, stride_br,
     HAS_NORM: tl.constexpr, GATED: tl.constexpr, SPLIT: tl.constexpr, HAS_LORA: tl.constexpr,
-    FIXUP: tl.constexpr, USE_TMA: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, FIXUP: tl.constexpr, USE_TMA: tl.constexpr, PDL: tl.constexpr,
+    PREFETCH: tl.constexpr, PREFETCH_LINES: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -54,6 +57,18 @@ def _fused_linear_kernel(
     rr = tl.arange(0, BLOCK_R)
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
+    if PDL:
+        # Until the kernel before has written x: bring this program's first PREFETCH K
+        # blocks of the weights into L2 (one 128-byte line per 64 columns of a row).
+        for k0 in range(k_start, tl.minimum(k_start + PREFETCH * BLOCK_K, k_end), BLOCK_K):
+            rows = k0 + tl.arange(0, BLOCK_K)
+            rows = tl.minimum(rows, k_end - 1).to(tl.int64)
+            cols = pid_n * BLOCK_N + 64 * tl.arange(0, PREFETCH_LINES)
+            cols = tl.minimum(cols, N - 1)
+            prefetch_l2(W1 + rows[:, None] * stride_w1k + cols[None, :])
+            if GATED:
+                prefetch_l2(W3 + rows[:, None] * stride_w3k + cols[None, :])
+    pdl_wait(PDL)
     if HAS_NORM and USE_TMA:
         # Beside TMA loads, the compiler does not pipeline the load of g: each block would
         # wait for one L2 round trip. Load it a block ahead instead. (A 1-D TMA descriptor
@@ -96,6 +111,7 @@ def _fused_linear_kernel(
             else:
                 a = tl.load(A + rk[:, None].to(tl.int64) * stride_ak + rr[None, :], mask=k_ok[:, None] & (rr[None, :] < rank), other=0.0)
             xa = tl.dot(x, a, xa)
+    pdl_launch_dependents(PDL)  # the next kernel's programs may take the SMs this one leaves
     if HAS_LORA:  # this chunk's (x A) B, rounded to the input dtype as the unfused x @ A is
         b = tl.load(B + rr[:, None] * stride_br + rn[None, :], mask=(rr[:, None] < rank) & n_ok[None, :], other=0.0)
         acc1 += lora_scale * tl.dot(xa.to(X.dtype.element_ty), b)
@@ -124,10 +140,18 @@ def _fused_linear_kernel(
                     if HAS_NORM:
                         ss += tl.load(SS + (pid_n * n_splits + s) * M + rm, mask=m_ok, other=0.0, cache_modifier=".cg")
                 y = _epilogue(acc1, acc3, ss, K, eps, HAS_NORM, GATED)
-                tl.store(y_ptrs, y.to(Y.dtype.element_ty), mask=out_mask)
+                _store_out(y, y_ptrs, R, rm, rn, out_mask, stride_rm, HAS_RESIDUAL)
     else:
         y = _epilogue(acc1, acc3, ss, K, eps, HAS_NORM, GATED)
-        tl.store(y_ptrs, y.to(Y.dtype.element_ty), mask=out_mask)
+        _store_out(y, y_ptrs, R, rm, rn, out_mask, stride_rm, HAS_RESIDUAL)
+
+
+@triton.jit
+def _store_out(y, y_ptrs, R, rm, rn, mask, stride_rm, HAS_RESIDUAL: tl.constexpr):
+    """y (+ the residual, added in fp32 before the one rounding) -> the output."""
+    if HAS_RESIDUAL:
+        y += tl.load(R + rm[:, None].to(tl.int64) * stride_rm + rn[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptrs, y.to(y_ptrs.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -142,10 +166,13 @@ def _epilogue(acc1, acc3, ss, K, eps, HAS_NORM: tl.constexpr, GATED: tl.constexp
 
 @triton.jit
 def _merge_splits_kernel(
-    P1, P3, SS, Y, M, N, K, n_splits, eps, stride_ym,
-    HAS_NORM: tl.constexpr, GATED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
+    P1, P3, SS, Y, R, M, N, K, n_splits, eps, stride_ym, stride_rm,
+    HAS_NORM: tl.constexpr, GATED: tl.constexpr, HAS_RESIDUAL: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
-    """y[m, n-block] = epilogue(sum over splits of the partials)."""
+    """y[m, n-block] = epilogue(sum over splits of the partials) (+ residual)."""
+    pdl_launch_dependents(PDL)
+    pdl_wait(PDL)
     m = tl.program_id(0)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = rn < N
@@ -160,10 +187,12 @@ def _merge_splits_kernel(
     if GATED:
         y3 = tl.sum(tl.load(P3 + offs, mask=mask, other=0.0), axis=0)
         y = y / (1.0 + tl.exp(-y)) * y3
+    if HAS_RESIDUAL:
+        y += tl.load(R + m * stride_rm + rn, mask=n_ok, other=0.0).to(tl.float32)
     tl.store(Y + m * stride_ym + rn, y.to(Y.dtype.element_ty), mask=n_ok)
 
 
-def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
+def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     K = x.shape[-1]
     N = w1.shape[1]
     x2 = x.reshape(-1, K)
@@ -205,6 +234,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     else:
         cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1, fixup_rows=MAX_FIXUP_ROWS)
     cfg["fixup"] = "auto"
+    cfg["prefetch"] = PREFETCH_BLOCKS
     cfg.update(config)
     if cfg["fixup"] not in ("auto", "kernel", "merge"):
         raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
@@ -237,20 +267,26 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None):
     rank = a.shape[1] if lora is not None else 0
     block_r = max(16, triton.next_power_of_2(max(rank, 1)))
     ad = TensorDescriptor.from_tensor(a, [block_k, block_r]) if tma and lora is not None else a  # columns past rank: zeros
+    r2 = residual.reshape(-1, N) if residual is not None else y2
+    if r2.stride(-1) != 1:
+        r2 = r2.contiguous()
+    pdl = pdl_options(x.device)
     _fused_linear_kernel[(n_tiles, n_splits, m_tiles)](
-        x2, g if has_norm else x2, w1, w3_arg, y2, p1, p3, ss, a, b, count, xd, w1d, w3d, ad,
+        x2, g if has_norm else x2, w1, w3_arg, y2, r2, p1, p3, ss, a, b, count, xd, w1d, w3d, ad,
         M, N, K, k_chunk, n_splits, float(eps), rank, float(lora_scale),
-        x2.stride(0), w1.stride(0), w3_arg.stride(0), y2.stride(0), a.stride(0), b.stride(0),
-        HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None, FIXUP=fixup, USE_TMA=tma,
+        x2.stride(0), w1.stride(0), w3_arg.stride(0), y2.stride(0), r2.stride(0), a.stride(0), b.stride(0),
+        HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None, HAS_RESIDUAL=residual is not None,
+        FIXUP=fixup, USE_TMA=tma, PREFETCH=int(cfg["prefetch"]),
+        PREFETCH_LINES=max(1, block_n // 64),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=block_r,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl,
     )
     if split and not fixup:
         merge_n = 256
         _merge_splits_kernel[(M, triton.cdiv(N, merge_n))](
-            p1, p3, ss, y2, M, N, K, n_splits, float(eps), y2.stride(0),
-            HAS_NORM=has_norm, GATED=gated, BLOCK_N=merge_n, BLOCK_S=triton.next_power_of_2(n_splits),
-            num_warps=4,
+            p1, p3, ss, y2, r2, M, N, K, n_splits, float(eps), y2.stride(0), r2.stride(0),
+            HAS_NORM=has_norm, GATED=gated, HAS_RESIDUAL=residual is not None, BLOCK_N=merge_n,
+            BLOCK_S=triton.next_power_of_2(n_splits), num_warps=4, **pdl,
         )
     return y
 
@@ -283,6 +319,18 @@ def _check_x_w(x, weights: dict):
         raise ValueError(f"x has K = 0 (shape {tuple(x.shape)})")
 
 
+def _check_residual(residual, x, n):
+    """residual: shaped like the output x @ W, in x's dtype (any strides: read as rows)."""
+    if residual is None:
+        return
+    check_tensor("residual", residual, dtypes=DTYPES)
+    check_same_device(x=x, residual=residual)
+    want = (*x.shape[:-1], n)
+    if tuple(residual.shape) != want or residual.dtype != x.dtype:
+        raise ValueError(f"residual must have the output's shape {want} and dtype {x.dtype}; "
+                         f"got {tuple(residual.shape)}, {residual.dtype}")
+
+
 def rmsnorm_linear(x, norm_weight, w, eps: float = 1e-6, *, num_splits=None, _config=None):
     """RMSNorm(x; norm_weight, eps) @ w in one pass over x and w."""
     _check_x_w(x, {"w": w})
@@ -305,8 +353,9 @@ def gated_mlp(x, w1, w3, *, num_splits=None, _config=None):
 MAX_LORA_RANK = 64
 
 
-def lora_linear(x, w, a, b, scale: float = 1.0, *, num_splits=None, _config=None):
-    """x @ w + scale * (x @ a) @ b in one kernel: w (K, N), a (K, r), b (r, N), r <= 64."""
+def lora_linear(x, w, a, b, scale: float = 1.0, *, residual=None, num_splits=None, _config=None):
+    """x @ w + scale * (x @ a) @ b (+ residual) in one kernel: w (K, N), a (K, r), b (r, N),
+    r <= 64; residual shaped like the output."""
     _check_x_w(x, {"w": w})
     check_tensor("a", a, dtypes=DTYPES)
     check_tensor("b", b, dtypes=DTYPES)
@@ -323,10 +372,13 @@ def lora_linear(x, w, a, b, scale: float = 1.0, *, num_splits=None, _config=None
         raise ValueError(f"b must have unit stride along N (got strides {b.stride()})")
     if scale == 0:
         raise ValueError("scale must be non-zero (use a plain matmul for scale 0)")
-    return _run(x, None, w, None, 0.0, num_splits, _config, lora=(a, b, scale))
+    _check_residual(residual, x, w.shape[1])
+    return _run(x, None, w, None, 0.0, num_splits, _config, lora=(a, b, scale), residual=residual)
 
 
-def linear(x, w, *, num_splits=None, _config=None):
-    """x @ w (w (K, N)): the skeleton without norm, gate or adapter, split-K for few rows."""
+def linear(x, w, *, residual=None, num_splits=None, _config=None):
+    """x @ w (+ residual, added before the output's one rounding; shaped like the output):
+    the skeleton without norm, gate or adapter, split-K for few rows."""
     _check_x_w(x, {"w": w})
-    return _run(x, None, w, None, 0.0, num_splits, _config)
+    _check_residual(residual, x, w.shape[1])
+    return _run(x, None, w, None, 0.0, num_splits, _config, residual=residual)

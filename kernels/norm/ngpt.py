@@ -13,12 +13,15 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_out, check_same_device, check_tensor
+from kernels.launch import pdl_launch_dependents, pdl_options, pdl_wait
 from kernels.norm.rmsnorm import MAX_SINGLE_BLOCK, _as_rows, _launch_config
 
 
 @triton.jit
 def _ngpt_update_kernel(H, Y, ALPHA, OUT, stride_h, stride_y, stride_o, n_rows, n_cols, eps,
-                        ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+                        ROWS: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr):
+    pdl_launch_dependents(PDL)
+    pdl_wait(PDL)
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     rows64 = rows.to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
@@ -55,6 +58,6 @@ def ngpt_update(h: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, eps: floa
     cfg = _launch_config(n_rows, n_cols, h.element_size())
     _ngpt_update_kernel[(triton.cdiv(n_rows, cfg["ROWS"]),)](
         h2, y2, alpha.contiguous(), o2, h2.stride(0), y2.stride(0), o2.stride(0), n_rows, n_cols, float(eps),
-        ROWS=cfg["ROWS"], BLOCK_N=cfg["BLOCK_N"], num_warps=cfg["num_warps"],
+        ROWS=cfg["ROWS"], BLOCK_N=cfg["BLOCK_N"], num_warps=cfg["num_warps"], **pdl_options(h.device),
     )
     return o

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_out, check_same_device, check_tensor
+from kernels.launch import pdl_launch_dependents, pdl_options, pdl_wait
 
 MAX_SINGLE_BLOCK = 16384  # fp32 values per row held in registers (32 per thread at 16 warps)
 CHUNK = 4096              # block width of the two-pass loop for wider rows
@@ -47,7 +48,10 @@ def _rmsnorm_kernel(
     ROWS: tl.constexpr,
     BLOCK_N: tl.constexpr,
     SINGLE_PASS: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    pdl_launch_dependents(PDL)  # a short kernel: the next may launch as soon as this one runs
+    pdl_wait(PDL)
     pid = tl.program_id(0)
     rows = pid * ROWS + tl.arange(0, ROWS)
     row_mask = rows < n_rows
@@ -142,7 +146,7 @@ def _run(x, residual, weight, eps, out, residual_out):
         x2.stride(0), r2.stride(0), y2.stride(0), h2.stride(0),
         n_rows, n_cols, float(eps),
         HAS_RESIDUAL=residual is not None,
-        **cfg,
+        **cfg, **pdl_options(x.device),
     )
     return y, h
 

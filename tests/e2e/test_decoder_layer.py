@@ -66,6 +66,52 @@ def test_layer_writes_new_keys_into_the_cache(device):
     assert not torch.equal(cache.k[:, 10:12], before[:, 10:12]), "new keys were not written"
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", MODELS)
+def test_layer_with_pdl_equals_without_pdl(device, name, monkeypatch):
+    """Programmatic dependent launch (Hopper, kernels/launch.py) lets each kernel start while
+    the one before finishes; it must not change one bit of the output or the cache, eager or
+    replayed from a CUDA graph with new inputs (a kernel reading its input before the one
+    before has written it would show here)."""
+    if device != "cuda" or torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("needs a Hopper (or newer) GPU")
+    kv_len = 3000
+    layer, cache, x, _ = build(name, 2, kv_len, 1, device)
+    ops = get_ops("triton")
+
+    def step(x, k, v):
+        return layer(x, KVCache(k, v), kv_len, ops)
+
+    def without_pdl(x):
+        monkeypatch.setenv("KERNELS_PDL", "0")
+        k, v = cache.k.clone(), cache.v.clone()
+        out = step(x, k, v)
+        monkeypatch.setenv("KERNELS_PDL", "1")
+        return out, k, v
+
+    want = without_pdl(x)
+    k, v = cache.k.clone(), cache.v.clone()
+    got = (step(x, k, v), k, v)
+    assert all(torch.equal(a, b) for a, b in zip(got, want)), "eager: PDL changed the result"
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step(x, k, v)  # warm up off the capture stream
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step(x, k, v)
+    g = torch.Generator().manual_seed(9)
+    for _ in range(3):
+        x.copy_(torch.randn(x.shape, generator=g).to(x.dtype))
+        k.copy_(cache.k), v.copy_(cache.v)
+        graph.replay()
+        torch.cuda.synchronize()
+        want = without_pdl(x)
+        assert all(torch.equal(a, b) for a, b in zip((out, k, v), want)), "graph replay: PDL changed the result"
+
+
 def test_unknown_backend_is_an_error():
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         get_ops("cuda")
@@ -109,6 +155,7 @@ def _layer_case(name, batch, kv_len):
         reference=lambda x, k, v: ref_layer(x.float(), KVCache(k.float(), v.float()), kv_len, torch_ops),
         rtol=2e-2,  # a whole bf16 layer against float32: several roundings compound
         timing_mode="graph",
+        pdl=True,  # a chain of kernels: each may start while the one before finishes, as in a model
     )
 
 

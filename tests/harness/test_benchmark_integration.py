@@ -68,3 +68,20 @@ def test_cpu_lane_skips_perf_with_one_reason_and_saves_nothing(tmp_path):
     assert lanes.NO_GPU_PERF_REASON in r.stdout
     assert " passed" not in r.stdout and "skipped" in r.stdout
     assert not list((tmp_path / "store").rglob("*.json")) if (tmp_path / "store").exists() else True
+
+
+def test_pdl_setting_is_scoped_to_one_case(monkeypatch):
+    """A perf case sets KERNELS_PDL (the name kernels/launch.py reads) for its own run only,
+    and puts back what was there."""
+    from harness import perfcase
+    from kernels import launch
+
+    assert perfcase.PDL_ENV == launch.PDL_ENV
+    monkeypatch.setenv(launch.PDL_ENV, "7")
+    with perfcase._pdl_setting(False):
+        assert os.environ[launch.PDL_ENV] == "0"
+    assert os.environ[launch.PDL_ENV] == "7"
+    monkeypatch.delenv(launch.PDL_ENV)
+    with perfcase._pdl_setting(True):
+        assert os.environ[launch.PDL_ENV] == "1"
+    assert launch.PDL_ENV not in os.environ

@@ -111,6 +111,41 @@ def test_linear_matches_matmul(device, m, k, n, splits, dtype, seed):
     assert_within_rule(linear(x, w, num_splits=splits), exact, lowp, dt)
 
 
+@given(m=st.integers(0, 20), k=st.integers(1, 300), n=st.integers(1, 130), splits=st.sampled_from([None, 1, 3]),
+       fixup=st.sampled_from(["auto", "kernel", "merge"]), lora=st.booleans(), dtype=st.sampled_from(list(DTYPES)),
+       seed=st.integers(0, 2**31 - 1))
+@example(m=1, k=4096, n=64, splits=None, fixup="auto", lora=False, dtype="fp16", seed=0)
+@example(m=17, k=129, n=65, splits=3, fixup="merge", lora=True, dtype="fp16", seed=1)
+def test_residual_is_added_before_the_one_rounding(device, m, k, n, splits, fixup, lora, dtype, seed):
+    """linear(x, w, residual=r) = r + x @ w (and lora_linear likewise) on every path of the
+    split (whole K, in-kernel fix-up, merge kernel); the unfused model rounds x @ w first."""
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    x, w, r = randn((m, k), dt, device, g), randn((k, n), dt, device, g, k ** -0.5), randn((m, n), dt, device, g, 4.0)
+    a, b = randn((k, 8), dt, device, g, k ** -0.5), randn((8, n), dt, device, g, 0.3)
+    cfg = dict(fixup=fixup)
+    if lora:
+        y = lora_linear(x, w, a, b, 0.5, residual=r, num_splits=splits, _config=cfg)
+        exact = lora_linear_reference(x, w, a, b, 0.5, torch.float64).cpu() + r.double().cpu()
+        lowp = (lora_linear_reference(x, w, a, b, 0.5, dt) + r).cpu()
+    else:
+        y = linear(x, w, residual=r, num_splits=splits, _config=cfg)
+        exact = x.double().cpu() @ w.double().cpu() + r.double().cpu()
+        lowp = ((x.cpu().float() @ w.cpu().float()).to(dt) + r.cpu()).to(dt)
+    assert_within_rule(y, exact, lowp, dt)
+
+
+def test_residual_must_match_the_output(device):
+    x = torch.randn(2, 64, device=device, dtype=torch.float16)
+    w = torch.randn(64, 32, device=device, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"residual must have the output's shape \(2, 32\)"):
+        linear(x, w, residual=torch.zeros(2, 64, device=device, dtype=torch.float16))
+    with pytest.raises(ValueError, match="residual must have .* dtype torch.float16"):
+        linear(x, w, residual=torch.zeros(2, 32, device=device, dtype=torch.bfloat16))
+    r = torch.randn(32, 2, device=device, dtype=torch.float16).t()  # strided along N: read as given
+    assert torch.allclose(linear(x, w, residual=r).float(), (r.float() + (x.float() @ w.float())), rtol=1e-2, atol=1e-1)
+
+
 @given(m=st.integers(1, 70), k8=st.integers(1, 50), n8=st.integers(1, 20), splits=st.sampled_from([None, 1, 3]),
        op=st.sampled_from(["rmsnorm_linear", "gated_mlp", "lora_linear"]), seed=st.integers(0, 2**31 - 1))
 @example(m=17, k8=25, n8=9, splits=2, op="rmsnorm_linear", seed=0)  # K and N off the blocks, zero-filled by TMA
