@@ -37,11 +37,11 @@ def pdl_options(device: torch.device) -> dict:
 
     With PDL a kernel is launched while the one before it on the stream is still running,
     as soon as every program of that one has called `pdl_launch_dependents` (or ended);
-    its programs then do what needs no input of the earlier kernel (set-up, reading
-    weights into L2) and wait in `pdl_wait` for the earlier kernel's writes. A decode step
-    is a chain of short kernels, so each launch gap and each kernel's ramp-up and tail
-    would otherwise leave the memory system idle. CUDA graphs keep the overlap (captured as
-    programmatic edges). Both calls are no-ops when a kernel is launched without PDL.
+    its programs set up and wait in `pdl_wait` for the earlier kernel's writes, so the
+    launch gap between the short kernels of a decode step is hidden. CUDA graphs keep the
+    overlap (captured as programmatic edges). Both calls are no-ops when a kernel is
+    launched without PDL. (Asking L2 for the first weight or KV blocks before the wait
+    gained nothing in the layers: results/<gpu>/layer_pdl.txt.)
     KERNELS_PDL=0 in the environment turns it off, for timing without it."""
     on = device.type == "cuda" and os.environ.get(PDL_ENV, "1") != "0" and _cuda_major(device.index or 0) >= 9
     return {"PDL": True, "launch_pdl": True} if on else {"PDL": False}
@@ -62,15 +62,6 @@ def pdl_wait(PDL: tl.constexpr):
     back is complete too)."""
     if PDL:
         gdc_wait()
-
-
-@triton.jit
-def prefetch_l2(ptrs):
-    """Ask L2 to fetch the lines holding `ptrs` (one instruction per pointer, no registers
-    filled, nothing waited for): reading weights that no earlier kernel writes while
-    waiting in `pdl_wait`. Compiled code only (the interpreter has no inline assembly)."""
-    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; // $0", "=r,l", [ptrs], dtype=tl.int32, is_pure=False,
-                              pack=1)
 
 
 def split_plan(length: int, block: int, programs: int, device, num_splits=None, waves: float = 2,

@@ -47,14 +47,14 @@ def cases():
     for gated, lora, m_one in ((True, False, True), (False, True, False), (False, False, True)):
         yield (f"fused_linear gated={gated} lora={lora} M={'1' if m_one else 'n'}", _fused_linear_kernel, lin,
                {**({"M": 1} if m_one else {}), "HAS_NORM": not lora, "GATED": gated, "SPLIT": True, "HAS_LORA": lora,
-                "FIXUP": True, "USE_TMA": False, "HAS_RESIDUAL": lora, "PDL": m_one, "PREFETCH": 2,
-                "PREFETCH_LINES": 1, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "BLOCK_R": 16})
+                "FIXUP": True, "USE_TMA": False, "HAS_RESIDUAL": lora, "PDL": m_one,
+                "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "BLOCK_R": 16})
     for block_m, gated, lora in ((16, False, True), (64, True, False)):  # x and the weights read through TMA
         tma = {"XD": f"tensordesc<bf16[{block_m},64]>", "W1D": "tensordesc<bf16[64,128]>",
                "W3D": "tensordesc<bf16[64,128]>", "AD": "tensordesc<bf16[64,16]>"}
         yield (f"fused_linear TMA BLOCK_M={block_m} gated={gated} lora={lora}", _fused_linear_kernel, lin | tma,
                {"HAS_NORM": not gated, "GATED": gated, "SPLIT": True, "HAS_LORA": lora, "FIXUP": True,
-                "USE_TMA": True, "HAS_RESIDUAL": not gated, "PDL": True, "PREFETCH": 2, "PREFETCH_LINES": 2,
+                "USE_TMA": True, "HAS_RESIDUAL": not gated, "PDL": True,
                 "BLOCK_M": block_m, "BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_R": 16})
     yield ("merge_splits", _merge_splits_kernel, f32("P1 P3 SS") | {"Y": "*bf16", "R": "*bf16", "eps": "fp32"},
            {"HAS_NORM": True, "GATED": True, "HAS_RESIDUAL": True, "PDL": True, "BLOCK_N": 256, "BLOCK_S": 16})
@@ -83,10 +83,10 @@ def cases():
                                                            "scale_log2": "fp32"}
     yield ("decode uniform length, split merged in kernel", _decode_kernel, dec,
            {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 64, "WRITE_PARTIAL": True,
-            "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True, "PDL": True, "PREFETCH": 2})
+            "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True, "PDL": True})
     yield ("decode lengths tensor, QK-norm, one chunk", _decode_kernel, dec,
            {"q_tokens": 1, "CAUSAL": True, "HEAD_DIM": 64, "BLOCK_M": 16, "BLOCK_N": 128, "WRITE_PARTIAL": False,
-            "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False, "PDL": False, "PREFETCH": 2})
+            "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False, "PDL": False})
     yield ("decode combine", _combine_kernel, f32("O_PART LSE_PART LSE") | {"O": "*bf16"},
            {"HEAD_DIM": 128, "BLOCK_S": 32, "PDL": True})
     for qk in (True, False):

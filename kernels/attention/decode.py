@@ -29,14 +29,13 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_qk_norm_weights, check_same_device, check_tensor
-from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, prefetch_l2, split_plan,
+from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
                             tile_counters)
 
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
 LN2 = math.log(2.0)
 MAX_FIXUP_SPLITS = 4  # merge in the kernel up to this many chunks, else in a second kernel
-PREFETCH_BLOCKS = 2  # KV blocks a program asks L2 for while it waits for the kernel before (PDL only)
 
 
 @triton.jit
@@ -50,7 +49,7 @@ def _decode_kernel(
     kv_capacity, q_tokens, group, n_kv_heads, n_rows, chunk, n_splits, scale_log2,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     WRITE_PARTIAL: tl.constexpr, QK_NORM: tl.constexpr, FIXUP: tl.constexpr, UNIFORM_LEN: tl.constexpr,
-    PDL: tl.constexpr, PREFETCH: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -58,12 +57,6 @@ def _decode_kernel(
     b = pid_bh // n_kv_heads
     hkv = pid_bh % n_kv_heads
     d = tl.arange(0, HEAD_DIM)
-    if PDL:  # while the kernel before finishes (it may write the newest keys): this chunk's first keys into L2
-        lines = 64 * tl.arange(0, HEAD_DIM // 64)  # 128-byte lines of a 2-byte row
-        for i in tl.static_range(PREFETCH):
-            rows = tl.minimum(pid_s * chunk + i * BLOCK_N + tl.arange(0, BLOCK_N), kv_capacity - 1).to(tl.int64)
-            prefetch_l2(K + b.to(tl.int64) * stride_kb + hkv * stride_kh + rows[:, None] * stride_ks + lines[None, :])
-            prefetch_l2(V + b.to(tl.int64) * stride_vb + hkv * stride_vh + rows[:, None] * stride_vs + lines[None, :])
     pdl_wait(PDL)
     if UNIFORM_LEN:  # one length for every sequence, passed by value (checked on the host)
         kv_len = uniform_len
@@ -118,7 +111,7 @@ def _decode_kernel(
         v = tl.load(v_base + n[:, None].to(tl.int64) * stride_vs + d[None, :], mask=n_ok[:, None], other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
-    pdl_launch_dependents(PDL)
+    pdl_launch_dependents(PDL)  # after the loop, as in kernels/linear/fused.py
 
     seen = l_i > 0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
@@ -288,8 +281,7 @@ def gqa_decode(
     group = q_heads // kv_heads
     n_rows = group * q_tokens
     block_m = max(16, min(64, triton.next_power_of_2(n_rows)))
-    cfg = dict(block_n=64 if head_dim == 128 else 128, num_warps=4, num_stages=3, waves=2, fixup="auto",
-               prefetch=PREFETCH_BLOCKS)
+    cfg = dict(block_n=64 if head_dim == 128 else 128, num_warps=4, num_stages=3, waves=2, fixup="auto")
     cfg.update(_config or {})  # tools/decode_configs.py explores these
     if cfg["fixup"] not in ("auto", "kernel", "merge"):
         raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
@@ -324,7 +316,7 @@ def gqa_decode(
         stride_lb, stride_lh,
         capacity, q_tokens, group, kv_heads, n_rows, chunk, n_splits, scale / LN2,
         CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, WRITE_PARTIAL=partial, QK_NORM=qk_norm,
-        FIXUP=fixup, UNIFORM_LEN=uniform, PREFETCH=int(cfg["prefetch"]),
+        FIXUP=fixup, UNIFORM_LEN=uniform,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl,
     )
     if partial and not fixup:

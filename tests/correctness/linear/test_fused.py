@@ -10,6 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from harness.lanes import interpreting
+from kernels.norm.reference import rms_norm_reference
 from kernels.linear import (gated_mlp, linear, gated_mlp_reference, lora_linear, lora_linear_reference, rmsnorm_linear,
                             rmsnorm_linear_reference)
 
@@ -22,14 +23,33 @@ def randn(shape, dtype, device, g, scale=1.0):
     return (torch.randn(*shape, generator=g) * scale).to(dtype).to(device)
 
 
-def assert_within_rule(got, exact, lowp, dtype):
+def assert_within_rule(got, exact, lowp, dtype, input_rounding_sd=0.0):
+    """input_rounding_sd: where kernel and reference both round an intermediate input of
+    the product once, each in its own place (RMSNorm+Linear: the kernel rounds x * g, the
+    reference x * rstd * g), the standard deviation of the output error that rounding
+    causes. Their errors are then independent draws of that size, and on a small output
+    (one row, N = 1) the reference's can be lucky: seen on an H100, K = 36, N = 1, error
+    3.2e-4 against a reference error of 4.3e-5, where the deviation is 1.7e-4. The floor
+    is 4 deviations; with many outputs the max over them sets the rule as before."""
     assert got.dtype == dtype and got.shape == exact.shape
     assert not torch.isnan(got).any(), "NaN in the output"
     got64, exact64 = got.double().cpu(), exact.double().cpu()
     err = (got64 - exact64).abs().max().item() if got.numel() else 0.0
     base = (lowp.double().cpu() - exact64).abs().max().item() if got.numel() else 0.0
     one_rounding = torch.finfo(dtype).eps * (exact64.abs().max().item() if got.numel() else 0.0)
-    assert err <= 2 * base + one_rounding, f"max error {err:.3g} > 2 x {base:.3g} + {one_rounding:.3g}"
+    allowed = max(2 * base, 4 * input_rounding_sd) + one_rounding
+    assert err <= allowed, f"max error {err:.3g} > max(2 x {base:.3g}, 4 x {input_rounding_sd:.3g}) + {one_rounding:.3g}"
+
+
+def rounding_sd(a, w, dtype):
+    """Largest standard deviation over the outputs of a @ w of the error from rounding each
+    element of a once to dtype (relative error uniform in +-u, u = eps / 2): u / sqrt(3) *
+    sqrt(sum_k (a_k w_k)^2)."""
+    if a.numel() == 0 or w.numel() == 0:
+        return 0.0
+    a64, w64 = a.double().cpu(), w.double().cpu()
+    u = torch.finfo(dtype).eps / 2
+    return (u / 3 ** 0.5) * ((a64 * a64) @ (w64 * w64)).sqrt().max().item()
 
 
 dims = dict(m=st.integers(0, 20), k=st.integers(1, 400), n=st.integers(1, 150),
@@ -40,6 +60,7 @@ dims = dict(m=st.integers(0, 20), k=st.integers(1, 400), n=st.integers(1, 150),
 @example(m=1, k=4096, n=64, splits=None, dtype="fp16", seed=0)   # decode row, K split
 @example(m=17, k=129, n=65, splits=2, dtype="fp16", seed=1)      # every size off the block
 @example(m=0, k=16, n=16, splits=None, dtype="fp16", seed=2)     # empty batch
+@example(m=1, k=36, n=1, splits=None, dtype="fp16", seed=36)     # one output: the reference's error was lucky
 def test_rmsnorm_linear_matches_reference(device, m, k, n, splits, dtype, seed):
     dt = DTYPES[dtype]
     g = torch.Generator().manual_seed(seed)
@@ -49,8 +70,9 @@ def test_rmsnorm_linear_matches_reference(device, m, k, n, splits, dtype, seed):
     before = [t.clone() for t in (x, gw, w)]
     y = rmsnorm_linear(x, gw, w, 1e-6, num_splits=splits)
     assert all(torch.equal(a, b) for a, b in zip((x, gw, w), before)), "inputs were modified"
+    normed = rms_norm_reference(x, gw, 1e-6, torch.float64)
     assert_within_rule(y, rmsnorm_linear_reference(x, gw, w, 1e-6, torch.float64),
-                       rmsnorm_linear_reference(x, gw, w, 1e-6, dt), dt)
+                       rmsnorm_linear_reference(x, gw, w, 1e-6, dt), dt, rounding_sd(normed, w, dt))
 
 
 @given(**dims)
@@ -159,13 +181,15 @@ def test_tma_reads_match_reference(device, m, k8, n8, splits, op, seed):
     gw = randn((k,), dt, device, g, 0.2) + 1
     a, b = randn((k, 16), dt, device, g, k ** -0.5), randn((16, n), dt, device, g, 0.3)
     cfg = dict(tma=True, block_n=32, block_k=32)
+    sd = 0.0
     if op == "rmsnorm_linear":
+        sd = rounding_sd(rms_norm_reference(x, gw, 1e-6, torch.float64), w1, dt)
         y, ref = rmsnorm_linear(x, gw, w1, 1e-6, num_splits=splits, _config=cfg), lambda d: rmsnorm_linear_reference(x, gw, w1, 1e-6, d)
     elif op == "gated_mlp":
         y, ref = gated_mlp(x, w1, w3, num_splits=splits, _config=cfg), lambda d: gated_mlp_reference(x, w1, w3, d)
     else:
         y, ref = lora_linear(x, w1, a, b, 0.5, num_splits=splits, _config=cfg), lambda d: lora_linear_reference(x, w1, a, b, 0.5, d)
-    assert_within_rule(y, ref(torch.float64), ref(dt), dt)
+    assert_within_rule(y, ref(torch.float64), ref(dt), dt, sd)
 
 
 def test_tma_refuses_misaligned_rows_and_auto_falls_back(device):
