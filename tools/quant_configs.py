@@ -1,6 +1,7 @@
 """Explore the weight-only GEMM's launch configurations on the GPU, cold L2, bf16,
 4096 -> 14336: int4 (group 128) and int8 at one row (the tensor-core path with 16-row
-tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path), and at 16 and
+tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path, its weight words
+read by pointer or through TMA), and at 16 and
 2048 rows (swap_ab, interleave). Arguments pick cases: recipe:rows, or recipe:rows:K:N for
 another shape (e.g. int4wo-128:1:14336:4096). Prints per case the pure read bound of the weight bytes
 (tools/read_bound.py), the default and the best few, with % of copy bandwidth (or TFLOP/s
@@ -27,6 +28,8 @@ def grid(recipe, m):
         for bn, bk, nw, waves in itertools.product([64, 128, 256], [128] if int4 else [64, 128], [2, 4, 8],
                                                    [2, 4, 8]):
             yield dict(path="gemv", block_n=bn, block_k=bk, num_warps=nw, num_stages=1, waves=waves)
+        for bn, nw, ns, waves in itertools.product([64, 128], [2, 4], [3, 4, 6], [1, 2, 4, 8]):  # words through TMA
+            yield dict(path="gemv", block_n=bn, block_k=128, num_warps=nw, num_stages=ns, waves=waves, tma=True)
     elif m == 16:
         for bn, ns, waves, swap, il in itertools.product([64, 128], [3, 4], [4, 8], [False, True], [False, True]):
             yield dict(path="mma", block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves,
@@ -39,7 +42,8 @@ def grid(recipe, m):
 
 def name(cfg):
     if cfg.get("path") == "gemv":
-        return f"gemv-n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}x{cfg['waves']}"
+        return (f"gemv-n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}x{cfg['waves']}"
+                + (f"-tma-s{cfg['num_stages']}" if cfg.get("tma") else ""))
     return (f"m{cfg['block_m']}n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
             + ("-swap" if cfg["swap_ab"] else "") + ("-cvt" if cfg["fast_cvt"] else "")
             + ("-il" if cfg.get("interleave") else ""))
