@@ -66,11 +66,8 @@ def cases():
                    {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap, "FAST_CVT": bits == 4,
                     "INTERLEAVE": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
         for even_k in (True, False) if bits == 8 else (True,):
-            yield (f"wo_gemv int{bits} even_k={even_k}", _wo_gemv_kernel, wo | {"Q": "*i32", "QD": "*i32"},
-                   {"BITS": bits, "SPLIT": True, "EVEN_K": even_k, "USE_TMA": False, "STAGES": 1, "BLOCK_N": 128, "BLOCK_K": 128})
-        rows = 64 if bits == 4 else 128  # words through a TMA descriptor
-        yield (f"wo_gemv int{bits} TMA", _wo_gemv_kernel, wo | {"Q": "*i32", "QD": f"tensordesc<i32[{rows},16]>"},
-               {"BITS": bits, "SPLIT": True, "EVEN_K": True, "USE_TMA": True, "STAGES": 4, "BLOCK_N": 64, "BLOCK_K": 128})
+            yield (f"wo_gemv int{bits} even_k={even_k}", _wo_gemv_kernel, wo | {"Q": "*i32"},
+                   {"BITS": bits, "SPLIT": True, "EVEN_K": even_k, "BLOCK_N": 128, "BLOCK_K": 128})
     for swap in (False, True):
         yield (f"wo_matmul int4 prefill fp16 interleave swap_ab={swap}", _wo_matmul_kernel,
                wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},

@@ -1,7 +1,6 @@
 """Explore the weight-only GEMM's launch configurations on the GPU, cold L2, bf16,
 4096 -> 14336: int4 (group 128) and int8 at one row (the tensor-core path with 16-row
-tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path, its weight words
-read by pointer or through TMA; --tma-only: TMA alone), and at 16 and
+tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path), and at 16 and
 2048 rows (swap_ab, interleave). Arguments pick cases: recipe:rows, or recipe:rows:K:N for
 another shape (e.g. int4wo-128:1:14336:4096). Prints per case the pure read bound of the weight bytes
 (tools/read_bound.py), the default and the best few, with % of copy bandwidth (or TFLOP/s
@@ -27,10 +26,7 @@ def grid(recipe, m):
                    fast_cvt=int4)  # the 16-row default, for reference
         for bn, bk, nw, waves in itertools.product([64, 128, 256], [128] if int4 else [64, 128], [2, 4, 8],
                                                    [2, 4, 8]):
-            if not tma_only:
-                yield dict(path="gemv", block_n=bn, block_k=bk, num_warps=nw, num_stages=1, waves=waves)
-        for bn, nw, ns, waves in itertools.product([64, 128], [2, 4], [3, 4, 6], [1, 2, 4, 8]):  # words through TMA
-            yield dict(path="gemv", block_n=bn, block_k=128, num_warps=nw, num_stages=ns, waves=waves, tma=True)
+            yield dict(path="gemv", block_n=bn, block_k=bk, num_warps=nw, num_stages=1, waves=waves)
     elif m == 16:
         for bn, ns, waves, swap, il in itertools.product([64, 128], [3, 4], [4, 8], [False, True], [False, True]):
             yield dict(path="mma", block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves,
@@ -43,16 +39,14 @@ def grid(recipe, m):
 
 def name(cfg):
     if cfg.get("path") == "gemv":
-        return (f"gemv-n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}x{cfg['waves']}"
-                + (f"-tma-s{cfg['num_stages']}" if cfg.get("tma") else ""))
+        return f"gemv-n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}x{cfg['waves']}"
     return (f"m{cfg['block_m']}n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
             + ("-swap" if cfg["swap_ab"] else "") + ("-cvt" if cfg["fast_cvt"] else "")
             + ("-il" if cfg.get("interleave") else ""))
 
 
-tma_only = "--tma-only" in sys.argv  # one row: the gemv through TMA only (and the defaults)
 cases = [("int4wo-128", 1), ("int8wo", 1), ("int4wo-128", 16), ("int8wo", 16), ("int4wo-128", 2048), ("int8wo", 2048)]
-only = [a for a in sys.argv[1:] if not a.startswith("--")]  # e.g. int4wo-128:1
+only = sys.argv[1:]  # e.g. int4wo-128:1
 shaped = [a.split(":") for a in only if a.count(":") == 3]
 for recipe, m, k, n in [(c[0], int(c[1]), int(c[2]), int(c[3])) for c in shaped] or [(r, m_, k, n) for r, m_ in cases]:
     if not shaped and only and f"{recipe}:{m}" not in only:

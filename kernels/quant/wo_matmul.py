@@ -29,7 +29,6 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_tensor
 from kernels.launch import last_to_arrive, split_plan, tile_counters, tile_ranges
@@ -180,16 +179,11 @@ def _int8_byte(acc, v, x, SHIFT: tl.constexpr):
 
 
 @triton.jit
-def _int4_block(Q, X, S, Z, k, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K: tl.constexpr,
-                LOAD_Q: tl.constexpr = True):
-    """The int4 block at k (a whole group): its packed words (unless not LOAD_Q: then 0),
-    x's even and odd entries (in the tile's layout) and the group's scale and zero for byte
-    columns 0-3, as stored."""
+def _int4_block(Q, X, S, Z, k, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K: tl.constexpr):
+    """The int4 block at k (a whole group): its packed words, x's even and odd entries (in
+    the tile's layout) and the group's scale and zero for byte columns 0-3, as stored."""
     row = tl.full([], 0, tl.int64) + k // 2  # 64-bit: the weight may pass 2^31 bytes
-    if LOAD_Q:
-        q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None], other=0)
-    else:
-        q = 0
+    q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None], other=0)
     x_a = tl.load(X + k + x_offs)
     x_b = tl.load(X + k + 1 + x_offs)
     sz = (k // BLOCK_K) * stride_sg + 4 * rw
@@ -205,27 +199,23 @@ def _int4_block(Q, X, S, Z, k, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, B
 
 
 @triton.jit
-def _int8_block(Q, X, k, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K: tl.constexpr, LOAD_Q: tl.constexpr = True):
-    """The int8 block at k: its words (unless not LOAD_Q: then 0) and x (in the tile's
-    layout); rows past k_end read as zero unless EVEN_K (K and the chunks are whole blocks)."""
+def _int8_block(Q, X, k, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K: tl.constexpr):
+    """The int8 block at k: its words and x (in the tile's layout); rows past k_end read
+    as zero unless EVEN_K (K and the chunks are whole blocks)."""
     row = tl.full([], 0, tl.int64) + k
-    q = 0
     if EVEN_K:
-        if LOAD_Q:
-            q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None], other=0)
+        q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None], other=0)
         x = tl.load(X + k + x_offs)
     else:
-        if LOAD_Q:
-            q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None] & (k + r < k_end)[None, :], other=0)
+        q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None] & (k + r < k_end)[None, :], other=0)
         x = tl.load(X + k + x_offs, mask=(k + r < k_end)[None, :], other=0.0)
     return q, x
 
 
 @triton.jit
 def _wo_gemv_kernel(
-    X, Q, QD, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_qk, stride_sg, low_mask,
-    BITS: tl.constexpr, SPLIT: tl.constexpr, EVEN_K: tl.constexpr, USE_TMA: tl.constexpr, STAGES: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_qk, stride_sg, low_mask,
+    BITS: tl.constexpr, SPLIT: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """One row (decode, M = 1) on the CUDA cores: y[n] = sum_k x[k] w[k, n].
     Q is the packed weight read as 32-bit words: (K/2, N/4) for int4, (K, N/4) for int8;
@@ -237,28 +227,19 @@ def _wo_gemv_kernel(
     per-column scale and zero then cost little against the rows they serve.
     Each block's inputs are loaded one block ahead. int4 blocks are one group
     (BLOCK_K = GROUP). low_mask (int4 0xF000, int8 0xFF) is an argument, not a literal:
-    as a literal, ptxas rebuilds it in a register for every use (+15% instructions).
-    USE_TMA (Hopper): the words come through a TMA descriptor QD in natural order, STAGES - 1
-    blocks in flight in shared memory (the loop's own num_stages: Triton 3.6 pipelines a TMA
-    load that feeds no dot only when the loop asks), and only x, scales and zeros are
-    loaded a block ahead in registers."""
+    as a literal, ptxas rebuilds it in a register for every use (+15% instructions)."""
     WORDS: tl.constexpr = BLOCK_N // 4
     ROWS: tl.constexpr = BLOCK_K // 2 if BITS == 4 else BLOCK_K
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     t = tl.arange(0, WORDS)
-    if USE_TMA:  # the tile arrives from shared memory in natural order
-        rw = pid_n * WORDS + t
-    elif BITS == 4:  # words permuted in pairs: two words of many rows per thread (see above)
+    if BITS == 4:  # words permuted in pairs: two words of many rows per thread (see above)
         rw = pid_n * WORDS + ((t // 2) % 2) * (WORDS // 2) + (t // 4) * 2 + t % 2
     else:  # int8 has no per-block scale: 16-byte loads of four words per thread cost less
         rw = pid_n * WORDS + t
     w_ok = rw < N // 4
     i = tl.arange(0, ROWS)
-    if USE_TMA:
-        r = i
-    else:
-        r = (i % 8) * (ROWS // 8) + i // 8  # rows permuted too, or Triton vectorizes x along them and reshuffles
+    r = (i % 8) * (ROWS // 8) + i // 8  # rows permuted too, or Triton vectorizes x along them and reshuffles
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
     acc0 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
@@ -279,13 +260,10 @@ def _wo_gemv_kernel(
     if BITS == 4:
         high_mask = low_mask << 4  # the odd-k nibble, at bits 16-19
         q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3 = _int4_block(Q, X, S, Z, k_start, q_offs, x_offs, rw, w_ok,
-                                                                 stride_qk, stride_sg, BLOCK_K, not USE_TMA)
-        for k0 in tl.range(k_start, k_end, BLOCK_K, num_stages=STAGES):  # whole blocks: K, chunks and k0 are multiples of BLOCK_K
+                                                                 stride_qk, stride_sg, BLOCK_K)
+        for k0 in range(k_start, k_end, BLOCK_K):  # whole blocks: K, chunks and k0 are multiples of BLOCK_K
             k_fetch = tl.where(k0 + BLOCK_K < k_end, k0 + BLOCK_K, k_start)
-            nxt = _int4_block(Q, X, S, Z, k_fetch, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K,
-                              not USE_TMA)
-            if USE_TMA:
-                q = tl.trans(QD.load([k0 // 2, pid_n * WORDS]))
+            nxt = _int4_block(Q, X, S, Z, k_fetch, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K)
             x_a, x_b = x_a.to(tl.float32), x_b.to(tl.float32)
             # byte c's nibbles sit at bits 8c and 8c + 4: shift each pair to bits 12-19
             acc0 = _int4_byte(acc0, q << 12, x_a, x_b, s0, z0, low_mask, high_mask)
@@ -294,13 +272,10 @@ def _wo_gemv_kernel(
             acc3 = _int4_byte(acc3, q >> 12, x_a, x_b, s3, z3, low_mask, high_mask)
             q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3 = nxt
     else:
-        q, x = _int8_block(Q, X, k_start, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K, not USE_TMA)
-        for k0 in tl.range(k_start, k_end, BLOCK_K, num_stages=STAGES):
+        q, x = _int8_block(Q, X, k_start, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K)
+        for k0 in range(k_start, k_end, BLOCK_K):
             k_fetch = tl.where(k0 + BLOCK_K < k_end, k0 + BLOCK_K, k_start)
-            q_next, x_next = _int8_block(Q, X, k_fetch, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K,
-                                         not USE_TMA)
-            if USE_TMA:  # rows past the chunk's end meet x = 0 (masked above)
-                q = tl.trans(QD.load([k0, pid_n * WORDS]))
+            q_next, x_next = _int8_block(Q, X, k_fetch, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K)
             x = x.to(tl.float32)
             u = q ^ -2139062144  # 0x80808080 as int32: each signed byte q becomes q + 128
             u_hi = u >> 16  # bytes 2 and 3 at bits 0-15
@@ -473,17 +448,10 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     zero = qw.zero if qw.bits == 4 else qw.scale
     if gemv:
         words = qw.qweight.view(torch.int32)  # four columns per word (N % 4 == 0, checked above)
-        rows = cfg["block_k"] // 2 if qw.bits == 4 else cfg["block_k"]
-        tma = cfg.get("tma", False)
-        if tma and not (x.device.type != "cuda" or torch.cuda.get_device_capability(x.device)[0] >= 9) \
-                or tma and (N % 16 or words.data_ptr() % 16):
-            raise ValueError("tma=True needs a Hopper GPU (or the interpreter), out_features a multiple of 16 "
-                             "and a 16-byte aligned weight")
-        qd = TensorDescriptor.from_tensor(words, [rows, cfg["block_n"] // 4]) if tma else words
         _wo_gemv_kernel[(n_tiles, n_splits)](
-            x2, words, qd, qw.scale, zero, y2, p, count, N, K, k_chunk, n_splits, words.stride(0),
+            x2, words, qw.scale, zero, y2, p, count, N, K, k_chunk, n_splits, words.stride(0),
             qw.scale.stride(0), 0xF000 if qw.bits == 4 else 0xFF, BITS=qw.bits, SPLIT=split,
-            EVEN_K=K % cfg["block_k"] == 0, USE_TMA=bool(tma), STAGES=cfg["num_stages"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
+            EVEN_K=K % cfg["block_k"] == 0, BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
         return y

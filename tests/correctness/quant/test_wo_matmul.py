@@ -87,17 +87,14 @@ MMA_OPTIONS = [{"path": "mma"} | o for o in ({"swap_ab": False, "fast_cvt": Fals
 
 
 @pytest.mark.parametrize("m,options", [(m, o) for m in (1, 5, 16) for o in MMA_OPTIONS]
-                         + [(1, {"path": "gemv", "block_n": 64}), (1, {"path": "gemv", "block_n": 128, "num_warps": 8}),
-                            (1, {"path": "gemv", "block_n": 64, "tma": True, "num_stages": 4}),
-                            (1, {"path": "gemv", "block_n": 128, "num_warps": 4, "tma": True, "num_stages": 3})])  # the gemv path is for one row
+                         + [(1, {"path": "gemv", "block_n": 64}), (1, {"path": "gemv", "block_n": 128, "num_warps": 8})])  # the gemv path is for one row
 @pytest.mark.parametrize("recipe", ["int8wo", "int4wo-64"])
 def test_launch_options_compute_the_same_product(device, recipe, m, options):
     """Every launch option is the same function, split or not: the transposed tile (weights
     as the MMA's left operand), int4 converted from bits (fast_cvt, on by default) or by
-    the instruction, nibbles interleaved into K order, the one-row CUDA-core path (its
-    weight words read by pointer or through TMA, which needs N a multiple of 16)."""
+    the instruction, nibbles interleaved into K order, the one-row CUDA-core path."""
     g = torch.Generator().manual_seed(m)
-    k, n = 512 - (37 if recipe == "int8wo" else 0), 208 if options.get("tma") else 200
+    k, n = 512 - (37 if recipe == "int8wo" else 0), 200
     w, x = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g).to(torch.float16)
     qw = quantize(recipe, w, torch.float16)
     on = lambda t: t.to(device) if t is not None else None
@@ -124,7 +121,3 @@ def test_wo_matmul_rejects_bad_launch_options(device):
     with pytest.raises(ValueError, match="out_features 30 is not a multiple of 4"):
         wo_matmul(x[:1], odd, _config_override={"path": "gemv"})
     assert wo_matmul(x[:1], odd).shape == (1, 30)  # by default such a layer takes the tensor-core path
-    odd = quantize_int8_weight(torch.randn(36, 64), torch.float16)  # 36 outputs: rows of 36 bytes, not TMA-readable
-    odd.qweight, odd.scale = odd.qweight.to(device), odd.scale.to(device)
-    with pytest.raises(ValueError, match="tma=True needs .* out_features a multiple of 16"):
-        wo_matmul(x[:1], odd, _config_override={"path": "gemv", "tma": True})
