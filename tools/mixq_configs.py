@@ -1,8 +1,11 @@
 """Explore the MixQ GEMM's launch configurations on the GPU (LLaMA-2-70B q projection,
 bf16, 64 planted outlier channels), and time the activation-quantization kernel alone.
 Prints per M the baselines (bf16 F.linear, torch._int_mm alone), the quantize kernel alone
-at 1 and 2 rows per program, K blocks of 256 to 2048, 4 or 8 warps, the default and the best few."""
+at 1 and 2 rows per program, K blocks of 256 to 2048, 4 or 8 warps (and, as "notrack", without
+recording the channel maxima, to see what the atomics cost), the default and the best few.
+--quantize-only: the quantize kernel and the baselines, no GEMM configurations."""
 import itertools
+import sys
 
 import torch
 
@@ -24,10 +27,12 @@ for m in (2048, 16):
     for rows, bk, nw in itertools.product((1, 2), (256, 1024, 2048), (4, 8)):  # the activation quantization
         provs[f"quantize_only_r{rows}k{bk}w{nw}"] = lambda rows=rows, bk=bk, nw=nw: mixq_quantize(
             x, layer.cache.is_out, layer.cache.ch_max, 127, layer.cache.threshold, rows, bk, nw)
+    provs["quantize_only_notrack_r1k1024w8"] = lambda: mixq_quantize(x, layer.cache.is_out, None, 127, 0.0, 1, 1024, 8)
     if m > 16:
         provs["int_mm"] = lambda: torch._int_mm(xq, layer.wq)
     bms = (64, 128) if m > 16 else (16,)
-    for bm, bn, bk, nw, ns in itertools.product(bms, [128, 256], [128], [8], [3, 4]):
+    gemm_grid = [] if "--quantize-only" in sys.argv else itertools.product(bms, [128, 256], [128], [8], [3, 4])
+    for bm, bn, bk, nw, ns in gemm_grid:
         cfg = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw, num_stages=ns)
         try:
             mixq_linear(x, layer, _config=cfg)

@@ -3,7 +3,7 @@ Compute: `ncu --section SpeedOfLight --section Occupancy --section WarpStateStat
 --section LaunchStats -k regex:'_fused_linear|_wo_gemv' python3 tools/profile_cases.py [CASE ...]`.
 Cases (all by default): norm64 and norm1, RMSNorm+Linear 4096 -> 4096 at 64 rows and one
 row; linear64, the same GEMM without the norm; mm64 and mm1, cuBLAS's x @ W; int4 and int8, W4A16 g128 and W8A16 at one
-row, 4096 -> 14336. LINEAR_CONFIG='{"block_n": 64, ...}' sets the linear kernels' _config,
+row, 4096 -> 14336; mixq, MixQ's activation quantization (2048 x 8192). LINEAR_CONFIG='{"block_n": 64, ...}' sets the linear kernels' _config,
 LINEAR_SPLITS their number of splits."""
 import json
 import os
@@ -38,6 +38,14 @@ for m in (64, 16, 1):
     if f"linear{m}" in cases:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         twice(lambda: linear(x, w, num_splits=splits, _config=cfg))
+if "mixq" in cases:  # MixQ's activation quantization at the 70B q projection, 2048 rows, 64 outlier channels
+    from kernels.quant.mixq import OutlierCache, mixq_quantize
+
+    xm = torch.randn(2048, 8192, device="cuda")
+    xm[:, torch.randperm(8192, device="cuda")[:64]] *= 20
+    xm = xm.to(torch.bfloat16)
+    cache = OutlierCache(8192, "cuda")
+    twice(lambda: mixq_quantize(xm, cache.is_out, cache.ch_max, 127, cache.threshold))
 x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
 w = torch.randn(14336, 4096, device="cuda") * 0.02
 if "int4" in cases:
