@@ -80,6 +80,24 @@ def test_cache_keeps_the_largest_channels_when_full(device):
     mixq_linear(x.to(device), layer)
     layer.cache.update()
     assert layer.cache.idx.numel() == 4 and 0 in layer.cache.idx.tolist()
+    kept = sorted(layer.cache.idx.tolist())
+    c = next(i for i in range(10) if i not in kept)
+    x[:, c] *= 100  # now the largest, but the set is full: the prediction stays, the call is a miss
+    mixq_linear(x.to(device), layer)
+    assert layer.cache.update() is False and sorted(layer.cache.idx.tolist()) == kept
+
+
+def test_cache_records_only_the_misses(device):
+    """The quantize kernel records maxima only for unpredicted channels over the threshold,
+    so a call whose outliers were all predicted costs no atomics and is a hit."""
+    g = torch.Generator().manual_seed(9)
+    w, x = planted(8, 256, 16, torch.tensor([3, 70]), 30.0, g, torch.float16)
+    layer = MixQLinear(w.to(device), dtype=torch.float16)
+    mixq_linear(x.to(device), layer)
+    assert layer.cache.update() is False and sorted(layer.cache.idx.tolist()) == [3, 70]
+    mixq_linear(x.to(device), layer)
+    assert float(layer.cache.ch_max.max()) == 0.0, "maxima recorded for predicted channels"
+    assert layer.cache.update() is True
 
 
 def test_mixq_rejects_bad_input(device):
