@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import torch
 
+from kernels.launch import PDL_ENV  # the variable the kernels read at every launch
+
 from .metrics import Cost, derive_metrics
 from .timing import Measurement, TimingConfig, first_call_s, time_providers
 
@@ -110,9 +112,6 @@ class CaseResult:
     errors: dict[str, str]
     unavailable: dict[str, str]  # baseline -> why it did not run: known before, or refused here
     records: dict[str, dict]  # provider -> extra_info
-
-
-PDL_ENV = "KERNELS_PDL"  # kernels/launch.py reads it at every launch
 
 
 @contextlib.contextmanager

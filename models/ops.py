@@ -42,23 +42,26 @@ def _torch_rope_kv_write(q, k, v, k_cache, v_cache, pos, cos, sin, q_norm_weight
     return q
 
 
-def _torch_linear(x, w, residual=None):
-    return x @ w if residual is None else residual + x @ w
-
-
 def _torch_ops():
     from kernels.linear.baselines import eager_gated_mlp, eager_lora_linear, torch_rmsnorm_linear
     from kernels.norm.baselines import eager_ngpt_update, torch_fused_add_rms_norm, torch_rms_norm
+
+    def linear(x, w, residual=None):
+        y = x @ w
+        return y if residual is None else residual + y
+
+    def lora_linear(x, w, a, b, scale, residual=None):
+        y = eager_lora_linear(x, w, a, b, scale)
+        return y if residual is None else residual + y
 
     return SimpleNamespace(
         name="torch",
         rms_norm=torch_rms_norm,
         fused_add_rms_norm=torch_fused_add_rms_norm,
         rmsnorm_linear=torch_rmsnorm_linear,
-        linear=_torch_linear,
+        linear=linear,
         gated_mlp=eager_gated_mlp,
-        lora_linear=lambda x, w, a, b, scale, residual=None: (
-            eager_lora_linear(x, w, a, b, scale) if residual is None else residual + eager_lora_linear(x, w, a, b, scale)),
+        lora_linear=lora_linear,
         attention=_torch_attention,
         rope_kv_write=_torch_rope_kv_write,
         ngpt_update=eager_ngpt_update,

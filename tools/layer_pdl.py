@@ -10,6 +10,7 @@ import sys
 import torch
 
 from harness.timing import TimingConfig, time_providers
+from kernels.launch import PDL_ENV
 from models import SEED_MODELS, DecoderLayer, KVCache, get_ops
 from tools.read_bound import read_bound_s
 
@@ -49,7 +50,7 @@ for name in names:
 
         def provider(pdl):
             def run(x, k, v):  # read at launch, so at capture
-                os.environ["KERNELS_PDL"] = "1" if pdl else "0"
+                os.environ[PDL_ENV] = "1" if pdl else "0"
                 return layer(x, KVCache(k, v), KV, ops)
             return run
 
@@ -63,7 +64,7 @@ for name in names:
               flush=True)
         if breakdown:
             x, k, v = make()
-            os.environ["KERNELS_PDL"] = "0"
+            os.environ[PDL_ENV] = "0"
             per = kernel_times(lambda: layer(x, KVCache(k, v), KV, ops))
             total = sum(us for _, us in per)
             for kname, us in per:

@@ -56,7 +56,6 @@ def _decode_kernel(
     pid_s = tl.program_id(2)
     b = pid_bh // n_kv_heads
     hkv = pid_bh % n_kv_heads
-    d = tl.arange(0, HEAD_DIM)
     pdl_wait(PDL)
     if UNIFORM_LEN:  # one length for every sequence, passed by value (checked on the host)
         kv_len = uniform_len
@@ -68,6 +67,7 @@ def _decode_kernel(
     row_ok = rows < n_rows
     tok = rows // group
     head = hkv * group + rows % group
+    d = tl.arange(0, HEAD_DIM)
     q_ptrs = Q + b.to(tl.int64) * stride_qb + tok[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :]
     q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
     if QK_NORM:  # Chameleon: RMSNorm over the head dim of q and k, rounded as stored
