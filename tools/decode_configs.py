@@ -1,9 +1,10 @@
 """Explore GQA decode launch configurations on the GPU (key block, warps, pipeline stages,
 waves of split-KV programs, and whether the chunks merge in the kernel or in a second
-one), device-timed by the harness with cold L2. Informs the defaults in
+one; one stage: plain loads, no shared-memory pipeline). --short: fewer, all printed., device-timed by the harness with cold L2. Informs the defaults in
 kernels/attention/decode.py. Prints per shape the pure read bound of the same KV bytes
 (tools/read_bound.py), the default, and the best few, as % of copy bandwidth."""
 import itertools
+import sys
 
 import torch
 
@@ -13,20 +14,23 @@ from kernels.attention import gqa_decode
 from tools.read_bound import read_bound_s
 
 bw = get_ceilings()["copy_gbps"]
-shapes = [(1, 32768), (16, 4096), (1, 4096)]
+shapes = [(1, 32768), (16, 4096), (1, 4096), (8, 4096)]
 for batch, kv in shapes:
     make = lambda: (torch.randn(batch, 1, 32, 128, device="cuda", dtype=torch.bfloat16),
                     torch.randn(batch, kv, 8, 128, device="cuda", dtype=torch.bfloat16),
                     torch.randn(batch, kv, 8, 128, device="cuda", dtype=torch.bfloat16))
     provs = {}
-    for bn, nw, ns, waves, fix in itertools.product([32, 64], [4], [3, 4], [1, 2, 4, 8], ["kernel", "merge"]):
+    # --short: the candidates for the defaults only, every one printed
+    grid = (itertools.product([32, 64], [4], [1, 2, 3], [1, 2, 4], ["kernel", "merge"]) if "--short" in sys.argv else
+            itertools.product([32, 64], [4, 8], [1, 2, 3, 4], [1, 2, 4], ["kernel", "merge"]))
+    for bn, nw, ns, waves, fix in grid:
         cfg = dict(block_n=bn, num_warps=nw, num_stages=ns, waves=waves, fixup=fix)
         provs[f"n{bn}w{nw}s{ns}x{waves}-{fix}"] = lambda q, k, v, cfg=cfg: gqa_decode(q, k, v, causal=False, _config=cfg)
     ms = time_providers(provs, make, TimingConfig(rep_ms=10, warmup_ms=2))
     nbytes = 2 * batch * kv * 8 * 128 * 2
     rb, _ = read_bound_s(nbytes)
     pct = lambda t: f"{t * 1e6:.2f}us {nbytes / t / 1e9 / bw:.0%}"
-    best = sorted(ms.items(), key=lambda kv_: kv_[1].median_s)[:6]
+    best = sorted(ms.items(), key=lambda kv_: kv_[1].median_s)[:None if "--short" in sys.argv else 6]
     print(f"b{batch} kv{kv}: read bound {pct(rb)}; default {pct(ms['n64w4s3x2-kernel'].median_s)}, "
           f"merge kernel {pct(ms['n64w4s3x2-merge'].median_s)}; best: " +
           ", ".join(f"{k} {pct(v.median_s)}" for k, v in best), flush=True)
