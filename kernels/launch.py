@@ -119,6 +119,14 @@ def tile_counters(device: torch.device, n: int) -> torch.Tensor:
     return buf
 
 
+def tma_ok(*tensors, need_hopper=True):
+    """Whether the 2-D tensors can be read by TMA: Hopper or newer, base addresses and row
+    strides in multiples of 16 bytes (unit stride along a row is checked elsewhere)."""
+    if need_hopper and (tensors[0].device.type != "cuda" or torch.cuda.get_device_capability(tensors[0].device)[0] < 9):
+        return False
+    return all(t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0 for t in tensors)
+
+
 @triton.jit
 def last_to_arrive(COUNT, tile, n_splits):
     """Count this split program in on its output tile (COUNT from tile_counters); True for

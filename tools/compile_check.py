@@ -73,20 +73,23 @@ def cases():
                wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},
                {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "FAST_CVT": True, "INTERLEAVE": True,
                 "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
-    yield ("mixq_gemm", _mixq_gemm_kernel,
-           {"XQ": "*i8", "SX": "*fp32", "X": "*bf16", "IDX": "*i32", "WQ": "*i8", "SW": "*bf16", "WH": "*bf16",
-            "Y": "*bf16"}, {"stride_wqk": 1, "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "BLOCK_O": 32})
+    mixq = {"XQ": "*i8", "SX": "*fp32", "X": "*bf16", "IDX": "*i32", "WQ": "*i8", "SW": "*bf16", "WH": "*bf16",
+            "Y": "*bf16"}
+    tiles = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "BLOCK_O": 32, "GROUP_M": 8}
+    yield ("mixq_gemm", _mixq_gemm_kernel, mixq, {"stride_wqk": 1, "USE_TMA": False} | tiles)
+    yield ("mixq_gemm TMA", _mixq_gemm_kernel,
+           mixq | {"XQ": "tensordesc<i8[128,128]>", "WQ": "tensordesc<i8[256,128]>"}, {"USE_TMA": True} | tiles)
     yield ("mixq_quantize", _mixq_quantize_kernel,
            {"X": "*bf16", "IS_OUT": "*i8", "XQ": "*i8", "SX": "*fp32", "CH_MAX": "*fp32", "qmax": "fp32",
-            "threshold": "fp32"}, {"TRACK": True, "BLOCK_M": 16, "BLOCK_K": 256})
+            "threshold": "fp32"}, {"TRACK": True, "BLOCK_M": 16, "BLOCK_K": 256, "MISS_BLOCK_K": 256})
     dec = bf("Q K V O QW KW") | f32("LSE O_PART LSE_PART") | {"KV_LENS": "*i32", "COUNT": "*i32", "qk_eps": "fp32",
                                                            "scale_log2": "fp32"}
     yield ("decode uniform length, split merged in kernel", _decode_kernel, dec,
            {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 64, "WRITE_PARTIAL": True,
-            "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True, "PDL": True})
+            "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True, "BLOCK_S": 32, "PDL": True})
     yield ("decode lengths tensor, QK-norm, one chunk", _decode_kernel, dec,
            {"q_tokens": 1, "CAUSAL": True, "HEAD_DIM": 64, "BLOCK_M": 16, "BLOCK_N": 128, "WRITE_PARTIAL": False,
-            "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False, "PDL": False})
+            "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False, "BLOCK_S": 1, "PDL": False})
     yield ("decode combine", _combine_kernel, f32("O_PART LSE_PART LSE") | {"O": "*bf16"},
            {"HEAD_DIM": 128, "BLOCK_S": 32, "PDL": True})
     for qk in (True, False):

@@ -32,12 +32,15 @@ import torch
 import triton
 import triton.language as tl
 
+from triton.tools.tensor_descriptor import TensorDescriptor
+
 from kernels.checks import check_tensor
-from kernels.launch import tile_ranges
+from kernels.launch import tile_ranges, tma_ok
 
 from .quantize import quantize_int8_weight
 
 DTYPES = (torch.float16, torch.bfloat16)
+ONE_PASS_MAX_K = 8192  # the quantize kernel holds rows up to this long in registers (measured at 8192)
 
 
 @triton.jit
@@ -46,62 +49,125 @@ def _round_half_away(v):
 
 
 @triton.jit
-def _mixq_quantize_kernel(X, IS_OUT, XQ, SX, CH_MAX, M, K, stride_xm, stride_qm, qmax, threshold,
-                          TRACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
-    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_ok = rm < M
-    amax = tl.zeros([BLOCK_M], dtype=tl.float32)
+def _load_x(X, IS_OUT, rm, m_ok, rk, k_ok, stride_xm):
+    """One (rows, K block) tile of x as fp32, and the block's predicted-outlier flags."""
+    x = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                other=0.0).to(tl.float32)
+    return x, tl.load(IS_OUT + rk, mask=k_ok, other=0) != 0
+
+
+@triton.jit
+def _store_quantized(XQ, x, out, sx, qmax, rm, m_ok, rk, k_ok, stride_qm):
+    q = tl.minimum(tl.maximum(_round_half_away(tl.div_rn(x, sx[:, None])), -qmax), qmax)
+    q = tl.where(out[None, :], 0.0, q)
+    tl.store(XQ + rm[:, None].to(tl.int64) * stride_qm + rk[None, :], q.to(tl.int8),
+             mask=m_ok[:, None] & k_ok[None, :])
+
+
+@triton.jit
+def _record_misses(X, IS_OUT, CH_MAX, rm, m_ok, K, stride_xm, threshold, BLOCK_K: tl.constexpr):
+    """max |x| of these rows into CH_MAX for the misses: channels over the threshold that
+    the cache did not predict. x is read again (from L2), in blocks: the kernel calls this
+    only for rows that have a miss, so the common case carries none of its registers
+    (recording in the quantization's own loop cost 35 us of 72 at 2048 x 8192;
+    results/<gpu>/mixq_configs_quantize-onepass.txt)."""
     for k0 in range(0, K, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < K
-        ax = tl.abs(tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :],
-                            mask=m_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32))
-        out = tl.load(IS_OUT + rk, mask=k_ok, other=0) != 0
-        if TRACK:  # only unpredicted channels over the threshold (the misses): once the
-            # prediction holds, no atomics at all (2048 x 8192 with 64 outliers: 64 -> 40 us)
-            col = tl.max(ax, axis=0)
-            tl.atomic_max(CH_MAX + rk, col, mask=k_ok & (col > threshold) & ~out)
-        amax = tl.maximum(amax, tl.max(tl.where(out[None, :], 0.0, ax), axis=1))
+        x, out = _load_x(X, IS_OUT, rm, m_ok, rk, k_ok, stride_xm)
+        col = tl.max(tl.abs(x), axis=0)
+        tl.atomic_max(CH_MAX + rk, col, mask=k_ok & (col > threshold) & ~out)
+
+
+@triton.jit
+def _mixq_quantize_kernel(X, IS_OUT, XQ, SX, CH_MAX, M, K, stride_xm, stride_qm, qmax, threshold,
+                          TRACK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                          MISS_BLOCK_K: tl.constexpr):
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = rm < M
+    # The row maximum is kept per element and reduced across the program's warps once, not
+    # once per K block (the barriers of those reductions led Nsight Compute's stalls).
     # IEEE divisions (div_rn), as the reference's: with 16-bit inputs, x / sx often lands
     # exactly on a rounding tie, and the GPU's default fast division (2 ulp) breaks ties
     # differently (seen on an H100: one flipped int4 step moved an output by 4%).
-    sx = tl.maximum(tl.div_rn(amax, qmax), 1e-12)
-    tl.store(SX + rm, sx, mask=m_ok)
-    for k0 in range(0, K, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K)
+    if BLOCK_K >= K:  # the whole row in one block: held in registers, x is read once
+        rk = tl.arange(0, BLOCK_K)
         k_ok = rk < K
-        mask = m_ok[:, None] & k_ok[None, :]
-        x = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :], mask=mask, other=0.0).to(tl.float32)
-        out = tl.load(IS_OUT + rk, mask=k_ok, other=0) != 0
-        q = tl.minimum(tl.maximum(_round_half_away(tl.div_rn(x, sx[:, None])), -qmax), qmax)
-        q = tl.where(out[None, :], 0.0, q)
-        tl.store(XQ + rm[:, None].to(tl.int64) * stride_qm + rk[None, :], q.to(tl.int8), mask=mask)
+        x, out = _load_x(X, IS_OUT, rm, m_ok, rk, k_ok, stride_xm)
+        amax = tl.max(tl.where(out[None, :], 0.0, tl.abs(x)), axis=1)
+        sx = tl.maximum(tl.div_rn(amax, qmax), 1e-12)
+        _store_quantized(XQ, x, out, sx, qmax, rm, m_ok, rk, k_ok, stride_qm)
+    else:
+        amax_el = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            k_ok = rk < K
+            x, out = _load_x(X, IS_OUT, rm, m_ok, rk, k_ok, stride_xm)
+            amax_el = tl.maximum(amax_el, tl.where(out[None, :], 0.0, tl.abs(x)))
+        amax = tl.max(amax_el, axis=1)
+        sx = tl.maximum(tl.div_rn(amax, qmax), 1e-12)
+        for k0 in range(0, K, BLOCK_K):  # x again (from L2 where it fits)
+            rk = k0 + tl.arange(0, BLOCK_K)
+            k_ok = rk < K
+            x, out = _load_x(X, IS_OUT, rm, m_ok, rk, k_ok, stride_xm)
+            _store_quantized(XQ, x, out, sx, qmax, rm, m_ok, rk, k_ok, stride_qm)
+    tl.store(SX + rm, sx, mask=m_ok)
+    # amax is over the channels outside the prediction: above the threshold means a miss
+    if TRACK:
+        if tl.max(amax, axis=0) > threshold:
+            _record_misses(X, IS_OUT, CH_MAX, rm, m_ok, K, stride_xm, threshold, MISS_BLOCK_K)
+
+
+@triton.jit
+def _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O: tl.constexpr):
+    """Outlier channels o0 .. o0 + BLOCK_O, gathered by index: x's columns (rows rm) and the
+    high-precision weight's rows (columns rn); zeros past n_out."""
+    ro = o0 + tl.arange(0, BLOCK_O)
+    o_ok = ro < n_out
+    ch = tl.load(IDX + ro, mask=o_ok, other=0)
+    xo = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + ch[None, :], mask=m_ok[:, None] & o_ok[None, :], other=0.0)
+    wo = tl.load(WH + ch[:, None].to(tl.int64) * stride_whk + rn[None, :], mask=o_ok[:, None] & n_ok[None, :], other=0.0)
+    return xo, wo
 
 
 @triton.jit
 def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
                       stride_qm, stride_xm, stride_wqk, stride_wqn, stride_whk, stride_ym,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr):
-    pid_m = tl.program_id(1)
-    pid_n = tl.program_id(0)
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr,
+                      GROUP_M: tl.constexpr, USE_TMA: tl.constexpr):
+    """One (BLOCK_M, BLOCK_N) tile of y: the int8 GEMM, the scales, the outlier product.
+    (Persistent programs, a flattened loop nest and warp specialization gained nothing on
+    an H100: results/<gpu>/mixq_configs_persistent.txt.)"""
+    # Tiles in groups of GROUP_M rows of tiles, column by column, so that the programs
+    # running at once share their x and weight tiles in L2.
+    tile = tl.program_id(0)
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
+    first_m = (tile // per_group) * GROUP_M
+    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (tile % per_group) % group_rows
+    pid_n = (tile % per_group) // group_rows
     rm, rn, m_ok, n_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K)
-        k_ok = rk < K
-        a = tl.load(XQ + rm[:, None].to(tl.int64) * stride_qm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0)
-        b = tl.load(WQ + rk[:, None].to(tl.int64) * stride_wqk + rn[None, :].to(tl.int64) * stride_wqn,
-                    mask=k_ok[:, None] & n_ok[None, :], other=0)
+        if USE_TMA:  # descriptors over xq (M, K) and the weight as stored (N, K); past the edges: zeros
+            a = XQ.load([pid_m * BLOCK_M, k0])
+            b = WQ.load([pid_n * BLOCK_N, k0]).T
+        else:
+            rk = k0 + tl.arange(0, BLOCK_K)
+            k_ok = rk < K
+            a = tl.load(XQ + rm[:, None].to(tl.int64) * stride_qm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                        other=0)
+            b = tl.load(WQ + rk[:, None].to(tl.int64) * stride_wqk + rn[None, :].to(tl.int64) * stride_wqn,
+                        mask=k_ok[:, None] & n_ok[None, :], other=0)
         acc = tl.dot(a, b, acc, out_dtype=tl.int32)
     sx = tl.load(SX + rm, mask=m_ok, other=0.0)
     sw = tl.load(SW + rn, mask=n_ok, other=0.0).to(tl.float32)
     y = acc.to(tl.float32) * sx[:, None] * sw[None, :]
-    for o0 in range(0, n_out, BLOCK_O):  # the outlier channels, gathered by index
-        ro = o0 + tl.arange(0, BLOCK_O)
-        o_ok = ro < n_out
-        ch = tl.load(IDX + ro, mask=o_ok, other=0)
-        xo = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + ch[None, :], mask=m_ok[:, None] & o_ok[None, :], other=0.0)
-        wo = tl.load(WH + ch[:, None].to(tl.int64) * stride_whk + rn[None, :], mask=o_ok[:, None] & n_ok[None, :], other=0.0)
+    # (Gathering the first outlier block before the int8 loop, to hide its latency, gained
+    # nothing and took 24 KB more shared memory: mixq_configs_outlier-prefetch.txt.)
+    for o0 in range(0, n_out, BLOCK_O):
+        xo, wo = _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O)
         y = tl.dot(xo, wo, y)
     tl.store(Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], y.to(Y.dtype.element_ty),
              mask=m_ok[:, None] & n_ok[None, :])
@@ -152,22 +218,22 @@ def mixq_quantize(x2: torch.Tensor, is_out: torch.Tensor, ch_max: torch.Tensor |
     """Per-token symmetric quantization (grid [-qmax, qmax]) of the non-outlier channels of
     x2 (M, K): (xq int8 (M, K) with the outlier channels zeroed, sx float32 (M,)). With
     ch_max, also max |x| into it for the channels whose max exceeds threshold.
-    Launch: rows per program, K block (default: 2048 up to 256 rows, else 1024), warps.
-    H100 sweep at the 70B q projection (tools/mixq_configs.py): one row per program, 8 warps;
-    2048 rows: K block 1024 63.7 us (256: 90.8 us); 16 rows: K block 2048 18.6 us (256: 50.1 us)."""
+    Launch: rows per program, K block (default: the whole row up to ONE_PASS_MAX_K channels,
+    read once and held in registers; else 2048, x read twice), warps."""
     M, K = x2.shape
     xq = torch.empty(M, K, dtype=torch.int8, device=x2.device)
     sx = torch.empty(M, dtype=torch.float32, device=x2.device)
     if M:
         if rows_per_program not in (1, 2, 4, 8, 16, 32):
             raise ValueError(f"rows_per_program must be a power of two up to 32, got {rows_per_program}")
-        block_k = block_k or (2048 if M <= 256 else 1024)
-        if block_k not in (128, 256, 512, 1024, 2048, 4096):
-            raise ValueError(f"block_k must be a power of two from 128 to 4096, got {block_k}")
+        block_k = block_k or (max(16, triton.next_power_of_2(K)) if K <= ONE_PASS_MAX_K else 2048)
+        if block_k not in [2 ** i for i in range(4, 15)]:
+            raise ValueError(f"block_k must be a power of two from 16 to 16384, got {block_k}")
         _mixq_quantize_kernel[(triton.cdiv(M, rows_per_program),)](
             x2, is_out, xq, sx, ch_max if ch_max is not None else sx, M, K, x2.stride(0), xq.stride(0), float(qmax),
             float(threshold),
-            TRACK=ch_max is not None, BLOCK_M=rows_per_program, BLOCK_K=block_k, num_warps=num_warps)
+            TRACK=ch_max is not None, BLOCK_M=rows_per_program, BLOCK_K=block_k, MISS_BLOCK_K=min(block_k, 1024),
+            num_warps=num_warps)
     return xq, sx
 
 
@@ -260,10 +326,11 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
                            overrides.pop("QUANT_ROWS", 1), overrides.pop("QUANT_BLOCK_K", None),
                            overrides.pop("QUANT_WARPS", 8))
     y2 = y.view(-1, N)
-    # H100 sweep (tools/mixq_configs.py, results/<gpu>/mixq_configs.txt), 70B q projection:
-    # 2048 rows 587 -> 554 us with 256-wide N tiles and 4 stages; 16 rows 220 -> 214 us.
+    # H100 sweeps (tools/mixq_configs.py, results/<gpu>/mixq_configs*.txt), 70B q projection:
+    # 2048 rows 587 -> 554 us with 256-wide N tiles and 4 stages (pointer loads), 554 -> 417
+    # us reading xq and the weight through TMA (mixq_configs_tma.txt).
     bm = 128 if M > 64 else (64 if M > 16 else 16)
-    cfg = dict(BLOCK_M=bm, BLOCK_N=256 if bm == 128 else 128, BLOCK_K=128, BLOCK_O=32,
+    cfg = dict(BLOCK_M=bm, BLOCK_N=256 if bm == 128 else 128, BLOCK_K=128, BLOCK_O=32, GROUP_M=8,
                num_warps=8 if bm in (16, 128) else 4, num_stages=4)
     cfg.update(overrides)
     bm = cfg["BLOCK_M"]
@@ -272,9 +339,23 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
         n_out = 0
     else:
         n_out = idx.numel()
-    _mixq_gemm_kernel[(triton.cdiv(N, cfg["BLOCK_N"]), triton.cdiv(M, bm))](
-        xq, sx, x2, idx, layer.wq, layer.sw, layer.w_hp, y2, M, N, K, n_out,
-        xq.stride(0), x2.stride(0), layer.wq.stride(0), layer.wq.stride(1), layer.w_hp.stride(0), y2.stride(0), **cfg)
+    tma = cfg.pop("tma", "auto")  # TMA reads of xq and the int8 weight (Hopper; needs K % 16 == 0)
+    if tma not in ("auto", True, False):
+        raise ValueError(f"tma must be 'auto', True or False, got {tma!r}")
+    if tma is True and not tma_ok(xq, layer.wq.t(), need_hopper=False):
+        raise ValueError(f"tma=True needs in_features to be a multiple of 16 (got {K})")
+    if tma == "auto":
+        tma = tma_ok(xq, layer.wq.t())
+    if tma:
+        xq_arg = TensorDescriptor.from_tensor(xq, [bm, cfg["BLOCK_K"]])
+        wq_arg = TensorDescriptor.from_tensor(layer.wq.t(), [cfg["BLOCK_N"], cfg["BLOCK_K"]])
+    else:
+        xq_arg, wq_arg = xq, layer.wq
+    grid = (triton.cdiv(M, bm) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    _mixq_gemm_kernel[grid](
+        xq_arg, sx, x2, idx, wq_arg, layer.sw, layer.w_hp, y2, M, N, K, n_out,
+        xq.stride(0), x2.stride(0), layer.wq.stride(0), layer.wq.stride(1), layer.w_hp.stride(0), y2.stride(0),
+        USE_TMA=bool(tma), **cfg)
     return y
 
 

@@ -133,11 +133,34 @@ def test_mixq_rejects_out_of_range_outlier_indices(device):
                     torch.tensor([3, 64], dtype=torch.int32, device=device))
 
 
-@pytest.mark.parametrize("rows", [1, 4, 32])
-def test_quantize_rows_per_program_do_not_change_the_result(device, rows):
-    g = torch.Generator().manual_seed(9)
-    w, x = planted(37, 300, 20, torch.tensor([3, 250]), 20.0, g, torch.float16)
+def test_gemm_reads_the_same_through_tma(device):
+    """TMA descriptors (the Hopper default) and pointer loads give the same output, with the
+    tiles' edges past M, N and K (TMA fills them with zeros, the pointer loads mask them)."""
+    g = torch.Generator().manual_seed(4)
+    w, x = planted(70, 336, 90, torch.tensor([5, 200]), 20.0, g, torch.float16)
     layer = MixQLinear(w.to(device), dtype=torch.float16)
-    idx = torch.tensor([3, 250], dtype=torch.int32, device=device)
+    idx = torch.tensor([5, 200], dtype=torch.int32, device=device)
+    cfg = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128)
+    ptr = mixq_linear(x.to(device), layer, idx, _config=cfg | {"tma": False})
+    assert torch.equal(mixq_linear(x.to(device), layer, idx, _config=cfg | {"tma": True}), ptr)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        mixq_linear(x[:, :300].to(device), MixQLinear(w[:, :300].to(device), dtype=torch.float16), idx,
+                    _config={"tma": True})
+
+
+@pytest.mark.parametrize("rows", [1, 4, 32])
+@pytest.mark.parametrize("block_k", [None, 64])
+def test_quantize_launch_does_not_change_the_result(device, rows, block_k):
+    """Rows per program, and the K block: the whole row held at once (default at K 300) or
+    blocks of 64 (x read twice): the same output and the same recorded channel maxima."""
+    g = torch.Generator().manual_seed(9)
+    w, x = planted(37, 300, 20, torch.tensor([3, 250, 290]), 20.0, g, torch.float16)
+    layer = MixQLinear(w.to(device), dtype=torch.float16)
+    idx = torch.tensor([3, 250], dtype=torch.int32, device=device)  # 290 is a miss
     base = mixq_linear(x.to(device), layer, idx)
-    assert torch.equal(mixq_linear(x.to(device), layer, idx, _config={"QUANT_ROWS": rows}), base)
+    base_max = layer.cache.ch_max.clone()
+    assert base_max[290] > layer.cache.threshold
+    layer.cache.ch_max.zero_()
+    got = mixq_linear(x.to(device), layer, idx, _config={"QUANT_ROWS": rows, "QUANT_BLOCK_K": block_k})
+    assert torch.equal(got, base)
+    assert torch.equal(layer.cache.ch_max, base_max)
