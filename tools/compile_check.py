@@ -86,10 +86,10 @@ def cases():
                                                            "scale_log2": "fp32"}
     yield ("decode uniform length, split merged in kernel", _decode_kernel, dec,
            {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 64, "WRITE_PARTIAL": True,
-            "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True, "BLOCK_S": 32, "PDL": True})
+            "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True, "PDL": True})
     yield ("decode lengths tensor, QK-norm, one chunk", _decode_kernel, dec,
            {"q_tokens": 1, "CAUSAL": True, "HEAD_DIM": 64, "BLOCK_M": 16, "BLOCK_N": 128, "WRITE_PARTIAL": False,
-            "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False, "BLOCK_S": 1, "PDL": False})
+            "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False, "PDL": False})
     yield ("decode combine", _combine_kernel, f32("O_PART LSE_PART LSE") | {"O": "*bf16"},
            {"HEAD_DIM": 128, "BLOCK_S": 32, "PDL": True})
     for qk in (True, False):

@@ -1,6 +1,7 @@
 """Explore GQA decode launch configurations on the GPU (key block, warps, pipeline stages,
 waves of split-KV programs, and whether the chunks merge in the kernel or in a second
-one; one stage: plain loads, no shared-memory pipeline). --short: fewer, all printed., device-timed by the harness with cold L2. Informs the defaults in
+one; one stage: plain loads, no shared-memory pipeline). --short: fewer, all printed.
+--models: the default against the former one at every perf case's shape., device-timed by the harness with cold L2. Informs the defaults in
 kernels/attention/decode.py. Prints per shape the pure read bound of the same KV bytes
 (tools/read_bound.py), the default, and the best few, as % of copy bandwidth."""
 import itertools
@@ -14,6 +15,34 @@ from kernels.attention import gqa_decode
 from tools.read_bound import read_bound_s
 
 bw = get_ceilings()["copy_gbps"]
+
+
+def compare_models():
+    """--models: the default against the former one (64-key blocks, 3 stages, 2 waves, the
+    split count rounded up) and a 64-key, 2-stage variant, at every perf case's shape:
+    LLaMA-3-8B, Chameleon-7B (MHA, QK-norm) and Mirage's GQA (head dim 64, 32 tokens)."""
+    cases = [("llama b1 kv32768", 1, 32768, 32, 8, 128, 1, False), ("llama b1 kv4096", 1, 4096, 32, 8, 128, 1, False),
+             ("llama b8", 8, 4096, 32, 8, 128, 1, False), ("llama b16", 16, 4096, 32, 8, 128, 1, False),
+             ("chameleon b1", 1, 4096, 32, 32, 128, 1, True), ("chameleon b16", 16, 4096, 32, 32, 128, 1, True),
+             ("mirage b1", 1, 4096, 16, 2, 64, 32, False), ("mirage b8", 8, 4096, 16, 2, 64, 32, False),
+             ("mirage b16", 16, 4096, 16, 2, 64, 32, False)]
+    configs = {"default": {}, "former": dict(block_n=64, num_stages=3, waves=2, nearest=False),
+               "n64s2x4": dict(block_n=64, num_stages=2, waves=4, nearest=True)}
+    for name, batch, kv, hq, hkv, d, t, qk in cases:
+        dt = torch.float16 if d == 64 else torch.bfloat16
+        make = lambda: (torch.randn(batch, t, hq, d, device="cuda", dtype=dt),
+                        torch.randn(batch, kv, hkv, d, device="cuda", dtype=dt),
+                        torch.randn(batch, kv, hkv, d, device="cuda", dtype=dt))
+        norm = dict(q_norm_weight=torch.ones(d, device="cuda", dtype=dt), k_norm_weight=torch.ones(d, device="cuda", dtype=dt)) if qk else {}
+        provs = {c: lambda q, k, v, cfg=cfg: gqa_decode(q, k, v, causal=False, _config=cfg, **norm)
+                 for c, cfg in configs.items()}
+        ms = time_providers(provs, make, TimingConfig(rep_ms=10, warmup_ms=2))
+        print(f"{name}: " + ", ".join(f"{c} {v.median_s * 1e6:.2f}us" for c, v in ms.items()), flush=True)
+
+
+if "--models" in sys.argv:
+    compare_models()
+    sys.exit()
 shapes = [(1, 32768), (16, 4096), (1, 4096), (8, 4096)]
 for batch, kv in shapes:
     make = lambda: (torch.randn(batch, 1, 32, 128, device="cuda", dtype=torch.bfloat16),

@@ -50,7 +50,7 @@ def _decode_kernel(
     kv_capacity, q_tokens, group, n_kv_heads, n_rows, chunk, n_splits, scale_log2,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     WRITE_PARTIAL: tl.constexpr, QK_NORM: tl.constexpr, FIXUP: tl.constexpr, UNIFORM_LEN: tl.constexpr,
-    BLOCK_S: tl.constexpr, PDL: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     pid_bh = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -124,9 +124,31 @@ def _decode_kernel(
         tl.store(LSE_PART + part + rows, lse2, mask=row_ok)
         if FIXUP:  # the last chunk of these rows to finish merges all chunks (no second launch)
             if last_to_arrive(COUNT, pid_bh * tl.num_programs(1) + pid_m, n_splits):
-                for r in range(pid_m * BLOCK_M, tl.minimum(n_rows, pid_m * BLOCK_M + BLOCK_M)):
-                    _merge_row(O_PART, LSE_PART, O, LSE, pid_bh, r, b, hkv, n_rows, n_splits, group,
-                               stride_ob, stride_ot, stride_oh, stride_lb, stride_lh, HEAD_DIM, BLOCK_S)
+                first = (pid_bh * n_splits).to(tl.int64) * n_rows
+                m_all = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+                total = tl.zeros([BLOCK_M], dtype=tl.float32)
+                acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+                # All rows at once, chunk after chunk: the kernel merges only a few chunks
+                # (MAX_FIXUP_SPLITS), and a tile may hold 64 rows (Mirage: batch 16 took twice
+                # as long merging row after row, all chunks at once; 0031 against 0018).
+                for s in range(0, n_splits):  # .cg: from L2, never a stale L1 line
+                    ps = first + s * n_rows
+                    lse_s = tl.load(LSE_PART + ps + rows, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
+                    o_s = tl.load(O_PART + (ps + rows[:, None]) * HEAD_DIM + d[None, :], mask=row_ok[:, None],
+                                  other=0.0, cache_modifier=".cg")
+                    m_new = tl.maximum(m_all, lse_s)
+                    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+                    w_old = tl.exp2(m_all - m_safe)
+                    w_s = tl.exp2(lse_s - m_safe)  # 0 for a chunk that saw no key
+                    total = total * w_old + w_s
+                    acc = acc * w_old[:, None] + o_s * w_s[:, None]
+                    m_all = m_new
+                seen = total > 0
+                m_safe = tl.where(m_all == float("-inf"), 0.0, m_all)
+                out = acc / tl.where(seen, total, 1.0)[:, None]
+                lse2 = tl.where(seen, m_safe + tl.log2(tl.where(seen, total, 1.0)), float("-inf"))
+                _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh,
+                           stride_lb, stride_lh)
     else:
         _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh)
 
@@ -141,13 +163,21 @@ def _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot,
 
 
 @triton.jit
-def _merge_row(O_PART, LSE_PART, O, LSE, bh, r, b, hkv, n_rows, n_splits, group,
-               stride_ob, stride_ot, stride_oh, stride_lb, stride_lh, HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr):
-    """Merge the chunks of query row r of tile bh (= b * n_kv_heads + hkv) and store it:
-    out = sum_s w_s o_s / sum_s w_s, w_s = 2^(lse_s - max). BLOCK_S chunks are read at once
-    (one L2 round trip for all of them, not one per chunk: batch 1, KV 4K, 33 chunks read
-    one after another cost 8.7 us more than a second kernel; decode_configs.txt), through
-    .cg (from L2: L1 is not coherent with the other programs' stores)."""
+def _combine_kernel(
+    O_PART, LSE_PART, O, LSE,
+    stride_ob, stride_ot, stride_oh, stride_lb, stride_lh,
+    n_kv_heads, n_rows, n_splits, group,
+    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
+):
+    """Merge the chunks of one query row: out = sum_s w_s o_s / sum_s w_s, w_s = 2^(lse_s - max),
+    BLOCK_S chunks at a time (bounded: batch 1 with one KV head splits into hundreds)."""
+    pdl_launch_dependents(PDL)
+    pdl_wait(PDL)
+    pid = tl.program_id(0)  # (b * n_kv_heads + hkv) * n_rows + r
+    r = pid % n_rows
+    bh = pid // n_rows
+    b = bh // n_kv_heads
+    hkv = bh % n_kv_heads
     d = tl.arange(0, HEAD_DIM)
     first = (bh * n_splits).to(tl.int64) * n_rows + r
     m_all = tl.full([], float("-inf"), dtype=tl.float32)
@@ -157,9 +187,8 @@ def _merge_row(O_PART, LSE_PART, O, LSE, bh, r, b, hkv, n_rows, n_splits, group,
         s = s0 + tl.arange(0, BLOCK_S)
         s_ok = s < n_splits
         part = first + s * n_rows
-        lse_s = tl.load(LSE_PART + part, mask=s_ok, other=float("-inf"), cache_modifier=".cg")
-        o_s = tl.load(O_PART + part[:, None] * HEAD_DIM + d[None, :], mask=s_ok[:, None], other=0.0,
-                      cache_modifier=".cg")
+        lse_s = tl.load(LSE_PART + part, mask=s_ok, other=float("-inf"))
+        o_s = tl.load(O_PART + part[:, None] * HEAD_DIM + d[None, :], mask=s_ok[:, None], other=0.0)
         m_new = tl.maximum(m_all, tl.max(lse_s, axis=0))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no chunk saw a key yet
         w_s = tl.exp2(lse_s - m_safe)  # 0 for a chunk that saw no key
@@ -176,22 +205,6 @@ def _merge_row(O_PART, LSE_PART, O, LSE, bh, r, b, hkv, n_rows, n_splits, group,
         m_safe = tl.where(m_all == float("-inf"), 0.0, m_all)
         lse2 = tl.where(seen, m_safe + tl.log2(tl.where(seen, total, 1.0)), float("-inf"))
         tl.store(LSE + b * stride_lb + head * stride_lh + tok, lse2 * 0.6931471805599453)
-
-
-@triton.jit
-def _combine_kernel(
-    O_PART, LSE_PART, O, LSE,
-    stride_ob, stride_ot, stride_oh, stride_lb, stride_lh,
-    n_kv_heads, n_rows, n_splits, group,
-    HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
-):
-    """The chunks' merge as a second kernel: one program per query row."""
-    pdl_launch_dependents(PDL)
-    pdl_wait(PDL)
-    pid = tl.program_id(0)  # (b * n_kv_heads + hkv) * n_rows + r
-    bh = pid // n_rows
-    _merge_row(O_PART, LSE_PART, O, LSE, bh, pid % n_rows, bh // n_kv_heads, bh % n_kv_heads, n_rows, n_splits,
-               group, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh, HEAD_DIM, BLOCK_S)
 
 
 def _check_inputs(q, k_cache, v_cache, kv_lens):
@@ -284,13 +297,14 @@ def gqa_decode(
     n_rows = group * q_tokens
     block_m = max(16, min(64, triton.next_power_of_2(n_rows)))
     # Head dim 128 (H100, results/<gpu>/decode_configs_candidates.txt, LLaMA-3-8B shapes, the
-    # merge kernel's split): 32-key blocks, 2 stages and 4 waves of programs gave batch 1 at
-    # KV 32K 52.5 us (3 stages, 64 keys, 2 waves: 54.6), at KV 4K 11.6 (13.1), batch 8 54.1
-    # (55.4), batch 16 96.4 (98.0).
+    # merge kernel's split): 32-key blocks, 2 stages and about 4 waves of programs gave batch
+    # 1 at KV 32K 52.5 us (3 stages, 64 keys, 2 waves: 54.6), at KV 4K 11.6 (13.1), batch 8
+    # 54.1 (55.4), batch 16 96.4 (98.0). The nearest split count, so that tiles that already
+    # fill the GPU are not split (Chameleon's 512 at batch 16).
     if head_dim == 128:
-        cfg = dict(block_n=32, num_warps=4, num_stages=2, waves=4, fixup="auto")
+        cfg = dict(block_n=32, num_warps=4, num_stages=2, waves=4, nearest=True, fixup="auto")
     else:
-        cfg = dict(block_n=128, num_warps=4, num_stages=3, waves=2, fixup="auto")
+        cfg = dict(block_n=128, num_warps=4, num_stages=3, waves=2, nearest=False, fixup="auto")
     cfg.update(_config or {})  # tools/decode_configs.py explores these
     if cfg["fixup"] not in ("auto", "kernel", "merge"):
         raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
@@ -299,7 +313,8 @@ def gqa_decode(
     max_kv = capacity if max_kv_len is None else max(0, min(int(max_kv_len), capacity))
     if uniform:
         max_kv = min(max_kv, uniform_len)
-    n_splits, chunk = split_plan(max_kv, block_n, batch * kv_heads * m_blocks, device, num_splits, cfg["waves"])
+    n_splits, chunk = split_plan(max_kv, block_n, batch * kv_heads * m_blocks, device, num_splits, cfg["waves"],
+                                 nearest=cfg["nearest"])
     scale = head_dim ** -0.5 if scale is None else float(scale)
     partial = n_splits > 1
     if partial:
@@ -308,9 +323,9 @@ def gqa_decode(
     else:
         o_part = lse_part = out  # unused
     # The in-kernel merge is a serial tail after the last chunk; with many chunks it costs
-    # more than a second launch, even reading the chunks at once (H100, batch 1, KV 4K, 33
-    # chunks: 16.1 us in-kernel vs 13.1 us, decode_configs_candidates.txt; read one after
-    # another it took 21.4 us, decode_configs.txt). With 2 chunks the two are within 1.5%.
+    # more than a second launch (H100, batch 1, KV 4K, 33 chunks: 21.4 us in-kernel vs
+    # 12.7 us, decode_configs.txt; read 33 at once, still 16.1 vs 13.1 us,
+    # decode_configs_candidates.txt). With 2 chunks the two are within 1.5%.
     fixup = partial and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits <= MAX_FIXUP_SPLITS))
     block_s = min(triton.next_power_of_2(n_splits), MERGE_BLOCK_S)
     count = tile_counters(device, batch * kv_heads * m_blocks) if fixup else out
@@ -327,7 +342,7 @@ def gqa_decode(
         stride_lb, stride_lh,
         capacity, q_tokens, group, kv_heads, n_rows, chunk, n_splits, scale / LN2,
         CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, WRITE_PARTIAL=partial, QK_NORM=qk_norm,
-        FIXUP=fixup, UNIFORM_LEN=uniform, BLOCK_S=block_s,
+        FIXUP=fixup, UNIFORM_LEN=uniform,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl,
     )
     if partial and not fixup:

@@ -119,9 +119,8 @@ def test_splits_do_not_change_the_result(device):
     assert (one - many).abs().max().item() <= 2e-3
 
 
-@pytest.mark.parametrize("fixup", ["kernel", "merge"])
-def test_merge_reads_chunks_in_several_rounds(device, monkeypatch, fixup):
-    """More chunks than the merge reads at once (MERGE_BLOCK_S, lowered to 2 here): its
+def test_merge_reads_chunks_in_several_rounds(device, monkeypatch):
+    """More chunks than the merge kernel reads at once (MERGE_BLOCK_S, lowered to 2 here): its
     rounds combine into the same attention and log-sum-exp as one chunk gives. Keys grow
     along the sequence, so each round raises the running maximum and rescales the last."""
     import kernels.attention.decode as decode
@@ -130,7 +129,7 @@ def test_merge_reads_chunks_in_several_rounds(device, monkeypatch, fixup):
     k = (k.float() * torch.linspace(0.2, 2.0, 700, device=device)[None, :, None, None]).to(k.dtype)
     one, lse_one = gqa_decode(q, k, v, num_splits=1, return_lse=True)
     monkeypatch.setattr(decode, "MERGE_BLOCK_S", 2)
-    many, lse_many = gqa_decode(q, k, v, num_splits=5, return_lse=True, _config={"fixup": fixup})
+    many, lse_many = gqa_decode(q, k, v, num_splits=5, return_lse=True, _config={"fixup": "merge"})
     assert (one.double() - many.double()).abs().max().item() <= 2e-3
     assert (lse_one - lse_many).abs().max().item() <= 1e-4
 
