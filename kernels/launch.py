@@ -122,9 +122,21 @@ def tile_counters(device: torch.device, n: int) -> torch.Tensor:
 def tma_ok(*tensors, need_hopper=True):
     """Whether the 2-D tensors can be read by TMA: Hopper or newer, base addresses and row
     strides in multiples of 16 bytes (unit stride along a row is checked elsewhere)."""
-    if need_hopper and (tensors[0].device.type != "cuda" or torch.cuda.get_device_capability(tensors[0].device)[0] < 9):
+    device = tensors[0].device
+    if need_hopper and (device.type != "cuda" or _cuda_major(device.index or 0) < 9):
         return False
     return all(t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0 for t in tensors)
+
+
+def use_tma(option, tensors, needs: str, auto: bool = True) -> bool:
+    """A kernel's `tma` launch option resolved for the tensors it would read through TMA:
+    "auto" reads through TMA where it can (tma_ok, Hopper) and `auto` allows; True insists,
+    and raises, naming what it `needs`, where the tensors do not allow it; False never."""
+    if option not in ("auto", True, False):
+        raise ValueError(f"tma must be 'auto', True or False, got {option!r}")
+    if option is True and not tma_ok(*tensors, need_hopper=False):
+        raise ValueError(f"tma=True needs {needs}")
+    return option is True or (option == "auto" and auto and tma_ok(*tensors))
 
 
 @triton.jit

@@ -28,7 +28,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_same_device, check_tensor
 from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
-                            tile_counters, tile_ranges, tma_ok)
+                            tile_counters, tile_ranges, use_tma)
 
 DTYPES = (torch.float16, torch.bfloat16)
 MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; more: a merge kernel
@@ -194,18 +194,12 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
         return y
     y2 = y.view(-1, N)
     config = dict(config or {})
-    tma = config.pop("tma", "auto")
-    if tma not in ("auto", True, False):
-        raise ValueError(f"tma must be 'auto', True or False, got {tma!r}")
     w3_arg = w3 if w3 is not None else w1
-    tma_operands = (x2, w1, w3_arg) + ((lora[0],) if lora is not None else ())
-    if tma is True and not tma_ok(*tma_operands, need_hopper=False):
-        raise ValueError("tma=True needs x and the weights (LoRA's A too) 16-byte aligned with row strides in "
-                         "multiples of 16 bytes")
     # On Hopper one weight stream is read through TMA descriptors. The gated kernel stays on
     # pointer loads there: TMA did not speed it up (one row, 4096 -> 4096: 30.6 vs 30.3 us).
-    if tma == "auto":
-        tma = w3 is None and tma_ok(*tma_operands)
+    tma = use_tma(config.pop("tma", "auto"), (x2, w1, w3_arg) + ((lora[0],) if lora is not None else ()),
+                  "x and the weights (LoRA's A too) 16-byte aligned with row strides in multiples of 16 bytes",
+                  auto=w3 is None)
     # From H100 sweeps (tools/linear_configs.py, results/<gpu>/linear_configs*.txt).
     # TMA, one weight: 64 x 128 tiles, about 1.5 waves of split-K programs, the partials
     # summed by the last program of each tile even at 64 rows (linear_configs_splits-gnext.txt:

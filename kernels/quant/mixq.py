@@ -35,7 +35,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_tensor
-from kernels.launch import tile_ranges, tma_ok
+from kernels.launch import tile_ranges, use_tma
 
 from .quantize import quantize_int8_weight
 
@@ -339,13 +339,8 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
         n_out = 0
     else:
         n_out = idx.numel()
-    tma = cfg.pop("tma", "auto")  # TMA reads of xq and the int8 weight (Hopper; needs K % 16 == 0)
-    if tma not in ("auto", True, False):
-        raise ValueError(f"tma must be 'auto', True or False, got {tma!r}")
-    if tma is True and not tma_ok(xq, layer.wq.t(), need_hopper=False):
-        raise ValueError(f"tma=True needs in_features to be a multiple of 16 (got {K})")
-    if tma == "auto":
-        tma = tma_ok(xq, layer.wq.t())
+    # TMA reads of xq and the int8 weight as stored (N, K)
+    tma = use_tma(cfg.pop("tma", "auto"), (xq, layer.wq.t()), f"in_features to be a multiple of 16 (got {K})")
     if tma:
         xq_arg = TensorDescriptor.from_tensor(xq, [bm, cfg["BLOCK_K"]])
         wq_arg = TensorDescriptor.from_tensor(layer.wq.t(), [cfg["BLOCK_N"], cfg["BLOCK_K"]])
@@ -355,7 +350,7 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
     _mixq_gemm_kernel[grid](
         xq_arg, sx, x2, idx, wq_arg, layer.sw, layer.w_hp, y2, M, N, K, n_out,
         xq.stride(0), x2.stride(0), layer.wq.stride(0), layer.wq.stride(1), layer.w_hp.stride(0), y2.stride(0),
-        USE_TMA=bool(tma), **cfg)
+        USE_TMA=tma, **cfg)
     return y
 
 
