@@ -24,9 +24,8 @@ def grid(recipe, m):
     if m == 1:
         yield dict(path="mma", block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8, swap_ab=True,
                    fast_cvt=int4)  # the 16-row default, for reference
-        # gemv: columns per program and warps (2 to 8 words a thread), k per fold, waves of K splits
-        for (bn, nw), bk, waves in itertools.product([(512, 1), (512, 2), (1024, 2), (1024, 4), (2048, 4), (1024, 1)],
-                                                     [32, 64] if int4 else [16, 32], [2, 4, 8, 16]):
+        for bn, bk, nw, waves in itertools.product([64, 128, 256], [128] if int4 else [64, 128], [2, 4, 8],
+                                                   [2, 4, 8]):
             yield dict(path="gemv", block_n=bn, block_k=bk, num_warps=nw, num_stages=1, waves=waves)
     elif m == 16:
         for bn, ns, waves, swap, il in itertools.product([64, 128], [3, 4], [4, 8], [False, True], [False, True]):

@@ -152,190 +152,167 @@ def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.c
 
 
 @triton.jit
-def _from_bits(v, mask, TOP: tl.constexpr):
-    """The float whose bits are (v & mask) ^ TOP: a field of v put under a fixed exponent,
-    without a conversion instruction (one LOP3). XOR rather than OR, so that int8's sign
-    bit flips in the same instruction; for int4 the two are the same."""
-    return ((v & mask) ^ TOP).to(tl.float32, bitcast=True)
+def _bits_f32(bits):
+    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def _load_cols(ptrs, col_ok, EVEN_N: tl.constexpr):
-    if EVEN_N:
-        return tl.load(ptrs).to(tl.float32)
-    return tl.load(ptrs, mask=col_ok, other=0.0).to(tl.float32)
+def _int4_byte(acc, v, x_a, x_b, s, z, lo_mask, hi_mask):
+    """acc += (q_lo - z) s x_a + (q_hi - z) s x_b for the byte whose two nibbles v holds at
+    bits 12-15 (q_lo) and 16-19 (q_hi). ORed into the mantissa of 1.0 they are exact floats
+    1 + q_lo / 2048 and 1 + q_hi / 128 (no conversion instruction; a nibble must stay below
+    bit 23, the exponent), and one FMA each maps them to (q - z) s: the offset (2048 + z) s
+    is far from 2^24 steps of s, so nothing cancels."""
+    f_lo = _bits_f32((v & lo_mask) | 0x3F800000)
+    f_hi = _bits_f32((v & hi_mask) | 0x3F800000)
+    w_lo = f_lo * (2048.0 * s)[:, None] - ((2048.0 + z) * s)[:, None]
+    w_hi = f_hi * (128.0 * s)[:, None] - ((128.0 + z) * s)[:, None]
+    return acc + w_lo * x_a + w_hi * x_b
 
 
 @triton.jit
-def _load_row(base, j: tl.constexpr, stride_qk, rw, col_ok, row, r_end, EVEN_N: tl.constexpr, EVEN_ROWS: tl.constexpr):
-    """Row `row + j` of column words rw (base: row's pointer), as uint32; zero past r_end
-    (a short last fold, int8 only) and past the columns."""
-    ptrs = base + j * stride_qk + rw
-    if EVEN_N and EVEN_ROWS:
-        q = tl.load(ptrs)
-    elif EVEN_ROWS:
-        q = tl.load(ptrs, mask=col_ok, other=0)
+def _int8_byte(acc, v, x, SHIFT: tl.constexpr):
+    """acc += q 2^SHIFT x for the byte q + 128 that v holds at bits SHIFT to SHIFT + 7 (SHIFT
+    0 or 8; the 256 of SHIFT 8 is taken out with the output scale). 2^23 + (q + 128) 2^SHIFT
+    is an exact float from bits, and so is subtracting 2^23 + 128 2^SHIFT from it."""
+    return acc + (_bits_f32(v | 0x4B000000) - (8388608.0 + (128 << SHIFT))) * x
+
+
+@triton.jit
+def _int4_block(Q, X, S, Z, k, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K: tl.constexpr):
+    """The int4 block at k (a whole group): its packed words, x's even and odd entries (in
+    the tile's layout) and the group's scale and zero for byte columns 0-3, as stored."""
+    row = tl.full([], 0, tl.int64) + k // 2  # 64-bit: the weight may pass 2^31 bytes
+    q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None], other=0)
+    x_a = tl.load(X + k + x_offs)
+    x_b = tl.load(X + k + 1 + x_offs)
+    sz = (k // BLOCK_K) * stride_sg + 4 * rw
+    s0 = tl.load(S + sz, mask=w_ok, other=0.0).to(tl.float32)
+    s1 = tl.load(S + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
+    s2 = tl.load(S + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
+    s3 = tl.load(S + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
+    z0 = tl.load(Z + sz, mask=w_ok, other=0.0).to(tl.float32)
+    z1 = tl.load(Z + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
+    z2 = tl.load(Z + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
+    z3 = tl.load(Z + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
+    return q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3
+
+
+@triton.jit
+def _int8_block(Q, X, k, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K: tl.constexpr):
+    """The int8 block at k: its words and x (in the tile's layout); rows past k_end read
+    as zero unless EVEN_K (K and the chunks are whole blocks)."""
+    row = tl.full([], 0, tl.int64) + k
+    if EVEN_K:
+        q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None], other=0)
+        x = tl.load(X + k + x_offs)
     else:
-        q = tl.load(ptrs, mask=col_ok & (rw * 0 + row + j < r_end), other=0)
-    return q.to(tl.uint32, bitcast=True)
-
-
-@triton.jit
-def _load_batch(Q, row, stride_qk, rw, col_ok, r_end, EVEN_N: tl.constexpr, EVEN_ROWS: tl.constexpr):
-    """Rows row to row + 7: all eight loads issued together, a batch ahead of their use
-    (issued one at a time just before use, a thread had one row in flight: 32 us for the
-    31 MB of int4 at 4096 -> 14336, results/<gpu>/quant_configs_gemv-fold.txt)."""
-    base = Q + (tl.full([], 0, tl.int64) + row) * stride_qk  # 64-bit: the weight may pass 2^31 bytes
-    return (_load_row(base, 0, stride_qk, rw, col_ok, row, r_end, EVEN_N, EVEN_ROWS),
-            _load_row(base, 1, stride_qk, rw, col_ok, row, r_end, EVEN_N, EVEN_ROWS),
-            _load_row(base, 2, stride_qk, rw, col_ok, row, r_end, EVEN_N, EVEN_ROWS),
-            _load_row(base, 3, stride_qk, rw, col_ok, row, r_end, EVEN_N, EVEN_ROWS),
-            _load_row(base, 4, stride_qk, rw, col_ok, row, r_end, EVEN_N, EVEN_ROWS),
-            _load_row(base, 5, stride_qk, rw, col_ok, row, r_end, EVEN_N, EVEN_ROWS),
-            _load_row(base, 6, stride_qk, rw, col_ok, row, r_end, EVEN_N, EVEN_ROWS),
-            _load_row(base, 7, stride_qk, rw, col_ok, row, r_end, EVEN_N, EVEN_ROWS))
+        q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None] & (k + r < k_end)[None, :], other=0)
+        x = tl.load(X + k + x_offs, mask=(k + r < k_end)[None, :], other=0.0)
+    return q, x
 
 
 @triton.jit
 def _wo_gemv_kernel(
-    X, Q, S, Z, Y, P, COUNT, N, ROWS, rows_per_split, n_splits, stride_qk, stride_sg, lo_mask, hi_mask,
-    BITS: tl.constexpr, SPLIT: tl.constexpr, EVEN_N: tl.constexpr, EVEN_ROWS: tl.constexpr,
-    WORDS: tl.constexpr, FOLD_ROWS: tl.constexpr, GROUP_ROWS: tl.constexpr,
+    X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_qk, stride_sg, low_mask,
+    BITS: tl.constexpr, SPLIT: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    """One row (decode, M = 1) on the CUDA cores: y[n] = sum_k x[k] w[k, n], two
-    instructions per weight (one LOP3 that makes a float from its bits, one FMA) plus a
-    shift per two to four weights.
-    Q is the packed weight read as 32-bit words, ROWS of them per column word: (K/2, N/4)
-    for int4 (a byte holds k even and odd of one column), (K, N/4) for int8; byte c of
-    word i is column 4 i + c. A thread owns WORDS / threads whole words and walks down
-    their rows, so x is one scalar per row (a broadcast load, no layout shuffle) and
-    nothing is reduced across threads until the end.
-    A weight field v placed under a fixed exponent is the float 2^e (1 + v / R), so
-        sum_k x_k (1 + v_k / R) = Sx + (sum_k x_k v_k) / R:
-    each product needs no offset subtracted; the offset R Sx comes off once per FOLD_ROWS
-    rows ("fold"), where int4's group scale and zero are applied too. int4 nibbles sit at
-    bits 16-19 (even k, R = 128) or 12-15 (odd k, R = 2048) after one of three shifts
-    (<< 8, >> 8, rotate 16) per word; int8 bytes at bits 8-15 (R = 32768, the byte's sign
-    bit flipped to make q + 128). The rounding of these fp32 sums, scaled up by R, stays
-    an order below the output's rounding (tests/correctness/quant/test_wo_matmul.py).
-    Program (pid_n, pid_k) takes column words pid_n * WORDS + [0, WORDS) and rows
-    [pid_k rows_per_split, ...), eight rows at a time, each batch loaded while the one
-    before it is computed. FOLD_ROWS is a multiple of 8."""
+    """One row (decode, M = 1) on the CUDA cores: y[n] = sum_k x[k] w[k, n].
+    Q is the packed weight read as 32-bit words: (K/2, N/4) for int4, (K, N/4) for int8;
+    byte c of word i is column 4 i + c. Values become fp32 from bits (no conversion
+    instruction), and the products accumulate in 2-D tiles, (words, rows), one per byte
+    position, summed over K once at the end: the loop has no cross-thread reduction.
+    int4 takes the tile's words in a permuted order (any order covers the same contiguous
+    bytes per warp), which gives each thread two words of many rows: each group's
+    per-column scale and zero then cost little against the rows they serve.
+    Each block's inputs are loaded one block ahead. int4 blocks are one group
+    (BLOCK_K = GROUP). low_mask (int4 0xF000, int8 0xFF) is an argument, not a literal:
+    as a literal, ptxas rebuilds it in a register for every use (+15% instructions)."""
+    WORDS: tl.constexpr = BLOCK_N // 4
+    ROWS: tl.constexpr = BLOCK_K // 2 if BITS == 4 else BLOCK_K
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
-    rw = pid_n * WORDS + tl.arange(0, WORDS)
-    col_ok = rw < N // 4
-    r_start = pid_k * rows_per_split
-    r_end = tl.minimum(r_start + rows_per_split, ROWS)
-    TOP: tl.constexpr = 0x3F800000 if BITS == 4 else 0x4B008000  # 1.0; 2^23 with bit 15 (the byte's sign) set
-    y0 = tl.zeros([WORDS], dtype=tl.float32)
-    y1 = tl.zeros([WORDS], dtype=tl.float32)
-    y2 = tl.zeros([WORDS], dtype=tl.float32)
-    y3 = tl.zeros([WORDS], dtype=tl.float32)
-    nxt = _load_batch(Q, r_start, stride_qk, rw, col_ok, r_end, EVEN_N, EVEN_ROWS)
-    nxt2 = _load_batch(Q, tl.where(r_start + 8 < r_end, r_start + 8, r_start), stride_qk, rw, col_ok, r_end,
-                       EVEN_N, EVEN_ROWS)
-    # int4: a(2c) even k, a(2c+1) odd k of column c; int8: a0-a3 the four columns
-    a0 = tl.zeros([WORDS], dtype=tl.float32)
-    a1 = tl.zeros([WORDS], dtype=tl.float32)
-    a2 = tl.zeros([WORDS], dtype=tl.float32)
-    a3 = tl.zeros([WORDS], dtype=tl.float32)
-    a4 = tl.zeros([WORDS], dtype=tl.float32)
-    a5 = tl.zeros([WORDS], dtype=tl.float32)
-    a6 = tl.zeros([WORDS], dtype=tl.float32)
-    a7 = tl.zeros([WORDS], dtype=tl.float32)
-    sxe = tl.zeros([], dtype=tl.float32)  # int8: the sum of x; int4: of x at even k
-    sxo = tl.zeros([], dtype=tl.float32)  # int4: of x at odd k
-    # Batches are loaded two ahead of their use, in a loop (not unrolled): ptxas moves a load
-    # down to its first use within a block, and puts the batch loaded in one iteration at the
-    # end of it, in the registers of the batch just used, so one ahead would leave nothing
-    # in flight.
-    for row in range(r_start, r_end, 8):
-        cur = nxt
-        nxt = nxt2
-        # past the chunk's end: its first batch again, a harmless re-read that needs no mask
-        nxt2 = _load_batch(Q, tl.where(row + 16 < r_end, row + 16, r_start), stride_qk, rw, col_ok, r_end,
-                           EVEN_N, EVEN_ROWS)
-        for j in tl.static_range(8):
-            q = cur[j]
-            v8l = q << 8
-            v8r = q >> 8
-            if BITS == 4:
-                xe = tl.load(X + 2 * (row + j)).to(tl.float32)
-                xo = tl.load(X + 2 * (row + j) + 1).to(tl.float32)
-                sxe += xe
-                sxo += xo
-                vr = (q << 16) | (q >> 16)
-                a0 += _from_bits(vr, lo_mask, TOP) * xe    # nibble 0 -> bits 16-19
-                a1 += _from_bits(v8l, hi_mask, TOP) * xo   # nibble 1 -> 12-15
-                a2 += _from_bits(v8l, lo_mask, TOP) * xe   # nibble 2 -> 16-19
-                a3 += _from_bits(q, hi_mask, TOP) * xo     # nibble 3 at 12-15
-                a4 += _from_bits(q, lo_mask, TOP) * xe     # nibble 4 at 16-19
-                a5 += _from_bits(v8r, hi_mask, TOP) * xo   # nibble 5 -> 12-15
-                a6 += _from_bits(v8r, lo_mask, TOP) * xe   # nibble 6 -> 16-19
-                a7 += _from_bits(vr, hi_mask, TOP) * xo    # nibble 7 -> 12-15
-            else:
-                if EVEN_ROWS:
-                    x = tl.load(X + row + j).to(tl.float32)
-                else:
-                    x = tl.load(X + row + j, mask=row + j < r_end, other=0.0).to(tl.float32)
-                sxe += x
-                a0 += _from_bits(v8l, lo_mask, TOP) * x     # byte 0 -> bits 8-15
-                a1 += _from_bits(q, lo_mask, TOP) * x       # byte 1 at 8-15
-                a2 += _from_bits(v8r, lo_mask, TOP) * x     # byte 2 -> 8-15
-                a3 += _from_bits(q >> 16, lo_mask, TOP) * x  # byte 3 -> 8-15
-        if (row + 8 - r_start) % FOLD_ROWS == 0 or row + 8 >= r_end:  # fold, then start the sums again
-            f0 = row + 8 - FOLD_ROWS  # a fold lies in one int4 group
-            if BITS == 4:  # sum x (q - z) = 128 a_even + 2048 a_odd - (128 Sx_even + 2048 Sx_odd + z Sx), times s
-                sz = S + (f0 // GROUP_ROWS) * stride_sg + 4 * rw
-                zz = Z + (f0 // GROUP_ROWS) * stride_sg + 4 * rw
-                sx = sxe + sxo
-                off = 128.0 * sxe + 2048.0 * sxo
-                y0 += _load_cols(sz, col_ok, EVEN_N) * (128.0 * a0 + 2048.0 * a1 - (_load_cols(zz, col_ok, EVEN_N) * sx + off))
-                y1 += _load_cols(sz + 1, col_ok, EVEN_N) * (128.0 * a2 + 2048.0 * a3 - (_load_cols(zz + 1, col_ok, EVEN_N) * sx + off))
-                y2 += _load_cols(sz + 2, col_ok, EVEN_N) * (128.0 * a4 + 2048.0 * a5 - (_load_cols(zz + 2, col_ok, EVEN_N) * sx + off))
-                y3 += _load_cols(sz + 3, col_ok, EVEN_N) * (128.0 * a6 + 2048.0 * a7 - (_load_cols(zz + 3, col_ok, EVEN_N) * sx + off))
-            else:  # a = 2^23 Sx + 256 sum x (q + 128), so sum x q = a / 256 - (2^15 + 128) Sx
-                off = 32896.0 * sxe
-                y0 += a0 * (1.0 / 256.0) - off
-                y1 += a1 * (1.0 / 256.0) - off
-                y2 += a2 * (1.0 / 256.0) - off
-                y3 += a3 * (1.0 / 256.0) - off
-            a0 = tl.zeros([WORDS], dtype=tl.float32)
-            a1 = tl.zeros([WORDS], dtype=tl.float32)
-            a2 = tl.zeros([WORDS], dtype=tl.float32)
-            a3 = tl.zeros([WORDS], dtype=tl.float32)
-            a4 = tl.zeros([WORDS], dtype=tl.float32)
-            a5 = tl.zeros([WORDS], dtype=tl.float32)
-            a6 = tl.zeros([WORDS], dtype=tl.float32)
-            a7 = tl.zeros([WORDS], dtype=tl.float32)
-            sxe = tl.zeros([], dtype=tl.float32)
-            sxo = tl.zeros([], dtype=tl.float32)
-    if BITS == 8:  # the per-channel scale
-        col = S + 4 * rw
-        y0 *= _load_cols(col, col_ok, EVEN_N)
-        y1 *= _load_cols(col + 1, col_ok, EVEN_N)
-        y2 *= _load_cols(col + 2, col_ok, EVEN_N)
-        y3 *= _load_cols(col + 3, col_ok, EVEN_N)
+    t = tl.arange(0, WORDS)
+    if BITS == 4:  # words permuted in pairs: two words of many rows per thread (see above)
+        rw = pid_n * WORDS + ((t // 2) % 2) * (WORDS // 2) + (t // 4) * 2 + t % 2
+    else:  # int8 has no per-block scale: 16-byte loads of four words per thread cost less
+        rw = pid_n * WORDS + t
+    w_ok = rw < N // 4
+    i = tl.arange(0, ROWS)
+    r = (i % 8) * (ROWS // 8) + i // 8  # rows permuted too, or Triton vectorizes x along them and reshuffles
+    k_start = pid_k * k_chunk
+    k_end = tl.minimum(k_start + k_chunk, K)
+    acc0 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
+    acc1 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
+    acc2 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
+    acc3 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
+    # Offsets inside a block are loop-invariant 32-bit; each block moves one scalar 64-bit base.
+    q_offs = rw[:, None] + r[None, :] * stride_qk
+    ROW_STEP: tl.constexpr = 2 if BITS == 4 else 1  # k per row of Q
+    # x broadcast over words, loaded in the weights' layout (no shared-memory shuffle). Its
+    # pointer is equally contiguous along both axes, and Triton's coalescing then orders the
+    # axes by position: 3.6 (the GPU image) puts axis 0 first, so words are axis 0, as they
+    # must be for the weights. (Triton 3.9 breaks the tie the other way and shuffles.)
+    x_offs = 0 * t[:, None] + ROW_STEP * r[None, :]
+    # Everything a block needs is loaded one block ahead (past the chunk's end: its first block
+    # again, a harmless re-read that needs no mask), so the loads of the next block fly while
+    # this one is computed: without it the scale, zero and x loads stalled every block.
+    if BITS == 4:
+        high_mask = low_mask << 4  # the odd-k nibble, at bits 16-19
+        q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3 = _int4_block(Q, X, S, Z, k_start, q_offs, x_offs, rw, w_ok,
+                                                                 stride_qk, stride_sg, BLOCK_K)
+        for k0 in range(k_start, k_end, BLOCK_K):  # whole blocks: K, chunks and k0 are multiples of BLOCK_K
+            k_fetch = tl.where(k0 + BLOCK_K < k_end, k0 + BLOCK_K, k_start)
+            nxt = _int4_block(Q, X, S, Z, k_fetch, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K)
+            x_a, x_b = x_a.to(tl.float32), x_b.to(tl.float32)
+            # byte c's nibbles sit at bits 8c and 8c + 4: shift each pair to bits 12-19
+            acc0 = _int4_byte(acc0, q << 12, x_a, x_b, s0, z0, low_mask, high_mask)
+            acc1 = _int4_byte(acc1, q << 4, x_a, x_b, s1, z1, low_mask, high_mask)
+            acc2 = _int4_byte(acc2, q >> 4, x_a, x_b, s2, z2, low_mask, high_mask)
+            acc3 = _int4_byte(acc3, q >> 12, x_a, x_b, s3, z3, low_mask, high_mask)
+            q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3 = nxt
+    else:
+        q, x = _int8_block(Q, X, k_start, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K)
+        for k0 in range(k_start, k_end, BLOCK_K):
+            k_fetch = tl.where(k0 + BLOCK_K < k_end, k0 + BLOCK_K, k_start)
+            q_next, x_next = _int8_block(Q, X, k_fetch, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K)
+            x = x.to(tl.float32)
+            u = q ^ -2139062144  # 0x80808080 as int32: each signed byte q becomes q + 128
+            u_hi = u >> 16  # bytes 2 and 3 at bits 0-15
+            acc0 = _int8_byte(acc0, u & low_mask, x, 0)
+            acc1 = _int8_byte(acc1, u & (low_mask << 8), x, 8)
+            acc2 = _int8_byte(acc2, u_hi & low_mask, x, 0)
+            acc3 = _int8_byte(acc3, u_hi & (low_mask << 8), x, 8)
+            q, x = q_next, x_next
+    out0 = tl.sum(acc0, axis=1)
+    out1 = tl.sum(acc1, axis=1)
+    out2 = tl.sum(acc2, axis=1)
+    out3 = tl.sum(acc3, axis=1)
+    if BITS == 8:  # the per-channel scale; bytes 1 and 3 were read 256 times too large
+        col = 4 * rw
+        out0 *= tl.load(S + col, mask=w_ok, other=0.0).to(tl.float32)
+        out1 *= tl.load(S + col + 1, mask=w_ok, other=0.0).to(tl.float32) * (1.0 / 256.0)
+        out2 *= tl.load(S + col + 2, mask=w_ok, other=0.0).to(tl.float32)
+        out3 *= tl.load(S + col + 3, mask=w_ok, other=0.0).to(tl.float32) * (1.0 / 256.0)
     if SPLIT:
         part = P + pid_k.to(tl.int64) * N + 4 * rw
-        tl.store(part, y0, mask=col_ok)
-        tl.store(part + 1, y1, mask=col_ok)
-        tl.store(part + 2, y2, mask=col_ok)
-        tl.store(part + 3, y3, mask=col_ok)
+        tl.store(part, out0, mask=w_ok)
+        tl.store(part + 1, out1, mask=w_ok)
+        tl.store(part + 2, out2, mask=w_ok)
+        tl.store(part + 3, out3, mask=w_ok)
         if last_to_arrive(COUNT, pid_n, n_splits):
-            cols = pid_n * (4 * WORDS) + tl.arange(0, 4 * WORDS)  # the tile's words are these columns
+            cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # the tile's words are these columns
             c_ok = cols < N
-            total = tl.zeros([4 * WORDS], dtype=tl.float32)
+            total = tl.zeros([BLOCK_N], dtype=tl.float32)
             for s_ in range(0, n_splits):
                 total += tl.load(P + s_ * N + cols, mask=c_ok, other=0.0, cache_modifier=".cg")
             tl.store(Y + cols, total.to(Y.dtype.element_ty), mask=c_ok)
     else:
         out = Y + 4 * rw
-        tl.store(out, y0.to(Y.dtype.element_ty), mask=col_ok)
-        tl.store(out + 1, y1.to(Y.dtype.element_ty), mask=col_ok)
-        tl.store(out + 2, y2.to(Y.dtype.element_ty), mask=col_ok)
-        tl.store(out + 3, y3.to(Y.dtype.element_ty), mask=col_ok)
+        tl.store(out, out0.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 1, out1.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 2, out2.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 3, out3.to(Y.dtype.element_ty), mask=w_ok)
 
 
 @triton.jit
@@ -393,10 +370,12 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
             raise ValueError(f"the gemv path computes one row; x has {M}")
         if N % 4:
             raise ValueError(f"the gemv path reads four columns per 32-bit word: out_features {N} is not a multiple of 4")
-        # 1024 columns (four 16-byte words a thread and row) in 2 warps, 32 rows unrolled per fold
-        # (int4: 64 k, int8: 32 k); the split count from tools/quant_configs.py (see _config's doc)
-        block_k = min(64, group) if bits == 4 else 32
-        return dict(path="gemv", block_m=1, block_n=1024, block_k=block_k, num_warps=2, num_stages=1, waves=4)
+        # int4: 2 warps (168 registers a thread with everything loaded ahead), int8: 4. Fewer
+        # output tiles want more K splits (int4 sweeps: 4096 -> 14336 best at 2 waves, 27.3 us;
+        # 14336 -> 4096 at 8, 32.2 -> 27.7 us; 4096 -> 4096 at 4, 14.6 -> 13.0 us)
+        waves = 2 if bits == 8 or N >= 128 * 64 else (8 if K >= 8192 else 4)
+        return dict(path="gemv", block_m=1, block_n=64, block_k=group or 128, num_warps=2 if bits == 4 else 4,
+                    num_stages=1, waves=waves)
     if M <= 16:
         cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8)
     elif M <= 64:
@@ -453,19 +432,16 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     cfg = _config(M, N, K, qw.bits, qw.group, (_config_override or {}).get("path"))
     cfg.update(_config_override or {})
     gemv = cfg["path"] == "gemv"
-    if gemv and (cfg["block_n"] < 4 or cfg["block_n"] & (cfg["block_n"] - 1)):
-        raise ValueError(f"the gemv path takes block_n a power of two (whole 32-bit words of four columns), "
-                         f"got {cfg['block_n']}")
+    if qw.bits == 4 and gemv and cfg["block_k"] != qw.group:
+        raise ValueError(f"the gemv path takes one int4 group per block: block_k must be {qw.group}")
+    if gemv and cfg["block_n"] % 16:
+        raise ValueError(f"the gemv path takes block_n in multiples of 16 (four words of four columns), got {cfg['block_n']}")
     if qw.bits == 4 and (qw.group % cfg["block_k"] or cfg["block_k"] & (cfg["block_k"] - 1)):
         raise ValueError(f"block_k {cfg['block_k']} must be a power of two dividing the group {qw.group}: "
                          "a K block may not straddle two groups")
     n_tiles, m_tiles = triton.cdiv(N, cfg["block_n"]), triton.cdiv(M, cfg["block_m"])  # gemv: M = 1, one m tile
-    if gemv:  # the reduction runs over rows of 32-bit words, folded every fold_rows
-        rows, fold_rows = (K // 2, cfg["block_k"] // 2) if qw.bits == 4 else (K, cfg["block_k"])
-        n_splits, chunk = split_plan(rows, fold_rows, n_tiles, x.device, num_splits, cfg["waves"], min_blocks=1)
-    else:
-        n_splits, chunk = split_plan(K, cfg["block_k"], n_tiles * m_tiles, x.device, num_splits, cfg["waves"],
-                                     min_blocks=2)
+    n_splits, k_chunk = split_plan(K, cfg["block_k"], n_tiles * m_tiles, x.device, num_splits, cfg["waves"],
+                                   min_blocks=2)
     split = n_splits > 1
     p = torch.empty(n_splits, M, N, dtype=torch.float32, device=x.device) if split else y2
     count = tile_counters(x.device, n_tiles * m_tiles) if split else y2
@@ -473,14 +449,12 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     if gemv:
         words = qw.qweight.view(torch.int32)  # four columns per word (N % 4 == 0, checked above)
         _wo_gemv_kernel[(n_tiles, n_splits)](
-            x2, words, qw.scale, zero, y2, p, count, N, rows, chunk, n_splits, words.stride(0),
-            qw.scale.stride(0), 0xF0000 if qw.bits == 4 else 0xFF00, 0xF000, BITS=qw.bits, SPLIT=split,
-            EVEN_N=N % cfg["block_n"] == 0, EVEN_ROWS=rows % fold_rows == 0, WORDS=cfg["block_n"] // 4,
-            FOLD_ROWS=fold_rows, GROUP_ROWS=(qw.group or 2) // 2,
+            x2, words, qw.scale, zero, y2, p, count, N, K, k_chunk, n_splits, words.stride(0),
+            qw.scale.stride(0), 0xF000 if qw.bits == 4 else 0xFF, BITS=qw.bits, SPLIT=split,
+            EVEN_K=K % cfg["block_k"] == 0, BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )
         return y
-    k_chunk = chunk
     _wo_matmul_kernel[(n_tiles, n_splits, m_tiles)](
         x2, qw.qweight, qw.scale, zero, y2, p, count,
         M, N, K, k_chunk, n_splits, x2.stride(0), qw.qweight.stride(0), qw.scale.stride(0), y2.stride(0),

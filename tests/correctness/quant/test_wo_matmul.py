@@ -114,7 +114,7 @@ def test_wo_matmul_rejects_bad_launch_options(device):
         wo_matmul(x, qw, _config_override={"path": "gemv"})
     with pytest.raises(ValueError, match="path must be 'mma' or 'gemv'"):
         wo_matmul(x, qw, _config_override={"path": "simt"})
-    with pytest.raises(ValueError, match="the gemv path takes block_n a power of two"):
+    with pytest.raises(ValueError, match="the gemv path takes block_n in multiples of 16"):
         wo_matmul(x[:1], qw, _config_override={"path": "gemv", "block_n": 40})
     odd = quantize_int8_weight(torch.randn(30, 64), torch.float16)  # 30 outputs: not whole 32-bit words
     odd.qweight, odd.scale = odd.qweight.to(device), odd.scale.to(device)
