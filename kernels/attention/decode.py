@@ -130,7 +130,8 @@ def _decode_kernel(
                 acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
                 # All rows at once, chunk after chunk: the kernel merges only a few chunks
                 # (MAX_FIXUP_SPLITS), and a tile may hold 64 rows (Mirage: batch 16 took twice
-                # as long merging row after row, all chunks at once; 0031 against 0018).
+                # as long merging row after row, all chunks at once: a perf run at cbe7e17 gated
+                # against 0018, results/<gpu>/COMMANDS.md).
                 for s in range(0, n_splits):  # .cg: from L2, never a stale L1 line
                     ps = first + s * n_rows
                     lse_s = tl.load(LSE_PART + ps + rows, mask=row_ok, other=float("-inf"), cache_modifier=".cg")
