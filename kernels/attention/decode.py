@@ -114,9 +114,7 @@ def _decode_kernel(
         m_i = m_new
     pdl_launch_dependents(PDL)  # after the loop, as in kernels/linear/fused.py
 
-    seen = l_i > 0
-    out = acc / tl.where(seen, l_i, 1.0)[:, None]
-    lse2 = tl.where(seen, m_i + tl.log2(tl.where(seen, l_i, 1.0)), float("-inf"))  # base 2
+    out, lse2 = _finish_rows(acc, m_i, l_i)
     if WRITE_PARTIAL:
         # O_PART (batch * kv_heads, n_splits, n_rows, HEAD_DIM), LSE_PART (..., n_rows): fp32
         part = (pid_bh * n_splits + pid_s).to(tl.int64) * n_rows
@@ -144,14 +142,20 @@ def _decode_kernel(
                     total = total * w_old + w_s
                     acc = acc * w_old[:, None] + o_s * w_s[:, None]
                     m_all = m_new
-                seen = total > 0
-                m_safe = tl.where(m_all == float("-inf"), 0.0, m_all)
-                out = acc / tl.where(seen, total, 1.0)[:, None]
-                lse2 = tl.where(seen, m_safe + tl.log2(tl.where(seen, total, 1.0)), float("-inf"))
+                out, lse2 = _finish_rows(acc, m_all, total)
                 _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh,
                            stride_lb, stride_lh)
     else:
         _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh)
+
+
+@triton.jit
+def _finish_rows(acc, m, total):
+    """Rows of a softmax-weighted sum: out = acc / total and the base-2 log-sum-exp
+    m + log2 total. A row that saw no key (total 0, m -inf) gets out 0 and lse -inf."""
+    seen = total > 0
+    total = tl.where(seen, total, 1.0)
+    return acc / total[:, None], tl.where(seen, m + tl.log2(total), float("-inf"))
 
 
 @triton.jit
@@ -202,9 +206,8 @@ def _combine_kernel(
     tok = r // group
     head = hkv * group + r % group
     tl.store(O + b.to(tl.int64) * stride_ob + tok * stride_ot + head * stride_oh + d, out.to(O.dtype.element_ty))
-    if LSE is not None:
-        m_safe = tl.where(m_all == float("-inf"), 0.0, m_all)
-        lse2 = tl.where(seen, m_safe + tl.log2(tl.where(seen, total, 1.0)), float("-inf"))
+    if LSE is not None:  # as _finish_rows, for the one row
+        lse2 = tl.where(seen, m_all + tl.log2(tl.where(seen, total, 1.0)), float("-inf"))
         tl.store(LSE + b * stride_lb + head * stride_lh + tok, lse2 * 0.6931471805599453)
 
 
