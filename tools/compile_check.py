@@ -22,7 +22,7 @@ from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # n
 from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
 from kernels.norm.rmsnorm import _rmsnorm_kernel  # noqa: E402
 from kernels.quant.mixq import _mixq_gemm_kernel, _mixq_quantize_kernel  # noqa: E402
-from kernels.quant.wo_matmul import _wo_gemv_kernel, _wo_matmul_kernel  # noqa: E402
+from kernels.quant.wo_matmul import _dequant_kernel, _wo_gemv_kernel, _wo_matmul_kernel  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 32)
 
@@ -64,7 +64,7 @@ def cases():
             yield (f"wo_matmul int{bits} M=1 swap_ab={swap} fast_cvt={bits == 4}", _wo_matmul_kernel,
                    wo | {"Q": "*u8" if bits == 4 else "*i8"},
                    {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap, "FAST_CVT": bits == 4,
-                    "INTERLEAVE": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
+                    "INTERLEAVE": False, "DEQ_DOT": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
         for even_k in (True, False) if bits == 8 else (True,):
             yield (f"wo_gemv int{bits} even_k={even_k}", _wo_gemv_kernel, wo | {"Q": "*i32"},
                    {"BITS": bits, "SPLIT": True, "EVEN_K": even_k, "BLOCK_N": 128, "BLOCK_K": 128})
@@ -72,7 +72,14 @@ def cases():
         yield (f"wo_matmul int4 prefill fp16 interleave swap_ab={swap}", _wo_matmul_kernel,
                wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},
                {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "FAST_CVT": True, "INTERLEAVE": True,
-                "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
+                "DEQ_DOT": False, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
+        yield (f"wo_matmul int4 prefill deq_dot swap_ab={swap}", _wo_matmul_kernel, wo | {"Q": "*u8"},
+               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "FAST_CVT": False, "INTERLEAVE": swap,
+                "DEQ_DOT": True, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128})
+    for bits in (4, 8):
+        yield (f"dequant int{bits}", _dequant_kernel, {"Q": "*u8" if bits == 4 else "*i8", "S": "*bf16", "Z": "*bf16",
+                                                      "W": "*bf16"},
+               {"BITS": bits, "GROUP": 128, "BLOCK_R": 16, "BLOCK_N": 512})
     mixq = {"XQ": "*i8", "SX": "*fp32", "X": "*bf16", "IDX": "*i32", "WQ": "*i8", "SW": "*bf16", "WH": "*bf16",
             "Y": "*bf16"}
     tiles = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "BLOCK_O": 32, "GROUP_M": 8}

@@ -1,7 +1,7 @@
 """Explore the weight-only GEMM's launch configurations on the GPU, cold L2, bf16,
 4096 -> 14336: int4 (group 128) and int8 at one row (the tensor-core path with 16-row
 tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path), and at 16 and
-2048 rows (swap_ab, interleave). Arguments pick cases: recipe:rows, or recipe:rows:K:N for
+2048 rows (swap_ab, interleave, deq_dot, and dequantize-then-cuBLAS). Arguments pick cases: recipe:rows, or recipe:rows:K:N for
 another shape (e.g. int4wo-128:1:14336:4096). Prints per case the pure read bound of the weight bytes
 (tools/read_bound.py), the default and the best few, with % of copy bandwidth (or TFLOP/s
 for prefill)."""
@@ -13,6 +13,7 @@ import torch
 from harness.ceilings import get_ceilings
 from harness.timing import TimingConfig, time_providers
 from kernels.quant import quantize_int4_weight, quantize_int8_weight, wo_matmul
+from kernels.quant.wo_matmul import dequantize_weight
 from tools.read_bound import read_bound_s
 
 bw = get_ceilings()["copy_gbps"]
@@ -31,18 +32,27 @@ def grid(recipe, m):
         for bn, ns, waves, swap, il in itertools.product([64, 128], [3, 4], [4, 8], [False, True], [False, True]):
             yield dict(path="mma", block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves,
                        swap_ab=swap, fast_cvt=int4, interleave=il and int4)
-    else:  # prefill: swap_ab puts the weight tile (rows of N) first
-        for bn, bk, nw, swap, il in itertools.product([128, 256], [64, 128], [4, 8], [False, True], [False, True]):
-            yield dict(path="mma", block_m=128, block_n=bn, block_k=bk, num_warps=nw, num_stages=3, waves=1,
-                       swap_ab=swap, fast_cvt=int4, interleave=il and int4)
+    else:  # prefill: the fused kernel (swap_ab puts the weight tile first; deq_dot dequantizes
+        # int4 before the dot), and dequantize-then-cuBLAS (path "dequant")
+        for br, bn, nw in [(16, 512, 4), (16, 256, 4), (8, 512, 4), (16, 1024, 8)]:
+            yield dict(path="dequant", block_r=br, block_n=bn, num_warps=nw)
+        bm = 64 if m <= 64 else 128
+        nw = 4 if bm == 64 else 8
+        for bn, swap, il, dd in itertools.product([128, 256], [False, True], [False, True], [False, True]):
+            if (il or dd) and not int4:
+                continue
+            yield dict(path="mma", block_m=bm, block_n=bn, block_k=128 if int4 else 64, num_warps=nw, num_stages=3,
+                       waves=1, swap_ab=swap, fast_cvt=int4 and not dd, interleave=il, deq_dot=dd)
 
 
 def name(cfg):
+    if cfg.get("path") == "dequant":
+        return f"dequant-r{cfg['block_r']}n{cfg['block_n']}w{cfg['num_warps']}"
     if cfg.get("path") == "gemv":
         return f"gemv-n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}x{cfg['waves']}"
     return (f"m{cfg['block_m']}n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
             + ("-swap" if cfg["swap_ab"] else "") + ("-cvt" if cfg["fast_cvt"] else "")
-            + ("-il" if cfg.get("interleave") else ""))
+            + ("-il" if cfg.get("interleave") else "") + ("-deq" if cfg.get("deq_dot") else ""))
 
 
 cases = [("int4wo-128", 1), ("int8wo", 1), ("int4wo-128", 16), ("int8wo", 16), ("int4wo-128", 2048), ("int8wo", 2048)]
@@ -58,6 +68,12 @@ for recipe, m, k, n in [(c[0], int(c[1]), int(c[2]), int(c[3])) for c in shaped]
     if m > 16:
         wd = w.to(torch.bfloat16)
         provs["F.linear"] = lambda: torch.nn.functional.linear(x, wd)
+    helpers = {}  # timed alongside, not ranked: the dequantization alone, and cuBLAS on its (K, N) output
+    if m > 16:
+        w_kn = dequantize_weight(qw, torch.bfloat16)
+        helpers = {"dequant alone": lambda: dequantize_weight(qw, torch.bfloat16),
+                   "mm on (K, N)": lambda: torch.mm(x, w_kn)}
+        provs |= helpers
     for cfg in grid(recipe, m):
         try:
             wo_matmul(x, qw, _config_override=cfg)
@@ -66,7 +82,7 @@ for recipe, m, k, n in [(c[0], int(c[1]), int(c[2]), int(c[3])) for c in shaped]
             continue
         provs[name(cfg)] = lambda cfg=cfg: wo_matmul(x, qw, _config_override=cfg)
     ms = time_providers(provs, lambda: (), TimingConfig(rep_ms=10, warmup_ms=2, mode="events"))
-    best = sorted(ms.items(), key=lambda kv: kv[1].median_s)[:6]
+    best = sorted([kv for kv in ms.items() if kv[0] not in helpers], key=lambda kv: kv[1].median_s)[:6]
     if m > 16:
         flops = 2 * m * k * n
         pct = lambda t: f"{t * 1e6:.1f}us {flops / t / 1e12:.0f}TF/s"
@@ -75,5 +91,10 @@ for recipe, m, k, n in [(c[0], int(c[1]), int(c[2]), int(c[3])) for c in shaped]
         rb, _ = read_bound_s(qw.nbytes)
         pct = lambda t: f"{t * 1e6:.1f}us {qw.nbytes / t / 1e9 / bw:.0%}"
         head = f"read bound {pct(rb)}"
+    if helpers:  # the dequantization moves the packed weight in and 2 K N bytes out
+        moved = qw.nbytes + 2 * k * n
+        t = ms["dequant alone"].median_s
+        head += (f"; dequant alone {t * 1e6:.1f}us ({moved / t / 1e9 / bw:.0%} of copy BW for {moved / 1e6:.0f} MB)"
+                 f"; mm on (K, N) {pct(ms['mm on (K, N)'].median_s)}")
     print(f"{recipe} m{m} {k}x{n} ({qw.nbytes / 1e6:.1f} MB): {head}; default {pct(ms['default'].median_s)}; "
           "best: " + ", ".join(f"{k_} {pct(v.median_s)}" for k_, v in best), flush=True)

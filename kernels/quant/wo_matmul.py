@@ -36,6 +36,7 @@ from kernels.launch import last_to_arrive, split_plan, tile_counters, tile_range
 from .quantize import GROUP_SIZES, QuantizedWeight
 
 DTYPES = (torch.float16, torch.bfloat16)
+DEQUANT_MIN_ROWS = 256  # from this many rows, dequantize-then-cuBLAS (path "dequant") is the default
 
 
 @triton.jit
@@ -118,9 +119,31 @@ def _nibble_offset(dtype: tl.constexpr, FAST_CVT: tl.constexpr):
 
 @triton.jit
 def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr,
-                INTERLEAVE: tl.constexpr):
-    """acc (M, N) += this block's product, or acc_t (N, M) with SWAP_AB."""
-    if BITS == 8:
+                INTERLEAVE: tl.constexpr, DEQ_DOT: tl.constexpr):
+    """acc (M, N) += this block's product, or acc_t (N, M) with SWAP_AB.
+    DEQ_DOT (int4, experiment): the weights dequantized to x's dtype before the dot, which
+    then accumulates straight into acc (each weight rounded once, as dequantize-then-GEMM)."""
+    if BITS == 4 and DEQ_DOT:
+        dt = x_a.dtype
+        if SWAP_AB:
+            lo = ((w & 15).to(tl.float32) - z[:, None]) * s[:, None]
+            hi = ((w >> 4).to(tl.float32) - z[:, None]) * s[:, None]
+            if INTERLEAVE:
+                q_t = tl.reshape(tl.join(lo.to(dt), hi.to(dt)), (lo.shape[0], 2 * lo.shape[1]))
+                acc_t = tl.dot(q_t, x_a, acc_t)
+            else:
+                acc_t = tl.dot(lo.to(dt), x_a, acc_t)
+                acc_t = tl.dot(hi.to(dt), x_b, acc_t)
+        else:
+            lo = ((w & 15).to(tl.float32) - z[None, :]) * s[None, :]
+            hi = ((w >> 4).to(tl.float32) - z[None, :]) * s[None, :]
+            if INTERLEAVE:
+                q = tl.reshape(tl.permute(tl.join(lo.to(dt), hi.to(dt)), (0, 2, 1)), (2 * lo.shape[0], lo.shape[1]))
+                acc = tl.dot(x_a, q, acc)
+            else:
+                acc = tl.dot(x_a, lo.to(dt), acc)
+                acc = tl.dot(x_b, hi.to(dt), acc)
+    elif BITS == 8:
         if SWAP_AB:
             acc_t = tl.dot(w.to(x_a.dtype), x_a, acc_t)
         else:
@@ -320,7 +343,8 @@ def _wo_matmul_kernel(
     X, Q, S, Z, Y, P, COUNT,
     M, N, K, k_chunk, n_splits, stride_xm, stride_qk, stride_sg, stride_ym,
     BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr,
-    INTERLEAVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    INTERLEAVE: tl.constexpr, DEQ_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -333,7 +357,7 @@ def _wo_matmul_kernel(
     for k0 in range(k_start, k_end, BLOCK_K):
         w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
                                        BITS, GROUP, SWAP_AB, INTERLEAVE, BLOCK_M, BLOCK_N, BLOCK_K)
-        acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB, FAST_CVT, INTERLEAVE)
+        acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB, FAST_CVT, INTERLEAVE, DEQ_DOT)
     if SWAP_AB:
         acc = tl.trans(acc_t)
 
@@ -356,15 +380,63 @@ def _wo_matmul_kernel(
         tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=out_mask)
 
 
+@triton.jit
+def _dequant_kernel(Q, S, Z, W, K, N, stride_qk, stride_sg, BITS: tl.constexpr, GROUP: tl.constexpr,
+                    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
+    """W (K, N) = the weight the stored format represents, in W's dtype: q s (int8) or
+    (q - z) s (int4), computed in fp32 as quantize.dequantize does and rounded once.
+    A block is BLOCK_R rows of Q (int4: 2 BLOCK_R rows of W, inside one group)."""
+    rr = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = rn < N
+    rows = K if BITS == 8 else K // 2
+    mask = (rr < rows)[:, None] & n_ok[None, :]
+    q = tl.load(Q + rr[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=mask, other=0)
+    if BITS == 8:
+        s = tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
+        w = q.to(tl.float32) * s[None, :]
+        tl.store(W + rr[:, None].to(tl.int64) * N + rn[None, :], w.to(W.dtype.element_ty), mask=mask)
+    else:
+        g = (tl.program_id(0) * BLOCK_R * 2) // GROUP
+        s = tl.load(S + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
+        z = tl.load(Z + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
+        lo = ((q & 15).to(tl.float32) - z[None, :]) * s[None, :]  # k = 2j
+        hi = ((q >> 4).to(tl.float32) - z[None, :]) * s[None, :]  # k = 2j + 1
+        out = W + (2 * rr[:, None]).to(tl.int64) * N + rn[None, :]
+        tl.store(out, lo.to(W.dtype.element_ty), mask=mask)
+        tl.store(out + N, hi.to(W.dtype.element_ty), mask=mask)
+
+
+def dequantize_weight(qw: QuantizedWeight, dtype: torch.dtype, block_r: int = 16, block_n: int = 512,
+                      num_warps: int = 4) -> torch.Tensor:
+    """The (K, N) weight of qw in `dtype`, by the Triton kernel above: the same values as
+    quantize.dequantize(qw).to(dtype).t(), bit for bit. block_r (rows of qweight per
+    program) must divide group / 2 for int4, so that a block lies in one group."""
+    N, K = qw.shape
+    if qw.bits == 4 and (qw.group // 2) % block_r:
+        raise ValueError(f"block_r {block_r} must divide half the group ({qw.group // 2})")
+    w = torch.empty(K, N, dtype=dtype, device=qw.qweight.device)
+    if w.numel() == 0:
+        return w
+    rows = K if qw.bits == 8 else K // 2
+    zero = qw.zero if qw.bits == 4 else qw.scale
+    _dequant_kernel[(triton.cdiv(rows, block_r), triton.cdiv(N, block_n))](
+        qw.qweight, qw.scale, zero, w, K, N, qw.qweight.stride(0), qw.scale.stride(0) if qw.bits == 4 else 0,
+        BITS=qw.bits, GROUP=qw.group or 1, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=num_warps)
+    return w
+
+
 def _config(M: int, N: int, K: int, bits: int, group, path=None):
     """Launch defaults, from H100 sweeps (tools/quant_configs.py; results/<gpu>/quant_configs*.txt),
     4096 -> 14336: one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 -> 27.3 us
     (words, loads a block ahead), int8 41.2 -> 31.0 -> 29.2 us; 16 rows, weights as the left
     operand with int4 converted from bits: 70.6 -> 48.4 us; 2048 rows: int4 interleaved
     5335 -> 1468 us (still 4.8x cuBLAS bf16: see the README), int8 579 -> 528 us."""
-    path = path or ("gemv" if M == 1 and N % 4 == 0 else "mma")
-    if path not in ("mma", "gemv"):
-        raise ValueError(f"path must be 'mma' or 'gemv', got {path!r}")
+    path = path or ("gemv" if M == 1 and N % 4 == 0 else "dequant" if M >= DEQUANT_MIN_ROWS else "mma")
+    if path not in ("mma", "gemv", "dequant"):
+        raise ValueError(f"path must be 'mma', 'gemv' or 'dequant', got {path!r}")
+    if path == "dequant":
+        return dict(path="dequant", block_r=16, block_n=512, num_warps=4)
     if path == "gemv":
         if M != 1:
             raise ValueError(f"the gemv path computes one row; x has {M}")
@@ -431,6 +503,9 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     y2 = y.view(-1, N)
     cfg = _config(M, N, K, qw.bits, qw.group, (_config_override or {}).get("path"))
     cfg.update(_config_override or {})
+    if cfg["path"] == "dequant":  # many rows: the weight once in x's dtype, then cuBLAS
+        torch.mm(x2, dequantize_weight(qw, x.dtype, cfg["block_r"], cfg["block_n"], cfg["num_warps"]), out=y2)
+        return y
     gemv = cfg["path"] == "gemv"
     if qw.bits == 4 and gemv and cfg["block_k"] != qw.group:
         raise ValueError(f"the gemv path takes one int4 group per block: block_k must be {qw.group}")
@@ -459,7 +534,7 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
         x2, qw.qweight, qw.scale, zero, y2, p, count,
         M, N, K, k_chunk, n_splits, x2.stride(0), qw.qweight.stride(0), qw.scale.stride(0), y2.stride(0),
         BITS=qw.bits, GROUP=qw.group or 1, SPLIT=split, SWAP_AB=bool(cfg["swap_ab"]), FAST_CVT=bool(cfg["fast_cvt"]),
-        INTERLEAVE=bool(cfg["interleave"]),
+        INTERLEAVE=bool(cfg["interleave"]), DEQ_DOT=bool(cfg.get("deq_dot")),
         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

@@ -15,8 +15,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from harness.lanes import interpreting
-from kernels.quant import (quantize_int4_weight, quantize_int4_weight_hqq, quantize_int8_weight, sqnr_db, wo_matmul,
-                           wo_matmul_reference)
+from kernels.quant import (dequantize, quantize_int4_weight, quantize_int4_weight_hqq, quantize_int8_weight, sqnr_db,
+                           wo_matmul, wo_matmul_reference)
+from kernels.quant.wo_matmul import DEQUANT_MIN_ROWS, dequantize_weight
 
 pytestmark = pytest.mark.correctness
 
@@ -112,7 +113,7 @@ def test_wo_matmul_rejects_bad_launch_options(device):
     x = torch.randn(2, 64, dtype=torch.float16, device=device)
     with pytest.raises(ValueError, match="the gemv path computes one row; x has 2"):
         wo_matmul(x, qw, _config_override={"path": "gemv"})
-    with pytest.raises(ValueError, match="path must be 'mma' or 'gemv'"):
+    with pytest.raises(ValueError, match="path must be 'mma', 'gemv' or 'dequant'"):
         wo_matmul(x, qw, _config_override={"path": "simt"})
     with pytest.raises(ValueError, match="the gemv path takes block_n in multiples of 16"):
         wo_matmul(x[:1], qw, _config_override={"path": "gemv", "block_n": 40})
@@ -121,3 +122,63 @@ def test_wo_matmul_rejects_bad_launch_options(device):
     with pytest.raises(ValueError, match="out_features 30 is not a multiple of 4"):
         wo_matmul(x[:1], odd, _config_override={"path": "gemv"})
     assert wo_matmul(x[:1], odd).shape == (1, 30)  # by default such a layer takes the tensor-core path
+
+
+def on_device(qw, device):
+    on = lambda t: t.to(device) if t is not None else None
+    return type(qw)(qw.bits, on(qw.qweight), on(qw.scale), on(qw.zero), qw.group, qw.shape)
+
+
+@given(recipe=st.sampled_from(RECIPES), groups=st.integers(1, 3), n=st.integers(1, 700),
+       block=st.sampled_from([(16, 512, 4), (8, 128, 2), (16, 64, 1)]), dtype=st.sampled_from(list(DTYPES)),
+       seed=st.integers(0, 2**31 - 1))
+@example(recipe="int8wo", groups=1, n=513, block=(16, 512, 4), dtype="fp16", seed=0)  # N past one block, K tail
+def test_dequantize_weight_is_the_stored_format_rounded_once(device, recipe, groups, n, block, dtype, seed):
+    """The Triton dequantization (the first half of the "dequant" path) writes exactly
+    quantize.dequantize(qw) rounded to the activation dtype, transposed to (K, N)."""
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    k = groups * 256 - (int(torch.randint(0, 100, (1,), generator=g)) if recipe == "int8wo" else 0)
+    qw = quantize(recipe, torch.randn(n, k, generator=g), dt)
+    block_r, block_n, warps = block
+    got = dequantize_weight(on_device(qw, device), dt, block_r, block_n, warps).cpu()
+    assert got.shape == (k, n) and got.dtype == dt
+    assert torch.equal(got, dequantize(qw).to(dt).t())
+
+
+@given(recipe=st.sampled_from(RECIPES), m=st.integers(1, 300), groups=st.integers(1, 3), n=st.integers(1, 300),
+       dtype=st.sampled_from(list(DTYPES)), seed=st.integers(0, 2**31 - 1))
+def test_dequant_path_is_the_gemm_on_the_rounded_weight(device, recipe, m, groups, n, dtype, seed):
+    """Path "dequant" (the default from DEQUANT_MIN_ROWS rows) rounds each weight once to
+    x's dtype, as every dequantize-then-GEMM does, and then runs torch.mm (cuBLAS). That
+    rounding is about as much noise as the output's own, so this path is judged against
+    the exact product on the rounded weight, rounded once: at most twice (3 dB) its noise.
+    The fused paths stay exact in the weights (the test above)."""
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    k = groups * 256 - (int(torch.randint(0, 100, (1,), generator=g)) if recipe == "int8wo" else 0)
+    w, x = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g).to(dt)
+    qw = quantize(recipe, w, dt)
+    y = wo_matmul(x.to(device), on_device(qw, device), _config_override={"path": "dequant"}).cpu()
+    exact = wo_matmul_reference(x, qw)
+    rounded = (x.double() @ dequantize(qw).to(dt).double().t()).to(dt)
+    floor = sqnr_db(exact, rounded) - 3.0
+    assert sqnr_db(exact, y) >= floor, f"{sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
+    if m >= DEQUANT_MIN_ROWS:  # the default takes this path here
+        assert torch.equal(wo_matmul(x.to(device), on_device(qw, device)).cpu(), y)
+
+
+@pytest.mark.parametrize("swap_ab,interleave", [(False, False), (True, False), (False, True), (True, True)])
+def test_deq_dot_is_the_gemm_on_the_rounded_weight(device, swap_ab, interleave):
+    """The fused kernel's deq_dot option (int4 dequantized to x's dtype before the dot) has
+    the dequant path's rounding, and is judged as it is."""
+    g = torch.Generator().manual_seed(3)
+    w, x = torch.randn(200, 512, generator=g), torch.randn(40, 512, generator=g).to(torch.float16)
+    qw = quantize("int4wo-64", w, torch.float16)
+    exact = wo_matmul_reference(x, qw)
+    floor = sqnr_db(exact, (x.double() @ dequantize(qw).half().double().t()).half()) - 3.0
+    for splits in (1, 3):
+        y = wo_matmul(x.to(device), on_device(qw, device), num_splits=splits,
+                      _config_override={"path": "mma", "deq_dot": True, "swap_ab": swap_ab, "interleave": interleave,
+                                        "fast_cvt": False}).cpu()
+        assert sqnr_db(exact, y) >= floor, f"splits={splits}: {sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
