@@ -1,7 +1,7 @@
 """Explore the weight-only GEMM's launch configurations on the GPU, cold L2, bf16,
 4096 -> 14336: int4 (group 128) and int8 at one row (the tensor-core path with 16-row
-tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path), and at 16 and
-2048 rows (swap_ab, interleave, deq_dot, and dequantize-then-cuBLAS). Arguments pick cases: recipe:rows, or recipe:rows:K:N for
+tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path), and at more rows
+(the fused kernel split over K, int4 with deq_dot; from 64 rows dequantize-then-cuBLAS). Arguments pick cases: recipe:rows, or recipe:rows:K:N for
 another shape (e.g. int4wo-128:1:14336:4096). Prints per case the pure read bound of the weight bytes
 (tools/read_bound.py), the default and the best few, with % of copy bandwidth (or TFLOP/s
 for prefill)."""
@@ -28,21 +28,20 @@ def grid(recipe, m):
         for bn, bk, nw, waves in itertools.product([64, 128, 256], [128] if int4 else [64, 128], [2, 4, 8],
                                                    [2, 4, 8]):
             yield dict(path="gemv", block_n=bn, block_k=bk, num_warps=nw, num_stages=1, waves=waves)
-    elif m == 16:
-        for bn, ns, waves, swap, il in itertools.product([64, 128], [3, 4], [4, 8], [False, True], [False, True]):
-            yield dict(path="mma", block_m=16, block_n=bn, block_k=128, num_warps=4, num_stages=ns, waves=waves,
-                       swap_ab=swap, fast_cvt=int4, interleave=il and int4)
-    else:  # prefill: the fused kernel (swap_ab puts the weight tile first; deq_dot dequantizes
-        # int4 before the dot), and dequantize-then-cuBLAS (path "dequant")
-        for br, bn, nw in [(16, 512, 4), (16, 256, 4), (8, 512, 4), (16, 1024, 8)]:
-            yield dict(path="dequant", block_r=br, block_n=bn, num_warps=nw)
-        bm = 64 if m <= 64 else 128
-        nw = 4 if bm == 64 else 8
-        for bn, swap, il, dd in itertools.product([128, 256], [False, True], [False, True], [False, True]):
-            if (il or dd) and not int4:
+    else:
+        # many rows: dequantize-then-cuBLAS (path "dequant") from 64 rows, and the fused kernel
+        # split over K (waves); int4 with deq_dot (dequantized before the dot, weights as the
+        # MMA's left operand), int8 both ways round
+        if m >= 64:
+            for br, bn, nw in [(16, 512, 4), (16, 256, 4)]:
+                yield dict(path="dequant", block_r=br, block_n=bn, num_warps=nw)
+        bm = 16 if m <= 16 else 64 if m <= 64 else 128
+        nw = 8 if bm == 128 else 4
+        for bn, waves, swap in itertools.product([64, 128, 256], [1, 2, 4, 8], [True] if int4 else [False, True]):
+            if not int4 and bn == 256:
                 continue
             yield dict(path="mma", block_m=bm, block_n=bn, block_k=128 if int4 else 64, num_warps=nw, num_stages=3,
-                       waves=1, swap_ab=swap, fast_cvt=int4 and not dd, interleave=il, deq_dot=dd)
+                       waves=waves, swap_ab=swap, fast_cvt=False, interleave=False, deq_dot=int4)
 
 
 def name(cfg):
@@ -96,5 +95,11 @@ for recipe, m, k, n in [(c[0], int(c[1]), int(c[2]), int(c[3])) for c in shaped]
         t = ms["dequant alone"].median_s
         head += (f"; dequant alone {t * 1e6:.1f}us ({moved / t / 1e9 / bw:.0%} of copy BW for {moved / 1e6:.0f} MB)"
                  f"; mm on (K, N) {pct(ms['mm on (K, N)'].median_s)}")
+    per_path = {}  # the best config of each path
+    for k_, v in sorted(ms.items(), key=lambda kv: kv[1].median_s):
+        kind = k_.split("-")[0] if k_.startswith(("gemv", "dequant")) else "mma" if k_.startswith("m") else None
+        if kind and kind not in per_path and k_ not in helpers:
+            per_path[kind] = f"{k_} {pct(v.median_s)}"
     print(f"{recipe} m{m} {k}x{n} ({qw.nbytes / 1e6:.1f} MB): {head}; default {pct(ms['default'].median_s)}; "
-          "best: " + ", ".join(f"{k_} {pct(v.median_s)}" for k_, v in best), flush=True)
+          "best: " + ", ".join(f"{k_} {pct(v.median_s)}" for k_, v in best)
+          + "; best per path: " + ", ".join(per_path.values()), flush=True)
