@@ -118,6 +118,15 @@ def _nibble_offset(dtype: tl.constexpr, FAST_CVT: tl.constexpr):
 
 
 @triton.jit
+def _dequant_nibble(q, s, minus_zs):
+    """(q - z) s in fp32 for 4-bit values q, without the integer-to-float instruction (a
+    quarter of the FMA rate): q ORed under the exponent of 2^23 is the exact float 2^23 + q,
+    less 2^23 it is q exactly; then q s - z s (one FMA once contracted)."""
+    f = (q.to(tl.int32) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+    return f * s + minus_zs
+
+
+@triton.jit
 def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr,
                 INTERLEAVE: tl.constexpr, DEQ_DOT: tl.constexpr):
     """acc (M, N) += this block's product, or acc_t (N, M) with SWAP_AB.
@@ -126,8 +135,8 @@ def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.c
     if BITS == 4 and DEQ_DOT:
         dt = x_a.dtype
         if SWAP_AB:
-            lo = ((w & 15).to(tl.float32) - z[:, None]) * s[:, None]
-            hi = ((w >> 4).to(tl.float32) - z[:, None]) * s[:, None]
+            lo = _dequant_nibble(w & 15, s[:, None], (-z * s)[:, None])
+            hi = _dequant_nibble(w >> 4, s[:, None], (-z * s)[:, None])
             if INTERLEAVE:
                 q_t = tl.reshape(tl.join(lo.to(dt), hi.to(dt)), (lo.shape[0], 2 * lo.shape[1]))
                 acc_t = tl.dot(q_t, x_a, acc_t)
@@ -135,8 +144,8 @@ def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.c
                 acc_t = tl.dot(lo.to(dt), x_a, acc_t)
                 acc_t = tl.dot(hi.to(dt), x_b, acc_t)
         else:
-            lo = ((w & 15).to(tl.float32) - z[None, :]) * s[None, :]
-            hi = ((w >> 4).to(tl.float32) - z[None, :]) * s[None, :]
+            lo = _dequant_nibble(w & 15, s[None, :], (-z * s)[None, :])
+            hi = _dequant_nibble(w >> 4, s[None, :], (-z * s)[None, :])
             if INTERLEAVE:
                 q = tl.reshape(tl.permute(tl.join(lo.to(dt), hi.to(dt)), (0, 2, 1)), (2 * lo.shape[0], lo.shape[1]))
                 acc = tl.dot(x_a, q, acc)
