@@ -36,7 +36,11 @@ from kernels.launch import last_to_arrive, split_plan, tile_counters, tile_range
 from .quantize import GROUP_SIZES, QuantizedWeight
 
 DTYPES = (torch.float16, torch.bfloat16)
-DEQUANT_MIN_ROWS = 256  # from this many rows, dequantize-then-cuBLAS (path "dequant") is the default
+# From this many rows, dequantize-then-cuBLAS (path "dequant") is the default: the weight's
+# dequantization (54 us for int4, 61 us for int8 at 4096 -> 14336 on an H100) costs less than
+# the fused kernel's shortfall against cuBLAS there (quant_configs_split-deq.txt: int4 at 256
+# rows fused 171 us, dequant 108 us; int8 at 256 rows fused 82 us, dequant 116 us).
+DEQUANT_MIN_ROWS = {4: 128, 8: 512}
 
 
 @triton.jit
@@ -437,11 +441,15 @@ def dequantize_weight(qw: QuantizedWeight, dtype: torch.dtype, block_r: int = 16
 
 def _config(M: int, N: int, K: int, bits: int, group, path=None):
     """Launch defaults, from H100 sweeps (tools/quant_configs.py; results/<gpu>/quant_configs*.txt),
-    4096 -> 14336: one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 -> 27.3 us
-    (words, loads a block ahead), int8 41.2 -> 31.0 -> 29.2 us; 16 rows, weights as the left
-    operand with int4 converted from bits: 70.6 -> 48.4 us; 2048 rows: int4 interleaved
-    5335 -> 1468 us (still 4.8x cuBLAS bf16: see the README), int8 579 -> 528 us."""
-    path = path or ("gemv" if M == 1 and N % 4 == 0 else "dequant" if M >= DEQUANT_MIN_ROWS else "mma")
+    bf16, 4096 -> 14336 unless said:
+    - one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 -> 27.3 us (words, loads a
+      block ahead), int8 41.2 -> 31.0 -> 29.2 us;
+    - int4, 2 to 127 rows: dequantized before the dot (deq_dot), weights as the MMA's left
+      operand: 16 rows 49.2 -> 36.9 us, 64 rows 117 -> 64.7 us (quant_configs_deq-bits.txt);
+    - int8, 16 rows 40.0 -> 31.1 us, 64 rows 45.2 -> 40.5 us (quant_configs_split-deq.txt);
+    - from DEQUANT_MIN_ROWS rows, dequantize-then-cuBLAS: int4 2048 rows 1468 -> 356 us,
+      int8 528 -> 363 us (cuBLAS bf16 alone 304 us; quant_configs_prefill.txt)."""
+    path = path or ("gemv" if M == 1 and N % 4 == 0 else "dequant" if M >= DEQUANT_MIN_ROWS[bits] else "mma")
     if path not in ("mma", "gemv", "dequant"):
         raise ValueError(f"path must be 'mma', 'gemv' or 'dequant', got {path!r}")
     if path == "dequant":
@@ -457,18 +465,18 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
         waves = 2 if bits == 8 or N >= 128 * 64 else (8 if K >= 8192 else 4)
         return dict(path="gemv", block_m=1, block_n=64, block_k=group or 128, num_warps=2 if bits == 4 else 4,
                     num_stages=1, waves=waves)
-    if M <= 16:
-        cfg = dict(block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8)
-    elif M <= 64:
-        cfg = dict(block_m=64, block_n=128, block_k=128, num_warps=4, num_stages=3, waves=2)
-    elif bits == 4:  # prefill: the nibbles interleaved, x contiguous, one full-depth dot
-        cfg = dict(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=3, waves=1, swap_ab=False,
-                   interleave=True)
-    else:
-        cfg = dict(block_m=128, block_n=128, block_k=64, num_warps=4, num_stages=3, waves=1, swap_ab=False)
-    cfg = dict(path="mma", swap_ab=True, fast_cvt=bits == 4, interleave=False) | cfg
+    cfg = dict(path="mma", num_warps=4, num_stages=3, swap_ab=True, fast_cvt=False, interleave=False, deq_dot=bits == 4)
     if bits == 4:
-        cfg["block_k"] = min(cfg["block_k"], group)  # a K block never straddles two groups
+        if M <= 16:  # 4096 -> 4096 at 16 rows: 4 waves 16.6 us, 8 waves 19.4 (quant_configs_deq-bits.txt)
+            cfg |= dict(block_m=16, block_n=64, block_k=min(128, group), waves=8 if K * N > 2**25 else 4)
+        else:
+            cfg |= dict(block_m=64, block_n=128, block_k=min(128, group), waves=1)
+    elif M <= 16:
+        cfg |= dict(block_m=16, block_n=128, block_k=64, waves=2)
+    elif M <= 64:
+        cfg |= dict(block_m=64, block_n=128, block_k=64, waves=1)
+    else:
+        cfg |= dict(block_m=128, block_n=128, block_k=64, num_warps=8, waves=1, swap_ab=False)
     return cfg
 
 

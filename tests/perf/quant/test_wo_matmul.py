@@ -1,9 +1,11 @@
 """Perf cases of kernels/quant/wo_matmul.py: W8A16 and W4A16 (group 128) at LLaMA-3-8B's
 projection shapes, bf16 activations, against bf16 F.linear (cuBLAS, on the dequantized
 weight), torchao's config eager and compiled (where it runs), gemlite's W4A16 (where it
-imports) and, in sweeps, the PyTorch dequantize-then-matmul under torch.compile. Default:
-every shape at M = 1, and 4096 -> 14336 at M = 16 and 2048; --perf-sweep: M in
-{1, 4, 16, 64, 256, 2048} everywhere. (bitsandbytes' int8 is not a baseline yet.)"""
+imports) and, in sweeps, the PyTorch dequantize-then-matmul under torch.compile. Where
+wo_matmul's default is dequantize-then-cuBLAS (DEQUANT_MIN_ROWS), the fused kernel is
+timed beside it as `triton_mma`. Default: every shape at M = 1, and 4096 -> 14336 at
+M = 16, 64 and 2048; --perf-sweep: M in {1, 4, 16, 64, 256, 2048} everywhere.
+(bitsandbytes' int8 is not a baseline yet.)"""
 import functools
 
 import pytest
@@ -13,6 +15,7 @@ from harness.metrics import Cost
 from harness.perfcase import PerfCase, ProviderUnavailable
 from kernels.norm.baselines import compiled
 from kernels.quant import baselines, dequantize, quantize_int4_weight, quantize_int8_weight, wo_matmul
+from kernels.quant.wo_matmul import DEQUANT_MIN_ROWS
 
 pytestmark = pytest.mark.perf
 
@@ -23,14 +26,17 @@ RECIPES = ["int4wo-128", "int8wo"]
 def grid(sweep):
     if sweep:
         return [(r, m, k, n) for r in RECIPES for k, n in SHAPES for m in (1, 4, 16, 64, 256, 2048)]
-    return [(r, 1, k, n) for r in RECIPES for k, n in SHAPES] + [(r, m, 4096, 14336) for r in RECIPES for m in (16, 2048)]
+    return [(r, 1, k, n) for r in RECIPES for k, n in SHAPES] + [(r, m, 4096, 14336) for r in RECIPES
+                                                                for m in (16, 64, 2048)]
 
 
 def providers_of(recipe, m, sweep):
     """Compiled baselines cost a compilation per case (torchao's took long enough that the
     first run with it installed overran 270 s): in the default run, torchao compiled only
     at one row (ANCHORS.md's figure), the compiled dequantize-then-matmul only in sweeps."""
+    bits = 8 if recipe == "int8wo" else 4
     return (["triton", "linear_bf16", "torchao"] + (["torchao_compiled"] if m == 1 or sweep else [])
+            + (["triton_mma"] if m >= DEQUANT_MIN_ROWS[bits] else [])
             + (["dequant_compile"] if sweep else []) + (["gemlite"] if recipe.startswith("int4") else []))
 
 
@@ -63,6 +69,8 @@ def build_case(recipe, m, k, n, sweep=False):
         "triton": lambda x: wo_matmul(x, qw),
         "linear_bf16": lambda x: torch.nn.functional.linear(x, w_deq),
     }
+    if "triton_mma" in wanted:
+        providers["triton_mma"] = lambda x: wo_matmul(x, qw, _config_override={"path": "mma"})
     if "dequant_compile" in wanted:
         deq_c = compiled(baselines.dequant_linear)
         providers["dequant_compile"] = lambda x: deq_c(x, qw.qweight, qw.scale, qw.zero, qw.group, qw.bits)
