@@ -1,7 +1,8 @@
 """Explore the weight-only GEMM's launch configurations on the GPU, cold L2, bf16,
 4096 -> 14336: int4 (group 128) and int8 at one row (the tensor-core path with 16-row
 tiles, its options swap_ab and fast_cvt, and the CUDA-core gemv path), and at more rows
-(the fused kernel split over K, int4 with deq_dot; from 64 rows dequantize-then-cuBLAS). Arguments pick cases: recipe:rows, or recipe:rows:K:N for
+(the fused kernel split over K, int4 with deq_dot and x_split; from 64 rows
+dequantize-then-cuBLAS). Arguments pick cases: recipe:rows, or recipe:rows:K:N for
 another shape (e.g. int4wo-128:1:14336:4096). Prints per case the pure read bound of the weight bytes
 (tools/read_bound.py), the default and the best few, with % of copy bandwidth (or TFLOP/s
 for prefill)."""
@@ -37,11 +38,12 @@ def grid(recipe, m):
                 yield dict(path="dequant", block_r=br, block_n=bn, num_warps=nw)
         bm = 16 if m <= 16 else 64 if m <= 64 else 128
         nw = 8 if bm == 128 else 4
-        for bn, waves, swap in itertools.product([64, 128, 256], [1, 2, 4, 8], [True] if int4 else [False, True]):
+        for bn, waves, swap, xs in itertools.product([64, 128, 256], [1, 2, 4, 8], [True] if int4 else [False, True],
+                                                     [False, True] if int4 else [False]):
             if not int4 and bn == 256:
                 continue
             yield dict(path="mma", block_m=bm, block_n=bn, block_k=128 if int4 else 64, num_warps=nw, num_stages=3,
-                       waves=waves, swap_ab=swap, fast_cvt=False, interleave=False, deq_dot=int4)
+                       waves=waves, swap_ab=swap, fast_cvt=False, interleave=False, deq_dot=int4, x_split=xs)
 
 
 def name(cfg):
@@ -51,7 +53,8 @@ def name(cfg):
         return f"gemv-n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}x{cfg['waves']}"
     return (f"m{cfg['block_m']}n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
             + ("-swap" if cfg["swap_ab"] else "") + ("-cvt" if cfg["fast_cvt"] else "")
-            + ("-il" if cfg.get("interleave") else "") + ("-deq" if cfg.get("deq_dot") else ""))
+            + ("-il" if cfg.get("interleave") else "") + ("-deq" if cfg.get("deq_dot") else "")
+            + ("-xs" if cfg.get("x_split") else ""))
 
 
 cases = [("int4wo-128", 1), ("int8wo", 1), ("int4wo-128", 16), ("int8wo", 16), ("int4wo-128", 2048), ("int8wo", 2048)]

@@ -46,7 +46,7 @@ DEQUANT_MIN_ROWS = {4: 128, 8: 512}
 @triton.jit
 def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
                BITS: tl.constexpr, GROUP: tl.constexpr, SWAP_AB: tl.constexpr, INTERLEAVE: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+               X_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """One K block: (weight tile, x tile(s), scale, zero). int8: x_b repeats x_a and s, z are
     unused; int4: the packed tile, x's even and odd columns (INTERLEAVE: x_a the whole x
     tile, read contiguously), the group's scale and zero.
@@ -80,6 +80,9 @@ def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, 
             if INTERLEAVE:
                 x_a = tl.load(x_cols + rk[:, None], mask=m_ok[None, :] & k_ok[:, None], other=0.0)
                 x_b = x_a
+            elif X_SPLIT:  # x read contiguously, its even and odd columns parted in registers
+                x_t = tl.load(x_cols + rk[:, None], mask=m_ok[None, :] & k_ok[:, None], other=0.0)
+                x_a, x_b = tl.split(tl.permute(tl.reshape(x_t, (BLOCK_K // 2, 2, BLOCK_M)), (0, 2, 1)))
             else:
                 x_a = tl.load(x_cols + 2 * j[:, None], mask=m_ok[None, :] & j_ok[:, None], other=0.0)
                 x_b = tl.load(x_cols + 2 * j[:, None] + 1, mask=m_ok[None, :] & j_ok[:, None], other=0.0)
@@ -89,6 +92,9 @@ def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, 
             if INTERLEAVE:
                 x_a = tl.load(x_rows + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
                 x_b = x_a
+            elif X_SPLIT:
+                x_t = tl.load(x_rows + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+                x_a, x_b = tl.split(tl.reshape(x_t, (BLOCK_M, BLOCK_K // 2, 2)))
             else:
                 x_a = tl.load(x_rows + 2 * j[None, :], mask=m_ok[:, None] & j_ok[None, :], other=0.0)
                 x_b = tl.load(x_rows + 2 * j[None, :] + 1, mask=m_ok[:, None] & j_ok[None, :], other=0.0)
@@ -356,7 +362,8 @@ def _wo_matmul_kernel(
     X, Q, S, Z, Y, P, COUNT,
     M, N, K, k_chunk, n_splits, stride_xm, stride_qk, stride_sg, stride_ym,
     BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr,
-    INTERLEAVE: tl.constexpr, DEQ_DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    INTERLEAVE: tl.constexpr, X_SPLIT: tl.constexpr, DEQ_DOT: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -369,7 +376,7 @@ def _wo_matmul_kernel(
     k_end = tl.minimum(k_start + k_chunk, K)
     for k0 in range(k_start, k_end, BLOCK_K):
         w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
-                                       BITS, GROUP, SWAP_AB, INTERLEAVE, BLOCK_M, BLOCK_N, BLOCK_K)
+                                       BITS, GROUP, SWAP_AB, INTERLEAVE, X_SPLIT, BLOCK_M, BLOCK_N, BLOCK_K)
         acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB, FAST_CVT, INTERLEAVE, DEQ_DOT)
     if SWAP_AB:
         acc = tl.trans(acc_t)
@@ -551,7 +558,7 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
         x2, qw.qweight, qw.scale, zero, y2, p, count,
         M, N, K, k_chunk, n_splits, x2.stride(0), qw.qweight.stride(0), qw.scale.stride(0), y2.stride(0),
         BITS=qw.bits, GROUP=qw.group or 1, SPLIT=split, SWAP_AB=bool(cfg["swap_ab"]), FAST_CVT=bool(cfg["fast_cvt"]),
-        INTERLEAVE=bool(cfg["interleave"]), DEQ_DOT=bool(cfg.get("deq_dot")),
+        INTERLEAVE=bool(cfg["interleave"]), X_SPLIT=bool(cfg.get("x_split")), DEQ_DOT=bool(cfg.get("deq_dot")),
         BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
