@@ -64,7 +64,7 @@ def cases():
             yield (f"wo_matmul int{bits} M=1 swap_ab={swap} fast_cvt={bits == 4}", _wo_matmul_kernel,
                    wo | {"Q": "*u8" if bits == 4 else "*i8"},
                    {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap, "FAST_CVT": bits == 4,
-                    "INTERLEAVE": False, "DEQ_DOT": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
+                    "INTERLEAVE": False, "X_SPLIT": False, "DEQ_DOT": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
         for even_k in (True, False) if bits == 8 else (True,):
             yield (f"wo_gemv int{bits} even_k={even_k}", _wo_gemv_kernel, wo | {"Q": "*i32"},
                    {"BITS": bits, "SPLIT": True, "EVEN_K": even_k, "BLOCK_N": 128, "BLOCK_K": 128})
@@ -72,10 +72,10 @@ def cases():
         yield (f"wo_matmul int4 prefill fp16 interleave swap_ab={swap}", _wo_matmul_kernel,
                wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},
                {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "FAST_CVT": True, "INTERLEAVE": True,
-                "DEQ_DOT": False, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
+                "X_SPLIT": False, "DEQ_DOT": False, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
         yield (f"wo_matmul int4 prefill deq_dot swap_ab={swap}", _wo_matmul_kernel, wo | {"Q": "*u8"},
-               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "FAST_CVT": False, "INTERLEAVE": swap,
-                "DEQ_DOT": True, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128})
+               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "FAST_CVT": False, "INTERLEAVE": False,
+                "X_SPLIT": True, "DEQ_DOT": True, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128})
     for bits in (4, 8):
         yield (f"dequant int{bits}", _dequant_kernel, {"Q": "*u8" if bits == 4 else "*i8", "S": "*bf16", "Z": "*bf16",
                                                       "W": "*bf16"},

@@ -38,9 +38,11 @@ from .quantize import GROUP_SIZES, QuantizedWeight
 DTYPES = (torch.float16, torch.bfloat16)
 # From this many rows, dequantize-then-cuBLAS (path "dequant") is the default: the weight's
 # dequantization (54 us for int4, 61 us for int8 at 4096 -> 14336 on an H100) costs less than
-# the fused kernel's shortfall against cuBLAS there (quant_configs_split-deq.txt: int4 at 256
-# rows fused 171 us, dequant 108 us; int8 at 256 rows fused 82 us, dequant 116 us).
-DEQUANT_MIN_ROWS = {4: 128, 8: 512}
+# the fused kernel's shortfall against cuBLAS there. int4: at 128 rows fused 77 us, dequant
+# 106 us (quant_configs_x-split.txt); at 256 dequant 108 us, fused 171 us before x_split
+# (quant_configs_deq-bits.txt); 192 lies between. int8: at 256 rows fused 82 us, dequant
+# 116 us; at 2048 fused 528 us, dequant 363 us (quant_configs_split-deq.txt, _prefill.txt).
+DEQUANT_MIN_ROWS = {4: 192, 8: 512}
 
 
 @triton.jit
@@ -451,8 +453,10 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
     bf16, 4096 -> 14336 unless said:
     - one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 -> 27.3 us (words, loads a
       block ahead), int8 41.2 -> 31.0 -> 29.2 us;
-    - int4, 2 to 127 rows: dequantized before the dot (deq_dot), weights as the MMA's left
+    - int4, 2 to 191 rows: dequantized before the dot (deq_dot), weights as the MMA's left
       operand: 16 rows 49.2 -> 36.9 us, 64 rows 117 -> 64.7 us (quant_configs_deq-bits.txt);
+      x read contiguously (x_split): 16 rows 31.4 us, 64 rows 47.2 us, 128 rows 76.7 us
+      (quant_configs_x-split.txt);
     - int8, 16 rows 40.0 -> 31.1 us, 64 rows 45.2 -> 40.5 us (quant_configs_split-deq.txt);
     - from DEQUANT_MIN_ROWS rows, dequantize-then-cuBLAS: int4 2048 rows 1468 -> 356 us,
       int8 528 -> 363 us (cuBLAS bf16 alone 304 us; quant_configs_prefill.txt)."""
@@ -472,12 +476,16 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
         waves = 2 if bits == 8 or N >= 128 * 64 else (8 if K >= 8192 else 4)
         return dict(path="gemv", block_m=1, block_n=64, block_k=group or 128, num_warps=2 if bits == 4 else 4,
                     num_stages=1, waves=waves)
-    cfg = dict(path="mma", num_warps=4, num_stages=3, swap_ab=True, fast_cvt=False, interleave=False, deq_dot=bits == 4)
+    cfg = dict(path="mma", num_warps=4, num_stages=3, swap_ab=True, fast_cvt=False, interleave=False, x_split=False,
+               deq_dot=bits == 4)
     if bits == 4:
-        if M <= 16:  # 4096 -> 4096 at 16 rows: 4 waves 16.6 us, 8 waves 19.4 (quant_configs_deq-bits.txt)
-            cfg |= dict(block_m=16, block_n=64, block_k=min(128, group), waves=8 if K * N > 2**25 else 4)
+        cfg |= dict(block_k=min(128, group), x_split=True)
+        if M <= 16:  # 4096 -> 4096 at 16 rows: 4 waves 14.8 us, 8 waves 17.0 (quant_configs_x-split.txt)
+            cfg |= dict(block_m=16, block_n=64, waves=8 if K * N > 2**25 else 4)
+        elif M <= 64:
+            cfg |= dict(block_m=64, block_n=64, waves=1)
         else:
-            cfg |= dict(block_m=64, block_n=128, block_k=min(128, group), waves=1)
+            cfg |= dict(block_m=128, block_n=128, num_warps=8, waves=1)
     elif M <= 16:
         cfg |= dict(block_m=16, block_n=128, block_k=64, waves=2)
     elif M <= 64:

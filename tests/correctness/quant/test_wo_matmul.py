@@ -96,7 +96,8 @@ def test_wo_matmul_rejects_bad_input(device):
 
 MMA_OPTIONS = [{"path": "mma", "deq_dot": False} | o
                for o in ({"swap_ab": False, "fast_cvt": False}, {"swap_ab": True, "fast_cvt": False},
-                         {"swap_ab": False, "fast_cvt": True}, {"swap_ab": True, "fast_cvt": True},
+                         {"swap_ab": False, "fast_cvt": True, "x_split": False},
+                         {"swap_ab": True, "fast_cvt": True, "x_split": False},
                          {"interleave": True, "swap_ab": False, "fast_cvt": True},
                          {"interleave": True, "swap_ab": True, "fast_cvt": True})]
 
@@ -183,10 +184,12 @@ def test_dequant_path_is_the_gemm_on_the_rounded_weight(device, recipe, m, group
         assert torch.equal(wo_matmul(x.to(device), on_device(qw, device)).cpu(), y)
 
 
-@pytest.mark.parametrize("swap_ab,interleave", [(False, False), (True, False), (False, True), (True, True)])
-def test_deq_dot_is_the_gemm_on_the_rounded_weight(device, swap_ab, interleave):
-    """The fused kernel's deq_dot option (int4 dequantized to x's dtype before the dot) has
-    the dequant path's rounding, and is judged as it is."""
+@pytest.mark.parametrize("swap_ab,interleave,x_split", [(False, False, False), (True, False, False), (False, True, False),
+                                                       (True, True, False), (False, False, True), (True, False, True)])
+def test_deq_dot_is_the_gemm_on_the_rounded_weight(device, swap_ab, interleave, x_split):
+    """The fused kernel's deq_dot option (int4 dequantized to x's dtype before the dot; the
+    default from 2 rows) has the dequant path's rounding, and is judged as it is; with x
+    read in two stride-2 halves or contiguously (x_split), or the nibbles interleaved."""
     g = torch.Generator().manual_seed(3)
     w, x = torch.randn(200, 512, generator=g), torch.randn(40, 512, generator=g).to(torch.float16)
     qw = quantize("int4wo-64", w, torch.float16)
@@ -195,5 +198,5 @@ def test_deq_dot_is_the_gemm_on_the_rounded_weight(device, swap_ab, interleave):
     for splits in (1, 3):
         y = wo_matmul(x.to(device), on_device(qw, device), num_splits=splits,
                       _config_override={"path": "mma", "deq_dot": True, "swap_ab": swap_ab, "interleave": interleave,
-                                        "fast_cvt": False}).cpu()
+                                        "x_split": x_split, "fast_cvt": False}).cpu()
         assert sqnr_db(exact, y) >= floor, f"splits={splits}: {sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
