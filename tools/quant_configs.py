@@ -38,7 +38,8 @@ def grid(recipe, m):
                 yield dict(path="dequant", block_r=br, block_n=bn, num_warps=nw)
         bm = 16 if m <= 16 else 64 if m <= 64 else 128
         nw = 8 if bm == 128 else 4
-        for bn, waves, swap, xs in itertools.product([64, 128, 256], [1, 2, 4, 8], [True] if int4 else [False, True],
+        for bn, waves, swap, xs in itertools.product([64, 128, 256], [1, 2, 4, 8],
+                                                     [True] if int4 and m <= 16 else [False, True],
                                                      [False, True] if int4 else [False]):
             if not int4 and bn == 256:
                 continue

@@ -39,8 +39,8 @@ DTYPES = (torch.float16, torch.bfloat16)
 # From this many rows, dequantize-then-cuBLAS (path "dequant") is the default: the weight's
 # dequantization (54 us for int4, 61 us for int8 at 4096 -> 14336 on an H100) costs less than
 # the fused kernel's shortfall against cuBLAS there. int4: at 128 rows fused 77 us, dequant
-# 106 us (quant_configs_x-split.txt); at 256 dequant 108 us, fused 171 us before x_split
-# (quant_configs_deq-bits.txt); 192 lies between. int8: at 256 rows fused 82 us, dequant
+# 105 us; at 256 fused 128 us, dequant 109 us (quant_configs_noswap.txt); they cross near
+# 200 rows. int8: at 256 rows fused 82 us, dequant
 # 116 us; at 2048 fused 528 us, dequant 363 us (quant_configs_split-deq.txt, _prefill.txt).
 DEQUANT_MIN_ROWS = {4: 192, 8: 512}
 
