@@ -38,13 +38,13 @@ def grid(recipe, m):
                 yield dict(path="dequant", block_r=br, block_n=bn, num_warps=nw)
         bm = 16 if m <= 16 else 64 if m <= 64 else 128
         nw = 8 if bm == 128 else 4
-        for bn, waves, swap, xs in itertools.product([64, 128, 256], [1, 2, 4, 8],
-                                                     [True] if int4 and m <= 16 else [False, True],
-                                                     [False, True] if int4 else [False]):
+        x_reads = [(False, False), (True, False), (False, True)] if int4 else [(False, False)]  # (x_split, interleave)
+        for bn, waves, swap, (xs, il) in itertools.product([64, 128, 256], [1, 2, 4, 8],
+                                                           [True] if int4 and m <= 16 else [False, True], x_reads):
             if not int4 and bn == 256:
                 continue
             yield dict(path="mma", block_m=bm, block_n=bn, block_k=128 if int4 else 64, num_warps=nw, num_stages=3,
-                       waves=waves, swap_ab=swap, fast_cvt=False, interleave=False, deq_dot=int4, x_split=xs)
+                       waves=waves, swap_ab=swap, fast_cvt=False, interleave=il, deq_dot=int4, x_split=xs)
 
 
 def name(cfg):
