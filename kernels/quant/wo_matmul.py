@@ -1,28 +1,33 @@
-"""Weight-only quantized linear layers in Triton: W8A16 and W4A16 (grouped), the weight
-dequantized inside the GEMM.
+"""Weight-only quantized linear layers in Triton: W8A16 and W4A16 (grouped).
 
     y = x @ dequant(W)^T          x (M, K) fp16/bf16, W a QuantizedWeight (kernels/quant/quantize.py)
 
-int8 (per output channel): the scale factors out of the K sum, so the tile GEMM runs on
-the int8 values converted to the activation dtype (exact for |q| <= 127) and the scale is
-applied once to the fp32 result.
-int4 (per group, asymmetric): every K block lies inside one group, where
-    sum_k x_k (q_k - z) s = s * (sum_k x_k q_k - z * sum_k x_k),
-so the tile GEMM runs on the raw 4-bit values (exact in fp16/bf16) and each group's scale
-and zero enter once per output, not once per weight. The two nibbles of a byte hold
-adjacent k (even, odd), multiplied with the even and the odd columns of x.
-Launch options (defaults from H100 sweeps, see _config):
+Three paths, chosen by the number of rows (defaults from H100 sweeps, see _config):
+- one row (`path="gemv"`, _wo_gemv_kernel): the CUDA cores, no 16-row padding; exact in
+  the weights (floats made from bits, scales and zeros applied in fp32);
+- few rows (`path="mma"`, _wo_matmul_kernel): tensor cores, K split over several programs
+  so that a few rows fill the GPU; the last program of each output tile sums the fp32
+  partials (arrival counters, as kernels/linear/fused.py). int8 (per output channel): the
+  scale factors out of the K sum, so the tile GEMM runs on the int8 values converted to
+  x's dtype (exact for |q| <= 127) and the scale is applied once to the fp32 result. int4
+  (per group; a K block lies inside one group): by default each weight is dequantized to
+  x's dtype before the dot (`deq_dot`, one rounding per weight), so the dots accumulate
+  into one tile;
+- many rows (`path="dequant"`, from DEQUANT_MIN_ROWS): _dequant_kernel writes the weight
+  once in x's dtype, then torch.mm (cuBLAS).
+Options of the "mma" path:
 - `swap_ab` computes the tile transposed, W x^T, so the converted weight is the MMA's left
   operand, which Hopper's wgmma takes from registers (otherwise: mma.sync, compiled for sm_90);
-- `fast_cvt` makes int4 values bf16/fp16 from bits (OFFSET + q, with q ORed into the
-  mantissa) instead of the integer-to-float instruction, which runs at a quarter of the FMA
-  rate; the zero point absorbs OFFSET;
-- `interleave` (int4; prefill): the two nibbles put back in K order in registers,
-  so x is read contiguously and one full-depth dot replaces two half-depth ones;
-- `path="gemv"`: one row on the CUDA cores (_wo_gemv_kernel), no 16-row padding.
-Few rows (decode): the weight is all the traffic and N alone does not fill the GPU, so K
-is split over several programs; the last program of each output tile sums the fp32
-partials (arrival counters, as kernels/linear/fused.py).
+- `x_split` (int4): x read contiguously, its even and odd columns (the two nibbles of a
+  byte hold k = 2j, 2j + 1) parted in registers, instead of two stride-2 reads;
+- `deq_dot` off (int4) keeps the weights exact: the dot runs on the raw 4-bit values and
+  each group's scale and zero enter once per output, since
+  sum_k x_k (q_k - z) s = s * (sum_k x_k q_k - z * sum_k x_k); slower, as each block's dot
+  starts afresh. Then `fast_cvt` makes the values bf16/fp16 from bits (OFFSET + q, q ORed
+  into the mantissa) instead of the integer-to-float instruction (a quarter of the FMA
+  rate), the zero point absorbing OFFSET;
+- `interleave` (int4) puts the nibbles back in K order in registers, so x is read
+  contiguously and one full-depth dot replaces two half-depth ones.
 """
 from __future__ import annotations
 
