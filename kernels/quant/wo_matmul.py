@@ -43,10 +43,11 @@ from .quantize import GROUP_SIZES, QuantizedWeight
 DTYPES = (torch.float16, torch.bfloat16)
 # From this many rows, dequantize-then-cuBLAS (path "dequant") is the default: the weight's
 # dequantization (54 us for int4, 61 us for int8 at 4096 -> 14336 on an H100) costs less than
-# the fused kernel's shortfall against cuBLAS there. int4: at 128 rows fused 77 us, dequant
-# 105 us; at 256 fused 128 us, dequant 109 us (quant_configs_noswap.txt); they cross near
-# 200 rows. int8: at 256 rows fused 82 us, dequant
-# 116 us; at 2048 fused 528 us, dequant 363 us (quant_configs_split-deq.txt, _prefill.txt).
+# the fused kernel's shortfall against cuBLAS there.
+# - int4: at 128 rows fused 77 us, dequant 105 us; at 256 fused 128 us, dequant 109 us
+#   (quant_configs_noswap.txt); they cross near 200 rows.
+# - int8: at 256 rows fused 82 us, dequant 116 us; at 2048 fused 528 us, dequant 363 us
+#   (quant_configs_split-deq.txt, quant_configs_prefill.txt).
 DEQUANT_MIN_ROWS = {4: 192, 8: 512}
 
 
@@ -147,7 +148,7 @@ def _dequant_nibble(q, s, minus_zs):
 def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr,
                 INTERLEAVE: tl.constexpr, DEQ_DOT: tl.constexpr):
     """acc (M, N) += this block's product, or acc_t (N, M) with SWAP_AB.
-    DEQ_DOT (int4, experiment): the weights dequantized to x's dtype before the dot, which
+    DEQ_DOT (int4; the default): the weights dequantized to x's dtype before the dot, which
     then accumulates straight into acc (each weight rounded once, as dequantize-then-GEMM)."""
     if BITS == 4 and DEQ_DOT:
         dt = x_a.dtype
@@ -369,9 +370,8 @@ def _wo_matmul_kernel(
     X, Q, S, Z, Y, P, COUNT,
     M, N, K, k_chunk, n_splits, stride_xm, stride_qk, stride_sg, stride_ym,
     BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr,
-    INTERLEAVE: tl.constexpr, X_SPLIT: tl.constexpr, DEQ_DOT: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    INTERLEAVE: tl.constexpr, X_SPLIT: tl.constexpr, DEQ_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
