@@ -152,24 +152,26 @@ def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.c
     then accumulates straight into acc (each weight rounded once, as dequantize-then-GEMM)."""
     if BITS == 4 and DEQ_DOT:
         dt = x_a.dtype
-        if SWAP_AB:
-            lo = _dequant_nibble(w & 15, s[:, None], (-z * s)[:, None])
-            hi = _dequant_nibble(w >> 4, s[:, None], (-z * s)[:, None])
-            if INTERLEAVE:
-                q_t = tl.reshape(tl.join(lo.to(dt), hi.to(dt)), (lo.shape[0], 2 * lo.shape[1]))
-                acc_t = tl.dot(q_t, x_a, acc_t)
-            else:
-                acc_t = tl.dot(lo.to(dt), x_a, acc_t)
-                acc_t = tl.dot(hi.to(dt), x_b, acc_t)
+        minus_zs = -z * s
+        if SWAP_AB:  # the tile is (N, K / 2): scale and zero vary along axis 0
+            s_b, minus_zs_b = s[:, None], minus_zs[:, None]
         else:
-            lo = _dequant_nibble(w & 15, s[None, :], (-z * s)[None, :])
-            hi = _dequant_nibble(w >> 4, s[None, :], (-z * s)[None, :])
+            s_b, minus_zs_b = s[None, :], minus_zs[None, :]
+        lo = _dequant_nibble(w & 15, s_b, minus_zs_b).to(dt)
+        hi = _dequant_nibble(w >> 4, s_b, minus_zs_b).to(dt)
+        if SWAP_AB:
             if INTERLEAVE:
-                q = tl.reshape(tl.permute(tl.join(lo.to(dt), hi.to(dt)), (0, 2, 1)), (2 * lo.shape[0], lo.shape[1]))
+                acc_t = tl.dot(tl.reshape(tl.join(lo, hi), (lo.shape[0], 2 * lo.shape[1])), x_a, acc_t)
+            else:
+                acc_t = tl.dot(lo, x_a, acc_t)
+                acc_t = tl.dot(hi, x_b, acc_t)
+        else:
+            if INTERLEAVE:
+                q = tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), (2 * lo.shape[0], lo.shape[1]))
                 acc = tl.dot(x_a, q, acc)
             else:
-                acc = tl.dot(x_a, lo.to(dt), acc)
-                acc = tl.dot(x_b, hi.to(dt), acc)
+                acc = tl.dot(x_a, lo, acc)
+                acc = tl.dot(x_b, hi, acc)
     elif BITS == 8:
         if SWAP_AB:
             acc_t = tl.dot(w.to(x_a.dtype), x_a, acc_t)
