@@ -42,10 +42,12 @@ class PerfCase:
     kernel_info: dict = field(default_factory=dict)  # more facts for the kernel's extra_info
     unchecked: tuple = ()                     # baselines timed for scale whose output is another
                                               # function (e.g. a GEMM alone): not compared
-    # Programmatic dependent launch (kernels/launch.py) lets a kernel overlap the end of the
-    # one before. A case that times one kernel, called back to back, runs without it: the
-    # calls would overlap each other and the time would no longer be one call's. A case
-    # that times a chain of kernels (a decoder layer) runs with it, as a model would.
+    # Programmatic dependent launch (kernels/launch.py) lets a kernel launch while the one
+    # before it finishes. A case that times one kernel runs without it. A case that times a
+    # chain of kernels runs with it, as a model would: a decoder layer, or an operation of
+    # two kernels such as the split-KV decode and the merge of its chunks. Every suite
+    # kernel waits (pdl_wait) for all earlier work before it reads or writes anything, so
+    # only launches overlap, never one call's work with the next call's.
     pdl: bool = False
 
     @property

@@ -304,11 +304,16 @@ def gqa_decode(
     # merge kernel's split): 32-key blocks, 2 stages and about 4 waves of programs gave batch
     # 1 at KV 32K 52.5 us (3 stages, 64 keys, 2 waves: 54.6), at KV 4K 11.6 (13.1), batch 8
     # 54.1 (55.4), batch 16 96.4 (98.0). The nearest split count, so that tiles that already
-    # fill the GPU are not split (Chameleon's 512 at batch 16).
+    # fill the GPU are not split (Chameleon's 512 at batch 16); those stream their whole
+    # sequence through 3 stages (Chameleon batch 16: 363 us, 2 stages 375;
+    # decode_configs_models.txt). Head dim 64 (Mirage's GQA, 32 query tokens): 128-key
+    # blocks, 3 stages, about 2 waves, the nearest split count (batch 8: 25.6 us against 35.9
+    # rounded up, which made 5 chunks and so the merge kernel; batch 16 38.2 against 42.3;
+    # batch 1 equal; decode_configs_mirage.txt).
     if head_dim == 128:
-        cfg = dict(block_n=32, num_warps=4, num_stages=2, waves=4, nearest=True, fixup="auto")
+        cfg = dict(block_n=32, num_warps=4, num_stages=2, waves=4, nearest=True, fixup="auto", unsplit_stages=3)
     else:
-        cfg = dict(block_n=128, num_warps=4, num_stages=3, waves=2, nearest=False, fixup="auto")
+        cfg = dict(block_n=128, num_warps=4, num_stages=3, waves=2, nearest=True, fixup="auto", unsplit_stages=None)
     cfg.update(_config or {})  # tools/decode_configs.py explores these
     if cfg["fixup"] not in ("auto", "kernel", "merge"):
         raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
@@ -321,6 +326,8 @@ def gqa_decode(
                                  nearest=cfg["nearest"])
     scale = head_dim ** -0.5 if scale is None else float(scale)
     partial = n_splits > 1
+    # Unsplit tiles may pipeline deeper (unsplit_stages; None: num_stages)
+    num_stages = cfg["num_stages"] if partial or cfg["unsplit_stages"] is None else cfg["unsplit_stages"]
     if partial:
         o_part = torch.empty(batch * kv_heads, n_splits, n_rows, head_dim, dtype=torch.float32, device=device)
         lse_part = torch.empty(batch * kv_heads, n_splits, n_rows, dtype=torch.float32, device=device)
@@ -347,7 +354,7 @@ def gqa_decode(
         capacity, q_tokens, group, kv_heads, n_rows, chunk, n_splits, scale / LN2,
         CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, WRITE_PARTIAL=partial, QK_NORM=qk_norm,
         FIXUP=fixup, UNIFORM_LEN=uniform,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl,
+        num_warps=cfg["num_warps"], num_stages=num_stages, **pdl,
     )
     if partial and not fixup:
         _combine_kernel[(batch * kv_heads * n_rows,)](

@@ -66,6 +66,7 @@ def build_case(model, batch, q_tokens, q_heads, kv_heads, head_dim, kv_len, dtyp
         reference=lambda q, k, v: gqa_attention_reference(q, k, v, causal=False),
         rtol=1e-2,
         unavailable=unavailable,
+        pdl=True,  # split-KV kernel + merge kernel: PDL hides the merge's launch (harness/perfcase.py)
     )
 
 

@@ -61,6 +61,7 @@ def build_case(batch, kv_len):
         },
         cost=gqa_decode_cost(batch, 1, heads, heads, kv_len, d, 2),
         reference=reference, rtol=1e-2,
+        pdl=True,  # split-KV kernel + merge kernel: PDL hides the merge's launch (harness/perfcase.py)
     )
 
 
