@@ -147,8 +147,11 @@ def _store_out(y, y_ptrs, R, rm, rn, mask, stride_rm, HAS_RESIDUAL: tl.constexpr
 @triton.jit
 def _epilogue(acc1, acc3, ss, K, eps, HAS_NORM: tl.constexpr, GATED: tl.constexpr):
     """The whole-K sums in fp32 -> the output: RMSNorm's row scale, then SiLU(acc1) * acc3."""
-    if HAS_NORM:
-        acc1 = acc1 * (1.0 / tl.sqrt(ss / K + eps))[:, None]
+    if HAS_NORM:  # the row scale multiplies both products
+        rstd = (1.0 / tl.sqrt(ss / K + eps))[:, None]
+        acc1 = acc1 * rstd
+        if GATED:
+            acc3 = acc3 * rstd
     if GATED:
         acc1 = acc1 / (1.0 + tl.exp(-acc1)) * acc3
     return acc1
@@ -171,11 +174,15 @@ def _merge_splits_kernel(
     offs = s[:, None].to(tl.int64) * M * N + m * N + rn[None, :]
     mask = s_ok[:, None] & n_ok[None, :]
     y = tl.sum(tl.load(P1 + offs, mask=mask, other=0.0), axis=0)
-    if HAS_NORM:  # the first N tile's copy of the sums of squares
-        ss = tl.sum(tl.load(SS + s * M + m, mask=s_ok, other=0.0), axis=0)
-        y = y * (1.0 / tl.sqrt(ss / K + eps))
     if GATED:
         y3 = tl.sum(tl.load(P3 + offs, mask=mask, other=0.0), axis=0)
+    if HAS_NORM:  # the first N tile's copy of the sums of squares; the row scale of both products
+        ss = tl.sum(tl.load(SS + s * M + m, mask=s_ok, other=0.0), axis=0)
+        rstd = 1.0 / tl.sqrt(ss / K + eps)
+        y = y * rstd
+        if GATED:
+            y3 = y3 * rstd
+    if GATED:
         y = y / (1.0 + tl.exp(-y)) * y3
     if HAS_RESIDUAL:
         y += tl.load(R + m * stride_rm + rn, mask=n_ok, other=0.0).to(tl.float32)
@@ -305,9 +312,7 @@ def _check_residual(residual, x, n):
                          f"got {tuple(residual.shape)}, {residual.dtype}")
 
 
-def rmsnorm_linear(x, norm_weight, w, eps: float = 1e-6, *, num_splits=None, _config=None):
-    """RMSNorm(x; norm_weight, eps) @ w in one pass over x and w."""
-    _check_x_w(x, {"w": w})
+def _check_norm(x, norm_weight, eps):
     check_tensor("norm_weight", norm_weight, dtypes=DTYPES)
     check_same_device(x=x, norm_weight=norm_weight)
     if norm_weight.shape != (x.shape[-1],) or norm_weight.dtype != x.dtype:
@@ -315,13 +320,24 @@ def rmsnorm_linear(x, norm_weight, w, eps: float = 1e-6, *, num_splits=None, _co
                          f"got {tuple(norm_weight.shape)}, {norm_weight.dtype}")
     if not eps >= 0.0:
         raise ValueError(f"eps must be a non-negative number, got {eps}")
+
+
+def rmsnorm_linear(x, norm_weight, w, eps: float = 1e-6, *, num_splits=None, _config=None):
+    """RMSNorm(x; norm_weight, eps) @ w in one pass over x and w."""
+    _check_x_w(x, {"w": w})
+    _check_norm(x, norm_weight, eps)
     return _run(x, norm_weight.contiguous(), w, None, eps, num_splits, _config)
 
 
-def gated_mlp(x, w1, w3, *, num_splits=None, _config=None):
-    """SiLU(x @ w1) * (x @ w3), both products in one kernel (x read once per tile)."""
+def gated_mlp(x, w1, w3, *, norm_weight=None, eps: float = 1e-6, num_splits=None, _config=None):
+    """SiLU(h @ w1) * (h @ w3), both products in one kernel (x read once per tile); h = x,
+    or RMSNorm(x; norm_weight, eps) when norm_weight is given (the norm fused as in
+    rmsnorm_linear: a decoder layer's FFN norm costs no launch of its own)."""
     _check_x_w(x, {"w1": w1, "w3": w3})
-    return _run(x, None, w1, w3, 0.0, num_splits, _config)
+    if norm_weight is None:
+        return _run(x, None, w1, w3, 0.0, num_splits, _config)
+    _check_norm(x, norm_weight, eps)
+    return _run(x, norm_weight.contiguous(), w1, w3, eps, num_splits, _config)
 
 
 MAX_LORA_RANK = 64

@@ -41,15 +41,20 @@ def assert_within_rule(got, exact, lowp, dtype, input_rounding_sd=0.0):
     assert err <= allowed, f"max error {err:.3g} > max(2 x {base:.3g}, 4 x {input_rounding_sd:.3g}) + {one_rounding:.3g}"
 
 
-def rounding_sd(a, w, dtype):
-    """Largest standard deviation over the outputs of a @ w of the error from rounding each
-    element of a once to dtype (relative error uniform in +-u, u = eps / 2): u / sqrt(3) *
+def rounding_sds(a, w, dtype):
+    """Standard deviation, per output of a @ w, of the error from rounding each element of a
+    once to dtype (relative error uniform in +-u, u = eps / 2): u / sqrt(3) *
     sqrt(sum_k (a_k w_k)^2)."""
-    if a.numel() == 0 or w.numel() == 0:
-        return 0.0
     a64, w64 = a.double().cpu(), w.double().cpu()
     u = torch.finfo(dtype).eps / 2
-    return (u / 3 ** 0.5) * ((a64 * a64) @ (w64 * w64)).sqrt().max().item()
+    return (u / 3 ** 0.5) * ((a64 * a64) @ (w64 * w64)).sqrt()
+
+
+def rounding_sd(a, w, dtype):
+    """The largest of rounding_sds over the outputs."""
+    if a.numel() == 0 or w.numel() == 0:
+        return 0.0
+    return rounding_sds(a, w, dtype).max().item()
 
 
 dims = dict(m=st.integers(0, 20), k=st.integers(1, 400), n=st.integers(1, 150),
@@ -89,6 +94,32 @@ def test_gated_mlp_matches_reference(device, m, k, n, splits, dtype, seed):
     y = gated_mlp(x, w1, w3, num_splits=splits)
     assert all(torch.equal(a, b) for a, b in zip((x, w1, w3), before)), "inputs were modified"
     assert_within_rule(y, gated_mlp_reference(x, w1, w3, torch.float64), gated_mlp_reference(x, w1, w3, dt), dt)
+
+
+@given(**dims)
+@example(m=1, k=4096, n=64, splits=None, dtype="fp16", seed=0)
+@example(m=17, k=129, n=65, splits=2, dtype="fp16", seed=1)
+@example(m=0, k=16, n=16, splits=None, dtype="fp16", seed=2)
+def test_gated_mlp_with_norm_matches_reference(device, m, k, n, splits, dtype, seed):
+    """The FFN norm fused: SiLU(h W1) * (h W3), h = RMSNorm(x). Kernel and reference round
+    the normalized input each in its own place (as RMSNorm+Linear); that rounding's
+    deviation reaches the output through both products: d out = SiLU'(a1) a3 d a1 + SiLU(a1) d a3."""
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(seed)
+    x = randn((m, k), dt, device, g)
+    gw = randn((k,), dt, device, g, 0.2) + 1
+    w1 = randn((k, n), dt, device, g, k ** -0.5)
+    w3 = randn((k, n), dt, device, g, k ** -0.5)
+    y = gated_mlp(x, w1, w3, norm_weight=gw, eps=1e-6, num_splits=splits)
+    exact = gated_mlp_reference(x, w1, w3, torch.float64, gw, 1e-6)
+    sd = 0.0
+    if y.numel():
+        h = rms_norm_reference(x, gw, 1e-6, torch.float64)
+        a1, a3 = (h @ w1.double()).cpu(), (h @ w3.double()).cpu()
+        sig = torch.sigmoid(a1)
+        dsilu = sig * (1 + a1 * (1 - sig))
+        sd = ((dsilu * a3 * rounding_sds(h, w1, dt)) ** 2 + (a1 * sig * rounding_sds(h, w3, dt)) ** 2).sqrt().max().item()
+    assert_within_rule(y, exact, gated_mlp_reference(x, w1, w3, dt, gw, 1e-6), dt, sd)
 
 
 @given(m=st.integers(0, 20), k=st.integers(1, 300), n=st.integers(1, 130), rank=st.integers(1, 64),
@@ -228,9 +259,15 @@ def test_rejects_bad_input(device):
         gated_mlp(x, w, w[:, :16])
     with pytest.raises(ValueError, match="unit stride along N"):
         gated_mlp(x, w.t().contiguous().t(), w)
+    with pytest.raises(TypeError, match="norm_weight has dtype float32"):
+        gated_mlp(x, w, w, norm_weight=torch.ones(64, device=device, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"norm_weight must have shape \(64,\) and dtype torch.float16"):
+        gated_mlp(x, w, w, norm_weight=torch.ones(64, device=device, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="eps must be a non-negative number"):
+        gated_mlp(x, w, w, norm_weight=torch.ones(64, device=device, dtype=torch.float16), eps=-1.0)
 
 
-@pytest.mark.parametrize("op", ["rmsnorm_linear", "gated_mlp", "lora_linear"])
+@pytest.mark.parametrize("op", ["rmsnorm_linear", "gated_mlp", "gated_mlp_norm", "lora_linear"])
 def test_split_fixup_in_kernel_equals_merge_kernel_and_repeats(device, op):
     """The in-kernel fix-up (last program of a tile sums the partials) and the separate merge
     kernel add the same fp32 partials; the arrival counters are left at zero, so calling
@@ -243,6 +280,7 @@ def test_split_fixup_in_kernel_equals_merge_kernel_and_repeats(device, op):
     a, b = randn((k, 8), torch.float16, device, g, k ** -0.5), randn((8, n), torch.float16, device, g, 0.3)
     call = {"rmsnorm_linear": lambda **kw: rmsnorm_linear(x, gw, w1, **kw),
             "gated_mlp": lambda **kw: gated_mlp(x, w1, w3, **kw),
+            "gated_mlp_norm": lambda **kw: gated_mlp(x, w1, w3, norm_weight=gw, **kw),
             "lora_linear": lambda **kw: lora_linear(x, w1, a, b, 0.5, **kw)}[op]
     cfg = dict(block_n=64, block_k=32)
     for splits in (4, 3, 4, 2):
