@@ -31,7 +31,7 @@ def _cuda_major(index: int) -> int:
 PDL_ENV = "KERNELS_PDL"
 
 
-def pdl_options(device: torch.device) -> dict:
+def pdl_options(device: torch.device, launch_early: bool = True) -> dict:
     """Launch options for programmatic dependent launch (PDL, Hopper and newer), to pass
     to a kernel that calls `pdl_wait` before it reads what an earlier kernel wrote.
 
@@ -42,9 +42,13 @@ def pdl_options(device: torch.device) -> dict:
     overlap (captured as programmatic edges). Both calls are no-ops when a kernel is
     launched without PDL. (Asking L2 for the first weight or KV blocks before the wait
     gained nothing in the layers: results/<gpu>/layer_pdl.txt.)
-    KERNELS_PDL=0 in the environment turns it off, for timing without it."""
+    KERNELS_PDL=0 in the environment turns it off, for timing without it.
+    launch_early=False: the kernel itself starts only when the one before it has ended (its
+    wait is then a no-op), but still lets the kernel after it launch early."""
     on = device.type == "cuda" and os.environ.get(PDL_ENV, "1") != "0" and _cuda_major(device.index or 0) >= 9
-    return {"PDL": True, "launch_pdl": True} if on else {"PDL": False}
+    if not on:
+        return {"PDL": False}
+    return {"PDL": True, "launch_pdl": True} if launch_early else {"PDL": True}
 
 
 @triton.jit

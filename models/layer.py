@@ -89,18 +89,16 @@ class DecoderLayer(nn.Module):
         cos, sin = self.rope_tables(pos + T, x.device)
         qk_norm = (self.q_norm, self.k_norm) if cfg.qk_norm or cfg.ngpt else (None, None)
         q = ops.rope_kv_write(q, k, v, cache.k, cache.v, pos, cos, sin, *qk_norm, cfg.eps)
-        attn = ops.attention(q, cache.k, cache.v, pos + T).reshape(B, T, Hq * D)
+        attn = ops.attention(q, cache.k, cache.v, pos + T)
+        o = ops.linear(attn.reshape(B, T, Hq * D), self.w_o)
 
         if cfg.ngpt:
-            h = ops.ngpt_update(x, ops.linear(attn, self.w_o), self.alpha_attn)
+            h = ops.ngpt_update(x, o, self.alpha_attn)
             return ops.ngpt_update(h, ops.linear(ops.gated_mlp(h, self.w1, self.w3), self.w2), self.alpha_mlp)
+        y, h = ops.fused_add_rms_norm(o, x, self.ffn_norm, cfg.eps)
         if cfg.lora_rank:
-            y, h = ops.fused_add_rms_norm(ops.linear(attn, self.w_o), x, self.ffn_norm, cfg.eps)
             s = cfg.lora_scale
             a = ops.lora_linear(y, self.w1, self.lora_a1, self.lora_b1, s)
             c = ops.lora_linear(y, self.w3, self.lora_a3, self.lora_b3, s)
             return ops.lora_linear(F.silu(a) * c, self.w2, self.lora_a2, self.lora_b2, s, residual=h)
-        # The residual add is the output projection's epilogue, the FFN norm the MLP's prologue
-        h = ops.linear(attn, self.w_o, residual=x)
-        mlp = ops.gated_mlp(h, self.w1, self.w3, norm_weight=self.ffn_norm, eps=cfg.eps)
-        return ops.linear(mlp, self.w2, residual=h)
+        return ops.linear(ops.gated_mlp(y, self.w1, self.w3), self.w2, residual=h)

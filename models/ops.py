@@ -54,16 +54,13 @@ def _torch_ops():
         y = eager_lora_linear(x, w, a, b, scale)
         return y if residual is None else residual + y
 
-    def gated_mlp(x, w1, w3, norm_weight=None, eps=1e-6):
-        return eager_gated_mlp(x if norm_weight is None else torch_rms_norm(x, norm_weight, eps), w1, w3)
-
     return SimpleNamespace(
         name="torch",
         rms_norm=torch_rms_norm,
         fused_add_rms_norm=torch_fused_add_rms_norm,
         rmsnorm_linear=torch_rmsnorm_linear,
         linear=linear,
-        gated_mlp=gated_mlp,
+        gated_mlp=eager_gated_mlp,
         lora_linear=lora_linear,
         attention=_torch_attention,
         rope_kv_write=_torch_rope_kv_write,

@@ -33,6 +33,7 @@ from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, 
 DTYPES = (torch.float16, torch.bfloat16)
 MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; more: a merge kernel
 MAX_FIXUP_ROWS_TMA = 256  # the same with TMA reads (see _run)
+LATE_GATED_BYTES = 64 << 20  # gated MLPs with more weight bytes start only after the kernel before (see _run)
 
 
 @triton.jit
@@ -261,6 +262,13 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     if r2.stride(-1) != 1:
         r2 = r2.contiguous()
     pdl = pdl_options(x.device)
+    # A large gated MLP is not launched early (PDL): it gains nothing from a hidden launch
+    # gap, and an early launch places its programs where the kernel before frees SMs first.
+    # Decoder layers, H100, launched at the end of the kernel before: LLaMA-3-8B (235 MB of
+    # weights) batch 1 176.9 -> 173.8 us, batch 16 269.7 -> 264.3; Chameleon-7B (180 MB)
+    # 180.5 -> 178.7; nGPT-1B (25 MB) lost 1 us (results/<gpu>/layer_pdl_mlp.txt). Its merge
+    # kernel still launches early.
+    early = not (gated and 2 * w1.numel() * w1.element_size() > LATE_GATED_BYTES)
     _fused_linear_kernel[(n_tiles, n_splits, m_tiles)](
         x2, g if has_norm else x2, w1, w3_arg, y2, r2, p1, p3, ss, a, b, count, xd, w1d, w3d, ad,
         M, N, K, k_chunk, n_splits, float(eps), rank, float(lora_scale),
@@ -268,7 +276,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
         HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None, HAS_RESIDUAL=residual is not None,
         FIXUP=fixup, USE_TMA=tma,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=block_r,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl_options(x.device, launch_early=early),
     )
     if split and not fixup:
         merge_n = 256
@@ -331,8 +339,10 @@ def rmsnorm_linear(x, norm_weight, w, eps: float = 1e-6, *, num_splits=None, _co
 
 def gated_mlp(x, w1, w3, *, norm_weight=None, eps: float = 1e-6, num_splits=None, _config=None):
     """SiLU(h @ w1) * (h @ w3), both products in one kernel (x read once per tile); h = x,
-    or RMSNorm(x; norm_weight, eps) when norm_weight is given (the norm fused as in
-    rmsnorm_linear: a decoder layer's FFN norm costs no launch of its own)."""
+    or RMSNorm(x; norm_weight, eps) when norm_weight is given (fused as in rmsnorm_linear).
+    The decoder layers keep their add+RMSNorm kernel instead: with the norm here, one launch
+    fewer, Chameleon-7B's layer at batch 1 took 189 us against 180 (H100,
+    results/<gpu>/layer_pdl_mlp.txt)."""
     _check_x_w(x, {"w1": w1, "w3": w3})
     if norm_weight is None:
         return _run(x, None, w1, w3, 0.0, num_splits, _config)
