@@ -85,6 +85,6 @@ for batch, kv in shapes:
     rb, _ = read_bound_s(nbytes)
     pct = lambda t: f"{t * 1e6:.2f}us {nbytes / t / 1e9 / bw:.0%}"
     best = sorted(ms.items(), key=lambda kv_: kv_[1].median_s)[:None if "--short" in sys.argv else 6]
-    print(f"b{batch} kv{kv}: read bound {pct(rb)}; default {pct(ms['n64w4s3x2-kernel'].median_s)}, "
-          f"merge kernel {pct(ms['n64w4s3x2-merge'].median_s)}; best: " +
+    print(f"b{batch} kv{kv}: read bound {pct(rb)}; n64w4s3x2 (the first default) {pct(ms['n64w4s3x2-kernel'].median_s)}, "
+          f"with the merge kernel {pct(ms['n64w4s3x2-merge'].median_s)}; best: " +
           ", ".join(f"{k} {pct(v.median_s)}" for k, v in best), flush=True)
