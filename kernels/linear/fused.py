@@ -130,10 +130,10 @@ def _fused_linear_kernel(
                         acc3 += tl.load(P3 + s * mn + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
                     if HAS_NORM:
                         ss += tl.load(SS + (pid_n * n_splits + s) * M + rm, mask=m_ok, other=0.0, cache_modifier=".cg")
-                y = _epilogue(acc1, acc3, ss, K, eps, HAS_NORM, GATED)
+                y = _epilogue(acc1, acc3, ss[:, None], K, eps, HAS_NORM, GATED)
                 _store_out(y, y_ptrs, R, rm, rn, out_mask, stride_rm, HAS_RESIDUAL)
     else:
-        y = _epilogue(acc1, acc3, ss, K, eps, HAS_NORM, GATED)
+        y = _epilogue(acc1, acc3, ss[:, None], K, eps, HAS_NORM, GATED)
         _store_out(y, y_ptrs, R, rm, rn, out_mask, stride_rm, HAS_RESIDUAL)
 
 
@@ -147,9 +147,10 @@ def _store_out(y, y_ptrs, R, rm, rn, mask, stride_rm, HAS_RESIDUAL: tl.constexpr
 
 @triton.jit
 def _epilogue(acc1, acc3, ss, K, eps, HAS_NORM: tl.constexpr, GATED: tl.constexpr):
-    """The whole-K sums in fp32 -> the output: RMSNorm's row scale, then SiLU(acc1) * acc3."""
+    """The whole-K sums in fp32 -> the output: RMSNorm's row scale, then SiLU(acc1) * acc3.
+    ss: the rows' sums of squares of x, shaped to broadcast against acc1 (a tile or one row)."""
     if HAS_NORM:  # the row scale multiplies both products
-        rstd = (1.0 / tl.sqrt(ss / K + eps))[:, None]
+        rstd = 1.0 / tl.sqrt(ss / K + eps)
         acc1 = acc1 * rstd
         if GATED:
             acc3 = acc3 * rstd
@@ -175,16 +176,13 @@ def _merge_splits_kernel(
     offs = s[:, None].to(tl.int64) * M * N + m * N + rn[None, :]
     mask = s_ok[:, None] & n_ok[None, :]
     y = tl.sum(tl.load(P1 + offs, mask=mask, other=0.0), axis=0)
+    y3 = y  # unused unless GATED
     if GATED:
         y3 = tl.sum(tl.load(P3 + offs, mask=mask, other=0.0), axis=0)
-    if HAS_NORM:  # the first N tile's copy of the sums of squares; the row scale of both products
+    ss = 0.0  # unused unless HAS_NORM
+    if HAS_NORM:  # the first N tile's copy of the sums of squares
         ss = tl.sum(tl.load(SS + s * M + m, mask=s_ok, other=0.0), axis=0)
-        rstd = 1.0 / tl.sqrt(ss / K + eps)
-        y = y * rstd
-        if GATED:
-            y3 = y3 * rstd
-    if GATED:
-        y = y / (1.0 + tl.exp(-y)) * y3
+    y = _epilogue(y, y3, ss, K, eps, HAS_NORM, GATED)
     if HAS_RESIDUAL:
         y += tl.load(R + m * stride_rm + rn, mask=n_ok, other=0.0).to(tl.float32)
     tl.store(Y + m * stride_ym + rn, y.to(Y.dtype.element_ty), mask=n_ok)
@@ -261,7 +259,6 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     r2 = residual.reshape(-1, N) if residual is not None else y2
     if r2.stride(-1) != 1:
         r2 = r2.contiguous()
-    pdl = pdl_options(x.device)
     # A large gated MLP is not launched early (PDL): it gains nothing from a hidden launch
     # gap, and an early launch places its programs where the kernel before frees SMs first.
     # Decoder layers, H100, launched at the end of the kernel before: LLaMA-3-8B (235 MB of
@@ -283,7 +280,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
         _merge_splits_kernel[(M, triton.cdiv(N, merge_n))](
             p1, p3, ss, y2, r2, M, N, K, n_splits, float(eps), y2.stride(0), r2.stride(0),
             HAS_NORM=has_norm, GATED=gated, HAS_RESIDUAL=residual is not None, BLOCK_N=merge_n,
-            BLOCK_S=triton.next_power_of_2(n_splits), num_warps=4, **pdl,
+            BLOCK_S=triton.next_power_of_2(n_splits), num_warps=4, **pdl_options(x.device),
         )
     return y
 
