@@ -65,9 +65,12 @@ def cases():
                    wo | {"Q": "*u8" if bits == 4 else "*i8"},
                    {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap, "FAST_CVT": bits == 4,
                     "INTERLEAVE": False, "X_SPLIT": False, "DEQ_DOT": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
-        for even_k in (True, False) if bits == 8 else (True,):
-            yield (f"wo_gemv int{bits} even_k={even_k}", _wo_gemv_kernel, wo | {"Q": "*i32"},
-                   {"BITS": bits, "SPLIT": True, "EVEN_K": even_k, "BLOCK_N": 128, "BLOCK_K": 128})
+        for masked in (False, True):
+            for dt in ("bf16", "fp16"):
+                yield (f"wo_gemv int{bits} masked={masked} {dt}", _wo_gemv_kernel,
+                       wo | {"Q": "*i32", "X": f"*{dt}", "S": f"*{dt}", "Z": f"*{dt}", "Y": f"*{dt}"},
+                       {"BITS": bits, "GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 128, "SPLIT": True,  # 4 warps
+                        "MASKED": masked, "IS_BF16": dt == "bf16"})
     for swap in (False, True):
         yield (f"wo_matmul int4 prefill fp16 interleave swap_ab={swap}", _wo_matmul_kernel,
                wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},

@@ -3,8 +3,9 @@
     y = x @ dequant(W)^T          x (M, K) fp16/bf16, W a QuantizedWeight (kernels/quant/quantize.py)
 
 Three paths, chosen by the number of rows (defaults from H100 sweeps, see _config):
-- one row (`path="gemv"`, _wo_gemv_kernel): the CUDA cores, no 16-row padding; exact in
-  the weights (floats made from bits, scales and zeros applied in fp32);
+- one row (`path="gemv"`, _wo_gemv_kernel): the CUDA cores, no 16-row padding, one word
+  column of the weight per thread; exact in the weights (floats made from bits, scales and
+  zeros folded out of the per-weight work and applied in fp32);
 - few rows (`path="mma"`, _wo_matmul_kernel): tensor cores, K split over several programs
   so that a few rows fill the GPU; the last program of each output tile sums the fp32
   partials (arrival counters, as kernels/linear/fused.py). int8 (per output channel): the
@@ -209,143 +210,135 @@ def _bits_f32(bits):
 
 
 @triton.jit
-def _int4_byte(acc, v, x_a, x_b, s, z, lo_mask, hi_mask):
-    """acc += (q_lo - z) s x_a + (q_hi - z) s x_b for the byte whose two nibbles v holds at
-    bits 12-15 (q_lo) and 16-19 (q_hi). ORed into the mantissa of 1.0 they are exact floats
-    1 + q_lo / 2048 and 1 + q_hi / 128 (no conversion instruction; a nibble must stay below
-    bit 23, the exponent), and one FMA each maps them to (q - z) s: the offset (2048 + z) s
-    is far from 2^24 steps of s, so nothing cancels."""
-    f_lo = _bits_f32((v & lo_mask) | 0x3F800000)
-    f_hi = _bits_f32((v & hi_mask) | 0x3F800000)
-    w_lo = f_lo * (2048.0 * s)[:, None] - ((2048.0 + z) * s)[:, None]
-    w_hi = f_hi * (128.0 * s)[:, None] - ((128.0 + z) * s)[:, None]
-    return acc + w_lo * x_a + w_hi * x_b
+def _near_one(u, mask, one):
+    """The field of u under `mask` (within bits 15-22) ORed under the exponent of 1.0: the
+    exact float 1 + field / 2^23, made from bits (one LOP3, no conversion instruction).
+    `one` (0x3F800000) is an argument, not a literal: with two literals ptxas splits the
+    AND and the OR into two instructions."""
+    return _bits_f32((u & mask) | one)
 
 
 @triton.jit
-def _int8_byte(acc, v, x, SHIFT: tl.constexpr):
-    """acc += q 2^SHIFT x for the byte q + 128 that v holds at bits SHIFT to SHIFT + 7 (SHIFT
-    0 or 8; the 256 of SHIFT 8 is taken out with the output scale). 2^23 + (q + 128) 2^SHIFT
-    is an exact float from bits, and so is subtracting 2^23 + 128 2^SHIFT from it."""
-    return acc + (_bits_f32(v | 0x4B000000) - (8388608.0 + (128 << SHIFT))) * x
-
-
-@triton.jit
-def _int4_block(Q, X, S, Z, k, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K: tl.constexpr):
-    """The int4 block at k (a whole group): its packed words, x's even and odd entries (in
-    the tile's layout) and the group's scale and zero for byte columns 0-3, as stored."""
-    row = tl.full([], 0, tl.int64) + k // 2  # 64-bit: the weight may pass 2^31 bytes
-    q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None], other=0)
-    x_a = tl.load(X + k + x_offs)
-    x_b = tl.load(X + k + 1 + x_offs)
-    sz = (k // BLOCK_K) * stride_sg + 4 * rw
-    s0 = tl.load(S + sz, mask=w_ok, other=0.0).to(tl.float32)
-    s1 = tl.load(S + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
-    s2 = tl.load(S + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
-    s3 = tl.load(S + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
-    z0 = tl.load(Z + sz, mask=w_ok, other=0.0).to(tl.float32)
-    z1 = tl.load(Z + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
-    z2 = tl.load(Z + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
-    z3 = tl.load(Z + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
-    return q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3
-
-
-@triton.jit
-def _int8_block(Q, X, k, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K: tl.constexpr):
-    """The int8 block at k: its words and x (in the tile's layout); rows past k_end read
-    as zero unless EVEN_K (K and the chunks are whole blocks)."""
-    row = tl.full([], 0, tl.int64) + k
-    if EVEN_K:
-        q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None], other=0)
-        x = tl.load(X + k + x_offs)
+def _gemv_rows(q_cols, q_rows, k_row, k_end_row, r, w_ok, STRIDE: tl.constexpr, MASKED: tl.constexpr):
+    """ROWS rows of the weight words from row k_row, one word column per thread: a 64-bit
+    pointer per thread and the rows at constant offsets from it (LDG with immediate offsets,
+    no address arithmetic per row). Masked rows and words read as zero."""
+    ptrs = (q_cols + (tl.full([], 0, tl.int64) + k_row) * STRIDE)[:, None] + q_rows[None, :]
+    if MASKED:
+        return tl.load(ptrs, mask=w_ok[:, None] & (k_row + r < k_end_row)[None, :], other=0)
     else:
-        q = tl.load(Q + row * stride_qk + q_offs, mask=w_ok[:, None] & (k + r < k_end)[None, :], other=0)
-        x = tl.load(X + k + x_offs, mask=(k + r < k_end)[None, :], other=0.0)
-    return q, x
+        return tl.load(ptrs)
+
+
+@triton.jit
+def _next_batch(k0, KB, k_start, k_end):
+    """The next batch's first k; past the chunk's end its first batch again, a harmless
+    re-read that needs no mask. Loaded at the end of the loop body, the next batch's words
+    are issued (ptxas hoists them) while this batch is computed: 19.8 against 20.9 us for
+    loading them explicitly one batch ahead (gemv_lab2.txt). (A load at the top of the body
+    would have nothing of its own warp to overlap it: ptxas does not move loads across
+    iterations; not timed.)"""
+    return tl.where(k0 + KB < k_end, k0 + KB, k_start)
 
 
 @triton.jit
 def _wo_gemv_kernel(
-    X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_qk, stride_sg, low_mask,
-    BITS: tl.constexpr, SPLIT: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_sg, one, flip,
+    BITS: tl.constexpr, GROUP: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, WORDS: tl.constexpr,
+    SPLIT: tl.constexpr, MASKED: tl.constexpr, IS_BF16: tl.constexpr,
 ):
     """One row (decode, M = 1) on the CUDA cores: y[n] = sum_k x[k] w[k, n].
-    Q is the packed weight read as 32-bit words: (K/2, N/4) for int4, (K, N/4) for int8;
-    byte c of word i is column 4 i + c. Values become fp32 from bits (no conversion
-    instruction), and the products accumulate in 2-D tiles, (words, rows), one per byte
-    position, summed over K once at the end: the loop has no cross-thread reduction.
-    int4 takes the tile's words in a permuted order (any order covers the same contiguous
-    bytes per warp), which gives each thread two words of many rows: each group's
-    per-column scale and zero then cost little against the rows they serve.
-    Each block's inputs are loaded one block ahead. int4 blocks are one group
-    (BLOCK_K = GROUP). low_mask (int4 0xF000, int8 0xFF) is an argument, not a literal:
-    as a literal, ptxas rebuilds it in a register for every use (+15% instructions)."""
-    WORDS: tl.constexpr = BLOCK_N // 4
-    ROWS: tl.constexpr = BLOCK_K // 2 if BITS == 4 else BLOCK_K
+    Q is the packed weight read as 32-bit words, STRIDE = N / 4 words a row: (K/2, N/4) for
+    int4 (byte c of word i: column 4 i + c, its low nibble k = 2j, its high nibble 2j + 1),
+    (K, N/4) for int8. Each thread takes one word column (four output columns) and ROWS rows
+    of it at a time, all in its own registers, so every sum over K stays inside the thread:
+    no shuffles, no shared memory, and the warp's 32 words of a row are one 128-byte read.
+    The scale and zero fold out of the per-weight work (Marlin-style, but on fp32 FMAs):
+    each weight field is made the float 1 + q 2^-e from bits and multiplied by x, so
+      sum_k x_k (1 + q_k 2^-e) = sum_k x_k + 2^-e sum_k x_k q_k,
+    and sum x q (hence (q - z) s) is recovered once per row batch (int4: per group part,
+    s (sum x q - z sum x)) or once at the end (int8: q + 128, then s). e is 8 or 4: the
+    fields sit at bits 15-22, so 2^-e sum x q is not small against sum x and keeps ~16
+    bits. About 3 instructions per int4 weight (shift per byte, LOP3, FFMA), 4.4 per int8.
+    Many one-warp programs (K split ~8 waves) keep enough rows in flight; a row batch
+    loads as one burst of ROWS loads per thread, issued while the batch before is computed."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     t = tl.arange(0, WORDS)
-    if BITS == 4:  # words permuted in pairs: two words of many rows per thread (see above)
-        rw = pid_n * WORDS + ((t // 2) % 2) * (WORDS // 2) + (t // 4) * 2 + t % 2
-    else:  # int8 has no per-block scale: 16-byte loads of four words per thread cost less
-        rw = pid_n * WORDS + t
+    # One word per thread: neighbouring words swapped so that Triton sees no contiguity
+    # (it would give each thread a vector of words and split the rows over threads).
+    # Triton 3.6 then lays the (words, rows) tile out words-first, rows in-thread.
+    rw = pid_n * WORDS + (t ^ 1)
     w_ok = rw < N // 4
-    i = tl.arange(0, ROWS)
-    r = (i % 8) * (ROWS // 8) + i // 8  # rows permuted too, or Triton vectorizes x along them and reshuffles
+    r = tl.arange(0, ROWS)
+    q_cols = Q + rw
+    q_rows = r * STRIDE
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
-    acc0 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
-    acc1 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
-    acc2 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
-    acc3 = tl.zeros([WORDS, ROWS], dtype=tl.float32)
-    # Offsets inside a block are loop-invariant 32-bit; each block moves one scalar 64-bit base.
-    q_offs = rw[:, None] + r[None, :] * stride_qk
-    ROW_STEP: tl.constexpr = 2 if BITS == 4 else 1  # k per row of Q
-    # x broadcast over words, loaded in the weights' layout (no shared-memory shuffle). Its
-    # pointer is equally contiguous along both axes, and Triton's coalescing then orders the
-    # axes by position: 3.6 (the GPU image) puts axis 0 first, so words are axis 0, as they
-    # must be for the weights. (Triton 3.9 breaks the tie the other way and shuffles.)
-    x_offs = 0 * t[:, None] + ROW_STEP * r[None, :]
-    # Everything a block needs is loaded one block ahead (past the chunk's end: its first block
-    # again, a harmless re-read that needs no mask), so the loads of the next block fly while
-    # this one is computed: without it the scale, zero and x loads stalled every block.
+    acc0 = tl.zeros([WORDS], dtype=tl.float32)
+    acc1 = tl.zeros([WORDS], dtype=tl.float32)
+    acc2 = tl.zeros([WORDS], dtype=tl.float32)
+    acc3 = tl.zeros([WORDS], dtype=tl.float32)
     if BITS == 4:
-        high_mask = low_mask << 4  # the odd-k nibble, at bits 16-19
-        q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3 = _int4_block(Q, X, S, Z, k_start, q_offs, x_offs, rw, w_ok,
-                                                                 stride_qk, stride_sg, BLOCK_K)
-        for k0 in range(k_start, k_end, BLOCK_K):  # whole blocks: K, chunks and k0 are multiples of BLOCK_K
-            k_fetch = tl.where(k0 + BLOCK_K < k_end, k0 + BLOCK_K, k_start)
-            nxt = _int4_block(Q, X, S, Z, k_fetch, q_offs, x_offs, rw, w_ok, stride_qk, stride_sg, BLOCK_K)
-            x_a, x_b = x_a.to(tl.float32), x_b.to(tl.float32)
-            # byte c's nibbles sit at bits 8c and 8c + 4: shift each pair to bits 12-19
-            acc0 = _int4_byte(acc0, q << 12, x_a, x_b, s0, z0, low_mask, high_mask)
-            acc1 = _int4_byte(acc1, q << 4, x_a, x_b, s1, z1, low_mask, high_mask)
-            acc2 = _int4_byte(acc2, q >> 4, x_a, x_b, s2, z2, low_mask, high_mask)
-            acc3 = _int4_byte(acc3, q >> 12, x_a, x_b, s3, z3, low_mask, high_mask)
-            q, x_a, x_b, s0, s1, s2, s3, z0, z1, z2, z3 = nxt
+        KB: tl.constexpr = 2 * ROWS  # k per batch; a batch lies inside one group
+        X32 = X.to(tl.pointer_type(tl.int32), bitcast=True)  # x[2j], x[2j + 1] as one word
+        q = _gemv_rows(q_cols, q_rows, k_start // 2, k_end // 2, r, w_ok, STRIDE, MASKED)
+        for k0 in range(k_start, k_end, KB):
+            xp = tl.load(X32 + k0 // 2 + r)
+            if IS_BF16:
+                xe = _bits_f32(xp << 16)
+                xo = _bits_f32(xp & -65536)
+            else:
+                xe = (xp & 65535).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                xo = (xp >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            xe_sum = tl.sum(xe, axis=0)
+            xo_sum = tl.sum(xo, axis=0)
+            # byte b's nibbles (bits 8b..8b+7) shifted to bits 15-22: 1 + lo / 256, 1 + hi / 16
+            u0 = q << 15
+            u1 = q << 7
+            u2 = q >> 1
+            u3 = q >> 9
+            lo_mask: tl.constexpr = 0x78000
+            hi_mask: tl.constexpr = 0x780000
+            a0l = tl.sum(_near_one(u0, lo_mask, one) * xe[None, :], axis=1)
+            a0h = tl.sum(_near_one(u0, hi_mask, one) * xo[None, :], axis=1)
+            a1l = tl.sum(_near_one(u1, lo_mask, one) * xe[None, :], axis=1)
+            a1h = tl.sum(_near_one(u1, hi_mask, one) * xo[None, :], axis=1)
+            a2l = tl.sum(_near_one(u2, lo_mask, one) * xe[None, :], axis=1)
+            a2h = tl.sum(_near_one(u2, hi_mask, one) * xo[None, :], axis=1)
+            a3l = tl.sum(_near_one(u3, lo_mask, one) * xe[None, :], axis=1)
+            a3h = tl.sum(_near_one(u3, hi_mask, one) * xo[None, :], axis=1)
+            x_sum = xe_sum + xo_sum
+            sz = (k0 // GROUP) * stride_sg + 4 * rw
+            acc0 += _fold_group(S, Z, sz, w_ok, a0l, a0h, xe_sum, xo_sum, x_sum)
+            acc1 += _fold_group(S, Z, sz + 1, w_ok, a1l, a1h, xe_sum, xo_sum, x_sum)
+            acc2 += _fold_group(S, Z, sz + 2, w_ok, a2l, a2h, xe_sum, xo_sum, x_sum)
+            acc3 += _fold_group(S, Z, sz + 3, w_ok, a3l, a3h, xe_sum, xo_sum, x_sum)
+            q = _gemv_rows(q_cols, q_rows, _next_batch(k0, KB, k_start, k_end) // 2, k_end // 2, r, w_ok, STRIDE,
+                           MASKED)
+        out0, out1, out2, out3 = acc0, acc1, acc2, acc3
     else:
-        q, x = _int8_block(Q, X, k_start, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K)
-        for k0 in range(k_start, k_end, BLOCK_K):
-            k_fetch = tl.where(k0 + BLOCK_K < k_end, k0 + BLOCK_K, k_start)
-            q_next, x_next = _int8_block(Q, X, k_fetch, k_end, q_offs, x_offs, r, w_ok, stride_qk, EVEN_K)
-            x = x.to(tl.float32)
-            u = q ^ -2139062144  # 0x80808080 as int32: each signed byte q becomes q + 128
-            u_hi = u >> 16  # bytes 2 and 3 at bits 0-15
-            acc0 = _int8_byte(acc0, u & low_mask, x, 0)
-            acc1 = _int8_byte(acc1, u & (low_mask << 8), x, 8)
-            acc2 = _int8_byte(acc2, u_hi & low_mask, x, 0)
-            acc3 = _int8_byte(acc3, u_hi & (low_mask << 8), x, 8)
-            q, x = q_next, x_next
-    out0 = tl.sum(acc0, axis=1)
-    out1 = tl.sum(acc1, axis=1)
-    out2 = tl.sum(acc2, axis=1)
-    out3 = tl.sum(acc3, axis=1)
-    if BITS == 8:  # the per-channel scale; bytes 1 and 3 were read 256 times too large
+        x_sum = tl.zeros([], dtype=tl.float32)
+        q = _gemv_rows(q_cols, q_rows, k_start, k_end, r, w_ok, STRIDE, MASKED)
+        for k0 in range(k_start, k_end, ROWS):
+            if MASKED:
+                xk = tl.load(X + k0 + r, mask=k0 + r < k_end, other=0.0).to(tl.float32)
+            else:
+                xk = tl.load(X + k0 + r).to(tl.float32)
+            x_sum += tl.sum(xk, axis=0)
+            u = q ^ flip  # each signed byte q becomes q + 128, shifted to bits 15-22: 1 + (q + 128) / 256
+            byte_mask: tl.constexpr = 0x7F8000
+            acc0 += tl.sum(_near_one(u << 15, byte_mask, one) * xk[None, :], axis=1)
+            acc1 += tl.sum(_near_one(u << 7, byte_mask, one) * xk[None, :], axis=1)
+            acc2 += tl.sum(_near_one(u >> 1, byte_mask, one) * xk[None, :], axis=1)
+            acc3 += tl.sum(_near_one(u >> 9, byte_mask, one) * xk[None, :], axis=1)
+            q = _gemv_rows(q_cols, q_rows, _next_batch(k0, ROWS, k_start, k_end), k_end, r, w_ok, STRIDE, MASKED)
+        # sum x (1 + (q + 128) / 256) = sum x + (sum x q + 128 sum x) / 256, times the channel scale
         col = 4 * rw
-        out0 *= tl.load(S + col, mask=w_ok, other=0.0).to(tl.float32)
-        out1 *= tl.load(S + col + 1, mask=w_ok, other=0.0).to(tl.float32) * (1.0 / 256.0)
-        out2 *= tl.load(S + col + 2, mask=w_ok, other=0.0).to(tl.float32)
-        out3 *= tl.load(S + col + 3, mask=w_ok, other=0.0).to(tl.float32) * (1.0 / 256.0)
+        out0 = (256.0 * (acc0 - x_sum) - 128.0 * x_sum) * tl.load(S + col, mask=w_ok, other=0.0).to(tl.float32)
+        out1 = (256.0 * (acc1 - x_sum) - 128.0 * x_sum) * tl.load(S + col + 1, mask=w_ok, other=0.0).to(tl.float32)
+        out2 = (256.0 * (acc2 - x_sum) - 128.0 * x_sum) * tl.load(S + col + 2, mask=w_ok, other=0.0).to(tl.float32)
+        out3 = (256.0 * (acc3 - x_sum) - 128.0 * x_sum) * tl.load(S + col + 3, mask=w_ok, other=0.0).to(tl.float32)
     if SPLIT:
         part = P + pid_k.to(tl.int64) * N + 4 * rw
         tl.store(part, out0, mask=w_ok)
@@ -353,9 +346,9 @@ def _wo_gemv_kernel(
         tl.store(part + 2, out2, mask=w_ok)
         tl.store(part + 3, out3, mask=w_ok)
         if last_to_arrive(COUNT, pid_n, n_splits):
-            cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # the tile's words are these columns
+            cols = pid_n * 4 * WORDS + tl.arange(0, 4 * WORDS)  # the tile's words are these columns
             c_ok = cols < N
-            total = tl.zeros([BLOCK_N], dtype=tl.float32)
+            total = tl.zeros([4 * WORDS], dtype=tl.float32)
             for s_ in range(0, n_splits):
                 total += tl.load(P + s_ * N + cols, mask=c_ok, other=0.0, cache_modifier=".cg")
             tl.store(Y + cols, total.to(Y.dtype.element_ty), mask=c_ok)
@@ -365,6 +358,15 @@ def _wo_gemv_kernel(
         tl.store(out + 1, out1.to(Y.dtype.element_ty), mask=w_ok)
         tl.store(out + 2, out2.to(Y.dtype.element_ty), mask=w_ok)
         tl.store(out + 3, out3.to(Y.dtype.element_ty), mask=w_ok)
+
+
+@triton.jit
+def _fold_group(S, Z, sz, w_ok, a_lo, a_hi, xe_sum, xo_sum, x_sum):
+    """One column's int4 batch, (q - z) s summed against x: sum x q from the low nibbles'
+    sum x (1 + q / 256) and the high nibbles' sum x (1 + q / 16), then s (sum x q - z sum x)."""
+    s = tl.load(S + sz, mask=w_ok, other=0.0).to(tl.float32)
+    z = tl.load(Z + sz, mask=w_ok, other=0.0).to(tl.float32)
+    return s * (256.0 * (a_lo - xe_sum) + 16.0 * (a_hi - xo_sum) - z * x_sum)
 
 
 @triton.jit
@@ -459,7 +461,8 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
     """Launch defaults, from H100 sweeps (tools/quant_configs.py; results/<gpu>/quant_configs*.txt),
     bf16, 4096 -> 14336 unless said:
     - one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 -> 27.3 us (words, loads a
-      block ahead), int8 41.2 -> 31.0 -> 29.2 us;
+      block ahead) -> 19.8 us (one word column per thread, scale and zero folded out of the
+      per-weight work; gemv_lab2.txt), int8 41.2 -> 31.0 -> 29.2 -> 27.6 us;
     - int4, 2 to 191 rows: dequantized before the dot (deq_dot), weights as the MMA's left
       operand: 16 rows 49.2 -> 36.9 us, 64 rows 117 -> 64.7 us (quant_configs_deq-bits.txt);
       x read contiguously (x_split): 16 rows 31.4 us, 64 rows 47.2 us, 128 rows 76.7 us
@@ -477,12 +480,12 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
             raise ValueError(f"the gemv path computes one row; x has {M}")
         if N % 4:
             raise ValueError(f"the gemv path reads four columns per 32-bit word: out_features {N} is not a multiple of 4")
-        # int4: 2 warps (168 registers a thread with everything loaded ahead), int8: 4. Fewer
-        # output tiles want more K splits (int4 sweeps: 4096 -> 14336 best at 2 waves, 27.3 us;
-        # 14336 -> 4096 at 8, 32.2 -> 27.7 us; 4096 -> 4096 at 4, 14.6 -> 13.0 us)
-        waves = 2 if bits == 8 or N >= 128 * 64 else (8 if K >= 8192 else 4)
-        return dict(path="gemv", block_m=1, block_n=64, block_k=group or 128, num_warps=2 if bits == 4 else 4,
-                    num_stages=1, waves=waves)
+        # one warp a program, 32 rows a batch, K split over ~8 waves of programs (H100 sweep,
+        # gemv_lab2.txt: int4 4096 -> 14336 19.8 us, 14336 -> 4096 21.3 us; more waves of
+        # 16-row batches, 64 registers a thread, ran 20.6 and 22.9 us). int8 holds 32 rows in
+        # 128 registers (maxnreg), which its sweep preferred: 27.6 against 29.0 us.
+        return dict(path="gemv", rows=min(32, group // 2) if bits == 4 else 32, num_warps=1, waves=8,
+                    maxnreg=128 if bits == 8 else None)
     cfg = dict(path="mma", num_warps=4, num_stages=3, swap_ab=True, fast_cvt=False, interleave=False, x_split=False,
                deq_dot=bits == 4)
     if bits == 4:
@@ -545,30 +548,19 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     if cfg["path"] == "dequant":  # many rows: the weight once in x's dtype, then cuBLAS
         torch.mm(x2, dequantize_weight(qw, x.dtype, cfg["block_r"], cfg["block_n"], cfg["num_warps"]), out=y2)
         return y
-    gemv = cfg["path"] == "gemv"
-    if qw.bits == 4 and gemv and cfg["block_k"] != qw.group:
-        raise ValueError(f"the gemv path takes one int4 group per block: block_k must be {qw.group}")
-    if gemv and cfg["block_n"] % 16:
-        raise ValueError(f"the gemv path takes block_n in multiples of 16 (four words of four columns), got {cfg['block_n']}")
+    if cfg["path"] == "gemv":
+        _gemv(x2, qw, y2, cfg, num_splits)
+        return y
     if qw.bits == 4 and (qw.group % cfg["block_k"] or cfg["block_k"] & (cfg["block_k"] - 1)):
         raise ValueError(f"block_k {cfg['block_k']} must be a power of two dividing the group {qw.group}: "
                          "a K block may not straddle two groups")
-    n_tiles, m_tiles = triton.cdiv(N, cfg["block_n"]), triton.cdiv(M, cfg["block_m"])  # gemv: M = 1, one m tile
+    n_tiles, m_tiles = triton.cdiv(N, cfg["block_n"]), triton.cdiv(M, cfg["block_m"])
     n_splits, k_chunk = split_plan(K, cfg["block_k"], n_tiles * m_tiles, x.device, num_splits, cfg["waves"],
                                    min_blocks=2)
     split = n_splits > 1
     p = torch.empty(n_splits, M, N, dtype=torch.float32, device=x.device) if split else y2
     count = tile_counters(x.device, n_tiles * m_tiles) if split else y2
     zero = qw.zero if qw.bits == 4 else qw.scale
-    if gemv:
-        words = qw.qweight.view(torch.int32)  # four columns per word (N % 4 == 0, checked above)
-        _wo_gemv_kernel[(n_tiles, n_splits)](
-            x2, words, qw.scale, zero, y2, p, count, N, K, k_chunk, n_splits, words.stride(0),
-            qw.scale.stride(0), 0xF000 if qw.bits == 4 else 0xFF, BITS=qw.bits, SPLIT=split,
-            EVEN_K=K % cfg["block_k"] == 0, BLOCK_N=cfg["block_n"], BLOCK_K=cfg["block_k"],
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        )
-        return y
     _wo_matmul_kernel[(n_tiles, n_splits, m_tiles)](
         x2, qw.qweight, qw.scale, zero, y2, p, count,
         M, N, K, k_chunk, n_splits, x2.stride(0), qw.qweight.stride(0), qw.scale.stride(0), y2.stride(0),
@@ -578,3 +570,30 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return y
+
+
+def _gemv(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dict, num_splits=None):
+    """The one-row path (_wo_gemv_kernel) into y2 (1, N)."""
+    N, K = qw.shape
+    rows, warps = cfg["rows"], cfg["num_warps"]
+    if rows not in (4, 8, 16, 32, 64):
+        raise ValueError(f"the gemv path takes rows (weight rows per batch) in 4, 8, 16, 32, 64; got {rows}")
+    if qw.bits == 4 and (qw.group // 2) % rows:
+        raise ValueError(f"the gemv path's int4 batches lie inside one group: rows must divide {qw.group // 2} "
+                         f"(half the group {qw.group}), got {rows}")
+    words = qw.qweight.view(torch.int32)  # four columns per word (N % 4 == 0, checked by _config)
+    per_program = 32 * warps  # one word column per thread
+    n_tiles = triton.cdiv(N // 4, per_program)
+    # chunks of whole groups (int4) or batches (int8)
+    n_splits, k_chunk = split_plan(K, qw.group if qw.bits == 4 else rows, n_tiles, x2.device, num_splits,
+                                   cfg["waves"], min_blocks=1)
+    split = n_splits > 1
+    p = torch.empty(n_splits, N, dtype=torch.float32, device=x2.device) if split else y2
+    count = tile_counters(x2.device, n_tiles) if split else y2
+    masked = (N // 4) % per_program != 0 or (qw.bits == 8 and K % rows != 0)
+    extra = {"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}
+    _wo_gemv_kernel[(n_tiles, n_splits)](
+        x2, words, qw.scale, qw.zero if qw.bits == 4 else qw.scale, y2, p, count, N, K, k_chunk, n_splits,
+        qw.scale.stride(0) if qw.bits == 4 else 0, 0x3F800000, -0x7F7F7F80,  # 0x80808080 as int32
+        BITS=qw.bits, GROUP=qw.group or 1, STRIDE=words.stride(0), ROWS=rows, WORDS=per_program, SPLIT=split,
+        MASKED=masked, IS_BF16=x2.dtype == torch.bfloat16, num_warps=warps, num_stages=1, **extra)

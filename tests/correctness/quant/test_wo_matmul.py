@@ -103,7 +103,7 @@ MMA_OPTIONS = [{"path": "mma", "deq_dot": False} | o
 
 
 @pytest.mark.parametrize("m,options", [(m, o) for m in (1, 5, 16) for o in MMA_OPTIONS]
-                         + [(1, {"path": "gemv", "block_n": 64}), (1, {"path": "gemv", "block_n": 128, "num_warps": 8})])  # the gemv path is for one row
+                         + [(1, {"path": "gemv", "rows": 8}), (1, {"path": "gemv", "rows": 32, "num_warps": 2})])  # the gemv path is for one row
 @pytest.mark.parametrize("recipe", ["int8wo", "int4wo-64"])
 def test_launch_options_compute_the_same_product(device, recipe, m, options):
     """Every launch option that keeps the weights exact is the same function, split or not:
@@ -131,8 +131,12 @@ def test_wo_matmul_rejects_bad_launch_options(device):
         wo_matmul(x, qw, _config_override={"path": "gemv"})
     with pytest.raises(ValueError, match="path must be 'mma', 'gemv' or 'dequant'"):
         wo_matmul(x, qw, _config_override={"path": "simt"})
-    with pytest.raises(ValueError, match="the gemv path takes block_n in multiples of 16"):
-        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "block_n": 40})
+    with pytest.raises(ValueError, match="the gemv path takes rows .* in 4, 8, 16, 32, 64; got 40"):
+        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "rows": 40})
+    q4 = quantize_int4_weight(torch.randn(32, 64), 32, torch.float16)
+    q4 = type(q4)(4, q4.qweight.to(device), q4.scale.to(device), q4.zero.to(device), 32, q4.shape)
+    with pytest.raises(ValueError, match="rows must divide 16 .half the group 32., got 32"):
+        wo_matmul(x[:1], q4, _config_override={"path": "gemv", "rows": 32})
     odd = quantize_int8_weight(torch.randn(30, 64), torch.float16)  # 30 outputs: not whole 32-bit words
     odd.qweight, odd.scale = odd.qweight.to(device), odd.scale.to(device)
     with pytest.raises(ValueError, match="out_features 30 is not a multiple of 4"):
