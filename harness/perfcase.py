@@ -19,7 +19,7 @@ import torch
 from kernels.launch import PDL_ENV  # the variable the kernels read at every launch
 
 from .metrics import Cost, derive_metrics
-from .timing import Measurement, TimingConfig, first_call_s, time_providers
+from .timing import Measurement, TimingConfig, first_call_s, l2_cache_bytes, time_providers
 
 
 class ProviderUnavailable(Exception):
@@ -49,6 +49,12 @@ class PerfCase:
     # kernel waits (pdl_wait) for all earlier work before it reads or writes anything, so
     # only launches overlap, never one call's work with the next call's.
     pdl: bool = False
+    # Bytes every call reads from state the providers hold rather than from the inputs (a
+    # weight quantized ahead of time, a baseline's own packed copy of it). Graph timing
+    # (timing.py) makes L2 cold by rotating copies of the inputs only, so held bytes that
+    # fit in L2 would be read from L2 on every replay: such a case is timed with events,
+    # the L2 flushed before each call (timing_config_for).
+    held_bytes: int = 0
 
     @property
     def case_id(self) -> str:
@@ -139,14 +145,24 @@ def run_case(case: PerfCase, config: TimingConfig, ceilings: dict | None) -> Cas
     return result
 
 
+def timing_config_for(case: PerfCase, config: TimingConfig, l2_bytes: int) -> TimingConfig:
+    """The timing of this case: its forced mode if it has one; events (a flush before every
+    call) where held bytes could stay in L2 across a graph's calls, under 2x the L2 as for
+    rotated inputs; else the configured mode (auto: graph for calls under 20 us)."""
+    if case.timing_mode:
+        return dataclasses.replace(config, mode=case.timing_mode)
+    if config.cold_l2 and config.mode != "events" and 0 < case.held_bytes < 2 * l2_bytes:
+        return dataclasses.replace(config, mode="events")
+    return config
+
+
 def _run_case(case: PerfCase, config: TimingConfig, ceilings: dict | None) -> CaseResult:
     inputs = case.make_inputs()
     errors, refused, first_s = check_providers(case, inputs)
     del inputs
     unavailable = {**case.unavailable, **refused}
     ok = {n: fn for n, fn in case.providers.items() if n not in errors and n not in unavailable}
-    if case.timing_mode:
-        config = dataclasses.replace(config, mode=case.timing_mode)
+    config = timing_config_for(case, config, l2_cache_bytes())
     measurements = time_providers(ok, case.make_inputs, config, first_s) if ok else {}
     torch.cuda.empty_cache()
     return CaseResult(measurements, errors, unavailable, build_records(case, measurements, ceilings, unavailable))

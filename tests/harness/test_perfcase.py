@@ -1,0 +1,26 @@
+"""How a perf case picks its timing (harness/perfcase.py: timing_config_for)."""
+import torch
+
+from harness.metrics import Cost
+from harness.perfcase import PerfCase, timing_config_for
+from harness.timing import TimingConfig
+
+L2 = 50 << 20
+
+
+def case(**kw):
+    return PerfCase(op="op", shape={"n": 1}, dtype=torch.float32, make_inputs=lambda: (), providers={},
+                    cost=Cost(flops=0, bytes=0), reference=lambda: None, rtol=0.0, **kw)
+
+
+def test_held_bytes_that_fit_l2_are_timed_with_a_flush_per_call():
+    # 31 MB of held weights would stay in a 50 MB L2 across a CUDA graph's calls
+    assert timing_config_for(case(held_bytes=31 << 20), TimingConfig(), L2).mode == "events"
+    assert timing_config_for(case(held_bytes=99 << 20), TimingConfig(), L2).mode == "events"
+
+
+def test_other_cases_keep_the_configured_mode():
+    assert timing_config_for(case(), TimingConfig(), L2).mode == "auto"  # inputs rotate in graphs
+    assert timing_config_for(case(held_bytes=200 << 20), TimingConfig(), L2).mode == "auto"  # cannot stay in L2
+    assert timing_config_for(case(held_bytes=31 << 20), TimingConfig(cold_l2=False), L2).mode == "auto"
+    assert timing_config_for(case(held_bytes=31 << 20, timing_mode="graph"), TimingConfig(), L2).mode == "graph"
