@@ -5,7 +5,8 @@ imports) and, in sweeps, the PyTorch dequantize-then-matmul under torch.compile.
 wo_matmul's default is dequantize-then-cuBLAS (DEQUANT_MIN_ROWS), the fused kernel is
 timed beside it as `triton_mma`. Default: every shape at M = 1, and 4096 -> 14336 at
 M = 16, 64 and 2048; --perf-sweep: M in {1, 4, 16, 64, 256, 2048} everywhere.
-(bitsandbytes' int8 is not a baseline yet.)"""
+int8 also against bitsandbytes' LLM.int8() (where it imports; it quantizes the activations
+too, so its output is not compared: timed for scale)."""
 import functools
 
 import pytest
@@ -37,7 +38,7 @@ def providers_of(recipe, m, sweep):
     bits = 8 if recipe == "int8wo" else 4
     return (["triton", "linear_bf16", "torchao"] + (["torchao_compiled"] if m == 1 or sweep else [])
             + (["triton_mma"] if m >= DEQUANT_MIN_ROWS[bits] else [])
-            + (["dequant_compile"] if sweep else []) + (["gemlite"] if recipe.startswith("int4") else []))
+            + (["dequant_compile"] if sweep else []) + (["gemlite"] if recipe.startswith("int4") else ["bnb_int8"]))
 
 
 def pytest_generate_tests(metafunc):
@@ -55,8 +56,9 @@ def build_case(recipe, m, k, n, sweep=False):
     w_deq = dequantize(qw).to(dt)  # (N, K): every provider computes x @ w_deq^T
     unavailable, extra = {}, {}
     for name, make in (("torchao", lambda: baselines.torchao_linear(w_deq, recipe)),
-                       ("gemlite", lambda: baselines.gemlite_w4(qw, dt))):
-        if name == "gemlite" and recipe == "int8wo":
+                       ("gemlite", lambda: baselines.gemlite_w4(qw, dt)),
+                       ("bnb_int8", lambda: baselines.bnb_int8_linear(w_deq))):
+        if name not in providers_of(recipe, m, sweep):
             continue
         try:
             extra[name] = make()
@@ -82,6 +84,8 @@ def build_case(recipe, m, k, n, sweep=False):
             providers["torchao_compiled"] = lambda x: lin_c(x)
     if "gemlite" in extra:
         providers["gemlite"] = lambda x, layer=extra["gemlite"]: layer(x)
+    if "bnb_int8" in extra:
+        providers["bnb_int8"] = lambda x, layer=extra["bnb_int8"]: layer(x)
     return PerfCase(
         op=f"wo_matmul_{recipe}", shape={"m": m, "k": k, "n": n}, dtype=dt,
         make_inputs=lambda: (torch.randn(m, k, device="cuda", dtype=dt),),
@@ -90,6 +94,7 @@ def build_case(recipe, m, k, n, sweep=False):
         cost=Cost(flops=2 * m * n * k, bytes=qw.nbytes + 2 * m * (k + n)),
         reference=lambda x: x.float() @ w_deq.float().t(),
         rtol=1e-2, unavailable=unavailable,
+        unchecked=("bnb_int8",),  # LLM.int8() quantizes the activations too: another function, timed for scale
         kernel_info={"weight_bytes": qw.nbytes, "bf16_weight_bytes": 2 * n * k},
         held_bytes=qw.nbytes)  # the providers hold the weight: timed with a flush per call where it fits L2
 
