@@ -245,7 +245,7 @@ def _next_batch(k0, KB, k_start, k_end):
 def _wo_gemv_kernel(
     X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_sg, one, flip,
     BITS: tl.constexpr, GROUP: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, WORDS: tl.constexpr,
-    SPLIT: tl.constexpr, MASKED: tl.constexpr, IS_BF16: tl.constexpr,
+    WPT: tl.constexpr, SPLIT: tl.constexpr, MASKED: tl.constexpr, IS_BF16: tl.constexpr,
 ):
     """One row (decode, M = 1) on the CUDA cores: y[n] = sum_k x[k] w[k, n].
     Q is the packed weight read as 32-bit words, STRIDE = N / 4 words a row: (K/2, N/4) for
@@ -265,10 +265,11 @@ def _wo_gemv_kernel(
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     t = tl.arange(0, WORDS)
-    # One word per thread: neighbouring words swapped so that Triton sees no contiguity
-    # (it would give each thread a vector of words and split the rows over threads).
-    # Triton 3.6 then lays the (words, rows) tile out words-first, rows in-thread.
-    rw = pid_n * WORDS + (t ^ 1)
+    # WPT words per thread (one vector load a row): neighbouring runs of WPT words swapped
+    # so that Triton sees no longer contiguity (it would give each thread a longer vector
+    # and split the rows over threads). Triton 3.6 then lays the (words, rows) tile out
+    # words-first, rows in-thread.
+    rw = pid_n * WORDS + ((t // WPT) ^ 1) * WPT + t % WPT
     w_ok = rw < N // 4
     r = tl.arange(0, ROWS)
     q_cols = Q + rw
@@ -582,7 +583,10 @@ def _gemv(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dict, nu
         raise ValueError(f"the gemv path's int4 batches lie inside one group: rows must divide {qw.group // 2} "
                          f"(half the group {qw.group}), got {rows}")
     words = qw.qweight.view(torch.int32)  # four columns per word (N % 4 == 0, checked by _config)
-    per_program = 32 * warps  # one word column per thread
+    wpt = cfg.get("words_per_thread", 1)
+    if wpt not in (1, 2, 4):
+        raise ValueError(f"the gemv path takes words_per_thread 1, 2 or 4; got {wpt}")
+    per_program = 32 * warps * wpt  # wpt word columns per thread
     n_tiles = triton.cdiv(N // 4, per_program)
     # chunks of whole groups (int4) or batches (int8)
     n_splits, k_chunk = split_plan(K, qw.group if qw.bits == 4 else rows, n_tiles, x2.device, num_splits,
@@ -595,5 +599,5 @@ def _gemv(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dict, nu
     _wo_gemv_kernel[(n_tiles, n_splits)](
         x2, words, qw.scale, qw.zero if qw.bits == 4 else qw.scale, y2, p, count, N, K, k_chunk, n_splits,
         qw.scale.stride(0) if qw.bits == 4 else 0, 0x3F800000, -0x7F7F7F80,  # 0x80808080 as int32
-        BITS=qw.bits, GROUP=qw.group or 1, STRIDE=words.stride(0), ROWS=rows, WORDS=per_program, SPLIT=split,
+        BITS=qw.bits, GROUP=qw.group or 1, STRIDE=words.stride(0), ROWS=rows, WORDS=per_program, WPT=wpt, SPLIT=split,
         MASKED=masked, IS_BF16=x2.dtype == torch.bfloat16, num_warps=warps, num_stages=1, **extra)
