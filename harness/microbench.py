@@ -2,7 +2,7 @@
 runs the suite's quantized kernels on them, and writes torchao's CSV columns plus the
 suite's JSON.
 
-    python -m harness.microbench --config configs/microbench.yml [--output-dir DIR] [--limit N]
+    python -m harness.microbench --config configs/microbench.yml [--output-dir DIR] [--limit N >= 1]
     pytest -m perf --quant-config configs/microbench.yml     (the same cases as perf tests)
 
 Config (torchao's keys; anything else is an error that names the key and what is allowed):
@@ -12,7 +12,7 @@ Config (torchao's keys; anything else is an error that names the key and what is
     output_dir: results/microbench                # optional
     benchmark_mode: inference                     # optional; the only mode
     model_params:                                 # one mapping, or a list of them
-      - name: my_run                              # optional
+      - name: my_run                              # optional string; null: torchao's default
         matrix_shapes:                            # one or more shape sets, [m, k, n] each
           - {name: custom, shapes: [[1, 4096, 14336], [16, 4096, 4096]]}
           - {name: pow2, min_power: 10, max_power: 12}
@@ -32,14 +32,43 @@ Recipes, each the suite's own implementation (kernels/quant):
     int8dq           int8 weights per channel, int8 activations per token (Triton W8A8)
     float8wo         float8 e4m3 weights per output channel, dequantized in PyTorch
     mixq-w8a8        MixQ W8A8O16, outliers (|x| > 6) predicted by a locality cache
-    mixq-w4a4        MixQ W4A4O16, 128 outlier channels calibrated offline
-Shape sets ([m, k, n], as torchao): custom (shapes); llama (LLaMA-2-70B single-node
-weights at m = 4 x 4096 tokens); pow2 (2^p cubed, p from min_power to max_power, default
-10..14); pow2_extended (2^p and 1.5 x 2^p cubed); sweep (every m, k, n over 2^p, default
-8..15); small_sweep (m over 2^p and k = n over 2^p, default 10..15).
+    mixq-w4a4        MixQ W4A4O16, 128 outlier channels (at most k / 16) calibrated offline
+Shape sets ([m, k, n], as torchao's benchmark_runner.get_shapes_for_config): custom
+(shapes); llama (LLaMA-2-70B single-node weights at m = 4 x 4096 tokens); pow2 (2^p cubed,
+p from min_power to max_power, default 10..14); pow2_extended (2^p and 1.5 x 2^p cubed,
+default 10..14); sweep (every m, k, n over 2^p, default 8..15: 512 shapes); small_sweep
+(every m <= k <= n over 2^p, default 10..14: 35 shapes, ordered by m, then k, then n).
 Model types: linear (one Linear k -> n); ln_linear_<act> (LayerNorm, Linear, activation);
 transformer_block (pre-norm block of hidden k, 8 heads, causal attention over the m
 tokens, MLP k -> n -> k; every Linear quantized).
+
+Activations. LLM activations carry a few input channels far larger than the rest, which is
+what MixQ is built for, so every item (every recipe, not only MixQ's: the items of one
+model and shape then see identical inputs and weights, and their SQNR and times compare)
+plants them: max(2, k / 128) fixed channels (the same for every item of that k) are 20x the
+others, |x| = 20 |z| with z ~ N(0, 1), above MixQ's threshold 6 for about 3 tokens in 4.
+In `linear` they are in the input; in ln_linear_<act> and transformer_block the norm's
+weight carries them (gain 20 on those channels), as LLMs' norms do, since the norm would
+scale input outliers back down. Inputs are seeded per model and shape, not per recipe.
+mixq-w8a8's cache learns from one calibration call, then runs HIT_RATE_CALLS more calls
+on fresh draws, each checked: the hit rate (mixq_outlier_hit_rate) is the fraction of
+those (layer, call) checks whose prediction held. int8dq quantizes the outliers with their
+token, so its SQNR is far below mixq-w8a8's on these inputs: the outlier path shows.
+
+Output, under output_dir (or --output-dir), new names, nothing overwritten:
+    results_<date>_<time>.csv   torchao's CSV columns in its order (torch_compile_mode is
+                                empty when not compiled, as torchao writes None), then the
+                                suite's: shape_name, quantized_sqnr_db, timing, gpu,
+                                mixq_outlier_hit_rate, mixq_outlier_channels, error
+    results_<date>_<time>.json  a pytest-benchmark results file, as the perf tests save:
+                                machine_info (gpu, software, lane), commit_info, datetime,
+                                and one 'benchmarks' entry per timed implementation of an
+                                item (baseline, the recipe, and their _compiled versions),
+                                its samples in stats.data and the suite's extra_info (case,
+                                provider, role, median_s, tflops, gbps, roofline_fraction,
+                                speedups, ...); 'microbench' holds the config and the CSV
+                                rows. `python -m harness table FILE` and `python -m harness
+                                gate OLD NEW` read it like any results file.
 """
 from __future__ import annotations
 
@@ -66,7 +95,7 @@ GROUPS = (32, 64, 128, 256)
 SHAPE_SETS = {"custom": ("shapes",), "llama": (), "pow2": ("min_power", "max_power"),
               "pow2_extended": ("min_power", "max_power"), "sweep": ("min_power", "max_power"),
               "small_sweep": ("min_power", "max_power")}
-POWER_DEFAULTS = {"pow2": (10, 14), "pow2_extended": (10, 14), "sweep": (8, 15), "small_sweep": (10, 15)}
+POWER_DEFAULTS = {"pow2": (10, 14), "pow2_extended": (10, 14), "sweep": (8, 15), "small_sweep": (10, 14)}
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": F.relu, "gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh,
                "leakyrelu": F.leaky_relu, "relu6": F.relu6, "hardswish": F.hardswish, "elu": F.elu, "mish": F.mish}
 DTYPES = {"torch.bfloat16": torch.bfloat16, "torch.float16": torch.float16, "torch.float32": torch.float32}
@@ -78,8 +107,9 @@ PARAM_KEYS = {"name", "matrix_shapes", "high_precision_dtype", "use_torch_compil
               "model_type", "sparsity", "enable_profiler", "enable_memory_profiler"}
 # Each recipe's output against the unquantized float32 model may differ by this relative
 # norm before the case is called wrong (from the SQNR floors of tests/correctness/quant,
-# with room for LayerNorm and attention around the linears).
-RECIPE_RTOL = {"baseline": 2e-2, "int8wo": 3e-2, "int8dq": 5e-2, "float8wo": 8e-2, "mixq-w8a8": 5e-2,
+# with room for LayerNorm and attention around the linears). int8dq quantizes the planted
+# outlier channels with their token: 25 dB at k = 4096 (32 channels), about 24 at 14336.
+RECIPE_RTOL = {"baseline": 2e-2, "int8wo": 3e-2, "int8dq": 0.1, "float8wo": 8e-2, "mixq-w8a8": 5e-2,
                "mixq-w4a4": 0.35, "int4wo": 0.2}
 # torchao's CSV columns, in its order (benchmarks/microbenchmarks/utils.py), then ours.
 TORCHAO_COLUMNS = ["name", "quantization", "sparsity", "m", "k", "n", "high_precision_dtype", "torch_compile_mode",
@@ -88,7 +118,13 @@ TORCHAO_COLUMNS = ["name", "quantization", "sparsity", "m", "k", "n", "high_prec
                    "baseline_model_compiled_inference_time_in_ms", "quantized_model_compiled_inference_time_in_ms",
                    "eager speedup on baseline", "compile speedup on baseline", "eager vs compile speedup",
                    "profiler_json_path", "memory_profile_path", "memory_visualization_path", "memory_stats"]
-EXTRA_COLUMNS = ["shape_name", "quantized_sqnr_db", "timing", "gpu", "mixq_outlier_hit_rate", "error"]
+EXTRA_COLUMNS = ["shape_name", "quantized_sqnr_db", "timing", "gpu", "mixq_outlier_hit_rate", "mixq_outlier_channels",
+                 "error"]
+OUTLIER_GAIN = 20.0    # planted channels: 20x the others (module doc, Activations)
+OUTLIER_SEED = 6       # which channels: one fixed draw per k
+HIT_RATE_CALLS = 8     # checked calls of mixq-w8a8's cache after its calibration call
+W4A4_OUTLIERS = 128    # MixQ W4A4O16's offline outlier channels (at most k / 16)
+CPU_TIMING = "host wall clock (cpu)"
 
 
 class ConfigError(ValueError):
@@ -175,7 +211,8 @@ def shapes_of(spec: dict, where: str) -> list[tuple[str, list[int]]]:
         return [(name, [v] * 3) for p in ps for v in (2**p, 2**p + 2 ** (p - 1))]
     if name == "sweep":
         return [(name, [2**a, 2**b, 2**c]) for a in ps for b in ps for c in ps]
-    return [(name, [2**a, 2**b, 2**b]) for a in ps for b in ps]  # small_sweep
+    # small_sweep: torchao's sweep kept to m <= k <= n (fewer shapes, a heatmap's worth)
+    return [(name, [2**a, 2**b, 2**c]) for a in ps for b in ps for c in ps if a <= b <= c]
 
 
 def load_config(path: str) -> list[BenchItem]:
@@ -227,6 +264,10 @@ def parse_config(data) -> list[BenchItem]:
                 raise ConfigError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(PARAM_KEYS))}")
         if "matrix_shapes" not in params:
             raise ConfigError(f"{where}: missing key 'matrix_shapes'")
+        run_name = params.get("name")
+        if run_name is not None and (not isinstance(run_name, str) or not run_name.strip()):
+            raise ConfigError(f"{where}.name: {run_name!r} must be a non-empty string (the rows' name), "
+                              "or null for torchao's default benchmark_<recipe>_<model>_m<m>_k<k>_n<n>")
         dname = params.get("high_precision_dtype", "torch.bfloat16")
         if dname not in DTYPES:
             raise ConfigError(f"{where}.high_precision_dtype: {dname!r}; allowed: {', '.join(DTYPES)}")
@@ -269,7 +310,7 @@ def parse_config(data) -> list[BenchItem]:
                 if k % group or (model_type == "transformer_block" and n % group):
                     raise ConfigError(f"{where}: recipe {recipe!r} needs k (and n, the MLP width, for transformer_block) "
                                       f"divisible by its group; got shape {shape_name} [{m}, {k}, {n}]")
-                name = params.get("name") or f"benchmark_{recipe}_{model_type}_m{m}_k{k}_n{n}" + (
+                name = run_name or f"benchmark_{recipe}_{model_type}_m{m}_k{k}_n{n}" + (
                     "_compile" if use_compile else "")
                 items.append(BenchItem(recipe, model_type, shape_name, m, k, n, dtype, dname,
                                        mode if use_compile else None, device, output_dir, name))
@@ -305,7 +346,19 @@ class TransformerBlock(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 
 
+SEED_CALIB, SEED_INPUT, SEED_HIT_RATE = 0, 1, 2  # activations: calibration, the timed input, the checked calls
+
+
+def outlier_channels(k: int) -> torch.Tensor:
+    """The planted outlier channels of k input channels: max(2, k / 128) of them, one fixed
+    draw per k, so every item of that k has the same (module doc, Activations)."""
+    g = torch.Generator().manual_seed(OUTLIER_SEED)
+    return torch.randperm(k, generator=g)[:min(k, max(2, k // 128))].sort().values
+
+
 def make_model(item: BenchItem, seed: int = 0) -> nn.Module:
+    """The float32 model of an item: the same weights for every recipe of a model and shape.
+    The norms in front of the Linears carry the planted outlier channels."""
     torch.manual_seed(seed)
     k, n = item.k, item.n
     if item.model_type == "linear":
@@ -314,7 +367,21 @@ def make_model(item: BenchItem, seed: int = 0) -> nn.Module:
         model = TransformerBlock(k, n)
     else:
         model = LNLinearAct(k, n, item.model_type[len("ln_linear_"):])
+    norms = [m for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.RMSNorm))]
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight[outlier_channels(k)] = OUTLIER_GAIN
     return model.eval()
+
+
+def make_activations(item: BenchItem, seed: int, dtype=torch.float32) -> torch.Tensor:
+    """x (m, k) of an item, N(0, 1) drawn from seed alone (identical for every recipe), with
+    the planted outlier channels 20x for `linear` (the others' norms plant them)."""
+    g = torch.Generator(device=item.device).manual_seed(seed)
+    x = torch.randn(item.m, item.k, generator=g, device=item.device)
+    if item.model_type == "linear":
+        x[:, outlier_channels(item.k).to(item.device)] *= OUTLIER_GAIN
+    return x.to(dtype)
 
 
 class QuantLinear(nn.Module):
@@ -343,8 +410,9 @@ class QuantLinear(nn.Module):
             self.mixq.cache.update()
             self.mixq.cache.hits = self.mixq.cache.checks = 0  # the hit rate counts later calls
         elif recipe == "mixq-w4a4":
+            # At most k / 16: on a small layer 128 would keep every channel in 16 bits.
             self.mixq = MixQLinear(w, dtype=dtype, bits=4)
-            self.mixq.calibrate(calib.to(dtype), 128)
+            self.mixq.calibrate(calib.to(dtype), min(W4A4_OUTLIERS, max(1, w.shape[1] // 16)))
         else:
             raise ConfigError(f"recipe {recipe!r} has no kernel")
 
@@ -383,32 +451,55 @@ def quantize_model(model: nn.Module, recipe: str, dtype, x: torch.Tensor) -> nn.
     return model
 
 
-def outlier_hit_rate(model: nn.Module):
-    """The mean hit rate of the model's MixQ W8A8O16 caches, checked now (one sync each)
-    for the calls since the last check."""
-    caches = [m.mixq.cache for m in model.modules() if isinstance(m, QuantLinear) and hasattr(m, "mixq")
-              and m.mixq.track]
+def _mixq_layers(model: nn.Module) -> list:
+    return [m.mixq for m in model.modules() if isinstance(m, QuantLinear) and m.recipe.startswith("mixq")]
+
+
+def measure_hit_rate(model: nn.Module, item: BenchItem, calls: int = HIT_RATE_CALLS):
+    """mixq-w8a8: `calls` calls on fresh draws of the item's activations, every layer's cache
+    checked after each (one sync per layer and call). The fraction of those checks whose
+    prediction held, or None where no layer predicts (other recipes)."""
+    caches = [layer.cache for layer in _mixq_layers(model) if layer.track]
+    if not caches:
+        return None
     for c in caches:
-        c.update()
-    rates = [c.hit_rate for c in caches]
-    rates = [r for r in rates if r is not None]
-    return sum(rates) / len(rates) if rates else None
+        c.hits = c.checks = 0
+    with torch.no_grad():
+        for i in range(calls):
+            model(make_activations(item, SEED_HIT_RATE + i, item.dtype))
+            for c in caches:
+                c.update()
+    return sum(c.hits for c in caches) / sum(c.checks for c in caches)
+
+
+def outlier_set_size(model: nn.Module):
+    """Outlier channels the MixQ layers hold in 16 bits, summed over the layers (None for
+    other recipes)."""
+    layers = _mixq_layers(model)
+    return sum(int(layer.cache.idx.numel()) for layer in layers) if layers else None
 
 
 # ---- a case: the suite's PerfCase for the GPU; host timing on the CPU ----
 
 def build_case(item: BenchItem):
     """The PerfCase of one item: baseline and quantized model, eager and (if asked)
-    compiled, checked against the float32 model on the same input."""
+    compiled, checked against the float32 model on the same input. For MixQ the cache's hit
+    rate over HIT_RATE_CALLS checked calls, and the outlier set, go into the kernel's
+    extra_info (here and in the perf tests' results)."""
     from harness.metrics import Cost
     from harness.perfcase import PerfCase
     from kernels.norm.baselines import compiled
 
     device = item.device
     base32 = make_model(item).to(device)
-    x0 = torch.randn(item.m, item.k, device=device)
+    x0 = make_activations(item, SEED_CALIB)
     baseline = quantize_model(base32, "baseline", item.dtype, x0)
     quant = quantize_model(base32, item.recipe, item.dtype, x0)
+    info = {"planted_outlier_channels": int(outlier_channels(item.k).numel()), "outlier_gain": OUTLIER_GAIN}
+    if item.recipe.startswith("mixq"):
+        info["mixq_outlier_hit_rate"] = measure_hit_rate(quant, item)
+        info["mixq_hit_rate_calls"] = HIT_RATE_CALLS if info["mixq_outlier_hit_rate"] is not None else 0
+        info["mixq_outlier_channels"] = outlier_set_size(quant)
     providers = {"baseline": lambda x: baseline(x)}
     if item.recipe != "baseline":
         providers[item.recipe] = lambda x: quant(x)
@@ -425,60 +516,72 @@ def build_case(item: BenchItem):
     case = PerfCase(
         op=f"microbench/{item.model_type}", dtype=item.dtype,
         shape={"recipe": item.recipe, "shape": item.shape_name, "m": item.m, "k": item.k, "n": item.n},
-        make_inputs=lambda: (torch.randn(item.m, item.k, device=device, dtype=item.dtype),),
+        # seeded: every call, and every recipe of this model and shape, gets the same x
+        make_inputs=lambda: (make_activations(item, SEED_INPUT, item.dtype),),
         providers=providers,
         # The linears' flops and their weights read once (the baseline's bytes: what a
         # quantized recipe saves shows as a roofline fraction above the baseline's).
         cost=Cost(flops=2 * item.m * weights, bytes=weights * elt + 2 * item.m * (item.k + item.n) * elt),
         reference=lambda x: base32(x.float()),
-        rtol=rtol, kernel=item.recipe)
+        rtol=rtol, kernel=item.recipe, kernel_info=info,
+        # the models hold their weights; the smallest recipe (int4) reads about weights / 2
+        # bytes, and where that fits in L2 the case is timed with a flush per call (perfcase)
+        held_bytes=weights // 2)
     return case, quant
 
 
-def _host_time_s(fn, x, reps=10):
+def _host_samples_s(fn, x, reps=10):
+    """Host wall-clock seconds of `reps` calls, after one more."""
     fn(x)
     ts = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn(x)
         ts.append(time.perf_counter() - t0)
-    return sorted(ts)[len(ts) // 2]
+    return ts
 
 
-def run_item(item: BenchItem, timing=None, ceilings=None) -> dict:
-    """Time one item; returns its CSV row (torchao's columns, then the suite's)."""
+def run_item(item: BenchItem, timing=None, ceilings=None) -> tuple[dict, list[dict]]:
+    """Time one item. Returns its CSV row (torchao's columns, then the suite's) and its
+    pytest-benchmark entries, one per timed implementation (none when the item failed)."""
+    from harness.perfcase import build_records, check_providers, run_case
+    from harness.timing import Measurement
     from kernels.quant import sqnr_db
 
     row = {c: None for c in TORCHAO_COLUMNS + EXTRA_COLUMNS}
+    # torch_compile_mode None when not compiled: torchao's to_dict has None, its CSV an empty cell
     row.update(name=item.name, quantization=item.recipe, sparsity=None, m=item.m, k=item.k, n=item.n,
-               high_precision_dtype=item.dtype_name, torch_compile_mode=item.compile_mode or "none",
+               high_precision_dtype=item.dtype_name, torch_compile_mode=item.compile_mode,
                device=item.device, model_type=item.model_type, output_dir=item.output_dir, enable_profiler=False,
                enable_memory_profiler=False, shape_name=item.shape_name)
     try:
-        case, quant = build_case(item)
+        case, _ = build_case(item)
+        row["mixq_outlier_hit_rate"] = case.kernel_info.get("mixq_outlier_hit_rate")
+        row["mixq_outlier_channels"] = case.kernel_info.get("mixq_outlier_channels")
         x = case.make_inputs()[0]
         with torch.no_grad():
             ref, got = case.reference(x), case.providers[case.kernel](x)
             row["quantized_sqnr_db"] = round(sqnr_db(ref, got), 2)
+            case.kernel_info.update(microbench_name=item.name, quantized_sqnr_db=row["quantized_sqnr_db"])
             if item.device == "cuda":
-                from harness.perfcase import run_case
-
                 result = run_case(case, timing, ceilings)
                 problems = {**result.errors, **result.unavailable}
                 if problems:  # a provider that failed or refused is an error of the row, never a stand-in
                     raise RuntimeError("; ".join(f"{p}: {e}" for p, e in problems.items()))
-                ms = {p: m.median_s * 1e3 for p, m in result.measurements.items()}
-                row["timing"] = next(iter(result.measurements.values())).timing
+                measurements, records = result.measurements, result.records
                 row["gpu"] = torch.cuda.get_device_name()
             else:
-                from harness.perfcase import check_providers
-
-                errors, refused, _ = check_providers(case, (x,))
+                errors, refused, first_s = check_providers(case, (x,))
                 if errors or refused:
                     raise RuntimeError("; ".join(f"{p}: {e}" for p, e in {**errors, **refused}.items()))
-                ms = {p: _host_time_s(fn, x) * 1e3 for p, fn in case.providers.items()}
-                row["timing"] = "host wall clock (cpu)"
-        row["mixq_outlier_hit_rate"] = outlier_hit_rate(quant)
+                measurements = {p: Measurement(_host_samples_s(fn, x), mode="host", cold_l2=False, calls_per_sample=1,
+                                               compile_time_s=first_s[p])
+                                for p, fn in case.providers.items()}
+                records = build_records(case, measurements, None, {})
+                for info in records.values():
+                    info["timing"] = CPU_TIMING
+        row["timing"] = records[case.kernel]["timing"]
+        ms = {p: m.median_s * 1e3 for p, m in measurements.items()}
         q = item.recipe
         row["baseline_model_eager_inference_time_in_ms"] = ms["baseline"]
         row["quantized_model_eager_inference_time_in_ms"] = ms[q]
@@ -491,9 +594,27 @@ def run_item(item: BenchItem, timing=None, ceilings=None) -> dict:
                 "quantized_model_compiled_inference_time_in_ms"]
         row["eager speedup on baseline"] = row["baseline_model_eager_inference_time_in_ms"] / row[
             "quantized_model_eager_inference_time_in_ms"]
+        entries = [benchmark_entry(item, p, measurements[p].samples_s, records[p]) for p in measurements]
     except Exception as e:  # noqa: BLE001 - one failing item is reported, the run goes on
         row["error"] = f"{type(e).__name__}: {e}"
-    return row
+        entries = []
+    return row, entries
+
+
+def benchmark_entry(item: BenchItem, provider: str, samples_s: list[float], info: dict) -> dict:
+    """One implementation of an item as pytest-benchmark writes a test's result: its own
+    statistics of the samples (stats.data holds them, for the gate's bootstrap) and the
+    suite's extra_info (harness/perfcase.py build_records)."""
+    from pytest_benchmark.stats import Stats
+
+    stats = Stats()
+    for s in samples_s:
+        stats.update(s)
+    param = f"{item.recipe}-{item.model_type}-m{item.m}-k{item.k}-n{item.n}-{item.dtype_name[6:]}-{provider}"
+    return {"group": None, "name": f"microbench[{param}]", "fullname": f"harness/microbench.py::{item.name}[{param}]",
+            "params": {"item": item.label, "provider": provider}, "param": param, "extra_info": info,
+            "options": {"timer": info["timing"], "min_rounds": len(samples_s)},
+            "stats": {**stats.as_dict(), "data": list(samples_s), "iterations": 1}}
 
 
 def new_path(directory: str, stem: str, ext: str) -> str:
@@ -524,13 +645,54 @@ class CsvWriter:
         self._f.close()
 
 
-def write_json(rows: list[dict], csv_path: str, config_path: str) -> str:
+def commit_info() -> dict:
+    """The checkout's commit, as pytest-benchmark records it, read by git commands that
+    never write the index (pytest-benchmark's `git describe --dirty` refreshes it, which can
+    collide with a commit made meanwhile). dirty compares the files' stat data too."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20)
+
+    info = {"id": "unknown", "time": None, "author_time": None, "dirty": None, "project": os.path.basename(root),
+            "branch": "(unknown)"}
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode:
+            return dict(info, error=head.stderr.strip()[:200])
+        info.update(id=head.stdout.strip(), time=git("show", "-s", "--pretty=format:%cI", "HEAD").stdout.strip(),
+                    author_time=git("show", "-s", "--pretty=format:%aI", "HEAD").stdout.strip(),
+                    dirty=git("diff-index", "--quiet", "HEAD", "--").returncode != 0,
+                    branch=git("rev-parse", "--abbrev-ref", "HEAD").stdout.strip())
+    except (OSError, subprocess.SubprocessError) as e:
+        info["error"] = repr(e)
+    return info
+
+
+def write_json(rows: list[dict], entries: list[dict], csv_path: str, config_path: str, ceilings: dict | None = None,
+               clocks: tuple = (None, None)) -> str:
+    """The run as a pytest-benchmark results file (module doc, Output), beside the CSV."""
+    from datetime import datetime, timezone
+
+    from pytest_benchmark import __version__
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
+    from harness import lanes
     from harness.machine import gpu_info, software_versions
 
+    machine = pytest_benchmark_generate_machine_info()
+    machine.update(lane=lanes.describe_lane() if lanes.has_gpu() else
+                   "CPU, Triton interpreter (TRITON_INTERPRET=1); host wall-clock times",
+                   gpu=gpu_info(), software=software_versions(), clocks_start=clocks[0], clocks_end=clocks[1])
+    if ceilings:
+        machine["ceilings"] = ceilings
     json_path = new_path(os.path.dirname(csv_path), os.path.basename(csv_path)[:-4], "json")
     with open(json_path, "w") as f:
-        json.dump({"config": os.path.abspath(config_path), "gpu": gpu_info(), "software": software_versions(),
-                   "results": rows}, f, indent=1, default=str)
+        json.dump({"machine_info": machine, "commit_info": commit_info(), "benchmarks": entries,
+                   "datetime": datetime.now(timezone.utc).isoformat(), "version": __version__,
+                   "microbench": {"config": os.path.abspath(config_path), "rows": rows}}, f, indent=1, default=str)
     return json_path
 
 
@@ -538,11 +700,21 @@ def _fmt(v):
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} would run no item; give N >= 1, or leave --limit out to run every item")
+    return n
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.microbench", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="torchao-style YAML config")
     p.add_argument("--output-dir", help="override the config's output_dir")
-    p.add_argument("--limit", type=int, help="run only the first N items (a quick look)")
+    p.add_argument("--limit", type=_limit, help="run only the first N >= 1 items (a quick look)")
     p.add_argument("--rep-ms", type=float, default=100.0, help="timed budget per implementation (GPU)")
     args = p.parse_args(argv)
     try:
@@ -550,39 +722,49 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    if args.limit:
+    if args.limit is not None:
         items = items[:args.limit]
     need_gpu = any(i.device == "cuda" for i in items)
     if need_gpu and not torch.cuda.is_available():
         print("config error: device 'cuda' was asked for but no CUDA GPU is visible; set device: cpu", file=sys.stderr)
         return 2
-    timing = ceilings = None
+    timing = ceilings = clocks_start = None
     if need_gpu:
         from harness.ceilings import get_ceilings
+        from harness.machine import gpu_clocks
         from harness.timing import TimingConfig
 
-        timing, ceilings = TimingConfig(rep_ms=args.rep_ms), get_ceilings()
+        timing, ceilings, clocks_start = TimingConfig(rep_ms=args.rep_ms), get_ceilings(), gpu_clocks()
     output_dir = args.output_dir or items[0].output_dir
     out = CsvWriter(output_dir)
     print(f"{len(items)} items; rows go to {out.path} as they finish", flush=True)
-    rows = []
+    rows, entries = [], []
     for i, item in enumerate(items, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(items)}] {item.label} ...", end=" ", flush=True)
-        row = run_item(item, timing, ceilings)
+        row, item_entries = run_item(item, timing, ceilings)
         rows.append(row)
+        entries += item_entries
         out.write(row)
         if row["error"]:
             print(f"ERROR {row['error']}", flush=True)
         else:
+            hit = row["mixq_outlier_hit_rate"]
             print(f"baseline {_fmt(row['baseline_model_eager_inference_time_in_ms'])} ms, quantized "
                   f"{_fmt(row['quantized_model_eager_inference_time_in_ms'])} ms "
                   f"({row['eager speedup on baseline']:.2f}x eager"
                   + (f", {row['compile speedup on baseline']:.2f}x compiled" if item.compile_mode else "")
-                  + f"), SQNR {row['quantized_sqnr_db']:.1f} dB [{time.perf_counter() - t0:.1f} s]", flush=True)
+                  + f"), SQNR {row['quantized_sqnr_db']:.1f} dB"
+                  + (f", outlier hit rate {hit:.2f}" if hit is not None else "")
+                  + f" [{time.perf_counter() - t0:.1f} s]", flush=True)
     out.close()
-    json_path = write_json(rows, out.path, args.config)
-    print(f"wrote {out.path} and {json_path}")
+    clocks_end = None
+    if need_gpu:
+        from harness.machine import gpu_clocks
+
+        clocks_end = gpu_clocks()
+    json_path = write_json(rows, entries, out.path, args.config, ceilings, (clocks_start, clocks_end))
+    print(f"wrote {out.path} and {json_path} (python -m harness table {json_path})")
     return 1 if any(r["error"] for r in rows) else 0
 
 

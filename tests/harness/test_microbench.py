@@ -1,17 +1,25 @@
 """harness/microbench.py: torchao-style configs are read strictly, every shape set expands
-as documented, and a run writes torchao's CSV columns (never over an earlier file)."""
+as torchao defines it, every model type and recipe runs with its output checked, the MixQ
+items exercise the outlier path, and a run writes torchao's CSV columns and a results JSON
+that the suite's table and gate read (never over an earlier file)."""
 import csv
 import json
+import math
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from harness.microbench import TORCHAO_COLUMNS, ConfigError, load_config, main, parse_config, shapes_of
+from harness.microbench import (EXTRA_COLUMNS, HIT_RATE_CALLS, RECIPE_RTOL, SEED_INPUT, TORCHAO_COLUMNS, ConfigError,
+                                build_case, load_config, main, make_activations, make_model, outlier_channels,
+                                parse_config, run_item, shapes_of)
 
 pytestmark = pytest.mark.harness
 
-
+REPO = Path(__file__).resolve().parents[2]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -43,6 +51,8 @@ def config(**over):
     (dict(params={"high_precision_dtype": "torch.bfloat16", "device": "cpu"}), "bfloat16 dot is wrong"),
     (dict(params={"matrix_shapes": [{"name": "pow2_extended", "min_power": 0, "max_power": 2}]}), "min >= 1"),
     (dict(params={"high_precision_dtype": "torch.float32"}), "torch.float32 runs only the baseline recipe"),
+    (dict(params={"name": 5}), "model_params[0].name: 5 must be a non-empty string"),
+    (dict(params={"name": ["run"]}), "model_params[0].name: ['run'] must be a non-empty string"),
 ])
 def test_bad_config_names_the_key_and_the_allowed_values(change, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -60,8 +70,13 @@ def test_shape_sets_expand_as_documented():
     assert [s for _, s in shapes_of({"name": "pow2", "min_power": 3, "max_power": 4}, "x")] == [[8] * 3, [16] * 3]
     assert [s[0] for _, s in shapes_of({"name": "pow2_extended", "min_power": 3, "max_power": 4}, "x")] == [8, 12, 16, 24]
     assert len(shapes_of({"name": "sweep", "min_power": 1, "max_power": 3}, "x")) == 27
+    # small_sweep: torchao's sweep kept to m <= k <= n, in its order (m, then k, then n)
     small = shapes_of({"name": "small_sweep", "min_power": 1, "max_power": 2}, "x")
-    assert [s for _, s in small] == [[2, 2, 2], [2, 4, 4], [4, 2, 2], [4, 4, 4]]
+    assert [s for _, s in small] == [[2, 2, 2], [2, 2, 4], [2, 4, 4], [4, 4, 4]]
+    default = [s for _, s in shapes_of({"name": "small_sweep"}, "x")]
+    assert len(default) == 35 == math.comb(5 + 2, 3)  # torchao's default powers 10 .. 14
+    assert default[0] == [1024] * 3 and default[-1] == [16384] * 3 and all(m <= k <= n for m, k, n in default)
+    assert len(shapes_of({"name": "sweep"}, "x")) == 8**3  # 2^8 .. 2^15
     llama = shapes_of({"name": "llama"}, "x")
     assert [s for _, s in llama][0] == [16384, 8192, 1280] and len(llama) == 4
     assert len(shapes_of({"name": "pow2"}, "x")) == 5  # torchao's default powers 10 .. 14
@@ -108,8 +123,152 @@ def test_run_writes_torchao_csv_and_never_overwrites(tmp_path, capsys):
         speedup = float(r["baseline_model_eager_inference_time_in_ms"]) / float(r["quantized_model_eager_inference_time_in_ms"])
         assert float(r["eager speedup on baseline"]) == pytest.approx(speedup)
         assert float(r["quantized_sqnr_db"]) > 20
-    assert rows[3]["mixq_outlier_hit_rate"] != ""
-    assert json.loads(csvs[0].with_suffix(".json").read_text())["results"][1]["quantization"] == "int8wo"
+        assert r["torch_compile_mode"] == ""  # not compiled: torchao writes None, an empty cell
+    assert 0 <= float(rows[3]["mixq_outlier_hit_rate"]) <= 1 and int(rows[3]["mixq_outlier_channels"]) >= 2
+    assert json.loads(csvs[0].with_suffix(".json").read_text())["microbench"]["rows"][1]["quantization"] == "int8wo"
+
+
+def test_results_json_is_read_by_table_and_gate(tmp_path, capsys):
+    """The JSON is a pytest-benchmark results file: harness.results.load_run finds every
+    timed implementation with its samples, and `python -m harness table` / `gate` run on it."""
+    import yaml
+
+    from harness.__main__ import main as harness_main
+    from harness.results import load_run
+
+    cfg = config(output_dir=str(tmp_path / "out"), quantization_config_recipe_names=["baseline", "int8wo", "mixq-w8a8"])
+    path = tmp_path / "cfg.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["--config", str(path)]) == 0
+    assert main(["--config", str(path)]) == 0
+    first, second = sorted((tmp_path / "out").glob("*.json"))
+    run = load_run(first)
+    assert len(run.entries) == 1 + 2 + 2  # baseline alone; each recipe with its baseline
+    cases = sorted(run.cases())
+    assert cases == ["microbench/linear/recipe=baseline,shape=custom,m=2,k=128,n=64/fp16",
+                     "microbench/linear/recipe=int8wo,shape=custom,m=2,k=128,n=64/fp16",
+                     "microbench/linear/recipe=mixq-w8a8,shape=custom,m=2,k=128,n=64/fp16"]
+    kernel = run.kernel_entry(cases[2])
+    assert kernel.provider == "mixq-w8a8" and kernel.role == "kernel" and len(kernel.samples_s) >= 10
+    assert kernel.median_s == pytest.approx(sorted(kernel.samples_s)[len(kernel.samples_s) // 2], rel=0.5)
+    assert kernel.info["best_baseline"] == "baseline" and kernel.info["speedup_vs_best_baseline"] > 0
+    assert 0 <= kernel.info["mixq_outlier_hit_rate"] <= 1 and kernel.info["mixq_hit_rate_calls"] == HIT_RATE_CALLS
+    data = json.loads(first.read_text())
+    assert {"machine_info", "commit_info", "datetime", "version"} <= set(data)
+    assert data["benchmarks"][0]["stats"]["rounds"] == len(data["benchmarks"][0]["stats"]["data"])
+    capsys.readouterr()
+    assert harness_main(["table", str(first)]) == 0
+    table = capsys.readouterr().out
+    assert "median_us" in table and "x vs baseline" in table and "mixq-w8a8" in table
+    assert harness_main(["gate", str(first), str(second)]) in (0, 1)  # host times: judged, not unusable
+    out = capsys.readouterr().out
+    assert "2 compared case(s)" in out and "no baseline timed in both runs" in out  # the baseline item
+
+
+def test_limit_zero_is_refused_and_limit_n_runs_n(tmp_path, capsys):
+    import yaml
+
+    cfg = config(output_dir=str(tmp_path / "out"))
+    path = tmp_path / "cfg.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exc:
+        main(["--config", str(path), "--limit", "0"])
+    assert exc.value.code == 2 and "--limit: 0 would run no item" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert main(["--config", str(path), "--limit", "1"]) == 0
+    assert "1 items;" in capsys.readouterr().out
+    with open(next((tmp_path / "out").glob("*.csv"))) as f:
+        assert [r["quantization"] for r in csv.DictReader(f)] == ["baseline"]
+
+
+def _timing():
+    if DEVICE != "cuda":
+        return None
+    from harness.timing import TimingConfig
+
+    return TimingConfig(warmup_ms=2, rep_ms=5)
+
+
+RECIPES = ["baseline", "int8wo", "int4wo-32", "int4wo-32-hqq", "int8dq", "float8wo", "mixq-w8a8", "mixq-w4a4"]
+
+
+@pytest.mark.parametrize("model_type", ["linear", "ln_linear_relu", "ln_linear_gelu", "transformer_block"])
+def test_every_recipe_runs_each_model_type_checked(model_type):
+    """Every recipe on a tiny item of each model type (the CPU lane: Triton's interpreter,
+    float16): the output is checked against the float32 model before anything is timed, the
+    SQNR clears the recipe's floor, and the row has torchao's columns filled. float8wo runs
+    on the CPU (PyTorch's float8_e4m3fn casts), so it is not skipped."""
+    items = parse_config(config(quantization_config_recipe_names=RECIPES,
+                                params={"model_type": model_type, "matrix_shapes": [
+                                    {"name": "custom", "shapes": [[2, 64, 64]]}]}))
+    rows = {}
+    for item in items:
+        row, entries = run_item(item, _timing())
+        assert not row["error"], f"{item.label}: {row['error']}"
+        assert list(row) == TORCHAO_COLUMNS + EXTRA_COLUMNS
+        floor = -20 * math.log10(RECIPE_RTOL["int4wo" if item.recipe.startswith("int4wo") else item.recipe])
+        assert row["quantized_sqnr_db"] > floor, f"{item.label}: {row['quantized_sqnr_db']} dB <= {floor:.1f}"
+        assert row["quantization"] == item.recipe and row["model_type"] == model_type and row["m"] == 2
+        assert row["baseline_model_eager_inference_time_in_ms"] > 0 and row["eager speedup on baseline"] > 0
+        assert row["torch_compile_mode"] is None and row["baseline_model_compiled_inference_time_in_ms"] is None
+        assert [e["extra_info"]["provider"] for e in entries] == ["baseline"] + ([item.recipe] if item.recipe != "baseline" else [])
+        rows[item.recipe] = row
+    assert rows["baseline"]["quantized_sqnr_db"] > 50  # float16 against float32
+    # The outlier path: W8A8 keeps the planted channels in 16 bits, int8dq rounds them with
+    # their token (the same inputs and weights: about 10 dB apart at this size).
+    assert rows["mixq-w8a8"]["quantized_sqnr_db"] > rows["int8dq"]["quantized_sqnr_db"] + 6
+    assert 0.5 <= rows["mixq-w8a8"]["mixq_outlier_hit_rate"] <= 1
+    assert rows["mixq-w4a4"]["mixq_outlier_hit_rate"] is None  # fixed offline: nothing predicted
+    assert rows["int8dq"]["mixq_outlier_hit_rate"] is None and rows["int8dq"]["mixq_outlier_channels"] is None
+
+
+def test_mixq_items_see_the_planted_outliers_and_check_the_cache_every_call():
+    """The same x and weights for every recipe of a model and shape; the planted channels
+    exceed MixQ's threshold; W8A8's cache predicts exactly them; the hit rate counts
+    HIT_RATE_CALLS checks per layer, not one."""
+    items = parse_config(config(quantization_config_recipe_names=["int8dq", "mixq-w8a8", "mixq-w4a4"],
+                                params={"matrix_shapes": [{"name": "custom", "shapes": [[4, 256, 64]]}]}))
+    xs = [make_activations(i, SEED_INPUT, i.dtype) for i in items]
+    assert all(torch.equal(xs[0], x) for x in xs[1:])
+    assert all(torch.equal(make_model(items[0]).state_dict()["0.weight"], make_model(i).state_dict()["0.weight"])
+               for i in items[1:])
+    planted = outlier_channels(256)
+    assert planted.numel() == 2 and (xs[0].float().abs().amax(dim=0) > 6).nonzero().flatten().tolist() == planted.tolist()
+    case, quant = build_case(items[1])
+    cache = quant[0].mixq.cache
+    assert cache.idx.tolist() == planted.tolist()
+    assert cache.checks == HIT_RATE_CALLS and case.kernel_info["mixq_outlier_hit_rate"] == cache.hits / cache.checks
+    ln = make_model(parse_config(config(params={"model_type": "ln_linear_silu"}))[0])
+    assert ln.ln.weight[outlier_channels(128)].eq(20).all() and ln.ln.weight.eq(20).sum() == 2
+
+
+def _collect(tmp_path, cfg):
+    import yaml
+
+    path = tmp_path / "quant.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/perf/quant/test_microbench.py", "-m", "perf", "--quant-config",
+         str(path), "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_quant_config_option_collects_the_config_items(tmp_path):
+    """`pytest -m perf --quant-config FILE` (the suite's own conftest and plugin): one case
+    per item and implementation; a bad config fails collection naming the key."""
+    cfg = config(quantization_config_recipe_names=["baseline", "int8wo", "mixq-w8a8"],
+                 params={"device": "cpu", "use_torch_compile": True,
+                         "matrix_shapes": [{"name": "custom", "shapes": [[2, 128, 64], [4, 128, 64]]}]})
+    good = _collect(tmp_path, cfg)
+    assert good.returncode == 0, good.stdout[-3000:] + good.stderr[-3000:]
+    ids = [line for line in good.stdout.splitlines() if "::test_microbench[" in line]
+    # per shape: baseline (eager, compiled) and each recipe with its baseline, eager and compiled
+    assert len(ids) == 2 * (2 + 4 + 4), good.stdout[-3000:]
+    assert any(i.endswith("[mixq-w8a8-linear-m4-k128-n64-mixq-w8a8_compiled]") for i in ids)
+    cfg["model_params"][0]["batch"] = 4
+    bad = _collect(tmp_path, cfg)
+    assert bad.returncode != 0
+    assert "unknown key 'batch'; allowed:" in bad.stdout + bad.stderr
 
 
 def test_bad_config_exits_2_with_the_message(tmp_path, capsys):

@@ -45,14 +45,19 @@ def test_int4_scales_are_stored_in_the_activation_dtype_and_used_as_stored():
     assert ((dequantize(qw) - w).abs() <= s * 0.51 + 0.02 * s).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("group", GROUP_SIZES)
-def test_hqq_reconstructs_heavy_tailed_weights_better_than_min_max(group):
+def test_hqq_reconstructs_heavy_tailed_weights_better_than_min_max(group, dtype):
     """Student-t (2 degrees of freedom) weights: a few large values stretch each group's
-    range. HQQ's zero-point gives lower mean absolute and mean squared error."""
-    torch.manual_seed(group)  # fixed draws: over 200 seeds the MSE ratio reached 0.988 once
+    range. HQQ's zero-point gives lower mean absolute and mean squared error, also once
+    scale and zero are stored in the 16-bit activation dtypes the kernels read (bfloat16
+    keeps 8 bits of a zero in [0, 15]: HQQ's fractional shift must survive that rounding)."""
+    # Fixed draws: over 200 seeds the float32 MSE ratio reached 0.988 once; with 16-bit
+    # storage it stayed under 0.92 over 40 seeds (groups 64 and 128).
+    torch.manual_seed(group)
     w = torch.distributions.StudentT(2.0).sample((128, 1024))
-    plain = dequantize(quantize_int4_weight(w, group, torch.float32)) - w
-    hqq = dequantize(quantize_int4_weight_hqq(w, group, torch.float32)) - w
+    plain = dequantize(quantize_int4_weight(w, group, dtype)) - w
+    hqq = dequantize(quantize_int4_weight_hqq(w, group, dtype)) - w
     assert hqq.abs().mean() < 0.97 * plain.abs().mean()
     assert hqq.pow(2).mean() < 0.95 * plain.pow(2).mean()
 
