@@ -50,7 +50,8 @@ others, |x| = 20 |z| with z ~ N(0, 1), above MixQ's threshold 6 for about 3 toke
 In `linear` they are in the input; in ln_linear_<act> and transformer_block the norm's
 weight carries them (gain 20 on those channels), as LLMs' norms do, since the norm would
 scale input outliers back down. Inputs are seeded per model and shape, not per recipe.
-mixq-w8a8's cache learns from one calibration call, then runs HIT_RATE_CALLS more calls
+mixq-w8a8's cache learns from one calibration call (at least CALIB_TOKENS tokens, as is
+mixq-w4a4's offline set), then runs HIT_RATE_CALLS more calls
 on fresh draws, each checked: the hit rate (mixq_outlier_hit_rate) is the fraction of
 those (layer, call) checks whose prediction held. int8dq quantizes the outliers with their
 token, so its SQNR is far below mixq-w8a8's on these inputs: the outlier path shows.
@@ -123,6 +124,7 @@ EXTRA_COLUMNS = ["shape_name", "quantized_sqnr_db", "timing", "gpu", "mixq_outli
 OUTLIER_GAIN = 20.0    # planted channels: 20x the others (module doc, Activations)
 OUTLIER_SEED = 6       # which channels: one fixed draw per k
 HIT_RATE_CALLS = 8     # checked calls of mixq-w8a8's cache after its calibration call
+CALIB_TOKENS = 256     # at least this many tokens in the calibration call
 W4A4_OUTLIERS = 128    # MixQ W4A4O16's offline outlier channels (at most k / 16)
 CPU_TIMING = "host wall clock (cpu)"
 
@@ -374,11 +376,12 @@ def make_model(item: BenchItem, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def make_activations(item: BenchItem, seed: int, dtype=torch.float32) -> torch.Tensor:
-    """x (m, k) of an item, N(0, 1) drawn from seed alone (identical for every recipe), with
-    the planted outlier channels 20x for `linear` (the others' norms plant them)."""
+def make_activations(item: BenchItem, seed: int, dtype=torch.float32, rows=None) -> torch.Tensor:
+    """x (rows, k) of an item (default m rows), N(0, 1) drawn from seed alone (identical for
+    every recipe), with the planted outlier channels 20x for `linear` (the others' norms
+    plant them)."""
     g = torch.Generator(device=item.device).manual_seed(seed)
-    x = torch.randn(item.m, item.k, generator=g, device=item.device)
+    x = torch.randn(rows or item.m, item.k, generator=g, device=item.device)
     if item.model_type == "linear":
         x[:, outlier_channels(item.k).to(item.device)] *= OUTLIER_GAIN
     return x.to(dtype)
@@ -492,7 +495,10 @@ def build_case(item: BenchItem):
 
     device = item.device
     base32 = make_model(item).to(device)
-    x0 = make_activations(item, SEED_CALIB)
+    # Calibration (MixQ's offline outlier set, the W8A8 cache's first call) sees at least
+    # CALIB_TOKENS tokens, not the item's m: calibrated on one token, W4A4O16 missed the
+    # planted channels that token happened to hold small (44% error on a GPU run at m = 1).
+    x0 = make_activations(item, SEED_CALIB, rows=max(item.m, CALIB_TOKENS))
     baseline = quantize_model(base32, "baseline", item.dtype, x0)
     quant = quantize_model(base32, item.recipe, item.dtype, x0)
     info = {"planted_outlier_channels": int(outlier_channels(item.k).numel()), "outlier_gain": OUTLIER_GAIN}
