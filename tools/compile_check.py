@@ -70,7 +70,7 @@ def cases():
                 yield (f"wo_gemv int{bits} masked={masked} {dt}", _wo_gemv_kernel,
                        wo | {"Q": "*i32", "X": f"*{dt}", "S": f"*{dt}", "Z": f"*{dt}", "Y": f"*{dt}"},
                        {"BITS": bits, "GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 128, "WPT": 1, "SPLIT": True,  # 4 warps
-                        "MASKED": masked, "IS_BF16": dt == "bf16"})
+                        "MASKED": masked, "IS_BF16": dt == "bf16", "BYTE_PRMT": bits == 8 and masked})
     for swap in (False, True):
         yield (f"wo_matmul int4 prefill fp16 interleave swap_ab={swap}", _wo_matmul_kernel,
                wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},

@@ -123,6 +123,25 @@ def test_launch_options_compute_the_same_product(device, recipe, m, options):
         assert sqnr_db(exact, y.cpu()) >= floor, f"splits={splits}: {sqnr_db(exact, y.cpu()):.1f} dB < {floor:.1f} dB"
 
 
+@pytest.mark.parametrize("m,k", [(1, 512), (1, 475)])
+def test_gemv_byte_prmt_computes_the_same_product(device, m, k):
+    """int8's bytes made floats by one PTX prmt each (1 + (q + 128) / 2^15, GPU only): the
+    same product within the exact paths' floor; the CPU lane refuses it (no inline PTX)."""
+    g = torch.Generator().manual_seed(k)
+    w, x = torch.randn(200, k, generator=g), torch.randn(m, k, generator=g).to(torch.float16)
+    qw = on_device(quantize_int8_weight(w, torch.float16), device)
+    options = {"path": "gemv", "byte_prmt": True}
+    if device == "cpu":
+        with pytest.raises(ValueError, match="byte_prmt .* needs a CUDA device"):
+            wo_matmul(x, qw, _config_override=options)
+        return
+    exact = wo_matmul_reference(x, qw)
+    floor = sqnr_db(exact, exact.to(torch.float16)) - 3.0
+    for splits in (1, 3):
+        y = wo_matmul(x.to(device), qw, num_splits=splits, _config_override=options).cpu()
+        assert sqnr_db(exact, y) >= floor, f"splits={splits}: {sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
+
+
 def test_wo_matmul_rejects_bad_launch_options(device):
     qw = quantize_int8_weight(torch.randn(32, 64), torch.float16)
     qw.qweight, qw.scale = qw.qweight.to(device), qw.scale.to(device)
