@@ -151,7 +151,8 @@ class BenchItem:
 
     @property
     def label(self) -> str:
-        return f"{self.recipe} {self.model_type} {self.shape_name} m={self.m} k={self.k} n={self.n} {self.dtype_name}"
+        return (f"{self.recipe} {self.model_type} {self.shape_name} m={self.m} k={self.k} n={self.n} {self.dtype_name}"
+                + (f" compile={self.compile_mode}" if self.compile_mode else ""))
 
 
 def check_recipe(recipe) -> str:
@@ -521,7 +522,9 @@ def build_case(item: BenchItem):
     rtol = RECIPE_RTOL["int4wo" if item.recipe.startswith("int4wo") else item.recipe]
     case = PerfCase(
         op=f"microbench/{item.model_type}", dtype=item.dtype,
-        shape={"recipe": item.recipe, "shape": item.shape_name, "m": item.m, "k": item.k, "n": item.n},
+        # the compile mode too: two model_params differing only in it are two cases
+        shape={"recipe": item.recipe, "shape": item.shape_name, "m": item.m, "k": item.k, "n": item.n,
+               "compile": item.compile_mode or "none"},
         # seeded: every call, and every recipe of this model and shape, gets the same x
         make_inputs=lambda: (make_activations(item, SEED_INPUT, item.dtype),),
         providers=providers,
@@ -616,7 +619,8 @@ def benchmark_entry(item: BenchItem, provider: str, samples_s: list[float], info
     stats = Stats()
     for s in samples_s:
         stats.update(s)
-    param = f"{item.recipe}-{item.model_type}-m{item.m}-k{item.k}-n{item.n}-{item.dtype_name[6:]}-{provider}"
+    param = (f"{item.recipe}-{item.model_type}-m{item.m}-k{item.k}-n{item.n}-{item.dtype_name[6:]}"
+             f"-{item.compile_mode or 'nocompile'}-{provider}")
     return {"group": None, "name": f"microbench[{param}]", "fullname": f"harness/microbench.py::{item.name}[{param}]",
             "params": {"item": item.label, "provider": provider}, "param": param, "extra_info": info,
             "options": {"timer": info["timing"], "min_rounds": len(samples_s)},

@@ -27,7 +27,7 @@ from kernels.quant.wo_matmul import _dequant_kernel, _wo_gemv_kernel, _wo_matmul
 HOPPER = GPUTarget("cuda", 90, 32)
 
 
-def check(fn, types, consts, num_warps=4, num_stages=3):
+def check(fn, types, consts, num_warps=4, num_stages=3, maxnreg=None):
     """Compile fn with argument types (default i32) and constants; raise on failure."""
     names = list(inspect.signature(fn.fn).parameters)
     sig = {n: ("constexpr" if n in consts else types.get(n, "i32")) for n in names}
@@ -37,7 +37,7 @@ def check(fn, types, consts, num_warps=4, num_stages=3):
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
              if sig[n].startswith("*") or n.startswith("stride") or n in ("N", "K", "k_chunk")}
     triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), target=HOPPER,
-                   options={"num_warps": num_warps, "num_stages": num_stages})
+                   options={"num_warps": num_warps, "num_stages": num_stages} | ({"maxnreg": maxnreg} if maxnreg else {}))
 
 
 def cases():
@@ -70,7 +70,12 @@ def cases():
                 yield (f"wo_gemv int{bits} masked={masked} {dt}", _wo_gemv_kernel,
                        wo | {"Q": "*i32", "X": f"*{dt}", "S": f"*{dt}", "Z": f"*{dt}", "Y": f"*{dt}"},
                        {"BITS": bits, "GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 128, "WPT": 1, "SPLIT": True,  # 4 warps
-                        "MASKED": masked, "IS_BF16": dt == "bf16", "BYTE_PRMT": bits == 8 and masked})
+                        "MASKED": masked, "IS_BF16": dt == "bf16"})
+        # the default launch: one warp, no pipelining, int8 at 128 registers
+        yield (f"wo_gemv int{bits} default launch", _wo_gemv_kernel, wo | {"Q": "*i32"},
+               {"BITS": bits, "GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 32, "WPT": 1, "SPLIT": True,
+                "MASKED": False, "IS_BF16": True},
+               {"num_warps": 1, "num_stages": 1, "maxnreg": 128 if bits == 8 else None})
     for swap in (False, True):
         yield (f"wo_matmul int4 prefill fp16 interleave swap_ab={swap}", _wo_matmul_kernel,
                wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},
@@ -117,9 +122,9 @@ def cases():
 
 def main() -> int:
     failed = 0
-    for name, fn, types, consts in cases():
+    for name, fn, types, consts, *launch in cases():
         try:
-            check(fn, types, consts)
+            check(fn, types, consts, **(launch[0] if launch else {}))
             print(f"ok   {name}", flush=True)
         except Exception as e:  # noqa: BLE001 - report every kernel, then fail
             failed += 1

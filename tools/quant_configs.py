@@ -26,10 +26,8 @@ def grid(recipe, m):
     if m == 1:
         yield dict(path="mma", block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8, swap_ab=True,
                    fast_cvt=int4)  # the 16-row default, for reference
-        for rows, wpt, waves, maxnreg, prmt in itertools.product([16, 32], [1, 2], [8, 16], [None, 128],
-                                                                [False] if int4 else [False, True]):
-            yield dict(path="gemv", rows=rows, words_per_thread=wpt, num_warps=1, waves=waves, maxnreg=maxnreg,
-                       byte_prmt=prmt)
+        for rows, wpt, waves, maxnreg in itertools.product([8, 16, 32], [1, 2, 4], [4, 8, 16], [None, 128]):
+            yield dict(path="gemv", rows=rows, words_per_thread=wpt, num_warps=1, waves=waves, maxnreg=maxnreg)
     else:
         # many rows: dequantize-then-cuBLAS (path "dequant") from 64 rows, and the fused kernel
         # split over K (waves); int4 with deq_dot (dequantized before the dot, weights as the
@@ -53,7 +51,7 @@ def name(cfg):
         return f"dequant-r{cfg['block_r']}n{cfg['block_n']}w{cfg['num_warps']}"
     if cfg.get("path") == "gemv":
         return (f"gemv-r{cfg['rows']}t{cfg.get('words_per_thread', 1)}w{cfg['num_warps']}x{cfg['waves']}"
-                + (f"-m{cfg['maxnreg']}" if cfg.get("maxnreg") else "") + ("-prmt" if cfg.get("byte_prmt") else ""))
+                + (f"-m{cfg['maxnreg']}" if cfg.get("maxnreg") else ""))
     return (f"m{cfg['block_m']}n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
             + ("-swap" if cfg["swap_ab"] else "") + ("-cvt" if cfg["fast_cvt"] else "")
             + ("-il" if cfg.get("interleave") else "") + ("-deq" if cfg.get("deq_dot") else "")

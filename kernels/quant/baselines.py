@@ -61,6 +61,8 @@ def gemlite_w4(qw: QuantizedWeight, dtype):
     # By default on Hopper gemlite's one-row kernel (GEMV_REVSPLITK) adds each K split's
     # partial into the bf16 output with bf16 atomics, a rounding per split: its outputs then
     # missed the 1% check (0024). Its fp32 option keeps the function the same as the others'.
+    # The option is gemlite's global: every gemlite split-K kernel in this process then sums
+    # in fp32 and casts (its persistent GEMM read it at import and keeps its default).
     set_native_atomic_bfp16(False)
     q = unpack_int4(qw.qweight).t().contiguous().to(torch.uint8)  # (N, K)
     return A16Wn(device=str(qw.qweight.device), dtype=dtype).from_weights(

@@ -145,9 +145,9 @@ def test_results_json_is_read_by_table_and_gate(tmp_path, capsys):
     run = load_run(first)
     assert len(run.entries) == 1 + 2 + 2  # baseline alone; each recipe with its baseline
     cases = sorted(run.cases())
-    assert cases == ["microbench/linear/recipe=baseline,shape=custom,m=2,k=128,n=64/fp16",
-                     "microbench/linear/recipe=int8wo,shape=custom,m=2,k=128,n=64/fp16",
-                     "microbench/linear/recipe=mixq-w8a8,shape=custom,m=2,k=128,n=64/fp16"]
+    assert cases == ["microbench/linear/recipe=baseline,shape=custom,m=2,k=128,n=64,compile=none/fp16",
+                     "microbench/linear/recipe=int8wo,shape=custom,m=2,k=128,n=64,compile=none/fp16",
+                     "microbench/linear/recipe=mixq-w8a8,shape=custom,m=2,k=128,n=64,compile=none/fp16"]
     kernel = run.kernel_entry(cases[2])
     assert kernel.provider == "mixq-w8a8" and kernel.role == "kernel" and len(kernel.samples_s) >= 10
     assert kernel.median_s == pytest.approx(sorted(kernel.samples_s)[len(kernel.samples_s) // 2], rel=0.5)

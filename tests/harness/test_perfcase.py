@@ -24,3 +24,4 @@ def test_other_cases_keep_the_configured_mode():
     assert timing_config_for(case(held_bytes=200 << 20), TimingConfig(), L2).mode == "auto"  # cannot stay in L2
     assert timing_config_for(case(held_bytes=31 << 20), TimingConfig(cold_l2=False), L2).mode == "auto"
     assert timing_config_for(case(held_bytes=31 << 20, timing_mode="graph"), TimingConfig(), L2).mode == "graph"
+    assert timing_config_for(case(held_bytes=31 << 20), TimingConfig(mode="graph"), L2).mode == "graph"  # --timing

@@ -92,7 +92,7 @@ def build_case(bits, shape, m):
         cost=Cost(flops=2 * m * n * k, bytes=n * k + m * k * 2 + m * n * 2),
         reference=reference, rtol=0.05 if bits == 8 else 0.3,
         unchecked=gemm_only, unavailable=unavailable,
-        held_bytes=n * k,  # the int8 weight the providers hold (flushed per call where it fits L2)
+        held_bytes=n * k,  # the int8 weight (W4A4: int4 values, one a byte) the providers hold
         kernel_info={"outlier_channels": int(layer.cache.idx.numel()),
                      "outlier_hit_rate": layer.cache.hit_rate if bits == 8 else None,
                      "unchecked_baselines": list(gemm_only)})
