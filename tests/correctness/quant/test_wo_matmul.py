@@ -133,10 +133,10 @@ def test_gemv_keeps_precision_over_a_long_unsplit_k(device, recipe):
     g = torch.Generator().manual_seed(7)
     k = 8192
     w, x = torch.randn(64, k, generator=g), (torch.rand(1, k, generator=g) + 0.5).to(torch.float16)
-    qw = on_device(quantize(recipe, w, torch.float16), device)
-    exact = wo_matmul_reference(x, qw)
+    q_cpu = quantize(recipe, w, torch.float16)
+    exact = wo_matmul_reference(x, q_cpu)
     floor = sqnr_db(exact, exact.to(torch.float16)) - 3.0
-    y = wo_matmul(x.to(device), qw, num_splits=1, _config_override={"path": "gemv"}).cpu()
+    y = wo_matmul(x.to(device), on_device(q_cpu, device), num_splits=1, _config_override={"path": "gemv"}).cpu()
     assert sqnr_db(exact, y) >= floor, f"{sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
 
 
@@ -145,12 +145,12 @@ def test_gemv_reads_x_at_any_2_byte_offset(device):
     copied first (on the GPU such a load faults: misaligned address)."""
     g = torch.Generator().manual_seed(3)
     k = 256
-    qw = on_device(quantize_int4_weight(torch.randn(64, k, generator=g), 64, torch.float16), device)
+    q_cpu = quantize_int4_weight(torch.randn(64, k, generator=g), 64, torch.float16)
     buf = torch.randn(1, k + 1, generator=g).to(torch.float16).to(device)
     x = buf[:, 1:]
     assert x.data_ptr() % 4 == 2
-    exact = wo_matmul_reference(x.cpu(), qw)
-    y = wo_matmul(x, qw).cpu()
+    exact = wo_matmul_reference(x.cpu(), q_cpu)
+    y = wo_matmul(x, on_device(q_cpu, device)).cpu()
     assert sqnr_db(exact, y) >= sqnr_db(exact, exact.to(torch.float16)) - 3.0
 
 
