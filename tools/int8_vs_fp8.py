@@ -1,8 +1,8 @@
 """Is the MixQ GEMM's shortfall int8's or the kernel's? One plain Triton GEMM (TMA reads of
 both operands, K-major, grouped tile order: the MixQ GEMM's main loop with no scales and no
 outliers) timed on int8 (int32 accumulation) and on fp8 e4m3 (fp32 accumulation), beside
-torch._int_mm, fp8 torch._scaled_mm and MixQ's own kernel, at LLaMA-2-70B's q projection
-(2048 x 8192 -> 10240; cold L2, events). Hopper's int8 and fp8 tensor-core peaks are equal,
+torch._int_mm, fp8 torch._scaled_mm and MixQ's own kernels, at LLaMA-2-70B's q projection
+(2048 x 8192 -> 10240; cold L2, events); and the int8 GEMM again on MixQ's own operands. Hopper's int8 and fp8 tensor-core peaks are equal,
 so a gap between the two Triton rows is the compiler's int8 path, not the hardware.
 Usage: PYTHONPATH=. python3 tools/int8_vs_fp8.py [M N K]"""
 import itertools
@@ -15,6 +15,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from harness.timing import TimingConfig, time_providers
 from kernels.quant import MixQLinear, mixq_linear
+from kernels.quant.mixq import mixq_quantize
 
 
 @triton.jit
@@ -65,10 +66,14 @@ def main():
     provs = {"mixq_w8a8": lambda: mixq_linear(x, layer), "int_mm": lambda: torch._int_mm(a8, b8.t()),
              "scaled_mm_fp8": lambda: torch._scaled_mm(af, bf.t(), one_m, one_n, out_dtype=torch.bfloat16),
              "linear_bf16": lambda: torch.nn.functional.linear(x, w)}
+    # the same GEMM on MixQ's own operands: x quantized per token around its outliers, the
+    # layer's int8 weight (a GEMM's power, and so its clock, can depend on the values)
+    xq, _ = mixq_quantize(x, layer.cache.is_out)
+    provs["mixq_quantize_alone"] = lambda: mixq_quantize(x, layer.cache.is_out)
     for (bm, bn, bk, warps, stages), kind in itertools.product(
             [(128, 256, 128, 8, 3), (128, 256, 128, 8, 4), (128, 128, 128, 4, 4), (256, 128, 128, 8, 3)],
-            ["int8", "fp8"]):
-        a, b = (a8, b8) if kind == "int8" else (af, bf)
+            ["int8", "fp8", "int8-mixq-data"]):
+        a, b = {"int8": (a8, b8), "fp8": (af, bf), "int8-mixq-data": (xq, layer.wq.t())}[kind]
         name = f"triton_{kind}_m{bm}n{bn}k{bk}w{warps}s{stages}"
         try:
             gemm(a, b, bm, bn, bk, warps, stages)
