@@ -70,6 +70,10 @@ def main():
     # layer's int8 weight (a GEMM's power, and so its clock, can depend on the values)
     xq, _ = mixq_quantize(x, layer.cache.is_out)
     provs["mixq_quantize_alone"] = lambda: mixq_quantize(x, layer.cache.is_out)
+    empty = MixQLinear(w, dtype=torch.bfloat16)  # no outlier channels: the GEMM's epilogue without its outlier dot
+    empty.track = False
+    provs["mixq_w8a8_no_outliers"] = lambda: mixq_linear(x, empty)
+    provs["mixq_quantize_alone_no_outliers"] = lambda: mixq_quantize(x, empty.cache.is_out)
     for (bm, bn, bk, warps, stages), kind in itertools.product(
             [(128, 256, 128, 8, 3), (128, 256, 128, 8, 4), (128, 128, 128, 4, 4), (256, 128, 128, 8, 3)],
             ["int8", "fp8", "int8-mixq-data"]):
