@@ -91,9 +91,10 @@ def cases():
     mixq = {"XQ": "*i8", "SX": "*fp32", "X": "*bf16", "IDX": "*i32", "WQ": "*i8", "SW": "*bf16", "WH": "*bf16",
             "Y": "*bf16"}
     tiles = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "BLOCK_O": 32, "GROUP_M": 8}
-    yield ("mixq_gemm", _mixq_gemm_kernel, mixq, {"stride_wqk": 1, "USE_TMA": False} | tiles)
-    yield ("mixq_gemm TMA", _mixq_gemm_kernel,
-           mixq | {"XQ": "tensordesc<i8[128,128]>", "WQ": "tensordesc<i8[256,128]>"}, {"USE_TMA": True} | tiles)
+    yield ("mixq_gemm", _mixq_gemm_kernel, mixq, {"stride_wqk": 1, "USE_TMA": False, "X_COMPACT": False} | tiles)
+    yield ("mixq_gemm TMA, x's outliers compact", _mixq_gemm_kernel,
+           mixq | {"XQ": "tensordesc<i8[128,128]>", "WQ": "tensordesc<i8[256,128]>"},
+           {"USE_TMA": True, "X_COMPACT": True} | tiles)
     yield ("mixq_quantize", _mixq_quantize_kernel,
            {"X": "*bf16", "IS_OUT": "*i8", "XQ": "*i8", "SX": "*fp32", "CH_MAX": "*fp32", "qmax": "fp32",
             "threshold": "fp32"}, {"TRACK": True, "BLOCK_M": 16, "BLOCK_K": 256, "MISS_BLOCK_K": 256})

@@ -40,6 +40,7 @@ from kernels.launch import tile_ranges, use_tma
 from .quantize import quantize_int8_weight
 
 DTYPES = (torch.float16, torch.bfloat16)
+X_COMPACT_MIN_ROWS = 256  # from this many rows x's outlier columns are gathered once (mixq_linear)
 ONE_PASS_MAX_K = 8192  # the quantize kernel holds rows up to this long in registers (measured at 8192)
 
 
@@ -119,13 +120,17 @@ def _mixq_quantize_kernel(X, IS_OUT, XQ, SX, CH_MAX, M, K, stride_xm, stride_qm,
 
 
 @triton.jit
-def _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O: tl.constexpr):
-    """Outlier channels o0 .. o0 + BLOCK_O, gathered by index: x's columns (rows rm) and the
-    high-precision weight's rows (columns rn); zeros past n_out."""
+def _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O: tl.constexpr,
+                   X_COMPACT: tl.constexpr):
+    """Outlier channels o0 .. o0 + BLOCK_O: x's columns (rows rm) and the high-precision
+    weight's rows (columns rn), gathered by index; zeros past n_out. X_COMPACT: X is x's
+    outlier columns already gathered, (M, n_out), so the tile reads contiguous rows."""
     ro = o0 + tl.arange(0, BLOCK_O)
     o_ok = ro < n_out
     ch = tl.load(IDX + ro, mask=o_ok, other=0)
-    xo = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + ch[None, :], mask=m_ok[:, None] & o_ok[None, :], other=0.0)
+    x_col = ro if X_COMPACT else ch
+    xo = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + x_col[None, :], mask=m_ok[:, None] & o_ok[None, :],
+                 other=0.0)
     wo = tl.load(WH + ch[:, None].to(tl.int64) * stride_whk + rn[None, :], mask=o_ok[:, None] & n_ok[None, :], other=0.0)
     return xo, wo
 
@@ -134,7 +139,7 @@ def _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_
 def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
                       stride_qm, stride_xm, stride_wqk, stride_wqn, stride_whk, stride_ym,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr,
-                      GROUP_M: tl.constexpr, USE_TMA: tl.constexpr):
+                      GROUP_M: tl.constexpr, USE_TMA: tl.constexpr, X_COMPACT: tl.constexpr):
     """One (BLOCK_M, BLOCK_N) tile of y: the int8 GEMM, the scales, the outlier product.
     (Persistent programs, a flattened loop nest and warp specialization gained nothing on
     an H100: results/<gpu>/mixq_configs_persistent.txt.)"""
@@ -167,7 +172,7 @@ def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
     # (Gathering the first outlier block before the int8 loop, to hide its latency, gained
     # nothing and took 24 KB more shared memory: mixq_configs_outlier-prefetch.txt.)
     for o0 in range(0, n_out, BLOCK_O):
-        xo, wo = _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O)
+        xo, wo = _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O, X_COMPACT)
         y = tl.dot(xo, wo, y)
     tl.store(Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], y.to(Y.dtype.element_ty),
              mask=m_ok[:, None] & n_ok[None, :])
@@ -346,11 +351,17 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
         wq_arg = TensorDescriptor.from_tensor(layer.wq.t(), [cfg["BLOCK_N"], cfg["BLOCK_K"]])
     else:
         xq_arg, wq_arg = xq, layer.wq
+    # From X_COMPACT_MIN_ROWS rows, x's outlier columns are gathered once, (M, n_out), before
+    # the GEMM: gathered by every output tile instead, a 32-byte sector per element, they
+    # cost 58 of 364 us at 2048 rows (70B q, 64 channels; 306 us with no outliers at all:
+    # int8_vs_fp8_epilogue.txt). Below it, the extra launch would cost more than it saves.
+    compact = n_out > 0 and M >= cfg.pop("X_COMPACT_MIN_ROWS", X_COMPACT_MIN_ROWS)
+    x_out = x2.index_select(1, idx) if compact else x2
     grid = (triton.cdiv(M, bm) * triton.cdiv(N, cfg["BLOCK_N"]),)
     _mixq_gemm_kernel[grid](
-        xq_arg, sx, x2, idx, wq_arg, layer.sw, layer.w_hp, y2, M, N, K, n_out,
-        xq.stride(0), x2.stride(0), layer.wq.stride(0), layer.wq.stride(1), layer.w_hp.stride(0), y2.stride(0),
-        USE_TMA=tma, **cfg)
+        xq_arg, sx, x_out, idx, wq_arg, layer.sw, layer.w_hp, y2, M, N, K, n_out,
+        xq.stride(0), x_out.stride(0), layer.wq.stride(0), layer.wq.stride(1), layer.w_hp.stride(0), y2.stride(0),
+        USE_TMA=tma, X_COMPACT=compact, **cfg)
     return y
 
 

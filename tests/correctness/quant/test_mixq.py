@@ -148,6 +148,23 @@ def test_gemm_reads_the_same_through_tma(device):
                     _config={"tma": True})
 
 
+@pytest.mark.parametrize("bits", [8, 4])
+def test_outlier_columns_gathered_once_give_the_same_output(device, bits):
+    """x's outlier columns gathered before the GEMM (the default from X_COMPACT_MIN_ROWS
+    rows) or by every output tile: the same output, bit for bit, outliers over two blocks."""
+    g = torch.Generator().manual_seed(5)
+    channels = torch.randperm(300, generator=g)[:40].sort().values
+    w, x = planted(70, 300, 90, channels, 20.0, g, torch.float16)
+    layer = MixQLinear(w.to(device), dtype=torch.float16, bits=bits)
+    idx = channels.to(torch.int32).to(device)
+    cfg = dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=128, BLOCK_O=32)
+    gathered = mixq_linear(x.to(device), layer, idx, _config=cfg | {"X_COMPACT_MIN_ROWS": 10**9})
+    compact = mixq_linear(x.to(device), layer, idx, _config=cfg | {"X_COMPACT_MIN_ROWS": 1})
+    assert torch.equal(compact, gathered)
+    ref = mixq_reference(x, layer, idx.cpu())
+    assert sqnr_db(ref, compact.cpu()) >= sqnr_db(ref, ref.to(torch.float16)) - 3.0
+
+
 @pytest.mark.parametrize("rows", [1, 4, 32])
 @pytest.mark.parametrize("block_k", [None, 64])
 def test_quantize_launch_does_not_change_the_result(device, rows, block_k):
