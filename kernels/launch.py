@@ -159,6 +159,19 @@ def last_to_arrive(COUNT, tile, n_splits):
 
 
 @triton.jit
+def grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of this program's output tile, tiles taken in groups of GROUP_M rows of
+    tiles, column by column, so that the programs running at once share their A and B tiles
+    in L2."""
+    tile = tl.program_id(0)
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
+    first_m = (tile // per_group) * GROUP_M
+    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
+    return first_m + (tile % per_group) % group_rows, (tile % per_group) // group_rows
+
+
+@triton.jit
 def tile_ranges(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """The rows and columns of output tile (pid_m, pid_n) of an (M, N) output, and their
     in-bounds masks: (rm, rn, m_ok, n_ok)."""

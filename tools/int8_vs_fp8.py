@@ -14,20 +14,16 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from harness.timing import TimingConfig, time_providers
+from kernels.launch import grouped_tile
 from kernels.quant import MixQLinear, mixq_linear
 from kernels.quant.mixq import mixq_quantize
+from tools.mixq_configs import planted_case
 
 
 @triton.jit
 def _gemm(AD, BD, C, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
           GROUP_M: tl.constexpr, INT8: tl.constexpr):
-    tile = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
-    first_m = (tile // per_group) * GROUP_M
-    rows = tl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (tile % per_group) % rows
-    pid_n = (tile % per_group) // rows
+    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32 if INT8 else tl.float32)
     for k0 in range(0, K, BLOCK_K):
         a = AD.load([pid_m * BLOCK_M, k0])
@@ -53,12 +49,7 @@ def gemm(a, b_nk, bm, bn, bk, warps, stages):
 def main():
     m, n, k = (int(v) for v in sys.argv[1:4]) if len(sys.argv) > 3 else (2048, 10240, 8192)
     w = (torch.randn(n, k, device="cuda") * k ** -0.5).to(torch.bfloat16)
-    x = torch.randn(m, k, device="cuda")
-    x[:, torch.randperm(k, device="cuda")[:64]] *= 20
-    x = x.to(torch.bfloat16)
-    layer = MixQLinear(w, dtype=torch.bfloat16)
-    mixq_linear(x, layer)
-    layer.cache.update()
+    x, layer = planted_case(m, w)
     a8 = torch.randint(-127, 128, (m, k), device="cuda", dtype=torch.int8)
     b8 = torch.randint(-127, 128, (n, k), device="cuda", dtype=torch.int8)
     af, bf = x.to(torch.float8_e4m3fn), w.to(torch.float8_e4m3fn)

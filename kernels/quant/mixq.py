@@ -35,7 +35,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_tensor
-from kernels.launch import tile_ranges, use_tma
+from kernels.launch import grouped_tile, tile_ranges, use_tma
 
 from .quantize import quantize_int8_weight
 
@@ -143,15 +143,7 @@ def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
     """One (BLOCK_M, BLOCK_N) tile of y: the int8 GEMM, the scales, the outlier product.
     (Persistent programs, a flattened loop nest and warp specialization gained nothing on
     an H100: results/<gpu>/mixq_configs_persistent.txt.)"""
-    # Tiles in groups of GROUP_M rows of tiles, column by column, so that the programs
-    # running at once share their x and weight tiles in L2.
-    tile = tl.program_id(0)
-    tiles_m = tl.cdiv(M, BLOCK_M)
-    per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
-    first_m = (tile // per_group) * GROUP_M
-    group_rows = tl.minimum(tiles_m - first_m, GROUP_M)
-    pid_m = first_m + (tile % per_group) % group_rows
-    pid_n = (tile % per_group) // group_rows
+    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm, rn, m_ok, n_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
