@@ -70,11 +70,11 @@ def cases():
                 yield (f"wo_gemv int{bits} masked={masked} {dt}", _wo_gemv_kernel,
                        wo | {"Q": "*i32", "X": f"*{dt}", "S": f"*{dt}", "Z": f"*{dt}", "Y": f"*{dt}"},
                        {"BITS": bits, "GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 128, "WPT": 1, "SPLIT": True,  # 4 warps
-                        "MASKED": masked, "IS_BF16": dt == "bf16"})
+                        "MASKED": masked, "IS_BF16": dt == "bf16", "HALF": bits == 8, "ASM": True})
         # the default launch: one warp, no pipelining, int8 at 128 registers
         yield (f"wo_gemv int{bits} default launch", _wo_gemv_kernel, wo | {"Q": "*i32"},
                {"BITS": bits, "GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 32, "WPT": 1, "SPLIT": True,
-                "MASKED": False, "IS_BF16": True},
+                "MASKED": False, "IS_BF16": True, "HALF": bits == 8, "ASM": True},
                {"num_warps": 1, "num_stages": 1, "maxnreg": 128 if bits == 8 else None})
     for swap in (False, True):
         yield (f"wo_matmul int4 prefill fp16 interleave swap_ab={swap}", _wo_matmul_kernel,

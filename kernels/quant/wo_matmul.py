@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from harness.lanes import interpreting
 from kernels.checks import check_tensor
 from kernels.launch import last_to_arrive, split_plan, tile_counters, tile_ranges
 
@@ -219,6 +220,34 @@ def _near_one(u, mask, one):
 
 
 @triton.jit
+def _bytes_as_floats(u, ASM: tl.constexpr):
+    """The four bytes b of the int32 u (byte 0 first) as the floats 1024 + b, exactly: two
+    PRMTs place the bytes under fp16's exponent of 1024 (0x64), two a word, and each half
+    widens to fp32 by one HADD2.F32 on the FMA pipe: no shifts or masks on the integer pipe,
+    whose two instructions a weight had held the int8 gemv back. ASM False (the Triton
+    interpreter, which runs no PTX): the same values by integer ops."""
+    if ASM:
+        return tl.inline_asm_elementwise(
+            asm="""{
+            .reg .b32 t0, t1;
+            .reg .b16 h0, h1, h2, h3;
+            prmt.b32 t0, $4, 0x64646464, 0x4240;
+            prmt.b32 t1, $4, 0x64646464, 0x4341;
+            mov.b32 {h0, h2}, t0;
+            mov.b32 {h1, h3}, t1;
+            cvt.f32.f16 $0, h0;
+            cvt.f32.f16 $1, h1;
+            cvt.f32.f16 $2, h2;
+            cvt.f32.f16 $3, h3;
+            }""",
+            constraints="=r,=r,=r,=r,r", args=[u], dtype=(tl.float32, tl.float32, tl.float32, tl.float32),
+            is_pure=True, pack=1)
+    else:
+        return ((u & 255).to(tl.float32) + 1024.0, ((u >> 8) & 255).to(tl.float32) + 1024.0,
+                ((u >> 16) & 255).to(tl.float32) + 1024.0, ((u >> 24) & 255).to(tl.float32) + 1024.0)
+
+
+@triton.jit
 def _gemv_rows(q_cols, q_rows, k_row, k_end_row, r, w_ok, STRIDE: tl.constexpr, MASKED: tl.constexpr):
     """ROWS rows of the weight words from row k_row, one word column per thread: a 64-bit
     pointer per thread and the rows at constant offsets from it (LDG with immediate offsets,
@@ -245,7 +274,8 @@ def _next_batch(k0, KB, k_start, k_end):
 def _wo_gemv_kernel(
     X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_sg, one, flip,
     BITS: tl.constexpr, GROUP: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, WORDS: tl.constexpr,
-    WPT: tl.constexpr, SPLIT: tl.constexpr, MASKED: tl.constexpr, IS_BF16: tl.constexpr,
+    WPT: tl.constexpr, SPLIT: tl.constexpr, MASKED: tl.constexpr, IS_BF16: tl.constexpr, HALF: tl.constexpr,
+    ASM: tl.constexpr,
 ):
     """One row (decode, M = 1) on the CUDA cores: y[n] = sum_k x[k] w[k, n].
     Q is the packed weight read as 32-bit words, STRIDE = N / 4 words a row: (K/2, N/4) for
@@ -326,12 +356,19 @@ def _wo_gemv_kernel(
             else:
                 xk = tl.load(X + k0 + r).to(tl.float32)
             x_sum = tl.sum(xk, axis=0)
-            u = q ^ flip  # each signed byte q becomes q + 128, shifted to bits 15-22: 1 + (q + 128) / 256
-            byte_mask: tl.constexpr = 0x7F8000
-            acc0 += _fold_batch(tl.sum(_near_one(u << 15, byte_mask, one) * xk[None, :], axis=1), x_sum)
-            acc1 += _fold_batch(tl.sum(_near_one(u << 7, byte_mask, one) * xk[None, :], axis=1), x_sum)
-            acc2 += _fold_batch(tl.sum(_near_one(u >> 1, byte_mask, one) * xk[None, :], axis=1), x_sum)
-            acc3 += _fold_batch(tl.sum(_near_one(u >> 9, byte_mask, one) * xk[None, :], axis=1), x_sum)
+            u = q ^ flip  # each signed byte q becomes q + 128
+            if HALF:
+                f0, f1, f2, f3 = _bytes_as_floats(u, ASM)  # q + 1152
+                acc0 += tl.sum(f0 * xk[None, :], axis=1) - 1152.0 * x_sum
+                acc1 += tl.sum(f1 * xk[None, :], axis=1) - 1152.0 * x_sum
+                acc2 += tl.sum(f2 * xk[None, :], axis=1) - 1152.0 * x_sum
+                acc3 += tl.sum(f3 * xk[None, :], axis=1) - 1152.0 * x_sum
+            else:  # shifted to bits 15-22: 1 + (q + 128) / 256
+                byte_mask: tl.constexpr = 0x7F8000
+                acc0 += _fold_batch(tl.sum(_near_one(u << 15, byte_mask, one) * xk[None, :], axis=1), x_sum)
+                acc1 += _fold_batch(tl.sum(_near_one(u << 7, byte_mask, one) * xk[None, :], axis=1), x_sum)
+                acc2 += _fold_batch(tl.sum(_near_one(u >> 1, byte_mask, one) * xk[None, :], axis=1), x_sum)
+                acc3 += _fold_batch(tl.sum(_near_one(u >> 9, byte_mask, one) * xk[None, :], axis=1), x_sum)
             q = _gemv_rows(q_cols, q_rows, _next_batch(k0, ROWS, k_start, k_end), k_end, r, w_ok, STRIDE, MASKED)
         col = 4 * rw  # sum x q times the channel scale
         out0 = acc0 * tl.load(S + col, mask=w_ok, other=0.0).to(tl.float32)
@@ -582,7 +619,7 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
 def _gemv(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dict, num_splits=None):
     """The one-row path (_wo_gemv_kernel) into y2 (1, N)."""
     N, K = qw.shape
-    unknown = set(cfg) - {"path", "rows", "num_warps", "waves", "maxnreg", "words_per_thread"}
+    unknown = set(cfg) - {"path", "rows", "num_warps", "waves", "maxnreg", "words_per_thread", "int8_half"}
     if unknown:
         raise ValueError(f"the gemv path has no option {sorted(unknown)[0]!r} "
                          "(it takes rows, num_warps, waves, maxnreg, words_per_thread)")
@@ -612,4 +649,5 @@ def _gemv(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dict, nu
         x2, words, qw.scale, qw.zero if qw.bits == 4 else qw.scale, y2, p, count, N, K, k_chunk, n_splits,
         qw.scale.stride(0) if qw.bits == 4 else 0, 0x3F800000, -0x7F7F7F80,  # 0x80808080 as int32
         BITS=qw.bits, GROUP=qw.group or 1, STRIDE=words.stride(0), ROWS=rows, WORDS=per_program, WPT=wpt, SPLIT=split,
-        MASKED=masked, IS_BF16=x2.dtype == torch.bfloat16, num_warps=warps, num_stages=1, **extra)
+        MASKED=masked, IS_BF16=x2.dtype == torch.bfloat16, HALF=bool(cfg.get("int8_half")), ASM=not interpreting(),
+        num_warps=warps, num_stages=1, **extra)
