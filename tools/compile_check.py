@@ -22,7 +22,8 @@ from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # n
 from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
 from kernels.norm.rmsnorm import _rmsnorm_kernel  # noqa: E402
 from kernels.quant.mixq import _mixq_gemm_kernel, _mixq_quantize_kernel  # noqa: E402
-from kernels.quant.wo_matmul import _dequant_kernel, _wo_gemv_kernel, _wo_matmul_kernel  # noqa: E402
+from kernels.quant.wo_matmul import (_dequant_kernel, _wo_gemv_int4_kernel, _wo_gemv_int8_kernel,  # noqa: E402
+                                     _wo_matmul_kernel)
 
 HOPPER = GPUTarget("cuda", 90, 32)
 
@@ -65,17 +66,22 @@ def cases():
                    wo | {"Q": "*u8" if bits == 4 else "*i8"},
                    {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap, "FAST_CVT": bits == 4,
                     "INTERLEAVE": False, "X_SPLIT": False, "DEQ_DOT": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
-        for masked in (False, True):
-            for dt in ("bf16", "fp16"):
-                yield (f"wo_gemv int{bits} masked={masked} {dt}", _wo_gemv_kernel,
-                       wo | {"Q": "*i32", "X": f"*{dt}", "S": f"*{dt}", "Z": f"*{dt}", "Y": f"*{dt}"},
-                       {"BITS": bits, "GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 128, "WPT": 1, "SPLIT": True,  # 4 warps
-                        "MASKED": masked, "IS_BF16": dt == "bf16", "HALF": bits == 8, "ASM": True})
-        # the default launch: one warp, no pipelining, int8 at 128 registers
-        yield (f"wo_gemv int{bits} default launch", _wo_gemv_kernel, wo | {"Q": "*i32"},
-               {"BITS": bits, "GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 32, "WPT": 1, "SPLIT": True,
-                "MASKED": False, "IS_BF16": True, "HALF": bits == 8, "ASM": True},
-               {"num_warps": 1, "num_stages": 1, "maxnreg": 128 if bits == 8 else None})
+    for masked in (False, True):
+        for dt in ("bf16", "fp16"):
+            io = {"X": f"*{dt}", "S": f"*{dt}", "Z": f"*{dt}", "Y": f"*{dt}"}
+            yield (f"wo_gemv int4 masked={masked} {dt}", _wo_gemv_int4_kernel, wo | io | {"Q": "*i32"},
+                   {"GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 128, "WPT": 1, "SPLIT": True,  # 4 warps
+                    "MASKED": masked, "IS_BF16": dt == "bf16"})
+            yield (f"wo_gemv int8 masked={masked} {dt}", _wo_gemv_int8_kernel, wo | io | {"Q": "*i8"},
+                   {"BLOCK_N": 4, "BLOCK_W": 512, "SPLIT": True, "MASKED": masked, "IS_BF16": dt == "bf16", "ASM": True},
+                   {"num_warps": 2, "num_stages": 3})
+    # the default launches: int4 one warp, no pipelining; int8 16 rows of 512 k over 4 warps
+    yield ("wo_gemv int4 default launch", _wo_gemv_int4_kernel, wo | {"Q": "*i32"},
+           {"GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 32, "WPT": 1, "SPLIT": True, "MASKED": False,
+            "IS_BF16": True}, {"num_warps": 1, "num_stages": 1})
+    yield ("wo_gemv int8 16 rows", _wo_gemv_int8_kernel, wo | {"Q": "*i8"},
+           {"BLOCK_N": 16, "BLOCK_W": 128, "SPLIT": False, "MASKED": False, "IS_BF16": True, "ASM": True},
+           {"num_warps": 4, "num_stages": 3})
     for swap in (False, True):
         yield (f"wo_matmul int4 prefill fp16 interleave swap_ab={swap}", _wo_matmul_kernel,
                wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},
@@ -87,7 +93,7 @@ def cases():
     for bits in (4, 8):
         yield (f"dequant int{bits}", _dequant_kernel, {"Q": "*u8" if bits == 4 else "*i8", "S": "*bf16", "Z": "*bf16",
                                                       "W": "*bf16"},
-               {"BITS": bits, "GROUP": 128, "BLOCK_R": 16, "BLOCK_N": 512})
+               {"BITS": bits, "GROUP": 128, "BLOCK_R": 16, "BLOCK_C": 512})
     mixq = {"XQ": "*i8", "SX": "*fp32", "X": "*bf16", "IDX": "*i32", "WQ": "*i8", "SW": "*bf16", "WH": "*bf16",
             "Y": "*bf16"}
     tiles = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "BLOCK_O": 32, "GROUP_M": 8}

@@ -26,8 +26,13 @@ def grid(recipe, m):
     if m == 1:
         yield dict(path="mma", block_m=16, block_n=64, block_k=128, num_warps=4, num_stages=3, waves=8, swap_ab=True,
                    fast_cvt=int4)  # the 16-row default, for reference
-        for rows, wpt, waves, maxnreg in itertools.product([8, 16, 32], [1, 2, 4], [4, 8, 16], [None, 128]):
-            yield dict(path="gemv", rows=rows, words_per_thread=wpt, num_warps=1, waves=waves, maxnreg=maxnreg)
+        if int4:
+            for rows, wpt, waves, maxnreg in itertools.product([8, 16, 32], [1, 2, 4], [4, 8, 16], [None, 128]):
+                yield dict(path="gemv", rows=rows, words_per_thread=wpt, num_warps=1, waves=waves, maxnreg=maxnreg)
+        else:  # (N, K): rows a program, k a step, warps; K split below ~6 programs a SM
+            for bn, bk, warps, waves in itertools.product([2, 4, 8, 16, 32], [512, 1024, 2048], [1, 2, 4, 8], [6, 12]):
+                if 512 * warps <= bn * bk <= 16384:
+                    yield dict(path="gemv", block_n=bn, block_k=bk, num_warps=warps, num_stages=3, waves=waves)
     else:
         # many rows: dequantize-then-cuBLAS (path "dequant") from 64 rows, and the fused kernel
         # split over K (waves); int4 with deq_dot (dequantized before the dot, weights as the
@@ -49,6 +54,8 @@ def grid(recipe, m):
 def name(cfg):
     if cfg.get("path") == "dequant":
         return f"dequant-r{cfg['block_r']}n{cfg['block_n']}w{cfg['num_warps']}"
+    if cfg.get("path") == "gemv" and "block_n" in cfg:
+        return f"gemv-n{cfg['block_n']}k{cfg['block_k']}w{cfg['num_warps']}s{cfg['num_stages']}x{cfg['waves']}"
     if cfg.get("path") == "gemv":
         return (f"gemv-r{cfg['rows']}t{cfg.get('words_per_thread', 1)}w{cfg['num_warps']}x{cfg['waves']}"
                 + (f"-m{cfg['maxnreg']}" if cfg.get("maxnreg") else ""))

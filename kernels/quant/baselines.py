@@ -26,8 +26,8 @@ from .quantize import QuantizedWeight, dequantize, unpack_int4
 
 def dequant_linear(x, qweight, scale, zero, group, bits):
     """x @ dequant(W)^T with the dequantization written in PyTorch ops."""
-    if bits == 8:
-        return (x @ qweight.to(x.dtype)) * scale
+    if bits == 8:  # qweight (N, K)
+        return F.linear(x, qweight.to(x.dtype)) * scale
     lo, hi = (qweight & 15), (qweight >> 4)
     q = torch.stack([lo, hi], dim=1).reshape(-1, qweight.shape[1]).to(x.dtype)      # (K, N)
     w = (q.view(-1, group, q.shape[1]) - zero[:, None, :]) * scale[:, None, :]

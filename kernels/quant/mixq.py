@@ -253,7 +253,7 @@ class MixQLinear:
         self.shape, self.dtype, self.bits = tuple(w.shape), dtype, bits
         if bits == 8:
             q = quantize_int8_weight(w, dtype)
-            wq_nk, self.sw = q.qweight.t().contiguous(), q.scale
+            wq_nk, self.sw = q.qweight, q.scale
         else:  # symmetric int4 per output channel, one value per byte
             wf = w.float()
             self.sw = (wf.abs().amax(dim=1) / 7).clamp_min(1e-12).to(dtype)

@@ -1,13 +1,19 @@
 """Weight and activation quantizers, in PyTorch: the one definition of each format that
 the kernels (kernels/quant/*.py), their references and the benchmark runner use.
 
-Weights come as nn.Linear stores them, w (N, K) = (out_features, in_features), and are
-stored transposed for the kernels, K-major with N contiguous, so a tile of K rows is read
-in N-wide contiguous runs:
+Weights come as nn.Linear stores them, w (N, K) = (out_features, in_features):
 
-  int8 weight-only      q (K, N) int8 in [-127, 127], scale (N,) per output channel:
-                        w[n, k] ~ q[k, n] * scale[n]   (symmetric, scale = max|w[n]| / 127)
-  int4 weight-only      q in [0, 15] per group of `group` input channels, asymmetric:
+  int8 weight-only      q (N, K) int8 in [-127, 127], as nn.Linear (and torchao) store it,
+                        each output channel's weights contiguous; scale (N,) per channel:
+                        w[n, k] ~ q[n, k] * scale[n]   (symmetric, scale = max|w[n]| / 127)
+                        One row (decode) reads each channel's weights as one contiguous run,
+                        which a pure read of the weight runs as fast as the bytes allow; the
+                        transposed (K, N) layout the int8 kernels once used kept that one-row
+                        product 10% slower (results/<gpu>/gemv_nk_lab*.txt).
+  int4 weight-only      stored transposed, K-major with N contiguous, so that the one-row
+                        kernel's thread holds whole packed words of 4 channels and its scale
+                        and zero rows are contiguous in N;
+                        q in [0, 15] per group of `group` input channels, asymmetric:
                         w[n, k] ~ (q[k, n] - zero[g, n]) * scale[g, n],  g = k // group
                         packed two per byte along K: packed[j, n] = q[2j, n] | q[2j+1, n] << 4
                         (K/2, N) uint8. scale, zero (K/group, N) in the activation dtype; the
@@ -33,7 +39,7 @@ GROUP_SIZES = (32, 64, 128, 256)
 class QuantizedWeight:
     """A quantized (N, K) weight in the kernels' layout (see the module doc)."""
     bits: int                  # 8 or 4
-    qweight: torch.Tensor      # int8 (K, N), or uint8 (K // 2, N) packed
+    qweight: torch.Tensor      # int8 (N, K), or uint8 (K // 2, N) packed
     scale: torch.Tensor        # (N,) for int8; (K // group, N) for int4
     zero: torch.Tensor | None  # (K // group, N) for int4
     group: int | None          # input channels per scale (int4)
@@ -66,7 +72,7 @@ def quantize_int8_weight(w: torch.Tensor, dtype=None) -> QuantizedWeight:
     wf = w.float()
     scale = (wf.abs().amax(dim=1) / 127).clamp_min(1e-12).to(dtype)  # rounded as stored
     q = torch.round(wf / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
-    return QuantizedWeight(8, q.t().contiguous(), scale, None, None, tuple(w.shape))
+    return QuantizedWeight(8, q, scale, None, None, tuple(w.shape))
 
 
 def _int4_minmax(wg):
@@ -153,7 +159,7 @@ def quantize_int4_weight_hqq(w: torch.Tensor, group: int = 128, dtype=None, **hq
 def dequantize(qw: QuantizedWeight) -> torch.Tensor:
     """The (N, K) float32 weight the stored format represents."""
     if qw.bits == 8:
-        return (qw.qweight.float() * qw.scale.float()[None, :]).t()
+        return qw.qweight.float() * qw.scale.float()[:, None]
     q = unpack_int4(qw.qweight).float()                                   # (K, N)
     g = torch.arange(q.shape[0], device=q.device) // qw.group
     return ((q - qw.zero.float()[g]) * qw.scale.float()[g]).t()

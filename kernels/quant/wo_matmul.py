@@ -3,9 +3,11 @@
     y = x @ dequant(W)^T          x (M, K) fp16/bf16, W a QuantizedWeight (kernels/quant/quantize.py)
 
 Three paths, chosen by the number of rows (defaults from H100 sweeps, see _config):
-- one row (`path="gemv"`, _wo_gemv_kernel): the CUDA cores, no 16-row padding, one word
-  column of the weight per thread; exact in the weights (floats made from bits, scales and
-  zeros folded out of the per-weight work and applied in fp32);
+- one row (`path="gemv"`): the CUDA cores, no 16-row padding, exact in the weights
+  (floats made from bits, scales and zeros folded out of the per-weight work and applied
+  in fp32). int4 (_wo_gemv_int4_kernel): one packed word column of 4 channels per thread,
+  its K sums in-thread; int8 (_wo_gemv_int8_kernel): each channel's row of the (N, K)
+  weight read as one contiguous run, summed across threads once at the end;
 - few rows (`path="mma"`, _wo_matmul_kernel): tensor cores, K split over several programs
   so that a few rows fill the GPU; the last program of each output tile sums the fp32
   partials (arrival counters, as kernels/linear/fused.py). int8 (per output channel): the
@@ -54,21 +56,23 @@ DEQUANT_MIN_ROWS = {4: 192, 8: 512}
 
 
 @triton.jit
-def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
+def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_q, stride_sg,
                BITS: tl.constexpr, GROUP: tl.constexpr, SWAP_AB: tl.constexpr, INTERLEAVE: tl.constexpr,
                X_SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """One K block: (weight tile, x tile(s), scale, zero). int8: x_b repeats x_a and s, z are
     unused; int4: the packed tile, x's even and odd columns (INTERLEAVE: x_a the whole x
     tile, read contiguously), the group's scale and zero.
-    SWAP_AB: tiles transposed (weights [N, K], x [K, M]). Masked past k_end."""
+    SWAP_AB: tiles transposed (weights [N, K], x [K, M]). Masked past k_end.
+    stride_q: qweight's row stride, per output channel for int8 (N, K), per packed k pair
+    for int4 (K/2, N)."""
     if BITS == 8:
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < k_end
         if SWAP_AB:
-            w = tl.load(Q + rk[None, :].to(tl.int64) * stride_qk + rn[:, None], mask=k_ok[None, :] & n_ok[:, None], other=0)
+            w = tl.load(Q + rn[:, None].to(tl.int64) * stride_q + rk[None, :], mask=k_ok[None, :] & n_ok[:, None], other=0)
             x_a = tl.load(X + rm[None, :].to(tl.int64) * stride_xm + rk[:, None], mask=m_ok[None, :] & k_ok[:, None], other=0.0)
         else:
-            w = tl.load(Q + rk[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=k_ok[:, None] & n_ok[None, :], other=0)
+            w = tl.load(Q + rn[None, :].to(tl.int64) * stride_q + rk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0)
             x_a = tl.load(X + rm[:, None].to(tl.int64) * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         x_b = x_a
         s = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -85,7 +89,7 @@ def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, 
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < k_end
         if SWAP_AB:
-            w = tl.load(Q + j[None, :].to(tl.int64) * stride_qk + rn[:, None], mask=n_ok[:, None] & j_ok[None, :], other=0)
+            w = tl.load(Q + j[None, :].to(tl.int64) * stride_q + rn[:, None], mask=n_ok[:, None] & j_ok[None, :], other=0)
             x_cols = X + rm[None, :].to(tl.int64) * stride_xm
             if INTERLEAVE:
                 x_a = tl.load(x_cols + rk[:, None], mask=m_ok[None, :] & k_ok[:, None], other=0.0)
@@ -97,7 +101,7 @@ def _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, 
                 x_a = tl.load(x_cols + 2 * j[:, None], mask=m_ok[None, :] & j_ok[:, None], other=0.0)
                 x_b = tl.load(x_cols + 2 * j[:, None] + 1, mask=m_ok[None, :] & j_ok[:, None], other=0.0)
         else:
-            w = tl.load(Q + j[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=n_ok[None, :] & j_ok[:, None], other=0)
+            w = tl.load(Q + j[:, None].to(tl.int64) * stride_q + rn[None, :], mask=n_ok[None, :] & j_ok[:, None], other=0)
             x_rows = X + rm[:, None].to(tl.int64) * stride_xm
             if INTERLEAVE:
                 x_a = tl.load(x_rows + rk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
@@ -271,25 +275,24 @@ def _next_batch(k0, KB, k_start, k_end):
 
 
 @triton.jit
-def _wo_gemv_kernel(
-    X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_sg, one, flip,
-    BITS: tl.constexpr, GROUP: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, WORDS: tl.constexpr,
-    WPT: tl.constexpr, SPLIT: tl.constexpr, MASKED: tl.constexpr, IS_BF16: tl.constexpr, HALF: tl.constexpr,
-    ASM: tl.constexpr,
+def _wo_gemv_int4_kernel(
+    X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_sg, one,
+    GROUP: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, WORDS: tl.constexpr,
+    WPT: tl.constexpr, SPLIT: tl.constexpr, MASKED: tl.constexpr, IS_BF16: tl.constexpr,
 ):
-    """One row (decode, M = 1) on the CUDA cores: y[n] = sum_k x[k] w[k, n].
-    Q is the packed weight read as 32-bit words, STRIDE = N / 4 words a row: (K/2, N/4) for
-    int4 (byte c of word i: column 4 i + c, its low nibble k = 2j, its high nibble 2j + 1),
-    (K, N/4) for int8. Each thread takes one word column (four output columns) and ROWS rows
-    of it at a time, all in its own registers, so every sum over K stays inside the thread:
-    no shuffles, no shared memory, and the warp's 32 words of a row are one 128-byte read.
-    The scale and zero fold out of the per-weight work (all in fp32):
-    each weight field is made the float 1 + q 2^-e from bits and multiplied by x, so
+    """One row (decode, M = 1) of int4 on the CUDA cores: y[n] = sum_k x[k] w[k, n].
+    Q is the packed (K/2, N) weight read as 32-bit words, STRIDE = N / 4 words a row (byte
+    c of word i: column 4 i + c, its low nibble k = 2j, its high nibble 2j + 1). Each
+    thread takes one word column (four output columns) and ROWS rows of it at a time, all
+    in its own registers, so every sum over K stays inside the thread: no shuffles, no
+    shared memory, and the warp's 32 words of a row are one 128-byte read.
+    The scale and zero fold out of the per-weight work (all in fp32): each nibble is made
+    the float 1 + q 2^-e from bits and multiplied by x, so
       sum_k x_k (1 + q_k 2^-e) = sum_k x_k + 2^-e sum_k x_k q_k,
-    and sum x q is recovered once per row batch (int4: per group part, s (sum x q - z sum x);
-    int8: from q + 128, its scale applied at the end). e is 8 or 4: the fields sit at bits
-    15-22, so 2^-e sum x q is not small against sum x, and taken out per batch the offset
-    sum x never builds up (~18 bits kept). About 3 instructions per int4 weight (shift per byte, LOP3, FFMA), 4.4 per int8.
+    and s (sum x q - z sum x) is recovered once per row batch and group part. e is 8 or 4:
+    the fields sit at bits 15-22, so 2^-e sum x q is not small against sum x, and taken out
+    per batch the offset sum x never builds up (~18 bits kept). About 3 instructions a
+    weight (shift per byte, LOP3, FFMA).
     Many one-warp programs (K split ~8 waves) keep enough rows in flight; a row batch
     loads as one burst of ROWS loads per thread, issued while the batch before is computed."""
     pid_n = tl.program_id(0)
@@ -310,77 +313,43 @@ def _wo_gemv_kernel(
     acc1 = tl.zeros([WORDS], dtype=tl.float32)
     acc2 = tl.zeros([WORDS], dtype=tl.float32)
     acc3 = tl.zeros([WORDS], dtype=tl.float32)
-    if BITS == 4:
-        KB: tl.constexpr = 2 * ROWS  # k per batch; a batch lies inside one group
-        X32 = X.to(tl.pointer_type(tl.int32), bitcast=True)  # x[2j], x[2j + 1] as one word
-        q = _gemv_rows(q_cols, q_rows, k_start // 2, k_end // 2, r, w_ok, STRIDE, MASKED)
-        for k0 in range(k_start, k_end, KB):
-            xp = tl.load(X32 + k0 // 2 + r)
-            if IS_BF16:
-                xe = _bits_f32(xp << 16)
-                xo = _bits_f32(xp & -65536)
-            else:
-                xe = (xp & 65535).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                xo = (xp >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-            xe_sum = tl.sum(xe, axis=0)
-            xo_sum = tl.sum(xo, axis=0)
-            # byte b's nibbles (bits 8b..8b+7) shifted to bits 15-22: 1 + lo / 256, 1 + hi / 16
-            u0 = q << 15
-            u1 = q << 7
-            u2 = q >> 1
-            u3 = q >> 9
-            lo_mask: tl.constexpr = 0x78000
-            hi_mask: tl.constexpr = 0x780000
-            a0l = tl.sum(_near_one(u0, lo_mask, one) * xe[None, :], axis=1)
-            a0h = tl.sum(_near_one(u0, hi_mask, one) * xo[None, :], axis=1)
-            a1l = tl.sum(_near_one(u1, lo_mask, one) * xe[None, :], axis=1)
-            a1h = tl.sum(_near_one(u1, hi_mask, one) * xo[None, :], axis=1)
-            a2l = tl.sum(_near_one(u2, lo_mask, one) * xe[None, :], axis=1)
-            a2h = tl.sum(_near_one(u2, hi_mask, one) * xo[None, :], axis=1)
-            a3l = tl.sum(_near_one(u3, lo_mask, one) * xe[None, :], axis=1)
-            a3h = tl.sum(_near_one(u3, hi_mask, one) * xo[None, :], axis=1)
-            x_sum = xe_sum + xo_sum
-            sz = (k0 // GROUP) * stride_sg + 4 * rw
-            acc0 += _fold_group(S, Z, sz, w_ok, a0l, a0h, xe_sum, xo_sum, x_sum)
-            acc1 += _fold_group(S, Z, sz + 1, w_ok, a1l, a1h, xe_sum, xo_sum, x_sum)
-            acc2 += _fold_group(S, Z, sz + 2, w_ok, a2l, a2h, xe_sum, xo_sum, x_sum)
-            acc3 += _fold_group(S, Z, sz + 3, w_ok, a3l, a3h, xe_sum, xo_sum, x_sum)
-            q = _gemv_rows(q_cols, q_rows, _next_batch(k0, KB, k_start, k_end) // 2, k_end // 2, r, w_ok, STRIDE,
-                           MASKED)
-        out0, out1, out2, out3 = acc0, acc1, acc2, acc3
-    else:
-        q = _gemv_rows(q_cols, q_rows, k_start, k_end, r, w_ok, STRIDE, MASKED)
-        for k0 in range(k_start, k_end, ROWS):
-            if MASKED:
-                xk = tl.load(X + k0 + r, mask=k0 + r < k_end, other=0.0).to(tl.float32)
-            else:
-                xk = tl.load(X + k0 + r).to(tl.float32)
-            x_sum = tl.sum(xk, axis=0)
-            u = q ^ flip  # each signed byte q becomes q + 128
-            if HALF:
-                f0, f1, f2, f3 = _bytes_as_floats(u, ASM)  # q + 1152
-                acc0 += tl.sum(f0 * xk[None, :], axis=1) - 1152.0 * x_sum
-                acc1 += tl.sum(f1 * xk[None, :], axis=1) - 1152.0 * x_sum
-                acc2 += tl.sum(f2 * xk[None, :], axis=1) - 1152.0 * x_sum
-                acc3 += tl.sum(f3 * xk[None, :], axis=1) - 1152.0 * x_sum
-            else:  # shifted to bits 15-22: 1 + (q + 128) / 256
-                byte_mask: tl.constexpr = 0x7F8000
-                acc0 += _fold_batch(tl.sum(_near_one(u << 15, byte_mask, one) * xk[None, :], axis=1), x_sum)
-                acc1 += _fold_batch(tl.sum(_near_one(u << 7, byte_mask, one) * xk[None, :], axis=1), x_sum)
-                acc2 += _fold_batch(tl.sum(_near_one(u >> 1, byte_mask, one) * xk[None, :], axis=1), x_sum)
-                acc3 += _fold_batch(tl.sum(_near_one(u >> 9, byte_mask, one) * xk[None, :], axis=1), x_sum)
-            q = _gemv_rows(q_cols, q_rows, _next_batch(k0, ROWS, k_start, k_end), k_end, r, w_ok, STRIDE, MASKED)
-        col = 4 * rw  # sum x q times the channel scale
-        out0 = acc0 * tl.load(S + col, mask=w_ok, other=0.0).to(tl.float32)
-        out1 = acc1 * tl.load(S + col + 1, mask=w_ok, other=0.0).to(tl.float32)
-        out2 = acc2 * tl.load(S + col + 2, mask=w_ok, other=0.0).to(tl.float32)
-        out3 = acc3 * tl.load(S + col + 3, mask=w_ok, other=0.0).to(tl.float32)
+    KB: tl.constexpr = 2 * ROWS  # k per batch; a batch lies inside one group
+    X32 = X.to(tl.pointer_type(tl.int32), bitcast=True)  # x[2j], x[2j + 1] as one word
+    q = _gemv_rows(q_cols, q_rows, k_start // 2, k_end // 2, r, w_ok, STRIDE, MASKED)
+    for k0 in range(k_start, k_end, KB):
+        xp = tl.load(X32 + k0 // 2 + r)
+        xe, xo = _x_pair(xp, IS_BF16)
+        xe_sum = tl.sum(xe, axis=0)
+        xo_sum = tl.sum(xo, axis=0)
+        # byte b's nibbles (bits 8b..8b+7) shifted to bits 15-22: 1 + lo / 256, 1 + hi / 16
+        u0 = q << 15
+        u1 = q << 7
+        u2 = q >> 1
+        u3 = q >> 9
+        lo_mask: tl.constexpr = 0x78000
+        hi_mask: tl.constexpr = 0x780000
+        a0l = tl.sum(_near_one(u0, lo_mask, one) * xe[None, :], axis=1)
+        a0h = tl.sum(_near_one(u0, hi_mask, one) * xo[None, :], axis=1)
+        a1l = tl.sum(_near_one(u1, lo_mask, one) * xe[None, :], axis=1)
+        a1h = tl.sum(_near_one(u1, hi_mask, one) * xo[None, :], axis=1)
+        a2l = tl.sum(_near_one(u2, lo_mask, one) * xe[None, :], axis=1)
+        a2h = tl.sum(_near_one(u2, hi_mask, one) * xo[None, :], axis=1)
+        a3l = tl.sum(_near_one(u3, lo_mask, one) * xe[None, :], axis=1)
+        a3h = tl.sum(_near_one(u3, hi_mask, one) * xo[None, :], axis=1)
+        x_sum = xe_sum + xo_sum
+        sz = (k0 // GROUP) * stride_sg + 4 * rw
+        acc0 += _fold_group(S, Z, sz, w_ok, a0l, a0h, xe_sum, xo_sum, x_sum)
+        acc1 += _fold_group(S, Z, sz + 1, w_ok, a1l, a1h, xe_sum, xo_sum, x_sum)
+        acc2 += _fold_group(S, Z, sz + 2, w_ok, a2l, a2h, xe_sum, xo_sum, x_sum)
+        acc3 += _fold_group(S, Z, sz + 3, w_ok, a3l, a3h, xe_sum, xo_sum, x_sum)
+        q = _gemv_rows(q_cols, q_rows, _next_batch(k0, KB, k_start, k_end) // 2, k_end // 2, r, w_ok, STRIDE,
+                       MASKED)
     if SPLIT:
         part = P + pid_k.to(tl.int64) * N + 4 * rw
-        tl.store(part, out0, mask=w_ok)
-        tl.store(part + 1, out1, mask=w_ok)
-        tl.store(part + 2, out2, mask=w_ok)
-        tl.store(part + 3, out3, mask=w_ok)
+        tl.store(part, acc0, mask=w_ok)
+        tl.store(part + 1, acc1, mask=w_ok)
+        tl.store(part + 2, acc2, mask=w_ok)
+        tl.store(part + 3, acc3, mask=w_ok)
         if last_to_arrive(COUNT, pid_n, n_splits):
             cols = pid_n * 4 * WORDS + tl.arange(0, 4 * WORDS)  # the tile's words are these columns
             c_ok = cols < N
@@ -390,18 +359,81 @@ def _wo_gemv_kernel(
             tl.store(Y + cols, total.to(Y.dtype.element_ty), mask=c_ok)
     else:
         out = Y + 4 * rw
-        tl.store(out, out0.to(Y.dtype.element_ty), mask=w_ok)
-        tl.store(out + 1, out1.to(Y.dtype.element_ty), mask=w_ok)
-        tl.store(out + 2, out2.to(Y.dtype.element_ty), mask=w_ok)
-        tl.store(out + 3, out3.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out, acc0.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 1, acc1.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 2, acc2.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 3, acc3.to(Y.dtype.element_ty), mask=w_ok)
 
 
 @triton.jit
-def _fold_batch(a, x_sum):
-    """sum x q of one int8 batch from a = sum x (1 + (q + 128) / 256) and its sum x. Taken
-    out per batch, so the offset sum x never builds up over a long chunk (once at the end,
-    it cost 15 dB against fp16's rounding with all-positive x, K = 14336 in one chunk)."""
-    return 256.0 * (a - x_sum) - 128.0 * x_sum
+def _wo_gemv_int8_kernel(
+    X, Q, S, Y, P, COUNT, N, K, k_chunk, n_splits, stride_w, flip,
+    BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, SPLIT: tl.constexpr, MASKED: tl.constexpr,
+    IS_BF16: tl.constexpr, ASM: tl.constexpr,
+):
+    """One row (decode, M = 1) of int8 on the CUDA cores: y[n] = s[n] sum_k x[k] q[n, k].
+    Q is the (N, K) weight read as 32-bit words of 4 k, stride_w = K / 4 words a row; a
+    program takes BLOCK_N rows and BLOCK_W words of each a step, each row a contiguous run
+    (on this layout the loads alone run faster than a plain read of the same bytes,
+    gemv_nk_lab2.txt). Each word's bytes, made q + 128 by one XOR, become the floats
+    1024 + (q + 128) (_bytes_as_floats: PRMT and HADD2.F32, none on the integer pipe,
+    which the bit-field trick of the int4 kernel had kept busy: 26.1 against 24.5 us,
+    gemv_nk_lab3.txt); each is multiplied by its x and summed in fp32 per thread and word
+    slot, and the offset 1152 x is taken out every step, so it never builds up. One sum
+    across threads a row at the end, then the channel scale.
+    K is a multiple of 4 (whole words); rows past N and words past the chunk are masked
+    (MASKED) and read as zero, with x zero there too."""
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = rn < N
+    rw = tl.arange(0, BLOCK_W)
+    q_rows = Q.to(tl.pointer_type(tl.int32), bitcast=True) + rn.to(tl.int64)[:, None] * stride_w
+    X32 = X.to(tl.pointer_type(tl.int32), bitcast=True)  # x[2j], x[2j + 1] as one word
+    k_start = pid_k * k_chunk
+    k_end = tl.minimum(k_start + k_chunk, K)
+    acc = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
+    for k0 in range(k_start, k_end, 4 * BLOCK_W):
+        w = k0 // 4 + rw
+        if MASKED:
+            w_ok = 4 * w < k_end
+            u = tl.load(q_rows + w[None, :], mask=n_ok[:, None] & w_ok[None, :], other=0)
+            x01 = tl.load(X32 + 2 * w, mask=w_ok, other=0)
+            x23 = tl.load(X32 + 2 * w + 1, mask=w_ok, other=0)
+        else:
+            u = tl.load(q_rows + w[None, :])
+            x01 = tl.load(X32 + 2 * w)
+            x23 = tl.load(X32 + 2 * w + 1)
+        x0, x1 = _x_pair(x01, IS_BF16)
+        x2, x3 = _x_pair(x23, IS_BF16)
+        f0, f1, f2, f3 = _bytes_as_floats(u ^ flip, ASM)  # q + 1152, exactly
+        acc += f0 * x0[None, :]
+        acc += f1 * x1[None, :]
+        acc += f2 * x2[None, :]
+        acc += f3 * x3[None, :]
+        acc -= 1152.0 * (x0 + x1 + x2 + x3)[None, :]
+    part = tl.sum(acc, axis=1)
+    if SPLIT:
+        tl.store(P + pid_k.to(tl.int64) * N + rn, part, mask=n_ok)
+        if last_to_arrive(COUNT, pid_n, n_splits):
+            part = tl.zeros([BLOCK_N], dtype=tl.float32)
+            for s_ in range(0, n_splits):
+                part += tl.load(P + s_ * N + rn, mask=n_ok, other=0.0, cache_modifier=".cg")
+            s = tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
+            tl.store(Y + rn, (part * s).to(Y.dtype.element_ty), mask=n_ok)
+    else:
+        s = tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
+        tl.store(Y + rn, (part * s).to(Y.dtype.element_ty), mask=n_ok)
+
+
+@triton.jit
+def _x_pair(xp, IS_BF16: tl.constexpr):
+    """The two 16-bit x values of the 32-bit word xp (low half first) in fp32."""
+    if IS_BF16:
+        return _bits_f32(xp << 16), _bits_f32(xp & -65536)
+    else:
+        return ((xp & 65535).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32),
+                (xp >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32))
 
 
 @triton.jit
@@ -416,7 +448,7 @@ def _fold_group(S, Z, sz, w_ok, a_lo, a_hi, xe_sum, xo_sum, x_sum):
 @triton.jit
 def _wo_matmul_kernel(
     X, Q, S, Z, Y, P, COUNT,
-    M, N, K, k_chunk, n_splits, stride_xm, stride_qk, stride_sg, stride_ym,
+    M, N, K, k_chunk, n_splits, stride_xm, stride_q, stride_sg, stride_ym,
     BITS: tl.constexpr, GROUP: tl.constexpr, SPLIT: tl.constexpr, SWAP_AB: tl.constexpr, FAST_CVT: tl.constexpr,
     INTERLEAVE: tl.constexpr, X_SPLIT: tl.constexpr, DEQ_DOT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -430,7 +462,7 @@ def _wo_matmul_kernel(
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
     for k0 in range(k_start, k_end, BLOCK_K):
-        w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_qk, stride_sg,
+        w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_q, stride_sg,
                                        BITS, GROUP, SWAP_AB, INTERLEAVE, X_SPLIT, BLOCK_M, BLOCK_N, BLOCK_K)
         acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB, FAST_CVT, INTERLEAVE, DEQ_DOT)
     if SWAP_AB:
@@ -456,28 +488,31 @@ def _wo_matmul_kernel(
 
 
 @triton.jit
-def _dequant_kernel(Q, S, Z, W, K, N, stride_qk, stride_sg, BITS: tl.constexpr, GROUP: tl.constexpr,
-                    BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr):
-    """W (K, N) = the weight the stored format represents, in W's dtype: q s (int8) or
-    (q - z) s (int4), computed in fp32 as quantize.dequantize does and rounded once.
-    A block is BLOCK_R rows of Q (int4: 2 BLOCK_R rows of W, inside one group)."""
+def _dequant_kernel(Q, S, Z, W, K, N, stride_q, stride_sg, BITS: tl.constexpr, GROUP: tl.constexpr,
+                    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The weight the stored format represents, in W's dtype, computed in fp32 as
+    quantize.dequantize does and rounded once. A block is BLOCK_R rows by BLOCK_C columns
+    of Q: int8, W (N, K) = q s, rows the output channels; int4, W (K, N) = (q - z) s, rows
+    the packed k pairs (2 BLOCK_R rows of W, inside one group)."""
     rr = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_ok = rn < N
-    rows = K if BITS == 8 else K // 2
-    mask = (rr < rows)[:, None] & n_ok[None, :]
-    q = tl.load(Q + rr[:, None].to(tl.int64) * stride_qk + rn[None, :], mask=mask, other=0)
+    rc = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     if BITS == 8:
-        s = tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
-        w = q.to(tl.float32) * s[None, :]
-        tl.store(W + rr[:, None].to(tl.int64) * N + rn[None, :], w.to(W.dtype.element_ty), mask=mask)
+        r_ok = rr < N
+        mask = r_ok[:, None] & (rc < K)[None, :]
+        q = tl.load(Q + rr[:, None].to(tl.int64) * stride_q + rc[None, :], mask=mask, other=0)
+        s = tl.load(S + rr, mask=r_ok, other=0.0).to(tl.float32)
+        w = q.to(tl.float32) * s[:, None]
+        tl.store(W + rr[:, None].to(tl.int64) * K + rc[None, :], w.to(W.dtype.element_ty), mask=mask)
     else:
+        c_ok = rc < N
+        mask = (rr < K // 2)[:, None] & c_ok[None, :]
+        q = tl.load(Q + rr[:, None].to(tl.int64) * stride_q + rc[None, :], mask=mask, other=0)
         g = (tl.program_id(0) * BLOCK_R * 2) // GROUP
-        s = tl.load(S + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
-        z = tl.load(Z + g * stride_sg + rn, mask=n_ok, other=0.0).to(tl.float32)
+        s = tl.load(S + g * stride_sg + rc, mask=c_ok, other=0.0).to(tl.float32)
+        z = tl.load(Z + g * stride_sg + rc, mask=c_ok, other=0.0).to(tl.float32)
         lo = ((q & 15).to(tl.float32) - z[None, :]) * s[None, :]  # k = 2j
         hi = ((q >> 4).to(tl.float32) - z[None, :]) * s[None, :]  # k = 2j + 1
-        out = W + (2 * rr[:, None]).to(tl.int64) * N + rn[None, :]
+        out = W + (2 * rr[:, None]).to(tl.int64) * N + rc[None, :]
         tl.store(out, lo.to(W.dtype.element_ty), mask=mask)
         tl.store(out + N, hi.to(W.dtype.element_ty), mask=mask)
 
@@ -485,20 +520,27 @@ def _dequant_kernel(Q, S, Z, W, K, N, stride_qk, stride_sg, BITS: tl.constexpr, 
 def dequantize_weight(qw: QuantizedWeight, dtype: torch.dtype, block_r: int = 16, block_n: int = 512,
                       num_warps: int = 4) -> torch.Tensor:
     """The (K, N) weight of qw in `dtype`, by the Triton kernel above: the same values as
-    quantize.dequantize(qw).to(dtype).t(), bit for bit. block_r (rows of qweight per
-    program) must divide group / 2 for int4, so that a block lies in one group."""
+    quantize.dequantize(qw).to(dtype).t(), bit for bit. For int8 it is the transposed view
+    of an (N, K) tensor, as nn.Linear holds its weight (torch.mm reads it so, no copy).
+    block_r (rows of qweight per program) must divide group / 2 for int4, so that a block
+    lies in one group; block_n: columns of qweight per program."""
     N, K = qw.shape
     if qw.bits == 4 and (qw.group // 2) % block_r:
         raise ValueError(f"block_r {block_r} must divide half the group ({qw.group // 2})")
-    w = torch.empty(K, N, dtype=dtype, device=qw.qweight.device)
-    if w.numel() == 0:
-        return w
-    rows = K if qw.bits == 8 else K // 2
-    zero = qw.zero if qw.bits == 4 else qw.scale
-    _dequant_kernel[(triton.cdiv(rows, block_r), triton.cdiv(N, block_n))](
-        qw.qweight, qw.scale, zero, w, K, N, qw.qweight.stride(0), qw.scale.stride(0) if qw.bits == 4 else 0,
-        BITS=qw.bits, GROUP=qw.group or 1, BLOCK_R=block_r, BLOCK_N=block_n, num_warps=num_warps)
-    return w
+    w = torch.empty(*((N, K) if qw.bits == 8 else (K, N)), dtype=dtype, device=qw.qweight.device)
+    if w.numel():
+        rows, cols = qw.qweight.shape
+        zero = qw.zero if qw.bits == 4 else qw.scale
+        _dequant_kernel[(triton.cdiv(rows, block_r), triton.cdiv(cols, block_n))](
+            qw.qweight, qw.scale, zero, w, K, N, qw.qweight.stride(0), qw.scale.stride(0) if qw.bits == 4 else 0,
+            BITS=qw.bits, GROUP=qw.group or 1, BLOCK_R=block_r, BLOCK_C=block_n, num_warps=num_warps)
+    return w.t() if qw.bits == 8 else w
+
+
+def gemv_takes(N: int, K: int, bits: int) -> bool:
+    """Whether the one-row path takes the shape: it reads whole 32-bit words, 4 output
+    channels of an int4 row (N % 4), or 4 input channels of an int8 row (K % 4)."""
+    return (N if bits == 4 else K) % 4 == 0
 
 
 def _config(M: int, N: int, K: int, bits: int, group, path=None):
@@ -506,7 +548,9 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
     bf16, 4096 -> 14336 unless said:
     - one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 -> 27.3 us (words, loads a
       block ahead) -> 19.8 us (one word column per thread, scale and zero folded out of the
-      per-weight work; gemv_lab2.txt), int8 41.2 -> 31.0 -> 29.2 -> 27.6 us;
+      per-weight work; gemv_lab2.txt), int8 41.2 -> 31.0 -> 29.2 -> 27.6 us on the (K, N)
+      layout, 24.5 us on (N, K) with the bytes made floats off the integer pipe
+      (gemv_nk_lab4.txt);
     - int4, 2 to 191 rows: dequantized before the dot (deq_dot), weights as the MMA's left
       operand: 16 rows 49.2 -> 36.9 us, 64 rows 117 -> 64.7 us (quant_configs_deq-bits.txt);
       x read contiguously (x_split): 16 rows 31.4 us, 64 rows 47.2 us, 128 rows 76.7 us
@@ -514,7 +558,8 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
     - int8, 16 rows 40.0 -> 31.1 us, 64 rows 45.2 -> 40.5 us (quant_configs_split-deq.txt);
     - from DEQUANT_MIN_ROWS rows, dequantize-then-cuBLAS: int4 2048 rows 1468 -> 356 us,
       int8 528 -> 363 us (cuBLAS bf16 alone 304 us; quant_configs_prefill.txt)."""
-    path = path or ("gemv" if M == 1 and N % 4 == 0 else "dequant" if M >= DEQUANT_MIN_ROWS[bits] else "mma")
+    path = path or ("gemv" if M == 1 and gemv_takes(N, K, bits) else "dequant" if M >= DEQUANT_MIN_ROWS[bits]
+                    else "mma")
     if path not in ("mma", "gemv", "dequant"):
         raise ValueError(f"path must be 'mma', 'gemv' or 'dequant', got {path!r}")
     if path == "dequant":
@@ -522,14 +567,22 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
     if path == "gemv":
         if M != 1:
             raise ValueError(f"the gemv path computes one row; x has {M}")
-        if N % 4:
-            raise ValueError(f"the gemv path reads four columns per 32-bit word: out_features {N} is not a multiple of 4")
+        if not gemv_takes(N, K, bits):
+            raise ValueError("the gemv path reads 32-bit words of four weights: "
+                             + (f"out_features {N}" if bits == 4 else f"in_features {K}") + " is not a multiple of 4")
+        if bits == 8:
+            # 8 KB of weights a program and step (H100, quant_configs_gemv-nk.txt): 16 rows of
+            # 512 k over 4 warps where N gives enough programs (4096 -> 14336: 24.4 us, the
+            # read bound 24.2), else 4 rows of 2048 k over 4 warps (14336 -> 4096 25.3 us,
+            # 4096 -> 4096 11.1, 4096 -> 6144 14.5; 16 rows at 14336 -> 4096, 256 programs,
+            # ran 32.4 us, gemv_nk_lab4.txt). K is split only below ~6 programs a SM.
+            wide = N >= 8192
+            return dict(path="gemv", block_n=16 if wide else 4, block_k=512 if wide else 2048, num_warps=4,
+                        num_stages=3, waves=6)
         # one warp a program, 32 rows a batch, K split over ~8 waves of programs (H100 sweep,
         # gemv_lab2.txt: int4 4096 -> 14336 19.8 us, 14336 -> 4096 21.3 us; more waves of
-        # 16-row batches, 64 registers a thread, ran 20.6 and 22.9 us). int8 holds 32 rows in
-        # 128 registers (maxnreg), which its sweep preferred: 27.6 against 29.0 us.
-        return dict(path="gemv", rows=min(32, group // 2) if bits == 4 else 32, num_warps=1, waves=8,
-                    maxnreg=128 if bits == 8 else None)
+        # 16-row batches, 64 registers a thread, ran 20.6 and 22.9 us).
+        return dict(path="gemv", rows=min(32, group // 2), num_warps=1, waves=8, maxnreg=None)
     cfg = dict(path="mma", num_warps=4, num_stages=3, swap_ab=True, fast_cvt=False, interleave=False, x_split=False,
                deq_dot=bits == 4)
     if bits == 4:
@@ -564,8 +617,9 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous")
     if qw.bits == 8:
-        if qw.qweight.dtype != torch.int8 or qw.qweight.shape != (K, N) or qw.scale.shape != (N,):
-            raise ValueError("int8 weight must be qweight int8 (K, N) and scale (N,)")
+        if qw.qweight.dtype != torch.int8 or qw.qweight.shape != (N, K) or qw.scale.shape != (N,):
+            raise ValueError(f"int8 weight must be qweight int8 (N, K) = ({N}, {K}) and scale (N,), got "
+                             f"{qw.qweight.dtype} {tuple(qw.qweight.shape)} and {tuple(qw.scale.shape)}")
     elif qw.bits == 4:
         G = qw.group
         if G not in GROUP_SIZES:
@@ -617,37 +671,57 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
 
 
 def _gemv(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dict, num_splits=None):
-    """The one-row path (_wo_gemv_kernel) into y2 (1, N)."""
+    """The one-row path into y2 (1, N): _wo_gemv_int4_kernel or _wo_gemv_int8_kernel."""
     N, K = qw.shape
-    unknown = set(cfg) - {"path", "rows", "num_warps", "waves", "maxnreg", "words_per_thread", "int8_half"}
+    takes = {"path", "num_warps", "waves"} | ({"rows", "maxnreg", "words_per_thread"} if qw.bits == 4
+                                              else {"block_n", "block_k", "num_stages"})
+    unknown = set(cfg) - takes
     if unknown:
-        raise ValueError(f"the gemv path has no option {sorted(unknown)[0]!r} "
-                         "(it takes rows, num_warps, waves, maxnreg, words_per_thread)")
+        raise ValueError(f"the int{qw.bits} gemv path has no option {sorted(unknown)[0]!r} "
+                         f"(it takes {', '.join(sorted(takes - {'path'}))})")
+    if x2.data_ptr() % 4:  # the kernels read x as 32-bit pairs
+        x2 = x2.clone()
+    if qw.bits == 8:
+        _gemv_int8(x2, qw, y2, cfg, num_splits)
+        return
     rows, warps = cfg["rows"], cfg["num_warps"]
     if rows not in (4, 8, 16, 32, 64):
         raise ValueError(f"the gemv path takes rows (weight rows per batch) in 4, 8, 16, 32, 64; got {rows}")
-    if qw.bits == 4 and (qw.group // 2) % rows:
+    if (qw.group // 2) % rows:
         raise ValueError(f"the gemv path's int4 batches lie inside one group: rows must divide {qw.group // 2} "
                          f"(half the group {qw.group}), got {rows}")
-    if qw.bits == 4 and x2.data_ptr() % 4:  # the kernel reads x as 32-bit pairs
-        x2 = x2.clone()
     words = qw.qweight.view(torch.int32)  # four columns per word (N % 4 == 0, checked by _config)
     wpt = cfg.get("words_per_thread", 1)
     if wpt not in (1, 2, 4):
         raise ValueError(f"the gemv path takes words_per_thread 1, 2 or 4; got {wpt}")
     per_program = 32 * warps * wpt  # wpt word columns per thread
     n_tiles = triton.cdiv(N // 4, per_program)
-    # chunks of whole groups (int4) or batches (int8)
-    n_splits, k_chunk = split_plan(K, qw.group if qw.bits == 4 else rows, n_tiles, x2.device, num_splits,
-                                   cfg["waves"], min_blocks=1)
+    n_splits, k_chunk = split_plan(K, qw.group, n_tiles, x2.device, num_splits, cfg["waves"], min_blocks=1)
     split = n_splits > 1
     p = torch.empty(n_splits, N, dtype=torch.float32, device=x2.device) if split else y2
     count = tile_counters(x2.device, n_tiles) if split else y2
-    masked = (N // 4) % per_program != 0 or (qw.bits == 8 and K % rows != 0)
     extra = {"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}
-    _wo_gemv_kernel[(n_tiles, n_splits)](
-        x2, words, qw.scale, qw.zero if qw.bits == 4 else qw.scale, y2, p, count, N, K, k_chunk, n_splits,
-        qw.scale.stride(0) if qw.bits == 4 else 0, 0x3F800000, -0x7F7F7F80,  # 0x80808080 as int32
-        BITS=qw.bits, GROUP=qw.group or 1, STRIDE=words.stride(0), ROWS=rows, WORDS=per_program, WPT=wpt, SPLIT=split,
-        MASKED=masked, IS_BF16=x2.dtype == torch.bfloat16, HALF=bool(cfg.get("int8_half")), ASM=not interpreting(),
-        num_warps=warps, num_stages=1, **extra)
+    _wo_gemv_int4_kernel[(n_tiles, n_splits)](
+        x2, words, qw.scale, qw.zero, y2, p, count, N, K, k_chunk, n_splits, qw.scale.stride(0), 0x3F800000,
+        GROUP=qw.group, STRIDE=words.stride(0), ROWS=rows, WORDS=per_program, WPT=wpt, SPLIT=split,
+        MASKED=(N // 4) % per_program != 0, IS_BF16=x2.dtype == torch.bfloat16, num_warps=warps, num_stages=1,
+        **extra)
+
+
+def _gemv_int8(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dict, num_splits=None):
+    N, K = qw.shape
+    block_n, block_k, warps = cfg["block_n"], cfg["block_k"], cfg["num_warps"]
+    for name, v in (("block_n", block_n), ("block_k", block_k)):
+        if not isinstance(v, int) or v < 1 or v & (v - 1):
+            raise ValueError(f"the int8 gemv path's {name} must be a power of two, got {v!r}")
+    if block_k < 4:
+        raise ValueError(f"the int8 gemv path's block_k must be at least 4 (one 32-bit word), got {block_k}")
+    n_tiles = triton.cdiv(N, block_n)
+    n_splits, k_chunk = split_plan(K, block_k, n_tiles, x2.device, num_splits, cfg["waves"], min_blocks=1)
+    split = n_splits > 1
+    p = torch.empty(n_splits, N, dtype=torch.float32, device=x2.device) if split else y2
+    count = tile_counters(x2.device, n_tiles) if split else y2
+    _wo_gemv_int8_kernel[(n_tiles, n_splits)](
+        x2, qw.qweight, qw.scale, y2, p, count, N, K, k_chunk, n_splits, K // 4, -0x7F7F7F80,  # 0x80808080 as int32
+        BLOCK_N=block_n, BLOCK_W=block_k // 4, SPLIT=split, MASKED=N % block_n != 0 or K % block_k != 0,
+        IS_BF16=x2.dtype == torch.bfloat16, ASM=not interpreting(), num_warps=warps, num_stages=cfg["num_stages"])

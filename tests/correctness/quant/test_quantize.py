@@ -15,11 +15,11 @@ pytestmark = pytest.mark.correctness
 def test_int8_weight_rounds_to_nearest_per_channel(n, k, seed):
     w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 3
     qw = quantize_int8_weight(w, torch.float32)
-    assert qw.qweight.dtype == torch.int8 and qw.qweight.shape == (k, n) and qw.scale.shape == (n,)
+    assert qw.qweight.dtype == torch.int8 and qw.qweight.shape == (n, k) and qw.scale.shape == (n,)
     assert qw.qweight.abs().max() <= 127
     err = (dequantize(qw) - w).abs()
     assert (err <= qw.scale[:, None] / 2 * (1 + 1e-5)).all()
-    assert (qw.qweight.abs().amax(dim=0) == 127).all(), "each channel's largest weight maps to +-127"
+    assert (qw.qweight.abs().amax(dim=1) == 127).all(), "each channel's largest weight maps to +-127"
 
 
 @given(n=st.integers(1, 20), groups=st.integers(1, 4), group=st.sampled_from(GROUP_SIZES), seed=st.integers(0, 2**31 - 1))

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from harness.lanes import interpreting
 from kernels.quant import (dequantize, quantize_int4_weight, quantize_int4_weight_hqq, quantize_int8_weight, sqnr_db,
                            wo_matmul, wo_matmul_reference)
-from kernels.quant.wo_matmul import DEQUANT_MIN_ROWS, dequantize_weight
+from kernels.quant.wo_matmul import DEQUANT_MIN_ROWS, dequantize_weight, gemv_takes
 
 pytestmark = pytest.mark.correctness
 
@@ -39,8 +39,7 @@ def rounds_weights(qw, m, n):
     GEMM: the dequant path (from DEQUANT_MIN_ROWS rows), and int4's tensor-core kernel
     (deq_dot: 2 rows and more, or one row of a width the gemv path does not take). The
     one-row gemv and int8's tensor-core kernel stay exact in the weights."""
-    gemv = m == 1 and n % 4 == 0
-    return m >= DEQUANT_MIN_ROWS[qw.bits] or (qw.bits == 4 and not gemv)
+    return m >= DEQUANT_MIN_ROWS[qw.bits] or (qw.bits == 4 and not (m == 1 and gemv_takes(n, 0, 4)))
 
 
 @given(recipe=st.sampled_from(RECIPES), m=st.integers(1, 80), groups=st.integers(1, 4), n=st.integers(1, 300),
@@ -90,6 +89,9 @@ def test_wo_matmul_rejects_bad_input(device):
         wo_matmul(torch.randn(2, 64, device=device), qw)
     with pytest.raises(TypeError, match="quantize with dtype=torch.bfloat16"):
         wo_matmul(torch.randn(2, 64, dtype=torch.bfloat16, device=device), qw)
+    kn = type(qw)(8, qw.qweight.t().contiguous(), qw.scale, None, None, qw.shape)  # the old (K, N) layout
+    with pytest.raises(ValueError, match=r"int8 weight must be qweight int8 \(N, K\) = \(32, 64\) .* got torch.int8 \(64, 32\)"):
+        wo_matmul(torch.randn(2, 64, dtype=torch.float16, device=device), kn)
     with pytest.raises(TypeError, match="must be a QuantizedWeight"):
         wo_matmul(torch.randn(2, 64, dtype=torch.float16, device=device), torch.zeros(64, 32))
 
@@ -102,18 +104,28 @@ MMA_OPTIONS = [{"path": "mma", "deq_dot": False} | o
                          {"interleave": True, "swap_ab": True, "fast_cvt": True})]
 
 
-@pytest.mark.parametrize("m,options", [(m, o) for m in (1, 5, 16) for o in MMA_OPTIONS]
-                         + [(1, {"path": "gemv", "rows": 8}), (1, {"path": "gemv", "rows": 32, "num_warps": 2}),
-                            (1, {"path": "gemv", "rows": 16, "words_per_thread": 2}),
-                            (1, {"path": "gemv", "words_per_thread": 4, "maxnreg": 128})])  # the gemv path is for one row
-@pytest.mark.parametrize("recipe", ["int8wo", "int4wo-64"])
+GEMV_OPTIONS = {  # the gemv path is for one row; its options differ by format
+    "int4wo-64": [{"path": "gemv", "rows": 8}, {"path": "gemv", "rows": 32, "num_warps": 2},
+                  {"path": "gemv", "rows": 16, "words_per_thread": 2},
+                  {"path": "gemv", "words_per_thread": 4, "maxnreg": 128}],
+    "int8wo": [{"path": "gemv", "block_n": 16, "block_k": 512, "num_warps": 4},
+               {"path": "gemv", "block_n": 4, "block_k": 64, "num_warps": 1, "num_stages": 1},
+               {"path": "gemv", "block_n": 2, "block_k": 128, "num_warps": 2}],
+}
+
+
+@pytest.mark.parametrize("recipe,m,options",
+                         [(r, m, o) for r in ("int8wo", "int4wo-64") for m in (1, 5, 16) for o in MMA_OPTIONS]
+                         + [(r, 1, o) for r, opts in GEMV_OPTIONS.items() for o in opts])
 def test_launch_options_compute_the_same_product(device, recipe, m, options):
     """Every launch option that keeps the weights exact is the same function, split or not:
     the transposed tile (weights as the MMA's left operand), int4 converted from bits
     (fast_cvt) or by the instruction, its group's scale and zero applied after the dot
-    (deq_dot off), nibbles interleaved into K order, the one-row CUDA-core path."""
+    (deq_dot off), nibbles interleaved into K order, the one-row CUDA-core path (int8:
+    rows past N and a K tail past the last whole block masked)."""
     g = torch.Generator().manual_seed(m)
-    k, n = 512 - (37 if recipe == "int8wo" else 0), 200
+    # int8 takes a K tail: any K on the tensor cores, whole 32-bit words on the gemv path
+    k, n = 512 - (0 if recipe != "int8wo" else 36 if options["path"] == "gemv" else 37), 200
     w, x = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g).to(torch.float16)
     qw = quantize(recipe, w, torch.float16)
     on = lambda t: t.to(device) if t is not None else None
@@ -140,12 +152,13 @@ def test_gemv_keeps_precision_over_a_long_unsplit_k(device, recipe):
     assert sqnr_db(exact, y) >= floor, f"{sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
 
 
-def test_gemv_reads_x_at_any_2_byte_offset(device):
-    """int4's gemv reads x as 32-bit pairs: an x view 2 bytes off a 4-byte boundary is
+@pytest.mark.parametrize("recipe", ["int8wo", "int4wo-64"])
+def test_gemv_reads_x_at_any_2_byte_offset(device, recipe):
+    """The gemv kernels read x as 32-bit pairs: an x view 2 bytes off a 4-byte boundary is
     copied first (on the GPU such a load faults: misaligned address)."""
     g = torch.Generator().manual_seed(3)
     k = 256
-    q_cpu = quantize_int4_weight(torch.randn(64, k, generator=g), 64, torch.float16)
+    q_cpu = quantize(recipe, torch.randn(64, k, generator=g), torch.float16)
     buf = torch.randn(1, k + 1, generator=g).to(torch.float16).to(device)
     x = buf[:, 1:]
     assert x.data_ptr() % 4 == 2
@@ -162,21 +175,32 @@ def test_wo_matmul_rejects_bad_launch_options(device):
         wo_matmul(x, qw, _config_override={"path": "gemv"})
     with pytest.raises(ValueError, match="path must be 'mma', 'gemv' or 'dequant'"):
         wo_matmul(x, qw, _config_override={"path": "simt"})
+    with pytest.raises(ValueError, match="the int8 gemv path has no option 'rows' .it takes block_k, block_n, "
+                                         "num_stages, num_warps, waves."):
+        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "rows": 32})
+    with pytest.raises(ValueError, match="the int8 gemv path's block_n must be a power of two, got 12"):
+        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "block_n": 12})
+    with pytest.raises(ValueError, match="the int8 gemv path's block_k must be at least 4 .one 32-bit word., got 2"):
+        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "block_k": 2})
+    q4 = on_device(quantize_int4_weight(torch.randn(32, 64), 32, torch.float16), device)
     with pytest.raises(ValueError, match="the gemv path takes words_per_thread 1, 2 or 4; got 3"):
-        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "words_per_thread": 3})
-    with pytest.raises(ValueError, match="the gemv path has no option 'block_n'"):
-        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "block_n": 64})
+        wo_matmul(x[:1], q4, _config_override={"path": "gemv", "words_per_thread": 3})
+    with pytest.raises(ValueError, match="the int4 gemv path has no option 'block_n'"):
+        wo_matmul(x[:1], q4, _config_override={"path": "gemv", "block_n": 64})
     with pytest.raises(ValueError, match="the gemv path takes rows .* in 4, 8, 16, 32, 64; got 40"):
-        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "rows": 40})
-    q4 = quantize_int4_weight(torch.randn(32, 64), 32, torch.float16)
-    q4 = type(q4)(4, q4.qweight.to(device), q4.scale.to(device), q4.zero.to(device), 32, q4.shape)
+        wo_matmul(x[:1], q4, _config_override={"path": "gemv", "rows": 40})
     with pytest.raises(ValueError, match="rows must divide 16 .half the group 32., got 32"):
         wo_matmul(x[:1], q4, _config_override={"path": "gemv", "rows": 32})
-    odd = quantize_int8_weight(torch.randn(30, 64), torch.float16)  # 30 outputs: not whole 32-bit words
-    odd.qweight, odd.scale = odd.qweight.to(device), odd.scale.to(device)
+    # the gemv kernels read whole 32-bit words: of 4 output channels (int4), of 4 input channels (int8)
+    odd4 = on_device(quantize_int4_weight(torch.randn(30, 64), 32, torch.float16), device)
     with pytest.raises(ValueError, match="out_features 30 is not a multiple of 4"):
-        wo_matmul(x[:1], odd, _config_override={"path": "gemv"})
-    assert wo_matmul(x[:1], odd).shape == (1, 30)  # by default such a layer takes the tensor-core path
+        wo_matmul(x[:1], odd4, _config_override={"path": "gemv"})
+    assert wo_matmul(x[:1], odd4).shape == (1, 30)  # by default such a layer takes the tensor-core path
+    odd8 = on_device(quantize_int8_weight(torch.randn(32, 62), torch.float16), device)
+    x62 = torch.randn(1, 62, dtype=torch.float16, device=device)
+    with pytest.raises(ValueError, match="in_features 62 is not a multiple of 4"):
+        wo_matmul(x62, odd8, _config_override={"path": "gemv"})
+    assert wo_matmul(x62, odd8).shape == (1, 32)
 
 
 def on_device(qw, device):
