@@ -43,11 +43,12 @@ def grid(recipe, m):
         bm = 16 if m <= 16 else 64 if m <= 64 else 128
         nw = 8 if bm == 128 else 4
         x_reads = [(False, False), (True, False), (False, True)] if int4 else [(False, False)]  # (x_split, interleave)
-        for bn, waves, swap, (xs, il) in itertools.product([64, 128, 256], [1, 2, 4, 8],
-                                                           [True] if int4 and m <= 16 else [False, True], x_reads):
-            if not int4 and bn == 256:
+        for bn, waves, swap, (xs, il), bk in itertools.product([64, 128, 256], [1, 2, 4, 8],
+                                                               [True] if int4 and m <= 16 else [False, True], x_reads,
+                                                               [128] if int4 else [64, 128, 256]):
+            if not int4 and (bn == 256 or waves == 8):  # int8's (N, K) rows: longer runs of k (block_k)
                 continue
-            yield dict(path="mma", block_m=bm, block_n=bn, block_k=128 if int4 else 64, num_warps=nw, num_stages=3,
+            yield dict(path="mma", block_m=bm, block_n=bn, block_k=bk, num_warps=nw, num_stages=3,
                        waves=waves, swap_ab=swap, fast_cvt=False, interleave=il, deq_dot=int4, x_split=xs)
 
 

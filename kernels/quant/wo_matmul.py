@@ -555,7 +555,8 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
       operand: 16 rows 49.2 -> 36.9 us, 64 rows 117 -> 64.7 us (quant_configs_deq-bits.txt);
       x read contiguously (x_split): 16 rows 31.4 us, 64 rows 47.2 us, 128 rows 76.7 us
       (quant_configs_x-split.txt);
-    - int8, 16 rows 40.0 -> 31.1 us, 64 rows 45.2 -> 40.5 us (quant_configs_split-deq.txt);
+    - int8, 16 rows 40.0 -> 31.1 us, 64 rows 45.2 -> 40.5 us (quant_configs_split-deq.txt); on
+      the (N, K) layout 26.2 and 36.4 us with longer runs of k (quant_configs_mma-nk*.txt);
     - from DEQUANT_MIN_ROWS rows, dequantize-then-cuBLAS: int4 2048 rows 1468 -> 356 us,
       int8 528 -> 363 us (cuBLAS bf16 alone 304 us; quant_configs_prefill.txt)."""
     path = path or ("gemv" if M == 1 and gemv_takes(N, K, bits) else "dequant" if M >= DEQUANT_MIN_ROWS[bits]
@@ -593,10 +594,10 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
             cfg |= dict(block_m=64, block_n=64, waves=1)
         else:
             cfg |= dict(block_m=128, block_n=128, num_warps=8, waves=1)
-    elif M <= 16:
-        cfg |= dict(block_m=16, block_n=128, block_k=64, waves=2)
-    elif M <= 64:
-        cfg |= dict(block_m=64, block_n=128, block_k=64, waves=1)
+    elif M <= 16:  # (N, K) rows read 256 k at a time (quant_configs_mma-nk.txt: 16 rows 38.5 -> 26.2 us)
+        cfg |= dict(block_m=16, block_n=64, block_k=256, waves=1 if N >= 8192 else 2, swap_ab=False)
+    elif M <= 64:  # 64 rows 42.5 -> 36.4 us (quant_configs_mma-nk64.txt)
+        cfg |= dict(block_m=64, block_n=64, block_k=128, waves=1, swap_ab=False)
     else:
         cfg |= dict(block_m=128, block_n=128, block_k=64, num_warps=8, waves=1, swap_ab=False)
     return cfg
