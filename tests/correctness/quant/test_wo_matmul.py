@@ -175,22 +175,19 @@ def test_wo_matmul_rejects_bad_launch_options(device):
         wo_matmul(x, qw, _config_override={"path": "gemv"})
     with pytest.raises(ValueError, match="path must be 'mma', 'gemv' or 'dequant'"):
         wo_matmul(x, qw, _config_override={"path": "simt"})
-    with pytest.raises(ValueError, match="the int8 gemv path has no option 'rows' .it takes block_k, block_n, "
-                                         "num_stages, num_warps, waves."):
-        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "rows": 32})
-    with pytest.raises(ValueError, match="the int8 gemv path's block_n must be a power of two, got 12"):
-        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "block_n": 12})
-    with pytest.raises(ValueError, match="the int8 gemv path's block_k must be at least 4 .one 32-bit word., got 2"):
-        wo_matmul(x[:1], qw, _config_override={"path": "gemv", "block_k": 2})
     q4 = on_device(quantize_int4_weight(torch.randn(32, 64), 32, torch.float16), device)
-    with pytest.raises(ValueError, match="the gemv path takes words_per_thread 1, 2 or 4; got 3"):
-        wo_matmul(x[:1], q4, _config_override={"path": "gemv", "words_per_thread": 3})
-    with pytest.raises(ValueError, match="the int4 gemv path has no option 'block_n'"):
-        wo_matmul(x[:1], q4, _config_override={"path": "gemv", "block_n": 64})
-    with pytest.raises(ValueError, match="the gemv path takes rows .* in 4, 8, 16, 32, 64; got 40"):
-        wo_matmul(x[:1], q4, _config_override={"path": "gemv", "rows": 40})
-    with pytest.raises(ValueError, match="rows must divide 16 .half the group 32., got 32"):
-        wo_matmul(x[:1], q4, _config_override={"path": "gemv", "rows": 32})
+    for weight, options, error in [  # each format's gemv options, checked and named
+        (qw, {"rows": 32}, "the int8 gemv path has no option 'rows' .it takes block_k, block_n, num_stages, "
+                           "num_warps, waves."),
+        (qw, {"block_n": 12}, "the int8 gemv path's block_n must be a power of two, got 12"),
+        (qw, {"block_k": 2}, "the int8 gemv path's block_k must be at least 4 .one 32-bit word., got 2"),
+        (q4, {"words_per_thread": 3}, "the gemv path takes words_per_thread 1, 2 or 4; got 3"),
+        (q4, {"block_n": 64}, "the int4 gemv path has no option 'block_n'"),
+        (q4, {"rows": 40}, "the gemv path takes rows .* in 4, 8, 16, 32, 64; got 40"),
+        (q4, {"rows": 32}, "rows must divide 16 .half the group 32., got 32"),
+    ]:
+        with pytest.raises(ValueError, match=error):
+            wo_matmul(x[:1], weight, _config_override={"path": "gemv"} | options)
     # the gemv kernels read whole 32-bit words: of 4 output channels (int4), of 4 input channels (int8)
     odd4 = on_device(quantize_int4_weight(torch.randn(30, 64), 32, torch.float16), device)
     with pytest.raises(ValueError, match="out_features 30 is not a multiple of 4"):
