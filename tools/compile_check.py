@@ -74,7 +74,7 @@ def cases():
                     "MASKED": masked, "IS_BF16": dt == "bf16"})
             yield (f"wo_gemv int8 masked={masked} {dt}", _wo_gemv_int8_kernel, wo | io | {"Q": "*i8"},
                    {"BLOCK_N": 4, "BLOCK_W": 512, "SPLIT": True, "MASKED": masked, "IS_BF16": dt == "bf16", "ASM": True},
-                   {"num_warps": 2, "num_stages": 3})
+                   {"num_warps": 4, "num_stages": 3})  # the small-N default
     # the default launches: int4 one warp, no pipelining; int8 16 rows of 512 k over 4 warps
     yield ("wo_gemv int4 default launch", _wo_gemv_int4_kernel, wo | {"Q": "*i32"},
            {"GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 32, "WPT": 1, "SPLIT": True, "MASKED": False,

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Print the Triton code Inductor generates for torchao's compiled int8 weight-only layer at
-# one row (tools/gemv_nk_lab.py compares with it). Usage: sh tools/inductor_code.sh
+# one row (tools/gemv_nk_lab.py, at b5b88cd, compared with it). Usage: sh tools/inductor_code.sh
 TORCH_LOGS=output_code python3 - <<'PY' 2>&1 | grep -v Deprecation | grep -v "warnings.warn"
 import torch
 from kernels.norm.baselines import compiled

@@ -79,11 +79,11 @@ for recipe, m, k, n in [(c[0], int(c[1]), int(c[2]), int(c[3])) for c in shaped]
     if m > 16:
         wd = w.to(torch.bfloat16)
         provs["F.linear"] = lambda: torch.nn.functional.linear(x, wd)
-    helpers = {}  # timed alongside, not ranked: the dequantization alone, and cuBLAS on its (K, N) output
+    helpers = {}  # timed alongside, not ranked: the dequantization alone, and cuBLAS on its output (int4 (K, N); int8 the (K, N) view of (N, K))
     if m > 16:
         w_kn = dequantize_weight(qw, torch.bfloat16)
         helpers = {"dequant alone": lambda: dequantize_weight(qw, torch.bfloat16),
-                   "mm on (K, N)": lambda: torch.mm(x, w_kn)}
+                   "mm on it": lambda: torch.mm(x, w_kn)}
         provs |= helpers
     for cfg in grid(recipe, m):
         try:
@@ -106,7 +106,7 @@ for recipe, m, k, n in [(c[0], int(c[1]), int(c[2]), int(c[3])) for c in shaped]
         moved = qw.nbytes + 2 * k * n
         t = ms["dequant alone"].median_s
         head += (f"; dequant alone {t * 1e6:.1f}us ({moved / t / 1e9 / bw:.0%} of copy BW for {moved / 1e6:.0f} MB)"
-                 f"; mm on (K, N) {pct(ms['mm on (K, N)'].median_s)}")
+                 f"; mm on it {pct(ms['mm on it'].median_s)}")
     per_path = {}  # the best config of each path
     for k_, v in sorted(ms.items(), key=lambda kv: kv[1].median_s):
         kind = k_.split("-")[0] if k_.startswith(("gemv", "dequant")) else "mma" if k_.startswith("m") else None

@@ -72,7 +72,7 @@ def quantize_int8_weight(w: torch.Tensor, dtype=None) -> QuantizedWeight:
     wf = w.float()
     scale = (wf.abs().amax(dim=1) / 127).clamp_min(1e-12).to(dtype)  # rounded as stored
     q = torch.round(wf / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
-    return QuantizedWeight(8, q, scale, None, None, tuple(w.shape))
+    return QuantizedWeight(8, q.contiguous(), scale, None, None, tuple(w.shape))  # w may be a transposed view
 
 
 def _int4_minmax(wg):

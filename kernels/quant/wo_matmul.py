@@ -543,7 +543,19 @@ def gemv_takes(N: int, K: int, bits: int) -> bool:
     return (N if bits == 4 else K) % 4 == 0
 
 
-def _config(M: int, N: int, K: int, bits: int, group, path=None):
+def _gemv_refusal(N: int, K: int, qw: QuantizedWeight) -> str | None:
+    """Why the one-row path cannot read this weight, or None: its shape (gemv_takes) or a
+    qweight not on a 4-byte boundary (a view at an odd offset: the 32-bit loads would fault)."""
+    if not gemv_takes(N, K, qw.bits):
+        return ("the gemv path reads 32-bit words of four weights: "
+                + (f"out_features {N}" if qw.bits == 4 else f"in_features {K}") + " is not a multiple of 4")
+    if qw.qweight.data_ptr() % 4:
+        return ("the gemv path reads the weight as 32-bit words: qweight does not start on a 4-byte boundary "
+                "(a view at an odd offset); pass a contiguous copy")
+    return None
+
+
+def _config(M: int, N: int, K: int, bits: int, group, path=None, gemv_refusal=None):
     """Launch defaults, from H100 sweeps (tools/quant_configs.py; results/<gpu>/quant_configs*.txt),
     bf16, 4096 -> 14336 unless said:
     - one row on the CUDA cores (gemv): int4 g128 44.9 -> 32.4 -> 27.3 us (words, loads a
@@ -559,7 +571,7 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
       the (N, K) layout 26.2 and 36.4 us with longer runs of k (quant_configs_mma-nk*.txt);
     - from DEQUANT_MIN_ROWS rows, dequantize-then-cuBLAS: int4 2048 rows 1468 -> 356 us,
       int8 528 -> 363 us (cuBLAS bf16 alone 304 us; quant_configs_prefill.txt)."""
-    path = path or ("gemv" if M == 1 and gemv_takes(N, K, bits) else "dequant" if M >= DEQUANT_MIN_ROWS[bits]
+    path = path or ("gemv" if M == 1 and gemv_refusal is None else "dequant" if M >= DEQUANT_MIN_ROWS[bits]
                     else "mma")
     if path not in ("mma", "gemv", "dequant"):
         raise ValueError(f"path must be 'mma', 'gemv' or 'dequant', got {path!r}")
@@ -568,9 +580,8 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None):
     if path == "gemv":
         if M != 1:
             raise ValueError(f"the gemv path computes one row; x has {M}")
-        if not gemv_takes(N, K, bits):
-            raise ValueError("the gemv path reads 32-bit words of four weights: "
-                             + (f"out_features {N}" if bits == 4 else f"in_features {K}") + " is not a multiple of 4")
+        if gemv_refusal:
+            raise ValueError(gemv_refusal)
         if bits == 8:
             # 8 KB of weights a program and step (H100, quant_configs_gemv-nk.txt): 16 rows of
             # 512 k over 4 warps where N gives enough programs (4096 -> 14336: 24.4 us, the
@@ -642,7 +653,7 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     if M == 0 or N == 0:
         return y
     y2 = y.view(-1, N)
-    cfg = _config(M, N, K, qw.bits, qw.group, (_config_override or {}).get("path"))
+    cfg = _config(M, N, K, qw.bits, qw.group, (_config_override or {}).get("path"), _gemv_refusal(N, K, qw))
     cfg.update(_config_override or {})
     if cfg["path"] == "dequant":  # many rows: the weight once in x's dtype, then cuBLAS
         torch.mm(x2, dequantize_weight(qw, x.dtype, cfg["block_r"], cfg["block_n"], cfg["num_warps"]), out=y2)

@@ -22,6 +22,15 @@ def test_int8_weight_rounds_to_nearest_per_channel(n, k, seed):
     assert (qw.qweight.abs().amax(dim=1) == 127).all(), "each channel's largest weight maps to +-127"
 
 
+def test_int8_weight_is_stored_contiguous_from_any_layout():
+    """The kernels read qweight's (N, K) rows as stored: a transposed view of w (a weight
+    kept as (K, N)) must still give a contiguous qweight, not one with w's strides."""
+    w = torch.randn(32, 64).t()  # (64, 32) with strides (1, 64)
+    qw = quantize_int8_weight(w, torch.float16)
+    assert qw.qweight.is_contiguous() and qw.qweight.shape == (64, 32)
+    assert torch.equal(qw.qweight, quantize_int8_weight(w.contiguous(), torch.float16).qweight)
+
+
 @given(n=st.integers(1, 20), groups=st.integers(1, 4), group=st.sampled_from(GROUP_SIZES), seed=st.integers(0, 2**31 - 1))
 def test_int4_weight_packs_two_per_byte_and_rounds_to_nearest(n, groups, group, seed):
     k = groups * group

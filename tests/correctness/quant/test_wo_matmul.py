@@ -152,6 +152,39 @@ def test_gemv_keeps_precision_over_a_long_unsplit_k(device, recipe):
     assert sqnr_db(exact, y) >= floor, f"{sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
 
 
+def test_int8_gemv_unmasked_and_split(device):
+    """The int8 one-row kernel without masks (N a multiple of block_n, K of block_k), whole
+    and split over K (the last program to arrive sums the partials and scales)."""
+    g = torch.Generator().manual_seed(5)
+    k, n = 1024, 256
+    q_cpu = quantize_int8_weight(torch.randn(n, k, generator=g), torch.float16)
+    x = torch.randn(1, k, generator=g).to(torch.float16)
+    exact = wo_matmul_reference(x, q_cpu)
+    floor = sqnr_db(exact, exact.to(torch.float16)) - 3.0
+    for splits in (1, 4):
+        y = wo_matmul(x.to(device), on_device(q_cpu, device), num_splits=splits,
+                      _config_override={"path": "gemv", "block_n": 16, "block_k": 256, "num_warps": 4}).cpu()
+        assert sqnr_db(exact, y) >= floor, f"splits={splits}: {sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
+
+
+def test_gemv_refuses_a_weight_off_a_4_byte_boundary(device):
+    """The gemv kernels read the weight as 32-bit words: a qweight view at an odd offset
+    takes the tensor-core path by default, and the gemv path, asked for, says why not."""
+    g = torch.Generator().manual_seed(6)
+    q_cpu = quantize_int8_weight(torch.randn(64, 256, generator=g), torch.float16)
+    buf = torch.empty(64 * 256 + 1, dtype=torch.int8, device=device)
+    odd = on_device(q_cpu, device)
+    odd.qweight = buf[1:].view(64, 256)
+    odd.qweight.copy_(q_cpu.qweight)
+    assert odd.qweight.data_ptr() % 4 == 1 and odd.qweight.is_contiguous()
+    x = torch.randn(1, 256, generator=g).to(torch.float16)
+    exact = wo_matmul_reference(x, q_cpu)
+    y = wo_matmul(x.to(device), odd).cpu()
+    assert sqnr_db(exact, y) >= sqnr_db(exact, exact.to(torch.float16)) - 3.0
+    with pytest.raises(ValueError, match="qweight does not start on a 4-byte boundary"):
+        wo_matmul(x.to(device), odd, _config_override={"path": "gemv"})
+
+
 @pytest.mark.parametrize("recipe", ["int8wo", "int4wo-64"])
 def test_gemv_reads_x_at_any_2_byte_offset(device, recipe):
     """The gemv kernels read x as 32-bit pairs: an x view 2 bytes off a 4-byte boundary is
