@@ -668,8 +668,7 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
     n_splits, k_chunk = split_plan(K, cfg["block_k"], n_tiles * m_tiles, x.device, num_splits, cfg["waves"],
                                    min_blocks=2)
     split = n_splits > 1
-    p = torch.empty(n_splits, M, N, dtype=torch.float32, device=x.device) if split else y2
-    count = tile_counters(x.device, n_tiles * m_tiles) if split else y2
+    p, count = _split_scratch(n_splits, y2, n_tiles * m_tiles)
     zero = qw.zero if qw.bits == 4 else qw.scale
     _wo_matmul_kernel[(n_tiles, n_splits, m_tiles)](
         x2, qw.qweight, qw.scale, zero, y2, p, count,
@@ -680,6 +679,15 @@ def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return y
+
+
+def _split_scratch(n_splits: int, out: torch.Tensor, n_tiles: int):
+    """A K split's fp32 partials, (n_splits, *out.shape), and its output tiles' arrival
+    counters; with one chunk neither is used and `out` stands in for both."""
+    if n_splits == 1:
+        return out, out
+    return (torch.empty(n_splits, *out.shape, dtype=torch.float32, device=out.device),
+            tile_counters(out.device, n_tiles))
 
 
 def _gemv(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dict, num_splits=None):
@@ -710,8 +718,7 @@ def _gemv(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dict, nu
     n_tiles = triton.cdiv(N // 4, per_program)
     n_splits, k_chunk = split_plan(K, qw.group, n_tiles, x2.device, num_splits, cfg["waves"], min_blocks=1)
     split = n_splits > 1
-    p = torch.empty(n_splits, N, dtype=torch.float32, device=x2.device) if split else y2
-    count = tile_counters(x2.device, n_tiles) if split else y2
+    p, count = _split_scratch(n_splits, y2, n_tiles)
     extra = {"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") else {}
     _wo_gemv_int4_kernel[(n_tiles, n_splits)](
         x2, words, qw.scale, qw.zero, y2, p, count, N, K, k_chunk, n_splits, qw.scale.stride(0), 0x3F800000,
@@ -731,8 +738,7 @@ def _gemv_int8(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dic
     n_tiles = triton.cdiv(N, block_n)
     n_splits, k_chunk = split_plan(K, block_k, n_tiles, x2.device, num_splits, cfg["waves"], min_blocks=1)
     split = n_splits > 1
-    p = torch.empty(n_splits, N, dtype=torch.float32, device=x2.device) if split else y2
-    count = tile_counters(x2.device, n_tiles) if split else y2
+    p, count = _split_scratch(n_splits, y2, n_tiles)
     _wo_gemv_int8_kernel[(n_tiles, n_splits)](
         x2, qw.qweight, qw.scale, y2, p, count, N, K, k_chunk, n_splits, K // 4, -0x7F7F7F80,  # 0x80808080 as int32
         BLOCK_N=block_n, BLOCK_W=block_k // 4, SPLIT=split, MASKED=N % block_n != 0 or K % block_k != 0,
