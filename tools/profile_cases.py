@@ -5,8 +5,9 @@ Cases (all by default): norm64 and norm1, RMSNorm+Linear 4096 -> 4096 at 64 rows
 row; linear64, the same GEMM without the norm; mm64 and mm1, cuBLAS's x @ W; int4 and int8, W4A16 g128 and W8A16 at one
 row, 4096 -> 14336; mixq, MixQ's activation quantization (2048 x 8192); decode32k, GQA
 decode at LLaMA-3-8B heads, batch 1, KV 32768 (split kernel and merge kernel), and read134,
-the pure read of the same 134 MB (tools/read_bound.py's kernel, 528 programs). LINEAR_CONFIG='{"block_n": 64, ...}' sets the linear kernels' _config,
-LINEAR_SPLITS their number of splits."""
+the pure read of the same 134 MB (tools/read_bound.py's kernel, 528 programs); read31, the
+same kernel over the 31.2 MB of the int4 case's weight. LINEAR_CONFIG='{"block_n": 64, ...}'
+sets the linear kernels' _config, LINEAR_SPLITS their number of splits."""
 import json
 import os
 import sys
@@ -54,15 +55,18 @@ if "decode32k" in cases:
     q = torch.randn(1, 1, 32, 128, device="cuda", dtype=torch.bfloat16)
     kc, vc = (torch.randn(1, 32768, 8, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     twice(lambda: gqa_decode(q, kc, vc, causal=False))
-if "read134" in cases:
+for read in ("read134", "read31"):
+    if read not in cases:
+        continue
     import triton
 
     from tools.read_bound import _read
 
-    n = 2 * 32768 * 8 * 128
+    n = 2 * 32768 * 8 * 128 if read == "read134" else 15_597_568  # 31.2 MB: W4A16 g128's 4096 -> 14336 weight
     buf, out = torch.randn(n, device="cuda", dtype=torch.bfloat16), torch.empty(1 << 16, device="cuda")
     chunk = triton.cdiv(triton.cdiv(n, 528), 4096) * 4096
-    twice(lambda: _read[(triton.cdiv(n, chunk),)](buf, out, n, chunk, BLOCK=4096, num_warps=8, num_stages=3))
+    twice(lambda n=n, buf=buf, out=out, chunk=chunk: _read[(triton.cdiv(n, chunk),)](
+        buf, out, n, chunk, BLOCK=4096, num_warps=8, num_stages=3))
 x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
 w = torch.randn(14336, 4096, device="cuda") * 0.02
 if "int4" in cases:

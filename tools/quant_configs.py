@@ -29,6 +29,11 @@ def grid(recipe, m):
         if int4:
             for rows, wpt, waves, maxnreg in itertools.product([8, 16, 32], [1, 2, 4], [4, 8, 16], [None, 128]):
                 yield dict(path="gemv", rows=rows, words_per_thread=wpt, num_warps=1, waves=waves, maxnreg=maxnreg)
+            # 32 rows compile to 255 registers (8 warps a SM, ncu_int4-gemv-read31.txt); 208 spill
+            # nothing, 192 one word: more warps a SM for the same batches, slower
+            # (quant_configs_gemv-maxnreg.txt: 19.9 and 20.1 against 19.4 us at 4096 -> 14336)
+            for maxnreg, waves, warps in itertools.product([192, 208], [6, 8, 12], [1, 2]):
+                yield dict(path="gemv", rows=32, words_per_thread=1, num_warps=warps, waves=waves, maxnreg=maxnreg)
         else:  # (N, K): rows a program, k a step, warps; K split below ~6 programs a SM
             for bn, bk, warps, waves in itertools.product([2, 4, 8, 16, 32], [512, 1024, 2048], [1, 2, 4, 8], [6, 12]):
                 if 512 * warps <= bn * bk <= 16384:
