@@ -12,7 +12,9 @@ Weights come as nn.Linear stores them, w (N, K) = (out_features, in_features):
                         product 10% slower (results/<gpu>/gemv_nk_lab*.txt).
   int4 weight-only      stored transposed, K-major with N contiguous, so that the one-row
                         kernel's thread holds whole packed words of 4 channels and its scale
-                        and zero rows are contiguous in N;
+                        and zero rows are contiguous in N. (Packed (N, K/2), as int8 is,
+                        the one-row product measured 0-6% faster at best: not worth the
+                        change, tools/int4_nk_lab.py and results/<gpu>/int4_nk_lab_*.txt.)
                         q in [0, 15] per group of `group` input channels, asymmetric:
                         w[n, k] ~ (q[k, n] - zero[g, n]) * scale[g, n],  g = k // group
                         packed two per byte along K: packed[j, n] = q[2j, n] | q[2j+1, n] << 4
