@@ -36,6 +36,22 @@ from kernels.quant.wo_matmul import _near_one, _x_pair
 
 
 @triton.jit
+def _store_rows(Y, P, COUNT, part, rn, pid_n, pid_k, n_splits, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr):
+    """The rows' sums to Y; with a K split, to this chunk's fp32 partials, the last program
+    of the rows to arrive summing them."""
+    if SPLIT:
+        N = tl.num_programs(0) * BLOCK_N
+        tl.store(P + pid_k.to(tl.int64) * N + rn, part)
+        if last_to_arrive(COUNT, pid_n, n_splits):
+            part = tl.zeros([BLOCK_N], dtype=tl.float32)
+            for s_ in range(0, n_splits):
+                part += tl.load(P + s_ * N + rn, cache_modifier=".cg")
+            tl.store(Y + rn, part.to(Y.dtype.element_ty))
+    else:
+        tl.store(Y + rn, part.to(Y.dtype.element_ty))
+
+
+@triton.jit
 def _int4_nk_kernel(X, Q, S, Z, Y, P, COUNT, K, k_chunk, n_splits, stride_w, stride_sn, stride_sg, one,
                     GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, QUAD: tl.constexpr,
                     X_VEC: tl.constexpr, SPLIT: tl.constexpr, NEAR: tl.constexpr):
@@ -104,17 +120,7 @@ def _int4_nk_kernel(X, Q, S, Z, Y, P, COUNT, K, k_chunk, n_splits, stride_w, str
         s = tl.load(S + sz_rows + g[None, :] * stride_sg).to(tl.float32)
         z = tl.load(Z + sz_rows + g[None, :] * stride_sg).to(tl.float32)
         acc += s * (xq - z * xs[None, :])
-    part = tl.sum(acc, axis=1)
-    if SPLIT:
-        N = tl.num_programs(0) * BLOCK_N
-        tl.store(P + pid_k.to(tl.int64) * N + rn, part)
-        if last_to_arrive(COUNT, pid_n, n_splits):
-            part = tl.zeros([BLOCK_N], dtype=tl.float32)
-            for s_ in range(0, n_splits):
-                part += tl.load(P + s_ * N + rn, cache_modifier=".cg")
-            tl.store(Y + rn, part.to(Y.dtype.element_ty))
-    else:
-        tl.store(Y + rn, part.to(Y.dtype.element_ty))
+    _store_rows(Y, P, COUNT, tl.sum(acc, axis=1), rn, pid_n, pid_k, n_splits, BLOCK_N, SPLIT)
 
 
 @triton.jit
@@ -182,31 +188,29 @@ def _int4_nk_rows_kernel(X, Q, S, Z, Y, P, COUNT, w_chunk, n_splits, stride_sn, 
         s = tl.load(S + sz_rows + g * stride_sg).to(tl.float32)
         z = tl.load(Z + sz_rows + g * stride_sg).to(tl.float32)
         acc += s * (256.0 * (tl.sum(a_lo, axis=1) - xe) + 16.0 * (tl.sum(a_hi, axis=1) - xo) - z * (xe + xo))
-    if SPLIT:
-        N = tl.num_programs(0) * BLOCK_N
-        tl.store(P + pid_k.to(tl.int64) * N + rn, acc)
-        if last_to_arrive(COUNT, pid_n, n_splits):
-            acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-            for s_ in range(0, n_splits):
-                acc += tl.load(P + s_ * N + rn, cache_modifier=".cg")
-            tl.store(Y + rn, acc.to(Y.dtype.element_ty))
-    else:
-        tl.store(Y + rn, acc.to(Y.dtype.element_ty))
+    _store_rows(Y, P, COUNT, acc, rn, pid_n, pid_k, n_splits, BLOCK_N, SPLIT)
 
 
-def int4_nk_rows(x, packed, s, z, y, group, block_n, warps, waves=0, loads_only=False, stages=3):
-    N, half_k = packed.shape
-    K = 2 * half_k
+def _launch_plan(x, packed, s, y, group, block_n, block_k, waves):
+    """(programs along N, K chunks, chunk length, fp32 partials, arrival counters, the scale
+    and zero's (row, group) strides). waves 0: no K split; else about `waves` waves of
+    programs (no split where the chunks would not divide K)."""
+    N, K = packed.shape[0], 2 * packed.shape[1]
     n_tiles = N // block_n
-    n_splits, k_chunk = (1, K) if not waves else split_plan(K, group, n_tiles, x.device, None, waves, 1)
+    n_splits, k_chunk = (1, K) if not waves else split_plan(K, block_k, n_tiles, x.device, None, waves, 1)
     if K % k_chunk:
         n_splits, k_chunk = 1, K
     p = torch.empty(n_splits, N, device=x.device) if n_splits > 1 else y
     count = tile_counters(x.device, n_tiles) if n_splits > 1 else y
-    n_major = s.shape[0] == N and s.shape[1] == K // group
+    n_major = s.shape == (N, K // group)
+    return n_tiles, n_splits, k_chunk, p, count, ((s.stride(0), 1) if n_major else (1, s.stride(0)))
+
+
+def int4_nk_rows(x, packed, s, z, y, group, block_n, warps, waves=0, loads_only=False, stages=3):
+    N, half_k = packed.shape
+    n_tiles, n_splits, k_chunk, p, count, sz_strides = _launch_plan(x, packed, s, y, group, block_n, group, waves)
     _int4_nk_rows_kernel[(n_tiles, n_splits)](
-        x, packed, s, z, y, p, count, k_chunk // 8, n_splits,
-        s.stride(0) if n_major else 1, 1 if n_major else s.stride(0), 0x3F800000,
+        x, packed, s, z, y, p, count, k_chunk // 8, n_splits, *sz_strides, 0x3F800000,
         STRIDE_W=half_k // 4, GROUP=group, BLOCK_N=block_n, SPLIT=n_splits > 1, LOADS_ONLY=loads_only,
         num_warps=warps, num_stages=stages)
     return y
@@ -224,19 +228,11 @@ def repack(qw, n_major_sz):
 
 def int4_nk(x, packed, s, z, y, group, block_n, block_w, warps, quad=False, x_vec=False, waves=0, near=False,
             stages=3):
-    """waves 0: no K split; else K split so that about `waves` waves of programs run."""
     N, half_k = packed.shape
-    K = 2 * half_k
-    n_tiles = N // block_n
-    n_splits, k_chunk = (1, K) if not waves else split_plan(K, 8 * block_w, n_tiles, x.device, None, waves, 1)
-    if K % k_chunk:
-        n_splits, k_chunk = 1, K
-    p = torch.empty(n_splits, N, device=x.device) if n_splits > 1 else y
-    count = tile_counters(x.device, n_tiles) if n_splits > 1 else y
-    n_major = s.shape[0] == N and s.shape[1] == K // group
+    n_tiles, n_splits, k_chunk, p, count, sz_strides = _launch_plan(x, packed, s, y, group, block_n, 8 * block_w,
+                                                                     waves)
     _int4_nk_kernel[(n_tiles, n_splits)](
-        x, packed, s, z, y, p, count, K, k_chunk, n_splits, half_k // 4,
-        s.stride(0) if n_major else 1, 1 if n_major else s.stride(0), 0x3F800000,
+        x, packed, s, z, y, p, count, 2 * half_k, k_chunk, n_splits, half_k // 4, *sz_strides, 0x3F800000,
         GROUP=group, BLOCK_N=block_n, BLOCK_W=block_w, QUAD=quad, X_VEC=x_vec, SPLIT=n_splits > 1, NEAR=near,
         num_warps=warps, num_stages=stages)
     return y
