@@ -30,9 +30,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch import last_to_arrive, split_plan, tile_counters
+from kernels.launch import last_to_arrive, split_plan
 from kernels.quant import quantize_int4_weight, unpack_int4, wo_matmul
-from kernels.quant.wo_matmul import _near_one, _x_pair
+from kernels.quant.wo_matmul import _near_one, _split_scratch, _x_pair
 
 
 @triton.jit
@@ -200,8 +200,7 @@ def _launch_plan(x, packed, s, y, group, block_n, block_k, waves):
     n_splits, k_chunk = (1, K) if not waves else split_plan(K, block_k, n_tiles, x.device, None, waves, 1)
     if K % k_chunk:
         n_splits, k_chunk = 1, K
-    p = torch.empty(n_splits, N, device=x.device) if n_splits > 1 else y
-    count = tile_counters(x.device, n_tiles) if n_splits > 1 else y
+    p, count = _split_scratch(n_splits, y, n_tiles)
     n_major = s.shape == (N, K // group)
     return n_tiles, n_splits, k_chunk, p, count, ((s.stride(0), 1) if n_major else (1, s.stride(0)))
 
