@@ -28,7 +28,7 @@ from kernels.quant.wo_matmul import (_dequant_kernel, _wo_gemv_int4_kernel, _wo_
 HOPPER = GPUTarget("cuda", 90, 32)
 
 
-def check(fn, types, consts, num_warps=4, num_stages=3, maxnreg=None):
+def check(fn, types, consts, num_warps=4, num_stages=3):
     """Compile fn with argument types (default i32) and constants; raise on failure."""
     names = list(inspect.signature(fn.fn).parameters)
     sig = {n: ("constexpr" if n in consts else types.get(n, "i32")) for n in names}
@@ -38,7 +38,7 @@ def check(fn, types, consts, num_warps=4, num_stages=3, maxnreg=None):
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
              if sig[n].startswith("*") or n.startswith("stride") or n in ("N", "K", "k_chunk")}
     triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs), target=HOPPER,
-                   options={"num_warps": num_warps, "num_stages": num_stages} | ({"maxnreg": maxnreg} if maxnreg else {}))
+                   options={"num_warps": num_warps, "num_stages": num_stages})
 
 
 def cases():
