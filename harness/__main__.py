@@ -1,10 +1,16 @@
-"""python -m harness {compare,gate,csv,ceilings}
+"""python -m harness {compare,gate,gate-check,table,csv,ceilings}
 
   compare A B            per-case table: medians of A and B, their ratio, and the
                          kernel's same-run speedup in each run
   gate BASE CAND         exit 0 pass, 1 regression, 2 unusable input (nothing to compare,
-                         different GPU models, unreadable files); BASE may be a folder
-                         (e.g. results/): its newest file of CAND's GPU model is used
+                         different GPU models, unreadable or malformed files, a bad
+                         threshold), 3 no regression but some common case could not be
+                         judged (timed differently, no common baseline); BASE may be a
+                         folder (e.g. results/): for each case, its newest file of CAND's
+                         GPU model, CAND itself left out
+  gate-check BASE:CAND.. the gate's catch rate for an injected kernel slowdown and its
+                         false alarms, on pairs of runs of unchanged code (exit 1 if under
+                         the target)
   table FILE             one results file as the summary table (median, GB/s, roofline, speedup)
   csv FILE [-o OUT]      one results file as CSV (stdout, or OUT, never overwritten)
   ceilings               measure this GPU's ceilings and print them
@@ -18,8 +24,11 @@ import json
 import sys
 from pathlib import Path
 
-from .gate import compare_rows, gate
+from .gate import check_threshold, compare_rows, gate, history_stability, software_differences
 from .results import UnusableInput, reference_for_gpu, load_run
+
+# The committed results: where the gate measures each baseline's run-to-run stability.
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 CSV_FIELDS = ["case", "op", "provider", "role", "dtype", "shape", "median_us", "iqr_us", "rounds",
               "tflops", "gbps", "roofline_fraction", "timing", "compile_time_s",
@@ -48,19 +57,58 @@ def cmd_compare(args) -> int:
 
 
 def cmd_gate(args) -> int:
+    threshold = check_threshold(args.threshold)
     cand = load_run(args.cand)
-    base = reference_for_gpu(args.base, cand.gpu) if Path(args.base).is_dir() else load_run(args.base)
-    verdicts, notes = gate(base, cand, args.threshold)
-    print(f"gate: {cand.path} against {base.path} ({cand.gpu}), threshold {args.threshold:.0%}, 95% CI")
-    for v in verdicts:
-        others = ", ".join(f"{b} {c[0]:.3f}" for b, c in sorted(v.changes.items()) if b != v.baseline)
-        print(f"  {v.verdict:<11} {v.case}  (kernel/{v.baseline}) change {v.change:.3f} "
-              f"[{v.ci_low:.3f}, {v.ci_high:.3f}]" + (f"; vs {others}" if others else ""))
-    for n in notes:
-        print(f"  skipped     {n}")
-    bad = [v for v in verdicts if v.verdict == "regression"]
-    print(f"gate: {'FAIL' if bad else 'pass'}: {len(bad)} regression(s) in {len(verdicts)} compared case(s)")
-    return 1 if bad else 0
+    if Path(args.base).is_dir():
+        base = reference_for_gpu(args.base, cand.gpu, exclude=[args.cand])
+    else:
+        base = load_run(args.base)
+        if Path(args.base).resolve() == Path(args.cand).resolve():
+            raise UnusableInput(f"{args.cand} is both BASE and CAND: a run is never its own reference")
+    history = args.history if args.history is not None else (args.base if Path(args.base).is_dir() else RESULTS)
+    stability = history_stability(history, cand.gpu, [args.cand])
+    result = gate(base, cand, threshold, stability)
+    print(f"gate: {cand.path} against {base.path} ({cand.gpu}), threshold {threshold:.0%}, 95% CI")
+    print(f"  baseline weights from the run-to-run stability of {stability.source}")
+    for d in software_differences(base, cand):
+        print(f"  note: software differs: {d}")
+    for v in result.verdicts:
+        per = ", ".join(f"{b} {r:.3f} (sd {w ** -0.5:.1%})" for b, (r, w) in sorted(v.baselines.items()))
+        print(f"  {v.verdict:<11} {v.case}  change {v.change:.3f} [{v.ci_low:.3f}, {v.ci_high:.3f}] "
+              f"= kernel {v.kernel_ratio:.3f} / machine {v.machine:.3f}; baselines: {per}")
+    for n in result.unjudged:
+        print(f"  NOT JUDGED  {n}")
+    for c in result.missing:
+        print(f"  missing     {c}: in the base, not run by the candidate")
+    bad = result.regressions
+    verdict = "FAIL" if bad else "INCOMPLETE" if result.unjudged else "pass"
+    print(f"gate: {verdict}: {len(bad)} regression(s) in {len(result.verdicts)} judged case(s), "
+          f"{len(result.unjudged)} not judged, {len(result.missing)} of the base not run")
+    return result.exit_code
+
+
+def cmd_gate_check(args) -> int:
+    from .gate_check import run_check
+
+    pairs = []
+    for p in args.pairs:
+        if p.count(":") != 1:
+            raise UnusableInput(f"{p!r}: give each pair as BASE.json:CAND.json")
+        pairs.append(tuple(p.split(":")))
+    reports, totals = run_check(pairs, args.history, args.slowdown, check_threshold(args.threshold))
+    for r in reports:
+        print(f"{Path(r.base).name} -> {Path(r.cand).name}: {r.cases} cases, false alarms {len(r.false_alarms)}, "
+              f"caught in file {r.caught_in_file}, caught alone {r.caught_alone}")
+        for case, change in r.false_alarms:
+            print(f"  false alarm  {case} change {change:.3f}")
+        for case, change, lo in r.missed:
+            print(f"  missed       {case} change {change:.3f} (CI low {lo:.3f})")
+    ok = totals["catch_rate"] >= args.target and totals["false_alarms"] == 0
+    print(f"gate-check: {totals['cases']} injections of a {args.slowdown - 1:.0%} kernel slowdown: "
+          f"caught {totals['caught_in_file']} in the whole file, {totals['caught_alone']} alone "
+          f"({totals['catch_rate']:.1%}, target {args.target:.0%}); false alarms {totals['false_alarms']}: "
+          + ("pass" if ok else "FAIL"))
+    return 0 if ok else 1
 
 
 def cmd_csv(args) -> int:
@@ -121,7 +169,15 @@ def main(argv=None) -> int:
     g.add_argument("base", help="results file, or a folder such as results/")
     g.add_argument("cand")
     g.add_argument("--threshold", type=float, default=0.10,
-                   help="practical threshold on the ratio change (default 0.10 = 10%%)")
+                   help="practical threshold on the change (default 0.10 = 10%%)")
+    g.add_argument("--history", help="results folder whose runs give each baseline's stability "
+                                     "(default: BASE if a folder, else the repo's results/)")
+    k = sub.add_parser("gate-check", help="the gate's catch rate and false alarms on A/A pairs")
+    k.add_argument("pairs", nargs="+", metavar="BASE.json:CAND.json")
+    k.add_argument("--history", default=str(RESULTS))
+    k.add_argument("--slowdown", type=float, default=1.15)
+    k.add_argument("--threshold", type=float, default=0.10)
+    k.add_argument("--target", type=float, default=0.95)
     t = sub.add_parser("table", help="one results file as the summary table")
     t.add_argument("file")
     v = sub.add_parser("csv", help="one results file as CSV")
@@ -131,7 +187,7 @@ def main(argv=None) -> int:
     m.add_argument("--remeasure", action="store_true")
     args = p.parse_args(argv)
     try:
-        return {"compare": cmd_compare, "gate": cmd_gate, "table": cmd_table, "csv": cmd_csv,
+        return {"compare": cmd_compare, "gate": cmd_gate, "gate-check": cmd_gate_check, "table": cmd_table, "csv": cmd_csv,
                 "ceilings": cmd_ceilings}[args.cmd](args)
     except UnusableInput as exc:
         print(f"error: {exc}", file=sys.stderr)

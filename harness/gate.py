@@ -1,64 +1,166 @@
 """compare and gate: two runs, case by case.
 
-The gate judges the same-run ratio kernel / baseline (both timed in one process,
-interleaved), not absolute times, so a slower or busier machine does not read as a
-regression. For each case and each baseline timed in both runs it computes
+The gate asks whether the suite's kernel got slower than the machine it ran on. For each
+case it takes the kernel's change of median time, candidate over base, and divides it by
+the machine's change, estimated from the baselines timed in the same runs:
 
-    change = (kernel_cand / baseline_cand) / (kernel_base / baseline_base)
+    change = (kernel_cand / kernel_base) / machine,
+    machine = weighted median over the case's baselines of (baseline_cand / baseline_base)
 
-from the medians (change > 1: the kernel lost ground), with a 95% confidence interval by
-bootstrap over the four sets of samples. A case regresses only when the kernel lost
-ground against EVERY such baseline, each change beyond the practical threshold and its
-interval above 1; it improves only when it gained against every one. One baseline alone
-moving is that baseline's own variation: torch.compile's time at one shape was seen to
-change by 1.6x between two sessions on one H100 (Inductor chose another kernel
-configuration), while the kernel and the other baselines repeated within 1%.
+Each baseline's weight is 1 / sigma^2, sigma being that provider's run-to-run spread of
+log time measured on the committed history (`Stability`): an autotuned or compiled
+baseline that moves by 8-44% between sessions (torch.compile, torchao's compiled path,
+bitsandbytes) carries little weight, and no single baseline decides unless it is the
+only one. A slower machine slows the kernel and its baselines alike, so the change stays
+at 1. The 95% interval is a bootstrap over the samples of every entry involved.
+
+A case regresses when the change exceeds 1 + threshold and its interval lies above 1;
+it improves when the change is under 1 / (1 + threshold) and its interval lies below 1.
+A case the gate cannot judge (timed by another method, no common kernel or baseline) is
+listed and makes the gate's exit 3 unless a regression already makes it 1.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .results import Run, UnusableInput
+from .results import Run, UnusableInput, load_history
 
 BOOTSTRAP = 2000
+# Spread assumed for a provider the history never measured twice: as unstable as the
+# least stable baselines seen on the H100 (bitsandbytes 17%, torch._int_mm at MixQ's
+# shapes 38%, torch.compile 6%).
+UNKNOWN_SIGMA = 0.15
+# No provider is trusted beyond this (timer resolution and clock drift within a session).
+MIN_SIGMA = 0.005
+
+
+@dataclass
+class Stability:
+    """Run-to-run spread (standard deviation of log median time) per baseline provider."""
+    sigma: dict = field(default_factory=dict)
+    source: str = "none"
+
+    def of(self, provider: str) -> float:
+        return max(self.sigma.get(provider, UNKNOWN_SIGMA), MIN_SIGMA)
+
+    def weight(self, provider: str) -> float:
+        return 1.0 / self.of(provider) ** 2
+
+
+def measure_stability(runs: list[Run], source: str = "") -> Stability:
+    """Each baseline provider's spread: for every (case, provider, timing method) measured
+    in two or more runs, the standard deviation of log median time across them; the
+    provider's spread pools those over its cases (root mean square), so a provider that
+    holds still at most shapes but jumps at a few (torch.compile choosing another kernel)
+    counts as unstable. Baselines are code the suite does not change, so every committed
+    run of a case counts, whatever kernel ran beside it."""
+    logs: dict[tuple, list[float]] = {}
+    for r in runs:
+        for (case, provider), e in r.entries.items():
+            if e.role == "baseline":
+                logs.setdefault((case, provider, method(e.info)), []).append(math.log(e.median_s))
+    per_provider: dict[str, list[float]] = {}
+    for (_, provider, _), xs in logs.items():
+        if len(xs) >= 2:
+            per_provider.setdefault(provider, []).append(float(np.std(xs, ddof=1)))
+    return Stability({p: float(np.sqrt(np.mean(np.square(s)))) for p, s in per_provider.items()}, source)
+
+
+def history_stability(folder: str | Path | None, gpu: str | None, exclude: list[str]) -> Stability:
+    """Stability measured on the results under `folder` of GPU model `gpu` (all models if
+    it has none there), the files in `exclude` left out; empty if there is no history."""
+    if folder is None or not Path(folder).is_dir():
+        return Stability(source="none (every baseline weighted alike)")
+    runs = load_history(folder, gpu, exclude)
+    label = f"{len(runs)} file(s) of {gpu} under {folder}"
+    if not runs:
+        runs = load_history(folder, None, exclude)
+        label = f"{len(runs)} file(s) of every GPU model under {folder}"
+    if not runs:
+        return Stability(source="none (every baseline weighted alike)")
+    return measure_stability(runs, label)
 
 
 @dataclass
 class CaseVerdict:
     case: str
-    baseline: str  # the baseline that decides: least lost ground (or least gained)
     change: float
     ci_low: float
     ci_high: float
-    verdict: str  # "regression", "improvement", "unchanged"
-    changes: dict  # every common baseline -> (change, ci_low, ci_high)
+    verdict: str         # "regression", "improvement", "unchanged"
+    kernel_ratio: float  # kernel_cand / kernel_base
+    machine: float       # the weighted-median baseline ratio
+    baselines: dict      # provider -> (baseline_cand / baseline_base, weight)
 
 
-def _median_ratio_change(kb, bb, kc, bc) -> float:
-    return (np.median(kc) / np.median(bc)) / (np.median(kb) / np.median(bb))
-
-
-def bootstrap_change(kb, bb, kc, bc, seed: int = 0) -> tuple[float, float, float]:
-    sets = [np.asarray(s, dtype=float) for s in (kb, bb, kc, bc)]
-    rng = np.random.default_rng(seed)
-    meds = []
-    for s in sets:
-        idx = rng.integers(0, len(s), size=(BOOTSTRAP, len(s)))
-        meds.append(np.median(s[idx], axis=1))
-    mkb, mbb, mkc, mbc = meds
-    dist = (mkc / mbc) / (mkb / mbb)
-    lo, hi = np.quantile(dist, [0.025, 0.975])
-    return _median_ratio_change(*sets), float(lo), float(hi)
-
-
-def _method(info: dict) -> str:
+def method(info: dict) -> str:
     """How a case was timed. Files from before l2_flush was recorded flushed by writing."""
     timing = info.get("timing", "?")
     if timing == "events+cold_l2":
         timing += "/flush-" + (info.get("l2_flush") or "write")
     return timing
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted median over axis 0 of `values` (P x B), weights (P,): the value where the
+    cumulative weight reaches half, the mean of the two neighbours on an exact tie (so
+    equal weights give the ordinary median)."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        return weighted_median(values[:, None], weights)[0]
+    order = np.argsort(values, axis=0)
+    v = np.take_along_axis(values, order, axis=0)
+    w = np.asarray(weights, dtype=float)[order]
+    cum = np.cumsum(w, axis=0) / w.sum(axis=0)
+    half = 0.5 - 1e-12
+    i = np.argmax(cum >= half, axis=0)
+    cols = np.arange(v.shape[1])
+    tie = np.abs(cum[i, cols] - 0.5) < 1e-9
+    nxt = np.minimum(i + 1, v.shape[0] - 1)
+    return np.where(tie, 0.5 * (v[i, cols] + v[nxt, cols]), v[i, cols])
+
+
+def bootstrap_medians(samples, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Medians of n_boot resamples (with replacement) of `samples`, drawn exactly from the
+    order-statistic distribution of a resample's (lower) median: the median of a resample
+    is x_(k) with k = ceil(n V), V ~ Beta(m, n - m + 1), m = (n + 1) // 2."""
+    x = np.sort(np.asarray(samples, dtype=float))
+    n = len(x)
+    m = (n + 1) // 2
+    k = np.ceil(rng.beta(m, n - m + 1, size=n_boot) * n).astype(int)
+    return x[np.clip(k, 1, n) - 1]
+
+
+def judge_case(case: str, kb, kc, bases: dict, cands: dict, stability: Stability,
+               threshold: float, seed: int = 0) -> CaseVerdict:
+    """One case's verdict from the samples of the kernel (kb, kc) and of each common
+    baseline (bases[p], cands[p]), base and candidate."""
+    names = sorted(bases)
+    weights = np.array([stability.weight(p) for p in names])
+    k_ratio = np.median(kc) / np.median(kb)
+    ratios = np.array([np.median(cands[p]) / np.median(bases[p]) for p in names])
+    machine = math.exp(weighted_median(np.log(ratios), weights))
+    change = k_ratio / machine
+
+    rng = np.random.default_rng(seed)
+    bk = bootstrap_medians(kc, BOOTSTRAP, rng) / bootstrap_medians(kb, BOOTSTRAP, rng)
+    logr = np.stack([np.log(bootstrap_medians(cands[p], BOOTSTRAP, rng) / bootstrap_medians(bases[p], BOOTSTRAP, rng))
+                     for p in names])
+    dist = bk / np.exp(weighted_median(logr, weights))
+    lo, hi = (float(q) for q in np.quantile(dist, [0.025, 0.975]))
+
+    if change > 1 + threshold and lo > 1.0:
+        verdict = "regression"
+    elif change < 1 / (1 + threshold) and hi < 1.0:
+        verdict = "improvement"
+    else:
+        verdict = "unchanged"
+    return CaseVerdict(case, float(change), lo, hi, verdict, float(k_ratio), machine,
+                       {p: (float(r), float(w)) for p, r, w in zip(names, ratios, weights)})
 
 
 def _samples(run: Run, case: str, provider: str) -> list[float]:
@@ -70,50 +172,68 @@ def _samples(run: Run, case: str, provider: str) -> list[float]:
     return e.samples_s
 
 
-def gate(base: Run, cand: Run, threshold: float = 0.10) -> tuple[list[CaseVerdict], list[str]]:
-    """Verdicts for every case both runs can be compared on, and notes on those they cannot."""
+@dataclass
+class GateResult:
+    verdicts: list[CaseVerdict]
+    unjudged: list[str]        # cases in both runs the gate could not judge, with why
+    missing: list[str]         # cases of the base the candidate did not run
+
+    @property
+    def regressions(self) -> list[CaseVerdict]:
+        return [v for v in self.verdicts if v.verdict == "regression"]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions else 3 if self.unjudged else 0
+
+
+def check_threshold(threshold) -> float:
+    if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or threshold < 0:
+        raise UnusableInput(f"--threshold must be a finite number >= 0, got {threshold!r}")
+    return float(threshold)
+
+
+def gate(base: Run, cand: Run, threshold: float = 0.10, stability: Stability | None = None) -> GateResult:
+    """Verdicts for every case both runs can be compared on, the cases they cannot be
+    judged on, and the base's cases absent from the candidate."""
+    threshold = check_threshold(threshold)
+    stability = stability or Stability()
     if base.gpu != cand.gpu:
         raise UnusableInput(f"GPU models differ: {base.gpu!r} in {base.path}, {cand.gpu!r} in {cand.path}")
-    verdicts, notes = [], []
+    verdicts, unjudged = [], []
     for case in sorted(base.cases() & cand.cases()):
         kb, kc = base.kernel_entry(case), cand.kernel_entry(case)
         if kb is None or kc is None or kb.provider != kc.provider:
-            notes.append(f"{case}: no common kernel entry")
+            unjudged.append(f"{case}: no common kernel entry")
             continue
-        if _method(kb.info) != _method(kc.info):
-            notes.append(f"{case}: timed differently ({_method(kb.info)} vs {_method(kc.info)}): not comparable")
+        if method(kb.info) != method(kc.info):
+            unjudged.append(f"{case}: timed differently ({method(kb.info)} vs {method(kc.info)})")
             continue
         common = [p for (c, p), e in base.entries.items()
-                  if c == case and e.role == "baseline" and (case, p) in cand.entries]
+                  if c == case and e.role == "baseline" and (case, p) in cand.entries
+                  and method(e.info) == method(cand.entries[(case, p)].info)]
         if not common:
-            notes.append(f"{case}: no baseline timed in both runs")
+            unjudged.append(f"{case}: no baseline timed the same way in both runs")
             continue
-        changes = {
-            b: bootstrap_change(
-                _samples(base, case, kb.provider), _samples(base, case, b),
-                _samples(cand, case, kc.provider), _samples(cand, case, b),
-            )
-            for b in common
-        }
-        mildest = min(changes, key=lambda b: changes[b][0])   # least ground lost
-        harshest = max(changes, key=lambda b: changes[b][0])  # least ground gained
-        c, lo, _ = changes[mildest]
-        if c > 1 + threshold and lo > 1.0:
-            verdict, decider = "regression", mildest
-        else:
-            c, _, hi = changes[harshest]
-            if c < 1 / (1 + threshold) and hi < 1.0:
-                verdict, decider = "improvement", harshest
-            else:
-                verdict, decider = "unchanged", mildest
-        change, lo, hi = changes[decider]
-        verdicts.append(CaseVerdict(case, decider, change, lo, hi, verdict, changes))
-    if not verdicts:
-        raise UnusableInput(
-            f"nothing to compare: no case of {cand.path} has a kernel and a baseline also in {base.path}"
-            + (f" ({'; '.join(notes[:5])})" if notes else "")
-        )
-    return verdicts, notes
+        verdicts.append(judge_case(
+            case, _samples(base, case, kb.provider), _samples(cand, case, kc.provider),
+            {p: _samples(base, case, p) for p in common}, {p: _samples(cand, case, p) for p in common},
+            stability, threshold,
+        ))
+    if not verdicts and not unjudged:
+        raise UnusableInput(f"nothing to compare: no case of {cand.path} is also in {base.path}")
+    missing = sorted(c for c in base.cases() - cand.cases() if base.kernel_entry(c) is not None)
+    return GateResult(verdicts, unjudged, missing)
+
+
+def software_differences(base: Run, cand: Run) -> list[str]:
+    """torch, triton, CUDA and driver versions that differ between the two runs."""
+    out = []
+    for key in ("torch", "triton", "cuda", "driver"):
+        a, b = base.software.get(key), cand.software.get(key)
+        if a != b:
+            out.append(f"{key} {a or '?'} -> {b or '?'}")
+    return out
 
 
 def compare_rows(base: Run, cand: Run) -> list[dict]:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -26,6 +28,8 @@ class Run:
     gpu: str | None
     datetime: str | None
     entries: dict[tuple[str, str], Entry]
+    software: dict = field(default_factory=dict)  # torch, triton, cuda, driver
+    source: dict = field(default_factory=dict)    # commit, dirty
 
     def cases(self) -> set[str]:
         return {c for c, _ in self.entries}
@@ -35,6 +39,34 @@ class Run:
             if c == case and e.role == "kernel":
                 return e
         return None
+
+
+def _positive_finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _entry(p: Path, i: int, b) -> Entry | None:
+    """One benchmark of the file, checked; None for a benchmark that is not a suite case."""
+    where = f"{p}: benchmarks[{i}]"
+    if not isinstance(b, dict):
+        raise UnusableInput(f"{where} is not an object")
+    info = b.get("extra_info") or {}
+    if not isinstance(info, dict) or "case" not in info or "provider" not in info:
+        return None  # not one of the suite's device-timed cases
+    where += f" ({info['case']} [{info['provider']}])"
+    stats = b.get("stats")
+    if not isinstance(stats, dict):
+        raise UnusableInput(f"{where} has no stats")
+    median = stats.get("median", info.get("median_s"))
+    if not _positive_finite(median):
+        raise UnusableInput(f"{where}: stats.median is {median!r}, not a positive finite number")
+    data = stats.get("data")
+    if data is not None:
+        if not isinstance(data, list) or not all(_positive_finite(x) for x in data):
+            raise UnusableInput(f"{where}: stats.data must be a list of positive finite seconds "
+                                "(NaN, infinite, zero or negative samples found)")
+    return Entry(case=str(info["case"]), provider=str(info["provider"]), role=info.get("role", "baseline"),
+                 median_s=float(median), samples_s=data or None, info=info)
 
 
 def load_run(path: str | Path) -> Run:
@@ -47,42 +79,59 @@ def load_run(path: str | Path) -> Run:
         raise UnusableInput(f"{p}: no such file") from None
     except (OSError, ValueError) as exc:
         raise UnusableInput(f"{p}: not a readable JSON results file ({exc})") from None
-    if not isinstance(data, dict) or "benchmarks" not in data:
-        raise UnusableInput(f"{p}: not a pytest-benchmark results file (no 'benchmarks' list)")
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise UnusableInput(f"{p}: not a pytest-benchmark results file ('benchmarks' is not a list)")
     entries = {}
-    for b in data["benchmarks"]:
-        info = b.get("extra_info") or {}
-        if "case" not in info or "provider" not in info:
-            continue  # not one of the suite's device-timed cases
-        stats = b.get("stats") or {}
-        entries[(info["case"], info["provider"])] = Entry(
-            case=info["case"],
-            provider=info["provider"],
-            role=info.get("role", "baseline"),
-            median_s=float(stats.get("median", info.get("median_s"))),
-            samples_s=stats.get("data"),
-            info=info,
-        )
-    gpu = ((data.get("machine_info") or {}).get("gpu") or {}).get("name")
-    return Run(str(p), gpu, data.get("datetime"), entries)
+    for i, b in enumerate(data["benchmarks"]):
+        e = _entry(p, i, b)
+        if e is not None:
+            entries[(e.case, e.provider)] = e
+    machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
+    gpu_info = machine.get("gpu") if isinstance(machine.get("gpu"), dict) else {}
+    soft = machine.get("software") if isinstance(machine.get("software"), dict) else {}
+    software = {k: soft.get(k) for k in ("torch", "triton", "cuda")}
+    software["driver"] = gpu_info.get("driver")
+    commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
+    source = {"commit": commit.get("id"), "dirty": commit.get("dirty")}
+    return Run(str(p), gpu_info.get("name"), data.get("datetime"), entries, software, source)
 
 
-def reference_for_gpu(folder: str | Path, gpu: str | None) -> Run:
-    """The reference held in `folder` (recursively) for GPU model `gpu`: for every case, its
-    entries from the newest file that measured it. A run of a few cases adds to the
-    reference; it does not hide the cases it did not run."""
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b) or (a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes())
+    except OSError:
+        return False
+
+
+def load_history(folder: str | Path, gpu: str | None, exclude: list[str | Path] = ()) -> list[Run]:
+    """Every readable results file under `folder` (recursively) of GPU model `gpu` (any
+    model if None) that holds device-timed cases, oldest first; a file equal to one in
+    `exclude` (the candidate) is left out: a run is never part of its own reference."""
+    excluded = [Path(x) for x in exclude]
     runs = []
     for f in sorted(Path(folder).rglob("*.json")):
+        if any(_same_file(f, x) for x in excluded):
+            continue
         try:
             r = load_run(f)
         except UnusableInput:
             continue
-        if r.entries and r.gpu == gpu:
+        if r.entries and (gpu is None or r.gpu == gpu):
             runs.append(r)
-    if not runs:
-        raise UnusableInput(f"no results file under {folder} was recorded on {gpu!r}: nothing to compare with")
     runs.sort(key=lambda r: (r.datetime or "", r.path))
+    return runs
+
+
+def reference_for_gpu(folder: str | Path, gpu: str | None, exclude: list[str | Path] = ()) -> Run:
+    """The reference held in `folder` (recursively) for GPU model `gpu`: for every case, its
+    entries from the newest file that measured it, the candidate (`exclude`) left out. A run
+    of a few cases adds to the reference; it does not hide the cases it did not run."""
+    runs = load_history(folder, gpu, exclude)
+    if not runs:
+        raise UnusableInput(f"no results file under {folder} was recorded on {gpu!r} "
+                            "(the candidate itself left out): nothing to compare with")
     newest = {case: r for r in runs for case in r.cases()}  # later (newer) runs win
     entries = {k: e for case, r in newest.items() for k, e in r.entries.items() if k[0] == case}
     used = sorted({Path(r.path).name for r in newest.values()})
-    return Run(f"{folder} (newest file per case: {', '.join(used)})", gpu, runs[-1].datetime, entries)
+    return Run(f"{folder} (newest file per case: {', '.join(used)})", gpu, runs[-1].datetime, entries,
+               runs[-1].software, runs[-1].source)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 
-def results_file(path, cases: dict, gpu="NVIDIA H100 80GB HBM3", seed=0, noise=0.02, n=200):
+def results_file(path, cases: dict, gpu="NVIDIA H100 80GB HBM3", seed=0, noise=0.02, n=200, software=None):
     """cases: case id -> {provider: true median seconds}; 'triton' is the kernel.
     Samples are lognormal around the median with relative spread `noise`."""
     rng = np.random.default_rng(seed)
@@ -22,6 +22,7 @@ def results_file(path, cases: dict, gpu="NVIDIA H100 80GB HBM3", seed=0, noise=0
                             speedups={b: bt / t for b, bt in baselines.items()})
             benches.append({"name": f"test[{case}-{provider}]", "extra_info": info,
                             "stats": {"median": med, "data": samples}})
-    path.write_text(json.dumps({"machine_info": {"gpu": {"name": gpu}}, "datetime": f"2026-11-22T00:00:0{seed % 10}",
+    machine = {"gpu": {"name": gpu}, "software": software or {"torch": "2.11.0", "triton": "3.6.0"}}
+    path.write_text(json.dumps({"machine_info": machine, "datetime": f"2026-11-22T00:00:0{seed % 10}",
                                 "benchmarks": benches}))
     return path
