@@ -20,9 +20,14 @@ from pathlib import Path
 import torch
 
 from .machine import gpu_slug
+from .results import UnusableInput
 from .timing import TimingConfig, _quantile, time_one, time_providers
 
 CEILINGS_VERSION = 2  # 2: copy timed with a read flush before each copy
+
+
+class NoCudaGpu(UnusableInput):
+    """No CUDA GPU is visible: there is nothing to measure (python -m harness: exit 2)."""
 
 
 def cache_dir() -> Path:
@@ -86,6 +91,9 @@ def measure_ceilings() -> dict:
 
 def get_ceilings(remeasure: bool = False) -> dict:
     """Ceilings of the current GPU model, from the cache or measured now."""
+    if not torch.cuda.is_available():  # torch would fail later with a bare AssertionError
+        raise NoCudaGpu("ceilings are measured on a CUDA GPU, and none is visible here "
+                        "(torch.cuda.is_available() is False)")
     name = torch.cuda.get_device_name()
     path = cache_dir() / f"ceilings-{gpu_slug(name)}.json"
     if path.exists() and not remeasure:
