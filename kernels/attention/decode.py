@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_qk_norm_weights, check_same_device, check_tensor
+from kernels.interpreter import exact_operand
 from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
                             tile_counters)
 
@@ -101,7 +102,7 @@ def _decode_kernel(
             kf = k.to(tl.float32)
             k_rstd = 1.0 / tl.sqrt(tl.sum(kf * kf, axis=1) / HEAD_DIM + qk_eps)
             k = (kf * k_rstd[:, None] * kw[None, :]).to(K.dtype.element_ty)
-        s = tl.dot(q, tl.trans(k)) * scale_log2
+        s = tl.dot(exact_operand(q), exact_operand(tl.trans(k))) * scale_log2  # bf16 on the CPU lane: kernels/interpreter.py
         ok = n_ok[None, :] & (n[None, :] <= last[:, None])
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -110,7 +111,7 @@ def _decode_kernel(
         alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_base + n[:, None].to(tl.int64) * stride_vs + d[None, :], mask=n_ok[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v))
         m_i = m_new
     pdl_launch_dependents(PDL)  # after the loop, as in kernels/linear/fused.py
 

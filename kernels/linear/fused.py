@@ -27,6 +27,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_same_device, check_tensor
+from kernels.interpreter import exact_operand
 from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
                             tile_counters, tile_ranges, use_tma)
 
@@ -86,26 +87,26 @@ def _fused_linear_kernel(
             w1 = W1D.load([k0, pid_n * BLOCK_N])
         else:
             w1 = tl.load(W1 + rk[:, None].to(tl.int64) * stride_w1k + rn[None, :], mask=w_mask, other=0.0)
-        acc1 = tl.dot(x, w1, acc1)
+        acc1 = tl.dot(exact_operand(x), exact_operand(w1), acc1)  # bf16 on the CPU lane: kernels/interpreter.py
         if GATED:
             if USE_TMA:
                 w3 = W3D.load([k0, pid_n * BLOCK_N])
             else:
                 w3 = tl.load(W3 + rk[:, None].to(tl.int64) * stride_w3k + rn[None, :], mask=w_mask, other=0.0)
-            acc3 = tl.dot(x, w3, acc3)
+            acc3 = tl.dot(exact_operand(x), exact_operand(w3), acc3)
         if HAS_LORA:
             if USE_TMA:  # beside TMA loads a pointer load is not pipelined (16 rows, 4096 -> 4096: 20.3 us)
                 a = AD.load([k0, 0])
             else:
                 a = tl.load(A + rk[:, None].to(tl.int64) * stride_ak + rr[None, :], mask=k_ok[:, None] & (rr[None, :] < rank), other=0.0)
-            xa = tl.dot(x, a, xa)
+            xa = tl.dot(exact_operand(x), exact_operand(a), xa)
     # PDL: the next kernel may launch once every program got here (its programs then wait
     # for this kernel to end). Letting it launch before the loop was slower: LLaMA-3-8B's
     # layer, one row, 179 -> 200 us (H100, results/<gpu>/layer_pdl*.txt).
     pdl_launch_dependents(PDL)
     if HAS_LORA:  # this chunk's (x A) B, rounded to the input dtype as the unfused x @ A is
         b = tl.load(B + rr[:, None] * stride_br + rn[None, :], mask=(rr[:, None] < rank) & n_ok[None, :], other=0.0)
-        acc1 += lora_scale * tl.dot(xa.to(X.dtype.element_ty), b)
+        acc1 += lora_scale * tl.dot(exact_operand(xa.to(X.dtype.element_ty)), exact_operand(b))
 
     out_mask = m_ok[:, None] & n_ok[None, :]
     y_ptrs = Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]
