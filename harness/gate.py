@@ -206,6 +206,10 @@ def gate(base: Run, cand: Run, threshold: float = 0.10, stability: Stability | N
         if kb is None or kc is None or kb.provider != kc.provider:
             unjudged.append(f"{case}: no common kernel entry")
             continue
+        flagged = [f"{r}: {e.info['timing_flag']}" for r, e in (("base", kb), ("candidate", kc)) if e.info.get("timing_flag")]
+        if flagged:
+            unjudged.append(f"{case}: kernel not timed cleanly ({'; '.join(flagged)})")
+            continue
         if method(kb.info) != method(kc.info):
             unjudged.append(f"{case}: timed differently ({method(kb.info)} vs {method(kc.info)})")
             continue

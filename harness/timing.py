@@ -4,8 +4,8 @@ Protocol (DESIGN.md, "Measurement protocol"):
 - The first call of each implementation compiles / autotunes; it is timed on the host
   (with a device sync) and recorded apart as `compile_time_s`, never as a sample.
 - Then a warm-up of `warmup_ms`, from which the time of one call is estimated.
-- If the fastest implementation of the case runs under `graph_threshold_s` (launch
-  overhead would dominate), every implementation of the case is captured in a CUDA
+- If the fastest baseline of the case runs under `graph_threshold_s` (launch overhead
+  would dominate), every implementation of the case is captured in a CUDA
   graph that calls it once on each of K rotating input copies, and one sample is one
   replay's time / K. K is chosen so that the copies together exceed twice the L2, so
   every call reads its inputs from device memory (cold L2); when that would take too
@@ -15,6 +15,14 @@ Protocol (DESIGN.md, "Measurement protocol"):
   lines; "write" zeroes it, as triton's do_bench does). Before each sample a spin
   kernel holds the GPU for longer than the host takes to enqueue the sample, so the
   events time device work only: host launch overhead is reported apart (`host_s`).
+  Graph replays are held the same way.
+- Every sample is checked: an event recorded right after the hold is queried once the
+  host has enqueued the whole sample; if the GPU had already passed it, the GPU may have
+  waited on the host inside the sample, which is then discarded, the hold lengthened
+  past the host time that sample took, and the sample taken again (`discarded_samples`).
+- The kernel's own speed never decides how it is timed: the mode is chosen on the
+  baselines' times (the kernel's only when no baseline runs), so a kernel that slows
+  down is timed as before and the gate can still compare it.
 - Rounds interleave the implementations (rotating the order each round), so a GPU that
   slows down or speeds up during the run affects all of them alike.
 """
@@ -41,6 +49,8 @@ class Measurement:
     note: str = ""
     host_s: float | None = None  # host time to launch one call (not part of the samples)
     flush: str | None = None      # events mode, cold L2: how the L2 was flushed
+    discarded: int = 0            # samples in which the GPU may have waited on the host, retaken
+    mode_decided_by: str = ""     # whose estimated times chose the mode (auto)
 
     @property
     def timing(self) -> str:
@@ -111,21 +121,30 @@ def first_call_s(fn: Callable[..., Any], inputs: tuple) -> tuple[float, Any]:
 
 
 _CYCLES_PER_S: float | None = None
+MAX_RETAKES = 6  # rounds of retaking contaminated samples before the case is flagged
+
+
+def calibrate_hold() -> float:
+    """Spin-kernel cycles per second at the clocks the GPU runs now. Calibrated again for
+    every case: calibrated once, at a fresh machine's idle clocks, the hold ran short
+    once the clocks rose, and host time leaked into the samples."""
+    global _CYCLES_PER_S
+    torch.cuda._sleep(1_000_000)  # bring the clocks up before measuring them
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    torch.cuda._sleep(4_000_000)
+    e.record()
+    _sync()
+    _CYCLES_PER_S = 4_000_000 / (s.elapsed_time(e) / 1e3)
+    return _CYCLES_PER_S
 
 
 def _hold_gpu(seconds: float) -> None:
     """Keep the GPU busy for about `seconds` (a spin kernel), so that everything the host
     enqueues next is already queued when the GPU reaches it: the events that follow then
-    time device work only, never the host's launch overhead."""
-    global _CYCLES_PER_S
+    time device work only, never the host's launch overhead (checked per sample)."""
     if _CYCLES_PER_S is None:
-        torch.cuda._sleep(1_000_000)  # warm the clocks a little before calibrating
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        torch.cuda._sleep(2_000_000)
-        e.record()
-        _sync()
-        _CYCLES_PER_S = 2_000_000 / (s.elapsed_time(e) / 1e3)
+        calibrate_hold()
     torch.cuda._sleep(int(seconds * _CYCLES_PER_S))
 
 
@@ -166,11 +185,13 @@ def time_providers(
     make_inputs: Callable[[], tuple],
     config: TimingConfig | None = None,
     compile_s: dict[str, float] | None = None,
+    kernel: str | None = None,
 ) -> dict[str, Measurement]:
     """Time each provider fn(*inputs) on the current CUDA device; see the module doc.
 
     `compile_s` gives the first-call times where the caller already made the first
     calls (harness.perfcase checks outputs with them); otherwise they are made here.
+    `kernel` names the provider under test: its own time never chooses the mode.
     """
     if not torch.cuda.is_available():
         raise RuntimeError("device timing needs a CUDA GPU")
@@ -185,23 +206,26 @@ def time_providers(
             compile_s[name] = first_call_s(fn, inputs)[0]
         est_s[name], host_s[name] = _estimate_call_s(lambda fn=fn: fn(*inputs), cfg.warmup_ms)
 
-    mode = cfg.mode
+    calibrate_hold()
+    mode, decided_by = cfg.mode, "option"
     if mode == "auto":
-        mode = "graph" if min(est_s.values()) < cfg.graph_threshold_s else "events"
+        deciders = [n for n in providers if n != kernel] or list(providers)
+        decided_by = "baselines" if deciders != list(providers) or kernel is None else "kernel (no baseline ran)"
+        mode = "graph" if min(est_s[n] for n in deciders) < cfg.graph_threshold_s else "events"
     note = ""
+    result = None
     if mode == "graph":
         try:
-            result = _time_graphs(providers, inputs, make_inputs, est_s, compile_s, cfg)
-            for n, m in result.items():
-                m.host_s = host_s[n]
-            return result
+            result = _time_graphs(providers, inputs, make_inputs, est_s, host_s, compile_s, cfg)
         except Exception as exc:  # a provider that cannot be captured: fall back, say so
             torch.cuda.synchronize()
             note = f"graph capture failed ({type(exc).__name__}: {exc}); timed with events"
-    result = _time_events(providers, inputs, est_s, host_s, compile_s, cfg)
+    if result is None:
+        result = _time_events(providers, inputs, est_s, host_s, compile_s, cfg)
     for n, m in result.items():
-        m.note = note
+        m.note = "; ".join(x for x in (note, m.note) if x)
         m.host_s = host_s[n]
+        m.mode_decided_by = decided_by
     return result
 
 
@@ -222,25 +246,51 @@ class _L2Flush:
             torch.amax(self.buf, out=self.sink)  # reads the whole buffer, writes 4 bytes
 
 
-def _interleaved(names, want, before, call) -> dict[str, list]:
+def _interleaved(names, want, before, call, hold_s) -> tuple[dict[str, list[float]], dict[str, int], str]:
     """Rounds over the providers, rotating their order each round, until each has its
-    `want` samples: before(n) runs outside the events, call(n) between them."""
-    events: dict[str, list] = {n: [] for n in names}
-    rnd = 0
-    while any(len(events[n]) < want[n] for n in names):
-        k = rnd % len(names)
-        for n in names[k:] + names[:k]:
-            if len(events[n]) >= want[n]:
-                continue
-            before(n)
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            call(n)
-            e.record()
-            events[n].append((s, e))
-        rnd += 1
-    _sync()
-    return events
+    `want` clean samples: before(n) runs outside the events, call(n) between them, after
+    a hold of hold_s[n]. A sample whose hold the GPU had passed before the host finished
+    enqueueing it is discarded and retaken with a longer hold (module doc). Returns the
+    samples (seconds), the count discarded per provider, and a note if some stayed short."""
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    discarded = {n: 0 for n in names}
+    hold = dict(hold_s)
+    for attempt in range(MAX_RETAKES + 1):
+        pending = {n: want[n] - len(samples[n]) for n in names}
+        if not any(v > 0 for v in pending.values()):
+            break
+        taken: dict[str, list] = {n: [] for n in names}
+        rnd = 0
+        while any(len(taken[n]) < pending[n] for n in names):
+            k = rnd % len(names)
+            for n in names[k:] + names[:k]:
+                if len(taken[n]) >= pending[n]:
+                    continue
+                _hold_gpu(hold[n])
+                held = torch.cuda.Event()
+                held.record()
+                t0 = time.perf_counter()
+                before(n)
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                call(n)
+                e.record()
+                enqueue_s = time.perf_counter() - t0
+                clean = not held.query()  # the GPU was still in the hold: all was queued in time
+                taken[n].append((s, e, clean))
+                if not clean:  # hold longer than what this sample's host work took
+                    hold[n] = max(hold[n], 2 * enqueue_s + 20e-6)
+            rnd += 1
+        _sync()
+        for n in names:
+            for s, e, clean in taken[n]:
+                if clean:
+                    samples[n].append(s.elapsed_time(e) / 1e3)
+                else:
+                    discarded[n] += 1
+    short = [f"{n} ({len(samples[n])} of {want[n]})" for n in names if len(samples[n]) < want[n]]
+    note = ("host-bound: clean samples still short after retakes for " + ", ".join(short)) if short else ""
+    return samples, discarded, note
 
 
 def _time_events(providers, inputs, est_s, host_s, compile_s, cfg) -> dict[str, Measurement]:
@@ -252,27 +302,25 @@ def _time_events(providers, inputs, est_s, host_s, compile_s, cfg) -> dict[str, 
         for n in providers
     }
     names = list(providers)
-
-    def before(n):
-        _hold_gpu(2 * host_s[n] + 20e-6)  # flush + events + the call, all queued in time
-        if flush is not None:
-            flush()
-
-    events = _interleaved(names, want, before, lambda n: providers[n](*inputs))
+    hold = {n: 2 * host_s[n] + 20e-6 for n in names}  # flush + events + the call, all queued in time
+    samples, discarded, note = _interleaved(names, want, lambda n: flush() if flush is not None else None,
+                                            lambda n: providers[n](*inputs), hold)
     return {
         n: Measurement(
-            samples_s=[s.elapsed_time(e) / 1e3 for s, e in events[n]],
+            samples_s=samples[n],
             mode="events",
             cold_l2=flush is not None,
             flush=flush.how if flush is not None else None,
             calls_per_sample=1,
             compile_time_s=compile_s[n],
+            discarded=discarded[n],
+            note=note if len(samples[n]) < want[n] else "",
         )
         for n in names
     }
 
 
-def _time_graphs(providers, inputs, make_inputs, est_s, compile_s, cfg) -> dict[str, Measurement]:
+def _time_graphs(providers, inputs, make_inputs, est_s, host_s, compile_s, cfg) -> dict[str, Measurement]:
     per_copy = max(tensor_bytes(inputs), 1)
     # Enough calls per replay that one replay lasts well past the event resolution.
     calls = max(int(50e-6 / min(est_s.values())), 1)
@@ -307,18 +355,21 @@ def _time_graphs(providers, inputs, make_inputs, est_s, compile_s, cfg) -> dict[
         n: int(min(max(cfg.rep_ms / 1e3 / (est_s[n] * calls), cfg.min_samples), 200))
         for n in names
     }
-    events = _interleaved(names, want, lambda n: None, lambda n: graphs[n].replay())
+    # A replay is one launch; hold the GPU past its host cost like an events sample.
+    samples, discarded, short = _interleaved(names, want, lambda n: None, lambda n: graphs[n].replay(),
+                                             {n: 100e-6 for n in names})
     note = "" if cold or not cfg.cold_l2 else (
         f"inputs of {per_copy} B need more than {MAX_GRAPH_COPIES} copies to exceed 2x L2"
     )
     out = {
         n: Measurement(
-            samples_s=[s.elapsed_time(e) / 1e3 / calls for s, e in events[n]],
+            samples_s=[x / calls for x in samples[n]],
             mode="graph",
             cold_l2=cold,
             calls_per_sample=calls,
             compile_time_s=compile_s[n],
-            note=note,
+            discarded=discarded[n],
+            note="; ".join(x for x in (note, short if len(samples[n]) < want[n] else "") if x),
         )
         for n in names
     }
