@@ -14,6 +14,8 @@
   table FILE             one results file as the summary table (median, GB/s, roofline, speedup)
   csv FILE [-o OUT]      one results file as CSV (stdout, or OUT, never overwritten)
   ceilings               measure this GPU's ceilings and print them
+  source                 the commit and code hash of this tree, as environment settings
+                         for a run on a machine that got a copy of it (a lent GPU)
 """
 from __future__ import annotations
 
@@ -158,6 +160,16 @@ def cmd_ceilings(args) -> int:
     return 0
 
 
+def cmd_source(args) -> int:
+    from .machine import code_hash, source_info
+
+    info = source_info()
+    if info.get("dirty"):
+        print(f"note: the tree differs from {info['id']}: the code hash names what is on disk", file=sys.stderr)
+    print(f"KERNEL_BENCH_COMMIT={info['id']} KERNEL_BENCH_CODE_HASH={code_hash()}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,10 +197,11 @@ def main(argv=None) -> int:
     v.add_argument("-o", "--output")
     m = sub.add_parser("ceilings", help="measure and print this GPU's ceilings")
     m.add_argument("--remeasure", action="store_true")
+    sub.add_parser("source", help="commit and code hash of this tree, for a run elsewhere")
     args = p.parse_args(argv)
     try:
         return {"compare": cmd_compare, "gate": cmd_gate, "gate-check": cmd_gate_check, "table": cmd_table, "csv": cmd_csv,
-                "ceilings": cmd_ceilings}[args.cmd](args)
+                "ceilings": cmd_ceilings, "source": cmd_source}[args.cmd](args)
     except UnusableInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

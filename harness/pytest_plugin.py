@@ -154,6 +154,15 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["clocks_end"] = gpu_clocks() if lanes.has_gpu() else None
 
 
+def pytest_benchmark_update_commit_info(config, commit_info):
+    """The commit and code that ran (harness.machine.source_info), in place of pytest-benchmark's
+    own git probe, which names whatever commit a copied .git says."""
+    from .machine import source_info
+
+    commit_info.clear()
+    commit_info.update(source_info())
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     sess = getattr(config, "_kernel_perf_session", None)
     if sess is None or not sess.rows:

@@ -23,8 +23,8 @@ def test_case(benchmark):
 '''
 
 
-def run_inner(tmp_path, scale, *args):
-    env = dict(os.environ, SCALE=str(scale), PYTHONPATH=str(REPO))
+def run_inner(tmp_path, scale, *args, env=None):
+    env = dict(os.environ, SCALE=str(scale), PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
          "--benchmark-storage", f"file://{tmp_path}/store", "--benchmark-save-data", *args, str(tmp_path / "test_inner.py")],
@@ -50,6 +50,32 @@ def test_samples_are_the_benchmark_stats_and_compare_fail_works(tmp_path):
 
     saved = sorted(p.name for p in (tmp_path / "store").rglob("*.json"))
     assert saved == ["0001_first.json", "0002_second.json"]  # a later run never overwrites
+
+
+GRAPH_INNER = '''
+from harness.perfcase import record_into_benchmark
+
+def test_case(benchmark):
+    record_into_benchmark(benchmark, [1e-6, 1.1e-6, 0.9e-6],
+                          {"case": "op/n=1/fp32", "provider": "triton", "calls_per_sample": 64, "timing": "graph+cold_l2"})
+'''
+
+
+def test_graph_samples_record_their_calls_the_timer_and_the_code_that_ran(tmp_path):
+    (tmp_path / "test_inner.py").write_text(GRAPH_INNER)
+    from harness.machine import code_hash
+
+    r = run_inner(tmp_path, 1.0, "-p", "harness.pytest_plugin", f"--benchmark-json={tmp_path}/g.json",
+                  env={"KERNEL_BENCH_COMMIT": "abc123", "KERNEL_BENCH_CODE_HASH": code_hash()})
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads((tmp_path / "g.json").read_text())
+    bench = data["benchmarks"][0]
+    assert bench["stats"]["iterations"] == 64  # calls per sample: one replay's
+    assert "CUDA-graph replay" in bench["options"]["timer"]
+    assert data["commit_info"]["id"] == "abc123" and data["commit_info"]["dirty"] is False
+    told_other = run_inner(tmp_path, 1.0, "-p", "harness.pytest_plugin", f"--benchmark-json={tmp_path}/h.json",
+                           env={"KERNEL_BENCH_COMMIT": "abc123", "KERNEL_BENCH_CODE_HASH": "0" * 16})
+    assert json.loads((tmp_path / "h.json").read_text())["commit_info"]["dirty"] is True
 
 
 @pytest.mark.skipif(os.environ.get("KERNEL_BENCH_INNER") == "1", reason="inner run")
