@@ -13,9 +13,9 @@ import functools
 import pytest
 import torch
 
-from harness.metrics import Cost
-from harness.perfcase import PerfCase, ProviderUnavailable
+from harness.perfcase import PerfCase, ProviderUnavailable, dtype_name
 from kernels.quant import MixQLinear, baselines, mixq_linear
+from kernels.quant.cost import mixq_cost
 
 pytestmark = pytest.mark.perf
 
@@ -89,7 +89,7 @@ def build_case(bits, shape, m):
     return PerfCase(
         op=f"mixq_w{bits}a{bits}o16", shape={"model": shape, "m": m, "n": n, "k": k}, dtype=dt,
         make_inputs=lambda: (activations(m, k, channels),), providers=providers,
-        cost=Cost(flops=2 * m * n * k, bytes=n * k + m * k * 2 + m * n * 2),
+        cost=mixq_cost(m, n, k, int(layer.cache.idx.numel()), dtype_name(dt)),
         reference=reference, rtol=0.05 if bits == 8 else 0.3,
         unchecked=gemm_only, unavailable=unavailable,
         held_bytes=n * k,  # the int8 weight (W4A4: int4 values, one a byte) the providers hold

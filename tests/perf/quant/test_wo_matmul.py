@@ -12,10 +12,10 @@ import functools
 import pytest
 import torch
 
-from harness.metrics import Cost
-from harness.perfcase import PerfCase, ProviderUnavailable
+from harness.perfcase import PerfCase, ProviderUnavailable, dtype_name
 from kernels.norm.baselines import compiled
 from kernels.quant import baselines, dequantize, quantize_int4_weight, quantize_int8_weight, wo_matmul
+from kernels.quant.cost import wo_matmul_cost
 from kernels.quant.wo_matmul import DEQUANT_MIN_ROWS
 
 pytestmark = pytest.mark.perf
@@ -90,8 +90,7 @@ def build_case(recipe, m, k, n, sweep=False):
         op=f"wo_matmul_{recipe}", shape={"m": m, "k": k, "n": n}, dtype=dt,
         make_inputs=lambda: (torch.randn(m, k, device="cuda", dtype=dt),),
         providers=providers,
-        # Bytes: packed weight, scales and zeros, read once, plus x and y.
-        cost=Cost(flops=2 * m * n * k, bytes=qw.nbytes + 2 * m * (k + n)),
+        cost=wo_matmul_cost(m, k, n, qw.nbytes, dtype_name(dt)),  # packed weight, scales, zeros; x; y
         reference=lambda x: x.float() @ w_deq.float().t(),
         rtol=1e-2, unavailable=unavailable,
         unchecked=("bnb_int8",),  # LLM.int8() quantizes the activations too: another function, timed for scale
