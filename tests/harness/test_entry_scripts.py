@@ -1,0 +1,38 @@
+"""The README's commands (tools/bench behind make bench), run with a stand-in Python that
+logs what it is asked to run, so the script's own logic is tested in a second."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.harness
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+if [ "$1" = "-c" ]; then
+  case "$2" in *cuda.is_available*) exit "$FAKE_GPU_EXIT";; *) exit 0;; esac
+fi
+echo "$*" >> "$FAKE_LOG"
+echo "1 skipped in 0.01s"
+"""
+
+
+@pytest.mark.parametrize("cuda", [False, True], ids=["without-cuda", "with-cuda"])
+def test_make_bench_runs_pytest_once(tmp_path, cuda):
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / "log"
+    env = dict(os.environ, KERNEL_BENCH_PYTHON=str(fake), FAKE_LOG=str(log), FAKE_GPU_EXIT="0" if cuda else "1",
+               NAME="probe")
+    r = subprocess.run([str(REPO / "tools" / "bench"), "-k", "x"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    runs = log.read_text().splitlines()
+    assert len(runs) == 1, runs
+    if cuda:
+        assert "--benchmark-save=probe" in runs[0]
+    else:
+        assert "--benchmark-disable" in runs[0] and "no CUDA GPU" in r.stdout
