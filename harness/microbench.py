@@ -5,7 +5,8 @@ suite's JSON.
     python -m harness.microbench --config configs/microbench.yml [--output-dir DIR] [--limit N >= 1]
     pytest -m perf --quant-config configs/microbench.yml     (the same cases as perf tests)
 
-Config (torchao's keys; anything else is an error that names the key and what is allowed):
+Config (torchao's keys; anything else, a value of another type, or a key given twice, is
+a config error, exit 2, that names the key's path and what is allowed):
 
     quantization_config_recipe_names: [baseline, int8wo, int4wo-128, int4wo-128-hqq, ...]
     sparsity_config_recipe_names: [null]          # optional; sparsity is not supported
@@ -102,6 +103,7 @@ ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": F.relu, "gelu": F.gelu, "silu":
 DTYPES = {"torch.bfloat16": torch.bfloat16, "torch.float16": torch.float16, "torch.float32": torch.float32}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DEVICES = ("cuda", "cpu")
+MODEL_TYPES = ("linear", "transformer_block", *(f"ln_linear_{a}" for a in ACTIVATIONS))
 TOP_KEYS = {"quantization_config_recipe_names", "sparsity_config_recipe_names", "output_dir", "model_params",
             "benchmark_mode"}
 PARAM_KEYS = {"name", "matrix_shapes", "high_precision_dtype", "use_torch_compile", "torch_compile_mode", "device",
@@ -155,18 +157,25 @@ class BenchItem:
                 + (f" compile={self.compile_mode}" if self.compile_mode else ""))
 
 
-def check_recipe(recipe) -> str:
+def check_recipe(recipe, where: str = "quantization_config_recipe_names") -> str:
+    allowed = f"allowed: {', '.join(RECIPE_FIXED + RECIPE_PATTERNS)} (group in {GROUPS})"
     if not isinstance(recipe, str):
-        raise ConfigError(f"quantization_config_recipe_names: {recipe!r} is not a string")
+        raise ConfigError(f"{where}: {recipe!r} is not a string; {allowed}")
     if recipe in RECIPE_FIXED:
         return recipe
     m = re.fullmatch(r"int4wo-(\d+)(-hqq)?", recipe)
     if m and int(m.group(1)) in GROUPS:
         return recipe
     if m:
-        raise ConfigError(f"quantization_config_recipe_names: {recipe!r} has group {m.group(1)}; groups: {GROUPS}")
-    raise ConfigError(f"quantization_config_recipe_names: unknown recipe {recipe!r}; allowed: "
-                      f"{', '.join(RECIPE_FIXED + RECIPE_PATTERNS)} (group in {GROUPS})")
+        raise ConfigError(f"{where}: {recipe!r} has group {m.group(1)}; groups: {GROUPS}")
+    raise ConfigError(f"{where}: unknown recipe {recipe!r}; {allowed}")
+
+
+def _choice(where, v, allowed):
+    """v, one of the strings in allowed; anything else (another type too) names where."""
+    if not isinstance(v, str) or v not in allowed:
+        raise ConfigError(f"{where}: {v!r}; allowed: {', '.join(allowed)}")
+    return v
 
 
 def _int(where, v, lo=1):
@@ -175,12 +184,18 @@ def _int(where, v, lo=1):
     return v
 
 
+def _unsupported_null(where, v, what):
+    """torchao's optional features this runner lacks: only null (or 'none') is accepted."""
+    if not (v is None or (isinstance(v, str) and v in ("none", "None"))):
+        raise ConfigError(f"{where}: {v!r} is not supported here ({what}); allowed: null")
+
+
 def shapes_of(spec: dict, where: str) -> list[tuple[str, list[int]]]:
     """[(shape name, [m, k, n])] of one matrix_shapes entry."""
     if not isinstance(spec, dict) or "name" not in spec:
-        raise ConfigError(f"{where}: each entry needs a 'name' (one of {', '.join(SHAPE_SETS)})")
+        raise ConfigError(f"{where}: {spec!r} must be a mapping with a 'name' (one of {', '.join(SHAPE_SETS)})")
     name = spec["name"]
-    if name not in SHAPE_SETS:
+    if not isinstance(name, str) or name not in SHAPE_SETS:
         raise ConfigError(f"{where}.name: unknown shape set {name!r}; allowed: {', '.join(SHAPE_SETS)}")
     allowed = {"name", *SHAPE_SETS[name]}
     for key in spec:
@@ -189,12 +204,12 @@ def shapes_of(spec: dict, where: str) -> list[tuple[str, list[int]]]:
     if name == "custom":
         shapes = spec.get("shapes")
         if not isinstance(shapes, list) or not shapes:
-            raise ConfigError(f"{where}.shapes: a non-empty list of [m, k, n] is required for 'custom'")
+            raise ConfigError(f"{where}.shapes: {shapes!r}; a non-empty list of [m, k, n] is required for 'custom'")
         out = []
         for i, s in enumerate(shapes):
             if not isinstance(s, list) or len(s) != 3:
                 raise ConfigError(f"{where}.shapes[{i}]: {s!r} is malformed; expected [m, k, n] of positive integers")
-            out.append(("custom", [_int(f"{where}.shapes[{i}]", v) for v in s]))
+            out.append(("custom", [_int(f"{where}.shapes[{i}][{j}]", v) for j, v in enumerate(s)]))
         return out
     if name == "llama":  # LLaMA-2-70B on one node: fused wqkv and w13, batch 4 x 4096 tokens
         m = 4 * 4096
@@ -218,23 +233,67 @@ def shapes_of(spec: dict, where: str) -> list[tuple[str, list[int]]]:
     return [(name, [2**a, 2**b, 2**c]) for a in ps for b in ps for c in ps if a <= b <= c]
 
 
+def _refuse_duplicate_keys(node, where: str = "", seen=None) -> None:
+    """PyYAML keeps the last of two equal keys without a word: refuse them, naming the path."""
+    import yaml
+
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias met again (possibly a recursive one)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines = {}
+        for key, value in node.value:
+            label = key.value if isinstance(key, yaml.ScalarNode) else None
+            path = f"{where}.{label}" if where else str(label)
+            if label is not None:
+                ident = (key.tag, label)
+                if ident in lines:
+                    raise ConfigError(f"{path}: duplicated key (lines {lines[ident]} and {key.start_mark.line + 1}); "
+                                      "give each key once")
+                lines[ident] = key.start_mark.line + 1
+            _refuse_duplicate_keys(value, path, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            _refuse_duplicate_keys(value, f"{where}[{i}]", seen)
+
+
 def load_config(path: str) -> list[BenchItem]:
     """Every (recipe, model params, shape) of a torchao-style YAML config, validated."""
     import yaml
 
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path!r} is a directory; give a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path!r} cannot be read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path!r} is not UTF-8 text (byte {e.start}); give a YAML file") from None
+    try:
+        loader = yaml.SafeLoader(text)
+        loader.name = path  # YAML errors point at the file, not "<unicode string>"
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _refuse_duplicate_keys(node)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"config file {path!r} is not valid YAML: {' '.join(str(e).split())}") from None
     return parse_config(data)
 
 
 def parse_config(data) -> list[BenchItem]:
     if not isinstance(data, dict):
-        raise ConfigError("the config must be a mapping with keys: " + ", ".join(sorted(TOP_KEYS)))
+        raise ConfigError(f"the config must be a mapping with keys: {', '.join(sorted(TOP_KEYS))}; got "
+                          f"{type(data).__name__ if data is not None else 'an empty file'}")
     for key in data:
         if key not in TOP_KEYS:
             raise ConfigError(f"unknown top-level key {key!r}; allowed: {', '.join(sorted(TOP_KEYS))}")
@@ -243,25 +302,32 @@ def parse_config(data) -> list[BenchItem]:
             raise ConfigError(f"missing key {key!r}")
     recipes = data["quantization_config_recipe_names"]
     if not isinstance(recipes, list) or not recipes:
-        raise ConfigError("quantization_config_recipe_names: a non-empty list of recipe names is required")
-    recipes = [check_recipe(r) for r in recipes]
-    for s in data.get("sparsity_config_recipe_names") or []:
-        if s not in (None, "none", "None"):
-            raise ConfigError(f"sparsity_config_recipe_names: {s!r} is not supported here; allowed: null")
-    if data.get("benchmark_mode", "inference") != "inference":
-        raise ConfigError(f"benchmark_mode: {data['benchmark_mode']!r} is not supported; allowed: inference")
+        raise ConfigError(f"quantization_config_recipe_names: {recipes!r}; a non-empty list of recipe names is required")
+    for i, r in enumerate(recipes):
+        check_recipe(r, f"quantization_config_recipe_names[{i}]")
+        if r in recipes[:i]:  # the same items twice would be two results of one case
+            raise ConfigError(f"quantization_config_recipe_names[{i}]: {r!r} is listed twice; list each recipe once")
+    sparsity_names = data.get("sparsity_config_recipe_names")
+    if sparsity_names is not None and not isinstance(sparsity_names, list):
+        raise ConfigError(f"sparsity_config_recipe_names: {sparsity_names!r} must be a list of null "
+                          "(sparsity is not supported here)")
+    for j, s in enumerate(sparsity_names or []):
+        _unsupported_null(f"sparsity_config_recipe_names[{j}]", s, "sparsity")
+    _choice("benchmark_mode", data.get("benchmark_mode", "inference"), ("inference",))
     output_dir = data.get("output_dir", "results/microbench")
     if not isinstance(output_dir, str):
         raise ConfigError(f"output_dir: {output_dir!r} must be a path string")
+    if not output_dir.strip():
+        raise ConfigError(f"output_dir: {output_dir!r}; give a non-empty path (a directory, created if missing)")
     params_list = data["model_params"]
     params_list = [params_list] if isinstance(params_list, dict) else params_list
     if not isinstance(params_list, list) or not params_list:
-        raise ConfigError("model_params: a mapping, or a non-empty list of mappings, is required")
+        raise ConfigError(f"model_params: {params_list!r}; a mapping, or a non-empty list of mappings, is required")
     items = []
     for i, params in enumerate(params_list):
         where = f"model_params[{i}]"
         if not isinstance(params, dict):
-            raise ConfigError(f"{where}: must be a mapping")
+            raise ConfigError(f"{where}: {params!r} must be a mapping")
         for key in params:
             if key not in PARAM_KEYS:
                 raise ConfigError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(PARAM_KEYS))}")
@@ -271,31 +337,22 @@ def parse_config(data) -> list[BenchItem]:
         if run_name is not None and (not isinstance(run_name, str) or not run_name.strip()):
             raise ConfigError(f"{where}.name: {run_name!r} must be a non-empty string (the rows' name), "
                               "or null for torchao's default benchmark_<recipe>_<model>_m<m>_k<k>_n<n>")
-        dname = params.get("high_precision_dtype", "torch.bfloat16")
-        if dname not in DTYPES:
-            raise ConfigError(f"{where}.high_precision_dtype: {dname!r}; allowed: {', '.join(DTYPES)}")
+        dname = _choice(f"{where}.high_precision_dtype", params.get("high_precision_dtype", "torch.bfloat16"),
+                        tuple(DTYPES))
         use_compile = params.get("use_torch_compile", False)
         if not isinstance(use_compile, bool):
             raise ConfigError(f"{where}.use_torch_compile: {use_compile!r} must be true or false")
-        mode = params.get("torch_compile_mode", "default")
-        if mode not in COMPILE_MODES:
-            raise ConfigError(f"{where}.torch_compile_mode: {mode!r}; allowed: {', '.join(COMPILE_MODES)}")
-        device = params.get("device", "cuda")
-        if device not in DEVICES:
-            raise ConfigError(f"{where}.device: {device!r}; allowed: {', '.join(DEVICES)}")
-        model_type = params.get("model_type", "linear")
-        act = model_type[len("ln_linear_"):] if model_type.startswith("ln_linear_") else None
-        if model_type not in ("linear", "transformer_block") and act not in ACTIVATIONS:
-            raise ConfigError(f"{where}.model_type: {model_type!r}; allowed: linear, transformer_block, "
-                              + ", ".join(f"ln_linear_{a}" for a in ACTIVATIONS))
-        if params.get("sparsity") not in (None, "none", "None"):
-            raise ConfigError(f"{where}.sparsity: {params['sparsity']!r} is not supported here; allowed: null")
+        mode = _choice(f"{where}.torch_compile_mode", params.get("torch_compile_mode", "default"), COMPILE_MODES)
+        device = _choice(f"{where}.device", params.get("device", "cuda"), DEVICES)
+        model_type = _choice(f"{where}.model_type", params.get("model_type", "linear"), MODEL_TYPES)
+        _unsupported_null(f"{where}.sparsity", params.get("sparsity"), "sparsity")
         for key in ("enable_profiler", "enable_memory_profiler"):
-            if params.get(key, False) not in (False, None):
-                raise ConfigError(f"{where}.{key}: profiling is not supported here; allowed: false")
+            v = params.get(key)
+            if v is not None and v is not False:  # 0 == False, but is not a boolean
+                raise ConfigError(f"{where}.{key}: {v!r}; profiling is not supported here; allowed: false")
         shapes_cfg = params["matrix_shapes"]
         if not isinstance(shapes_cfg, list) or not shapes_cfg:
-            raise ConfigError(f"{where}.matrix_shapes: a non-empty list of shape sets is required")
+            raise ConfigError(f"{where}.matrix_shapes: {shapes_cfg!r}; a non-empty list of shape sets is required")
         shapes = [s for j, spec in enumerate(shapes_cfg) for s in shapes_of(spec, f"{where}.matrix_shapes[{j}]")]
         dtype = DTYPES[dname]
         if device == "cpu" and dtype == torch.bfloat16 and any(r != "baseline" for r in recipes):
@@ -720,12 +777,22 @@ def _limit(text: str) -> int:
     return n
 
 
+def _rep_ms(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (0 < v < float("inf")):  # nan fails this too
+        raise argparse.ArgumentTypeError(f"{text} is no time budget; give milliseconds > 0")
+    return v
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.microbench", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="torchao-style YAML config")
     p.add_argument("--output-dir", help="override the config's output_dir")
     p.add_argument("--limit", type=_limit, help="run only the first N >= 1 items (a quick look)")
-    p.add_argument("--rep-ms", type=float, default=100.0, help="timed budget per implementation (GPU)")
+    p.add_argument("--rep-ms", type=_rep_ms, default=100.0, help="timed budget per implementation (GPU)")
     args = p.parse_args(argv)
     try:
         items = load_config(args.config)
@@ -738,6 +805,14 @@ def main(argv=None) -> int:
     if need_gpu and not torch.cuda.is_available():
         print("config error: device 'cuda' was asked for but no CUDA GPU is visible; set device: cpu", file=sys.stderr)
         return 2
+    key = "--output-dir" if args.output_dir is not None else "output_dir"
+    output_dir = args.output_dir if args.output_dir is not None else items[0].output_dir
+    try:  # before anything runs: a folder that cannot be made is a config error, not a failed item
+        out = CsvWriter(output_dir)
+    except OSError as e:
+        print(f"config error: {key}: cannot write results in {output_dir!r} ({e.strerror or e}); "
+              "give a directory (created if missing)", file=sys.stderr)
+        return 2
     timing = ceilings = clocks_start = None
     if need_gpu:
         from harness.ceilings import get_ceilings
@@ -745,8 +820,6 @@ def main(argv=None) -> int:
         from harness.timing import TimingConfig
 
         timing, ceilings, clocks_start = TimingConfig(rep_ms=args.rep_ms), get_ceilings(), gpu_clocks()
-    output_dir = args.output_dir or items[0].output_dir
-    out = CsvWriter(output_dir)
     print(f"{len(items)} items; rows go to {out.path} as they finish", flush=True)
     rows, entries = [], []
     for i, item in enumerate(items, 1):

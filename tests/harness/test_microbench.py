@@ -59,6 +59,140 @@ def test_bad_config_names_the_key_and_the_allowed_values(change, message):
         parse_config(config(**change))
 
 
+BASE_YAML = """\
+quantization_config_recipe_names: [baseline, int8wo]
+output_dir: {tmp}/out
+model_params:
+  - name: first
+    matrix_shapes: [{name: custom, shapes: [[2, 128, 64]]}]
+    high_precision_dtype: torch.float16
+    device: cpu
+    model_type: linear
+  - matrix_shapes: [{name: custom, shapes: [[2, 128, 64]]}]
+    high_precision_dtype: torch.float16
+    device: cpu
+"""
+
+
+def _edit(old, new):
+    assert old in BASE_YAML
+    return BASE_YAML.replace(old, new, 1)
+
+
+# (config file content, or a dict of top-level replacements; what the message must contain:
+# the key's path first, then the allowed values or type). Every one must exit 2, not 1.
+BAD_CONFIGS = {
+    "dtype is a list": (_edit("high_precision_dtype: torch.float16\n    device: cpu\n    model_type",
+                              "high_precision_dtype: [torch.float16]\n    device: cpu\n    model_type"),
+                        ["model_params[0].high_precision_dtype: ['torch.float16']",
+                         "allowed: torch.bfloat16, torch.float16, torch.float32"]),
+    "model_type is a number": (_edit("model_type: linear", "model_type: 5"),
+                               ["model_params[0].model_type: 5", "allowed: linear, transformer_block"]),
+    "output_dir is a file": (_edit("{tmp}/out", "{tmp}/afile"), ["output_dir", "afile", "a directory"]),
+    "output_dir below a file": (_edit("{tmp}/out", "{tmp}/afile/sub"), ["output_dir", "a directory"]),
+    "output_dir empty": (_edit("{tmp}/out", "''"), ["output_dir: ''", "non-empty path"]),
+    "output_dir a list": (_edit("{tmp}/out", "[a, b]"), ["output_dir: ['a', 'b']", "path string"]),
+    "binary config": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", ["is not UTF-8 text"]),
+    "control characters": ("quantization_config_recipe_names: [baseline]\x00\x01\n", ["is not valid YAML"]),
+    "top level a list": ("- baseline\n- int8wo\n", ["the config must be a mapping"]),
+    "top level a string": ("hello\n", ["the config must be a mapping"]),
+    "empty file": ("", ["the config must be a mapping"]),
+    "two documents": (BASE_YAML + "---\n" + BASE_YAML, ["is not valid YAML", "single document"]),
+    "duplicated top-level key": ("quantization_config_recipe_names: [int8wo]\n" + BASE_YAML,
+                                 ["quantization_config_recipe_names: duplicated key (lines 1 and 2)"]),
+    "duplicated nested key": (BASE_YAML + "    device: cuda\n",
+                              ["model_params[1].device: duplicated key (lines 11 and 12)"]),
+    "duplicated shape key": (_edit("[{name: custom, shapes", "[{name: custom, name: pow2, shapes"),
+                             ["model_params[0].matrix_shapes[0].name: duplicated key"]),
+    "recipe a number": (_edit("[baseline, int8wo]", "[baseline, 8]"),
+                        ["quantization_config_recipe_names[1]: 8 is not a string", "allowed: baseline"]),
+    "recipe listed twice": (_edit("[baseline, int8wo]", "[int8wo, baseline, int8wo]"),
+                            ["quantization_config_recipe_names[2]: 'int8wo' is listed twice"]),
+    "recipes a string": (_edit("[baseline, int8wo]", "int8wo"),
+                         ["quantization_config_recipe_names: 'int8wo'", "non-empty list"]),
+    "recipes a recursive list": (_edit("[baseline, int8wo]", "&r [baseline, *r]"),
+                                 ["quantization_config_recipe_names[1]:", "is not a string"]),
+    "sparsity list a number": ("sparsity_config_recipe_names: 5\n" + BASE_YAML,
+                               ["sparsity_config_recipe_names: 5", "a list of null"]),
+    "sparsity list item": ("sparsity_config_recipe_names: [null, semi]\n" + BASE_YAML,
+                           ["sparsity_config_recipe_names[1]: 'semi'", "allowed: null"]),
+    "benchmark_mode a list": ("benchmark_mode: [inference]\n" + BASE_YAML,
+                              ["benchmark_mode: ['inference']", "allowed: inference"]),
+    "model_params a number": (BASE_YAML.split("model_params:")[0] + "model_params: 5\n",
+                              ["model_params: 5", "a mapping, or a non-empty list of mappings"]),
+    "model_params item a list": (_edit("  - matrix_shapes:", "  - [1, 2]\n  - matrix_shapes:"),
+                                 ["model_params[1]: [1, 2]", "must be a mapping"]),
+    "shape set name a list": (_edit("[{name: custom, shapes", "[{name: [custom], shapes"),
+                              ["model_params[0].matrix_shapes[0].name: unknown shape set ['custom']", "allowed: custom, llama"]),
+    "matrix_shapes a mapping": (_edit("[{name: custom, shapes: [[2, 128, 64]]}]", "{name: llama}"),
+                                ["model_params[0].matrix_shapes: {'name': 'llama'}", "non-empty list"]),
+    "shape entry a list": (_edit("[{name: custom, shapes: [[2, 128, 64]]}]", "[[2, 128, 64]]"),
+                           ["model_params[0].matrix_shapes[0]: [2, 128, 64]", "a mapping with a 'name'"]),
+    "shapes a string": (_edit("shapes: [[2, 128, 64]]", "shapes: '2, 128, 64'"),
+                        ["model_params[0].matrix_shapes[0].shapes: '2, 128, 64'", "[m, k, n]"]),
+    "shape value a float": (_edit("[[2, 128, 64]]", "[[2.5, 128, 64]]"),
+                            ["model_params[0].matrix_shapes[0].shapes[0][0]: 2.5", "integer >= 1"]),
+    "min_power a string": (_edit("[{name: custom, shapes: [[2, 128, 64]]}]", "[{name: pow2, min_power: '10'}]"),
+                           ["model_params[0].matrix_shapes[0].min_power: '10'", "integer >= 0"]),
+    "use_torch_compile a string": (_edit("model_type: linear", "model_type: linear\n    use_torch_compile: 'yes'"),
+                                   ["model_params[0].use_torch_compile: 'yes'", "true or false"]),
+    "compile mode a list": (_edit("model_type: linear", "model_type: linear\n    torch_compile_mode: [default]"),
+                            ["model_params[0].torch_compile_mode: ['default']", "allowed: default"]),
+    "device a list": (_edit("device: cpu\n    model_type", "device: [cpu]\n    model_type"),
+                      ["model_params[0].device: ['cpu']", "allowed: cuda, cpu"]),
+    "device null": (_edit("device: cpu\n    model_type", "device: null\n    model_type"),
+                    ["model_params[0].device: None", "allowed: cuda, cpu"]),
+    "profiler 0": (_edit("model_type: linear", "model_type: linear\n    enable_profiler: 0"),
+                   ["model_params[0].enable_profiler: 0", "allowed: false"]),
+    "name empty": (_edit("name: first", "name: ''"), ["model_params[0].name: ''", "non-empty string"]),
+    "sparsity a list": (_edit("model_type: linear", "model_type: linear\n    sparsity: [semi]"),
+                        ["model_params[0].sparsity: ['semi']", "allowed: null"]),
+}
+
+
+@pytest.mark.parametrize("content,fragments", BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
+def test_bad_config_file_exits_2_naming_the_key(tmp_path, capsys, content, fragments):
+    (tmp_path / "afile").write_text("not a folder")
+    path = tmp_path / "cfg.yml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content.replace("{tmp}", str(tmp_path)))
+    assert main(["--config", str(path)]) == 2  # an exception here is the traceback the user would see
+    err = capsys.readouterr().err
+    assert err.startswith("config error: ") and len(err.strip().splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda tmp: tmp, "is a directory"),
+    (lambda tmp: tmp / "missing.yml", "does not exist"),
+])
+def test_unreadable_config_path_exits_2(tmp_path, capsys, make, message):
+    assert main(["--config", str(make(tmp_path))]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_output_dir_option_on_a_file_exits_2(tmp_path, capsys):
+    (tmp_path / "afile").write_text("not a folder")
+    path = tmp_path / "cfg.yml"
+    path.write_text(BASE_YAML.replace("{tmp}", str(tmp_path)))
+    assert main(["--config", str(path), "--output-dir", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert "--output-dir" in err and "a directory" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "fast"])
+def test_rep_ms_must_be_a_positive_number(tmp_path, capsys, value):
+    path = tmp_path / "cfg.yml"
+    path.write_text(BASE_YAML.replace("{tmp}", str(tmp_path)))
+    with pytest.raises(SystemExit) as exc:
+        main(["--config", str(path), "--rep-ms", value])
+    assert exc.value.code == 2 and "--rep-ms" in capsys.readouterr().err
+
+
 def test_missing_keys():
     with pytest.raises(ConfigError, match="missing key 'model_params'"):
         parse_config({"quantization_config_recipe_names": ["baseline"]})
@@ -160,9 +294,10 @@ def test_results_json_is_read_by_table_and_gate(tmp_path, capsys):
     assert harness_main(["table", str(first)]) == 0
     table = capsys.readouterr().out
     assert "median_us" in table and "x vs baseline" in table and "mixq-w8a8" in table
-    assert harness_main(["gate", str(first), str(second)]) in (0, 1)  # host times: judged, not unusable
+    # host times: judged, not unusable; the baseline item has no baseline to judge it by (exit 3 unless a regression)
+    assert harness_main(["gate", str(first), str(second)]) in (1, 3)
     out = capsys.readouterr().out
-    assert "2 compared case(s)" in out and "no baseline timed in both runs" in out  # the baseline item
+    assert "2 judged case(s), 1 not judged" in out and "no baseline timed the same way in both runs" in out
 
 
 def test_limit_zero_is_refused_and_limit_n_runs_n(tmp_path, capsys):
