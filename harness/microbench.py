@@ -57,6 +57,11 @@ on fresh draws, each checked: the hit rate (mixq_outlier_hit_rate) is the fracti
 those (layer, call) checks whose prediction held. int8dq quantizes the outliers with their
 token, so its SQNR is far below mixq-w8a8's on these inputs: the outlier path shows.
 
+Timing. device: cuda items are timed as the perf cases are (harness/timing.py). device: cpu
+items are timed on the host: the median of single calls timed with time.perf_counter, at
+least CPU_MIN_CALLS and as many more as --rep-ms allows, on one intra-op thread as torchao's
+runner times them (two threads on a busy 2-core machine made a 30 us F.linear take 8 ms).
+
 Output, under output_dir (or --output-dir), new names, nothing overwritten:
     results_<date>_<time>.csv   torchao's CSV columns in its order (torch_compile_mode is
                                 empty when not compiled, as torchao writes None), then the
@@ -128,7 +133,10 @@ OUTLIER_SEED = 6       # which channels: one fixed draw per k
 HIT_RATE_CALLS = 8     # checked calls of mixq-w8a8's cache after its calibration call
 CALIB_TOKENS = 256     # at least this many tokens in the calibration call
 W4A4_OUTLIERS = 128    # MixQ W4A4O16's offline outlier channels (at most k / 16)
-CPU_TIMING = "host wall clock (cpu)"
+CPU_TIMING = "host wall clock (cpu, 1 thread)"
+CPU_MIN_CALLS = 10       # host timing: at least this many calls ...
+CPU_MAX_CALLS = 100_000  # ... and at most this many, within the --rep-ms budget
+CPU_REP_MS = 100.0       # that budget where run_item gets no TimingConfig
 
 
 class ConfigError(ValueError):
@@ -596,14 +604,23 @@ def build_case(item: BenchItem):
     return case, quant
 
 
-def _host_samples_s(fn, x, reps=10):
-    """Host wall-clock seconds of `reps` calls, after one more."""
-    fn(x)
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def _host_samples_s(fn, x, budget_s: float, min_calls: int = CPU_MIN_CALLS) -> list[float]:
+    """Host seconds of single calls, timed with perf_counter, after one untimed call: at
+    least min_calls of them, and more until budget_s is spent (thousands for a fast call).
+    One intra-op thread, as torchao's microbenchmarks time (torch.utils.benchmark.Timer,
+    num_threads=1): with two, a tiny F.linear took 8 ms a call on the 2-core CPU lane,
+    waiting for a core the scheduler had given to another process, instead of 20-50 us."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
         fn(x)
-        ts.append(time.perf_counter() - t0)
+        ts, start = [], time.perf_counter()
+        while len(ts) < min_calls or (time.perf_counter() - start < budget_s and len(ts) < CPU_MAX_CALLS):
+            t0 = time.perf_counter()
+            fn(x)
+            ts.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
     return ts
 
 
@@ -640,7 +657,8 @@ def run_item(item: BenchItem, timing=None, ceilings=None) -> tuple[dict, list[di
                 errors, refused, first_s = check_providers(case, (x,))
                 if errors or refused:
                     raise RuntimeError("; ".join(f"{p}: {e}" for p, e in {**errors, **refused}.items()))
-                measurements = {p: Measurement(_host_samples_s(fn, x), mode="host", cold_l2=False, calls_per_sample=1,
+                budget_s = (timing.rep_ms if timing else CPU_REP_MS) / 1e3
+                measurements = {p: Measurement(_host_samples_s(fn, x, budget_s), mode="host", cold_l2=False, calls_per_sample=1,
                                                compile_time_s=first_s[p])
                                 for p, fn in case.providers.items()}
                 records = build_records(case, measurements, None, {})
@@ -792,7 +810,7 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="torchao-style YAML config")
     p.add_argument("--output-dir", help="override the config's output_dir")
     p.add_argument("--limit", type=_limit, help="run only the first N >= 1 items (a quick look)")
-    p.add_argument("--rep-ms", type=_rep_ms, default=100.0, help="timed budget per implementation (GPU)")
+    p.add_argument("--rep-ms", type=_rep_ms, default=100.0, help="timed budget per implementation, in ms (GPU and CPU)")
     args = p.parse_args(argv)
     try:
         items = load_config(args.config)
@@ -813,13 +831,14 @@ def main(argv=None) -> int:
         print(f"config error: {key}: cannot write results in {output_dir!r} ({e.strerror or e}); "
               "give a directory (created if missing)", file=sys.stderr)
         return 2
-    timing = ceilings = clocks_start = None
+    from harness.timing import TimingConfig
+
+    timing, ceilings, clocks_start = TimingConfig(rep_ms=args.rep_ms), None, None  # rep_ms: the CPU's budget too
     if need_gpu:
         from harness.ceilings import get_ceilings
         from harness.machine import gpu_clocks
-        from harness.timing import TimingConfig
 
-        timing, ceilings, clocks_start = TimingConfig(rep_ms=args.rep_ms), get_ceilings(), gpu_clocks()
+        ceilings, clocks_start = get_ceilings(), gpu_clocks()
     print(f"{len(items)} items; rows go to {out.path} as they finish", flush=True)
     rows, entries = [], []
     for i, item in enumerate(items, 1):
