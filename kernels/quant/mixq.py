@@ -35,9 +35,11 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_tensor
+from kernels.interpreter import exact_operand
 from kernels.launch import grouped_tile, tile_ranges, use_tma
 
 from .quantize import quantize_int8_weight
+from .rounding import to_float
 
 DTYPES = (torch.float16, torch.bfloat16)
 X_COMPACT_MIN_ROWS = 256  # from this many rows x's outlier columns are gathered once (mixq_linear)
@@ -165,8 +167,8 @@ def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
     # nothing and took 24 KB more shared memory: mixq_configs_outlier-prefetch.txt.)
     for o0 in range(0, n_out, BLOCK_O):
         xo, wo = _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O, X_COMPACT)
-        y = tl.dot(xo, wo, y)
-    tl.store(Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], y.to(Y.dtype.element_ty),
+        y = tl.dot(exact_operand(xo), exact_operand(wo), y)
+    tl.store(Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], to_float(y, Y.dtype.element_ty),
              mask=m_ok[:, None] & n_ok[None, :])
 
 

@@ -40,9 +40,11 @@ import triton.language as tl
 
 from harness.lanes import interpreting
 from kernels.checks import check_tensor
+from kernels.interpreter import exact_operand
 from kernels.launch import last_to_arrive, split_plan, tile_counters, tile_ranges
 
 from .quantize import GROUP_SIZES, QuantizedWeight
+from .rounding import to_float
 
 DTYPES = (torch.float16, torch.bfloat16)
 # From this many rows, dequantize-then-cuBLAS (path "dequant") is the default: the weight's
@@ -130,7 +132,7 @@ def _nibble_as(q, dtype: tl.constexpr, FAST_CVT: tl.constexpr):
             # own rounding (bf16's offset 128 costs 2^-17 against its 2^-8 rounding)
             return (q.to(tl.int16) | 0x6400).to(tl.float16, bitcast=True) - 1024.0
     else:
-        return q.to(dtype)
+        return to_float(q, dtype)
 
 
 @triton.jit
@@ -155,16 +157,19 @@ def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.c
                 INTERLEAVE: tl.constexpr, DEQ_DOT: tl.constexpr):
     """acc (M, N) += this block's product, or acc_t (N, M) with SWAP_AB.
     DEQ_DOT (int4; the default): the weights dequantized to x's dtype before the dot, which
-    then accumulates straight into acc (each weight rounded once, as dequantize-then-GEMM)."""
+    then accumulates straight into acc (each weight rounded once, as dequantize-then-GEMM).
+    Every dot operand passes through exact_operand (bf16 computed as fp32 under the interpreter)."""
+    dt = x_a.dtype  # x's dtype, which the weights are converted to
+    x_a = exact_operand(x_a)
+    x_b = exact_operand(x_b)
     if BITS == 4 and DEQ_DOT:
-        dt = x_a.dtype
         minus_zs = -z * s
         if SWAP_AB:  # the tile is (N, K / 2): scale and zero vary along axis 0
             s_b, minus_zs_b = s[:, None], minus_zs[:, None]
         else:
             s_b, minus_zs_b = s[None, :], minus_zs[None, :]
-        lo = _dequant_nibble(w & 15, s_b, minus_zs_b).to(dt)
-        hi = _dequant_nibble(w >> 4, s_b, minus_zs_b).to(dt)
+        lo = exact_operand(to_float(_dequant_nibble(w & 15, s_b, minus_zs_b), dt))
+        hi = exact_operand(to_float(_dequant_nibble(w >> 4, s_b, minus_zs_b), dt))
         if SWAP_AB:
             if INTERLEAVE:
                 acc_t = tl.dot(tl.reshape(tl.join(lo, hi), (lo.shape[0], 2 * lo.shape[1])), x_a, acc_t)
@@ -180,13 +185,13 @@ def _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS: tl.constexpr, SWAP_AB: tl.c
                 acc = tl.dot(x_b, hi, acc)
     elif BITS == 8:
         if SWAP_AB:
-            acc_t = tl.dot(w.to(x_a.dtype), x_a, acc_t)
+            acc_t = tl.dot(exact_operand(to_float(w, dt)), x_a, acc_t)
         else:
-            acc = tl.dot(x_a, w.to(x_a.dtype), acc)
+            acc = tl.dot(x_a, exact_operand(to_float(w, dt)), acc)
     else:
-        zo = z + _nibble_offset(x_a.dtype, FAST_CVT)
-        lo = _nibble_as(w & 15, x_a.dtype, FAST_CVT)
-        hi = _nibble_as(w >> 4, x_a.dtype, FAST_CVT)
+        zo = z + _nibble_offset(dt, FAST_CVT)
+        lo = exact_operand(_nibble_as(w & 15, dt, FAST_CVT))
+        hi = exact_operand(_nibble_as(w >> 4, dt, FAST_CVT))
         if INTERLEAVE:  # the nibbles back in K order (k = 2j, 2j + 1): one full-depth dot
             if SWAP_AB:
                 q_t = tl.reshape(tl.join(lo, hi), (lo.shape[0], 2 * lo.shape[1]))
@@ -356,13 +361,13 @@ def _wo_gemv_int4_kernel(
             total = tl.zeros([4 * WORDS], dtype=tl.float32)
             for s_ in range(0, n_splits):
                 total += tl.load(P + s_ * N + cols, mask=c_ok, other=0.0, cache_modifier=".cg")
-            tl.store(Y + cols, total.to(Y.dtype.element_ty), mask=c_ok)
+            tl.store(Y + cols, to_float(total, Y.dtype.element_ty), mask=c_ok)
     else:
         out = Y + 4 * rw
-        tl.store(out, acc0.to(Y.dtype.element_ty), mask=w_ok)
-        tl.store(out + 1, acc1.to(Y.dtype.element_ty), mask=w_ok)
-        tl.store(out + 2, acc2.to(Y.dtype.element_ty), mask=w_ok)
-        tl.store(out + 3, acc3.to(Y.dtype.element_ty), mask=w_ok)
+        tl.store(out, to_float(acc0, Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 1, to_float(acc1, Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 2, to_float(acc2, Y.dtype.element_ty), mask=w_ok)
+        tl.store(out + 3, to_float(acc3, Y.dtype.element_ty), mask=w_ok)
 
 
 @triton.jit
@@ -420,10 +425,10 @@ def _wo_gemv_int8_kernel(
             for s_ in range(0, n_splits):
                 part += tl.load(P + s_ * N + rn, mask=n_ok, other=0.0, cache_modifier=".cg")
             s = tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
-            tl.store(Y + rn, (part * s).to(Y.dtype.element_ty), mask=n_ok)
+            tl.store(Y + rn, to_float(part * s, Y.dtype.element_ty), mask=n_ok)
     else:
         s = tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
-        tl.store(Y + rn, (part * s).to(Y.dtype.element_ty), mask=n_ok)
+        tl.store(Y + rn, to_float(part * s, Y.dtype.element_ty), mask=n_ok)
 
 
 @triton.jit
@@ -480,11 +485,11 @@ def _wo_matmul_kernel(
                 acc += tl.load(P + s_ * mn + offs, mask=out_mask, other=0.0, cache_modifier=".cg")
             if BITS == 8:
                 acc = acc * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=out_mask)
+            tl.store(y_ptrs, to_float(acc, Y.dtype.element_ty), mask=out_mask)
     else:
         if BITS == 8:
             acc = acc * tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(y_ptrs, acc.to(Y.dtype.element_ty), mask=out_mask)
+        tl.store(y_ptrs, to_float(acc, Y.dtype.element_ty), mask=out_mask)
 
 
 @triton.jit
@@ -502,7 +507,7 @@ def _dequant_kernel(Q, S, Z, W, K, N, stride_q, stride_sg, BITS: tl.constexpr, G
         q = tl.load(Q + rr[:, None].to(tl.int64) * stride_q + rc[None, :], mask=mask, other=0)
         s = tl.load(S + rr, mask=r_ok, other=0.0).to(tl.float32)
         w = q.to(tl.float32) * s[:, None]
-        tl.store(W + rr[:, None].to(tl.int64) * K + rc[None, :], w.to(W.dtype.element_ty), mask=mask)
+        tl.store(W + rr[:, None].to(tl.int64) * K + rc[None, :], to_float(w, W.dtype.element_ty), mask=mask)
     else:
         c_ok = rc < N
         mask = (rr < K // 2)[:, None] & c_ok[None, :]
@@ -513,8 +518,8 @@ def _dequant_kernel(Q, S, Z, W, K, N, stride_q, stride_sg, BITS: tl.constexpr, G
         lo = ((q & 15).to(tl.float32) - z[None, :]) * s[None, :]  # k = 2j
         hi = ((q >> 4).to(tl.float32) - z[None, :]) * s[None, :]  # k = 2j + 1
         out = W + (2 * rr[:, None]).to(tl.int64) * N + rc[None, :]
-        tl.store(out, lo.to(W.dtype.element_ty), mask=mask)
-        tl.store(out + N, hi.to(W.dtype.element_ty), mask=mask)
+        tl.store(out, to_float(lo, W.dtype.element_ty), mask=mask)
+        tl.store(out + N, to_float(hi, W.dtype.element_ty), mask=mask)
 
 
 def dequantize_weight(qw: QuantizedWeight, dtype: torch.dtype, block_r: int = 16, block_n: int = 512,

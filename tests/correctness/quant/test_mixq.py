@@ -8,12 +8,11 @@ import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from harness.lanes import interpreting
 from kernels.quant import MixQLinear, mixq_linear, mixq_reference, sqnr_db
 
 pytestmark = pytest.mark.correctness
 
-DTYPES = {"fp16": torch.float16} if interpreting() else {"fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def planted(m, k, n, channels, scale, g, dtype):

@@ -7,21 +7,21 @@ Accuracy by SQNR (DESIGN.md). Two floors per case:
 - against the unquantized weight (the recipe's own error, Gaussian weights and inputs):
   RECIPE_FLOOR_DB, set ~1.5 dB under what round-to-nearest gives with 512+ outputs (measured on
   the CPU lane: int8 42 dB; int4 g32 22, g64 21, g128 20, g256 19).
-The CPU lane uses fp16 only (the interpreter's bf16 dot is wrong, triton-lang/triton#11584).
+Both lanes draw fp16 and bf16: under the interpreter the kernels compute bf16 operands as
+fp32 (kernels.interpreter.exact_operand) and round to bf16 to nearest (kernels.quant.rounding).
 """
 import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from harness.lanes import interpreting
 from kernels.quant import (dequantize, quantize_int4_weight, quantize_int4_weight_hqq, quantize_int8_weight, sqnr_db,
                            wo_matmul, wo_matmul_reference)
 from kernels.quant.wo_matmul import DEQUANT_MIN_ROWS, dequantize_weight, gemv_takes
 
 pytestmark = pytest.mark.correctness
 
-DTYPES = {"fp16": torch.float16} if interpreting() else {"fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 RECIPES = ["int8wo", "int4wo-32", "int4wo-64", "int4wo-128", "int4wo-256", "int4wo-128-hqq"]
 RECIPE_FLOOR_DB = {"int8wo": 40.0, "int4wo-32": 20.0, "int4wo-64": 19.0, "int4wo-128": 18.0, "int4wo-256": 17.0,
                    "int4wo-128-hqq": 18.0}
