@@ -154,9 +154,18 @@ def _decode_kernel(
 def _finish_rows(acc, m, total):
     """Rows of a softmax-weighted sum: out = acc / total and the base-2 log-sum-exp
     m + log2 total. A row that saw no key (total 0, m -inf) gets out 0 and lse -inf."""
-    seen = total > 0
-    total = tl.where(seen, total, 1.0)
-    return acc / total[:, None], tl.where(seen, m + tl.log2(total), float("-inf"))
+    empty = total == 0
+    total = tl.where(empty, 1.0, total)
+    return acc / total[:, None], tl.where(empty, float("-inf"), _lse2(m, total))
+
+
+@triton.jit
+def _lse2(m, total):
+    """m + log2 total, the float64 reference's log-sum-exp where scores are not finite: a NaN
+    score leaves total NaN (so NaN), a +inf one leaves m +inf and total NaN (inf - inf): +inf.
+    (A row with both NaN and +inf scores gets +inf where the reference gives NaN: the running
+    maximum drops NaN.)"""
+    return tl.where(m == float("inf"), m, m + tl.log2(total))
 
 
 @triton.jit
@@ -202,13 +211,13 @@ def _combine_kernel(
         total = total * w_old + tl.sum(w_s, axis=0)
         acc = acc * w_old + tl.sum(o_s * w_s[:, None], axis=0)
         m_all = m_new
-    seen = total > 0
-    out = acc / tl.where(seen, total, 1.0)
+    empty = total == 0  # as _finish_rows: a NaN total is not a row that saw no key
+    out = acc / tl.where(empty, 1.0, total)
     tok = r // group
     head = hkv * group + r % group
     tl.store(O + b.to(tl.int64) * stride_ob + tok * stride_ot + head * stride_oh + d, out.to(O.dtype.element_ty))
     if LSE is not None:  # as _finish_rows, for the one row
-        lse2 = tl.where(seen, m_all + tl.log2(tl.where(seen, total, 1.0)), float("-inf"))
+        lse2 = tl.where(empty, float("-inf"), _lse2(m_all, tl.where(empty, 1.0, total)))
         tl.store(LSE + b * stride_lb + head * stride_lh + tok, lse2 * 0.6931471805599453)
 
 

@@ -105,6 +105,7 @@ def _fused_linear_kernel(
     # layer, one row, 179 -> 200 us (H100, results/<gpu>/layer_pdl*.txt).
     pdl_launch_dependents(PDL)
     if HAS_LORA:  # this chunk's (x A) B, rounded to the input dtype as the unfused x @ A is
+        xa = tl.where(rr[None, :] < rank, xa, 0.0)  # past the rank: an infinite x times A's zero padding, NaN
         b = tl.load(B + rr[:, None] * stride_br + rn[None, :], mask=(rr[:, None] < rank) & n_ok[None, :], other=0.0)
         acc1 += lora_scale * tl.dot(exact_operand(xa.to(X.dtype.element_ty)), exact_operand(b))
 

@@ -18,6 +18,13 @@ from kernels.norm.rmsnorm import MAX_SINGLE_BLOCK, _as_rows, _launch_config
 
 
 @triton.jit
+def _norm_or_eps(v, eps):
+    """max(||row||_2, eps) per row, as F.normalize; a NaN norm (a NaN or infinite input) stays
+    NaN, where tl.maximum's default would return eps and turn the row into huge values."""
+    return tl.maximum(tl.sqrt(tl.sum(v * v, axis=1)), eps, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _ngpt_update_kernel(H, Y, ALPHA, OUT, stride_h, stride_y, stride_o, n_rows, n_cols, eps,
                         ROWS: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr):
     pdl_launch_dependents(PDL)
@@ -29,9 +36,9 @@ def _ngpt_update_kernel(H, Y, ALPHA, OUT, stride_h, stride_y, stride_o, n_rows, 
     alpha = tl.load(ALPHA + cols, mask=cols < n_cols, other=0.0).to(tl.float32)
     h = tl.load(H + rows64[:, None] * stride_h + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     y = tl.load(Y + rows64[:, None] * stride_y + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    y = y / tl.maximum(tl.sqrt(tl.sum(y * y, axis=1)), eps)[:, None]
+    y = y / _norm_or_eps(y, eps)[:, None]
     t = h + alpha[None, :] * (y - h)
-    t = t / tl.maximum(tl.sqrt(tl.sum(t * t, axis=1)), eps)[:, None]
+    t = t / _norm_or_eps(t, eps)[:, None]
     tl.store(OUT + rows64[:, None] * stride_o + cols[None, :], t.to(OUT.dtype.element_ty), mask=mask)
 
 

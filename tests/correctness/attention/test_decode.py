@@ -179,3 +179,27 @@ def test_rejects_bad_input(device):
         gqa_decode(q, k, v, 3.0)
     with pytest.raises(ValueError, match="must be 4-D"):
         gqa_decode(q[0], k, v)
+
+
+def nonfinite_equal(got, exact):
+    """NaN at the same places, and infinities of the same sign."""
+    got, exact = got.double().cpu(), exact.double().cpu()
+    return (torch.equal(got.isnan(), exact.isnan()) and torch.equal(got == float("inf"), exact == float("inf"))
+            and torch.equal(got == float("-inf"), exact == float("-inf")))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, in the interpreter, on NaN arithmetic
+@pytest.mark.parametrize("num_splits,fixup", [(1, "auto"), (3, "kernel"), (3, "merge")], ids=["whole", "split-kernel", "split-merge"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+def test_nan_and_inf_follow_the_math(device, where, value, num_splits, fixup):
+    """One NaN or infinity in q, k or v: the output and the log-sum-exp are NaN or infinite
+    where the float64 reference's are (a NaN score: NaN lse; a +inf score: lse +inf), on
+    every path of the split, never a row taken for one that saw no key (lse -inf)."""
+    q, k, v = make_inputs(2, 2, 2, 2, 64, 40, torch.float16, device, 9)
+    {"q": q, "k": k, "v": v}[where][0, 1, 0, 3] = value
+    got, lse = gqa_decode(q, k, v, 30, num_splits=num_splits, return_lse=True, _config={"fixup": fixup})
+    lens = torch.full((2,), 30, dtype=torch.int32)
+    exact, exact_lse = gqa_attention_reference(q, k, v, lens, compute_dtype=torch.float64, return_lse=True)
+    assert nonfinite_equal(got, exact)
+    assert nonfinite_equal(lse, exact_lse), f"lse {lse[0].tolist()} against {exact_lse[0].tolist()}"

@@ -321,3 +321,20 @@ def test_split_k_in_a_cuda_graph_matches_eager_on_every_replay(device):
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(y_mlp, gated_mlp(x, w1, w3)) and torch.equal(y_lin, linear(x, w1))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, in the interpreter, on NaN arithmetic
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where", ["x", "w", "a", "b"])
+def test_lora_nan_and_inf_follow_the_math(device, where, value):
+    """An infinite x times A's zero padding past the rank must not add NaN to every output:
+    NaN and infinities where the float64 reference has them."""
+    g = torch.Generator().manual_seed(6)
+    x, w = randn((3, 64), torch.float16, device, g), randn((64, 48), torch.float16, device, g, 0.125)
+    # rank 1: an infinite x gives +-inf outputs where x W and (x A) B agree in sign
+    a, b = randn((64, 1), torch.float16, device, g, 0.125), randn((1, 48), torch.float16, device, g, 0.3)
+    {"x": x, "w": w, "a": a, "b": b}[where].view(-1)[5] = value
+    got = lora_linear(x, w, a, b, 0.5).double().cpu()
+    exact = lora_linear_reference(x, w, a, b, 0.5, torch.float64).cpu()
+    assert torch.equal(got.isnan(), exact.isnan()), f"NaN at {got.isnan().sum()} places, float64 at {exact.isnan().sum()}"
+    assert torch.equal(got == float("inf"), exact == float("inf")) and torch.equal(got == -float("inf"), exact == -float("inf"))

@@ -47,3 +47,20 @@ def test_rejects_bad_input(device):
         ngpt_update(h, h[:1], torch.ones(8, device=device))
     with pytest.raises(ValueError, match="hidden size 20000 is not supported"):
         ngpt_update(torch.randn(1, 20000, device=device), torch.randn(1, 20000, device=device), torch.ones(20000, device=device))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where", ["h", "y", "alpha"])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, in the interpreter, on NaN arithmetic
+def test_nan_and_inf_follow_the_math(device, where, value):
+    """A NaN or infinite input makes its row's norm NaN (or its alpha column's entries), and
+    every entry divided by it NaN, as the float64 reference gives: never Inf or a finite value."""
+    g = torch.Generator().manual_seed(0)
+    h = torch.nn.functional.normalize(torch.randn(4, 96, generator=g), dim=-1).to(torch.float16).to(device)
+    y = torch.randn(4, 96, generator=g).to(torch.float16).to(device)
+    alpha = torch.full((96,), 0.05, dtype=torch.float16, device=device)
+    {"h": h, "y": y, "alpha": alpha}[where].view(-1)[5] = value
+    got = ngpt_update(h, y, alpha).double().cpu()
+    exact = ngpt_update_reference(h, y, alpha, compute_dtype=torch.float64).cpu()
+    assert torch.equal(torch.isnan(got), torch.isnan(exact)), f"NaN at {torch.isnan(got).sum()} places, float64 at {torch.isnan(exact).sum()}"
+    assert torch.equal(got.isinf(), exact.isinf())
