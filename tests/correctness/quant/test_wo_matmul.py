@@ -46,6 +46,7 @@ def rounds_weights(qw, m, n):
        splits=st.sampled_from([None, 1, 3]), dtype=st.sampled_from(list(DTYPES)), seed=st.integers(0, 2**31 - 1))
 @example(recipe="int4wo-128", m=1, groups=16, n=256, splits=None, dtype="fp16", seed=0)  # decode, K split
 @example(recipe="int8wo", m=17, groups=3, n=129, splits=2, dtype="fp16", seed=1)
+@example(recipe="int4wo-64", m=5, groups=1, n=96, splits=None, dtype="bf16", seed=2)  # bf16 on the tensor cores
 def test_wo_matmul_matches_the_dequantized_product(device, recipe, m, groups, n, splits, dtype, seed):
     dt = DTYPES[dtype]
     g = torch.Generator().manual_seed(seed)
