@@ -17,7 +17,7 @@ a config error, exit 2, that names the key's path and what is allowed):
         matrix_shapes:                            # one or more shape sets, [m, k, n] each
           - {name: custom, shapes: [[1, 4096, 14336], [16, 4096, 4096]]}
           - {name: pow2, min_power: 10, max_power: 12}
-        high_precision_dtype: torch.bfloat16      # bfloat16 or float16 (float32: baseline only)
+        high_precision_dtype: torch.bfloat16      # bfloat16, float16 or float32 (Recipes, float32)
         use_torch_compile: true
         torch_compile_mode: max-autotune
         device: cuda                              # cuda or cpu
@@ -34,6 +34,12 @@ Recipes, each the suite's own implementation (kernels/quant):
     float8wo         float8 e4m3 weights per output channel, dequantized in PyTorch
     mixq-w8a8        MixQ W8A8O16, outliers (|x| > 6) predicted by a locality cache
     mixq-w4a4        MixQ W4A4O16, 128 outlier channels (at most k / 16) calibrated offline
+float32 (high_precision_dtype: torch.float32), as torchao runs it: the model and inputs in
+float32, never cast. baseline and float8wo run in float32; int8wo and int4wo-* run the
+quantized weight dequantized to float32, then F.linear (torchao's float32 path: its int8
+weight-only linear and its int4 fallback do the same; the Triton kernels take float16 or
+bfloat16); int8dq and mixq-*, whose kernels quantize 16-bit activations only, are skipped
+with the reason (the `skipped` column; exit 0). The `implementation` column says which ran.
 Shape sets ([m, k, n], as torchao's benchmark_runner.get_shapes_for_config): custom
 (shapes); llama (LLaMA-2-70B single-node weights at m = 4 x 4096 tokens); pow2 (2^p cubed,
 p from min_power to max_power, default 10..14); pow2_extended (2^p and 1.5 x 2^p cubed,
@@ -66,7 +72,8 @@ Output, under output_dir (or --output-dir), new names, nothing overwritten:
     results_<date>_<time>.csv   torchao's CSV columns in its order (torch_compile_mode is
                                 empty when not compiled, as torchao writes None), then the
                                 suite's: shape_name, quantized_sqnr_db, timing, gpu,
-                                mixq_outlier_hit_rate, mixq_outlier_channels, error
+                                mixq_outlier_hit_rate, mixq_outlier_channels,
+                                implementation, skipped, error
     results_<date>_<time>.json  a pytest-benchmark results file, as the perf tests save:
                                 machine_info (gpu, software, lane), commit_info, datetime,
                                 and one 'benchmarks' entry per timed implementation of an
@@ -127,7 +134,20 @@ TORCHAO_COLUMNS = ["name", "quantization", "sparsity", "m", "k", "n", "high_prec
                    "eager speedup on baseline", "compile speedup on baseline", "eager vs compile speedup",
                    "profiler_json_path", "memory_profile_path", "memory_visualization_path", "memory_stats"]
 EXTRA_COLUMNS = ["shape_name", "quantized_sqnr_db", "timing", "gpu", "mixq_outlier_hit_rate", "mixq_outlier_channels",
-                 "error"]
+                 "implementation", "skipped", "error"]
+# What runs each recipe's quantized linears (the `implementation` column).
+IMPLEMENTATIONS = {"baseline": "PyTorch: the unquantized model", "int8wo": "Triton W8A16 (kernels.quant.wo_matmul)",
+                   "int4wo": "Triton W4A16 (kernels.quant.wo_matmul)",
+                   "int8dq": "Triton W8A8 (kernels.quant.mixq_linear, no outlier channels)",
+                   "float8wo": "PyTorch: e4m3 weight dequantized, then F.linear",
+                   "mixq-w8a8": "Triton MixQ W8A8O16 (kernels.quant.mixq_linear)",
+                   "mixq-w4a4": "Triton MixQ W4A4O16 (kernels.quant.mixq_linear)"}
+# float32 activations: the Triton kernels take float16/bfloat16. The weight-only recipes run
+# as torchao runs them in float32 (its int8 path and its int4 fallback dequantize the weight);
+# the W8A8 ones quantize 16-bit activations only and are skipped: a cast would not be float32.
+FP32_WEIGHT_ONLY = ("PyTorch: the quantized weight dequantized to float32, then F.linear (torchao's float32 path; "
+                    "the Triton kernel takes float16/bfloat16)")
+FP32_UNSUPPORTED = ("int8dq", "mixq-w8a8", "mixq-w4a4")
 OUTLIER_GAIN = 20.0    # planted channels: 20x the others (module doc, Activations)
 OUTLIER_SEED = 6       # which channels: one fixed draw per k
 HIT_RATE_CALLS = 8     # checked calls of mixq-w8a8's cache after its calibration call
@@ -157,12 +177,25 @@ class BenchItem:
     device: str
     output_dir: str
     name: str
+    skip: str | None = None    # why the item is not run (a float32 recipe without a float32 path)
     extra: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return (f"{self.recipe} {self.model_type} {self.shape_name} m={self.m} k={self.k} n={self.n} {self.dtype_name}"
                 + (f" compile={self.compile_mode}" if self.compile_mode else ""))
+
+
+def recipe_kind(recipe: str) -> str:
+    """The recipe without its int4 group: the key of RECIPE_RTOL and IMPLEMENTATIONS."""
+    return "int4wo" if recipe.startswith("int4wo") else recipe
+
+
+def implementation(item) -> str:
+    """What runs the item's quantized linears (FP32_WEIGHT_ONLY for float32 weight-only)."""
+    if item.dtype == torch.float32 and recipe_kind(item.recipe) in ("int8wo", "int4wo"):
+        return FP32_WEIGHT_ONLY
+    return IMPLEMENTATIONS[recipe_kind(item.recipe)]
 
 
 def check_recipe(recipe, where: str = "quantization_config_recipe_names") -> str:
@@ -368,9 +401,10 @@ def parse_config(data) -> list[BenchItem]:
                               "Triton's interpreter, whose bfloat16 dot is wrong (triton-lang/triton#11584); "
                               "allowed there: torch.float16")
         for recipe in recipes:
-            if dtype == torch.float32 and recipe != "baseline":
-                raise ConfigError(f"{where}.high_precision_dtype: torch.float32 runs only the baseline recipe "
-                                  f"(the kernels take float16 or bfloat16 activations), not {recipe!r}")
+            skip = None
+            if dtype == torch.float32 and recipe in FP32_UNSUPPORTED:
+                skip = (f"{recipe} has no float32 path: its Triton kernel quantizes float16/bfloat16 activations, "
+                        "and a cast would time float16 work as float32")
             for shape_name, (m, k, n) in shapes:
                 if model_type == "transformer_block" and k % 8:
                     raise ConfigError(f"{where}: transformer_block needs k divisible by its 8 heads; got k={k}")
@@ -381,7 +415,7 @@ def parse_config(data) -> list[BenchItem]:
                 name = run_name or f"benchmark_{recipe}_{model_type}_m{m}_k{k}_n{n}" + (
                     "_compile" if use_compile else "")
                 items.append(BenchItem(recipe, model_type, shape_name, m, k, n, dtype, dname,
-                                       mode if use_compile else None, device, output_dir, name))
+                                       mode if use_compile else None, device, output_dir, name, skip))
     return items
 
 
@@ -488,9 +522,13 @@ class QuantLinear(nn.Module):
     @torch.compiler.disable  # the suite's kernels run as they are inside a compiled model
     def forward(self, x):
         from kernels.quant import mixq_linear, wo_matmul
+        from kernels.quant.baselines import dequant_linear
 
         if self.recipe == "float8wo":
             y = F.linear(x, self.w8.to(x.dtype) * self.s8[:, None])
+        elif hasattr(self, "qw") and x.dtype == torch.float32:  # FP32_WEIGHT_ONLY
+            qw = self.qw
+            y = dequant_linear(x, qw.qweight, qw.scale, qw.zero, qw.group, qw.bits)
         elif hasattr(self, "qw"):
             y = wo_matmul(x, self.qw)
         else:
@@ -567,7 +605,8 @@ def build_case(item: BenchItem):
     x0 = make_activations(item, SEED_CALIB, rows=max(item.m, CALIB_TOKENS))
     baseline = quantize_model(base32, "baseline", item.dtype, x0)
     quant = quantize_model(base32, item.recipe, item.dtype, x0)
-    info = {"planted_outlier_channels": int(outlier_channels(item.k).numel()), "outlier_gain": OUTLIER_GAIN}
+    info = {"planted_outlier_channels": int(outlier_channels(item.k).numel()), "outlier_gain": OUTLIER_GAIN,
+            "implementation": implementation(item)}
     if item.recipe.startswith("mixq"):
         info["mixq_outlier_hit_rate"] = measure_hit_rate(quant, item)
         info["mixq_hit_rate_calls"] = HIT_RATE_CALLS if info["mixq_outlier_hit_rate"] is not None else 0
@@ -584,7 +623,7 @@ def build_case(item: BenchItem):
             providers[f"{item.recipe}_compiled"] = lambda x: quant_c(x)
     weights = sum(m.weight.numel() for m in base32.modules() if isinstance(m, nn.Linear))
     elt = torch.finfo(item.dtype).bits // 8
-    rtol = RECIPE_RTOL["int4wo" if item.recipe.startswith("int4wo") else item.recipe]
+    rtol = RECIPE_RTOL[recipe_kind(item.recipe)]
     case = PerfCase(
         op=f"microbench/{item.model_type}", dtype=item.dtype,
         # the compile mode too: two model_params differing only in it are two cases
@@ -636,7 +675,10 @@ def run_item(item: BenchItem, timing=None, ceilings=None) -> tuple[dict, list[di
     row.update(name=item.name, quantization=item.recipe, sparsity=None, m=item.m, k=item.k, n=item.n,
                high_precision_dtype=item.dtype_name, torch_compile_mode=item.compile_mode,
                device=item.device, model_type=item.model_type, output_dir=item.output_dir, enable_profiler=False,
-               enable_memory_profiler=False, shape_name=item.shape_name)
+               enable_memory_profiler=False, shape_name=item.shape_name, implementation=implementation(item))
+    if item.skip:
+        row["skipped"] = item.skip
+        return row, []
     try:
         case, _ = build_case(item)
         row["mixq_outlier_hit_rate"] = case.kernel_info.get("mixq_outlier_hit_rate")
@@ -850,6 +892,8 @@ def main(argv=None) -> int:
         out.write(row)
         if row["error"]:
             print(f"ERROR {row['error']}", flush=True)
+        elif row["skipped"]:
+            print(f"SKIPPED {row['skipped']}", flush=True)
         else:
             hit = row["mixq_outlier_hit_rate"]
             print(f"baseline {_fmt(row['baseline_model_eager_inference_time_in_ms'])} ms, quantized "

@@ -50,7 +50,6 @@ def config(**over):
      "(and n, the MLP width, for transformer_block) divisible by its group; got shape custom [2, 128, 64]"),
     (dict(params={"high_precision_dtype": "torch.bfloat16", "device": "cpu"}), "bfloat16 dot is wrong"),
     (dict(params={"matrix_shapes": [{"name": "pow2_extended", "min_power": 0, "max_power": 2}]}), "min >= 1"),
-    (dict(params={"high_precision_dtype": "torch.float32"}), "torch.float32 runs only the baseline recipe"),
     (dict(params={"name": 5}), "model_params[0].name: 5 must be a non-empty string"),
     (dict(params={"name": ["run"]}), "model_params[0].name: ['run'] must be a non-empty string"),
 ])
@@ -370,6 +369,56 @@ def test_every_recipe_runs_each_model_type_checked(model_type):
     assert 0.5 <= rows["mixq-w8a8"]["mixq_outlier_hit_rate"] <= 1
     assert rows["mixq-w4a4"]["mixq_outlier_hit_rate"] is None  # fixed offline: nothing predicted
     assert rows["int8dq"]["mixq_outlier_hit_rate"] is None and rows["int8dq"]["mixq_outlier_channels"] is None
+
+
+def test_float32_runs_as_torchao_runs_it_never_cast():
+    """high_precision_dtype: torch.float32 (torchao's configs use it): baseline and float8wo
+    run in float32; the weight-only recipes run as torchao runs them in float32 (the weight
+    dequantized, F.linear in float32), since the Triton kernels take float16/bfloat16; the
+    W8A8 recipes, whose kernels quantize 16-bit activations only, are skipped with the reason.
+    No item casts: outputs are float32 and match the float32 product of the stored weight to
+    float32 accuracy (a float16 pass would be off by about 1e-3)."""
+    from kernels.quant import dequantize
+
+    items = parse_config(config(quantization_config_recipe_names=RECIPES, params={
+        "high_precision_dtype": "torch.float32", "matrix_shapes": [{"name": "custom", "shapes": [[3, 128, 64]]}]}))
+    skipped = {i.recipe: i.skip for i in items if i.skip}
+    assert sorted(skipped) == ["int8dq", "mixq-w4a4", "mixq-w8a8"]
+    assert all("float16/bfloat16" in why and "float32" in why for why in skipped.values())
+    for item in items:
+        row, entries = run_item(item, _timing())
+        assert row["high_precision_dtype"] == "torch.float32"
+        if item.skip:
+            assert row["skipped"] == item.skip and not row["error"] and entries == []
+            assert row["quantized_model_eager_inference_time_in_ms"] is None
+            continue
+        assert not row["error"] and not row["skipped"], f"{item.label}: {row['error']}"
+        floor = -20 * math.log10(RECIPE_RTOL["int4wo" if item.recipe.startswith("int4wo") else item.recipe])
+        assert row["quantized_sqnr_db"] > floor
+        assert all(e["extra_info"]["dtype"] == "fp32" for e in entries)
+        case, quant = build_case(item)
+        x = case.make_inputs()[0]
+        with torch.no_grad():
+            y = quant(x)
+        assert x.dtype == y.dtype == torch.float32, item.label
+        if item.recipe.startswith(("int8wo", "int4wo")):
+            assert "float32" in row["implementation"] and "dequantized" in row["implementation"]
+            exact = x.double() @ dequantize(quant[0].qw).double().t()
+            assert ((y.double() - exact).norm() / exact.norm()).item() < 1e-5, item.label
+
+
+def test_float32_config_exits_0_with_skipped_rows(tmp_path, capsys):
+    import yaml
+
+    cfg = config(output_dir=str(tmp_path / "out"), quantization_config_recipe_names=["int8wo", "int8dq"],
+                 params={"high_precision_dtype": "torch.float32"})
+    path = tmp_path / "cfg.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["--config", str(path)]) == 0  # a skipped item is not a failed one
+    assert "[2/2] int8dq linear custom m=2 k=128 n=64 torch.float32 ... SKIPPED" in capsys.readouterr().out
+    with open(next((tmp_path / "out").glob("*.csv"))) as f:
+        rows = list(csv.DictReader(f))
+    assert [bool(r["skipped"]) for r in rows] == [False, True] and not any(r["error"] for r in rows)
 
 
 def test_mixq_items_see_the_planted_outliers_and_check_the_cache_every_call():

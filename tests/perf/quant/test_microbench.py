@@ -43,6 +43,8 @@ def test_microbench(index, provider, perf, benchmark, request):
     path = request.config.getoption("quant_config")
     if index is None:
         pytest.skip("pass --quant-config FILE to run a YAML config's cases")
+    if _items(path)[index].skip:  # e.g. a float32 recipe without a float32 path: the reason, not a cast
+        pytest.skip(_items(path)[index].skip)
     if _items(path)[index].device != "cuda":
         pytest.skip("device: cpu items are timed by python -m harness.microbench, not as perf cases")
     perf.run(_case(path, index), provider, benchmark)
