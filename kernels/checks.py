@@ -2,6 +2,9 @@
 names the argument and the problem, never a crash deep inside Triton."""
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from harness.lanes import interpreting
@@ -13,11 +16,20 @@ def check_tensor(name: str, t, dtypes=FLOAT_DTYPES, ndim_min: int = 1) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in dtypes:
-        allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-        raise TypeError(f"{name} has dtype {str(t.dtype).replace('torch.', '')}; supported: {allowed}")
+        allowed = ", ".join(_dtype_name(d) for d in dtypes)
+        raise TypeError(f"{name} has dtype {_dtype_name(t.dtype)}; supported: {allowed}")
     if t.dim() < ndim_min:
         raise ValueError(f"{name} must have at least {ndim_min} dimension(s), got shape {tuple(t.shape)}")
     check_device(name, t)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def check_same_dtype(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {_dtype_name(t.dtype)}; it must match {ref_name}'s {_dtype_name(ref.dtype)}")
 
 
 def check_device(name: str, t: torch.Tensor) -> None:
@@ -46,11 +58,10 @@ def check_out(name: str, out, shape, dtype, device) -> None:
         return
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(out).__name__}")
-    if tuple(out.shape) != tuple(shape) or out.dtype != dtype or out.device != device:
-        raise ValueError(
-            f"{name} must have shape {tuple(shape)}, dtype {dtype} on {device}; "
-            f"got {tuple(out.shape)}, {out.dtype} on {out.device}"
-        )
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {_dtype_name(out.dtype)}; it must be {_dtype_name(dtype)}")
+    if tuple(out.shape) != tuple(shape) or out.device != device:
+        raise ValueError(f"{name} must have shape {tuple(shape)} on {device}; got {tuple(out.shape)} on {out.device}")
     if not out.is_contiguous():
         raise ValueError(f"{name} must be contiguous")
 
@@ -66,7 +77,74 @@ def check_qk_norm_weights(q, q_norm_weight, k_norm_weight, dtypes, contiguous: b
             raise ValueError("QK-norm needs both q_norm_weight and k_norm_weight")
         check_tensor(name, w, dtypes=dtypes)
         check_same_device(q=q, **{name: w})
-        if w.shape != (head_dim,) or w.dtype != q.dtype or (contiguous and not w.is_contiguous()):
-            raise ValueError(f"{name} must have shape ({head_dim},) and dtype {q.dtype}"
-                             + (", contiguous" if contiguous else "") + f"; got {tuple(w.shape)}, {w.dtype}")
+        check_same_dtype(name, w, "q", q)
+        if w.shape != (head_dim,) or (contiguous and not w.is_contiguous()):
+            raise ValueError(f"{name} must have shape ({head_dim},)" + (", contiguous" if contiguous else "")
+                             + f"; got {tuple(w.shape)}, strides {w.stride()}")
     return True
+
+
+def check_int(name: str, value, minimum: int | None = None) -> int:
+    """An integer option: TypeError for anything else, a bool included (Python counts True
+    as 1), ValueError below `minimum`. Returns it as an int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_number(name: str, value, minimum: float | None = None) -> float:
+    """A real, finite number (int or float, not a bool): TypeError for other types,
+    ValueError for NaN, infinities or a value below `minimum`. Returns it as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        raise ValueError(f"{name} must be a finite number" + (f" >= {minimum}" if minimum is not None else "")
+                         + f", got {value}")
+    return float(value)
+
+
+def _byte_span(t: torch.Tensor):
+    """[first, last + 1) bytes of memory that t's elements occupy; None when it has none."""
+    if t.numel() == 0:
+        return None
+    last = sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+    return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+
+def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+            and a.dtype == b.dtype)
+
+
+def check_no_overlap(out_name: str, out, inputs: dict, in_place_ok: tuple = ()) -> None:
+    """Refuse an output (out=, or an argument written in place) whose memory overlaps that of
+    any tensor in `inputs` (name -> tensor or None): the kernel's programs would read
+    elements that others have already overwritten. The byte ranges the tensors span are
+    compared, so a view that starts elsewhere in the same storage counts, and so do
+    interleaved views (conservative). An output exactly equal to an input named in
+    `in_place_ok` (same start, shape, strides, dtype) is allowed: the kernel supports that
+    input being overwritten in place."""
+    if out is None:
+        return
+    span = _byte_span(out)
+    if span is None:
+        return
+    for name, t in inputs.items():
+        if not isinstance(t, torch.Tensor) or t.device != out.device:
+            continue
+        other = _byte_span(t)
+        if other is None or other[1] <= span[0] or span[1] <= other[0]:
+            continue
+        if name in in_place_ok and _same_view(out, t):
+            continue
+        also = f" (it may be {name} itself, exactly, to work in place)" if name in in_place_ok else ""
+        raise ValueError(f"{out_name} must not overlap {name} in memory{also}: "
+                         f"the kernel would read values it has already overwritten")

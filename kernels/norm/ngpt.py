@@ -12,7 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import check_out, check_same_device, check_tensor
+from kernels.checks import (check_no_overlap, check_number, check_out, check_same_device, check_same_dtype,
+                            check_tensor)
 from kernels.launch import pdl_launch_dependents, pdl_options, pdl_wait
 from kernels.norm.rmsnorm import MAX_SINGLE_BLOCK, _as_rows, _launch_config
 
@@ -44,18 +45,23 @@ def _ngpt_update_kernel(H, Y, ALPHA, OUT, stride_h, stride_y, stride_o, n_rows, 
 
 def ngpt_update(h: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, eps: float = 1e-12,
                 out: torch.Tensor | None = None) -> torch.Tensor:
-    """Norm(h + alpha * (Norm(y) - h)) over the last dimension; see the module doc."""
+    """Norm(h + alpha * (Norm(y) - h)) over the last dimension; see the module doc.
+    out=h or out=y works in place (each row is read whole before it is written)."""
     for name, t in (("h", h), ("y", y), ("alpha", alpha)):
         check_tensor(name, t)
     check_same_device(h=h, y=y, alpha=alpha)
     n_cols = h.shape[-1]
-    if y.shape != h.shape or y.dtype != h.dtype:
-        raise ValueError(f"y must match h: shape {tuple(h.shape)}, {h.dtype}; got {tuple(y.shape)}, {y.dtype}")
-    if alpha.shape != (n_cols,) or alpha.dtype != h.dtype:
-        raise ValueError(f"alpha must have shape ({n_cols},) and dtype {h.dtype}; got {tuple(alpha.shape)}, {alpha.dtype}")
+    check_same_dtype("y", y, "h", h)
+    check_same_dtype("alpha", alpha, "h", h)
+    if y.shape != h.shape:
+        raise ValueError(f"y must match h: shape {tuple(h.shape)}; got {tuple(y.shape)}")
+    if alpha.shape != (n_cols,):
+        raise ValueError(f"alpha must have shape ({n_cols},); got {tuple(alpha.shape)}")
     if not 1 <= n_cols <= MAX_SINGLE_BLOCK:
         raise ValueError(f"hidden size {n_cols} is not supported: 1 <= hidden <= {MAX_SINGLE_BLOCK}")
+    check_number("eps", eps, minimum=0.0)
     check_out("out", out, h.shape, h.dtype, h.device)
+    check_no_overlap("out", out, {"h": h, "y": y, "alpha": alpha}, in_place_ok=("h", "y"))
     h2, y2 = _as_rows(h, n_cols), _as_rows(y, n_cols)
     o = torch.empty(h.shape, dtype=h.dtype, device=h.device) if out is None else out
     o2 = o.view(-1, n_cols)

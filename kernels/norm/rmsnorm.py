@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import check_out, check_same_device, check_tensor
+from kernels.checks import check_no_overlap, check_number, check_out, check_same_device, check_tensor
 from kernels.launch import pdl_launch_dependents, pdl_options, pdl_wait
 
 MAX_SINGLE_BLOCK = 16384  # fp32 values per row held in registers (32 per thread at 16 warps)
@@ -119,8 +119,7 @@ def _check(x: torch.Tensor, weight: torch.Tensor, eps: float) -> int:
         raise ValueError(f"weight must have shape ({n_cols},) to match x's hidden size; got {tuple(weight.shape)}")
     if weight.dtype != x.dtype:
         raise TypeError(f"weight dtype {weight.dtype} must match x dtype {x.dtype}")
-    if not (eps >= 0.0):
-        raise ValueError(f"eps must be a non-negative number, got {eps}")
+    check_number("eps", eps, minimum=0.0)
     return n_cols
 
 
@@ -152,9 +151,11 @@ def _run(x, residual, weight, eps, out, residual_out):
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, out: torch.Tensor | None = None) -> torch.Tensor:
-    """RMSNorm over the last dimension of x, scaled by weight; output in x's dtype."""
+    """RMSNorm over the last dimension of x, scaled by weight; output in x's dtype.
+    out=x works in place (each row, or row chunk, is read before it is written)."""
     _check(x, weight, eps)
     check_out("out", out, x.shape, x.dtype, x.device)
+    check_no_overlap("out", out, {"x": x, "weight": weight}, in_place_ok=("x",))
     return _run(x, None, weight, eps, out, None)[0]
 
 
@@ -176,8 +177,8 @@ def fused_add_rms_norm(
         raise TypeError(f"residual dtype {residual.dtype} must match x dtype {x.dtype}")
     check_out("out", out, x.shape, x.dtype, x.device)
     check_out("residual_out", residual_out, x.shape, x.dtype, x.device)
-    for name, o in (("out", out), ("residual_out", residual_out)):
-        # Wide rows are read twice: an output over an input would change the second read.
-        if o is not None and o.numel() and o.data_ptr() in (x.data_ptr(), residual.data_ptr()):
-            raise ValueError(f"{name} must not alias x or residual: the kernel is out of place")
+    # Out of place only: wide rows are read twice, and h = x + residual is recomputed then.
+    inputs = {"x": x, "residual": residual, "weight": weight}
+    check_no_overlap("out", out, inputs)
+    check_no_overlap("residual_out", residual_out, {**inputs, "out": out})
     return _run(x, residual, weight, eps, out, residual_out)

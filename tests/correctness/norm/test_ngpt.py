@@ -64,3 +64,22 @@ def test_nan_and_inf_follow_the_math(device, where, value):
     exact = ngpt_update_reference(h, y, alpha, compute_dtype=torch.float64).cpu()
     assert torch.equal(torch.isnan(got), torch.isnan(exact)), f"NaN at {torch.isnan(got).sum()} places, float64 at {torch.isnan(exact).sum()}"
     assert torch.equal(got.isinf(), exact.isinf())
+
+
+def test_out_overlap_and_eps_are_checked(device):
+    """out= over h or y exactly is in place (each row is read whole before it is written);
+    at an offset, or over alpha, it is refused. eps must be a finite number >= 0."""
+    buf = torch.randn(9 * 64, device=device)
+    h = torch.nn.functional.normalize(buf[: 8 * 64].view(8, 64), dim=-1)
+    buf[: 8 * 64] = h.reshape(-1)
+    h = buf[: 8 * 64].view(8, 64)
+    y, alpha = torch.randn(8, 64, device=device), torch.full((64,), 0.05, device=device)
+    want = ngpt_update(h.clone(), y, alpha)
+    with pytest.raises(ValueError, match="out must not overlap h"):
+        ngpt_update(h, y, alpha, out=buf[32: 32 + 8 * 64].view(8, 64))
+    with pytest.raises(ValueError, match="out must not overlap alpha"):
+        ngpt_update(h[:1], y[:1], alpha, out=alpha.view(1, 64))
+    assert torch.equal(ngpt_update(h, y, alpha, out=h), want)
+    for bad, err in ((-1.0, ValueError), (float("nan"), ValueError), ("1e-12", TypeError)):
+        with pytest.raises(err, match="eps must be a"):
+            ngpt_update(h, y, alpha, eps=bad)

@@ -148,7 +148,7 @@ def test_rejects_mismatched_residual(device):
     with pytest.raises(TypeError, match="residual dtype"):
         fused_add_rms_norm(x, torch.randn(2, 8, device=device, dtype=torch.bfloat16), w)
     r = torch.randn(2, 8, device=device)
-    with pytest.raises(ValueError, match="must not alias"):
+    with pytest.raises(ValueError, match="must not overlap"):
         fused_add_rms_norm(x, r, w, residual_out=r)
 
 
@@ -166,3 +166,32 @@ def test_rejects_cpu_tensor_on_gpu_lane():
         rms_norm(torch.randn(2, 8), torch.ones(8))
     with pytest.raises(ValueError, match="one device"):
         rms_norm(torch.randn(2, 8, device="cuda"), torch.ones(8))
+
+
+
+def test_out_overlapping_an_input_is_refused(device):
+    """out= sharing memory with an input at an offset gave wrong answers (rows read after
+    another program had written over them): refused. rms_norm's out=x exactly works in place."""
+    buf = torch.randn(65 * 64, device=device)
+    x, w = buf[: 64 * 64].view(64, 64), torch.randn(64, device=device)
+    shifted = buf[32: 32 + 64 * 64].view(64, 64)  # half a row past x
+    want = rms_norm(x.clone(), w)
+    with pytest.raises(ValueError, match="out must not overlap x"):
+        rms_norm(x, w, out=shifted)
+    with pytest.raises(ValueError, match="out must not overlap weight"):
+        rms_norm(x[:1], w, out=w.view(1, 64))
+    y = rms_norm(x, w, out=x)
+    assert y is x and torch.equal(y, want)
+
+    x = torch.randn(64, 64, device=device)
+    r = torch.randn(64, 64, device=device)
+    with pytest.raises(ValueError, match="out must not overlap x"):
+        fused_add_rms_norm(x, r, w, out=x)  # out of place only: wide rows are read twice
+    with pytest.raises(ValueError, match="residual_out must not overlap residual"):
+        fused_add_rms_norm(x, r, w, residual_out=r)
+    buf = torch.randn(65 * 64, device=device)
+    with pytest.raises(ValueError, match="out must not overlap residual"):
+        fused_add_rms_norm(x, buf[: 64 * 64].view(64, 64), w, out=buf[32: 32 + 64 * 64].view(64, 64))
+    outs = torch.empty(2 * 64 * 64 - 1, device=device)
+    with pytest.raises(ValueError, match="residual_out must not overlap out"):
+        fused_add_rms_norm(x, r, w, out=outs[: 64 * 64].view(64, 64), residual_out=outs[64 * 64 - 1:].view(64, 64))
