@@ -28,7 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import check_qk_norm_weights, check_same_device, check_tensor
+from kernels.checks import (check_bool, check_int, check_no_overlap, check_number, check_qk_norm_weights,
+                            check_same_device, check_same_dtype, check_tensor)
 from kernels.interpreter import exact_operand
 from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
                             tile_counters)
@@ -221,6 +222,31 @@ def _combine_kernel(
         tl.store(LSE + b * stride_lb + head * stride_lh + tok, lse2 * 0.6931471805599453)
 
 
+def _check_options(scale, causal, return_lse, max_kv_len, num_splits, validate_lens, qk_norm_eps):
+    if scale is not None:
+        check_number("scale", scale)
+    for name, flag in (("causal", causal), ("return_lse", return_lse), ("validate_lens", validate_lens)):
+        check_bool(name, flag)
+    if max_kv_len is not None:
+        check_int("max_kv_len", max_kv_len, minimum=0)
+    if num_splits is not None:
+        check_int("num_splits", num_splits, minimum=1)
+    check_number("qk_norm_eps", qk_norm_eps, minimum=0.0)
+
+
+def _check_out(out, q, inputs: dict):
+    """out: q's shape, dtype and device, unit stride along head_dim (the kernel takes the
+    other three strides), sharing no memory with an input."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
+    check_same_dtype("out", out, "q", q)
+    if out.shape != q.shape or out.device != q.device:
+        raise ValueError(f"out must match q: shape {tuple(q.shape)} on {q.device}; got {tuple(out.shape)} on {out.device}")
+    if out.stride(3) != 1 and out.numel():
+        raise ValueError(f"out must have unit stride along head_dim (got strides {out.stride()})")
+    check_no_overlap("out", out, inputs)
+
+
 def _check_inputs(q, k_cache, v_cache, kv_lens):
     for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
         check_tensor(name, t, dtypes=DTYPES)
@@ -283,7 +309,11 @@ def gqa_decode(
     cached key are RMS-normalized over the head dim (eps qk_norm_eps) inside the kernel.
     """
     _check_inputs(q, k_cache, v_cache, kv_lens)
+    _check_options(scale, causal, return_lse, max_kv_len, num_splits, validate_lens, qk_norm_eps)
     qk_norm = check_qk_norm_weights(q, q_norm_weight, k_norm_weight, DTYPES)
+    if out is not None:
+        _check_out(out, q, {"q": q, "k_cache": k_cache, "v_cache": v_cache, "kv_lens": kv_lens,
+                            "q_norm_weight": q_norm_weight, "k_norm_weight": k_norm_weight})
     batch, q_tokens, q_heads, head_dim = q.shape
     capacity, kv_heads = k_cache.shape[1], k_cache.shape[2]
     device = q.device
@@ -298,11 +328,9 @@ def gqa_decode(
         capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
         if validate_lens and not capturing and batch and bool(((kv_lens < 0) | (kv_lens > capacity)).any()):
             raise ValueError(f"kv_lens must lie in [0, {capacity}] (the KV cache capacity); got {kv_lens.tolist()}")
-        kv_lens = kv_lens.to(torch.int32)
+        kv_lens = kv_lens.to(torch.int32).contiguous()  # the kernel reads kv_lens[b] at b
     if out is None:
         out = torch.empty_like(q)
-    elif out.shape != q.shape or out.dtype != q.dtype or out.device != device:
-        raise ValueError(f"out must match q: shape {tuple(q.shape)}, {q.dtype} on {device}")
     lse = torch.empty(batch, q_heads, q_tokens, dtype=torch.float32, device=device) if return_lse else None
     if batch == 0 or q_tokens == 0:
         return (out, lse) if return_lse else out

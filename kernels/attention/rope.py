@@ -18,7 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import check_qk_norm_weights, check_same_device, check_tensor
+from kernels.checks import (check_int, check_no_overlap, check_number, check_qk_norm_weights, check_same_device,
+                            check_tensor)
 from kernels.launch import pdl_launch_dependents, pdl_options, pdl_wait
 
 HEAD_DIMS = (64, 128)
@@ -91,6 +92,12 @@ def rope_kv_write(q, k, v, k_cache, v_cache, pos: int, cos, sin, q_norm_weight=N
         if t.stride(-1) != 1:
             raise ValueError(f"{name} must have unit stride along head_dim (strides {t.stride()})")
     check_same_device(q=q, k=k, v=v, k_cache=k_cache, v_cache=v_cache, cos=cos, sin=sin)
+    if isinstance(pos, torch.Tensor):
+        # Its value is needed here, to check the positions against the cache: a device sync
+        # (and no CUDA-graph capture), so the caller makes it explicit.
+        raise TypeError("pos must be an int, got a Tensor: pass int(pos)")
+    check_int("pos", pos)
+    check_number("eps", eps, minimum=0.0)
     B, T, Hq, D = q.shape
     if D not in HEAD_DIMS:
         raise ValueError(f"head_dim {D} is not supported (supported: {HEAD_DIMS})")
@@ -108,6 +115,11 @@ def rope_kv_write(q, k, v, k_cache, v_cache, pos: int, cos, sin, q_norm_weight=N
         if t.shape[0] < pos + T:
             raise ValueError(f"{name} covers {t.shape[0]} positions; positions up to {pos + T - 1} are needed")
     qk_norm = check_qk_norm_weights(q, q_norm_weight, k_norm_weight, DTYPES, contiguous=True)
+    # The caches are written in place: they may share no memory with each other or an input.
+    inputs = {"q": q, "k": k, "v": v, "cos": cos, "sin": sin, "q_norm_weight": q_norm_weight,
+              "k_norm_weight": k_norm_weight}
+    check_no_overlap("k_cache", k_cache, {**inputs, "v_cache": v_cache})
+    check_no_overlap("v_cache", v_cache, inputs)
     q_out = torch.empty(B, T, Hq, D, dtype=q.dtype, device=q.device)
     if B == 0 or T == 0:
         return q_out
@@ -117,7 +129,7 @@ def rope_kv_write(q, k, v, k_cache, v_cache, pos: int, cos, sin, q_norm_weight=N
         q, k, v, q_out, k_cache, v_cache, cos, sin, qw, kw,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
         *q_out.stride()[:3], *k_cache.stride()[:3], *v_cache.stride()[:3],
-        T, Hq, pos, float(eps),
+        T, Hq, int(pos), float(eps),
         QK_NORM=qk_norm, HALF=D // 2, num_warps=1, **pdl_options(q.device),
     )
     return q_out

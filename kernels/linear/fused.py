@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels.checks import check_same_device, check_tensor
+from kernels.checks import check_int, check_number, check_same_device, check_same_dtype, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
                             tile_counters, tile_ranges, use_tma)
@@ -191,6 +191,8 @@ def _merge_splits_kernel(
 
 
 def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
+    if num_splits is not None:
+        check_int("num_splits", num_splits, minimum=1)
     K = x.shape[-1]
     N = w1.shape[1]
     x2 = x.reshape(-1, K)
@@ -313,20 +315,19 @@ def _check_residual(residual, x, n):
         return
     check_tensor("residual", residual, dtypes=DTYPES)
     check_same_device(x=x, residual=residual)
+    check_same_dtype("residual", residual, "x", x)
     want = (*x.shape[:-1], n)
-    if tuple(residual.shape) != want or residual.dtype != x.dtype:
-        raise ValueError(f"residual must have the output's shape {want} and dtype {x.dtype}; "
-                         f"got {tuple(residual.shape)}, {residual.dtype}")
+    if tuple(residual.shape) != want:
+        raise ValueError(f"residual must have the output's shape {want}; got {tuple(residual.shape)}")
 
 
 def _check_norm(x, norm_weight, eps):
     check_tensor("norm_weight", norm_weight, dtypes=DTYPES)
     check_same_device(x=x, norm_weight=norm_weight)
-    if norm_weight.shape != (x.shape[-1],) or norm_weight.dtype != x.dtype:
-        raise ValueError(f"norm_weight must have shape ({x.shape[-1]},) and dtype {x.dtype}; "
-                         f"got {tuple(norm_weight.shape)}, {norm_weight.dtype}")
-    if not eps >= 0.0:
-        raise ValueError(f"eps must be a non-negative number, got {eps}")
+    check_same_dtype("norm_weight", norm_weight, "x", x)
+    if norm_weight.shape != (x.shape[-1],):
+        raise ValueError(f"norm_weight must have shape ({x.shape[-1]},); got {tuple(norm_weight.shape)}")
+    check_number("eps", eps, minimum=0.0)
 
 
 def rmsnorm_linear(x, norm_weight, w, eps: float = 1e-6, *, num_splits=None, _config=None):
@@ -359,17 +360,19 @@ def lora_linear(x, w, a, b, scale: float = 1.0, *, residual=None, num_splits=Non
     check_tensor("a", a, dtypes=DTYPES)
     check_tensor("b", b, dtypes=DTYPES)
     check_same_device(x=x, a=a, b=b)
-    if a.dtype != x.dtype or a.dim() != 2 or a.shape[0] != x.shape[-1] or a.stride(1) != 1:
-        raise ValueError(f"a must have shape (K={x.shape[-1]}, rank), dtype {x.dtype} and unit stride along rank; "
-                         f"got {tuple(a.shape)}, {a.dtype}, strides {a.stride()}")
+    check_same_dtype("a", a, "x", x)
+    check_same_dtype("b", b, "x", x)
+    if a.dim() != 2 or a.shape[0] != x.shape[-1] or a.stride(1) != 1:
+        raise ValueError(f"a must have shape (K={x.shape[-1]}, rank) and unit stride along rank; "
+                         f"got {tuple(a.shape)}, strides {a.stride()}")
     r = a.shape[1]
     if not 1 <= r <= MAX_LORA_RANK:
         raise ValueError(f"LoRA rank {r} is not supported: 1 <= rank <= {MAX_LORA_RANK}")
-    if b.dtype != x.dtype or b.dim() != 2 or b.shape != (r, w.shape[1]):
-        raise ValueError(f"b must have shape (rank={r}, N={w.shape[1]}) and dtype {x.dtype}; got {tuple(b.shape)}, {b.dtype}")
+    if b.dim() != 2 or b.shape != (r, w.shape[1]):
+        raise ValueError(f"b must have shape (rank={r}, N={w.shape[1]}); got {tuple(b.shape)}")
     if b.stride(1) != 1:
         raise ValueError(f"b must have unit stride along N (got strides {b.stride()})")
-    if scale == 0:
+    if check_number("scale", scale) == 0:
         raise ValueError("scale must be non-zero (use a plain matmul for scale 0)")
     _check_residual(residual, x, w.shape[1])
     return _run(x, None, w, None, 0.0, num_splits, _config, lora=(a, b, scale), residual=residual)

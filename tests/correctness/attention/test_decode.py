@@ -203,3 +203,44 @@ def test_nan_and_inf_follow_the_math(device, where, value, num_splits, fixup):
     exact, exact_lse = gqa_attention_reference(q, k, v, lens, compute_dtype=torch.float64, return_lse=True)
     assert nonfinite_equal(got, exact)
     assert nonfinite_equal(lse, exact_lse), f"lse {lse[0].tolist()} against {exact_lse[0].tolist()}"
+
+
+def test_int_and_bool_options_are_checked(device):
+    """num_splits=0 or a negative count used to become 1 silently; options of the wrong type
+    (a bool for an int, a float, a string) are refused by name."""
+    q, k, v = make_inputs(1, 1, 1, 2, 64, 16, torch.float16, device, 5)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="num_splits must be an int >= 1"):
+            gqa_decode(q, k, v, num_splits=bad)
+    for bad in (2.0, True, "2"):
+        with pytest.raises(TypeError, match="num_splits must be an int"):
+            gqa_decode(q, k, v, num_splits=bad)
+    with pytest.raises(ValueError, match="max_kv_len must be an int >= 0"):
+        gqa_decode(q, k, v, max_kv_len=-1)
+    with pytest.raises(TypeError, match="max_kv_len must be an int"):
+        gqa_decode(q, k, v, max_kv_len=8.5)
+    for name in ("causal", "return_lse", "validate_lens"):
+        with pytest.raises(TypeError, match=f"{name} must be a bool"):
+            gqa_decode(q, k, v, **{name: 1})
+    with pytest.raises(TypeError, match="scale must be a number"):
+        gqa_decode(q, k, v, scale="0.1")
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        gqa_decode(q, k, v, scale=float("nan"))
+    with pytest.raises(ValueError, match="qk_norm_eps must be a finite number >= 0"):
+        gqa_decode(q, k, v, qk_norm_eps=-1.0)
+
+
+def test_out_and_kv_lens_layouts(device):
+    """out overlapping an input is refused; out must have unit stride along head_dim (other
+    strides were silently taken as 1); a strided kv_lens is read as given."""
+    q, k, v = make_inputs(2, 1, 2, 2, 64, 16, torch.float16, device, 5)
+    with pytest.raises(ValueError, match="out must not overlap q"):
+        gqa_decode(q, k, v, out=q)
+    with pytest.raises(ValueError, match="out must not overlap k_cache"):
+        gqa_decode(q, k, v, out=k.view(-1)[: q.numel()].view(q.shape))
+    wide = torch.zeros(*q.shape[:3], 128, dtype=q.dtype, device=device)
+    with pytest.raises(ValueError, match="out must have unit stride along head_dim"):
+        gqa_decode(q, k, v, out=wide[..., ::2])
+    lens = torch.tensor([5, 99, 11, 99], dtype=torch.int32, device=device)[::2]
+    exact = gqa_attention_reference(q, k, v, lens.contiguous(), compute_dtype=torch.float64)
+    assert max_err(gqa_decode(q, k, v, lens), exact) <= 2e-3

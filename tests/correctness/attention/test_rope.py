@@ -94,3 +94,29 @@ def test_rope_kv_write_rejects_bad_input(device):
         rope_kv_write(q, k, v, kc, vc, 0, cos.double(), sin)
     with pytest.raises(ValueError, match="needs both"):
         rope_kv_write(q, k, v, kc, vc, 0, cos, sin, q_norm_weight=torch.ones(64, device=device, dtype=torch.float16))
+
+
+def test_rope_kv_write_checks_pos_and_the_caches(device):
+    """pos is a Python int (a tensor would need a device sync to check it against the cache:
+    refused, as are floats and bools); the caches are written in place, so they must not
+    share memory with each other or with any input."""
+    q = torch.randn(1, 1, 4, 64, device=device, dtype=torch.float16)
+    k = v = torch.randn(1, 1, 2, 64, device=device, dtype=torch.float16)
+    kc, vc = (torch.zeros(1, 8, 2, 64, device=device, dtype=torch.float16) for _ in range(2))
+    cos, sin = rope_tables(8, 64, 1e4, device)
+    for pos in (torch.tensor(2), torch.tensor(2, device=device), 2.0, True, "2", None):
+        with pytest.raises(TypeError, match="pos must be an int"):
+            rope_kv_write(q, k, v, kc, vc, pos, cos, sin)
+    with pytest.raises(ValueError, match="k_cache must not overlap v_cache"):
+        rope_kv_write(q, k, v, kc, kc, 2, cos, sin)
+    both = torch.zeros(1, 9, 2, 64, device=device, dtype=torch.float16)
+    with pytest.raises(ValueError, match="k_cache must not overlap v_cache"):
+        rope_kv_write(q, k, v, both[:, :8], both[:, 1:], 2, cos, sin)
+    with pytest.raises(ValueError, match="k_cache must not overlap k"):
+        rope_kv_write(q, kc[:, 2:3], v, kc, vc, 2, cos, sin)
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        rope_kv_write(q, k, v, kc, vc, 2, cos, sin, eps=-1.0)
+    # numpy-style integers are ints too
+    import numpy as np
+    rope_kv_write(q, k, v, kc, vc, np.int64(2), cos, sin)
+    assert torch.equal(vc[:, 2], v[:, 0])

@@ -199,7 +199,7 @@ def test_residual_must_match_the_output(device):
     w = torch.randn(64, 32, device=device, dtype=torch.float16)
     with pytest.raises(ValueError, match=r"residual must have the output's shape \(2, 32\)"):
         linear(x, w, residual=torch.zeros(2, 64, device=device, dtype=torch.float16))
-    with pytest.raises(ValueError, match="residual must have .* dtype torch.float16"):
+    with pytest.raises(TypeError, match="residual has dtype bfloat16; it must match x's float16"):
         linear(x, w, residual=torch.zeros(2, 32, device=device, dtype=torch.bfloat16))
     r = torch.randn(32, 2, device=device, dtype=torch.float16).t()  # strided along N: read as given
     assert torch.allclose(linear(x, w, residual=r).float(), (r.float() + (x.float() @ w.float())), rtol=1e-2, atol=1e-1)
@@ -267,9 +267,9 @@ def test_rejects_bad_input(device):
         gated_mlp(x, w.t().contiguous().t(), w)
     with pytest.raises(TypeError, match="norm_weight has dtype float32"):
         gated_mlp(x, w, w, norm_weight=torch.ones(64, device=device, dtype=torch.float32))
-    with pytest.raises(ValueError, match=r"norm_weight must have shape \(64,\) and dtype torch.float16"):
+    with pytest.raises(TypeError, match="norm_weight has dtype bfloat16; it must match x's float16"):
         gated_mlp(x, w, w, norm_weight=torch.ones(64, device=device, dtype=torch.bfloat16))
-    with pytest.raises(ValueError, match="eps must be a non-negative number"):
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
         gated_mlp(x, w, w, norm_weight=torch.ones(64, device=device, dtype=torch.float16), eps=-1.0)
 
 
@@ -338,3 +338,20 @@ def test_lora_nan_and_inf_follow_the_math(device, where, value):
     exact = lora_linear_reference(x, w, a, b, 0.5, torch.float64).cpu()
     assert torch.equal(got.isnan(), exact.isnan()), f"NaN at {got.isnan().sum()} places, float64 at {exact.isnan().sum()}"
     assert torch.equal(got == float("inf"), exact == float("inf")) and torch.equal(got == -float("inf"), exact == -float("inf"))
+
+
+@pytest.mark.parametrize("op", ["linear", "rmsnorm_linear", "gated_mlp", "lora_linear"])
+def test_num_splits_is_checked(device, op):
+    """num_splits=0 or a negative count used to become 1 silently; a bool or float is refused."""
+    x = torch.randn(2, 64, device=device, dtype=torch.float16)
+    w = torch.randn(64, 32, device=device, dtype=torch.float16)
+    gw = torch.ones(64, device=device, dtype=torch.float16)
+    a, b = torch.randn(64, 4, device=device, dtype=torch.float16), torch.randn(4, 32, device=device, dtype=torch.float16)
+    call = {"linear": lambda s: linear(x, w, num_splits=s), "rmsnorm_linear": lambda s: rmsnorm_linear(x, gw, w, num_splits=s),
+            "gated_mlp": lambda s: gated_mlp(x, w, w, num_splits=s), "lora_linear": lambda s: lora_linear(x, w, a, b, num_splits=s)}[op]
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match="num_splits must be an int >= 1"):
+            call(bad)
+    for bad in (True, 2.0, "2"):
+        with pytest.raises(TypeError, match="num_splits must be an int"):
+            call(bad)
