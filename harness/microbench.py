@@ -95,6 +95,7 @@ import csv
 import json
 import os
 import re
+import reprlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -201,55 +202,64 @@ def implementation(item) -> str:
 def check_recipe(recipe, where: str = "quantization_config_recipe_names") -> str:
     allowed = f"allowed: {', '.join(RECIPE_FIXED + RECIPE_PATTERNS)} (group in {GROUPS})"
     if not isinstance(recipe, str):
-        raise ConfigError(f"{where}: {recipe!r} is not a string; {allowed}")
+        raise ConfigError(f"{where}: {_show(recipe)} is not a string; {allowed}")
     if recipe in RECIPE_FIXED:
         return recipe
     m = re.fullmatch(r"int4wo-(\d+)(-hqq)?", recipe)
     if m and int(m.group(1)) in GROUPS:
         return recipe
     if m:
-        raise ConfigError(f"{where}: {recipe!r} has group {m.group(1)}; groups: {GROUPS}")
-    raise ConfigError(f"{where}: unknown recipe {recipe!r}; {allowed}")
+        raise ConfigError(f"{where}: {_show(recipe)} has group {m.group(1)}; groups: {GROUPS}")
+    raise ConfigError(f"{where}: unknown recipe {_show(recipe)}; {allowed}")
+
+
+_REPR = reprlib.Repr()  # Python 3.11's takes no arguments
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel = 80, 80, 4
+
+
+def _show(v) -> str:
+    """A config value in a message: its repr, cut short (a value may be a huge or deep list)."""
+    return _REPR.repr(v)
 
 
 def _choice(where, v, allowed):
     """v, one of the strings in allowed; anything else (another type too) names where."""
     if not isinstance(v, str) or v not in allowed:
-        raise ConfigError(f"{where}: {v!r}; allowed: {', '.join(allowed)}")
+        raise ConfigError(f"{where}: {_show(v)}; allowed: {', '.join(allowed)}")
     return v
 
 
 def _int(where, v, lo=1):
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ConfigError(f"{where}: {v!r} must be an integer >= {lo}")
+        raise ConfigError(f"{where}: {_show(v)} must be an integer >= {lo}")
     return v
 
 
 def _unsupported_null(where, v, what):
     """torchao's optional features this runner lacks: only null (or 'none') is accepted."""
     if not (v is None or (isinstance(v, str) and v in ("none", "None"))):
-        raise ConfigError(f"{where}: {v!r} is not supported here ({what}); allowed: null")
+        raise ConfigError(f"{where}: {_show(v)} is not supported here ({what}); allowed: null")
 
 
 def shapes_of(spec: dict, where: str) -> list[tuple[str, list[int]]]:
     """[(shape name, [m, k, n])] of one matrix_shapes entry."""
     if not isinstance(spec, dict) or "name" not in spec:
-        raise ConfigError(f"{where}: {spec!r} must be a mapping with a 'name' (one of {', '.join(SHAPE_SETS)})")
+        raise ConfigError(f"{where}: {_show(spec)} must be a mapping with a 'name' (one of {', '.join(SHAPE_SETS)})")
     name = spec["name"]
     if not isinstance(name, str) or name not in SHAPE_SETS:
-        raise ConfigError(f"{where}.name: unknown shape set {name!r}; allowed: {', '.join(SHAPE_SETS)}")
+        raise ConfigError(f"{where}.name: unknown shape set {_show(name)}; allowed: {', '.join(SHAPE_SETS)}")
     allowed = {"name", *SHAPE_SETS[name]}
     for key in spec:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r} for shape set {name!r}; allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(f"{where}: unknown key {_show(key)} for shape set {_show(name)}; allowed: {', '.join(sorted(allowed))}")
     if name == "custom":
         shapes = spec.get("shapes")
         if not isinstance(shapes, list) or not shapes:
-            raise ConfigError(f"{where}.shapes: {shapes!r}; a non-empty list of [m, k, n] is required for 'custom'")
+            raise ConfigError(f"{where}.shapes: {_show(shapes)}; a non-empty list of [m, k, n] is required for 'custom'")
         out = []
         for i, s in enumerate(shapes):
             if not isinstance(s, list) or len(s) != 3:
-                raise ConfigError(f"{where}.shapes[{i}]: {s!r} is malformed; expected [m, k, n] of positive integers")
+                raise ConfigError(f"{where}.shapes[{i}]: {_show(s)} is malformed; expected [m, k, n] of positive integers")
             out.append(("custom", [_int(f"{where}.shapes[{i}][{j}]", v) for j, v in enumerate(s)]))
         return out
     if name == "llama":  # LLaMA-2-70B on one node: fused wqkv and w13, batch 4 x 4096 tokens
@@ -328,6 +338,8 @@ def load_config(path: str) -> list[BenchItem]:
             loader.dispose()
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path!r} is not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"config file {path!r} is nested too deeply to read") from None
     return parse_config(data)
 
 
@@ -337,52 +349,52 @@ def parse_config(data) -> list[BenchItem]:
                           f"{type(data).__name__ if data is not None else 'an empty file'}")
     for key in data:
         if key not in TOP_KEYS:
-            raise ConfigError(f"unknown top-level key {key!r}; allowed: {', '.join(sorted(TOP_KEYS))}")
+            raise ConfigError(f"unknown top-level key {_show(key)}; allowed: {', '.join(sorted(TOP_KEYS))}")
     for key in ("quantization_config_recipe_names", "model_params"):
         if key not in data:
-            raise ConfigError(f"missing key {key!r}")
+            raise ConfigError(f"missing key {_show(key)}")
     recipes = data["quantization_config_recipe_names"]
     if not isinstance(recipes, list) or not recipes:
-        raise ConfigError(f"quantization_config_recipe_names: {recipes!r}; a non-empty list of recipe names is required")
+        raise ConfigError(f"quantization_config_recipe_names: {_show(recipes)}; a non-empty list of recipe names is required")
     for i, r in enumerate(recipes):
         check_recipe(r, f"quantization_config_recipe_names[{i}]")
         if r in recipes[:i]:  # the same items twice would be two results of one case
-            raise ConfigError(f"quantization_config_recipe_names[{i}]: {r!r} is listed twice; list each recipe once")
+            raise ConfigError(f"quantization_config_recipe_names[{i}]: {_show(r)} is listed twice; list each recipe once")
     sparsity_names = data.get("sparsity_config_recipe_names")
     if sparsity_names is not None and not isinstance(sparsity_names, list):
-        raise ConfigError(f"sparsity_config_recipe_names: {sparsity_names!r} must be a list of null "
+        raise ConfigError(f"sparsity_config_recipe_names: {_show(sparsity_names)} must be a list of null "
                           "(sparsity is not supported here)")
     for j, s in enumerate(sparsity_names or []):
         _unsupported_null(f"sparsity_config_recipe_names[{j}]", s, "sparsity")
     _choice("benchmark_mode", data.get("benchmark_mode", "inference"), ("inference",))
     output_dir = data.get("output_dir", "results/microbench")
     if not isinstance(output_dir, str):
-        raise ConfigError(f"output_dir: {output_dir!r} must be a path string")
+        raise ConfigError(f"output_dir: {_show(output_dir)} must be a path string")
     if not output_dir.strip():
-        raise ConfigError(f"output_dir: {output_dir!r}; give a non-empty path (a directory, created if missing)")
+        raise ConfigError(f"output_dir: {_show(output_dir)}; give a non-empty path (a directory, created if missing)")
     params_list = data["model_params"]
     params_list = [params_list] if isinstance(params_list, dict) else params_list
     if not isinstance(params_list, list) or not params_list:
-        raise ConfigError(f"model_params: {params_list!r}; a mapping, or a non-empty list of mappings, is required")
-    items = []
+        raise ConfigError(f"model_params: {_show(params_list)}; a mapping, or a non-empty list of mappings, is required")
+    items, cases = [], {}
     for i, params in enumerate(params_list):
         where = f"model_params[{i}]"
         if not isinstance(params, dict):
-            raise ConfigError(f"{where}: {params!r} must be a mapping")
+            raise ConfigError(f"{where}: {_show(params)} must be a mapping")
         for key in params:
             if key not in PARAM_KEYS:
-                raise ConfigError(f"{where}: unknown key {key!r}; allowed: {', '.join(sorted(PARAM_KEYS))}")
+                raise ConfigError(f"{where}: unknown key {_show(key)}; allowed: {', '.join(sorted(PARAM_KEYS))}")
         if "matrix_shapes" not in params:
             raise ConfigError(f"{where}: missing key 'matrix_shapes'")
         run_name = params.get("name")
         if run_name is not None and (not isinstance(run_name, str) or not run_name.strip()):
-            raise ConfigError(f"{where}.name: {run_name!r} must be a non-empty string (the rows' name), "
+            raise ConfigError(f"{where}.name: {_show(run_name)} must be a non-empty string (the rows' name), "
                               "or null for torchao's default benchmark_<recipe>_<model>_m<m>_k<k>_n<n>")
         dname = _choice(f"{where}.high_precision_dtype", params.get("high_precision_dtype", "torch.bfloat16"),
                         tuple(DTYPES))
         use_compile = params.get("use_torch_compile", False)
         if not isinstance(use_compile, bool):
-            raise ConfigError(f"{where}.use_torch_compile: {use_compile!r} must be true or false")
+            raise ConfigError(f"{where}.use_torch_compile: {_show(use_compile)} must be true or false")
         mode = _choice(f"{where}.torch_compile_mode", params.get("torch_compile_mode", "default"), COMPILE_MODES)
         device = _choice(f"{where}.device", params.get("device", "cuda"), DEVICES)
         model_type = _choice(f"{where}.model_type", params.get("model_type", "linear"), MODEL_TYPES)
@@ -390,11 +402,22 @@ def parse_config(data) -> list[BenchItem]:
         for key in ("enable_profiler", "enable_memory_profiler"):
             v = params.get(key)
             if v is not None and v is not False:  # 0 == False, but is not a boolean
-                raise ConfigError(f"{where}.{key}: {v!r}; profiling is not supported here; allowed: false")
+                raise ConfigError(f"{where}.{key}: {_show(v)}; profiling is not supported here; allowed: false")
         shapes_cfg = params["matrix_shapes"]
         if not isinstance(shapes_cfg, list) or not shapes_cfg:
-            raise ConfigError(f"{where}.matrix_shapes: {shapes_cfg!r}; a non-empty list of shape sets is required")
-        shapes = [s for j, spec in enumerate(shapes_cfg) for s in shapes_of(spec, f"{where}.matrix_shapes[{j}]")]
+            raise ConfigError(f"{where}.matrix_shapes: {_show(shapes_cfg)}; a non-empty list of shape sets is required")
+        shapes = []
+        for j, spec in enumerate(shapes_cfg):
+            entry = f"{where}.matrix_shapes[{j}]"
+            for i, (shape_name, mkn) in enumerate(shapes_of(spec, entry)):
+                path = f"{entry}.shapes[{i}]" if shape_name == "custom" else entry
+                # what names a case in the JSON (not the device): a repeat would hide the other's result
+                case = (model_type, shape_name, *mkn, dname, mode if use_compile else None)
+                if case in cases:
+                    raise ConfigError(f"{path}: {shape_name} {mkn} repeats {cases[case]} (the same model type, dtype "
+                                      "and compile mode; the device is not part of a case's name): list a case once")
+                cases[case] = path
+                shapes.append((shape_name, mkn))
         dtype = DTYPES[dname]
         if device == "cpu" and dtype == torch.bfloat16 and any(r != "baseline" for r in recipes):
             raise ConfigError(f"{where}.high_precision_dtype: torch.bfloat16 with device cpu runs the kernels in "
@@ -410,7 +433,7 @@ def parse_config(data) -> list[BenchItem]:
                     raise ConfigError(f"{where}: transformer_block needs k divisible by its 8 heads; got k={k}")
                 group = int(recipe.split("-")[1]) if recipe.startswith("int4wo") else 1
                 if k % group or (model_type == "transformer_block" and n % group):
-                    raise ConfigError(f"{where}: recipe {recipe!r} needs k (and n, the MLP width, for transformer_block) "
+                    raise ConfigError(f"{where}: recipe {_show(recipe)} needs k (and n, the MLP width, for transformer_block) "
                                       f"divisible by its group; got shape {shape_name} [{m}, {k}, {n}]")
                 name = run_name or f"benchmark_{recipe}_{model_type}_m{m}_k{k}_n{n}" + (
                     "_compile" if use_compile else "")

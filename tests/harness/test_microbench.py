@@ -67,7 +67,7 @@ model_params:
     high_precision_dtype: torch.float16
     device: cpu
     model_type: linear
-  - matrix_shapes: [{name: custom, shapes: [[2, 128, 64]]}]
+  - matrix_shapes: [{name: custom, shapes: [[4, 128, 64]]}]
     high_precision_dtype: torch.float16
     device: cpu
 """
@@ -146,6 +146,19 @@ BAD_CONFIGS = {
     "name empty": (_edit("name: first", "name: ''"), ["model_params[0].name: ''", "non-empty string"]),
     "sparsity a list": (_edit("model_type: linear", "model_type: linear\n    sparsity: [semi]"),
                         ["model_params[0].sparsity: ['semi']", "allowed: null"]),
+    "output_dir a huge list": (_edit("{tmp}/out", "[" + ", ".join(["x" * 50] * 10000) + "]"),
+                               ["output_dir: ['xxxxxxxx", "...", "must be a path string"]),
+    "nested too deeply": ("quantization_config_recipe_names: " + "[" * 5000 + "]" * 5000 + "\n",
+                          ["nested too deeply"]),
+    # one case twice: its two results would share a case id in the JSON, one hiding the other
+    "a shape listed twice": (_edit("[[2, 128, 64]]", "[[2, 128, 64], [2, 128, 64]]"),
+                             ["model_params[0].matrix_shapes[0].shapes[1]: custom [2, 128, 64]",
+                              "repeats model_params[0].matrix_shapes[0].shapes[0]"]),
+    "one case on two devices": (_edit("model_type: linear", "model_type: linear\n  - matrix_shapes: "
+                                      "[{name: custom, shapes: [[2, 128, 64]]}]\n    high_precision_dtype: "
+                                      "torch.float16\n    device: cuda"),
+                                ["model_params[1].matrix_shapes[0].shapes[0]: custom [2, 128, 64]",
+                                 "repeats model_params[0].matrix_shapes[0].shapes[0]"]),
 }
 
 
@@ -159,7 +172,7 @@ def test_bad_config_file_exits_2_naming_the_key(tmp_path, capsys, content, fragm
         path.write_text(content.replace("{tmp}", str(tmp_path)))
     assert main(["--config", str(path)]) == 2  # an exception here is the traceback the user would see
     err = capsys.readouterr().err
-    assert err.startswith("config error: ") and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("config error: ") and len(err.strip().splitlines()) == 1 and len(err) < 1000, err
     for fragment in fragments:
         assert fragment in err, err
     assert not (tmp_path / "out").exists()  # refused before anything ran
