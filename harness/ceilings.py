@@ -4,6 +4,8 @@
   timed as the cases are (events, L2 flushed by a read before each copy): back-to-back
   copies would each pay the write-back of the previous copy's dirty lines.
 - bf16_tflops / fp16_tflops: 8192^3 matrix product through torch (cuBLAS).
+- fp32_tflops: the same in float32, TF32 off (as torch runs float32 by default); added
+  without a version change: a cached file lacking it gives float32 cases no compute floor.
 - int8_tops: torch._int_mm 8192^3 (int8 x int8 -> int32).
 - fp8_tflops: torch._scaled_mm 8192^3, e4m3, row-wise scales (compute capability >= 8.9).
 Each is the median of its samples on random data (zeros run faster than real data).
@@ -54,11 +56,17 @@ def measure_ceilings() -> dict:
 
     m = 8192
     flops = 2.0 * m * m * m
-    for name, dtype in (("bf16_tflops", torch.bfloat16), ("fp16_tflops", torch.float16)):
-        a = torch.randn(m, m, device=dev, dtype=dtype)
-        b = torch.randn(m, m, device=dev, dtype=dtype)
-        out[name] = flops / _median(time_one(lambda: torch.mm(a, b))) / 1e12
-        del a, b
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32_tflops: true float32 products
+    try:
+        for name, dtype in (("bf16_tflops", torch.bfloat16), ("fp16_tflops", torch.float16),
+                            ("fp32_tflops", torch.float32)):
+            a = torch.randn(m, m, device=dev, dtype=dtype)
+            b = torch.randn(m, m, device=dev, dtype=dtype)
+            out[name] = flops / _median(time_one(lambda: torch.mm(a, b))) / 1e12
+            del a, b
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
 
     try:
         a = torch.randint(-128, 127, (m, m), dtype=torch.int8, device=dev)

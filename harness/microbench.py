@@ -149,6 +149,9 @@ IMPLEMENTATIONS = {"baseline": "PyTorch: the unquantized model", "int8wo": "Trit
 FP32_WEIGHT_ONLY = ("PyTorch: the quantized weight dequantized to float32, then F.linear (torchao's float32 path; "
                     "the Triton kernel takes float16/bfloat16)")
 FP32_UNSUPPORTED = ("int8dq", "mixq-w8a8", "mixq-w4a4")
+# The baseline's arithmetic runs on its dtype's matmul units: the ceiling (harness/ceilings.py)
+# an item's roofline is drawn against (Cost requires one for compute-heavy shapes).
+MATMUL_CEILINGS = {torch.bfloat16: "bf16_tflops", torch.float16: "fp16_tflops", torch.float32: "fp32_tflops"}
 OUTLIER_GAIN = 20.0    # planted channels: 20x the others (module doc, Activations)
 OUTLIER_SEED = 6       # which channels: one fixed draw per k
 HIT_RATE_CALLS = 8     # checked calls of mixq-w8a8's cache after its calibration call
@@ -657,7 +660,8 @@ def build_case(item: BenchItem):
         providers=providers,
         # The linears' flops and their weights read once (the baseline's bytes: what a
         # quantized recipe saves shows as a roofline fraction above the baseline's).
-        cost=Cost(flops=2 * item.m * weights, bytes=weights * elt + 2 * item.m * (item.k + item.n) * elt),
+        cost=Cost(flops=2 * item.m * weights, bytes=weights * elt + 2 * item.m * (item.k + item.n) * elt,
+                  flops_ceiling=MATMUL_CEILINGS[item.dtype]),
         reference=lambda x: base32(x.float()),
         rtol=rtol, kernel=item.recipe, kernel_info=info,
         # the models hold their weights; the smallest recipe (int4) reads about weights / 2

@@ -434,6 +434,18 @@ def test_float32_config_exits_0_with_skipped_rows(tmp_path, capsys):
     assert [bool(r["skipped"]) for r in rows] == [False, True] and not any(r["error"] for r in rows)
 
 
+@pytest.mark.parametrize("dtype,ceiling", [("torch.float16", "fp16_tflops"), ("torch.float32", "fp32_tflops")])
+def test_compute_heavy_items_name_their_ceiling(dtype, ceiling):
+    """m = 16 on a 256 x 256 Linear is 13 flops a byte: harness.metrics.Cost refuses such a
+    cost unless it names the compute ceiling (the baseline's: its dtype's matmul rate)."""
+    item = parse_config(config(quantization_config_recipe_names=["baseline"], params={
+        "device": DEVICE, "high_precision_dtype": dtype, "matrix_shapes": [{"name": "custom", "shapes": [[16, 256, 256]]}]}))[0]
+    case, _ = build_case(item)
+    assert case.cost.flops_ceiling == ceiling
+    row, _ = run_item(item, _timing())
+    assert not row["error"], row["error"]
+
+
 def test_mixq_items_see_the_planted_outliers_and_check_the_cache_every_call():
     """The same x and weights for every recipe of a model and shape; the planted channels
     exceed MixQ's threshold; W8A8's cache predicts exactly them; the hit rate counts
