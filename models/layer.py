@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.attention import rope_tables
+from kernels.checks import check_int
 
 from .config import ModelConfig
 
@@ -32,12 +33,26 @@ class KVCache:
 
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, capacity: int, dtype, device):
-        shape = (batch, capacity, cfg.n_kv_heads, cfg.head_dim)
+        _check_config(cfg)
+        shape = (check_int("batch", batch, minimum=0), check_int("capacity", capacity, minimum=0), cfg.n_kv_heads,
+                 cfg.head_dim)
         return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+
+
+LAYER_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_config(cfg) -> None:
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig, dtype=torch.bfloat16, device="cpu", seed: int = 0):
+        _check_config(cfg)
+        if dtype not in LAYER_DTYPES:
+            raise TypeError(f"dtype must be one of {', '.join(str(d) for d in LAYER_DTYPES)}; got {dtype!r}")
+        check_int("seed", seed)
         super().__init__()
         self.cfg = cfg
         g = torch.Generator().manual_seed(seed)
@@ -77,6 +92,7 @@ class DecoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, cache: KVCache, pos: int, ops) -> torch.Tensor:
         """x (B, T, hidden): T new tokens at positions pos .. pos + T - 1 of every sequence;
         writes their k, v into the cache and returns the layer's output (B, T, hidden)."""
+        self._check_step(x, cache, pos, ops)
         cfg = self.cfg
         B, T, _ = x.shape
         Hq, Hkv, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -102,3 +118,38 @@ class DecoderLayer(nn.Module):
             c = ops.lora_linear(y, self.w3, self.lora_a3, self.lora_b3, s)
             return ops.lora_linear(F.silu(a) * c, self.w2, self.lora_a2, self.lora_b2, s, residual=h)
         return ops.linear(ops.gated_mlp(y, self.w1, self.w3), self.w2, residual=h)
+
+    def _check_step(self, x, cache, pos, ops) -> None:
+        """forward's arguments, named in errors before any kernel sees them (shapes, dtypes and
+        devices only: nothing that would break torch.compile of forward)."""
+        cfg, w = self.cfg, self.w_qkv
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype != w.dtype:
+            raise TypeError(f"x has dtype {x.dtype}; the layer's is {w.dtype}")
+        if x.device != w.device:
+            raise ValueError(f"x is on {x.device}; the layer is on {w.device}")
+        if x.dim() != 3 or x.shape[2] != cfg.hidden:
+            raise ValueError(f"x must have shape (batch, tokens, hidden={cfg.hidden}); got {tuple(x.shape)}")
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
+        B, T = x.shape[:2]
+        for name, t in (("cache.k", cache.k), ("cache.v", cache.v)):
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if t.dtype != w.dtype:
+                raise TypeError(f"{name} has dtype {t.dtype}; the layer's is {w.dtype}")
+            if t.device != w.device:
+                raise ValueError(f"{name} is on {t.device}; the layer is on {w.device}")
+            if t.dim() != 4 or t.shape[0] != B or t.shape[2:] != (cfg.n_kv_heads, cfg.head_dim):
+                raise ValueError(f"{name} must have shape (batch={B}, capacity, {cfg.n_kv_heads}, {cfg.head_dim}); "
+                                 f"got {tuple(t.shape)}")
+        if cache.k.shape != cache.v.shape:
+            raise ValueError(f"cache.k {tuple(cache.k.shape)} and cache.v {tuple(cache.v.shape)} differ in shape")
+        if isinstance(pos, torch.Tensor):
+            raise TypeError("pos must be an int, got a Tensor: pass int(pos)")
+        check_int("pos", pos, minimum=0)
+        if pos + T > cache.k.shape[1]:
+            raise ValueError(f"positions {pos} .. {pos + T - 1} do not fit the cache capacity {cache.k.shape[1]}")
+        if getattr(ops, "name", None) not in ("triton", "torch"):
+            raise TypeError(f"ops must come from models.get_ops('triton' or 'torch'), got {type(ops).__name__}")

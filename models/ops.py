@@ -91,6 +91,8 @@ def _triton_ops():
 
 
 def get_ops(backend: str):
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str ('triton' or 'torch'), got {type(backend).__name__}")
     if backend == "triton":
         return _triton_ops()
     if backend == "torch":
