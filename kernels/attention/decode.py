@@ -278,6 +278,8 @@ def _check_inputs(q, k_cache, v_cache, kv_lens):
             raise TypeError("kv_lens must be an int, or an int32 or int64 tensor of shape (batch,)")
         if kv_lens.shape != (batch,):
             raise ValueError(f"kv_lens must have shape ({batch},); got {tuple(kv_lens.shape)}")
+        if kv_lens.device != q.device and kv_lens.device.type != "cpu":  # a CPU tensor is copied over
+            raise ValueError(f"kv_lens is on {kv_lens.device}; it must be on q's device ({q.device}) or the CPU")
 
 
 def gqa_decode(

@@ -29,8 +29,14 @@ DTYPES = (torch.float16, torch.bfloat16)
 def rope_tables(n_positions: int, head_dim: int, theta: float, device="cpu", dtype=torch.float32):
     """cos, sin of shape (n_positions, head_dim // 2): angle p * theta^(-2i / head_dim),
     computed in float64 (fp32 angles lose ~1e-2 rad at position 1e5)."""
+    check_int("n_positions", n_positions, minimum=0)
+    check_int("head_dim", head_dim, minimum=2)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even for rotary embedding, got {head_dim}")
+    if check_number("theta", theta) <= 0:
+        raise ValueError(f"theta must be > 0, got {theta}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     inv = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     ang = torch.arange(n_positions, dtype=torch.float64)[:, None] * inv[None, :]
     return ang.cos().to(dtype).to(device), ang.sin().to(dtype).to(device)
@@ -109,8 +115,9 @@ def rope_kv_write(q, k, v, k_cache, v_cache, pos: int, cos, sin, q_norm_weight=N
     if pos < 0 or pos + T > k_cache.shape[1]:
         raise ValueError(f"positions {pos} .. {pos + T - 1} do not fit the cache capacity {k_cache.shape[1]}")
     for name, t in (("cos", cos), ("sin", sin)):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.dim() != 2 or t.shape[1] != D // 2 \
-                or not t.is_contiguous():
+        if t.dtype != torch.float32:
+            raise TypeError(f"{name} has dtype {str(t.dtype).replace('torch.', '')}; it must be float32 (rope_tables)")
+        if t.dim() != 2 or t.shape[1] != D // 2 or not t.is_contiguous():
             raise ValueError(f"{name} must be a contiguous float32 table (positions, {D // 2}) from rope_tables")
         if t.shape[0] < pos + T:
             raise ValueError(f"{name} covers {t.shape[0]} positions; positions up to {pos + T - 1} are needed")

@@ -90,8 +90,10 @@ def test_rope_kv_write_rejects_bad_input(device):
         rope_kv_write(q[..., :32], k[..., :32], v[..., :32], kc[..., :32], vc[..., :32], 0, cos, sin)
     with pytest.raises(TypeError, match="v has dtype"):
         rope_kv_write(q, k, v.float(), kc, vc, 0, cos, sin)
-    with pytest.raises(ValueError, match="float32 table"):
+    with pytest.raises(TypeError, match="cos has dtype float64; it must be float32"):
         rope_kv_write(q, k, v, kc, vc, 0, cos.double(), sin)
+    with pytest.raises(ValueError, match="float32 table"):
+        rope_kv_write(q, k, v, kc, vc, 0, cos[:, :16], sin)
     with pytest.raises(ValueError, match="needs both"):
         rope_kv_write(q, k, v, kc, vc, 0, cos, sin, q_norm_weight=torch.ones(64, device=device, dtype=torch.float16))
 
