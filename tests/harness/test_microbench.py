@@ -232,6 +232,9 @@ def test_sample_config_loads():
     items = load_config("configs/microbench.yml")
     assert len(items) == 8 * 3 and {i.recipe for i in items} >= {"int4wo-128", "mixq-w8a8", "float8wo"}
     assert all(i.compile_mode == "default" and i.device == "cuda" for i in items)
+    cpu = load_config("configs/microbench_cpu.yml")  # the CPU lane's: float16 and float32 items
+    assert len(cpu) == 8 * 3 and all(i.device == "cpu" for i in cpu)
+    assert sorted(i.recipe for i in cpu if i.skip) == ["int8dq", "mixq-w4a4", "mixq-w8a8"]
 
 
 def test_a_torchao_config_is_accepted():
