@@ -84,8 +84,11 @@ def load_run(path: str | Path) -> Run:
     entries = {}
     for i, b in enumerate(data["benchmarks"]):
         e = _entry(p, i, b)
-        if e is not None:
-            entries[(e.case, e.provider)] = e
+        if e is None:
+            continue
+        if (e.case, e.provider) in entries:
+            raise UnusableInput(f"{p}: benchmarks[{i}] repeats {e.case} [{e.provider}]: which one to judge?")
+        entries[(e.case, e.provider)] = e
     machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
     gpu_info = machine.get("gpu") if isinstance(machine.get("gpu"), dict) else {}
     soft = machine.get("software") if isinstance(machine.get("software"), dict) else {}

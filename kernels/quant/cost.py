@@ -3,7 +3,10 @@ written; the arithmetic on the tensor cores it runs on."""
 from harness.metrics import Cost
 
 def activation_ceiling(dtype_name: str) -> str:
-    return {"bf16": "bf16_tflops", "fp16": "fp16_tflops"}.get(dtype_name, "bf16_tflops")
+    ceilings = {"bf16": "bf16_tflops", "fp16": "fp16_tflops", "fp32": "fp32_tflops"}
+    if dtype_name not in ceilings:
+        raise ValueError(f"no matmul ceiling for activations of dtype {dtype_name!r}; known: {', '.join(ceilings)}")
+    return ceilings[dtype_name]
 
 
 def wo_matmul_cost(m: int, k: int, n: int, weight_bytes: int, dtype_name: str = "bf16") -> Cost:

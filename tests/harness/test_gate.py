@@ -209,6 +209,7 @@ def _malformed(tmp_path, edit):
     ("negative sample", lambda d: d["benchmarks"][1]["stats"]["data"].__setitem__(0, -1e-6)),
     ("stats not an object", lambda d: d["benchmarks"][0].update(stats="fast")),
     ("benchmark not an object", lambda d: d["benchmarks"].append(3)),
+    ("one entry twice", lambda d: d["benchmarks"].append(d["benchmarks"][0])),
 ])
 @pytest.mark.parametrize("side", ["base", "cand"])
 def test_malformed_results_exit_2_with_a_message(tmp_path, capsys, what, edit, side):
