@@ -164,9 +164,11 @@ def cmd_source(args) -> int:
     from .machine import code_hash, source_info
 
     info = source_info()
-    if info.get("dirty"):
-        print(f"note: the tree differs from {info['id']}: the code hash names what is on disk", file=sys.stderr)
-    print(f"KERNEL_BENCH_COMMIT={info['id']} KERNEL_BENCH_CODE_HASH={code_hash()}")
+    told = code_hash()
+    if info.get("dirty"):  # no copy of this tree is the commit: every run of it is marked dirty
+        print(f"note: the tree differs from {info['id']}: runs of it will be marked dirty", file=sys.stderr)
+        told += "-uncommitted"
+    print(f"KERNEL_BENCH_COMMIT={info['id']} KERNEL_BENCH_CODE_HASH={told}")
     return 0
 
 
