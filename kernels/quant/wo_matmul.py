@@ -31,6 +31,11 @@ Options of the "mma" path:
   rate), the zero point absorbing OFFSET;
 - `interleave` (int4) puts the nibbles back in K order in registers, so x is read
   contiguously and one full-depth dot replaces two half-depth ones.
+An inf or NaN in x gives float64's NaN positions and inf signs on every path (x w is +-inf
+by the sign of the dequantized weight, NaN where it is 0). The paths that fold an offset or
+a zero point out of the per-weight work (the gemv kernels; int4 with deq_dot off) would
+compute inf - inf there: a chunk or tile whose sums come out NaN is summed again weight by
+weight, a slow path that finite inputs never take.
 """
 from __future__ import annotations
 
@@ -280,6 +285,39 @@ def _next_batch(k0, KB, k_start, k_end):
 
 
 @triton.jit
+def _dequant_pair(S, Z, sz, w_ok, q, shift: tl.constexpr, xe, xo):
+    """One column's x[2j] w[2j] + x[2j + 1] w[2j + 1], each weight dequantized as
+    quantize.dequantize does, (q - z) s in fp32: the nibbles at bits shift and shift + 4 of q."""
+    s = tl.load(S + sz, mask=w_ok, other=0.0).to(tl.float32)
+    z = tl.load(Z + sz, mask=w_ok, other=0.0).to(tl.float32)
+    w_lo = (((q >> shift) & 15).to(tl.float32) - z) * s
+    w_hi = (((q >> (shift + 4)) & 15).to(tl.float32) - z) * s
+    return w_lo * xe + w_hi * xo
+
+
+@triton.jit
+def _gemv_int4_per_weight(X32, q_cols, S, Z, rw, w_ok, k_start, k_end, stride_sg, GROUP: tl.constexpr,
+                          STRIDE: tl.constexpr, WORDS: tl.constexpr, IS_BF16: tl.constexpr):
+    """The chunk's four column sums of _wo_gemv_int4_kernel with each weight dequantized
+    before its product, one packed row at a time (few registers; slow): for chunks where x
+    holds an inf or a NaN, where the folded sums s (sum x q - z sum x) give inf - inf and
+    x w gives +-inf, or NaN where w = 0."""
+    acc0 = tl.zeros([WORDS], dtype=tl.float32)
+    acc1 = tl.zeros([WORDS], dtype=tl.float32)
+    acc2 = tl.zeros([WORDS], dtype=tl.float32)
+    acc3 = tl.zeros([WORDS], dtype=tl.float32)
+    for j in range(k_start // 2, k_end // 2):
+        q = tl.load(q_cols + (tl.full([], 0, tl.int64) + j) * STRIDE, mask=w_ok, other=0)
+        xe, xo = _x_pair(tl.load(X32 + j), IS_BF16)
+        sz = ((2 * j) // GROUP) * stride_sg + 4 * rw
+        acc0 += _dequant_pair(S, Z, sz, w_ok, q, 0, xe, xo)
+        acc1 += _dequant_pair(S, Z, sz + 1, w_ok, q, 8, xe, xo)
+        acc2 += _dequant_pair(S, Z, sz + 2, w_ok, q, 16, xe, xo)
+        acc3 += _dequant_pair(S, Z, sz + 3, w_ok, q, 24, xe, xo)
+    return acc0, acc1, acc2, acc3
+
+
+@triton.jit
 def _wo_gemv_int4_kernel(
     X, Q, S, Z, Y, P, COUNT, N, K, k_chunk, n_splits, stride_sg, one,
     GROUP: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, WORDS: tl.constexpr,
@@ -299,7 +337,9 @@ def _wo_gemv_int4_kernel(
     per batch the offset sum x never builds up (~18 bits kept). About 3 instructions a
     weight (shift per byte, LOP3, FFMA).
     Many one-warp programs (K split ~8 waves) keep enough rows in flight; a row batch
-    loads as one burst of ROWS loads per thread, issued while the batch before is computed."""
+    loads as one burst of ROWS loads per thread, issued while the batch before is computed.
+    A chunk whose sums come out NaN (x holds an inf or a NaN) is summed again weight by
+    weight (_gemv_int4_per_weight)."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     t = tl.arange(0, WORDS)
@@ -349,6 +389,9 @@ def _wo_gemv_int4_kernel(
         acc3 += _fold_group(S, Z, sz + 3, w_ok, a3l, a3h, xe_sum, xo_sum, x_sum)
         q = _gemv_rows(q_cols, q_rows, _next_batch(k0, KB, k_start, k_end) // 2, k_end // 2, r, w_ok, STRIDE,
                        MASKED)
+    if _any_nan(acc0) | _any_nan(acc1) | _any_nan(acc2) | _any_nan(acc3):  # x holds an inf or a NaN
+        acc0, acc1, acc2, acc3 = _gemv_int4_per_weight(X32, q_cols, S, Z, rw, w_ok, k_start, k_end, stride_sg,
+                                                       GROUP, STRIDE, WORDS, IS_BF16)
     if SPLIT:
         part = P + pid_k.to(tl.int64) * N + 4 * rw
         tl.store(part, acc0, mask=w_ok)
@@ -371,6 +414,35 @@ def _wo_gemv_int4_kernel(
 
 
 @triton.jit
+def _any_nan(v):
+    """Whether the 1-D tensor v holds a NaN (one reduction: the common case's whole cost)."""
+    return tl.max((v != v).to(tl.int32), axis=0) != 0
+
+
+@triton.jit
+def _signed_byte(u, shift: tl.constexpr):
+    """The signed byte at bits shift .. shift + 7 of the int32 u, as fp32."""
+    return ((u << (24 - shift)) >> 24).to(tl.float32)
+
+
+@triton.jit
+def _gemv_int8_per_weight(Q32, X32, rn, n_ok, stride_w, k_start, k_end, BLOCK_N: tl.constexpr,
+                          IS_BF16: tl.constexpr):
+    """sum_k x[k] q[n, k] over the chunk with each weight's product taken alone, one word
+    (4 k) of each row a step (few registers; slow): for chunks where x holds an inf or a
+    NaN, where the main loop's offset (f - 1152) x, summed as f x - 1152 x, gives inf - inf
+    and q x gives +-inf, or NaN where q = 0, as x w does."""
+    rows = Q32 + rn.to(tl.int64) * stride_w
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for w in range(k_start // 4, k_end // 4):
+        u = tl.load(rows + w, mask=n_ok, other=0)
+        x0, x1 = _x_pair(tl.load(X32 + 2 * w), IS_BF16)
+        x2, x3 = _x_pair(tl.load(X32 + 2 * w + 1), IS_BF16)
+        acc += _signed_byte(u, 0) * x0 + _signed_byte(u, 8) * x1 + _signed_byte(u, 16) * x2 + _signed_byte(u, 24) * x3
+    return acc
+
+
+@triton.jit
 def _wo_gemv_int8_kernel(
     X, Q, S, Y, P, COUNT, N, K, k_chunk, n_splits, stride_w, flip,
     BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, SPLIT: tl.constexpr, MASKED: tl.constexpr,
@@ -387,7 +459,8 @@ def _wo_gemv_int8_kernel(
     slot, and the offset 1152 x is taken out every step, so it never builds up. One sum
     across threads a row at the end, then the channel scale.
     K is a multiple of 4 (whole words); rows past N and words past the chunk are masked
-    (MASKED) and read as zero, with x zero there too."""
+    (MASKED) and read as zero, with x zero there too. A chunk whose sums come out NaN (x
+    holds an inf or a NaN) is summed again weight by weight (_gemv_int8_per_weight)."""
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -418,6 +491,9 @@ def _wo_gemv_int8_kernel(
         acc += f3 * x3[None, :]
         acc -= 1152.0 * (x0 + x1 + x2 + x3)[None, :]
     part = tl.sum(acc, axis=1)
+    if _any_nan(part):  # x holds an inf or a NaN
+        part = _gemv_int8_per_weight(Q.to(tl.pointer_type(tl.int32), bitcast=True), X32, rn, n_ok, stride_w, k_start,
+                                     k_end, BLOCK_N, IS_BF16)
     if SPLIT:
         tl.store(P + pid_k.to(tl.int64) * N + rn, part, mask=n_ok)
         if last_to_arrive(COUNT, pid_n, n_splits):
@@ -451,6 +527,25 @@ def _fold_group(S, Z, sz, w_ok, a_lo, a_hi, xe_sum, xo_sum, x_sum):
 
 
 @triton.jit
+def _int4_tile_per_weight(X, Q, S, Z, k_start, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_q, stride_sg,
+                          GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The int4 tile's product over the chunk with each weight dequantized first, (q - z) s
+    in fp32 as quantize.dequantize does: for rows whose x holds an inf or a NaN, where the
+    options that keep the weights exact (deq_dot off) give inf - inf. The dots may round the
+    operands to tf32, which keeps every nonzero weight nonzero and its sign (fp32's exponent
+    range), so x w is still +-inf or NaN where x is inf or NaN, as in float64."""
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        w, x_a, x_b, s, z = _load_tile(X, Q, S, Z, k0, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_q, stride_sg,
+                                       4, GROUP, False, False, False, BLOCK_M, BLOCK_N, BLOCK_K)
+        lo = ((w & 15).to(tl.float32) - z[None, :]) * s[None, :]
+        hi = ((w >> 4).to(tl.float32) - z[None, :]) * s[None, :]
+        acc = tl.dot(x_a.to(tl.float32), lo, acc)
+        acc = tl.dot(x_b.to(tl.float32), hi, acc)
+    return acc
+
+
+@triton.jit
 def _wo_matmul_kernel(
     X, Q, S, Z, Y, P, COUNT,
     M, N, K, k_chunk, n_splits, stride_xm, stride_q, stride_sg, stride_ym,
@@ -472,6 +567,12 @@ def _wo_matmul_kernel(
         acc, acc_t = _accumulate(acc, acc_t, w, x_a, x_b, s, z, BITS, SWAP_AB, FAST_CVT, INTERLEAVE, DEQ_DOT)
     if SWAP_AB:
         acc = tl.trans(acc_t)
+    if BITS == 4 and not DEQ_DOT:  # s (sum x q - z sum x) gives inf - inf where x holds an inf
+        nan_rows = tl.max((acc != acc).to(tl.int32), axis=1) != 0
+        if tl.max(nan_rows.to(tl.int32), axis=0) != 0:
+            exact = _int4_tile_per_weight(X, Q, S, Z, k_start, k_end, rm, rn, m_ok, n_ok, stride_xm, stride_q,
+                                          stride_sg, GROUP, BLOCK_M, BLOCK_N, BLOCK_K)
+            acc = tl.where(nan_rows[:, None], exact, acc)
 
     out_mask = m_ok[:, None] & n_ok[None, :]
     y_ptrs = Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :]

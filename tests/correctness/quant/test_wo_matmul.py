@@ -294,3 +294,43 @@ def test_deq_dot_is_the_gemm_on_the_rounded_weight(device, swap_ab, interleave, 
                       _config_override={"path": "mma", "deq_dot": True, "swap_ab": swap_ab, "interleave": interleave,
                                         "x_split": x_split, "fast_cvt": False}).cpu()
         assert sqnr_db(exact, y) >= floor, f"splits={splits}: {sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
+
+
+def special_pattern(y):
+    """Per output: 0 finite, +-1 the sign of an inf, 2 NaN."""
+    y = y.double().cpu()
+    return torch.where(torch.isnan(y), 2, torch.where(torch.isinf(y), torch.sign(y), 0)).long()
+
+
+NONFINITE_PATHS = [{"path": "gemv"}, {"path": "mma"}, {"path": "dequant"}] + MMA_OPTIONS[::2]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("recipe", ["int8wo", "int4wo-64"])
+@pytest.mark.parametrize("options", NONFINITE_PATHS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_nan_and_inf_in_x_give_float64s_nan_and_inf(device, dtype, recipe, options):
+    """x holding +inf, -inf, two infs in one row, a NaN: the outputs' NaN positions and inf
+    signs are float64's x @ dequant(W)^T (inf w: +-inf by w's sign, NaN where w = 0 or
+    where infinities of both signs meet), whole and split over K. The one-row kernels'
+    folded sums (f x - 1152 x, s (sum x q - z sum x)) once gave inf - inf = NaN everywhere."""
+    dt = DTYPES[dtype]
+    g = torch.Generator().manual_seed(12)
+    w = torch.randn(96, 256, generator=g)
+    w[:16, 3] = 0  # dequantized to 0 on those outputs: inf * 0
+    w[16:32, 5] = 0
+    x = torch.randn(6, 256, generator=g)
+    x[0, 3], x[1, 5], x[2, 7] = float("inf"), float("-inf"), float("nan")
+    x[3, 3], x[3, 5] = float("inf"), float("inf")
+    x[4, 200] = float("-inf")
+    x = x.to(dt)
+    qw = quantize(recipe, w, dt)
+    expected = special_pattern(wo_matmul_reference(x, qw))
+    assert (expected[5] == 0).all() and (expected[:5] != 0).all()
+    for splits in (1, 3):
+        if options["path"] == "gemv":
+            y = torch.cat([wo_matmul(x[i:i + 1].to(device), on_device(qw, device), num_splits=splits,
+                                     _config_override=options) for i in range(x.shape[0])])
+        else:
+            y = wo_matmul(x.to(device), on_device(qw, device), num_splits=splits, _config_override=options)
+        got = special_pattern(y)
+        assert torch.equal(got, expected), f"splits={splits}: {(got != expected).sum(dim=1).tolist()} outputs off per row"
