@@ -60,6 +60,22 @@ def _load_x(X, IS_OUT, rm, m_ok, rk, k_ok, stride_xm):
 
 
 @triton.jit
+def _max_nan(a, b):
+    """max keeping NaN (one max.NaN instruction, as fast as tl.max's, which drops NaN)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _row_scale(amax, qmax):
+    """The per-token scale from the rows' max |x| over the quantized channels (amax keeps a
+    NaN), and what x is divided by. A row holding a NaN: scale NaN (y's row is NaN). A row
+    holding an inf: scale inf, so the GEMM computes the row apart, and divisor 3.4e38 (the
+    largest float), which quantizes each inf to +-qmax and every finite x to 0 or +-1."""
+    sx = tl.maximum(tl.div_rn(amax, qmax), 1e-12, propagate_nan=tl.PropagateNan.ALL)
+    return sx, tl.where(sx == float("inf"), 3.4028234663852886e38, sx)
+
+
+@triton.jit
 def _store_quantized(XQ, x, out, sx, qmax, rm, m_ok, rk, k_ok, stride_qm):
     q = tl.minimum(tl.maximum(_round_half_away(tl.div_rn(x, sx[:, None])), -qmax), qmax)
     q = tl.where(out[None, :], 0.0, q)
@@ -97,23 +113,23 @@ def _mixq_quantize_kernel(X, IS_OUT, XQ, SX, CH_MAX, M, K, stride_xm, stride_qm,
         rk = tl.arange(0, BLOCK_K)
         k_ok = rk < K
         x, out = _load_x(X, IS_OUT, rm, m_ok, rk, k_ok, stride_xm)
-        amax = tl.max(tl.where(out[None, :], 0.0, tl.abs(x)), axis=1)
-        sx = tl.maximum(tl.div_rn(amax, qmax), 1e-12)
-        _store_quantized(XQ, x, out, sx, qmax, rm, m_ok, rk, k_ok, stride_qm)
+        amax = tl.reduce(tl.where(out[None, :], 0.0, tl.abs(x)), 1, _max_nan)
+        sx, div = _row_scale(amax, qmax)
+        _store_quantized(XQ, x, out, div, qmax, rm, m_ok, rk, k_ok, stride_qm)
     else:
         amax_el = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             k_ok = rk < K
             x, out = _load_x(X, IS_OUT, rm, m_ok, rk, k_ok, stride_xm)
-            amax_el = tl.maximum(amax_el, tl.where(out[None, :], 0.0, tl.abs(x)))
-        amax = tl.max(amax_el, axis=1)
-        sx = tl.maximum(tl.div_rn(amax, qmax), 1e-12)
+            amax_el = _max_nan(amax_el, tl.where(out[None, :], 0.0, tl.abs(x)))
+        amax = tl.reduce(amax_el, 1, _max_nan)
+        sx, div = _row_scale(amax, qmax)
         for k0 in range(0, K, BLOCK_K):  # x again (from L2 where it fits)
             rk = k0 + tl.arange(0, BLOCK_K)
             k_ok = rk < K
             x, out = _load_x(X, IS_OUT, rm, m_ok, rk, k_ok, stride_xm)
-            _store_quantized(XQ, x, out, sx, qmax, rm, m_ok, rk, k_ok, stride_qm)
+            _store_quantized(XQ, x, out, div, qmax, rm, m_ok, rk, k_ok, stride_qm)
     tl.store(SX + rm, sx, mask=m_ok)
     # amax is over the channels outside the prediction: above the threshold means a miss
     if TRACK:
@@ -138,6 +154,60 @@ def _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_
 
 
 @triton.jit
+def _int8_tiles(XQ, WQ, k0, pid_m, pid_n, rm, rn, m_ok, n_ok, K, stride_qm, stride_wqk, stride_wqn,
+                USE_TMA: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The K block k0 of the tile's int8 operands: xq (BLOCK_M, BLOCK_K), wq (BLOCK_K, BLOCK_N)."""
+    if USE_TMA:  # descriptors over xq (M, K) and the weight as stored (N, K); past the edges: zeros
+        a = XQ.load([pid_m * BLOCK_M, k0])
+        b = WQ.load([pid_n * BLOCK_N, k0]).T
+    else:
+        rk = k0 + tl.arange(0, BLOCK_K)
+        k_ok = rk < K
+        a = tl.load(XQ + rm[:, None].to(tl.int64) * stride_qm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                    other=0)
+        b = tl.load(WQ + rk[:, None].to(tl.int64) * stride_wqk + rn[None, :].to(tl.int64) * stride_wqn,
+                    mask=k_ok[:, None] & n_ok[None, :], other=0)
+    return a, b
+
+
+@triton.jit
+def _outliers_added(y, X, IDX, WH, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O: tl.constexpr,
+                    X_COMPACT: tl.constexpr):
+    """y plus the outlier channels' product, x[:, O] W[O, :], in fp32."""
+    # (Gathering the first outlier block before the int8 loop, to hide its latency, gained
+    # nothing and took 24 KB more shared memory: mixq_configs_outlier-prefetch.txt.)
+    for o0 in range(0, n_out, BLOCK_O):
+        xo, wo = _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O, X_COMPACT)
+        y = tl.dot(exact_operand(xo), exact_operand(wo), y)
+    return y
+
+
+@triton.jit
+def _store_inf_rows(Y, XQ, WQ, X, IDX, WH, sw, inf_rows, pid_m, pid_n, rm, rn, m_ok, n_ok, K, n_out, stride_qm,
+                    stride_wqk, stride_wqn, stride_xm, stride_whk, stride_ym, USE_TMA: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr,
+                    X_COMPACT: tl.constexpr):
+    """The tile's rows whose quantized channels hold an inf, written again. x w is +-inf
+    there, or NaN where w = 0 or where infinities of both signs meet, which an integer sum
+    cannot tell; the quantize kernel left +-qmax at the infs (+-1 or 0 elsewhere), so the
+    infs, made +-inf floats, are multiplied by the int8 weights in fp16 dots (IEEE: inf 0 =
+    NaN, inf - inf = NaN), then by the channel scales, and the outliers added. Slow, and run
+    only for tiles holding such rows, after the tile's store (its registers free)."""
+    y = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        a, b = _int8_tiles(XQ, WQ, k0, pid_m, pid_n, rm, rn, m_ok, n_ok, K, stride_qm, stride_wqk, stride_wqn,
+                           USE_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
+        a_inf = tl.where(inf_rows[:, None] & (tl.abs(a.to(tl.int32)) > 1), tl.where(a > 0, float("inf"), float("-inf")),
+                         0.0)
+        y = tl.dot(a_inf.to(tl.float16), b.to(tl.float16), y)
+    y = _outliers_added(y * sw[None, :], X, IDX, WH, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O,
+                        X_COMPACT)
+    tl.debug_barrier()  # the tile's first store of these rows lands first
+    tl.store(Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], to_float(y, Y.dtype.element_ty),
+             mask=(m_ok & inf_rows)[:, None] & n_ok[None, :])
+
+
+@triton.jit
 def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
                       stride_qm, stride_xm, stride_wqk, stride_wqn, stride_whk, stride_ym,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr,
@@ -149,40 +219,41 @@ def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
     rm, rn, m_ok, n_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
-        if USE_TMA:  # descriptors over xq (M, K) and the weight as stored (N, K); past the edges: zeros
-            a = XQ.load([pid_m * BLOCK_M, k0])
-            b = WQ.load([pid_n * BLOCK_N, k0]).T
-        else:
-            rk = k0 + tl.arange(0, BLOCK_K)
-            k_ok = rk < K
-            a = tl.load(XQ + rm[:, None].to(tl.int64) * stride_qm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :],
-                        other=0)
-            b = tl.load(WQ + rk[:, None].to(tl.int64) * stride_wqk + rn[None, :].to(tl.int64) * stride_wqn,
-                        mask=k_ok[:, None] & n_ok[None, :], other=0)
+        a, b = _int8_tiles(XQ, WQ, k0, pid_m, pid_n, rm, rn, m_ok, n_ok, K, stride_qm, stride_wqk, stride_wqn,
+                           USE_TMA, BLOCK_M, BLOCK_N, BLOCK_K)
         acc = tl.dot(a, b, acc, out_dtype=tl.int32)
     sx = tl.load(SX + rm, mask=m_ok, other=0.0)
     sw = tl.load(SW + rn, mask=n_ok, other=0.0).to(tl.float32)
-    y = acc.to(tl.float32) * sx[:, None] * sw[None, :]
-    # (Gathering the first outlier block before the int8 loop, to hide its latency, gained
-    # nothing and took 24 KB more shared memory: mixq_configs_outlier-prefetch.txt.)
-    for o0 in range(0, n_out, BLOCK_O):
-        xo, wo = _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O, X_COMPACT)
-        y = tl.dot(exact_operand(xo), exact_operand(wo), y)
+    y = acc.to(tl.float32) * sx[:, None] * sw[None, :]  # a row holding a NaN (scale NaN): NaN throughout, as x w
+    y = _outliers_added(y, X, IDX, WH, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O, X_COMPACT)
     tl.store(Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], to_float(y, Y.dtype.element_ty),
              mask=m_ok[:, None] & n_ok[None, :])
+    inf_rows = sx == float("inf")
+    if tl.max(inf_rows.to(tl.int32), axis=0) != 0:
+        _store_inf_rows(Y, XQ, WQ, X, IDX, WH, sw, inf_rows, pid_m, pid_n, rm, rn, m_ok, n_ok, K, n_out, stride_qm,
+                        stride_wqk, stride_wqn, stride_xm, stride_whk, stride_ym, USE_TMA, BLOCK_M, BLOCK_N, BLOCK_K,
+                        BLOCK_O, X_COMPACT)
 
 
 class OutlierCache:
-    """The predicted outlier channels of one layer, and how often the prediction held.
+    """The predicted outlier channels of one layer (is_out, idx), and how often the
+    prediction held.
 
-    predict() gives the channels to keep in high precision on the next call. After calls,
-    update() reads the max |x| the quantize kernel recorded for the channels outside the
-    prediction that exceeded the threshold (the misses; one device sync), counts a hit if
-    there were none, adds them, and clears the maxima. The set only grows: when adding
-    every miss would pass max_outliers, the largest misses fill the room left. Call it as
-    often as the hit rate should be known."""
+    On each call the quantize kernel records in ch_max the max |x| of the channels outside
+    the prediction that exceeded the threshold (the misses). update() reads them (one device
+    sync), counts a hit if there were none, adds them, and clears the maxima. seed(x) adds
+    the channels over the threshold in x itself: a first call, with nothing to predict from
+    (not counted). The set only grows: when adding every new channel would pass
+    max_outliers, the largest fill the room left. MixQLinear calls both itself; a caller of
+    mixq_linear calls update() as often as the hit rate should be known."""
 
     def __init__(self, k: int, device, threshold: float = 6.0, max_outliers: int = 512):
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise TypeError(f"k (the layer's in_features) must be a positive int, got {k!r}")
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not threshold > 0:
+            raise ValueError(f"threshold must be a positive number (inf: no outliers), got {threshold!r}")
+        if not isinstance(max_outliers, int) or isinstance(max_outliers, bool) or max_outliers < 0:
+            raise ValueError(f"max_outliers must be a non-negative int, got {max_outliers!r}")
         self.threshold, self.max_outliers = float(threshold), int(max_outliers)
         self.is_out = torch.zeros(k, dtype=torch.int8, device=device)
         self.idx = torch.zeros(0, dtype=torch.int32, device=device)
@@ -194,22 +265,33 @@ class OutlierCache:
         return self.hits / self.checks if self.checks else None
 
     def update(self) -> bool:
-        actual = self.ch_max > self.threshold
-        missed = actual & (self.is_out == 0)
-        hit = not bool(missed.any())
+        hit = self._add(self.ch_max)
         self.checks += 1
         self.hits += hit
-        if not hit:
-            new = self.is_out.bool() | actual
-            if int(new.sum()) > self.max_outliers:  # the largest misses fill the room left
-                room = self.max_outliers - int(self.is_out.sum())
-                new = self.is_out.bool().clone()
-                if room > 0:
-                    new[torch.topk(torch.where(missed, self.ch_max, -1.0), room).indices] = True
-            self.is_out = new.to(torch.int8)
-            self.idx = new.nonzero().flatten().to(torch.int32)
         self.ch_max.zero_()
         return hit
+
+    def seed(self, x2: torch.Tensor) -> None:
+        """Adds the channels whose max |x| over the rows of x2 (M, K) exceeds the threshold."""
+        if x2.shape[0]:
+            self._add(x2.abs().amax(dim=0).float())
+
+    def _add(self, ch_max: torch.Tensor) -> bool:
+        """Adds the channels over the threshold in ch_max that the set lacks; True if none."""
+        missed = (ch_max > self.threshold) & (self.is_out == 0)
+        n_missed = int(missed.sum())  # the device sync
+        if not n_missed:
+            return True
+        room = self.max_outliers - self.idx.numel()
+        if n_missed <= room:
+            new = self.is_out.bool() | missed
+        else:  # the largest misses fill the room left
+            new = self.is_out.bool().clone()
+            if room > 0:
+                new[torch.topk(torch.where(missed, ch_max, -1.0), room).indices] = True
+        self.is_out = new.to(torch.int8)
+        self.idx = new.nonzero().flatten().to(torch.int32)
+        return False
 
 
 def mixq_quantize(x2: torch.Tensor, is_out: torch.Tensor, ch_max: torch.Tensor | None = None, qmax: int = 127,
@@ -241,7 +323,9 @@ QMAX = {8: 127, 4: 7}
 
 class MixQLinear:
     """A linear layer y = x W^T (W (N, K), nn.Linear's layout) run as MixQ W8A8O16
-    (bits=8: outliers predicted online) or W4A4O16 (bits=4: outliers fixed by calibrate())."""
+    (bits=8: outliers predicted online) or W4A4O16 (bits=4: outliers fixed by calibrate()).
+    Called, the layer finds its outliers itself (see __call__); mixq_linear(x, layer) runs
+    it with whatever its cache holds."""
 
     def __init__(self, w: torch.Tensor, threshold: float = 6.0, max_outliers: int = 512, dtype=None, bits: int = 8):
         check_tensor("w", w, dtypes=(torch.float16, torch.bfloat16, torch.float32), ndim_min=2)
@@ -266,6 +350,8 @@ class MixQLinear:
         self.w_hp = w.t().to(dtype).contiguous()  # (K, N)
         self.cache = OutlierCache(w.shape[1], w.device, threshold, max_outliers)
         self.track = bits == 8  # W8A8O16 records channel maxima for the cache on every call
+        self.calibrated = False
+        self.calls = 0  # through __call__
 
     def calibrate(self, x_samples: torch.Tensor, n_outliers: int = 128) -> torch.Tensor:
         """Fix the outlier set offline (W4A4O16): the n_outliers channels with the largest
@@ -282,16 +368,32 @@ class MixQLinear:
         self.cache.is_out[idx] = 1
         self.cache.idx = idx.to(torch.int32)
         self.track = False
+        self.calibrated = True
         return self.cache.idx
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return mixq_linear(x, self)
+        """y = x W^T with the outliers found by the layer itself. W8A8O16 (track): the first
+        call keeps the channels over the threshold in its own input (nothing to predict them
+        from yet), and after every later call the cache adds the channels that call missed
+        and counts its hit rate (OutlierCache.update: one device sync a call). W4A4O16: the
+        set calibrate() fixed; an uncalibrated layer calibrates on its first input."""
+        _check_x(x, self)
+        first = self.calls == 0
+        self.calls += 1
+        if self.track and first:
+            self.cache.seed(x.reshape(-1, self.shape[1]))
+        elif self.bits == 4 and not self.calibrated:
+            self.calibrate(x)
+        y = mixq_linear(x, self)
+        if self.track:
+            if first:  # predicted from this input itself: no check of the prediction
+                self.cache.ch_max.zero_()
+            else:
+                self.cache.update()
+        return y
 
 
-def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | None = None, *,
-                _config: dict | None = None) -> torch.Tensor:
-    """MixQ (W8A8O16 or W4A4O16, by the layer) of x (..., K) with the layer's outliers (or the given
-    channel indices, int32, all < K)."""
+def _check_x(x, layer: MixQLinear) -> None:
     check_tensor("x", x, dtypes=DTYPES)
     N, K = layer.shape
     if x.shape[-1] != K:
@@ -300,6 +402,16 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
         raise TypeError(f"x is {x.dtype} but the layer was built for {layer.dtype}")
     if x.device != layer.wq.device:
         raise ValueError(f"x is on {x.device}, the layer on {layer.wq.device}")
+
+
+def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | None = None, *,
+                _config: dict | None = None) -> torch.Tensor:
+    """MixQ (W8A8O16 or W4A4O16, by the layer) of x (..., K) with the layer's outliers (or the given
+    channel indices, int32, all < K)."""
+    if not isinstance(layer, MixQLinear):
+        raise TypeError(f"layer must be a MixQLinear, got {type(layer).__name__}")
+    _check_x(x, layer)
+    N, K = layer.shape
     cache = layer.cache
     if outlier_idx is None:
         idx, is_out = cache.idx, cache.is_out
@@ -361,16 +473,30 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
 
 def mixq_reference(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor) -> torch.Tensor:
     """What the kernels compute, in float64 from the stored int8 weight: the per-token int8
-    product of the non-outlier channels plus the outlier channels at full precision."""
+    product of the non-outlier channels plus the outlier channels at full precision. A row
+    whose non-outlier channels hold an inf or a NaN has no per-token scale: there x times
+    the weight the layer holds (int8 times its scale), whose infinities and NaNs the
+    kernels match."""
+    if not isinstance(layer, MixQLinear):
+        raise TypeError(f"layer must be a MixQLinear, got {type(layer).__name__}")
+    for name, t in (("x", x), ("outlier_idx", outlier_idx)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if x.dim() == 0 or x.shape[-1] != layer.shape[1] or outlier_idx.dim() != 1:
+        raise ValueError(f"x must be (..., {layer.shape[1]}) and outlier_idx 1-D; got {tuple(x.shape)} and "
+                         f"{tuple(outlier_idx.shape)}")
     xd = x.reshape(-1, x.shape[-1]).double().cpu()
     idx = outlier_idx.long().cpu()
     inlier = xd.float()  # fp16/bf16 values are exact in fp32, where the kernel divides
     inlier[:, idx] = 0
     qmax = QMAX[layer.bits]
-    sx = (inlier.abs().amax(dim=-1) / qmax).clamp_min(1e-12)
+    finite = torch.isfinite(inlier).all(dim=-1)
+    sx = (torch.where(finite[:, None], inlier, 0.0).abs().amax(dim=-1) / qmax).clamp_min(1e-12)
     q = inlier / sx[:, None]
     xq = torch.where(q >= 0, torch.floor(q + 0.5), torch.ceil(q - 0.5)).clamp(-qmax, qmax)  # half away, as the kernel
     wq, sw = layer.wq.double().cpu(), layer.sw.double().cpu()
-    y = (xq.double() @ wq) * sx.double()[:, None] * sw[None, :]
+    y = (torch.where(finite[:, None], xq, 0.0).double() @ wq) * sx.double()[:, None] * sw[None, :]
+    if not finite.all():
+        y[~finite] = inlier[~finite].double() @ (wq * sw[None, :])
     y += xd[:, idx] @ layer.w_hp.double().cpu()[idx]
     return y.reshape(*x.shape[:-1], -1)
