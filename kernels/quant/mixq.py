@@ -16,7 +16,10 @@ The outlier set O is predicted from earlier calls (MixQ's observation that the s
 channels stay outliers): OutlierCache holds the prediction, compares it with the channel
 maxima the quantize kernel recorded, counts hits, and grows the set on a miss. A miss costs
 accuracy on that call (the new outlier is quantized with its token), never a wrong shape
-or index.
+or index. A MixQLinear, called, runs its cache itself: its first call keeps the channels
+over the threshold in that call's own input, and every call after updates the cache.
+A NaN in a row of x makes that row of y NaN; an inf gives +-inf or NaN as x w does (the
+GEMM writes such rows again from the infs' signs, on a path finite inputs never take).
 The high-precision weight is kept whole (K, N), so any channel can become an outlier; it
 doubles the layer's memory, as in MixQ, but only the outlier rows are read per call.
 
