@@ -41,7 +41,7 @@ from kernels.checks import check_tensor
 from kernels.interpreter import exact_operand
 from kernels.launch import grouped_tile, tile_ranges, use_tma
 
-from .quantize import quantize_int8_weight
+from .quantize import check_int, check_number, quantize_int8_weight, stored_scale
 from .rounding import to_float
 
 DTYPES = (torch.float16, torch.bfloat16)
@@ -251,12 +251,11 @@ class OutlierCache:
     mixq_linear calls update() as often as the hit rate should be known."""
 
     def __init__(self, k: int, device, threshold: float = 6.0, max_outliers: int = 512):
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise TypeError(f"k (the layer's in_features) must be a positive int, got {k!r}")
-        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not threshold > 0:
-            raise ValueError(f"threshold must be a positive number (inf: no outliers), got {threshold!r}")
-        if not isinstance(max_outliers, int) or isinstance(max_outliers, bool) or max_outliers < 0:
-            raise ValueError(f"max_outliers must be a non-negative int, got {max_outliers!r}")
+        check_int("k", k, 1)
+        check_number("threshold", threshold)
+        if not threshold > 0:
+            raise ValueError(f"threshold must be positive (inf: no outliers), got {threshold}")
+        check_int("max_outliers", max_outliers)
         self.threshold, self.max_outliers = float(threshold), int(max_outliers)
         self.is_out = torch.zeros(k, dtype=torch.int8, device=device)
         self.idx = torch.zeros(0, dtype=torch.int32, device=device)
@@ -304,15 +303,29 @@ def mixq_quantize(x2: torch.Tensor, is_out: torch.Tensor, ch_max: torch.Tensor |
     ch_max, also max |x| into it for the channels whose max exceeds threshold.
     Launch: rows per program, K block (default: the whole row up to ONE_PASS_MAX_K channels,
     read once and held in registers; else 2048, x read twice), warps."""
+    check_tensor("x2", x2, dtypes=DTYPES)
+    if x2.dim() != 2 or x2.shape[1] == 0 or (x2.shape[0] > 1 and x2.stride(1) != 1):
+        raise ValueError(f"x2 must be (M, K) with K > 0 and unit stride along K, got shape {tuple(x2.shape)}, "
+                         f"strides {x2.stride()}")
     M, K = x2.shape
+    check_tensor("is_out", is_out, dtypes=(torch.int8,))
+    if is_out.shape != (K,) or is_out.device != x2.device:
+        raise ValueError(f"is_out must be int8 ({K},) on {x2.device}, got {tuple(is_out.shape)} on {is_out.device}")
+    if ch_max is not None:
+        check_tensor("ch_max", ch_max, dtypes=(torch.float32,))
+        if ch_max.shape != (K,) or ch_max.device != x2.device or not ch_max.is_contiguous():
+            raise ValueError(f"ch_max must be contiguous float32 ({K},) on {x2.device}, got {tuple(ch_max.shape)} "
+                             f"on {ch_max.device}")
     xq = torch.empty(M, K, dtype=torch.int8, device=x2.device)
     sx = torch.empty(M, dtype=torch.float32, device=x2.device)
     if M:
-        if rows_per_program not in (1, 2, 4, 8, 16, 32):
-            raise ValueError(f"rows_per_program must be a power of two up to 32, got {rows_per_program}")
         block_k = block_k or (max(16, triton.next_power_of_2(K)) if K <= ONE_PASS_MAX_K else 2048)
-        if block_k not in [2 ** i for i in range(4, 15)]:
-            raise ValueError(f"block_k must be a power of two from 16 to 16384, got {block_k}")
+        for name, v, allowed in (("rows_per_program", rows_per_program, (1, 2, 4, 8, 16, 32)),
+                                 ("block_k", block_k, [2 ** i for i in range(4, 15)]),
+                                 ("num_warps", num_warps, (1, 2, 4, 8, 16, 32))):
+            check_int(name, v)
+            if v not in allowed:
+                raise ValueError(f"{name} must be a power of two from {allowed[0]} to {allowed[-1]}, got {v}")
         _mixq_quantize_kernel[(triton.cdiv(M, rows_per_program),)](
             x2, is_out, xq, sx, ch_max if ch_max is not None else sx, M, K, x2.stride(0), xq.stride(0), float(qmax),
             float(threshold),
@@ -332,20 +345,23 @@ class MixQLinear:
 
     def __init__(self, w: torch.Tensor, threshold: float = 6.0, max_outliers: int = 512, dtype=None, bits: int = 8):
         check_tensor("w", w, dtypes=(torch.float16, torch.bfloat16, torch.float32), ndim_min=2)
-        if w.dim() != 2:
-            raise ValueError(f"w must be (out_features, in_features), got shape {tuple(w.shape)}")
+        if w.dim() != 2 or w.shape[1] == 0:
+            raise ValueError(f"w must be (out_features, in_features) with in_features > 0, got shape {tuple(w.shape)}")
+        check_int("bits", bits)
         if bits not in QMAX:
             raise ValueError(f"bits must be 8 (W8A8O16) or 4 (W4A4O16), got {bits}")
         dtype = dtype or (w.dtype if w.dtype != torch.float32 else torch.bfloat16)
-        if dtype not in DTYPES:
-            raise TypeError(f"dtype {dtype} is not supported: float16 or bfloat16")
+        if not isinstance(dtype, torch.dtype) or dtype not in DTYPES:
+            raise TypeError(f"dtype {dtype!r} is not supported: torch.float16 or torch.bfloat16")
+        if not bool(torch.isfinite(w).all()):
+            raise ValueError("w holds inf or NaN: it has no scale on the quantized grid")
         self.shape, self.dtype, self.bits = tuple(w.shape), dtype, bits
         if bits == 8:
             q = quantize_int8_weight(w, dtype)
             wq_nk, self.sw = q.qweight, q.scale
         else:  # symmetric int4 per output channel, one value per byte
             wf = w.float()
-            self.sw = (wf.abs().amax(dim=1) / 7).clamp_min(1e-12).to(dtype)
+            self.sw = stored_scale(wf.abs().amax(dim=1) / 7, dtype)
             wq_nk = torch.round(wf / self.sw.float()[:, None]).clamp(-7, 7).to(torch.int8)
         # Stored (N, K), K contiguous: Hopper's 8-bit tensor cores take K-major operands only.
         # wq is the (K, N) view of it (column-major, as torch._int_mm wants its second operand).
@@ -358,14 +374,22 @@ class MixQLinear:
 
     def calibrate(self, x_samples: torch.Tensor, n_outliers: int = 128) -> torch.Tensor:
         """Fix the outlier set offline (W4A4O16): the n_outliers channels with the largest
-        max |x| over x_samples (..., K). Returns their indices."""
+        max |x| over x_samples (..., K), NaNs ignored (they say nothing of a channel's range).
+        Returns their indices."""
         K = self.shape[1]
         if not isinstance(x_samples, torch.Tensor):
             raise TypeError(f"x_samples must be a tensor, got {type(x_samples).__name__}")
+        if x_samples.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            raise TypeError(f"x_samples has dtype {x_samples.dtype}; supported: float16, bfloat16, float32")
+        if x_samples.device.type not in ("cpu", "cuda"):  # samples anywhere else are moved to the layer
+            raise ValueError(f"x_samples is on {x_samples.device}: calibration reads its values, on cpu or cuda")
         if x_samples.shape[-1] != K:
             raise ValueError(f"calibration samples have {x_samples.shape[-1]} channels, the layer {K}")
-        n = min(int(n_outliers), K)
-        ch = x_samples.reshape(-1, K).abs().amax(dim=0).float()
+        if not x_samples.numel():
+            raise ValueError(f"x_samples holds no samples (shape {tuple(x_samples.shape)})")
+        check_int("n_outliers", n_outliers)
+        n = min(n_outliers, K)
+        ch = x_samples.reshape(-1, K).abs().nan_to_num(nan=0.0).amax(dim=0).float()
         idx = torch.topk(ch, n).indices.sort().values.to(self.wq.device)
         self.cache.is_out.zero_()
         self.cache.is_out[idx] = 1
@@ -419,8 +443,10 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
     if outlier_idx is None:
         idx, is_out = cache.idx, cache.is_out
     else:
-        if outlier_idx.dtype != torch.int32 or outlier_idx.dim() != 1:
+        if not isinstance(outlier_idx, torch.Tensor) or outlier_idx.dtype != torch.int32 or outlier_idx.dim() != 1:
             raise TypeError("outlier_idx must be a 1-D int32 tensor of channel indices")
+        if outlier_idx.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"outlier_idx is on {outlier_idx.device}: its channels are read, on cpu or cuda")
         idx = outlier_idx.to(x.device)
         if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < K):  # syncs; the cache's are valid
             raise ValueError(f"outlier_idx must lie in [0, {K}); got {int(idx.min())} .. {int(idx.max())}")
@@ -433,7 +459,7 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
         x2 = x2.contiguous()
     M = x2.shape[0]
     y = torch.empty(*x.shape[:-1], N, dtype=x.dtype, device=x.device)
-    if M == 0:
+    if M == 0 or N == 0:
         return y
     overrides = dict(_config or {})  # tools/mixq_configs.py explores these
     xq, sx = mixq_quantize(x2, is_out, cache.ch_max if layer.track else None, QMAX[layer.bits], cache.threshold,

@@ -53,26 +53,81 @@ class QuantizedWeight:
         return sum(t.numel() * t.element_size() for t in (self.qweight, self.scale, self.zero) if t is not None)
 
 
+FLOATS = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _check_tensor(name: str, t, dtypes=FLOATS) -> None:
+    """A tensor of one of dtypes, with values to read: on the CPU or a GPU (not 'meta')."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        raise TypeError(f"{name} has dtype {t.dtype}; supported: "
+                        + ", ".join(str(d).replace("torch.", "") for d in dtypes))
+    if t.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} is on {t.device}: its values are read, on cpu or cuda")
+
+
+def check_int(name: str, v, minimum: int = 0) -> None:
+    """An int (not a bool, not a float) of at least `minimum`: TypeError, else ValueError."""
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {v}")
+
+
+def check_number(name: str, v) -> None:
+    """A real number (int or float, not a bool)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):  # one sync: quantizing is done once, offline
+        raise ValueError(f"{name} holds inf or NaN: it has no scale on the quantized grid")
+
+
 def _check_weight(w, group=None):
-    if not isinstance(w, torch.Tensor) or w.dim() != 2 or not w.is_floating_point():
-        raise ValueError(f"w must be a 2-D floating-point (out_features, in_features) tensor, got "
-                         f"{type(w).__name__ if not isinstance(w, torch.Tensor) else (tuple(w.shape), w.dtype)}")
-    if w.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise TypeError(f"w has dtype {w.dtype}; supported: float16, bfloat16, float32")
+    _check_tensor("w", w)
+    if w.dim() != 2:
+        raise ValueError(f"w must be a 2-D floating-point (out_features, in_features) tensor, got shape "
+                         f"{tuple(w.shape)}")
+    if w.shape[1] == 0:
+        raise ValueError(f"w has in_features 0 (shape {tuple(w.shape)}): there is nothing to quantize per channel")
     if group is not None:
+        check_int("group", group)
         if group not in GROUP_SIZES:
             raise ValueError(f"group size {group} is not supported (supported: {GROUP_SIZES})")
         if w.shape[1] % group:
             raise ValueError(f"in_features {w.shape[1]} is not a multiple of the group size {group}")
+    _check_finite("w", w)
+
+
+def _scale_dtype(dtype, w: torch.Tensor) -> torch.dtype:
+    """The dtype scales (and zeros) are stored in: the activation dtype, by default w's if
+    16-bit, else bfloat16."""
+    if dtype is None:
+        return w.dtype if w.dtype != torch.float32 else torch.bfloat16
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__} {dtype!r}")
+    if dtype not in FLOATS:
+        raise TypeError(f"dtype {dtype} is not supported for scales: float16, bfloat16 or float32")
+    return dtype
+
+
+def stored_scale(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A per-channel scale rounded to the dtype it is stored in, and at least that dtype's
+    smallest positive value: a tiny row's scale (an all-zero row's, in fp16 any under 3e-8)
+    would otherwise round to 0 and its weights q = w / 0 be inf or NaN."""
+    return scale.to(dtype).clamp_min(torch.finfo(dtype).tiny * torch.finfo(dtype).eps)
 
 
 def quantize_int8_weight(w: torch.Tensor, dtype=None) -> QuantizedWeight:
     """Symmetric per-output-channel int8. dtype: the activation dtype scales are stored in
     (default w's dtype if 16-bit, else bfloat16)."""
     _check_weight(w)
-    dtype = dtype or (w.dtype if w.dtype != torch.float32 else torch.bfloat16)
+    dtype = _scale_dtype(dtype, w)
     wf = w.float()
-    scale = (wf.abs().amax(dim=1) / 127).clamp_min(1e-12).to(dtype)  # rounded as stored
+    scale = stored_scale(wf.abs().amax(dim=1) / 127, dtype)
     q = torch.round(wf / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
     return QuantizedWeight(8, q.contiguous(), scale, None, None, tuple(w.shape))  # w may be a transposed view
 
@@ -94,8 +149,11 @@ def _pack_int4(q_nk: torch.Tensor) -> torch.Tensor:
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     """(K // 2, N) uint8 -> (K, N) int64 values in [0, 15]."""
+    _check_tensor("packed", packed, (torch.uint8,))
+    if packed.dim() != 2:
+        raise ValueError(f"packed must be 2-D (K // 2, N), got shape {tuple(packed.shape)}")
     lo, hi = (packed & 15).long(), (packed >> 4).long()
-    return torch.stack([lo, hi], dim=1).reshape(-1, packed.shape[1])
+    return torch.stack([lo, hi], dim=1).reshape(2 * packed.shape[0], packed.shape[1])
 
 
 def _int4_weight(w, group, dtype, scale, zero):
@@ -111,7 +169,7 @@ def _int4_weight(w, group, dtype, scale, zero):
 def quantize_int4_weight(w: torch.Tensor, group: int = 128, dtype=None) -> QuantizedWeight:
     """Asymmetric int4 per group of `group` input channels, scale and zero from min/max."""
     _check_weight(w, group)
-    dtype = dtype or (w.dtype if w.dtype != torch.float32 else torch.bfloat16)
+    dtype = _scale_dtype(dtype, w)
     N, K = w.shape
     scale, zero = _int4_minmax(w.float().reshape(N, K // group, group))
     return _int4_weight(w, group, dtype, scale, zero)
@@ -130,6 +188,12 @@ def hqq_zero(w: torch.Tensor, group: int, p: float = 0.7, beta: float = 10.0, ka
     'outliers' rather than pulled on); set the zero to the mean that fits the rest; stop
     when the mean absolute error improves by less than a fraction `tol` (it creeps down
     for hundreds of steps otherwise), keeping the best zero seen."""
+    _check_weight(w, group)
+    for name, v in (("p", p), ("beta", beta), ("kappa", kappa), ("tol", tol)):
+        check_number(name, v)
+    if not (0 < p < 1 and beta > 0 and kappa > 0):
+        raise ValueError(f"HQQ needs 0 < p < 1, beta > 0 and kappa > 0; got p={p}, beta={beta}, kappa={kappa}")
+    check_int("iters", iters)
     N, K = w.shape
     wg = w.float().reshape(N, K // group, group)
     scale, zero = _int4_minmax(wg)
@@ -153,13 +217,48 @@ def hqq_zero(w: torch.Tensor, group: int, p: float = 0.7, beta: float = 10.0, ka
 def quantize_int4_weight_hqq(w: torch.Tensor, group: int = 128, dtype=None, **hqq_args) -> QuantizedWeight:
     """int4 as quantize_int4_weight, the zero-point optimized by HQQ (hqq_zero)."""
     _check_weight(w, group)
-    dtype = dtype or (w.dtype if w.dtype != torch.float32 else torch.bfloat16)
+    dtype = _scale_dtype(dtype, w)
     scale, zero, _ = hqq_zero(w, group, **hqq_args)
     return _int4_weight(w, group, dtype, scale, zero)
 
 
+def check_quantized(qw) -> None:
+    """The stored format's shapes and dtypes (the module doc), for a QuantizedWeight built or
+    changed by hand: an error that names what is off, not a wrong answer or a crash in a
+    kernel. Device and dtype agreement with an input is the caller's to check."""
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw must be a QuantizedWeight (kernels.quant.quantize), got {type(qw).__name__}")
+    if not (isinstance(qw.shape, tuple) and len(qw.shape) == 2
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in qw.shape)):
+        raise ValueError(f"qw.shape must be (out_features, in_features), two ints, got {qw.shape!r}")
+    N, K = qw.shape
+    check_int("qw.bits", qw.bits)
+    if qw.bits == 4:
+        check_int("qw.group", qw.group, 1)
+    tensors = {"qweight": qw.qweight, "scale": qw.scale} | ({"zero": qw.zero} if qw.bits == 4 else {})
+    for name, t in tensors.items():
+        _check_tensor(f"qw.{name}", t, (torch.int8, torch.uint8) if name == "qweight" else FLOATS)
+        if t.device != qw.qweight.device:
+            raise ValueError(f"qw.{name} is on {t.device}, qw.qweight on {qw.qweight.device}: one device")
+    if qw.bits == 8:
+        if qw.qweight.dtype != torch.int8 or qw.qweight.shape != (N, K) or qw.scale.shape != (N,):
+            raise ValueError(f"int8 weight must be qweight int8 (N, K) = ({N}, {K}) and scale (N,), got "
+                             f"{qw.qweight.dtype} {tuple(qw.qweight.shape)} and {tuple(qw.scale.shape)}")
+    elif qw.bits == 4:
+        G = qw.group
+        if G not in GROUP_SIZES:
+            raise ValueError(f"group size {G} is not supported (supported: {GROUP_SIZES})")
+        if qw.qweight.dtype != torch.uint8 or qw.qweight.shape != (K // 2, N) or K % G:
+            raise ValueError(f"int4 weight must be packed uint8 (K/2, N) with K a multiple of the group {G}")
+        if qw.scale.shape != (K // G, N) or qw.zero.shape != (K // G, N):
+            raise ValueError(f"int4 scale and zero must be (K/group, N) = ({K // G}, {N})")
+    else:
+        raise ValueError(f"bits must be 8 or 4, got {qw.bits}")
+
+
 def dequantize(qw: QuantizedWeight) -> torch.Tensor:
     """The (N, K) float32 weight the stored format represents."""
+    check_quantized(qw)
     if qw.bits == 8:
         return qw.qweight.float() * qw.scale.float()[:, None]
     q = unpack_int4(qw.qweight).float()                                   # (K, N)
@@ -169,8 +268,10 @@ def dequantize(qw: QuantizedWeight) -> torch.Tensor:
 
 def quantize_int8_activations(x: torch.Tensor):
     """Dynamic per-token symmetric int8: (xq int8 (..., K), sx float32 (...,))."""
-    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise TypeError("x must be a float16, bfloat16 or float32 tensor")
+    _check_tensor("x", x)
+    if x.dim() == 0 or x.shape[-1] == 0:
+        raise ValueError(f"x must have at least one channel in its last dimension, got shape {tuple(x.shape)}")
+    _check_finite("x", x)
     xf = x.float()
     sx = (xf.abs().amax(dim=-1) / 127).clamp_min(1e-12)
     return torch.round(xf / sx[..., None]).clamp(-127, 127).to(torch.int8), sx

@@ -39,16 +39,18 @@ weight, a slow path that finite inputs never take.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from harness.lanes import interpreting
-from kernels.checks import check_tensor
+from kernels.checks import check_device, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.launch import last_to_arrive, split_plan, tile_counters, tile_ranges
 
-from .quantize import GROUP_SIZES, QuantizedWeight
+from .quantize import QuantizedWeight, check_int, check_quantized
 from .rounding import to_float
 
 DTYPES = (torch.float16, torch.bfloat16)
@@ -630,6 +632,13 @@ def dequantize_weight(qw: QuantizedWeight, dtype: torch.dtype, block_r: int = 16
     of an (N, K) tensor, as nn.Linear holds its weight (torch.mm reads it so, no copy).
     block_r (rows of qweight per program) must divide group / 2 for int4, so that a block
     lies in one group; block_n: columns of qweight per program."""
+    _check_kernel_weight(qw)
+    if not isinstance(dtype, torch.dtype) or dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"dtype must be torch.float16, bfloat16 or float32, got {dtype!r}")
+    for name, v, top in (("block_r", block_r, 1024), ("block_n", block_n, 4096), ("num_warps", num_warps, 32)):
+        check_int(name, v, 1)
+        if v & (v - 1) or v > top:
+            raise ValueError(f"{name} must be a power of two up to {top}, got {v}")
     N, K = qw.shape
     if qw.bits == 4 and (qw.group // 2) % block_r:
         raise ValueError(f"block_r {block_r} must divide half the group ({qw.group // 2})")
@@ -643,9 +652,23 @@ def dequantize_weight(qw: QuantizedWeight, dtype: torch.dtype, block_r: int = 16
     return w.t() if qw.bits == 8 else w
 
 
+def _check_kernel_weight(qw) -> None:
+    """qw in the stored format (quantize.check_quantized), contiguous, where the kernels run."""
+    check_quantized(qw)
+    for name in ("qweight", "scale", "zero") if qw.bits == 4 else ("qweight", "scale"):
+        t = getattr(qw, name)
+        check_device(f"qw.{name}", t)
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous")
+
+
 def gemv_takes(N: int, K: int, bits: int) -> bool:
     """Whether the one-row path takes the shape: it reads whole 32-bit words, 4 output
     channels of an int4 row (N % 4), or 4 input channels of an int8 row (K % 4)."""
+    for name, v in (("N", N), ("K", K), ("bits", bits)):
+        check_int(name, v)
+    if bits not in (4, 8):
+        raise ValueError(f"bits must be 8 or 4, got {bits}")
     return (N if bits == 4 else K) % 4 == 0
 
 
@@ -723,41 +746,26 @@ def _config(M: int, N: int, K: int, bits: int, group, path=None, gemv_refusal=No
 def wo_matmul(x: torch.Tensor, qw: QuantizedWeight, *, num_splits=None, _config_override=None) -> torch.Tensor:
     """x @ dequant(qw)^T for x (..., K) fp16/bf16; returns (..., N) in x's dtype."""
     check_tensor("x", x, dtypes=DTYPES)
-    if not isinstance(qw, QuantizedWeight):
-        raise TypeError(f"qw must be a QuantizedWeight (kernels.quant.quantize), got {type(qw).__name__}")
+    _check_kernel_weight(qw)
     N, K = qw.shape
     if x.shape[-1] != K:
         raise ValueError(f"x has {x.shape[-1]} input channels; the weight has in_features {K}")
-    tensors = {"qweight": qw.qweight, "scale": qw.scale} | ({"zero": qw.zero} if qw.bits == 4 else {})
-    for name, t in tensors.items():
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device}, x on {x.device}: they must be on one device")
-        if not t.is_contiguous():
-            raise ValueError(f"{name} must be contiguous")
-    if qw.bits == 8:
-        if qw.qweight.dtype != torch.int8 or qw.qweight.shape != (N, K) or qw.scale.shape != (N,):
-            raise ValueError(f"int8 weight must be qweight int8 (N, K) = ({N}, {K}) and scale (N,), got "
-                             f"{qw.qweight.dtype} {tuple(qw.qweight.shape)} and {tuple(qw.scale.shape)}")
-    elif qw.bits == 4:
-        G = qw.group
-        if G not in GROUP_SIZES:
-            raise ValueError(f"group size {G} is not supported (supported: {GROUP_SIZES})")
-        if qw.qweight.dtype != torch.uint8 or qw.qweight.shape != (K // 2, N) or K % G:
-            raise ValueError(f"int4 weight must be packed uint8 (K/2, N) with K a multiple of the group {G}")
-        if qw.scale.shape != (K // G, N) or qw.zero.shape != (K // G, N):
-            raise ValueError(f"int4 scale and zero must be (K/group, N) = ({K // G}, {N})")
-    else:
-        raise ValueError(f"bits must be 8 or 4, got {qw.bits}")
+    if qw.qweight.device != x.device:
+        raise ValueError(f"qweight is on {qw.qweight.device}, x on {x.device}: they must be on one device")
     if qw.scale.dtype != x.dtype or (qw.zero is not None and qw.zero.dtype != x.dtype):
         raise TypeError(f"scales are {qw.scale.dtype} but x is {x.dtype}: quantize with dtype={x.dtype}")
+    if num_splits is not None:
+        check_int("num_splits", num_splits, 1)
 
-    x2 = x.reshape(-1, K)
+    x2 = x.reshape(math.prod(x.shape[:-1]), K)  # (-1, K) is ambiguous for K = 0
     if not x2.is_contiguous():
         x2 = x2.contiguous()
     M = x2.shape[0]
     y = torch.empty(*x.shape[:-1], N, dtype=x.dtype, device=x.device)
     if M == 0 or N == 0:
         return y
+    if K == 0:  # an empty sum
+        return y.zero_()
     y2 = y.view(-1, N)
     cfg = _config(M, N, K, qw.bits, qw.group, (_config_override or {}).get("path"), _gemv_refusal(N, K, qw))
     cfg.update(_config_override or {})

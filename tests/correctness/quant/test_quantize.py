@@ -111,3 +111,46 @@ def test_bad_input_is_named():
         quantize_int8_weight(torch.randn(4))
     with pytest.raises(TypeError, match="float64"):
         quantize_int8_weight(torch.randn(4, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.float8_e4m3fn, torch.float64, "float16"], ids=str)
+@pytest.mark.parametrize("quantizer", [quantize_int8_weight, lambda w, dtype: quantize_int4_weight(w, 64, dtype),
+                                       lambda w, dtype: quantize_int4_weight_hqq(w, 64, dtype)],
+                         ids=["int8", "int4", "int4-hqq"])
+def test_scale_dtypes_other_than_16_bit_or_float32_are_refused(quantizer, dtype):
+    """An int32 or fp8 scale dtype had given all-zero scales (every weight then q = w / 0)."""
+    with pytest.raises(TypeError, match="dtype"):
+        quantizer(torch.randn(8, 128), dtype)
+
+
+@pytest.mark.parametrize("quantizer", [quantize_int8_weight, lambda w: quantize_int4_weight(w, 32),
+                                       lambda w: quantize_int4_weight_hqq(w, 32), lambda w: hqq_zero(w, 32)],
+                         ids=["int8", "int4", "int4-hqq", "hqq_zero"])
+def test_no_input_channels_is_a_named_error(quantizer):
+    """K = 0 (an empty reduction) had crashed with IndexError inside amax."""
+    with pytest.raises(ValueError, match="in_features 0"):
+        quantizer(torch.randn(8, 0))
+
+
+def test_activation_quantizer_names_empty_and_nonfinite_rows():
+    with pytest.raises(ValueError, match="at least one channel"):
+        quantize_int8_activations(torch.randn(3, 0))
+    with pytest.raises(ValueError, match="inf or NaN"):
+        quantize_int8_activations(torch.tensor([[1.0, float("nan")]]))
+    xq, sx = quantize_int8_activations(torch.randn(0, 5))
+    assert xq.shape == (0, 5) and sx.shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_an_all_zero_or_tiny_channel_keeps_a_positive_scale(dtype):
+    """A scale rounded to the dtype it is stored in must stay positive: an all-zero row's
+    1e-12, or any under 3e-8 in fp16, had rounded to 0, and q = w / 0 was NaN (cast to int8:
+    undefined) or +-inf (every weight +-127 times 0)."""
+    w = torch.randn(4, 64)
+    w[0] = 0
+    w[1] *= 1e-7
+    qw = quantize_int8_weight(w, dtype)
+    assert (qw.scale > 0).all()
+    assert (qw.qweight[0] == 0).all()
+    err = (dequantize(qw) - w).abs()
+    assert (err <= qw.scale.float()[:, None] / 2 * (1 + 1e-3)).all()
