@@ -422,10 +422,6 @@ def parse_config(data) -> list[BenchItem]:
                 cases[case] = path
                 shapes.append((shape_name, mkn))
         dtype = DTYPES[dname]
-        if device == "cpu" and dtype == torch.bfloat16 and any(r != "baseline" for r in recipes):
-            raise ConfigError(f"{where}.high_precision_dtype: torch.bfloat16 with device cpu runs the kernels in "
-                              "Triton's interpreter, whose bfloat16 dot is wrong (triton-lang/triton#11584); "
-                              "allowed there: torch.float16")
         for recipe in recipes:
             skip = None
             if dtype == torch.float32 and recipe in FP32_UNSUPPORTED:

@@ -48,7 +48,6 @@ def config(**over):
     (dict(quantization_config_recipe_names=["int4wo-256"]), "divisible by its group; got shape custom [2, 128, 64]"),
     (dict(quantization_config_recipe_names=["int4wo-128"], params={"model_type": "transformer_block"}),
      "(and n, the MLP width, for transformer_block) divisible by its group; got shape custom [2, 128, 64]"),
-    (dict(params={"high_precision_dtype": "torch.bfloat16", "device": "cpu"}), "bfloat16 dot is wrong"),
     (dict(params={"matrix_shapes": [{"name": "pow2_extended", "min_power": 0, "max_power": 2}]}), "min >= 1"),
     (dict(params={"name": 5}), "model_params[0].name: 5 must be a non-empty string"),
     (dict(params={"name": ["run"]}), "model_params[0].name: ['run'] must be a non-empty string"),
@@ -355,6 +354,20 @@ def _timing():
 
 
 RECIPES = ["baseline", "int8wo", "int4wo-32", "int4wo-32-hqq", "int8dq", "float8wo", "mixq-w8a8", "mixq-w4a4"]
+
+
+def test_bfloat16_runs_on_the_cpu_lane_too():
+    """The interpreter's bf16 arithmetic is done right by the kernels (kernels.interpreter):
+    a bf16 config on the CPU runs every 16-bit recipe and clears each recipe's SQNR floor."""
+    recipes = ["int8wo", "int4wo-32", "int8dq", "mixq-w8a8"]
+    items = parse_config(config(quantization_config_recipe_names=recipes,
+                                params={"high_precision_dtype": "torch.bfloat16", "model_type": "linear",
+                                        "matrix_shapes": [{"name": "custom", "shapes": [[2, 64, 64]]}]}))
+    for item in items:
+        row, _ = run_item(item, _timing())
+        assert not row["error"], f"{item.label}: {row['error']}"
+        floor = -20 * math.log10(RECIPE_RTOL["int4wo" if item.recipe.startswith("int4wo") else item.recipe])
+        assert row["quantized_sqnr_db"] > floor, f"{item.label}: {row['quantized_sqnr_db']} dB <= {floor:.1f}"
 
 
 @pytest.mark.parametrize("model_type", ["linear", "ln_linear_relu", "ln_linear_gelu", "transformer_block"])
