@@ -430,21 +430,18 @@ def _signed_byte(u, shift: tl.constexpr):
 @triton.jit
 def _gemv_int8_per_weight(Q32, X32, rn, n_ok, stride_w, k_start, k_end, BLOCK_N: tl.constexpr,
                           IS_BF16: tl.constexpr):
-    """sum_k x[k] q[n, k] over the chunk with each weight's product taken alone, 16 words
-    (64 k) of each row a step (few registers; slow): for chunks where x holds an inf or a
+    """sum_k x[k] q[n, k] over the chunk with each weight's product taken alone, one word
+    (4 k) of each row a step (few registers; slow): for chunks where x holds an inf or a
     NaN, where the main loop's offset (f - 1152) x, summed as f x - 1152 x, gives inf - inf
     and q x gives +-inf, or NaN where q = 0, as x w does."""
-    rows = Q32 + rn.to(tl.int64)[:, None] * stride_w
-    acc = tl.zeros([BLOCK_N, 16], dtype=tl.float32)
-    for w0 in range(k_start // 4, k_end // 4, 16):
-        w = w0 + tl.arange(0, 16)
-        w_ok = w < k_end // 4
-        u = tl.load(rows + w[None, :], mask=n_ok[:, None] & w_ok[None, :], other=0)
-        x0, x1 = _x_pair(tl.load(X32 + 2 * w, mask=w_ok, other=0), IS_BF16)
-        x2, x3 = _x_pair(tl.load(X32 + 2 * w + 1, mask=w_ok, other=0), IS_BF16)
-        acc += _signed_byte(u, 0) * x0[None, :] + _signed_byte(u, 8) * x1[None, :]
-        acc += _signed_byte(u, 16) * x2[None, :] + _signed_byte(u, 24) * x3[None, :]
-    return tl.sum(acc, axis=1)
+    rows = Q32 + rn.to(tl.int64) * stride_w
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for w in range(k_start // 4, k_end // 4):
+        u = tl.load(rows + w, mask=n_ok, other=0)
+        x0, x1 = _x_pair(tl.load(X32 + 2 * w), IS_BF16)
+        x2, x3 = _x_pair(tl.load(X32 + 2 * w + 1), IS_BF16)
+        acc += _signed_byte(u, 0) * x0 + _signed_byte(u, 8) * x1 + _signed_byte(u, 16) * x2 + _signed_byte(u, 24) * x3
+    return acc
 
 
 @triton.jit

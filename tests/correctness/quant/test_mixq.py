@@ -187,30 +187,29 @@ def test_a_fresh_layer_protects_its_outliers_from_the_first_call(device):
     """MixQ learns its outliers online: a fresh MixQLinear, called, keeps the channels over
     the threshold in 16 bits from its first call (found in that call's own input) and on
     every call after (its locality cache, updated by the layer itself: no cache.update()
-    from the caller), reaching the SQNR of the protected path: 20 channels at 30x, against
-    the float product (CPU lane 57-58 dB with them protected, 32-35 dB without; on an H100
-    the layer had stayed at 25 dB, the unprotected figure). A channel that turns into an
+    from the caller), reaching the SQNR of the protected path: 40 channels at 30x, against
+    the float product (CPU lane 58 dB with them protected, 33 dB without; on an H100 the
+    layer had stayed at 25 dB, the unprotected figure). A channel that turns into an
     outlier later is a miss on that call, protected from the next; the hit rate says so."""
     g = torch.Generator().manual_seed(11)
-    m, k, n = 64, 256, 64
-    channels = torch.randperm(k, generator=g)[:21]
+    m, k, n = 100, 512, 96
+    channels = torch.randperm(k, generator=g)[:41]
     w = torch.randn(n, k, generator=g) * k ** -0.5
     layer = MixQLinear(w.to(device), dtype=torch.float16)
     plain = MixQLinear(w.to(device), dtype=torch.float16)
     plain.track = False  # never learns: every channel quantized with its token
-    got = []
     for call in range(5):
-        planted_now = channels if call >= 3 else channels[:20]  # the 21st channel appears on call 3
+        planted_now = channels if call >= 3 else channels[:40]  # the 41st channel appears on call 3
         x = torch.randn(m, k, generator=g)
         x[:, planted_now] *= 30
         x = x.to(torch.float16)
         exact = x.double() @ w.double().t()
-        got.append((sqnr_db(exact, layer(x.to(device)).cpu()), sqnr_db(exact, mixq_linear(x.to(device), plain).cpu())))
-    for call, (s_layer, s_plain) in enumerate(got):
-        if call != 3:
+        s_layer = sqnr_db(exact, layer(x.to(device)).cpu())
+        s_plain = sqnr_db(exact, mixq_linear(x.to(device), plain).cpu())
+        if call == 3:  # the new channel: quantized with its token on this call
+            assert s_layer < 45.0, f"call {call}: {s_layer:.1f} dB"
+        else:
             assert s_layer >= 50.0 and s_layer >= s_plain + 15.0, f"call {call}: {s_layer:.1f} vs {s_plain:.1f} dB"
-    # the new channel is quantized with its token on its first call (CPU lane 43 dB), kept after
-    assert got[3][0] < got[4][0] - 10.0, f"the new channel's call: {got[3][0]:.1f} dB, the next {got[4][0]:.1f} dB"
     assert sorted(layer.cache.idx.tolist()) == sorted(channels.tolist())
     assert layer.cache.checks == 4 and layer.cache.hit_rate == 0.75  # the first call predicts nothing
 

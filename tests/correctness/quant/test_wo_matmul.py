@@ -315,13 +315,13 @@ def test_nan_and_inf_in_x_give_float64s_nan_and_inf(device, dtype, recipe, optio
     folded sums (f x - 1152 x, s (sum x q - z sum x)) once gave inf - inf = NaN everywhere."""
     dt = DTYPES[dtype]
     g = torch.Generator().manual_seed(12)
-    w = torch.randn(32, 128, generator=g)
+    w = torch.randn(96, 256, generator=g)
     w[:16, 3] = 0  # dequantized to 0 on those outputs: inf * 0
     w[16:32, 5] = 0
-    x = torch.randn(6, 128, generator=g)
+    x = torch.randn(6, 256, generator=g)
     x[0, 3], x[1, 5], x[2, 7] = float("inf"), float("-inf"), float("nan")
     x[3, 3], x[3, 5] = float("inf"), float("inf")
-    x[4, 100] = float("-inf")
+    x[4, 200] = float("-inf")
     x = x.to(dt)
     qw = quantize(recipe, w, dt)
     expected = special_pattern(wo_matmul_reference(x, qw))
