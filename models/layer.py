@@ -123,24 +123,23 @@ class DecoderLayer(nn.Module):
         """forward's arguments, named in errors before any kernel sees them (shapes, dtypes and
         devices only: nothing that would break torch.compile of forward)."""
         cfg, w = self.cfg, self.w_qkv
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype != w.dtype:
-            raise TypeError(f"x has dtype {x.dtype}; the layer's is {w.dtype}")
-        if x.device != w.device:
-            raise ValueError(f"x is on {x.device}; the layer is on {w.device}")
-        if x.dim() != 3 or x.shape[2] != cfg.hidden:
-            raise ValueError(f"x must have shape (batch, tokens, hidden={cfg.hidden}); got {tuple(x.shape)}")
-        if not isinstance(cache, KVCache):
-            raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
-        B, T = x.shape[:2]
-        for name, t in (("cache.k", cache.k), ("cache.v", cache.v)):
+
+        def like_layer(name, t):  # a tensor of the layer's dtype on its device
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
             if t.dtype != w.dtype:
                 raise TypeError(f"{name} has dtype {t.dtype}; the layer's is {w.dtype}")
             if t.device != w.device:
                 raise ValueError(f"{name} is on {t.device}; the layer is on {w.device}")
+
+        like_layer("x", x)
+        if x.dim() != 3 or x.shape[2] != cfg.hidden:
+            raise ValueError(f"x must have shape (batch, tokens, hidden={cfg.hidden}); got {tuple(x.shape)}")
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache, got {type(cache).__name__}")
+        B, T = x.shape[:2]
+        for name, t in (("cache.k", cache.k), ("cache.v", cache.v)):
+            like_layer(name, t)
             if t.dim() != 4 or t.shape[0] != B or t.shape[2:] != (cfg.n_kv_heads, cfg.head_dim):
                 raise ValueError(f"{name} must have shape (batch={B}, capacity, {cfg.n_kv_heads}, {cfg.head_dim}); "
                                  f"got {tuple(t.shape)}")
