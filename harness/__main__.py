@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from .gate import check_threshold, compare_rows, gate, history_stability, software_differences
-from .results import UnusableInput, reference_for_gpu, load_run
+from .results import UnusableInput, load_history, load_run, reference_for_gpu
 
 # The committed results: where the gate measures each baseline's run-to-run stability.
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -61,14 +61,17 @@ def cmd_compare(args) -> int:
 def cmd_gate(args) -> int:
     threshold = check_threshold(args.threshold)
     cand = load_run(args.cand)
+    history = args.history if args.history is not None else (args.base if Path(args.base).is_dir() else RESULTS)
+    runs = None  # BASE's history, loaded once when it also gives the stability
     if Path(args.base).is_dir():
-        base = reference_for_gpu(args.base, cand.gpu, exclude=[args.cand])
+        if Path(history).resolve() == Path(args.base).resolve():
+            runs = load_history(args.base, cand.gpu, [args.cand])
+        base = reference_for_gpu(args.base, cand.gpu, exclude=[args.cand], runs=runs)
     else:
         base = load_run(args.base)
         if Path(args.base).resolve() == Path(args.cand).resolve():
             raise UnusableInput(f"{args.cand} is both BASE and CAND: a run is never its own reference")
-    history = args.history if args.history is not None else (args.base if Path(args.base).is_dir() else RESULTS)
-    stability = history_stability(history, cand.gpu, [args.cand])
+    stability = history_stability(history, cand.gpu, [args.cand], runs=runs or None)
     result = gate(base, cand, threshold, stability)
     print(f"gate: {cand.path} against {base.path} ({cand.gpu}), threshold {threshold:.0%}, 95% CI")
     print(f"  baseline weights from the run-to-run stability of {stability.source}")

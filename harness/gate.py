@@ -70,12 +70,14 @@ def measure_stability(runs: list[Run], source: str = "") -> Stability:
     return Stability({p: float(np.sqrt(np.mean(np.square(s)))) for p, s in per_provider.items()}, source)
 
 
-def history_stability(folder: str | Path | None, gpu: str | None, exclude: list[str]) -> Stability:
+def history_stability(folder: str | Path | None, gpu: str | None, exclude: list[str],
+                      runs: list[Run] | None = None) -> Stability:
     """Stability measured on the results under `folder` of GPU model `gpu` (all models if
-    it has none there), the files in `exclude` left out; empty if there is no history."""
+    it has none there), the files in `exclude` left out; empty if there is no history.
+    `runs`: that model's history already loaded (load_history of the same arguments)."""
     if folder is None or not Path(folder).is_dir():
         return Stability(source="none (every baseline weighted alike)")
-    runs = load_history(folder, gpu, exclude)
+    runs = load_history(folder, gpu, exclude) if runs is None else runs
     label = f"{len(runs)} file(s) of {gpu} under {folder}"
     if not runs:
         runs = load_history(folder, None, exclude)

@@ -125,11 +125,13 @@ def load_history(folder: str | Path, gpu: str | None, exclude: list[str | Path] 
     return runs
 
 
-def reference_for_gpu(folder: str | Path, gpu: str | None, exclude: list[str | Path] = ()) -> Run:
+def reference_for_gpu(folder: str | Path, gpu: str | None, exclude: list[str | Path] = (),
+                      runs: list[Run] | None = None) -> Run:
     """The reference held in `folder` (recursively) for GPU model `gpu`: for every case, its
     entries from the newest file that measured it, the candidate (`exclude`) left out. A run
-    of a few cases adds to the reference; it does not hide the cases it did not run."""
-    runs = load_history(folder, gpu, exclude)
+    of a few cases adds to the reference; it does not hide the cases it did not run. `runs`:
+    that history already loaded (load_history of the same arguments)."""
+    runs = load_history(folder, gpu, exclude) if runs is None else runs
     if not runs:
         raise UnusableInput(f"no results file under {folder} was recorded on {gpu!r} "
                             "(the candidate itself left out): nothing to compare with")
