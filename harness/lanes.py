@@ -3,23 +3,11 @@ interpreter on CPU tensors, TRITON_INTERPRET=1), chosen once, before any kernel 
 from __future__ import annotations
 
 import functools
-import os
 
 NO_GPU_PERF_REASON = "no CUDA GPU: perf cases time device work, so nothing is timed or recorded on this machine"
 
 
-def configure_interpreter() -> None:
-    """Without a CUDA GPU, run Triton kernels in the interpreter (must precede @triton.jit)."""
-    if "TRITON_INTERPRET" in os.environ:
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ["TRITON_INTERPRET"] = "1"
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+from kernels.platform import configure_interpreter, interpreting  # noqa: F401  (one definition, in kernels)
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,7 +28,7 @@ def lane_slug() -> str:
         return "cpu"
     import torch
 
-    from .machine import gpu_slug
+    from kernels.platform import gpu_slug
 
     return gpu_slug(torch.cuda.get_device_name())
 

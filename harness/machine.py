@@ -9,15 +9,13 @@ import re
 import subprocess
 from pathlib import Path
 
+from kernels.platform import gpu_slug  # noqa: F401  (results folders and tuned tables share it)
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Libraries the suite uses as baselines wherever they are installed.
 BASELINE_LIBRARIES = ("flash-attn", "flash-attn-4", "torchao", "gemlite", "hqq", "bitsandbytes", "flashinfer-python")
 
-
-def gpu_slug(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3': a folder name per GPU model."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
 
 
 def _version(dist: str):

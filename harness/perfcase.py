@@ -20,10 +20,8 @@ from kernels.launch import PDL_ENV  # the variable the kernels read at every lau
 
 from .metrics import Cost, derive_metrics
 from .timing import Measurement, TimingConfig, first_call_s, l2_cache_bytes, time_providers
+from kernels.providers import ProviderUnavailable  # noqa: F401  (raised by baselines, caught here)
 
-
-class ProviderUnavailable(Exception):
-    """A baseline that cannot run here (library missing, unsupported GPU): skipped, with why."""
 
 
 @dataclass

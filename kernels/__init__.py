@@ -3,6 +3,6 @@
 On a machine without a CUDA GPU the kernels run in Triton's interpreter on CPU tensors
 (TRITON_INTERPRET=1 is set here, before any kernel is defined, unless already set).
 """
-from harness.lanes import configure_interpreter
+from kernels.platform import configure_interpreter
 
 configure_interpreter()

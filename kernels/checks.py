@@ -7,7 +7,7 @@ import numbers
 
 import torch
 
-from harness.lanes import interpreting
+from kernels.platform import interpreting
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 

@@ -39,7 +39,7 @@ def sdpa(backend_name: str):
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
 
-    from kernels.norm.baselines import compiled  # the recompile limit raised, and hitting it an error
+    from kernels.providers import compiled  # the recompile limit raised, and hitting it an error
 
     return compiled(flex_attention)
 

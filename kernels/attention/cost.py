@@ -1,5 +1,5 @@
 """Cost model of GQA decode: each KV element read once, q read and out written once."""
-from harness.metrics import Cost
+from kernels.cost import Cost
 
 
 

@@ -1,5 +1,5 @@
 """Cost models of the fused linear layers: weights read once, x read, y written."""
-from harness.metrics import Cost
+from kernels.cost import Cost
 
 
 def rmsnorm_linear_cost(m, k, n, elem_bytes, flops_ceiling="bf16_tflops"):

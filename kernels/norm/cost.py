@@ -1,5 +1,5 @@
 """Cost models of the norm operations: the fewest bytes moved and the arithmetic."""
-from harness.metrics import Cost
+from kernels.cost import Cost
 
 
 def rms_norm_cost(rows: int, hidden: int, elem_bytes: int, residual: bool = False) -> Cost:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.perfcase import ProviderUnavailable
+from kernels.providers import ProviderUnavailable
 
 from .quantize import QuantizedWeight, dequantize, unpack_int4
 

@@ -1,6 +1,6 @@
 """Cost models of the quantized GEMMs: the weight's stored bytes read once, x read, y
 written; the arithmetic on the tensor cores it runs on."""
-from harness.metrics import Cost
+from kernels.cost import Cost
 
 def activation_ceiling(dtype_name: str) -> str:
     ceilings = {"bf16": "bf16_tflops", "fp16": "fp16_tflops", "fp32": "fp32_tflops"}

@@ -45,7 +45,7 @@ import torch
 import triton
 import triton.language as tl
 
-from harness.lanes import interpreting
+from kernels.platform import interpreting
 from kernels.checks import check_device, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.launch import last_to_arrive, split_plan, tile_counters, tile_ranges

@@ -1,0 +1,26 @@
+"""Where the kernels run: the GPU lane (native Triton on CUDA) or the CPU lane (Triton's
+interpreter on CPU tensors, TRITON_INTERPRET=1), chosen once, before any kernel is defined;
+and the name of a GPU model as the suite files it (results, tuned launch tables)."""
+from __future__ import annotations
+
+import os
+import re
+
+
+def configure_interpreter() -> None:
+    """Without a CUDA GPU, run Triton kernels in the interpreter (must precede @triton.jit)."""
+    if "TRITON_INTERPRET" in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def gpu_slug(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3': one name per GPU model."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
