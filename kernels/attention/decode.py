@@ -33,12 +33,41 @@ from kernels.checks import (check_bool, check_int, check_no_overlap, check_numbe
 from kernels.interpreter import exact_operand
 from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
                             tile_counters)
+from kernels.tuning import LaunchSpace, pow2_bucket
 
 HEAD_DIMS = (64, 128)
 DTYPES = (torch.float16, torch.bfloat16)
 LN2 = math.log(2.0)
 MAX_FIXUP_SPLITS = 4  # merge in the kernel up to this many chunks, else in a second kernel
 MERGE_BLOCK_S = 64  # chunks merged at once (64 x 128 fp32 partials: 64 registers a thread at 4 warps)
+
+
+def _default_config(head_dim: int, rows: int, programs: int, kv: int) -> dict:
+    """Head dim 128 (LLaMA-3-8B decode): 32-key blocks, 2 stages, about 4 waves of programs;
+    tiles that already fill the GPU are not split (the nearest split count) and stream
+    their whole sequence through 3 stages. Head dim 64 (GQA with 32 query tokens): 128-key
+    blocks, 3 stages, about 2 waves. The chunks of a split row are merged by the last
+    program of the tile up to MAX_FIXUP_SPLITS of them ("auto"), else by a second kernel,
+    whose launch costs less than a long serial merge."""
+    if head_dim == 128:
+        return dict(block_n=32, num_warps=4, num_stages=2, waves=4, nearest=True, fixup="auto", unsplit_stages=3)
+    return dict(block_n=128, num_warps=4, num_stages=3, waves=2, nearest=True, fixup="auto", unsplit_stages=None)
+
+
+def _candidates(head_dim: int, rows: int, programs: int, kv: int) -> list[dict]:
+    return [dict(block_n=bn, num_warps=w, num_stages=st, waves=wv, unsplit_stages=us)
+            for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3, 4) for wv in (1, 2, 4)
+            for us in ((None, 3) if head_dim == 128 else (None,))]
+
+
+def _check_config(cfg: dict) -> None:
+    if cfg["fixup"] not in ("auto", "kernel", "merge"):
+        raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
+    if cfg["block_n"] not in (16, 32, 64, 128, 256):
+        raise ValueError(f"block_n must be a power of two from 16 to 256, got {cfg['block_n']!r}")
+
+
+LAUNCH = LaunchSpace("gqa_decode", _default_config, _candidates, _check_config)
 
 
 @triton.jit
@@ -298,7 +327,7 @@ def gqa_decode(
     q_norm_weight: torch.Tensor | None = None,
     k_norm_weight: torch.Tensor | None = None,
     qk_norm_eps: float = 1e-6,
-    _config: dict | None = None,
+    config: dict | None = None,
 ):
     """Attention of q over the KV cache; see the module doc. Returns out, or (out, lse).
 
@@ -340,28 +369,13 @@ def gqa_decode(
     group = q_heads // kv_heads
     n_rows = group * q_tokens
     block_m = max(16, min(64, triton.next_power_of_2(n_rows)))
-    # Head dim 128 (H100, results/<gpu>/decode_configs_candidates.txt, LLaMA-3-8B shapes, the
-    # merge kernel's split): 32-key blocks, 2 stages and about 4 waves of programs gave batch
-    # 1 at KV 32K 52.5 us (3 stages, 64 keys, 2 waves: 54.6), at KV 4K 11.6 (13.1), batch 8
-    # 54.1 (55.4), batch 16 96.4 (98.0). The nearest split count, so that tiles that already
-    # fill the GPU are not split (Chameleon's 512 at batch 16); those stream their whole
-    # sequence through 3 stages (Chameleon batch 16: 363 us, 2 stages 375;
-    # decode_configs_models.txt). Head dim 64 (Mirage's GQA, 32 query tokens): 128-key
-    # blocks, 3 stages, about 2 waves, the nearest split count (batch 8: 25.6 us against 35.9
-    # rounded up, which made 5 chunks and so the merge kernel; batch 16 38.2 against 42.3;
-    # batch 1 equal; decode_configs_mirage.txt).
-    if head_dim == 128:
-        cfg = dict(block_n=32, num_warps=4, num_stages=2, waves=4, nearest=True, fixup="auto", unsplit_stages=3)
-    else:
-        cfg = dict(block_n=128, num_warps=4, num_stages=3, waves=2, nearest=True, fixup="auto", unsplit_stages=None)
-    cfg.update(_config or {})  # tools/decode_configs.py explores these
-    if cfg["fixup"] not in ("auto", "kernel", "merge"):
-        raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
-    block_n = cfg["block_n"]
-    m_blocks = triton.cdiv(n_rows, block_m)
     max_kv = capacity if max_kv_len is None else max(0, min(int(max_kv_len), capacity))
     if uniform:
         max_kv = min(max_kv, uniform_len)
+    key = dict(head_dim=head_dim, rows=pow2_bucket(n_rows), programs=pow2_bucket(batch * kv_heads), kv=pow2_bucket(max_kv))
+    cfg = LAUNCH.choose(device, key, config)
+    block_n = cfg["block_n"]
+    m_blocks = triton.cdiv(n_rows, block_m)
     n_splits, chunk = split_plan(max_kv, block_n, batch * kv_heads * m_blocks, device, num_splits, cfg["waves"],
                                  nearest=cfg["nearest"])
     scale = head_dim ** -0.5 if scale is None else float(scale)
@@ -373,10 +387,7 @@ def gqa_decode(
         lse_part = torch.empty(batch * kv_heads, n_splits, n_rows, dtype=torch.float32, device=device)
     else:
         o_part = lse_part = out  # unused
-    # The in-kernel merge is a serial tail after the last chunk; with many chunks it costs
-    # more than a second launch (H100, batch 1, KV 4K, 33 chunks: 21.4 us in-kernel vs
-    # 12.7 us, decode_configs.txt; read 33 at once, still 16.1 vs 13.1 us,
-    # decode_configs_candidates.txt). With 2 chunks the two are within 1.5%.
+    # Few chunks: merged by the tile's last program; many: by a second kernel (_default_config)
     fixup = partial and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits <= MAX_FIXUP_SPLITS))
     block_s = min(triton.next_power_of_2(n_splits), MERGE_BLOCK_S)
     count = tile_counters(device, batch * kv_heads * m_blocks) if fixup else out

@@ -30,10 +30,42 @@ from kernels.checks import check_int, check_number, check_same_device, check_sam
 from kernels.interpreter import exact_operand
 from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
                             tile_counters, tile_ranges, use_tma)
+from kernels.tuning import LaunchSpace, pow2_bucket
 
 DTYPES = (torch.float16, torch.bfloat16)
 MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; more: a merge kernel
 MAX_FIXUP_ROWS_TMA = 256  # the same with TMA reads (see _run)
+
+
+def _default_config(path: str, rows: int, n: int, k: int) -> dict:
+    """TMA (one weight): 64 x 128 tiles, about 1.5 waves of split-K programs, the partials
+    summed by the last program of each tile even at 64 rows. Pointer loads, one weight: wide
+    tiles, two waves, 64-deep K blocks so that several programs fit on an SM (128-deep left
+    one 4-warp program per SM). Gated (two weights streamed): one wave."""
+    if path == "tma":
+        return dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1.5, fixup_rows=MAX_FIXUP_ROWS_TMA,
+                    fixup="auto")
+    if path == "pointer":
+        return dict(block_n=128, block_k=64, num_warps=4, num_stages=3, waves=2, fixup_rows=MAX_FIXUP_ROWS,
+                    fixup="auto")
+    return dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1, fixup_rows=MAX_FIXUP_ROWS, fixup="auto")
+
+
+def _candidates(path: str, rows: int, n: int, k: int) -> list[dict]:
+    tiles = ((32, 128), (64, 64), (64, 128), (128, 64), (128, 128))
+    return [dict(block_n=bn, block_k=bk, num_stages=st, waves=wv)
+            for bn, bk in tiles for st in (3, 4, 5) for wv in (1, 1.5, 2, 4)]
+
+
+def _check_config(cfg: dict) -> None:
+    if cfg["fixup"] not in ("auto", "kernel", "merge"):
+        raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
+    for name in ("block_n", "block_k"):
+        if cfg[name] not in (16, 32, 64, 128, 256):
+            raise ValueError(f"{name} must be a power of two from 16 to 256, got {cfg[name]!r}")
+
+
+LAUNCH = LaunchSpace("fused_linear", _default_config, _candidates, _check_config)
 LATE_GATED_BYTES = 64 << 20  # gated MLPs with more weight bytes start only after the kernel before (see _run)
 
 
@@ -203,44 +235,22 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     if M == 0 or N == 0:
         return y
     y2 = y.view(-1, N)
-    config = dict(config or {})
+    config = dict(config or {})  # "tma" is resolved here, the rest by LAUNCH
     w3_arg = w3 if w3 is not None else w1
     # On Hopper one weight stream is read through TMA descriptors. The gated kernel stays on
     # pointer loads there: TMA did not speed it up (one row, 4096 -> 4096: 30.6 vs 30.3 us).
     tma = use_tma(config.pop("tma", "auto"), (x2, w1, w3_arg) + ((lora[0],) if lora is not None else ()),
                   "x and the weights (LoRA's A too) 16-byte aligned with row strides in multiples of 16 bytes",
                   auto=w3 is None)
-    # From H100 sweeps (tools/linear_configs.py, results/<gpu>/linear_configs*.txt).
-    # TMA, one weight: 64 x 128 tiles, about 1.5 waves of split-K programs, the partials
-    # summed by the last program of each tile even at 64 rows (linear_configs_splits-gnext.txt:
-    # RMSNorm+Linear 4096 -> 4096 at 1 / 16 / 64 rows 18.9 / 20.2 / 24.5 -> 18.2 / 18.5 /
-    # 21.4 us; 4096 -> 6144 24.3 / 25.9 / 30.2 -> 23.6 / 24.0 / 27.5 us).
-    # Pointer loads, one weight: wide tiles and two waves; 64-deep K blocks, so that several
-    # programs fit on an SM (Nsight Compute, 64 rows, 128-deep: one 4-warp program per SM,
-    # 6% occupancy; linear_configs_*small-k.txt). The gated kernel streams two weights and
-    # does best with one wave (4096 -> 14336, one row: 88.4 -> 85.3 us). (K blocks of 256 won
-    # the sweep at 16 rows but lost in the perf run: LoRA 16 x 4096 -> 14336 took 1.8x
-    # longer; not used.)
-    if tma:
-        cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1.5, fixup_rows=MAX_FIXUP_ROWS_TMA)
-    elif w3 is None:
-        cfg = dict(block_n=128, block_k=64, num_warps=4, num_stages=3, waves=2, fixup_rows=MAX_FIXUP_ROWS)
-    else:
-        cfg = dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1, fixup_rows=MAX_FIXUP_ROWS)
-    cfg["fixup"] = "auto"
-    cfg.update(config)
-    if cfg["fixup"] not in ("auto", "kernel", "merge"):
-        raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
+    key = dict(path="tma" if tma else ("gated" if w3 is not None else "pointer"), rows=pow2_bucket(M), n=N, k=K)
+    cfg = LAUNCH.choose(x.device, key, config)
     block_m = max(16, min(64, triton.next_power_of_2(M)))
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
     n_splits, k_chunk = split_plan(K, block_k, tiles, x.device, num_splits, cfg["waves"], min_blocks=4,
                                    nearest=tma)
     split = n_splits > 1
-    # The last program reads the n_splits partials of its tile one after another: cheap for
-    # a few rows (pointer loads, one row, 11 splits: 27.0 us vs 28.2 us with the merge
-    # kernel), slower than the parallel merge kernel for many (64 rows: 34.3 vs 30.5 us);
-    # with TMA and 3 splits it wins at 64 rows too (21.4 vs 22.8 us). Measured on an H100.
+    # The tile's last program sums few partial rows itself; many go to the parallel merge kernel
     fixup = split and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits * M <= cfg["fixup_rows"]))
     gated, has_norm = w3 is not None, g is not None
     n_tiles, m_tiles = triton.cdiv(N, block_n), triton.cdiv(M, block_m)
@@ -330,30 +340,25 @@ def _check_norm(x, norm_weight, eps):
     check_number("eps", eps, minimum=0.0)
 
 
-def rmsnorm_linear(x, norm_weight, w, eps: float = 1e-6, *, num_splits=None, _config=None):
+def rmsnorm_linear(x, norm_weight, w, eps: float = 1e-6, *, num_splits=None, config=None):
     """RMSNorm(x; norm_weight, eps) @ w in one pass over x and w."""
     _check_x_w(x, {"w": w})
     _check_norm(x, norm_weight, eps)
-    return _run(x, norm_weight.contiguous(), w, None, eps, num_splits, _config)
+    return _run(x, norm_weight.contiguous(), w, None, eps, num_splits, config)
 
 
-def gated_mlp(x, w1, w3, *, norm_weight=None, eps: float = 1e-6, num_splits=None, _config=None):
-    """SiLU(h @ w1) * (h @ w3), both products in one kernel (x read once per tile); h = x,
-    or RMSNorm(x; norm_weight, eps) when norm_weight is given (fused as in rmsnorm_linear).
-    The decoder layers keep their add+RMSNorm kernel instead: with the norm here, one launch
-    fewer, Chameleon-7B's layer at batch 1 took 189 us against 180 (H100,
-    results/<gpu>/layer_pdl_mlp.txt)."""
+def gated_mlp(x, w1, w3, *, num_splits=None, config=None):
+    """SiLU(x @ w1) * (x @ w3), both products in one kernel (x read once per tile). The
+    decoder layers normalize in their add+RMSNorm kernel before it: fusing the norm here too
+    saved a launch but lost time in the layer."""
     _check_x_w(x, {"w1": w1, "w3": w3})
-    if norm_weight is None:
-        return _run(x, None, w1, w3, 0.0, num_splits, _config)
-    _check_norm(x, norm_weight, eps)
-    return _run(x, norm_weight.contiguous(), w1, w3, eps, num_splits, _config)
+    return _run(x, None, w1, w3, 0.0, num_splits, config)
 
 
 MAX_LORA_RANK = 64
 
 
-def lora_linear(x, w, a, b, scale: float = 1.0, *, residual=None, num_splits=None, _config=None):
+def lora_linear(x, w, a, b, scale: float = 1.0, *, residual=None, num_splits=None, config=None):
     """x @ w + scale * (x @ a) @ b (+ residual) in one kernel: w (K, N), a (K, r), b (r, N),
     r <= 64; residual shaped like the output."""
     _check_x_w(x, {"w": w})
@@ -375,12 +380,12 @@ def lora_linear(x, w, a, b, scale: float = 1.0, *, residual=None, num_splits=Non
     if check_number("scale", scale) == 0:
         raise ValueError("scale must be non-zero (use a plain matmul for scale 0)")
     _check_residual(residual, x, w.shape[1])
-    return _run(x, None, w, None, 0.0, num_splits, _config, lora=(a, b, scale), residual=residual)
+    return _run(x, None, w, None, 0.0, num_splits, config, lora=(a, b, scale), residual=residual)
 
 
-def linear(x, w, *, residual=None, num_splits=None, _config=None):
+def linear(x, w, *, residual=None, num_splits=None, config=None):
     """x @ w (+ residual, added before the output's one rounding; shaped like the output):
     the skeleton without norm, gate or adapter, split-K for few rows."""
     _check_x_w(x, {"w": w})
     _check_residual(residual, x, w.shape[1])
-    return _run(x, None, w, None, 0.0, num_splits, _config, residual=residual)
+    return _run(x, None, w, None, 0.0, num_splits, config, residual=residual)

@@ -16,12 +16,9 @@ def rmsnorm_linear_reference(x, norm_weight, w, eps=1e-6, compute_dtype=torch.fl
     return _out(h @ w.to(compute_dtype), x, compute_dtype)
 
 
-def gated_mlp_reference(x, w1, w3, compute_dtype=torch.float32, norm_weight=None, eps=1e-6):
-    """SiLU(h W1) * (h W3); h = x, or RMSNorm(x) rounded to compute_dtype with norm_weight."""
-    if norm_weight is None:
-        xc = x.to(compute_dtype)
-    else:
-        xc = rms_norm_reference(x, norm_weight, eps, compute_dtype).to(compute_dtype)
+def gated_mlp_reference(x, w1, w3, compute_dtype=torch.float32):
+    """SiLU(x W1) * (x W3)."""
+    xc = x.to(compute_dtype)
     return _out(F.silu(xc @ w1.to(compute_dtype)) * (xc @ w3.to(compute_dtype)), x, compute_dtype)
 
 

@@ -15,7 +15,8 @@ import triton.language as tl
 from kernels.checks import (check_no_overlap, check_number, check_out, check_same_device, check_same_dtype,
                             check_tensor)
 from kernels.launch import pdl_launch_dependents, pdl_options, pdl_wait
-from kernels.norm.rmsnorm import MAX_SINGLE_BLOCK, _as_rows, _launch_config
+from kernels.norm.rmsnorm import MAX_SINGLE_BLOCK, _as_rows, _candidates, _check_config, _default_config
+from kernels.tuning import LaunchSpace, pow2_bucket
 
 
 @triton.jit
@@ -43,10 +44,15 @@ def _ngpt_update_kernel(H, Y, ALPHA, OUT, stride_h, stride_y, stride_o, n_rows, 
     tl.store(OUT + rows64[:, None] * stride_o + cols[None, :], t.to(OUT.dtype.element_ty), mask=mask)
 
 
+# The same launch shape as RMSNorm's single-pass kernel (one row in registers), tuned apart.
+LAUNCH = LaunchSpace("ngpt_update", _default_config, _candidates, _check_config)
+
+
 def ngpt_update(h: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, eps: float = 1e-12,
-                out: torch.Tensor | None = None) -> torch.Tensor:
+                out: torch.Tensor | None = None, *, config: dict | None = None) -> torch.Tensor:
     """Norm(h + alpha * (Norm(y) - h)) over the last dimension; see the module doc.
-    out=h or out=y works in place (each row is read whole before it is written)."""
+    out=h or out=y works in place (each row is read whole before it is written).
+    config: launch options over the tuned or default ones (ROWS, num_warps)."""
     for name, t in (("h", h), ("y", y), ("alpha", alpha)):
         check_tensor(name, t)
     check_same_device(h=h, y=y, alpha=alpha)
@@ -68,7 +74,8 @@ def ngpt_update(h: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, eps: floa
     n_rows = h2.shape[0]
     if n_rows == 0:
         return o
-    cfg = _launch_config(n_rows, n_cols, h.element_size())
+    key = dict(rows=pow2_bucket(n_rows), cols=n_cols, elem=h.element_size())
+    cfg = LAUNCH.choose(h.device, key, config)
     _ngpt_update_kernel[(triton.cdiv(n_rows, cfg["ROWS"]),)](
         h2, y2, alpha.contiguous(), o2, h2.stride(0), y2.stride(0), o2.stride(0), n_rows, n_cols, float(eps),
         ROWS=cfg["ROWS"], BLOCK_N=cfg["BLOCK_N"], num_warps=cfg["num_warps"], **pdl_options(h.device),

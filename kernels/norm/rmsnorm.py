@@ -20,6 +20,7 @@ import triton.language as tl
 
 from kernels.checks import check_no_overlap, check_number, check_out, check_same_device, check_tensor
 from kernels.launch import pdl_launch_dependents, pdl_options, pdl_wait
+from kernels.tuning import LaunchSpace, pow2_bucket
 
 MAX_SINGLE_BLOCK = 16384  # fp32 values per row held in registers (32 per thread at 16 warps)
 CHUNK = 4096              # block width of the two-pass loop for wider rows
@@ -86,18 +87,39 @@ def _rmsnorm_kernel(
             tl.store(Y + rows64[:, None] * stride_y + c[None, :], y.to(Y.dtype.element_ty), mask=mask)
 
 
-def _launch_config(n_rows: int, n_cols: int, elem_bytes: int) -> dict:
-    """Block shape and warps, from a sweep on an H100 (tools/rmsnorm_configs.py): one row
-    per program wins or ties from 1 to 4096 rows at hidden 4096 and 8192, and about 32
-    bytes of input per thread (8 warps at 4096 bf16, 16 at 8192). Short rows (under 2 KB)
-    are grouped so that a program still moves a useful amount of data."""
-    single = n_cols <= MAX_SINGLE_BLOCK
-    block_n = triton.next_power_of_2(n_cols) if single else CHUNK
-    rows = 1
-    while rows * block_n * elem_bytes < 2048 and rows < 64 and rows < n_rows:
-        rows *= 2
-    num_warps = min(max(rows * block_n * elem_bytes // (32 * 32), 4), 16)
-    return dict(ROWS=rows, BLOCK_N=block_n, SINGLE_PASS=single, num_warps=num_warps)
+def _default_config(rows: int, cols: int, elem: int) -> dict:
+    """One row per program, about 32 bytes of input per thread (8 warps at 4096 bf16, 16 at
+    8192); short rows (under 2 KB) are grouped so that a program still moves a useful
+    amount of data. `rows` is the row count rounded up to a power of two (the launch key)."""
+    single = cols <= MAX_SINGLE_BLOCK
+    block_n = triton.next_power_of_2(cols) if single else CHUNK
+    rows_per_program = 1
+    while rows_per_program * block_n * elem < 2048 and rows_per_program < 64 and rows_per_program < rows:
+        rows_per_program *= 2
+    num_warps = min(max(rows_per_program * block_n * elem // (32 * 32), 4), 16)
+    return dict(ROWS=rows_per_program, BLOCK_N=block_n, SINGLE_PASS=single, num_warps=num_warps)
+
+
+def _candidates(rows: int, cols: int, elem: int) -> list[dict]:
+    """Rows per program x warps, at most 32K values a program (the registers of 32 warps)."""
+    block_n = triton.next_power_of_2(cols) if cols <= MAX_SINGLE_BLOCK else CHUNK
+    return [dict(ROWS=r, num_warps=w) for r in (1, 2, 4, 8, 16, 32, 64) for w in (4, 8, 16, 32)
+            if r <= rows and r * block_n <= 32768 and r * block_n >= 32 * w]
+
+
+def _check_config(cfg: dict) -> None:
+    for name in ("ROWS", "num_warps"):
+        v = cfg[name]
+        if not (isinstance(v, int) and v >= 1 and v & (v - 1) == 0):
+            raise ValueError(f"{name} must be a power of two >= 1, got {v!r}")
+
+
+LAUNCH = LaunchSpace("rmsnorm", _default_config, _candidates, _check_config)
+
+
+def launch_config(x: torch.Tensor, n_rows: int, n_cols: int, config: dict | None = None) -> dict:
+    """The launch of a (n_rows, n_cols) RMSNorm of x's dtype: tuned for this GPU, or the default."""
+    return LAUNCH.choose(x.device, dict(rows=pow2_bucket(n_rows), cols=n_cols, elem=x.element_size()), config)
 
 
 def _as_rows(t: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -123,7 +145,7 @@ def _check(x: torch.Tensor, weight: torch.Tensor, eps: float) -> int:
     return n_cols
 
 
-def _run(x, residual, weight, eps, out, residual_out):
+def _run(x, residual, weight, eps, out, residual_out, config):
     n_cols = x.shape[-1]
     x2 = _as_rows(x, n_cols)
     n_rows = x2.shape[0]
@@ -138,7 +160,7 @@ def _run(x, residual, weight, eps, out, residual_out):
     if n_rows == 0:
         return y, h
     w = weight if weight.stride(0) == 1 else weight.contiguous()
-    cfg = _launch_config(n_rows, n_cols, x.element_size())
+    cfg = launch_config(x, n_rows, n_cols, config)
     grid = (triton.cdiv(n_rows, cfg["ROWS"]),)
     _rmsnorm_kernel[grid](
         x2, r2, w, y2, h2,
@@ -150,13 +172,15 @@ def _run(x, residual, weight, eps, out, residual_out):
     return y, h
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, out: torch.Tensor | None = None) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, out: torch.Tensor | None = None, *,
+             config: dict | None = None) -> torch.Tensor:
     """RMSNorm over the last dimension of x, scaled by weight; output in x's dtype.
-    out=x works in place (each row, or row chunk, is read before it is written)."""
+    out=x works in place (each row, or row chunk, is read before it is written).
+    config: launch options over the tuned or default ones (ROWS, num_warps)."""
     _check(x, weight, eps)
     check_out("out", out, x.shape, x.dtype, x.device)
     check_no_overlap("out", out, {"x": x, "weight": weight}, in_place_ok=("x",))
-    return _run(x, None, weight, eps, out, None)[0]
+    return _run(x, None, weight, eps, out, None, config)[0]
 
 
 def fused_add_rms_norm(
@@ -166,6 +190,8 @@ def fused_add_rms_norm(
     eps: float = 1e-6,
     out: torch.Tensor | None = None,
     residual_out: torch.Tensor | None = None,
+    *,
+    config: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """h = x + residual; returns (rms_norm(h, weight), h) in one pass over memory."""
     _check(x, weight, eps)
@@ -181,4 +207,4 @@ def fused_add_rms_norm(
     inputs = {"x": x, "residual": residual, "weight": weight}
     check_no_overlap("out", out, inputs)
     check_no_overlap("residual_out", residual_out, {**inputs, "out": out})
-    return _run(x, residual, weight, eps, out, residual_out)
+    return _run(x, residual, weight, eps, out, residual_out, config)

@@ -1,0 +1,234 @@
+"""The launch tuner: for a perf case, search the launch space of every tunable kernel the
+case's own provider runs, on the GPU at hand, and keep the fastest configuration whose
+output passes the case's check.
+
+For each (kernel, launch key) the call reaches (kernels.tuning.recording), every candidate
+of the kernel's space is run once under `kernels.tuning.forcing` and its output compared
+with the case's reference at the case's tolerance (harness.perfcase.check_providers); a
+candidate that raises (a compile or resource failure) or computes a wrong result is
+rejected, with why. The rest are timed together, interleaved, as the perf cases time
+providers. The default stays unless a candidate beats it by more than MIN_GAIN (so that
+noise never rewrites a table). The search's wall time, compiling included, is recorded
+with each entry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from kernels import tuning
+
+from .perfcase import PerfCase, _pdl_setting, check_providers, timing_config_for
+from .timing import TimingConfig, l2_cache_bytes, time_providers
+
+MIN_GAIN = 0.02  # a winner must beat the default by 2%, above the run-to-run noise of one case
+
+
+@dataclass
+class Entry:
+    kernel: str
+    key: dict
+    config: dict           # the configuration kept (the default's when nothing beat it)
+    default: dict
+    default_us: float
+    best_us: float         # the kept configuration's time
+    candidates: int        # searched, the default included
+    rejected: dict         # candidate label -> why (raised, or wrong output)
+    search_s: float        # wall time of this search: compiling, checking and timing
+    case: str              # the perf case it was tuned on
+
+    @property
+    def gain(self) -> float:
+        return self.default_us / self.best_us - 1.0
+
+    def record(self) -> dict:
+        return {"config": self.config, "default": self.default, "default_us": round(self.default_us, 3),
+                "best_us": round(self.best_us, 3), "candidates": self.candidates, "rejected": len(self.rejected),
+                "search_s": round(self.search_s, 2), "case": self.case}
+
+
+def label(config: dict) -> str:
+    return ",".join(f"{k}={config[k]}" for k in sorted(config))
+
+
+def _forced_call(kernel: str, config: dict, fn: Callable) -> Callable:
+    def call(*inputs):
+        with tuning.forcing(kernel, config):
+            return fn(*inputs)
+    return call
+
+
+def launches_of(case: PerfCase) -> list[tuple[tuning.LaunchSpace, dict]]:
+    """The tunable kernels the case's own provider launches, with their keys, in order."""
+    inputs = case.make_inputs()
+    with tuning.recording() as seen:
+        case.providers[case.kernel](*inputs)
+    out, keys = [], set()
+    for space, key in seen:
+        ident = (space.kernel, tuning.key_text(key))
+        if ident not in keys:
+            keys.add(ident)
+            out.append((space, key))
+    return out
+
+
+def tune_case(case: PerfCase, config: TimingConfig | None = None, timer: Callable | None = None,
+              only: set | None = None, done: set | None = None) -> list[Entry]:
+    """Search every launch the case's kernel makes (only the kernels named in `only`, if
+    given; keys in `done` are skipped). `timer(providers, make_inputs) -> {name: seconds}`
+    replaces device timing (the CPU lane's tests)."""
+    config = config or TimingConfig()
+    done = set() if done is None else done
+    entries = []
+    with _pdl_setting(case.pdl):
+        for space, key in launches_of(case):
+            ident = (space.kernel, tuning.key_text(key))
+            if (only and space.kernel not in only) or ident in done:
+                continue
+            done.add(ident)
+            entries.append(_search(case, space, key, config, timer))
+    return entries
+
+
+def _search(case: PerfCase, space: tuning.LaunchSpace, key: dict, config: TimingConfig,
+            timer: Callable | None) -> Entry:
+    start = time.perf_counter()
+    kernel_fn = case.providers[case.kernel]
+    candidates = space.search_space(key)
+    labels = [label(c) for c in candidates]
+    default_label = labels[0]
+    providers = {lab: _forced_call(space.kernel, c, kernel_fn) for lab, c in zip(labels, candidates)}
+    probe = dataclasses.replace(case, providers=providers, kernel=default_label, unchecked=(), unavailable={})
+    inputs = case.make_inputs()
+    errors, refused, first_s = check_providers(probe, inputs)
+    del inputs
+    if default_label in errors:
+        raise RuntimeError(f"{space.kernel} at {tuning.key_text(key)}: the default configuration fails "
+                           f"the case's check ({errors[default_label]}); fix the kernel before tuning it")
+    rejected = {**errors, **refused}
+    ok = {lab: fn for lab, fn in providers.items() if lab not in rejected}
+    if timer is not None:
+        times = timer(ok, case.make_inputs)
+    else:
+        cfg = timing_config_for(case, config, l2_cache_bytes())
+        measured = time_providers(ok, case.make_inputs, cfg, {k: v for k, v in first_s.items() if k in ok})
+        times = {lab: m.median_s for lab, m in measured.items() if m.samples_s}
+        rejected.update({lab: "no clean sample" for lab in ok if lab not in times})
+    default_s = times[default_label]
+    best_label = min(times, key=times.get)
+    if times[best_label] * (1.0 + MIN_GAIN) > default_s:
+        best_label = default_label
+    chosen = candidates[labels.index(best_label)]
+    return Entry(kernel=space.kernel, key=key, config=_changed(chosen, candidates[0]) if best_label != default_label else {},
+                 default=candidates[0], default_us=default_s * 1e6, best_us=times[best_label] * 1e6,
+                 candidates=len(candidates), rejected=rejected, search_s=time.perf_counter() - start,
+                 case=case.case_id)
+
+
+def _changed(config: dict, default: dict) -> dict:
+    """Only the options that differ from the default: the table stays readable, and a later
+    change of the default's other options still reaches this key."""
+    return {k: v for k, v in config.items() if default.get(k) != v}
+
+
+def merge_into_table(path: Path, entries: list[Entry], gpu_name: str, software: dict) -> dict:
+    """Write the entries into the table at `path` (created if missing); keys tuned now
+    replace their old entries, every other entry stays."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    if data and data.get("format") != tuning.TABLE_FORMAT:
+        raise ValueError(f"{path}: launch table format {data.get('format')!r}; this tuner writes {tuning.TABLE_FORMAT}")
+    if data and data.get("gpu") != gpu_name:
+        raise ValueError(f"{path} is the table of {data.get('gpu')!r}, not of this GPU ({gpu_name!r})")
+    data.update({"format": tuning.TABLE_FORMAT, "gpu": gpu_name, "software": software})
+    kernels = data.setdefault("kernels", {})
+    for e in entries:
+        kernels.setdefault(e.kernel, {})[tuning.key_text(e.key)] = e.record()
+    data["kernels"] = {k: dict(sorted(v.items())) for k, v in sorted(kernels.items())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    tuning.reload_tables()
+    return data
+
+
+def summary(entries: list[Entry]) -> str:
+    """One line per searched launch, then the search time per kernel."""
+    lines = [f"{'kernel':<16} {'key':<44} {'cands':>5} {'rej':>4} {'default us':>10} {'best us':>9} "
+             f"{'gain':>6} {'search s':>8}  kept"]
+    for e in entries:
+        lines.append(f"{e.kernel:<16} {tuning.key_text(e.key):<44} {e.candidates:>5} {len(e.rejected):>4} "
+                     f"{e.default_us:>10.2f} {e.best_us:>9.2f} {e.gain:>6.1%} {e.search_s:>8.1f}  "
+                     f"{label(e.config) or 'default'}")
+    per_kernel: dict[str, float] = {}
+    for e in entries:
+        per_kernel[e.kernel] = per_kernel.get(e.kernel, 0.0) + e.search_s
+    lines.append("search time: " + ", ".join(f"{k} {s:.0f} s" for k, s in per_kernel.items()))
+    return "\n".join(lines)
+
+
+def all_spaces() -> dict:
+    """Every launch space of the suite's kernels (importing each family declares its spaces)."""
+    import kernels.attention  # noqa: F401
+    import kernels.linear  # noqa: F401
+    import kernels.norm  # noqa: F401
+    import kernels.quant  # noqa: F401
+
+    return tuning.spaces()
+
+
+# `python -m harness tune`: which perf files each target runs (the cases a kernel is tuned on)
+TARGETS = {
+    "attention": ["tests/perf/attention"],
+    "linear": ["tests/perf/linear"],
+    "norm": ["tests/perf/norm"],
+    "quant": ["tests/perf/quant"],
+    "layers": ["tests/e2e"],
+}
+
+
+def main(argv: list[str]) -> int:
+    """python -m harness tune [TARGET ...] [--kernel NAME] [-k EXPR] [--table PATH] [-- PYTEST ARGS]"""
+    import argparse
+    import subprocess
+    import sys
+
+    from .lanes import has_gpu
+
+    p = argparse.ArgumentParser(prog="python -m harness tune",
+                                description="search the kernels' launch spaces on this GPU at the perf cases' shapes "
+                                            "and write the winners into its launch table")
+    p.add_argument("targets", nargs="*", default=[],
+                   help=f"families ({', '.join(TARGETS)}) or perf files/folders; default: all families")
+    p.add_argument("--kernel", action="append", default=[], help="only this launch space (repeatable)")
+    p.add_argument("-k", dest="keyword", help="only the cases whose test id matches (pytest -k)")
+    p.add_argument("--table", help="the table to write (default kernels/tuned/<gpu>.json)")
+    args, extra = p.parse_known_args(argv)
+    if not has_gpu():
+        print("python -m harness tune: no CUDA GPU here; the launch tables hold times measured on a GPU", file=sys.stderr)
+        return 2
+    known = set(all_spaces())
+    for name in args.kernel:
+        if name not in known:
+            print(f"python -m harness tune: no launch space {name!r} (known: {', '.join(sorted(known))})",
+                  file=sys.stderr)
+            return 2
+    paths = []
+    for t in args.targets or list(TARGETS):
+        if t in TARGETS:
+            paths += TARGETS[t]
+        elif Path(t).exists():
+            paths.append(t)
+        else:
+            print(f"python -m harness tune: {t!r} is neither a family ({', '.join(TARGETS)}) nor a path",
+                  file=sys.stderr)
+            return 2
+    cmd = [sys.executable, "-m", "pytest", *paths, "-m", "perf", "--tune", "-q", "-p", "no:cacheprovider"]
+    cmd += [f"--tune-kernel={k}" for k in args.kernel]
+    if args.keyword:
+        cmd += ["-k", args.keyword]
+    if args.table:
+        cmd += [f"--tune-table={args.table}"]
+    return subprocess.call(cmd + extra)

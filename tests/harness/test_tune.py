@@ -1,0 +1,190 @@
+"""The launch tuner (harness/tune.py) and the launch tables the kernels read
+(kernels/tuning.py), on the CPU lane: kernels run in the interpreter, a host timer stands
+in for device timing."""
+import json
+import time
+
+import pytest
+import torch
+
+from harness.perfcase import PerfCase
+from harness.tune import MIN_GAIN, all_spaces, merge_into_table, tune_case
+from kernels import tuning
+from kernels.cost import Cost
+from kernels.norm import rms_norm, rms_norm_reference
+from kernels.norm import rmsnorm as rmsnorm_module
+
+pytestmark = pytest.mark.harness
+
+
+def _host_timer(fake: dict | None = None):
+    """Median host time of 3 calls, or the fake seconds given per candidate label."""
+    def timer(providers, make_inputs):
+        inputs = make_inputs()
+        out = {}
+        for name, fn in providers.items():
+            if fake is not None:
+                out[name] = fake(name)
+                continue
+            ts = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                fn(*inputs)
+                ts.append(time.perf_counter() - t0)
+            out[name] = sorted(ts)[1]
+        return out
+    return timer
+
+
+def _rmsnorm_case(rows=4, cols=64):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, cols, generator=g)
+    w = 1 + 0.1 * torch.randn(cols, generator=g)
+    return PerfCase(op="rmsnorm", shape={"rows": rows, "hidden": cols}, dtype=torch.float32,
+                    make_inputs=lambda: (x.clone(), w.clone()),
+                    providers={"triton": lambda x, w: rms_norm(x, w, 1e-6)},
+                    cost=Cost(flops=0, bytes=2 * x.numel() * 4), reference=lambda x, w: rms_norm_reference(x, w, 1e-6),
+                    rtol=1e-5)
+
+
+def test_tuner_searches_every_candidate_of_the_kernel_it_reaches():
+    case = _rmsnorm_case()
+    (entry,) = tune_case(case, timer=_host_timer())
+    key = dict(rows=4, cols=64, elem=4)
+    assert entry.kernel == "rmsnorm" and entry.key == key
+    assert entry.candidates == len(rmsnorm_module.LAUNCH.search_space(key)) > 1
+    assert entry.rejected == {}  # every candidate computes the right answer
+    assert entry.search_s > 0 and entry.case == case.case_id
+    assert entry.best_us <= entry.default_us
+
+
+def test_a_key_is_searched_once_per_session_and_only_the_named_kernels():
+    case = _rmsnorm_case()
+    done = set()
+    assert len(tune_case(case, timer=_host_timer(), done=done)) == 1
+    assert tune_case(case, timer=_host_timer(), done=done) == []
+    assert tune_case(_rmsnorm_case(), timer=_host_timer(), only={"gqa_decode"}) == []
+
+
+def _toy_space(name, default, candidates, check=None):
+    tuning._SPACES.pop(name, None)
+    return tuning.LaunchSpace(name, default, candidates, check)
+
+
+def _toy_case(space, compute):
+    """A case whose kernel scales its input by the launch's 'scale' option (1 is right)."""
+    x = torch.arange(8.0)
+
+    def kernel(x):
+        cfg = space.choose(x.device, dict(n=x.numel()))
+        return compute(x, cfg)
+    return PerfCase(op="toy", shape={"n": 8}, dtype=torch.float32, make_inputs=lambda: (x.clone(),),
+                    providers={"triton": kernel}, cost=Cost(flops=0, bytes=64), reference=lambda x: x.double(),
+                    rtol=1e-6)
+
+
+def test_wrong_and_failing_candidates_are_rejected_never_kept():
+    def compute(x, cfg):
+        if cfg["block"] == 3:
+            raise RuntimeError("out of resources")
+        return x * cfg["scale"]
+    space = _toy_space("toy_reject", lambda n: dict(block=1, scale=1.0),
+                       lambda n: [dict(block=2, scale=2.0), dict(block=3), dict(block=4)])
+    fast_wrong = {"block=2,scale=2.0": 1e-6, "block=3,scale=1.0": 1e-6, "block=4,scale=1.0": 5e-6,
+                  "block=1,scale=1.0": 10e-6}
+    (entry,) = tune_case(_toy_case(space, compute), timer=_host_timer(lambda n: fast_wrong[n]))
+    assert set(entry.rejected) == {"block=2,scale=2.0", "block=3,scale=1.0"}
+    assert "||out-ref||" in entry.rejected["block=2,scale=2.0"]
+    assert "out of resources" in entry.rejected["block=3,scale=1.0"]
+    assert entry.config == {"block": 4}  # only what differs from the default is stored
+    assert entry.best_us == pytest.approx(5.0)
+
+
+def test_a_winner_must_beat_the_default_by_the_margin():
+    space = _toy_space("toy_margin", lambda n: dict(block=1), lambda n: [dict(block=2)])
+    close = {"block=1": 10e-6, "block=2": 10e-6 / (1 + MIN_GAIN / 2)}
+    (entry,) = tune_case(_toy_case(space, lambda x, cfg: x), timer=_host_timer(lambda n: close[n]))
+    assert entry.config == {} and entry.best_us == pytest.approx(10.0)
+
+
+def test_a_default_that_fails_the_check_stops_the_tuner():
+    space = _toy_space("toy_broken", lambda n: dict(scale=3.0), lambda n: [dict(scale=1.0)])
+    with pytest.raises(RuntimeError, match="default configuration fails the case's check"):
+        tune_case(_toy_case(space, lambda x, cfg: x * cfg["scale"]), timer=_host_timer())
+
+
+def test_table_merge_keeps_other_keys_and_refuses_another_gpu(tmp_path):
+    space = _toy_space("toy_table", lambda n: dict(block=1), lambda n: [dict(block=2)])
+    fake = {"block=1": 10e-6, "block=2": 5e-6}
+    (entry,) = tune_case(_toy_case(space, lambda x, cfg: x), timer=_host_timer(lambda n: fake[n]))
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps({"format": tuning.TABLE_FORMAT, "gpu": "GPU A", "kernels": {
+        "toy_table": {"n=9": {"config": {"block": 8}}}, "other": {"k=1": {"config": {"x": 1}}}}}))
+    data = merge_into_table(path, [entry], "GPU A", {"torch": "x"})
+    assert data["kernels"]["toy_table"]["n=8"]["config"] == {"block": 2}
+    assert data["kernels"]["toy_table"]["n=9"]["config"] == {"block": 8}
+    assert data["kernels"]["other"] == {"k=1": {"config": {"x": 1}}}
+    assert json.loads(path.read_text()) == data
+    with pytest.raises(ValueError, match="not of this GPU"):
+        merge_into_table(path, [entry], "GPU B", {})
+
+
+def test_choose_precedence_override_forced_table_default(monkeypatch):
+    space = _toy_space("toy_choose", lambda n: dict(block=1, warps=4), lambda n: [dict(block=2), dict(warps=8)])
+    cuda0 = torch.device("cuda", 0)  # only the table lookup sees it: nothing runs on it
+    table = {"toy_choose": {"n=8": {"config": {"block": 2}}}}
+    monkeypatch.setattr(tuning, "_table_for_device", lambda index: table)
+    assert space.choose(cuda0, dict(n=8)) == dict(block=2, warps=4)           # the table, over the default
+    assert space.choose(cuda0, dict(n=16)) == dict(block=1, warps=4)          # a key not in it: the default
+    assert space.choose(torch.device("cpu"), dict(n=8)) == dict(block=1, warps=4)  # the CPU lane reads none
+    with tuning.forcing("toy_choose", dict(block=1, warps=8)):
+        assert space.choose(cuda0, dict(n=8)) == dict(block=1, warps=8)       # the tuner's candidate
+        assert space.choose(cuda0, dict(n=8), dict(block=4)) == dict(block=4, warps=8)  # the caller's override
+    with pytest.raises(ValueError, match=r"unknown launch option\(s\) \['blok'\]"):
+        space.choose(cuda0, dict(n=8), dict(blok=2))
+
+
+def test_kernel_config_override_reaches_the_launch_and_is_checked():
+    x, w = torch.randn(4, 64), torch.ones(64)
+    with tuning.recording() as seen:
+        rms_norm(x, w, config=dict(ROWS=2, num_warps=4))
+    assert seen and seen[0][0].kernel == "rmsnorm"
+    torch.testing.assert_close(rms_norm(x, w, config=dict(ROWS=2)), rms_norm_reference(x, w, 1e-6).float())
+    with pytest.raises(ValueError, match="ROWS must be a power of two"):
+        rms_norm(x, w, config=dict(ROWS=3))
+    with pytest.raises(ValueError, match="unknown launch option"):
+        rms_norm(x, w, config=dict(rows=2))
+
+
+def test_committed_tables_name_real_kernels_and_valid_options():
+    """Every entry of kernels/tuned/*.json belongs to a declared launch space and passes its
+    check: a renamed kernel or removed option cannot leave a stale table behind."""
+    spaces = all_spaces()
+    for path in sorted(tuning.TABLE_DIR.glob("*.json")):
+        data = json.loads(path.read_text())
+        assert data["format"] == tuning.TABLE_FORMAT, path
+        for kernel, entries in data["kernels"].items():
+            assert kernel in spaces, f"{path.name}: no launch space {kernel!r}"
+            space = spaces[kernel]
+            for key_text, entry in entries.items():
+                key = {k: _parse(v) for k, v in (item.split("=", 1) for item in key_text.split(","))}
+                cfg = {**space.default(**key), **entry["config"]}
+                assert set(entry["config"]) <= set(space.default(**key)) | space.extra_options(key), (path, key_text)
+                if space.check:
+                    space.check(cfg)
+
+
+def _parse(v: str):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(v, v)
+
+
+def test_tune_command_refuses_without_a_gpu(capsys):
+    from harness.tune import main
+
+    assert main(["norm"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
