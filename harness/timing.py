@@ -1,6 +1,6 @@
 """Device timing: every implementation of one case, timed in the same process, interleaved.
 
-Protocol (DESIGN.md, "Measurement protocol"):
+Protocol:
 - The first call of each implementation compiles / autotunes; it is timed on the host
   (with a device sync) and recorded apart as `compile_time_s`, never as a sample.
 - Then a warm-up of `warmup_ms`, from which the time of one call is estimated.

@@ -1,5 +1,6 @@
-"""Decoder configurations of the seed models (ANCHORS.md, Mirage) and tiny look-alikes
-for the CPU lane, which keep every structural feature at a size the interpreter can run."""
+"""Decoder configurations of the four seed models (LLaMA-3-8B, Chameleon-7B, GPT-3-7B-LoRA
+and nGPT-1B, the decoders Mirage's evaluation uses) and tiny look-alikes for the CPU lane,
+which keep every structural feature at a size the interpreter can run."""
 from __future__ import annotations
 
 import math

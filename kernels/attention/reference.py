@@ -2,7 +2,9 @@
 
 `compute_dtype` sets the precision of every step (scores, softmax, weighted sum): float64
 gives the exact answer; the input dtype gives the naive low-precision computation whose
-error sets the kernels' tolerance (the flash-attention rule, DESIGN.md).
+error sets the kernels' tolerance: a kernel's largest error against float64 may be at
+most twice that computation's, plus one rounding of the output (the rule flash-attention's
+own tests apply).
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ correctness tests, the perf cases and the models use.
 
 `compute_dtype` sets the precision of every step: float64 gives the exact answer the
 kernels are judged against; the input dtype gives "the same computation done naively in
-low precision", whose error sets the kernels' tolerance (DESIGN.md, correctness protocol).
+low precision", whose error sets the kernels' tolerance: a kernel's largest error against
+float64 may be at most twice that computation's, plus one rounding of the output.
 The result is returned in `compute_dtype` when that is float64, else in x's dtype.
 """
 from __future__ import annotations

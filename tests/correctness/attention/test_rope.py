@@ -1,6 +1,6 @@
 """kernels/attention/rope.py == kernels/attention/reference.py (rope_kv_write_reference).
 
-Tolerance (DESIGN.md): the kernel's largest error against float64 at most twice that of
+Tolerance: the kernel's largest error against float64 at most twice that of
 the reference in the input dtype, plus one rounding of the output. Cached positions other
 than the new ones must be untouched and v must be copied bit for bit.
 """

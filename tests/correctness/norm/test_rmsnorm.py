@@ -1,6 +1,6 @@
 """kernels/norm/rmsnorm.py == kernels/norm/reference.py, on any valid input.
 
-Tolerance (DESIGN.md): the kernel's largest error against the float64 reference may be at
+Tolerance: the kernel's largest error against the float64 reference may be at
 most twice that of the same computation done in the input dtype with PyTorch, plus one
 rounding step of the output dtype at the output's largest magnitude (the final cast).
 """
