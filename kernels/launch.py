@@ -41,7 +41,7 @@ def pdl_options(device: torch.device, launch_early: bool = True) -> dict:
     launch gap between the short kernels of a decode step is hidden. CUDA graphs keep the
     overlap (captured as programmatic edges). Both calls are no-ops when a kernel is
     launched without PDL. (Asking L2 for the first weight or KV blocks before the wait
-    gained nothing in the layers: results/<gpu>/layer_pdl.txt.)
+    gained nothing in the layers.)
     KERNELS_PDL=0 in the environment turns it off, for timing without it.
     launch_early=False: the kernel itself starts only when the one before it has ended (its
     wait is then a no-op), but still lets the kernel after it launch early."""

@@ -127,14 +127,13 @@ def _fused_linear_kernel(
                 w3 = tl.load(W3 + rk[:, None].to(tl.int64) * stride_w3k + rn[None, :], mask=w_mask, other=0.0)
             acc3 = tl.dot(exact_operand(x), exact_operand(w3), acc3)
         if HAS_LORA:
-            if USE_TMA:  # beside TMA loads a pointer load is not pipelined (16 rows, 4096 -> 4096: 20.3 us)
+            if USE_TMA:  # beside TMA loads, a pointer load of A is not pipelined
                 a = AD.load([k0, 0])
             else:
                 a = tl.load(A + rk[:, None].to(tl.int64) * stride_ak + rr[None, :], mask=k_ok[:, None] & (rr[None, :] < rank), other=0.0)
             xa = tl.dot(exact_operand(x), exact_operand(a), xa)
     # PDL: the next kernel may launch once every program got here (its programs then wait
-    # for this kernel to end). Letting it launch before the loop was slower: LLaMA-3-8B's
-    # layer, one row, 179 -> 200 us (H100, results/<gpu>/layer_pdl*.txt).
+    # for this kernel to end); letting it launch before the loop slowed the layers.
     pdl_launch_dependents(PDL)
     if HAS_LORA:  # this chunk's (x A) B, rounded to the input dtype as the unfused x @ A is
         xa = tl.where(rr[None, :] < rank, xa, 0.0)  # past the rank: an infinite x times A's zero padding, NaN
@@ -238,7 +237,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     config = dict(config or {})  # "tma" is resolved here, the rest by LAUNCH
     w3_arg = w3 if w3 is not None else w1
     # On Hopper one weight stream is read through TMA descriptors. The gated kernel stays on
-    # pointer loads there: TMA did not speed it up (one row, 4096 -> 4096: 30.6 vs 30.3 us).
+    # pointer loads there: TMA did not speed it up.
     tma = use_tma(config.pop("tma", "auto"), (x2, w1, w3_arg) + ((lora[0],) if lora is not None else ()),
                   "x and the weights (LoRA's A too) 16-byte aligned with row strides in multiples of 16 bytes",
                   auto=w3 is None)
@@ -274,11 +273,9 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     if r2.stride(-1) != 1:
         r2 = r2.contiguous()
     # A large gated MLP is not launched early (PDL): it gains nothing from a hidden launch
-    # gap, and an early launch places its programs where the kernel before frees SMs first.
-    # Decoder layers, H100, launched at the end of the kernel before: LLaMA-3-8B (235 MB of
-    # weights) batch 1 176.9 -> 173.8 us, batch 16 269.7 -> 264.3; Chameleon-7B (180 MB)
-    # 180.5 -> 178.7; nGPT-1B (25 MB) lost 1 us (results/<gpu>/layer_pdl_mlp.txt). Its merge
-    # kernel still launches early.
+    # gap, and an early launch places its programs where the kernel before frees SMs first
+    # (the 7-8B layers were faster without; a small one, nGPT-1B, is not). Its merge kernel
+    # still launches early.
     early = not (gated and 2 * w1.numel() * w1.element_size() > LATE_GATED_BYTES)
     _fused_linear_kernel[(n_tiles, n_splits, m_tiles)](
         x2, g if has_norm else x2, w1, w3_arg, y2, r2, p1, p3, ss, a, b, count, xd, w1d, w3d, ad,

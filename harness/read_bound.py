@@ -2,7 +2,7 @@
 read-only Triton kernel over one contiguous buffer, best of a few launch shapes. Small
 reads (tens of MB) cannot reach the copy ceiling, which is timed on 1 GiB; this bound says
 how much of a bandwidth target a kernel of that size can reach.
-Usage: PYTHONPATH=. python3 tools/read_bound.py MB [MB ...]  (or import read_bound_s)."""
+Usage: python -m harness.read_bound MB [MB ...]  (or import read_bound_s)."""
 import sys
 
 import torch
