@@ -12,7 +12,13 @@
                          false alarms, on pairs of runs of unchanged code (exit 1 if under
                          the target)
   table FILE             one results file as the summary table (median, GB/s, roofline, speedup)
-  csv FILE [-o OUT]      one results file as CSV (stdout, or OUT, never overwritten)
+  table --markdown [--gpu SLUG] [--out PATH] [--check]
+                         the newest committed result of every case of results/<SLUG>/ (every
+                         GPU folder without --gpu) as docs/results/<SLUG>.md; --check writes
+                         nothing and exits 1 where a file differs from what it would write
+  csv FILE [-o OUT] [--torchao]
+                         one results file as CSV (stdout, or OUT, never overwritten);
+                         --torchao: the torchao-column rows a harness.microbench run keeps
   ceilings               measure this GPU's ceilings and print them
   source                 the commit and code hash of this tree, as environment settings
                          for a run on a machine that got a copy of it (a lent GPU)
@@ -31,6 +37,8 @@ from .results import UnusableInput, load_history, load_run, reference_for_gpu
 
 # The committed results: where the gate measures each baseline's run-to-run stability.
 RESULTS = Path(__file__).resolve().parent.parent / "results"
+# The tables generated from them (table --markdown), one file per GPU folder.
+DOCS_RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 CSV_FIELDS = ["case", "op", "provider", "role", "dtype", "shape", "median_us", "iqr_us", "rounds",
               "tflops", "gbps", "roofline_fraction", "timing", "compile_time_s",
@@ -116,11 +124,28 @@ def cmd_gate_check(args) -> int:
     return 0 if ok else 1
 
 
+def _torchao_csv(path: str, buf) -> None:
+    """The runner's CSV again, from the rows its JSON keeps (harness.microbench writes both)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UnusableInput(f"{path}: not a readable JSON results file ({exc})") from None
+    rows = (data.get("microbench") or {}).get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise UnusableInput(f"{path} holds no microbench rows (it was not written by python -m harness.microbench)")
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))  # the columns in the order the run wrote them
+    w.writeheader()
+    w.writerows(rows)
+
+
 def cmd_csv(args) -> int:
+    buf = io.StringIO()
+    if args.torchao:
+        _torchao_csv(args.file, buf)
+        return _write_csv(args, buf)
     run = load_run(args.file)
     if not run.entries:
         raise UnusableInput(f"{args.file} holds no device-timed cases")
-    buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     w.writeheader()
     for (case, provider), e in sorted(run.entries.items()):
@@ -134,6 +159,10 @@ def cmd_csv(args) -> int:
             "compile_time_s": i.get("compile_time_s"), "best_baseline": i.get("best_baseline"),
             "speedup_vs_best_baseline": i.get("speedup_vs_best_baseline"),
         })
+    return _write_csv(args, buf)
+
+
+def _write_csv(args, buf) -> int:
     if args.output:
         out = Path(args.output)
         if out.exists():
@@ -147,13 +176,58 @@ def cmd_csv(args) -> int:
 def cmd_table(args) -> int:
     from .report import format_table
 
+    if args.markdown or args.check:  # --check only ever checks the generated markdown
+        return cmd_table_markdown(args)
+    if args.file is None or args.gpu or args.out:
+        raise UnusableInput("table FILE prints one results file; --gpu, --out and --check go with --markdown")
     run = load_run(args.file)
     if not run.entries:
         raise UnusableInput(f"{args.file} holds no device-timed cases")
     rows = [dict(e.info, median_s=e.median_s) for _, e in sorted(run.entries.items())]
     print(f"{run.path} ({run.gpu})")
+    if run.command and run.command.get("line"):
+        print(f"command: {run.command['line']}")
     print(format_table(rows))
     return 0
+
+
+def cmd_table_markdown(args) -> int:
+    from .report import markdown_command, markdown_results
+    from .results import load_folder
+
+    if args.file is not None:
+        raise UnusableInput("table --markdown reads the committed runs of results/<gpu>/; give --gpu SLUG, not a file")
+    if args.gpu:
+        if not (RESULTS / args.gpu).is_dir():
+            raise UnusableInput(f"no results folder {RESULTS / args.gpu}")
+        slugs = [args.gpu]
+    else:
+        slugs = sorted(d.name for d in RESULTS.iterdir() if d.is_dir())
+    if args.out and len(slugs) != 1:
+        raise UnusableInput(f"--out names one file and results/ holds {len(slugs)} GPU folders: give --gpu too")
+    differ = []
+    for slug in slugs:
+        runs = [r for r in load_folder(RESULTS / slug) if r.entries]
+        if not runs:
+            raise UnusableInput(f"{RESULTS / slug} holds no results file with device-timed cases")
+        text = markdown_results(runs, slug)
+        out = Path(args.out) if args.out else DOCS_RESULTS / f"{slug}.md"
+        if args.check:
+            if not out.is_file() or out.read_text() != text:
+                differ.append(f"{out}: differs from `{markdown_command(slug)}`")
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+            print(f"wrote {out} ({len(runs)} runs)")
+    if args.check and not args.gpu and not args.out and DOCS_RESULTS.is_dir():
+        differ += [f"{p}: no results/{p.stem}/ generates it" for p in sorted(DOCS_RESULTS.glob("*.md"))
+                   if p.stem not in slugs]
+    for d in differ:
+        print(f"stale: {d}", file=sys.stderr)
+    if args.check:
+        print(f"table --check: {len(slugs)} GPU folder(s), {len(differ)} stale file(s)"
+              + (": run python -m harness table --markdown" if differ else ""))
+    return 1 if differ else 0
 
 
 def cmd_ceilings(args) -> int:
@@ -195,11 +269,18 @@ def main(argv=None) -> int:
     k.add_argument("--slowdown", type=float, default=1.15)
     k.add_argument("--threshold", type=float, default=0.10)
     k.add_argument("--target", type=float, default=0.95)
-    t = sub.add_parser("table", help="one results file as the summary table")
-    t.add_argument("file")
+    t = sub.add_parser("table", help="one results file as the summary table, or the committed ones as markdown")
+    t.add_argument("file", nargs="?")
+    t.add_argument("--markdown", action="store_true",
+                   help="the newest committed result per case of results/<gpu>/, as docs/results/<gpu>.md")
+    t.add_argument("--gpu", metavar="SLUG", help="one folder of results/ (default: every one)")
+    t.add_argument("--out", metavar="PATH", help="write here instead of docs/results/<gpu>.md")
+    t.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file differs")
     v = sub.add_parser("csv", help="one results file as CSV")
     v.add_argument("file")
     v.add_argument("-o", "--output")
+    v.add_argument("--torchao", action="store_true",
+                   help="the torchao-column rows of a python -m harness.microbench run")
     m = sub.add_parser("ceilings", help="measure and print this GPU's ceilings")
     m.add_argument("--remeasure", action="store_true")
     sub.add_parser("source", help="commit and code hash of this tree, for a run elsewhere")

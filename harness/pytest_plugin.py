@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,13 @@ def pytest_addoption(parser):
                 help="read: stream a 2x-L2 buffer (clean lines); write: zero it (leaves dirty lines "
                      "whose write-back the timed call pays, as triton's do_bench does)")
     g.addoption("--remeasure-ceilings", action="store_true", help="measure the GPU ceilings again")
+    g.addoption("--tune", action="store_true",
+                help="search the launch space of each case's kernel instead of timing the case "
+                     "(python -m harness tune); winners go into the GPU model's launch table")
+    g.addoption("--tune-table", metavar="PATH",
+                help="the launch table --tune writes (default kernels/tuned/<gpu>.json)")
+    g.addoption("--tune-kernel", action="append", default=[], metavar="NAME",
+                help="with --tune: search only this launch space (repeatable)")
     g.addoption("--quant-config", metavar="FILE",
                 help="torchao-style YAML config: its items become perf cases (tests/perf/quant/test_microbench.py)")
 
@@ -85,6 +93,9 @@ class PerfSession:
         self._ceilings = None
         self._results: dict[str, object] = {}
         self.rows: list[dict] = []
+        self.tune = config.getoption("tune")
+        self.tuned: list = []          # harness.tune.Entry of every search made
+        self._tuned_keys: set = set()  # (kernel, key) searched already: a key is searched once
 
     @property
     def ceilings(self) -> dict:
@@ -98,6 +109,8 @@ class PerfSession:
         """Time `case` (once per session) and record `provider`'s samples into `benchmark`."""
         from .perfcase import record_into_benchmark, run_case
 
+        if self.tune:
+            return self._tune(case, provider)
         if benchmark.disabled:
             pytest.skip("pytest-benchmark is disabled (xdist -n, or --benchmark-disable): perf cases need it")
         if provider in case.unavailable:
@@ -118,6 +131,17 @@ class PerfSession:
         record_into_benchmark(benchmark, m.samples_s, info)
         self.rows.append(info)
         return info
+
+
+    def _tune(self, case, provider: str) -> dict:
+        from .tune import tune_case
+
+        if provider != case.kernel:
+            pytest.skip("--tune: only the suite's kernel is searched; baselines are not timed")
+        only = set(self.config.getoption("tune_kernel")) or None
+        entries = tune_case(case, self.timing, only=only, done=self._tuned_keys)
+        self.tuned.extend(entries)
+        return {"tuned": [e.record() for e in entries]}
 
 
 @pytest.fixture(scope="session")
@@ -165,9 +189,34 @@ def pytest_benchmark_update_commit_info(config, commit_info):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     sess = getattr(config, "_kernel_perf_session", None)
+    if sess is not None and sess.tuned:
+        _write_tuned(terminalreporter, config, sess.tuned)
     if sess is None or not sess.rows:
         return
     from .report import format_table
 
     terminalreporter.write_sep("=", "device times (median of the samples; speedup = best baseline / kernel)")
     terminalreporter.write_line(format_table(sess.rows))
+
+
+def _write_tuned(terminalreporter, config, entries) -> None:
+    """Merge the winners into the GPU model's launch table and print the search."""
+    import torch
+
+    from kernels import tuning
+
+    from .machine import software_versions
+    from .tune import merge_into_table, summary
+
+    name = torch.cuda.get_device_name()
+    path = config.getoption("tune_table") or tuning.table_path(name)
+    merge_into_table(Path(path), entries, name, software_versions())
+    terminalreporter.write_sep("=", f"launch tuning on {name}: {len(entries)} launch keys, table {path}")
+    terminalreporter.write_line(summary(entries))
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """The command that made the run, written into the file itself (harness.results.command_record)."""
+    from .results import COMMAND_KEY, command_record
+
+    output_json[COMMAND_KEY] = command_record(config.invocation_params.args)

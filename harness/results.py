@@ -4,8 +4,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Where a results file says what made it: {"line": str or None, ...} (command_record).
+COMMAND_KEY = "command"
+# Set by tools/bench: the command as the user typed it (make bench ARGS=...).
+COMMAND_ENV = "KERNEL_BENCH_COMMAND"
+# Settings that change what a run measures or names, recorded beside the command line.
+COMMAND_ENV_PREFIXES = ("KERNEL_BENCH_", "KERNELS_", "LINEAR_", "TRITON_")
+COMMAND_ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "PYTHONPATH", "HYPOTHESIS_PROFILE")
 
 
 class UnusableInput(Exception):
@@ -30,6 +39,8 @@ class Run:
     entries: dict[tuple[str, str], Entry]
     software: dict = field(default_factory=dict)  # torch, triton, cuda, driver
     source: dict = field(default_factory=dict)    # commit, dirty
+    command: dict | None = None                   # the file's COMMAND_KEY object, if any
+    name: str = ""                                # path inside its results folder (load_folder)
 
     def cases(self) -> set[str]:
         return {c for c, _ in self.entries}
@@ -96,7 +107,37 @@ def load_run(path: str | Path) -> Run:
     software["driver"] = gpu_info.get("driver")
     commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
     source = {"commit": commit.get("id"), "dirty": commit.get("dirty")}
-    return Run(str(p), gpu_info.get("name"), data.get("datetime"), entries, software, source)
+    command = data.get(COMMAND_KEY) if isinstance(data.get(COMMAND_KEY), dict) else None
+    return Run(str(p), gpu_info.get("name"), data.get("datetime"), entries, software, source, command)
+
+
+def command_record(args, env=None) -> dict:
+    """The COMMAND_KEY object a run writes into its file: `line`, the command as a user
+    would retype it from the repository root (tools/bench's COMMAND_ENV, else the pytest
+    call rebuilt from `args`); `argv`, pytest's own arguments; `env`, the settings of
+    COMMAND_ENV_PREFIXES / COMMAND_ENV_NAMES that were set."""
+    env = os.environ if env is None else env
+    argv = [str(a) for a in args]
+    told = env.get(COMMAND_ENV)
+    line = told or shlex.join(["python", "-m", "pytest", *argv])
+    settings = {k: env[k] for k in sorted(env)
+                if k != COMMAND_ENV and (k.startswith(COMMAND_ENV_PREFIXES) or k in COMMAND_ENV_NAMES)}
+    return {"line": line, "argv": argv, "env": settings,
+            "recorded_by": "tools/bench" if told else "harness.pytest_plugin"}
+
+
+def command_problem(data) -> str | None:
+    """Why a results file's COMMAND_KEY does not say what made it (None when it does): a
+    `line` string, or a null `line` with a `note` saying the command was not recorded."""
+    cmd = data.get(COMMAND_KEY) if isinstance(data, dict) else None
+    if not isinstance(cmd, dict):
+        return f"no {COMMAND_KEY!r} object"
+    line = cmd.get("line")
+    if isinstance(line, str) and line.strip():
+        return None
+    if line is None and isinstance(cmd.get("note"), str) and cmd["note"].strip():
+        return None
+    return f"{COMMAND_KEY}.line is {line!r}: give the command, or null with a note saying it was not recorded"
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -122,6 +163,20 @@ def load_history(folder: str | Path, gpu: str | None, exclude: list[str | Path] 
         if r.entries and (gpu is None or r.gpu == gpu):
             runs.append(r)
     runs.sort(key=lambda r: (r.datetime or "", r.path))
+    return runs
+
+
+def load_folder(folder: str | Path) -> list[Run]:
+    """Every results file under `folder` (recursively), oldest first (datetime, then path),
+    each named by its path inside the folder; an unreadable file is an error here, not
+    skipped: these are the committed runs the generated tables come from."""
+    root = Path(folder)
+    runs = []
+    for f in sorted(root.rglob("*.json")):
+        r = load_run(f)
+        r.name = f.relative_to(root).as_posix()
+        runs.append(r)
+    runs.sort(key=lambda r: (r.datetime or "", r.name))
     return runs
 
 

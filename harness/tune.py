@@ -26,6 +26,7 @@ from .perfcase import PerfCase, _pdl_setting, check_providers, timing_config_for
 from .timing import TimingConfig, l2_cache_bytes, time_providers
 
 MIN_GAIN = 0.02  # a winner must beat the default by 2%, above the run-to-run noise of one case
+TUNE_REP_MS = 40.0  # timed budget per candidate: tens of candidates a key, each interleaved with the rest
 
 
 @dataclass
@@ -114,7 +115,8 @@ def _search(case: PerfCase, space: tuning.LaunchSpace, key: dict, config: Timing
     if timer is not None:
         times = timer(ok, case.make_inputs)
     else:
-        cfg = timing_config_for(case, config, l2_cache_bytes())
+        cfg = timing_config_for(case, dataclasses.replace(config, rep_ms=min(config.rep_ms, TUNE_REP_MS)),
+                                l2_cache_bytes())
         measured = time_providers(ok, case.make_inputs, cfg, {k: v for k, v in first_s.items() if k in ok})
         times = {lab: m.median_s for lab, m in measured.items() if m.samples_s}
         rejected.update({lab: "no clean sample" for lab in ok if lab not in times})

@@ -55,9 +55,8 @@ def _default_config(head_dim: int, rows: int, programs: int, kv: int) -> dict:
 
 
 def _candidates(head_dim: int, rows: int, programs: int, kv: int) -> list[dict]:
-    return [dict(block_n=bn, num_warps=w, num_stages=st, waves=wv, unsplit_stages=us)
-            for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3, 4) for wv in (1, 2, 4)
-            for us in ((None, 3) if head_dim == 128 else (None,))]
+    """Key block x pipeline depth x waves of split programs (4 warps: one tile of query rows)."""
+    return [dict(block_n=bn, num_stages=st, waves=wv) for bn in (32, 64, 128) for st in (2, 3, 4) for wv in (1, 2, 4, 8)]
 
 
 def _check_config(cfg: dict) -> None:

@@ -87,7 +87,7 @@ def _rmsnorm_kernel(
             tl.store(Y + rows64[:, None] * stride_y + c[None, :], y.to(Y.dtype.element_ty), mask=mask)
 
 
-def _default_config(rows: int, cols: int, elem: int) -> dict:
+def _default_config(rows: int, cols: int, elem: int, residual: bool = False) -> dict:
     """One row per program, about 32 bytes of input per thread (8 warps at 4096 bf16, 16 at
     8192); short rows (under 2 KB) are grouped so that a program still moves a useful
     amount of data. `rows` is the row count rounded up to a power of two (the launch key)."""
@@ -100,7 +100,7 @@ def _default_config(rows: int, cols: int, elem: int) -> dict:
     return dict(ROWS=rows_per_program, BLOCK_N=block_n, SINGLE_PASS=single, num_warps=num_warps)
 
 
-def _candidates(rows: int, cols: int, elem: int) -> list[dict]:
+def _candidates(rows: int, cols: int, elem: int, residual: bool = False) -> list[dict]:
     """Rows per program x warps, at most 32K values a program (the registers of 32 warps)."""
     block_n = triton.next_power_of_2(cols) if cols <= MAX_SINGLE_BLOCK else CHUNK
     return [dict(ROWS=r, num_warps=w) for r in (1, 2, 4, 8, 16, 32, 64) for w in (4, 8, 16, 32)
@@ -117,9 +117,11 @@ def _check_config(cfg: dict) -> None:
 LAUNCH = LaunchSpace("rmsnorm", _default_config, _candidates, _check_config)
 
 
-def launch_config(x: torch.Tensor, n_rows: int, n_cols: int, config: dict | None = None) -> dict:
-    """The launch of a (n_rows, n_cols) RMSNorm of x's dtype: tuned for this GPU, or the default."""
-    return LAUNCH.choose(x.device, dict(rows=pow2_bucket(n_rows), cols=n_cols, elem=x.element_size()), config)
+def launch_config(x: torch.Tensor, n_rows: int, n_cols: int, residual: bool, config: dict | None = None) -> dict:
+    """The launch of a (n_rows, n_cols) RMSNorm of x's dtype (with the residual add or not):
+    tuned for this GPU, or the default."""
+    key = dict(rows=pow2_bucket(n_rows), cols=n_cols, elem=x.element_size(), residual=residual)
+    return LAUNCH.choose(x.device, key, config)
 
 
 def _as_rows(t: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -160,7 +162,7 @@ def _run(x, residual, weight, eps, out, residual_out, config):
     if n_rows == 0:
         return y, h
     w = weight if weight.stride(0) == 1 else weight.contiguous()
-    cfg = launch_config(x, n_rows, n_cols, config)
+    cfg = launch_config(x, n_rows, n_cols, residual is not None, config)
     grid = (triton.cdiv(n_rows, cfg["ROWS"]),)
     _rmsnorm_kernel[grid](
         x2, r2, w, y2, h2,

@@ -111,3 +111,30 @@ def test_pdl_setting_is_scoped_to_one_case(monkeypatch):
     with perfcase._pdl_setting(True):
         assert os.environ[launch.PDL_ENV] == "1"
     assert launch.PDL_ENV not in os.environ
+
+
+def test_a_saved_run_carries_its_command_and_pytest_benchmark_still_compares_it(tmp_path):
+    """The plugin writes the command into the file (tools/bench's KERNEL_BENCH_COMMAND, else
+    pytest's own arguments); --benchmark-compare and the suite's loader read such files."""
+    from harness.results import load_run
+
+    (tmp_path / "test_inner.py").write_text(INNER)
+    typed = 'NAME=first make bench ARGS="tests/perf/quant -k m2048"'
+    first = run_inner(tmp_path, 1.0, "-p", "harness.pytest_plugin", "--benchmark-save=first", "-k", "test_case",
+                      env={"KERNEL_BENCH_COMMAND": typed, "KERNELS_PDL": "0"})
+    assert first.returncode == 0, first.stdout + first.stderr
+    saved = next((tmp_path / "store").rglob("0001_first.json"))
+    command = json.loads(saved.read_text())["command"]
+    assert command["line"] == typed and command["recorded_by"] == "tools/bench"
+    assert "--benchmark-save=first" in command["argv"] and command["env"]["KERNELS_PDL"] == "0"
+    assert load_run(saved).command == command
+
+    env = {"KERNEL_BENCH_COMMAND": ""}  # not through tools/bench: the pytest call itself
+    second = run_inner(tmp_path, 1.0, "-p", "harness.pytest_plugin", "--benchmark-save=second",
+                       "--benchmark-compare=0001", "--benchmark-compare-fail=median:10%", env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    line = json.loads(next((tmp_path / "store").rglob("0002_second.json")).read_text())["command"]["line"]
+    assert line.startswith("python -m pytest -q -p no:cacheprovider") and "--benchmark-save=second" in line
+    slower = run_inner(tmp_path, 1.5, "-p", "harness.pytest_plugin", "--benchmark-compare=0001",
+                       "--benchmark-compare-fail=median:10%", env=env)
+    assert slower.returncode != 0 and "Performance has regressed" in slower.stdout + slower.stderr

@@ -1,0 +1,129 @@
+"""The committed results: pytest-benchmark runs only, each saying in the file what command
+made it; the CSVs they no longer sit beside are rebuilt from them by python -m harness csv."""
+import csv
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.__main__ import CSV_FIELDS, main
+from harness.results import COMMAND_ENV, COMMAND_KEY, command_problem, command_record, load_run
+from synthetic import results_file
+
+pytestmark = pytest.mark.harness
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "results"
+COMMITTED = sorted(RESULTS.rglob("*.json"))
+
+
+def test_gpu_folders_hold_only_pytest_benchmark_runs():
+    assert COMMITTED, "no committed runs under results/"
+    others = [p.relative_to(REPO).as_posix() for d in RESULTS.iterdir() if d.is_dir()
+              for p in d.rglob("*") if p.is_file() and p.suffix != ".json"]
+    assert others == [], "results/<gpu>/ holds runs (JSON) only; a CSV comes from python -m harness csv RUN.json"
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.relative_to(RESULTS).as_posix())
+def test_every_committed_run_says_what_made_it(path):
+    data = json.loads(path.read_text())
+    assert isinstance(data.get("benchmarks"), list) and "machine_info" in data and "commit_info" in data
+    assert command_problem(data) is None, f"{path.name}: {command_problem(data)}"
+    assert load_run(path).command == data[COMMAND_KEY]
+
+
+def test_a_run_without_a_command_fails_the_check():
+    assert command_problem({"benchmarks": []}) == "no 'command' object"
+    assert command_problem({COMMAND_KEY: {"line": ""}}) is not None
+    assert command_problem({COMMAND_KEY: {"line": None}}) is not None  # null needs a note saying why
+    assert command_problem({COMMAND_KEY: {"line": None, "note": "not recorded"}}) is None
+    assert command_problem({COMMAND_KEY: {"line": "make bench"}}) is None
+
+
+def test_command_record_prefers_the_users_command_and_keeps_the_settings_that_matter():
+    env = {COMMAND_ENV: 'NAME=x make bench ARGS="tests/perf/quant -k m2048"', "KERNEL_BENCH_COMMIT": "abc",
+           "KERNELS_PDL": "0", "HOME": "/root", "PATH": "/bin"}
+    rec = command_record(["-m", "perf", "tests/perf/quant", "-k", "m2048"], env)
+    assert rec["line"] == env[COMMAND_ENV] and rec["recorded_by"] == "tools/bench"
+    assert rec["argv"] == ["-m", "perf", "tests/perf/quant", "-k", "m2048"]
+    assert rec["env"] == {"KERNEL_BENCH_COMMIT": "abc", "KERNELS_PDL": "0"}
+    plain = command_record(["-m", "perf", "-k", "a and b"], {})
+    assert plain["line"] == "python -m pytest -m perf -k 'a and b'" and plain["recorded_by"] == "harness.pytest_plugin"
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+if [ "$1" = "-c" ]; then exit 0; fi
+printf '%s\\n' "$KERNEL_BENCH_COMMAND" >> "$FAKE_LOG"
+"""
+
+
+@pytest.mark.parametrize("how", ["make", "script"])
+def test_make_bench_exports_the_command_as_typed(tmp_path, how):
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / "log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k not in ("ARGS", "NAME")}
+    env.update(KERNEL_BENCH_PYTHON=str(fake), FAKE_LOG=str(log), NAME="my-run")
+    if how == "make":
+        cmd = ["make", "--no-print-directory", "bench", "ARGS=tests/perf/quant -k 'm2048 and \"x\"'"]
+        want = 'NAME=my-run make bench ARGS="tests/perf/quant -k \'m2048 and \\"x\\"\'"'
+    else:
+        cmd = [str(REPO / "tools" / "bench"), "tests/perf", "-k", "m1 and b"]
+        want = "NAME=my-run tools/bench tests/perf -k m1\\ and\\ b"
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert log.read_text().splitlines() == [want]
+
+
+def _csv_rows(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_csv_rebuilds_from_a_run_and_round_trips(tmp_path, capsys):
+    f = results_file(tmp_path / "run.json", {"op/n=1/fp32": {"triton": 2e-6, "eager": 3e-6},
+                                             "op/n=2/fp32": {"triton": 4e-6, "compile": 5e-6}})
+    assert main(["csv", str(f), "-o", str(tmp_path / "run.csv")]) == 0
+    rows = _csv_rows((tmp_path / "run.csv").read_text())
+    run = load_run(f)
+    assert [r["case"] for r in rows] == sorted(c for c, _ in run.entries)
+    assert list(rows[0]) == CSV_FIELDS
+    for r in rows:
+        e = run.entries[(r["case"], r["provider"])]
+        assert float(r["median_us"]) == e.median_s * 1e6 and r["role"] == e.role
+        assert int(r["rounds"]) == len(e.samples_s)
+    assert main(["csv", str(f)]) == 0  # stdout: the same bytes
+    assert capsys.readouterr().out == (tmp_path / "run.csv").read_bytes().decode()
+    assert main(["csv", str(f), "-o", str(tmp_path / "run.csv")]) == 2  # never overwritten
+
+
+def test_csv_of_a_committed_run_carries_every_entry(capsys):
+    path = RESULTS / "nvidia-h100-80gb-hbm3" / "0007_layer-llama3-b1.json"
+    assert main(["csv", str(path)]) == 0
+    rows = _csv_rows(capsys.readouterr().out)
+    run = load_run(path)
+    assert {(r["case"], r["provider"]) for r in rows} == set(run.entries)
+
+
+def test_torchao_csv_comes_back_from_the_runners_json(tmp_path, capsys):
+    rows = [{"name": "a", "quantization": "int8wo", "m": 1, "error": ""},
+            {"name": "b", "quantization": "baseline", "m": 16, "error": "x, \"y\""}]
+    f = tmp_path / "results_1.json"
+    f.write_text(json.dumps({"benchmarks": [], "microbench": {"config": "c.yml", "rows": rows}}))
+    assert main(["csv", str(f), "--torchao"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "name,quantization,m,error"  # the runner's column order
+    assert _csv_rows(out) == [{k: str(v) for k, v in r.items()} for r in rows]
+    plain = results_file(tmp_path / "plain.json", {"op/n=1/fp32": {"triton": 1e-6, "eager": 2e-6}})
+    assert main(["csv", str(plain), "--torchao"]) == 2  # not a runner's file
+
+
+def test_the_committed_runner_json_gives_its_torchao_csv(capsys):
+    runs = [p for p in COMMITTED if "microbench" in json.loads(p.read_text())]
+    for path in runs:
+        assert main(["csv", str(path), "--torchao"]) == 0
+        header = capsys.readouterr().out.splitlines()[0].split(",")
+        assert header[:4] == ["name", "quantization", "sparsity", "m"]
