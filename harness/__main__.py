@@ -1,4 +1,4 @@
-"""python -m harness {compare,gate,gate-check,table,csv,ceilings}
+"""python -m harness {compare,gate,gate-check,table,csv,ceilings,tune,source}
 
   compare A B            per-case table: medians of A and B, their ratio, and the
                          kernel's same-run speedup in each run
@@ -20,6 +20,9 @@
                          one results file as CSV (stdout, or OUT, never overwritten);
                          --torchao: the torchao-column rows a harness.microbench run keeps
   ceilings               measure this GPU's ceilings and print them
+  tune [TARGET ...] [--kernel NAME] [-k EXPR] [--table PATH]
+                         search the kernels' launch spaces on this GPU at the perf cases'
+                         shapes; the winners go into kernels/tuned/<gpu>.json (docs/tuning.md)
   source                 the commit and code hash of this tree, as environment settings
                          for a run on a machine that got a copy of it (a lent GPU)
 """
@@ -250,6 +253,11 @@ def cmd_source(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["tune"]:  # its own parser: the options after it go on to pytest
+        from .tune import main as tune_main
+
+        return tune_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -284,6 +292,7 @@ def main(argv=None) -> int:
     m = sub.add_parser("ceilings", help="measure and print this GPU's ceilings")
     m.add_argument("--remeasure", action="store_true")
     sub.add_parser("source", help="commit and code hash of this tree, for a run elsewhere")
+    sub.add_parser("tune", help="search the kernels' launch spaces on this GPU (python -m harness tune -h)")
     args = p.parse_args(argv)
     try:
         return {"compare": cmd_compare, "gate": cmd_gate, "gate-check": cmd_gate_check, "table": cmd_table, "csv": cmd_csv,

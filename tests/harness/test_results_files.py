@@ -35,6 +35,16 @@ def test_every_committed_run_says_what_made_it(path):
     assert load_run(path).command == data[COMMAND_KEY]
 
 
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.relative_to(RESULTS).as_posix())
+def test_stats_hold_the_time_of_one_call(path):
+    """pytest-benchmark's stats and the suite's extra_info agree on the median time of one
+    call, also where a sample averages several calls (graph replays, iterations > 1)."""
+    run = json.loads(path.read_text())
+    wrong = [b["name"] for b in run["benchmarks"] if "median_s" in b.get("extra_info", {})
+             and abs(b["stats"]["median"] / b["extra_info"]["median_s"] - 1) > 1e-6]
+    assert not wrong, f"{len(wrong)} entries whose stats.median is not extra_info.median_s, e.g. {wrong[:3]}"
+
+
 def test_a_run_without_a_command_fails_the_check():
     assert command_problem({"benchmarks": []}) == "no 'command' object"
     assert command_problem({COMMAND_KEY: {"line": ""}}) is not None
