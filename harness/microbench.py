@@ -96,6 +96,7 @@ import json
 import os
 import re
 import reprlib
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -822,7 +823,7 @@ def commit_info() -> dict:
 
 
 def write_json(rows: list[dict], entries: list[dict], csv_path: str, config_path: str, ceilings: dict | None = None,
-               clocks: tuple = (None, None)) -> str:
+               clocks: tuple = (None, None), argv: list | None = None) -> str:
     """The run as a pytest-benchmark results file (module doc, Output), beside the CSV."""
     from datetime import datetime, timezone
 
@@ -831,6 +832,7 @@ def write_json(rows: list[dict], entries: list[dict], csv_path: str, config_path
 
     from harness import lanes
     from harness.machine import gpu_info, software_versions
+    from harness.results import COMMAND_KEY, command_record
 
     machine = pytest_benchmark_generate_machine_info()
     machine.update(lane=lanes.describe_lane() if lanes.has_gpu() else
@@ -839,8 +841,12 @@ def write_json(rows: list[dict], entries: list[dict], csv_path: str, config_path
     if ceilings:
         machine["ceilings"] = ceilings
     json_path = new_path(os.path.dirname(csv_path), os.path.basename(csv_path)[:-4], "json")
+    command = command_record(sys.argv[1:] if argv is None else argv)
+    if command["recorded_by"] != "tools/bench":  # run as python -m harness.microbench, not through pytest
+        command.update(line=shlex.join(["python", "-m", "harness.microbench", *command["argv"]]),
+                       recorded_by="harness.microbench")
     with open(json_path, "w") as f:
-        json.dump({"machine_info": machine, "commit_info": commit_info(), "benchmarks": entries,
+        json.dump({"machine_info": machine, "commit_info": commit_info(), "benchmarks": entries, COMMAND_KEY: command,
                    "datetime": datetime.now(timezone.utc).isoformat(), "version": __version__,
                    "microbench": {"config": os.path.abspath(config_path), "rows": rows}}, f, indent=1, default=str)
     return json_path
@@ -932,7 +938,8 @@ def main(argv=None) -> int:
         from harness.machine import gpu_clocks
 
         clocks_end = gpu_clocks()
-    json_path = write_json(rows, entries, out.path, args.config, ceilings, (clocks_start, clocks_end))
+    json_path = write_json(rows, entries, out.path, args.config, ceilings, (clocks_start, clocks_end),
+                           sys.argv[1:] if argv is None else argv)
     print(f"wrote {out.path} and {json_path} (python -m harness table {json_path})")
     return 1 if any(r["error"] for r in rows) else 0
 

@@ -273,7 +273,9 @@ def test_run_writes_torchao_csv_and_never_overwrites(tmp_path, capsys):
         assert float(r["quantized_sqnr_db"]) > 20
         assert r["torch_compile_mode"] == ""  # not compiled: torchao writes None, an empty cell
     assert 0 <= float(rows[3]["mixq_outlier_hit_rate"]) <= 1 and int(rows[3]["mixq_outlier_channels"]) >= 2
-    assert json.loads(csvs[0].with_suffix(".json").read_text())["microbench"]["rows"][1]["quantization"] == "int8wo"
+    run = json.loads(csvs[0].with_suffix(".json").read_text())
+    assert run["microbench"]["rows"][1]["quantization"] == "int8wo"
+    assert run["command"]["line"] == f"python -m harness.microbench --config {path}"  # the file says what made it
 
 
 def test_results_json_is_read_by_table_and_gate(tmp_path, capsys):
