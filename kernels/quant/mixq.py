@@ -40,13 +40,15 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from kernels.checks import check_tensor
 from kernels.interpreter import INTERPRETING, exact_operand
 from kernels.launch import grouped_tile, tile_ranges, use_tma
+from kernels.tuning import LaunchSpace, pow2_bucket
 
-from .quantize import check_int, check_number, quantize_int8_weight, stored_scale
+from .quantize import check_int, check_int_option, check_number, check_pow2_option, quantize_int8_weight, stored_scale
 from .rounding import to_float
 
 DTYPES = (torch.float16, torch.bfloat16)
 X_COMPACT_MIN_ROWS = 256  # from this many rows x's outlier columns are gathered once (mixq_linear)
 ONE_PASS_MAX_K = 8192  # the quantize kernel holds rows up to this long in registers (measured at 8192)
+QMAX = {8: 127, 4: 7}
 
 
 @triton.jit
@@ -103,8 +105,7 @@ def _record_misses(X, IS_OUT, CH_MAX, rm, m_ok, K, stride_xm, threshold, BLOCK_K
     """max |x| of these rows into CH_MAX for the misses: channels over the threshold that
     the cache did not predict. x is read again (from L2), in blocks: the kernel calls this
     only for rows that have a miss, so the common case carries none of its registers
-    (recording in the quantization's own loop cost 35 us of 72 at 2048 x 8192;
-    results/<gpu>/mixq_configs_quantize-onepass.txt)."""
+    (recording in the quantization's own loop was much slower)."""
     for k0 in range(0, K, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
         k_ok = rk < K
@@ -190,7 +191,7 @@ def _outliers_added(y, X, IDX, WH, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_
                     X_COMPACT: tl.constexpr):
     """y plus the outlier channels' product, x[:, O] W[O, :], in fp32."""
     # (Gathering the first outlier block before the int8 loop, to hide its latency, gained
-    # nothing and took 24 KB more shared memory: mixq_configs_outlier-prefetch.txt.)
+    # nothing and took more shared memory.)
     for o0 in range(0, n_out, BLOCK_O):
         xo, wo = _outlier_block(X, IDX, WH, o0, n_out, rm, rn, m_ok, n_ok, stride_xm, stride_whk, BLOCK_O, X_COMPACT)
         y = tl.dot(exact_operand(xo), exact_operand(wo), y)
@@ -229,7 +230,8 @@ def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
                       GROUP_M: tl.constexpr, USE_TMA: tl.constexpr, X_COMPACT: tl.constexpr):
     """One (BLOCK_M, BLOCK_N) tile of y: the int8 GEMM, the scales, the outlier product.
     (Persistent programs, a flattened loop nest and warp specialization gained nothing on
-    an H100: results/<gpu>/mixq_configs_persistent.txt.)"""
+    an H100. A plain Triton int8 GEMM ran as fast as its fp8 twin, Hopper's peaks being
+    equal: the gap to torch._int_mm is this kernel's outlier epilogue, not int8.)"""
     pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm, rn, m_ok, n_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
@@ -308,13 +310,33 @@ class OutlierCache:
         return False
 
 
+def _quantize_default(rows: int, k: int) -> dict:
+    # the whole row held in registers and read once where it fits, else x read twice
+    return dict(QUANT_ROWS=1, QUANT_BLOCK_K=max(16, triton.next_power_of_2(k)) if k <= ONE_PASS_MAX_K else 2048,
+                QUANT_WARPS=8)
+
+
+def _quantize_candidates(rows: int, k: int) -> list:
+    whole = min(max(16, triton.next_power_of_2(k)), 2**14)
+    return [dict(QUANT_ROWS=1, QUANT_BLOCK_K=bk, QUANT_WARPS=w)
+            for bk in sorted({1024, 2048, 8192, whole}) if bk <= whole for w in (4, 8, 16)]
+
+
+def _quantize_check(cfg: dict) -> None:
+    for name, low, high in (("QUANT_ROWS", 1, 32), ("QUANT_BLOCK_K", 16, 2**14), ("QUANT_WARPS", 1, 32)):
+        check_pow2_option(cfg, name, low, high)
+
+
+QUANTIZE_SPACE = LaunchSpace("mixq_quantize", _quantize_default, _quantize_candidates, _quantize_check)
+
+
 def mixq_quantize(x2: torch.Tensor, is_out: torch.Tensor, ch_max: torch.Tensor | None = None, qmax: int = 127,
-                  threshold: float = 0.0, rows_per_program: int = 1, block_k: int | None = None, num_warps: int = 8):
+                  threshold: float = 0.0, *, config: dict | None = None):
     """Per-token symmetric quantization (grid [-qmax, qmax]) of the non-outlier channels of
     x2 (M, K): (xq int8 (M, K) with the outlier channels zeroed, sx float32 (M,)). With
     ch_max, also max |x| into it for the channels whose max exceeds threshold.
-    Launch: rows per program, K block (default: the whole row up to ONE_PASS_MAX_K channels,
-    read once and held in registers; else 2048, x read twice), warps."""
+    config (launch options, space "mixq_quantize"): QUANT_ROWS rows per program,
+    QUANT_BLOCK_K the K block (a block of the whole row: x read once), QUANT_WARPS."""
     check_tensor("x2", x2, dtypes=DTYPES)
     if x2.dim() != 2 or x2.shape[1] == 0 or (x2.shape[0] > 1 and x2.stride(1) != 1):
         raise ValueError(f"x2 must be (M, K) with K > 0 and unit stride along K, got shape {tuple(x2.shape)}, "
@@ -331,22 +353,14 @@ def mixq_quantize(x2: torch.Tensor, is_out: torch.Tensor, ch_max: torch.Tensor |
     xq = torch.empty(M, K, dtype=torch.int8, device=x2.device)
     sx = torch.empty(M, dtype=torch.float32, device=x2.device)
     if M:
-        block_k = block_k or (max(16, triton.next_power_of_2(K)) if K <= ONE_PASS_MAX_K else 2048)
-        for name, v, allowed in (("rows_per_program", rows_per_program, (1, 2, 4, 8, 16, 32)),
-                                 ("block_k", block_k, [2 ** i for i in range(4, 15)]),
-                                 ("num_warps", num_warps, (1, 2, 4, 8, 16, 32))):
-            check_int(name, v)
-            if v not in allowed:
-                raise ValueError(f"{name} must be a power of two from {allowed[0]} to {allowed[-1]}, got {v}")
-        _mixq_quantize_kernel[(triton.cdiv(M, rows_per_program),)](
+        cfg = QUANTIZE_SPACE.choose(x2.device, dict(rows=pow2_bucket(M), k=K), config)
+        rows, block_k = cfg["QUANT_ROWS"], cfg["QUANT_BLOCK_K"]
+        _mixq_quantize_kernel[(triton.cdiv(M, rows),)](
             x2, is_out, xq, sx, ch_max if ch_max is not None else sx, M, K, x2.stride(0), xq.stride(0), float(qmax),
             float(threshold),
-            TRACK=ch_max is not None, BLOCK_M=rows_per_program, BLOCK_K=block_k, MISS_BLOCK_K=min(block_k, 1024),
-            num_warps=num_warps)
+            TRACK=ch_max is not None, BLOCK_M=rows, BLOCK_K=block_k, MISS_BLOCK_K=min(block_k, 1024),
+            num_warps=cfg["QUANT_WARPS"])
     return xq, sx
-
-
-QMAX = {8: 127, 4: 7}
 
 
 class MixQLinear:
@@ -443,13 +457,48 @@ def _check_x(x, layer: MixQLinear) -> None:
         raise ValueError(f"x is on {x.device}, the layer on {layer.wq.device}")
 
 
+def _gemm_default(rows: int, n: int, k: int) -> dict:
+    # 256-wide N tiles and 4 stages at many rows; xq and the weight read through TMA where
+    # they allow it (faster than pointer loads on Hopper)
+    bm = 128 if rows > 64 else (64 if rows > 16 else 16)
+    return dict(BLOCK_M=bm, BLOCK_N=256 if bm == 128 else 128, BLOCK_K=128, BLOCK_O=32, GROUP_M=8,
+                num_warps=8 if bm in (16, 128) else 4, num_stages=4, tma="auto",
+                X_COMPACT_MIN_ROWS=X_COMPACT_MIN_ROWS)
+
+
+def _gemm_candidates(rows: int, n: int, k: int) -> list:
+    tiles = ((16, 128, 8), (32, 128, 8)) if rows <= 16 else ((64, 128, 4), (64, 256, 8)) if rows <= 64 else \
+        ((128, 256, 8), (256, 128, 8), (128, 128, 8))
+    return [dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=128, BLOCK_O=bo, num_warps=w, num_stages=ns)
+            for bm, bn, w in tiles for ns in (3, 4) for bo in (32, 64)]
+
+
+def _gemm_check(cfg: dict) -> None:
+    for name, low, high in (("BLOCK_M", 16, 256), ("BLOCK_N", 16, 256), ("BLOCK_K", 16, 256), ("BLOCK_O", 16, 256),
+                            ("num_warps", 1, 16)):
+        check_pow2_option(cfg, name, low, high)
+    check_int_option(cfg, "GROUP_M", 1, 64)
+    check_int_option(cfg, "num_stages", 1, 8)
+    if cfg["tma"] not in ("auto", True, False):
+        raise ValueError(f"tma must be 'auto', True or False, got {cfg['tma']!r}")
+    v = cfg["X_COMPACT_MIN_ROWS"]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"X_COMPACT_MIN_ROWS must be a non-negative int, got {v!r}")
+
+
+GEMM_SPACE = LaunchSpace("mixq_gemm", _gemm_default, _gemm_candidates, _gemm_check)
+
+
 def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | None = None, *,
-                _config: dict | None = None) -> torch.Tensor:
+                config: dict | None = None) -> torch.Tensor:
     """MixQ (W8A8O16 or W4A4O16, by the layer) of x (..., K) with the layer's outliers (or the given
-    channel indices, int32, all < K)."""
+    channel indices, int32, all < K). config: launch options, those named QUANT_* for the
+    quantize kernel (space "mixq_quantize"), the rest for the GEMM (space "mixq_gemm")."""
     if not isinstance(layer, MixQLinear):
         raise TypeError(f"layer must be a MixQLinear, got {type(layer).__name__}")
     _check_x(x, layer)
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of launch options, got {type(config).__name__}")
     N, K = layer.shape
     cache = layer.cache
     if outlier_idx is None:
@@ -473,18 +522,12 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
     y = torch.empty(*x.shape[:-1], N, dtype=x.dtype, device=x.device)
     if M == 0 or N == 0:
         return y
-    overrides = dict(_config or {})  # tools/mixq_configs.py explores these
+    gemm_options = dict(config or {})
+    quant_options = {name: gemm_options.pop(name) for name in list(gemm_options) if name.startswith("QUANT_")}
+    cfg = GEMM_SPACE.choose(x.device, dict(rows=pow2_bucket(M), n=N, k=K), gemm_options)
     xq, sx = mixq_quantize(x2, is_out, cache.ch_max if layer.track else None, QMAX[layer.bits], cache.threshold,
-                           overrides.pop("QUANT_ROWS", 1), overrides.pop("QUANT_BLOCK_K", None),
-                           overrides.pop("QUANT_WARPS", 8))
+                           config=quant_options)
     y2 = y.view(-1, N)
-    # H100 sweeps (tools/mixq_configs.py, results/<gpu>/mixq_configs*.txt), 70B q projection:
-    # 2048 rows 587 -> 554 us with 256-wide N tiles and 4 stages (pointer loads), 554 -> 417
-    # us reading xq and the weight through TMA (mixq_configs_tma.txt).
-    bm = 128 if M > 64 else (64 if M > 16 else 16)
-    cfg = dict(BLOCK_M=bm, BLOCK_N=256 if bm == 128 else 128, BLOCK_K=128, BLOCK_O=32, GROUP_M=8,
-               num_warps=8 if bm in (16, 128) else 4, num_stages=4)
-    cfg.update(overrides)
     bm = cfg["BLOCK_M"]
     if not idx.numel():  # no outliers: the index pointer must still be int32 to compile
         idx = torch.zeros(1, dtype=torch.int32, device=x.device)
@@ -492,7 +535,7 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
     else:
         n_out = idx.numel()
     # TMA reads of xq and the int8 weight as stored (N, K)
-    tma = use_tma(cfg.pop("tma", "auto"), (xq, layer.wq.t()), f"in_features to be a multiple of 16 (got {K})")
+    tma = use_tma(cfg.pop("tma"), (xq, layer.wq.t()), f"in_features to be a multiple of 16 (got {K})")
     if tma:
         xq_arg = TensorDescriptor.from_tensor(xq, [bm, cfg["BLOCK_K"]])
         wq_arg = TensorDescriptor.from_tensor(layer.wq.t(), [cfg["BLOCK_N"], cfg["BLOCK_K"]])
@@ -500,9 +543,8 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
         xq_arg, wq_arg = xq, layer.wq
     # From X_COMPACT_MIN_ROWS rows, x's outlier columns are gathered once, (M, n_out), before
     # the GEMM: gathered by every output tile instead, a 32-byte sector per element, they
-    # cost 58 of 364 us at 2048 rows (70B q, 64 channels; 306 us with no outliers at all:
-    # int8_vs_fp8_epilogue.txt). Below it, the extra launch would cost more than it saves.
-    compact = n_out > 0 and M >= cfg.pop("X_COMPACT_MIN_ROWS", X_COMPACT_MIN_ROWS)
+    # cost a large part of the GEMM's time. Below it, the extra launch costs more than it saves.
+    compact = n_out > 0 and M >= cfg.pop("X_COMPACT_MIN_ROWS")
     x_out = x2.index_select(1, idx) if compact else x2
     grid = (triton.cdiv(M, bm) * triton.cdiv(N, cfg["BLOCK_N"]),)
     _mixq_gemm_kernel[grid](
@@ -510,34 +552,3 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
         xq.stride(0), x_out.stride(0), layer.wq.stride(0), layer.wq.stride(1), layer.w_hp.stride(0), y2.stride(0),
         USE_TMA=tma, X_COMPACT=compact, **cfg)
     return y
-
-
-def mixq_reference(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor) -> torch.Tensor:
-    """What the kernels compute, in float64 from the stored int8 weight: the per-token int8
-    product of the non-outlier channels plus the outlier channels at full precision. A row
-    whose non-outlier channels hold an inf or a NaN has no per-token scale: there x times
-    the weight the layer holds (int8 times its scale), whose infinities and NaNs the
-    kernels match."""
-    if not isinstance(layer, MixQLinear):
-        raise TypeError(f"layer must be a MixQLinear, got {type(layer).__name__}")
-    for name, t in (("x", x), ("outlier_idx", outlier_idx)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if x.dim() == 0 or x.shape[-1] != layer.shape[1] or outlier_idx.dim() != 1:
-        raise ValueError(f"x must be (..., {layer.shape[1]}) and outlier_idx 1-D; got {tuple(x.shape)} and "
-                         f"{tuple(outlier_idx.shape)}")
-    xd = x.reshape(-1, x.shape[-1]).double().cpu()
-    idx = outlier_idx.long().cpu()
-    inlier = xd.float()  # fp16/bf16 values are exact in fp32, where the kernel divides
-    inlier[:, idx] = 0
-    qmax = QMAX[layer.bits]
-    finite = torch.isfinite(inlier).all(dim=-1)
-    sx = (torch.where(finite[:, None], inlier, 0.0).abs().amax(dim=-1) / qmax).clamp_min(1e-12)
-    q = inlier / sx[:, None]
-    xq = torch.where(q >= 0, torch.floor(q + 0.5), torch.ceil(q - 0.5)).clamp(-qmax, qmax)  # half away, as the kernel
-    wq, sw = layer.wq.double().cpu(), layer.sw.double().cpu()
-    y = (torch.where(finite[:, None], xq, 0.0).double() @ wq) * sx.double()[:, None] * sw[None, :]
-    if not finite.all():
-        y[~finite] = inlier[~finite].double() @ (wq * sw[None, :])
-    y += xd[:, idx] @ layer.w_hp.double().cpu()[idx]
-    return y.reshape(*x.shape[:-1], -1)

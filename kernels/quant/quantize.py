@@ -7,14 +7,12 @@ Weights come as nn.Linear stores them, w (N, K) = (out_features, in_features):
                         each output channel's weights contiguous; scale (N,) per channel:
                         w[n, k] ~ q[n, k] * scale[n]   (symmetric, scale = max|w[n]| / 127)
                         One row (decode) reads each channel's weights as one contiguous run,
-                        which a pure read of the weight runs as fast as the bytes allow; the
-                        transposed (K, N) layout the int8 kernels once used kept that one-row
-                        product 10% slower (results/<gpu>/gemv_nk_lab*.txt).
+                        which a pure read of the weight runs as fast as the bytes allow (the
+                        transposed (K, N) layout the int8 kernels once used was slower).
   int4 weight-only      stored transposed, K-major with N contiguous, so that the one-row
                         kernel's thread holds whole packed words of 4 channels and its scale
                         and zero rows are contiguous in N. (Packed (N, K/2), as int8 is,
-                        the one-row product measured 0-6% faster at best: not worth the
-                        change, tools/int4_nk_lab.py and results/<gpu>/int4_nk_lab_*.txt.)
+                        the one-row product measured hardly faster: not worth the change.)
                         q in [0, 15] per group of `group` input channels, asymmetric:
                         w[n, k] ~ (q[k, n] - zero[g, n]) * scale[g, n],  g = k // group
                         packed two per byte along K: packed[j, n] = q[2j, n] | q[2j+1, n] << 4
@@ -73,6 +71,27 @@ def check_int(name: str, v, minimum: int = 0) -> None:
         raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
     if v < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {v}")
+
+
+def check_pow2_option(cfg: dict, name: str, low: int, high: int) -> None:
+    """A launch option that must be a power of two in [low, high] (ValueError naming it)."""
+    v = cfg[name]
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high or v & (v - 1):
+        raise ValueError(f"{name} must be a power of two from {low} to {high}, got {v!r}")
+
+
+def check_int_option(cfg: dict, name: str, low: int, high: int) -> None:
+    """A launch option that must be an int in [low, high] (ValueError naming it)."""
+    v = cfg[name]
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        raise ValueError(f"{name} must be an int from {low} to {high}, got {v!r}")
+
+
+def check_positive_option(cfg: dict, name: str) -> None:
+    """A launch option that must be a positive number (ValueError naming it)."""
+    v = cfg[name]
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+        raise ValueError(f"{name} must be a positive number, got {v!r}")
 
 
 def check_number(name: str, v) -> None:

@@ -1,6 +1,7 @@
-"""kernels/quant/wo_matmul.py against x @ dequant(W)^T in float64 (kernels/quant/reference.py).
+"""kernels/quant/wo_matmul.py (and its paths, wo_gemv.py, wo_mma.py, wo_dequant.py) against
+x @ dequant(W)^T in float64 (kernels/quant/reference.py).
 
-Accuracy by SQNR (DESIGN.md). Two floors per case:
+Accuracy by SQNR. Two floors per case:
 - against the exact product of the stored format: the kernel's noise may be at most twice
   (3 dB) that of rounding the exact answer once to the output dtype. The kernel
   accumulates in fp32, so output rounding dominates.
@@ -37,8 +38,8 @@ def quantize(recipe, w, dtype):
 def rounds_weights(qw, m, n):
     """Whether wo_matmul's default for m rows rounds each weight to x's dtype before the
     GEMM: the dequant path (from DEQUANT_MIN_ROWS rows), and int4's tensor-core kernel
-    (deq_dot: 2 rows and more, or one row of a width the gemv path does not take). The
-    one-row gemv and int8's tensor-core kernel stay exact in the weights."""
+    (2 rows and more, or one row of a width the gemv path does not take). The one-row gemv
+    and int8's tensor-core kernel stay exact in the weights."""
     return m >= DEQUANT_MIN_ROWS[qw.bits] or (qw.bits == 4 and not (m == 1 and gemv_takes(n, 0, 4)))
 
 
@@ -97,18 +98,13 @@ def test_wo_matmul_rejects_bad_input(device):
         wo_matmul(torch.randn(2, 64, dtype=torch.float16, device=device), torch.zeros(64, 32))
 
 
-MMA_OPTIONS = [{"path": "mma", "deq_dot": False} | o
-               for o in ({"swap_ab": False, "fast_cvt": False}, {"swap_ab": True, "fast_cvt": False},
-                         {"swap_ab": False, "fast_cvt": True, "x_split": False},
-                         {"swap_ab": True, "fast_cvt": True, "x_split": False},
-                         {"interleave": True, "swap_ab": False, "fast_cvt": True},
-                         {"interleave": True, "swap_ab": True, "fast_cvt": True})]
+MMA_OPTIONS = [{"path": "mma", "swap_ab": False}, {"path": "mma", "swap_ab": True},
+               {"path": "mma", "swap_ab": False, "block_n": 128, "block_k": 64, "waves": 2}]
 
 
 GEMV_OPTIONS = {  # the gemv path is for one row; its options differ by format
     "int4wo-64": [{"path": "gemv", "rows": 8}, {"path": "gemv", "rows": 32, "num_warps": 2},
-                  {"path": "gemv", "rows": 16, "words_per_thread": 2},
-                  {"path": "gemv", "words_per_thread": 4, "maxnreg": 128}],
+                  {"path": "gemv", "rows": 16, "num_warps": 4, "waves": 2}],
     "int8wo": [{"path": "gemv", "block_n": 16, "block_k": 512, "num_warps": 4},
                {"path": "gemv", "block_n": 4, "block_k": 64, "num_warps": 1, "num_stages": 1},
                {"path": "gemv", "block_n": 2, "block_k": 128, "num_warps": 2}],
@@ -119,11 +115,10 @@ GEMV_OPTIONS = {  # the gemv path is for one row; its options differ by format
                          [(r, m, o) for r in ("int8wo", "int4wo-64") for m in (1, 5, 16) for o in MMA_OPTIONS]
                          + [(r, 1, o) for r, opts in GEMV_OPTIONS.items() for o in opts])
 def test_launch_options_compute_the_same_product(device, recipe, m, options):
-    """Every launch option that keeps the weights exact is the same function, split or not:
-    the transposed tile (weights as the MMA's left operand), int4 converted from bits
-    (fast_cvt) or by the instruction, its group's scale and zero applied after the dot
-    (deq_dot off), nibbles interleaved into K order, the one-row CUDA-core path (int8:
-    rows past N and a K tail past the last whole block masked)."""
+    """Every launch option computes the same function, split or not: the transposed tile
+    (weights as the MMA's left operand) or not, other tiles, the one-row CUDA-core path
+    (int8: rows past N and a K tail past the last whole block masked). int4 on the tensor
+    cores rounds each weight to x's dtype first and is judged on the rounded weight."""
     g = torch.Generator().manual_seed(m)
     # int8 takes a K tail: any K on the tensor cores, whole 32-bit words on the gemv path
     k, n = 512 - (0 if recipe != "int8wo" else 36 if options["path"] == "gemv" else 37), 200
@@ -132,9 +127,12 @@ def test_launch_options_compute_the_same_product(device, recipe, m, options):
     on = lambda t: t.to(device) if t is not None else None
     qw_dev = type(qw)(qw.bits, on(qw.qweight), on(qw.scale), on(qw.zero), qw.group, qw.shape)
     exact = wo_matmul_reference(x, qw)
-    floor = sqnr_db(exact, exact.to(torch.float16)) - 3.0
+    if qw.bits == 4 and options["path"] == "mma":
+        floor = sqnr_db(exact, (x.double() @ dequantize(qw).half().double().t()).half()) - 3.0
+    else:
+        floor = sqnr_db(exact, exact.to(torch.float16)) - 3.0
     for splits in (1, 3):
-        y = wo_matmul(x.to(device), qw_dev, num_splits=splits, _config_override=options)
+        y = wo_matmul(x.to(device), qw_dev, num_splits=splits, config=options)
         assert sqnr_db(exact, y.cpu()) >= floor, f"splits={splits}: {sqnr_db(exact, y.cpu()):.1f} dB < {floor:.1f} dB"
 
 
@@ -149,7 +147,7 @@ def test_gemv_keeps_precision_over_a_long_unsplit_k(device, recipe):
     q_cpu = quantize(recipe, w, torch.float16)
     exact = wo_matmul_reference(x, q_cpu)
     floor = sqnr_db(exact, exact.to(torch.float16)) - 3.0
-    y = wo_matmul(x.to(device), on_device(q_cpu, device), num_splits=1, _config_override={"path": "gemv"}).cpu()
+    y = wo_matmul(x.to(device), on_device(q_cpu, device), num_splits=1, config={"path": "gemv"}).cpu()
     assert sqnr_db(exact, y) >= floor, f"{sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
 
 
@@ -164,7 +162,7 @@ def test_int8_gemv_unmasked_and_split(device):
     floor = sqnr_db(exact, exact.to(torch.float16)) - 3.0
     for splits in (1, 4):
         y = wo_matmul(x.to(device), on_device(q_cpu, device), num_splits=splits,
-                      _config_override={"path": "gemv", "block_n": 16, "block_k": 256, "num_warps": 4}).cpu()
+                      config={"path": "gemv", "block_n": 16, "block_k": 256, "num_warps": 4}).cpu()
         assert sqnr_db(exact, y) >= floor, f"splits={splits}: {sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
 
 
@@ -183,7 +181,7 @@ def test_gemv_refuses_a_weight_off_a_4_byte_boundary(device):
     y = wo_matmul(x.to(device), odd).cpu()
     assert sqnr_db(exact, y) >= sqnr_db(exact, exact.to(torch.float16)) - 3.0
     with pytest.raises(ValueError, match="qweight does not start on a 4-byte boundary"):
-        wo_matmul(x.to(device), odd, _config_override={"path": "gemv"})
+        wo_matmul(x.to(device), odd, config={"path": "gemv"})
 
 
 @pytest.mark.parametrize("recipe", ["int8wo", "int4wo-64"])
@@ -206,31 +204,49 @@ def test_wo_matmul_rejects_bad_launch_options(device):
     qw.qweight, qw.scale = qw.qweight.to(device), qw.scale.to(device)
     x = torch.randn(2, 64, dtype=torch.float16, device=device)
     with pytest.raises(ValueError, match="the gemv path computes one row; x has 2"):
-        wo_matmul(x, qw, _config_override={"path": "gemv"})
+        wo_matmul(x, qw, config={"path": "gemv"})
     with pytest.raises(ValueError, match="path must be 'mma', 'gemv' or 'dequant'"):
-        wo_matmul(x, qw, _config_override={"path": "simt"})
+        wo_matmul(x, qw, config={"path": "simt"})
+    with pytest.raises(TypeError, match="config must be a dict of launch options, got list"):
+        wo_matmul(x, qw, config=[("path", "mma")])
     q4 = on_device(quantize_int4_weight(torch.randn(32, 64), 32, torch.float16), device)
     for weight, options, error in [  # each format's gemv options, checked and named
-        (qw, {"rows": 32}, "the int8 gemv path has no option 'rows' .it takes block_k, block_n, num_stages, "
-                           "num_warps, waves."),
-        (qw, {"block_n": 12}, "the int8 gemv path's block_n must be a power of two, got 12"),
-        (qw, {"block_k": 2}, "the int8 gemv path's block_k must be at least 4 .one 32-bit word., got 2"),
-        (q4, {"words_per_thread": 3}, "the gemv path takes words_per_thread 1, 2 or 4; got 3"),
-        (q4, {"block_n": 64}, "the int4 gemv path has no option 'block_n'"),
-        (q4, {"rows": 40}, "the gemv path takes rows .* in 4, 8, 16, 32, 64; got 40"),
+        (qw, {"rows": 32}, r"wo_gemv: unknown launch option\(s\) \['rows'\]; known: \['block_k', 'block_n', "
+                           r"'num_stages', 'num_warps', 'waves'\]"),
+        (qw, {"block_n": 12}, "block_n must be a power of two from 1 to 1024, got 12"),
+        (qw, {"block_k": 2}, "block_k must be a power of two from 4 to 16384, got 2"),
+        (q4, {"words_per_thread": 2}, r"wo_gemv: unknown launch option\(s\) \['words_per_thread'\]"),
+        (q4, {"maxnreg": 128}, r"wo_gemv: unknown launch option\(s\) \['maxnreg'\]"),
+        (q4, {"block_n": 64}, r"wo_gemv: unknown launch option\(s\) \['block_n'\]"),
+        (q4, {"rows": 40}, "rows must be a power of two from 4 to 64, got 40"),
         (q4, {"rows": 32}, "rows must divide 16 .half the group 32., got 32"),
     ]:
         with pytest.raises(ValueError, match=error):
-            wo_matmul(x[:1], weight, _config_override={"path": "gemv"} | options)
+            wo_matmul(x[:1], weight, config={"path": "gemv"} | options)
+    for options, error in [  # the tensor-core path's options; the rejected ones are gone
+        ({"fast_cvt": True}, r"wo_mma: unknown launch option\(s\) \['fast_cvt'\]"),
+        ({"interleave": True, "deq_dot": False}, r"wo_mma: unknown launch option\(s\) \['deq_dot', 'interleave'\]"),
+        ({"x_split": False}, r"wo_mma: unknown launch option\(s\) \['x_split'\]"),
+        ({"rows": 8}, r"wo_mma: unknown launch option\(s\) \['rows'\]"),  # a gemv option on the mma path
+        ({"block_m": 24}, "block_m must be a power of two from 16 to 256, got 24"),
+        ({"swap_ab": 1}, "swap_ab must be True or False, got 1"),
+        ({"waves": 0}, "waves must be a positive number, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=error):
+            wo_matmul(x, q4, config={"path": "mma"} | options)
+    with pytest.raises(ValueError, match="block_k 64 must be a power of two dividing the group 32"):
+        wo_matmul(x, q4, config={"path": "mma", "block_k": 64})
+    with pytest.raises(ValueError, match=r"wo_dequant: unknown launch option\(s\) \['block_k'\]"):
+        wo_matmul(x, q4, config={"path": "dequant", "block_k": 64})
     # the gemv kernels read whole 32-bit words: of 4 output channels (int4), of 4 input channels (int8)
     odd4 = on_device(quantize_int4_weight(torch.randn(30, 64), 32, torch.float16), device)
     with pytest.raises(ValueError, match="out_features 30 is not a multiple of 4"):
-        wo_matmul(x[:1], odd4, _config_override={"path": "gemv"})
+        wo_matmul(x[:1], odd4, config={"path": "gemv"})
     assert wo_matmul(x[:1], odd4).shape == (1, 30)  # by default such a layer takes the tensor-core path
     odd8 = on_device(quantize_int8_weight(torch.randn(32, 62), torch.float16), device)
     x62 = torch.randn(1, 62, dtype=torch.float16, device=device)
     with pytest.raises(ValueError, match="in_features 62 is not a multiple of 4"):
-        wo_matmul(x62, odd8, _config_override={"path": "gemv"})
+        wo_matmul(x62, odd8, config={"path": "gemv"})
     assert wo_matmul(x62, odd8).shape == (1, 32)
 
 
@@ -251,7 +267,7 @@ def test_dequantize_weight_is_the_stored_format_rounded_once(device, recipe, gro
     k = groups * 256 - (int(torch.randint(0, 100, (1,), generator=g)) if recipe == "int8wo" else 0)
     qw = quantize(recipe, torch.randn(n, k, generator=g), dt)
     block_r, block_n, warps = block
-    got = dequantize_weight(on_device(qw, device), dt, block_r, block_n, warps).cpu()
+    got = dequantize_weight(on_device(qw, device), dt, config=dict(block_r=block_r, block_n=block_n, num_warps=warps)).cpu()
     assert got.shape == (k, n) and got.dtype == dt
     assert torch.equal(got, dequantize(qw).to(dt).t())
 
@@ -269,7 +285,7 @@ def test_dequant_path_is_the_gemm_on_the_rounded_weight(device, recipe, m, group
     k = groups * 256 - (int(torch.randint(0, 100, (1,), generator=g)) if recipe == "int8wo" else 0)
     w, x = torch.randn(n, k, generator=g), torch.randn(m, k, generator=g).to(dt)
     qw = quantize(recipe, w, dt)
-    y = wo_matmul(x.to(device), on_device(qw, device), _config_override={"path": "dequant"}).cpu()
+    y = wo_matmul(x.to(device), on_device(qw, device), config={"path": "dequant"}).cpu()
     exact = wo_matmul_reference(x, qw)
     rounded = (x.double() @ dequantize(qw).to(dt).double().t()).to(dt)
     floor = sqnr_db(exact, rounded) - 3.0
@@ -278,12 +294,11 @@ def test_dequant_path_is_the_gemm_on_the_rounded_weight(device, recipe, m, group
         assert torch.equal(wo_matmul(x.to(device), on_device(qw, device)).cpu(), y)
 
 
-@pytest.mark.parametrize("swap_ab,interleave,x_split", [(False, False, False), (True, False, False), (False, True, False),
-                                                       (True, True, False), (False, False, True), (True, False, True)])
-def test_deq_dot_is_the_gemm_on_the_rounded_weight(device, swap_ab, interleave, x_split):
-    """The fused kernel's deq_dot option (int4 dequantized to x's dtype before the dot; the
-    default from 2 rows) has the dequant path's rounding, and is judged as it is; with x
-    read in two stride-2 halves or contiguously (x_split), or the nibbles interleaved."""
+@pytest.mark.parametrize("swap_ab", [False, True])
+def test_int4_mma_is_the_gemm_on_the_rounded_weight(device, swap_ab):
+    """The tensor-core kernel dequantizes int4 to x's dtype before the dot (the default from
+    2 rows): it has the dequant path's rounding, and is judged as it is, with the weights as
+    either operand of the MMA."""
     g = torch.Generator().manual_seed(3)
     w, x = torch.randn(200, 512, generator=g), torch.randn(40, 512, generator=g).to(torch.float16)
     qw = quantize("int4wo-64", w, torch.float16)
@@ -291,8 +306,7 @@ def test_deq_dot_is_the_gemm_on_the_rounded_weight(device, swap_ab, interleave, 
     floor = sqnr_db(exact, (x.double() @ dequantize(qw).half().double().t()).half()) - 3.0
     for splits in (1, 3):
         y = wo_matmul(x.to(device), on_device(qw, device), num_splits=splits,
-                      _config_override={"path": "mma", "deq_dot": True, "swap_ab": swap_ab, "interleave": interleave,
-                                        "x_split": x_split, "fast_cvt": False}).cpu()
+                      config={"path": "mma", "swap_ab": swap_ab}).cpu()
         assert sqnr_db(exact, y) >= floor, f"splits={splits}: {sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
 
 
@@ -302,7 +316,7 @@ def special_pattern(y):
     return torch.where(torch.isnan(y), 2, torch.where(torch.isinf(y), torch.sign(y), 0)).long()
 
 
-NONFINITE_PATHS = [{"path": "gemv"}, {"path": "mma"}, {"path": "dequant"}] + MMA_OPTIONS[::2]
+NONFINITE_PATHS = [{"path": "gemv"}, {"path": "mma"}, {"path": "dequant"}] + MMA_OPTIONS[:2]
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))
@@ -329,8 +343,8 @@ def test_nan_and_inf_in_x_give_float64s_nan_and_inf(device, dtype, recipe, optio
     for splits in (1, 3):
         if options["path"] == "gemv":
             y = torch.cat([wo_matmul(x[i:i + 1].to(device), on_device(qw, device), num_splits=splits,
-                                     _config_override=options) for i in range(x.shape[0])])
+                                     config=options) for i in range(x.shape[0])])
         else:
-            y = wo_matmul(x.to(device), on_device(qw, device), num_splits=splits, _config_override=options)
+            y = wo_matmul(x.to(device), on_device(qw, device), num_splits=splits, config=options)
         got = special_pattern(y)
         assert torch.equal(got, expected), f"splits={splits}: {(got != expected).sum(dim=1).tolist()} outputs off per row"

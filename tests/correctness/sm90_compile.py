@@ -4,13 +4,13 @@ become constants (a decode batch of one row), an absent pointer becomes None, an
 constexpr branch (split merged in the kernel, gated, LoRA, QK-norm, int4/int8) is taken.
 The CPU lane runs kernels in Triton's interpreter, which forgives type errors the compiler
 rejects (an index pointer of the wrong type compiled only on the GPU, and failed there).
-Usage: python tools/compile_check.py  (exit 1 on the first kernel that does not compile)."""
+Usage: python tests/correctness/sm90_compile.py  (exit 1 on the first kernel that does not compile)."""
 import inspect
 import os
 import sys
 
 os.environ["TRITON_INTERPRET"] = "0"  # before any kernel module is imported
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
@@ -22,8 +22,9 @@ from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # n
 from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
 from kernels.norm.rmsnorm import _rmsnorm_kernel  # noqa: E402
 from kernels.quant.mixq import _mixq_gemm_kernel, _mixq_quantize_kernel  # noqa: E402
-from kernels.quant.wo_matmul import (_dequant_kernel, _wo_gemv_int4_kernel, _wo_gemv_int8_kernel,  # noqa: E402
-                                     _wo_matmul_kernel)
+from kernels.quant.wo_dequant import _dequant_kernel  # noqa: E402
+from kernels.quant.wo_gemv import _wo_gemv_int4_kernel, _wo_gemv_int8_kernel  # noqa: E402
+from kernels.quant.wo_mma import _wo_mma_kernel  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 32)
 
@@ -62,34 +63,31 @@ def cases():
     wo = {"X": "*bf16", "S": "*bf16", "Z": "*bf16", "Y": "*bf16", "P": "*fp32", "COUNT": "*i32"}
     for bits in (4, 8):
         for swap in (False, True):
-            yield (f"wo_matmul int{bits} M=1 swap_ab={swap} fast_cvt={bits == 4}", _wo_matmul_kernel,
-                   wo | {"Q": "*u8" if bits == 4 else "*i8"},
-                   {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap, "FAST_CVT": bits == 4,
-                    "INTERLEAVE": False, "X_SPLIT": False, "DEQ_DOT": False, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
+            yield (f"wo_mma int{bits} M=1 swap_ab={swap}", _wo_mma_kernel, wo | {"Q": "*u8" if bits == 4 else "*i8"},
+                   {"M": 1, "BITS": bits, "GROUP": 128, "SPLIT": True, "SWAP_AB": swap,
+                    "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128})
     for masked in (False, True):
         for dt in ("bf16", "fp16"):
             io = {"X": f"*{dt}", "S": f"*{dt}", "Z": f"*{dt}", "Y": f"*{dt}"}
             yield (f"wo_gemv int4 masked={masked} {dt}", _wo_gemv_int4_kernel, wo | io | {"Q": "*i32"},
-                   {"GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 128, "WPT": 1, "SPLIT": True,  # 4 warps
+                   {"GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 128, "SPLIT": True,  # 4 warps
                     "MASKED": masked, "IS_BF16": dt == "bf16"})
             yield (f"wo_gemv int8 masked={masked} {dt}", _wo_gemv_int8_kernel, wo | io | {"Q": "*i8"},
                    {"BLOCK_N": 4, "BLOCK_W": 512, "SPLIT": True, "MASKED": masked, "IS_BF16": dt == "bf16", "ASM": True},
                    {"num_warps": 4, "num_stages": 3})  # the small-N default
     # the default launches: int4 one warp, no pipelining; int8 16 rows of 512 k over 4 warps
     yield ("wo_gemv int4 default launch", _wo_gemv_int4_kernel, wo | {"Q": "*i32"},
-           {"GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 32, "WPT": 1, "SPLIT": True, "MASKED": False,
+           {"GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 32, "SPLIT": True, "MASKED": False,
             "IS_BF16": True}, {"num_warps": 1, "num_stages": 1})
     yield ("wo_gemv int8 16 rows", _wo_gemv_int8_kernel, wo | {"Q": "*i8"},
            {"BLOCK_N": 16, "BLOCK_W": 128, "SPLIT": False, "MASKED": False, "IS_BF16": True, "ASM": True},
            {"num_warps": 4, "num_stages": 3})
     for swap in (False, True):
-        yield (f"wo_matmul int4 prefill fp16 interleave swap_ab={swap}", _wo_matmul_kernel,
+        yield (f"wo_mma int4 prefill fp16 swap_ab={swap}", _wo_mma_kernel,
                wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},
-               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "FAST_CVT": True, "INTERLEAVE": True,
-                "X_SPLIT": False, "DEQ_DOT": False, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
-        yield (f"wo_matmul int4 prefill deq_dot swap_ab={swap}", _wo_matmul_kernel, wo | {"Q": "*u8"},
-               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "FAST_CVT": False, "INTERLEAVE": False,
-                "X_SPLIT": True, "DEQ_DOT": True, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128})
+               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
+        yield (f"wo_mma int4 prefill swap_ab={swap}", _wo_mma_kernel, wo | {"Q": "*u8"},
+               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128})
     for bits in (4, 8):
         yield (f"dequant int{bits}", _dequant_kernel, {"Q": "*u8" if bits == 4 else "*i8", "S": "*bf16", "Z": "*bf16",
                                                       "W": "*bf16"},
