@@ -1,6 +1,8 @@
 """Perf cases: one shape and dtype of one operation, every implementation timed together.
 
-A test file builds `PerfCase`s and parametrizes over (case, provider). The first test of
+A test file declares its grid and its providers (`perf_bench`, `Provider`: below) and
+parametrizes over (case, provider); `PerfSession.run` (harness/pytest_plugin.py) is the one
+place a case's providers, its kernel included, are called. The first test of
 a case times all its providers in one interleaved run (harness.timing); every test then
 records its own provider's samples into pytest-benchmark's statistics, with the
 `extra_info` keys the README documents. Before timing, every provider's output is checked
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -20,8 +24,7 @@ from kernels.launch import PDL_ENV  # the variable the kernels read at every lau
 
 from .metrics import Cost, derive_metrics
 from .timing import Measurement, TimingConfig, first_call_s, l2_cache_bytes, time_providers
-from kernels.providers import ProviderUnavailable  # noqa: F401  (raised by baselines, caught here)
-
+from kernels.providers import ProviderUnavailable  # raised by baselines, caught here
 
 
 @dataclass
@@ -30,7 +33,6 @@ class PerfCase:
     shape: dict                               # e.g. {"rows": 4096, "hidden": 4096}
     dtype: torch.dtype
     make_inputs: Callable[[], tuple]          # fresh random inputs on the GPU
-    providers: dict[str, Callable[..., Any]]  # name -> fn(*inputs); the kernel first
     cost: Cost
     reference: Callable[..., Any]             # fn(*inputs) -> output(s), float32 or better
     rtol: float                               # allowed ||out - ref|| / ||ref|| per output
@@ -53,6 +55,9 @@ class PerfCase:
     # fit in L2 would be read from L2 on every replay: such a case is timed with events,
     # the L2 flushed before each call (timing_config_for).
     held_bytes: int = 0
+    # name -> fn(*inputs), the kernel first. Filled by a PerfBench from its declared providers.
+    providers: dict[str, Callable[..., Any]] = field(default_factory=dict, kw_only=True)
+    state: Any = field(default=None, kw_only=True)  # what the providers' factories read (a layer, a weight)
 
     @property
     def case_id(self) -> str:
@@ -63,6 +68,201 @@ class PerfCase:
 def dtype_name(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32",
             torch.float64: "fp64", torch.int8: "int8"}.get(dtype, str(dtype).replace("torch.", ""))
+
+
+# ---- declared providers: a perf file is its grid plus its providers ----------------------
+
+@dataclass(frozen=True)
+class Provider:
+    """One implementation a perf case times, declared once per file.
+
+    Give either `fn`, the provider itself (fn(*inputs)), or `make`, a factory called once per
+    case with the case's `state` that returns fn(*inputs) (a torch.compile per case, a layer
+    built from the case's weights); `make` may raise ProviderUnavailable with the reason.
+    needs: modules that must import ("torchao", or a tuple), or a check returning None or why
+        not; looked at once per session, before any case is built.
+    when: which grid points have this provider: None or True for all; False leaves it out of
+        that point's tests; a string keeps the test and skips it with that reason.
+    kernel: the suite's own kernel (exactly one per bench; it has no needs or when).
+    checked: False for a baseline timed for scale whose output is another function (a GEMM
+        alone): its shape and finiteness are checked, not its values.
+    """
+    name: str
+    fn: Callable[..., Any] | None = None
+    make: Callable[[Any], Callable[..., Any]] | None = None
+    needs: str | tuple[str, ...] | Callable[[], str | None] = ()
+    when: Callable[[Any], bool | str] | None = None
+    kernel: bool = False
+    checked: bool = True
+
+    def __post_init__(self):
+        if (self.fn is None) == (self.make is None):
+            raise ValueError(f"provider {self.name!r}: give exactly one of fn= (the provider) or make= (its factory)")
+
+    def missing(self) -> str | None:
+        """Why this provider cannot run on this machine, or None."""
+        return _missing(self.needs)
+
+    def at(self, point) -> bool | str:
+        """True: timed at this grid point; False: not one of its tests; a string: skipped, with why."""
+        if self.when is None:
+            return True
+        got = self.when(point)
+        return got if isinstance(got, str) else bool(got)
+
+
+_MISSING: dict[Any, str | None] = {}  # needs -> why not: every library imported at most once
+
+
+def _missing(needs) -> str | None:
+    if needs in _MISSING:
+        return _MISSING[needs]
+    why = None
+    if callable(needs):
+        why = needs()
+    else:
+        for module in (needs,) if isinstance(needs, str) else needs:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # ImportError, or a build that does not match this torch
+                why = f"{module} does not import: {type(exc).__name__}: {exc}"
+                break
+    _MISSING[needs] = why
+    return why
+
+
+class Point(dict):
+    """One grid point: its fields by name (point["m"]) or attribute (point.m); hashable."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __hash__(self):
+        return hash(tuple(self.items()))
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """A test's parameter: one bench at one grid point, built into its PerfCase on demand."""
+    bench: "PerfBench"
+    point: Point
+
+    def build(self) -> PerfCase:
+        return self.bench.case(self.point)
+
+
+_LAST_CASE: list = []  # [(key, case)]: tests of one case run back to back, so one case is kept
+
+
+class PerfBench:
+    """A family's perf cases of one operation: a grid, a test id per point, the declared
+    providers, and `setup(**point)`, which returns the PerfCase (inputs, reference, cost,
+    rtol...) without providers; the bench adds the providers available at that point."""
+
+    def __init__(self, setup: Callable[..., PerfCase], grid: Callable[[bool], list[dict]], id: str,
+                 providers: list[Provider]):
+        self.setup, self.grid, self.id_format, self.providers = setup, grid, id, list(providers)
+        self.name = getattr(setup, "__name__", "bench")
+        names = [p.name for p in self.providers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"perf bench {self.name}: provider {dup[0]!r} is declared more than once")
+        kernels = [p for p in self.providers if p.kernel]
+        if len(kernels) != 1:
+            raise ValueError(f"perf bench {self.name}: {len(kernels)} providers have kernel=True; "
+                             f"declare exactly one (the suite's own kernel)")
+        self.kernel = kernels[0]
+        if self.kernel.needs or self.kernel.when is not None:
+            raise ValueError(f"perf bench {self.name}: the kernel {self.kernel.name!r} takes no needs= or when=: "
+                             f"it runs wherever the suite runs")
+
+    def points(self, sweep: bool = False) -> list[Point]:
+        return [Point(p) for p in self.grid(sweep)]
+
+    def point_id(self, point) -> str:
+        return self.id_format.format(**point)
+
+    def providers_at(self, point) -> list[Provider]:
+        point = Point(point)
+        return [p for p in self.providers if p.at(point) is not False]
+
+    def params(self, sweep: bool = False) -> list:
+        """pytest params (spec, provider), point by point, providers in declared order."""
+        import pytest
+
+        out, seen = [], set()
+        for point in self.points(sweep):
+            pid = self.point_id(point)
+            if pid in seen:
+                raise ValueError(f"perf bench {self.name}: two grid points have the test id {pid!r}")
+            seen.add(pid)
+            spec = CaseSpec(self, point)
+            out += [pytest.param(spec, p.name, id=f"{pid}-{p.name}") for p in self.providers_at(point)]
+        return out
+
+    def case(self, point) -> PerfCase:
+        """The PerfCase of a point, built once: the last one is kept for the next test."""
+        key = (id(self), self.point_id(point))
+        if _LAST_CASE and _LAST_CASE[0][0] == key:
+            return _LAST_CASE[0][1]
+        _LAST_CASE.clear()  # release the previous case's GPU tensors before allocating
+        case = self._build(Point(point))
+        _LAST_CASE.append((key, case))
+        return case
+
+    def _build(self, point) -> PerfCase:
+        case = self.setup(**point)
+        case.kernel = self.kernel.name
+        case.unchecked = tuple(p.name for p in self.providers if not p.checked)
+        for p in self.providers_at(point):
+            why = p.at(point)
+            why = why if isinstance(why, str) else p.missing()
+            if why is not None:
+                case.unavailable[p.name] = why
+                continue
+            try:
+                case.providers[p.name] = p.fn if p.fn is not None else p.make(case.state)
+            except ProviderUnavailable as exc:
+                if p.kernel:
+                    raise
+                case.unavailable[p.name] = str(exc)
+        return case
+
+    def check_declaration(self, sweep: bool = False) -> None:
+        """What can be checked without a GPU: the points' test ids and setup's arguments."""
+        params = inspect.signature(self.setup)
+        for point in self.points(sweep):
+            params.bind(**point)  # a grid field setup does not take is a TypeError here
+            self.point_id(point)
+
+
+def perf_bench(*, grid: Callable[[bool], list[dict]], id: str, providers: list[Provider]):
+    """Declares a perf bench: decorates its setup(**point) -> PerfCase (tritonbench's
+    register_benchmark in spirit: the providers are declared, not wired).
+
+        @perf_bench(grid=lambda sweep: [dict(rows=r) for r in ROWS], id="op-rows{rows}",
+                    providers=[Provider("triton", my_kernel, kernel=True),
+                               Provider("eager", eager_op),
+                               Provider("lib", make=lambda s: lib_op, needs="lib")])
+        def op(rows): return PerfCase(op="op", shape={"rows": rows}, ...)
+    """
+    def declare(setup):
+        return PerfBench(setup, grid, id, providers)
+    return declare
+
+
+def perf_tests(*benches: PerfBench):
+    """The module's pytest_generate_tests: the tests taking (spec, provider) get every point
+    of the benches, in order, with their providers; --perf-sweep gives the sweep grids."""
+    def pytest_generate_tests(metafunc):
+        if not {"spec", "provider"} <= set(metafunc.fixturenames):
+            return
+        sweep = bool(metafunc.config.getoption("perf_sweep"))
+        metafunc.parametrize("spec,provider", [p for b in benches for p in b.params(sweep)])
+    return pytest_generate_tests
 
 
 def _as_list(out) -> list[torch.Tensor]:
@@ -220,6 +420,6 @@ def record_into_benchmark(benchmark, samples_s: list[float], extra_info: dict) -
     benchmark._timer = f"harness.timing: CUDA events around {'a CUDA-graph replay' if mode == 'graph' else 'one call'}"
     stats = benchmark._make_stats(calls)
     for s in samples_s:
-        stats.update(s)
+        stats.update(s * calls)  # pytest-benchmark divides each datum by iterations: hand it the sample's whole time
     benchmark._mode = "harness.device_timer"
     benchmark.extra_info.update(extra_info)

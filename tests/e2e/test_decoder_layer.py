@@ -6,15 +6,17 @@ layer in the model's dtype, plus one rounding of the output. Both lanes run bf16
 lane the tiny look-alikes (models.config.tiny), the GPU lane the real dimensions.
 """
 import functools
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from harness.lanes import interpreting
 from harness.metrics import Cost
-from harness.perfcase import PerfCase
+from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.norm import baselines
 from models import SEED_MODELS, DecoderLayer, KVCache, get_ops, tiny
+from tests.helpers.tolerance import assert_within_rule
 
 pytestmark = pytest.mark.e2e
 
@@ -52,14 +54,11 @@ def test_layer_matches_plain_pytorch(device, name, batch, kv_len, q_tokens):
     plain = layer(x, KVCache(cache.k.clone(), cache.v.clone()), kv_len, get_ops("torch"))
 
     assert got.shape == x.shape and got.dtype == dtype and not torch.isnan(got).any()
-    err = (got.double().cpu() - exact).abs().max().item()
-    base = (plain.double().cpu() - exact).abs().max().item()
-    one = torch.finfo(dtype).eps * exact.abs().max().item()
     # The interpreter rounds float32 to bf16 by truncation (an error of up to one unit, all one
     # way, where the GPU's round-to-nearest errs by half a unit either way): on the CPU lane
     # each of the layer's roundings may cost twice the plain layer's.
     k = 4 if interpreting() and dtype == torch.bfloat16 else 2
-    assert err <= k * base + one, f"{name}: max error {err:.3g} > {k} x {base:.3g} (plain {dtype}) + {one:.3g}"
+    assert_within_rule(got, exact, plain, dtype, k=k, what=name)
 
 
 def test_layer_writes_new_keys_into_the_cache(device):
@@ -123,17 +122,32 @@ def test_unknown_backend_is_an_error():
 
 # ---- timed (GPU): the decode step of one layer, every implementation in CUDA graphs ----
 
-@functools.lru_cache(maxsize=1)  # the three providers of a case run back to back
-def _layer_case(name, batch, kv_len):
+def _compiled_layer(s):
+    # Through baselines.compiled: every case recompiles DecoderLayer.forward, and past
+    # Dynamo's default limit of 8 it would silently run eager (seen on an H100: the 9th to
+    # 12th layer cases read compile == eager). There the limit is raised, and hitting it fails.
+    compiled = baselines.compiled(functools.partial(s.layer.forward, ops=s.torch_ops))
+    return lambda x, k, v: compiled(x, KVCache(k, v), s.kv_len)
+
+
+LAYER_PROVIDERS = [
+    Provider("triton", make=lambda s: lambda x, k, v: s.layer(x, KVCache(k, v), s.kv_len, s.triton_ops), kernel=True),
+    Provider("eager", make=lambda s: lambda x, k, v: s.layer(x, KVCache(k, v), s.kv_len, s.torch_ops)),
+    Provider("compile", make=_compiled_layer),
+]
+
+
+def _layer_grid(sweep):
+    return [dict(name=name, batch=batch, kv_len=4096) for name in MODELS for batch in (1, 8, 16)]
+
+
+@perf_bench(grid=_layer_grid, id="{name}-{batch}", providers=LAYER_PROVIDERS)
+def decoder_layer_case(name, batch, kv_len):
     cfg = SEED_MODELS[name]
     dt = torch.bfloat16
     layer = DecoderLayer(cfg, dtype=dt, device="cuda", seed=0)
     ref_layer = DecoderLayer(cfg, dtype=torch.float32, device="cuda", seed=0)
-    triton_ops, torch_ops = get_ops("triton"), get_ops("torch")
-    # Through baselines.compiled: every case recompiles DecoderLayer.forward, and past
-    # Dynamo's default limit of 8 it would silently run eager (seen on an H100: the 9th to
-    # 12th layer cases read compile == eager). There the limit is raised, and hitting it fails.
-    compiled = baselines.compiled(functools.partial(layer.forward, ops=torch_ops))
+    torch_ops = get_ops("torch")
 
     def make_inputs():
         cache = KVCache.empty(cfg, batch, kv_len + 1, dt, "cuda")
@@ -149,27 +163,23 @@ def _layer_case(name, batch, kv_len):
     return PerfCase(
         op="decoder_layer", shape={"model": name, "batch": batch, "kv_len": kv_len}, dtype=dt,
         make_inputs=make_inputs,
-        providers={
-            "triton": lambda x, k, v: layer(x, KVCache(k, v), kv_len, triton_ops),
-            "eager": lambda x, k, v: layer(x, KVCache(k, v), kv_len, torch_ops),
-            "compile": lambda x, k, v: compiled(x, KVCache(k, v), kv_len),
-        },
         # Decode: every weight (bf16, 2 bytes) and the KV cache read once; 2 flops per weight and row.
         cost=Cost(flops=2 * batch * (weight_bytes // 2), bytes=weight_bytes + kv_bytes),
         reference=lambda x, k, v: ref_layer(x.float(), KVCache(k.float(), v.float()), kv_len, torch_ops),
         rtol=2e-2,  # a whole bf16 layer against float32: several roundings compound
         timing_mode="graph",
         pdl=True,  # a chain of kernels: each may start while the one before finishes, as in a model
+        state=SimpleNamespace(layer=layer, kv_len=kv_len, triton_ops=get_ops("triton"), torch_ops=torch_ops),
     )
 
 
+pytest_generate_tests = perf_tests(decoder_layer_case)
+
+
 @pytest.mark.perf
-@pytest.mark.parametrize("provider", ["triton", "eager", "compile"])
-@pytest.mark.parametrize("batch", [1, 8, 16])
-@pytest.mark.parametrize("name", MODELS)
-def test_decoder_layer_perf(name, batch, provider, perf, benchmark, request):
+def test_decoder_layer_perf(spec, provider, perf, benchmark, request):
     # Each layer case compiles a whole layer (~25 s on an H100): batch 8 only with
     # --perf-sweep keeps the default perf run inside one 10-minute GPU command.
-    if batch == 8 and not request.config.getoption("perf_sweep"):
+    if spec.point.batch == 8 and not request.config.getoption("perf_sweep"):
         pytest.skip("batch 8 layer cases run with --perf-sweep (default perf budget)")
-    perf.run(_layer_case(name, batch, 4096), provider, benchmark)
+    perf.run(spec.build(), provider, benchmark)

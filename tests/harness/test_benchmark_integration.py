@@ -71,6 +71,8 @@ def test_graph_samples_record_their_calls_the_timer_and_the_code_that_ran(tmp_pa
     data = json.loads((tmp_path / "g.json").read_text())
     bench = data["benchmarks"][0]
     assert bench["stats"]["iterations"] == 64  # calls per sample: one replay's
+    assert bench["stats"]["data"] == pytest.approx([1e-6, 1.1e-6, 0.9e-6])  # still the time of one call
+    assert bench["stats"]["median"] == pytest.approx(1e-6)
     assert "CUDA-graph replay" in bench["options"]["timer"]
     assert data["commit_info"]["id"] == "abc123" and data["commit_info"]["dirty"] is False
     told_other = run_inner(tmp_path, 1.0, "-p", "harness.pytest_plugin", f"--benchmark-json={tmp_path}/h.json",

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from kernels.attention import gqa_attention_reference, gqa_decode
 from kernels.norm import rms_norm_reference
+from tests.helpers.tolerance import HALF_DTYPES, assert_within_rule, max_abs_err, nonfinite_mismatch
 
 pytestmark = pytest.mark.correctness
 
-DTYPES = ["fp16", "bf16"]
-TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = list(HALF_DTYPES)
 
 
 def make_inputs(batch, q_tokens, kv_heads, group, head_dim, capacity, dtype, device, seed):
@@ -27,10 +27,6 @@ def make_inputs(batch, q_tokens, kv_heads, group, head_dim, capacity, dtype, dev
     k = torch.randn(batch, capacity, kv_heads, head_dim, generator=g)
     v = torch.randn(batch, capacity, kv_heads, head_dim, generator=g)
     return [t.to(dtype).to(device) for t in (q, k, v)]
-
-
-def max_err(a, b):
-    return (a.double().cpu() - b.double().cpu()).abs().max().item() if a.numel() else 0.0
 
 
 @given(batch=st.integers(1, 3), q_tokens=st.integers(1, 4), kv_heads=st.sampled_from([1, 2]),
@@ -50,7 +46,7 @@ def test_gqa_decode_matches_reference(device, batch, q_tokens, kv_heads, group, 
                                       causal, num_splits, fixup, same_len, dtype, seed):
     """fixup: the last chunk merges in the kernel, or a second merge kernel does; same_len:
     kv_lens given as one int for the whole batch."""
-    dt = TORCH_DTYPE[dtype]
+    dt = HALF_DTYPES[dtype]
     q, k, v = make_inputs(batch, q_tokens, kv_heads, group, head_dim, capacity, dt, device, seed)
     lens = [math.ceil(f * capacity) for f in lens_frac[:batch]]
     if same_len:
@@ -67,9 +63,7 @@ def test_gqa_decode_matches_reference(device, batch, q_tokens, kv_heads, group, 
     exact, exact_lse = gqa_attention_reference(q, k, v, kv_lens, causal=causal, compute_dtype=torch.float64, return_lse=True)
     lowp = gqa_attention_reference(q, k, v, kv_lens, causal=causal, compute_dtype=dt)
     assert not torch.isnan(got).any(), "output has NaN: an element was not written"
-    err, base = max_err(got, exact), max_err(lowp, exact)
-    one_rounding = torch.finfo(dt).eps * exact.abs().max().item()
-    assert err <= 2 * base + one_rounding, f"max error {err:.3g} > 2 x {base:.3g} ({dtype} reference) + {one_rounding:.3g}"
+    assert_within_rule(got, exact, lowp, dt)
     # log-sum-exp: -inf exactly where a query saw no key, else close in float32.
     lse64, exact_lse = lse.double().cpu(), exact_lse.cpu()
     assert torch.equal(torch.isinf(lse64), torch.isinf(exact_lse))
@@ -85,7 +79,7 @@ def test_gqa_decode_matches_reference(device, batch, q_tokens, kv_heads, group, 
 def test_qk_norm_attention_matches_reference(device, batch, q_tokens, group, head_dim, capacity, num_splits, scale, dtype, seed):
     """QK-norm (Chameleon): attention(RMSNorm(q) wq, RMSNorm(k) wk, v), the norm fused in the
     kernel; q and k drawn at scales far from 1 so that a missing norm shows."""
-    dt = TORCH_DTYPE[dtype]
+    dt = HALF_DTYPES[dtype]
     q, k, v = make_inputs(batch, q_tokens, 2, group, head_dim, capacity, dt, device, seed)
     q, k = (q.float() * scale).to(dt), (k.float() * scale).to(dt)
     g = torch.Generator().manual_seed(seed + 1)
@@ -99,9 +93,7 @@ def test_qk_norm_attention_matches_reference(device, batch, q_tokens, group, hea
         return gqa_attention_reference(qn, kn, v.to(cd), compute_dtype=cd)
 
     exact, lowp = ref(torch.float64), ref(dt).to(dt)
-    err, base = max_err(got, exact), max_err(lowp, exact)
-    one_rounding = torch.finfo(dt).eps * exact.abs().max().item()
-    assert err <= 2 * base + one_rounding, f"max error {err:.3g} > 2 x {base:.3g} + {one_rounding:.3g}"
+    assert_within_rule(got, exact, lowp, dt)
 
 
 def test_qk_norm_needs_both_weights(device):
@@ -181,13 +173,6 @@ def test_rejects_bad_input(device):
         gqa_decode(q[0], k, v)
 
 
-def nonfinite_equal(got, exact):
-    """NaN at the same places, and infinities of the same sign."""
-    got, exact = got.double().cpu(), exact.double().cpu()
-    return (torch.equal(got.isnan(), exact.isnan()) and torch.equal(got == float("inf"), exact == float("inf"))
-            and torch.equal(got == float("-inf"), exact == float("-inf")))
-
-
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, in the interpreter, on NaN arithmetic
 @pytest.mark.parametrize("num_splits,fixup", [(1, "auto"), (3, "kernel"), (3, "merge")], ids=["whole", "split-kernel", "split-merge"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
@@ -201,8 +186,8 @@ def test_nan_and_inf_follow_the_math(device, where, value, num_splits, fixup):
     got, lse = gqa_decode(q, k, v, 30, num_splits=num_splits, return_lse=True, config={"fixup": fixup})
     lens = torch.full((2,), 30, dtype=torch.int32)
     exact, exact_lse = gqa_attention_reference(q, k, v, lens, compute_dtype=torch.float64, return_lse=True)
-    assert nonfinite_equal(got, exact)
-    assert nonfinite_equal(lse, exact_lse), f"lse {lse[0].tolist()} against {exact_lse[0].tolist()}"
+    assert nonfinite_mismatch(got, exact) is None, nonfinite_mismatch(got, exact)
+    assert nonfinite_mismatch(lse, exact_lse) is None, f"lse {lse[0].tolist()} against {exact_lse[0].tolist()}"
 
 
 def test_int_and_bool_options_are_checked(device):
@@ -243,4 +228,4 @@ def test_out_and_kv_lens_layouts(device):
         gqa_decode(q, k, v, out=wide[..., ::2])
     lens = torch.tensor([5, 99, 11, 99], dtype=torch.int32, device=device)[::2]
     exact = gqa_attention_reference(q, k, v, lens.contiguous(), compute_dtype=torch.float64)
-    assert max_err(gqa_decode(q, k, v, lens), exact) <= 2e-3
+    assert max_abs_err(gqa_decode(q, k, v, lens), exact) <= 2e-3

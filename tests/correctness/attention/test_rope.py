@@ -10,18 +10,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kernels.attention import rope_kv_write, rope_kv_write_reference, rope_tables
+from tests.helpers.tolerance import HALF_DTYPES as DTYPES, within_rule
 
 pytestmark = pytest.mark.correctness
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def within_rule(got, exact, lowp, dtype):
-    got64, exact64 = got.double().cpu(), exact.double().cpu()
-    err = (got64 - exact64).abs().max().item()
-    base = (lowp.double().cpu() - exact64).abs().max().item()
-    one = torch.finfo(dtype).eps * exact64.abs().max().item()
-    return err <= 2 * base + one, f"max error {err:.3g} > 2 x {base:.3g} + {one:.3g}"
 
 
 @given(batch=st.integers(1, 3), q_tokens=st.integers(1, 4), kv_heads=st.integers(1, 3), group=st.sampled_from([1, 2, 4]),

@@ -1,9 +1,11 @@
 """kernels/linear/fused.py == kernels/linear/reference.py on any valid input.
 
-Tolerance (DESIGN.md, GEMMs): the kernel's largest error against float64 at most twice
-that of the reference computed in the input dtype, plus one rounding of the output. Both
-lanes run fp16 and bf16 (on the CPU lane the kernels upcast bf16 operands first:
-kernels/interpreter.py).
+Tolerance, the same for every GEMM here: the kernel's largest error against float64 at
+most twice that of the reference computed in the input dtype, plus one rounding of the
+output. Where kernel and reference each round an intermediate input in its own place, the
+doubled error has a floor of four standard deviations of that rounding's effect on the
+output (assert_within_rule). Both lanes run fp16 and bf16 (on the CPU lane the kernels
+upcast bf16 operands first: kernels/interpreter.py).
 """
 import pytest
 import torch
@@ -13,10 +15,10 @@ from hypothesis import strategies as st
 from kernels.norm.reference import rms_norm_reference
 from kernels.linear import (gated_mlp, linear, gated_mlp_reference, lora_linear, lora_linear_reference, rmsnorm_linear,
                             rmsnorm_linear_reference)
+from tests.helpers import tolerance
+from tests.helpers.tolerance import HALF_DTYPES as DTYPES
 
 pytestmark = pytest.mark.correctness
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def randn(shape, dtype, device, g, scale=1.0):
@@ -33,12 +35,7 @@ def assert_within_rule(got, exact, lowp, dtype, input_rounding_sd=0.0):
     is 4 deviations; with many outputs the max over them sets the rule as before."""
     assert got.dtype == dtype and got.shape == exact.shape
     assert not torch.isnan(got).any(), "NaN in the output"
-    got64, exact64 = got.double().cpu(), exact.double().cpu()
-    err = (got64 - exact64).abs().max().item() if got.numel() else 0.0
-    base = (lowp.double().cpu() - exact64).abs().max().item() if got.numel() else 0.0
-    one_rounding = torch.finfo(dtype).eps * (exact64.abs().max().item() if got.numel() else 0.0)
-    allowed = max(2 * base, 4 * input_rounding_sd) + one_rounding
-    assert err <= allowed, f"max error {err:.3g} > max(2 x {base:.3g}, 4 x {input_rounding_sd:.3g}) + {one_rounding:.3g}"
+    tolerance.assert_within_rule(got, exact, lowp, dtype, floor=4 * input_rounding_sd)
 
 
 def rounding_sds(a, w, dtype):
@@ -96,33 +93,6 @@ def test_gated_mlp_matches_reference(device, m, k, n, splits, dtype, seed):
     y = gated_mlp(x, w1, w3, num_splits=splits)
     assert all(torch.equal(a, b) for a, b in zip((x, w1, w3), before)), "inputs were modified"
     assert_within_rule(y, gated_mlp_reference(x, w1, w3, torch.float64), gated_mlp_reference(x, w1, w3, dt), dt)
-
-
-@given(**dims)
-@example(m=1, k=4096, n=64, splits=None, dtype="fp16", seed=0)
-@example(m=17, k=129, n=65, splits=2, dtype="fp16", seed=1)
-@example(m=0, k=16, n=16, splits=None, dtype="fp16", seed=2)
-@example(m=3, k=200, n=40, splits=2, dtype="bf16", seed=3)
-def test_gated_mlp_with_norm_matches_reference(device, m, k, n, splits, dtype, seed):
-    """The FFN norm fused: SiLU(h W1) * (h W3), h = RMSNorm(x). Kernel and reference round
-    the normalized input each in its own place (as RMSNorm+Linear); that rounding's
-    deviation reaches the output through both products: d out = SiLU'(a1) a3 d a1 + SiLU(a1) d a3."""
-    dt = DTYPES[dtype]
-    g = torch.Generator().manual_seed(seed)
-    x = randn((m, k), dt, device, g)
-    gw = randn((k,), dt, device, g, 0.2) + 1
-    w1 = randn((k, n), dt, device, g, k ** -0.5)
-    w3 = randn((k, n), dt, device, g, k ** -0.5)
-    y = gated_mlp(x, w1, w3, norm_weight=gw, eps=1e-6, num_splits=splits)
-    exact = gated_mlp_reference(x, w1, w3, torch.float64, gw, 1e-6)
-    sd = 0.0
-    if y.numel():
-        h = rms_norm_reference(x, gw, 1e-6, torch.float64)
-        a1, a3 = (h @ w1.double()).cpu(), (h @ w3.double()).cpu()
-        sig = torch.sigmoid(a1)
-        dsilu = sig * (1 + a1 * (1 - sig))
-        sd = ((dsilu * a3 * rounding_sds(h, w1, dt)) ** 2 + (a1 * sig * rounding_sds(h, w3, dt)) ** 2).sqrt().max().item()
-    assert_within_rule(y, exact, gated_mlp_reference(x, w1, w3, dt, gw, 1e-6), dt, sd)
 
 
 @given(m=st.integers(0, 20), k=st.integers(1, 300), n=st.integers(1, 130), rank=st.integers(1, 64),
@@ -184,11 +154,11 @@ def test_residual_is_added_before_the_one_rounding(device, m, k, n, splits, fixu
     a, b = randn((k, 8), dt, device, g, k ** -0.5), randn((8, n), dt, device, g, 0.3)
     cfg = dict(fixup=fixup)
     if lora:
-        y = lora_linear(x, w, a, b, 0.5, residual=r, num_splits=splits, _config=cfg)
+        y = lora_linear(x, w, a, b, 0.5, residual=r, num_splits=splits, config=cfg)
         exact = lora_linear_reference(x, w, a, b, 0.5, torch.float64).cpu() + r.double().cpu()
         lowp = (lora_linear_reference(x, w, a, b, 0.5, dt) + r).cpu()
     else:
-        y = linear(x, w, residual=r, num_splits=splits, _config=cfg)
+        y = linear(x, w, residual=r, num_splits=splits, config=cfg)
         exact = x.double().cpu() @ w.double().cpu() + r.double().cpu()
         lowp = ((x.cpu().float() @ w.cpu().float()).to(dt) + r.cpu()).to(dt)
     assert_within_rule(y, exact, lowp, dt)
@@ -221,11 +191,11 @@ def test_tma_reads_match_reference(device, m, k8, n8, splits, op, seed):
     sd = 0.0
     if op == "rmsnorm_linear":
         sd = rounding_sd(rms_norm_reference(x, gw, 1e-6, torch.float64), w1, dt)
-        y, ref = rmsnorm_linear(x, gw, w1, 1e-6, num_splits=splits, _config=cfg), lambda d: rmsnorm_linear_reference(x, gw, w1, 1e-6, d)
+        y, ref = rmsnorm_linear(x, gw, w1, 1e-6, num_splits=splits, config=cfg), lambda d: rmsnorm_linear_reference(x, gw, w1, 1e-6, d)
     elif op == "gated_mlp":
-        y, ref = gated_mlp(x, w1, w3, num_splits=splits, _config=cfg), lambda d: gated_mlp_reference(x, w1, w3, d)
+        y, ref = gated_mlp(x, w1, w3, num_splits=splits, config=cfg), lambda d: gated_mlp_reference(x, w1, w3, d)
     else:
-        y, ref = lora_linear(x, w1, a, b, 0.5, num_splits=splits, _config=cfg), lambda d: lora_linear_reference(x, w1, a, b, 0.5, d)
+        y, ref = lora_linear(x, w1, a, b, 0.5, num_splits=splits, config=cfg), lambda d: lora_linear_reference(x, w1, a, b, 0.5, d)
     assert_within_rule(y, ref(torch.float64), ref(dt), dt, sd)
 
 
@@ -234,11 +204,11 @@ def test_tma_refuses_misaligned_rows_and_auto_falls_back(device):
     x = randn((3, 70), torch.float16, device, g)[:, :64]  # rows 140 bytes apart: not TMA-readable
     w = randn((64, 32), torch.float16, device, g, 0.125)
     with pytest.raises(ValueError, match="tma=True needs .* multiples of 16 bytes"):
-        linear(x, w, _config={"tma": True})
+        linear(x, w, config={"tma": True})
     exact = x.double().cpu() @ w.double().cpu()
     assert_within_rule(linear(x, w), exact, (x.cpu().float() @ w.cpu().float()).to(torch.float16), torch.float16)
     with pytest.raises(ValueError, match="tma must be 'auto', True or False"):
-        linear(x, w, _config={"tma": "yes"})
+        linear(x, w, config={"tma": "yes"})
 
 
 def test_leading_dims_and_strided_rows(device):
@@ -266,14 +236,14 @@ def test_rejects_bad_input(device):
     with pytest.raises(ValueError, match="unit stride along N"):
         gated_mlp(x, w.t().contiguous().t(), w)
     with pytest.raises(TypeError, match="norm_weight has dtype float32"):
-        gated_mlp(x, w, w, norm_weight=torch.ones(64, device=device, dtype=torch.float32))
+        rmsnorm_linear(x, torch.ones(64, device=device, dtype=torch.float32), w)
     with pytest.raises(TypeError, match="norm_weight has dtype bfloat16; it must match x's float16"):
-        gated_mlp(x, w, w, norm_weight=torch.ones(64, device=device, dtype=torch.bfloat16))
+        rmsnorm_linear(x, torch.ones(64, device=device, dtype=torch.bfloat16), w)
     with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
-        gated_mlp(x, w, w, norm_weight=torch.ones(64, device=device, dtype=torch.float16), eps=-1.0)
+        rmsnorm_linear(x, torch.ones(64, device=device, dtype=torch.float16), w, eps=-1.0)
 
 
-@pytest.mark.parametrize("op", ["rmsnorm_linear", "gated_mlp", "gated_mlp_norm", "lora_linear"])
+@pytest.mark.parametrize("op", ["rmsnorm_linear", "gated_mlp", "lora_linear"])
 def test_split_fixup_in_kernel_equals_merge_kernel_and_repeats(device, op):
     """The in-kernel fix-up (last program of a tile sums the partials) and the separate merge
     kernel add the same fp32 partials; the arrival counters are left at zero, so calling
@@ -286,17 +256,16 @@ def test_split_fixup_in_kernel_equals_merge_kernel_and_repeats(device, op):
     a, b = randn((k, 8), torch.float16, device, g, k ** -0.5), randn((8, n), torch.float16, device, g, 0.3)
     call = {"rmsnorm_linear": lambda **kw: rmsnorm_linear(x, gw, w1, **kw),
             "gated_mlp": lambda **kw: gated_mlp(x, w1, w3, **kw),
-            "gated_mlp_norm": lambda **kw: gated_mlp(x, w1, w3, norm_weight=gw, **kw),
             "lora_linear": lambda **kw: lora_linear(x, w1, a, b, 0.5, **kw)}[op]
     cfg = dict(block_n=64, block_k=32)
     for splits in (4, 3, 4, 2):
-        in_kernel = call(num_splits=splits, _config=dict(cfg, fixup="kernel"))
-        merged = call(num_splits=splits, _config=dict(cfg, fixup="merge"))
-        single = call(num_splits=1, _config=cfg)
+        in_kernel = call(num_splits=splits, config=dict(cfg, fixup="kernel"))
+        merged = call(num_splits=splits, config=dict(cfg, fixup="merge"))
+        single = call(num_splits=1, config=cfg)
         assert torch.allclose(in_kernel.float(), merged.float(), rtol=1e-3, atol=1e-3), f"splits={splits}"
         assert torch.allclose(in_kernel.float(), single.float(), rtol=2e-2, atol=2e-2), f"splits={splits}"
     with pytest.raises(ValueError, match="fixup must be 'auto', 'kernel' or 'merge'"):
-        call(num_splits=2, _config=dict(cfg, fixup="atomic"))
+        call(num_splits=2, config=dict(cfg, fixup="atomic"))
 
 
 @pytest.mark.gpu

@@ -11,10 +11,9 @@ from hypothesis import strategies as st
 
 from harness.lanes import interpreting
 from kernels.norm import fused_add_rms_norm, fused_add_rms_norm_reference, rms_norm, rms_norm_reference
+from tests.helpers.tolerance import DTYPES, assert_within_rule
 
 pytestmark = pytest.mark.correctness
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def make(shape, dtype, device, seed, scale=1.0, layout="contiguous"):
@@ -34,12 +33,7 @@ def assert_close_to_reference(got, exact, lowp, dtype):
     """got (kernel) and lowp (PyTorch in the input dtype) against exact (float64)."""
     assert got.dtype == dtype
     assert not torch.isnan(got).any(), "output has NaN: an element was not written"
-    got64 = got.double().cpu()
-    exact = exact.double().cpu()
-    err = (got64 - exact).abs().max().item() if exact.numel() else 0.0
-    base = (lowp.double().cpu() - exact).abs().max().item() if exact.numel() else 0.0
-    one_rounding = torch.finfo(dtype).eps * (exact.abs().max().item() if exact.numel() else 0.0)
-    assert err <= 2 * base + one_rounding, f"max error {err:.3g} > 2 x {base:.3g} (torch in {dtype}) + {one_rounding:.3g}"
+    assert_within_rule(got, exact, lowp, dtype)
 
 
 def expected_sum(x, r, exact_h, dtype):

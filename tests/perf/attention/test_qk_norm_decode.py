@@ -1,12 +1,10 @@
 """Perf cases of QK-norm attention (gqa_decode with q/k norm weights, Chameleon-7B: 32 q /
 32 KV heads, d 128, one token, KV 4096, bf16) at batch 1, 8, 16. Baselines normalize q and
 the whole K cache with PyTorch, then attend with SDPA (flash, cuDNN), or compile both."""
-import functools
-
 import pytest
 import torch
 
-from harness.perfcase import PerfCase
+from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.attention import baselines, gqa_attention_reference, gqa_decode
 from kernels.attention.cost import gqa_decode_cost
 from kernels.norm import rms_norm_reference
@@ -14,7 +12,6 @@ from kernels.norm.baselines import compiled, torch_rms_norm
 
 pytestmark = pytest.mark.perf
 
-PROVIDERS = ["triton", "sdpa_flash", "sdpa_cudnn", "compile"]
 EPS = 1e-6
 
 
@@ -30,14 +27,21 @@ def _eager_math(q, k, v, wq, wk):
     return F.scaled_dot_product_attention(qn.transpose(1, 2), kn.transpose(1, 2), v.transpose(1, 2), enable_gqa=True).transpose(1, 2)
 
 
-def pytest_generate_tests(metafunc):
-    grid = [(b, 4096) for b in (1, 8, 16)]
-    metafunc.parametrize("spec,provider", [pytest.param(c, p, id=f"chameleon7b-b{c[0]}-kv{c[1]}-bf16-{p}")
-                                           for c in grid for p in PROVIDERS])
+PROVIDERS = [
+    Provider("triton", kernel=True, fn=lambda q, k, v, wq, wk: gqa_decode(q, k, v, causal=False, q_norm_weight=wq,
+                                                                          k_norm_weight=wk, qk_norm_eps=EPS)),
+    Provider("sdpa_flash", make=lambda _: _unfused(baselines.sdpa("flash"))),
+    Provider("sdpa_cudnn", make=lambda _: _unfused(baselines.sdpa("cudnn"))),
+    Provider("compile", make=lambda _: compiled(_eager_math)),
+]
 
 
-@functools.lru_cache(maxsize=1)
-def build_case(batch, kv_len):
+def grid(sweep):
+    return [dict(batch=b, kv_len=4096) for b in (1, 8, 16)]
+
+
+@perf_bench(grid=grid, id="chameleon7b-b{batch}-kv{kv_len}-bf16", providers=PROVIDERS)
+def qk_norm_decode(batch, kv_len):
     dt, heads, d = torch.bfloat16, 32, 128
 
     def make_inputs():
@@ -53,17 +57,14 @@ def build_case(batch, kv_len):
         op="qk_norm_decode", shape={"model": "chameleon-7b", "batch": batch, "q_heads": heads, "kv_heads": heads,
                                     "head_dim": d, "kv_len": kv_len},
         dtype=dt, make_inputs=make_inputs,
-        providers={
-            "triton": lambda q, k, v, wq, wk: gqa_decode(q, k, v, causal=False, q_norm_weight=wq, k_norm_weight=wk, qk_norm_eps=EPS),
-            "sdpa_flash": _unfused(baselines.sdpa("flash")),
-            "sdpa_cudnn": _unfused(baselines.sdpa("cudnn")),
-            "compile": compiled(_eager_math),
-        },
         cost=gqa_decode_cost(batch, 1, heads, heads, kv_len, d, 2),
         reference=reference, rtol=1e-2,
         pdl=True,  # split-KV kernel + merge kernel: PDL hides the merge's launch (harness/perfcase.py)
     )
 
 
+pytest_generate_tests = perf_tests(qk_norm_decode)
+
+
 def test_qk_norm_decode(spec, provider, perf, benchmark):
-    perf.run(build_case(*spec), provider, benchmark)
+    perf.run(spec.build(), provider, benchmark)

@@ -8,12 +8,12 @@ LLM.int8() (outliers over 6 in fp16; where it imports). W4A4O16 likewise
 x and the unquantized weight (rtol 5% for W8A8, 30% for W4A4: the recipes' own error).
 Default: M = 2048 on every shape (W4A4: the 70B shapes) and M = 16 on 70B;
 --perf-sweep: M in {1, 16, 64, 256, 1024, 2048, 4096}."""
-import functools
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from harness.perfcase import PerfCase, ProviderUnavailable, dtype_name
+from harness.perfcase import PerfCase, Provider, dtype_name, perf_bench, perf_tests
 from kernels.quant import MixQLinear, baselines, mixq_linear
 from kernels.quant.cost import mixq_cost
 
@@ -21,20 +21,37 @@ pytestmark = pytest.mark.perf
 
 SHAPES = {"7b-q": (12288, 4096), "7b-down": (4096, 11008), "13b-q": (12288, 5120), "13b-down": (5120, 13824),
           "70b-q": (10240, 8192), "70b-down": (8192, 28672)}  # (N, K)
-PROVIDERS = ["triton", "linear_bf16", "int_mm", "smoothquant", "scaled_mm_fp8", "bnb_int8"]
+DT = torch.bfloat16
+# Not compared with the reference: the GEMMs alone compute another product, and
+# SmoothQuant-style W8A8 has no outlier path, so on these activations its error is
+# what MixQ avoids (H100: 6-9% relative, over the 5% allowed; results 0014).
+GEMM_ONLY = ("int_mm", "scaled_mm_fp8", "smoothquant")
+
+PROVIDERS = [
+    Provider("triton", make=lambda s: lambda x: mixq_linear(x, s.layer), kernel=True),
+    Provider("linear_bf16", make=lambda s: lambda x: torch.nn.functional.linear(x, s.w)),
+    # the GEMMs alone, on inputs quantized beforehand (their outputs are not this layer's)
+    Provider("int_mm", make=lambda s: lambda x: torch._int_mm(s.xq, s.layer.wq), checked=False),
+    Provider("smoothquant", make=lambda s: lambda x: baselines.smoothquant_w8a8(x, s.layer.wq, s.layer.sw),
+             checked=False),
+    Provider("scaled_mm_fp8", make=lambda s: lambda x: baselines.scaled_mm_fp8(*s.x8_w, DT), checked=False),
+    Provider("bnb_int8", make=lambda s: _bnb_int8(s.w), needs="bitsandbytes",
+             when=lambda p: p.bits == 8 or "LLM.int8() is an 8-bit scheme: compared with W8A8O16 only"),
+]
+
+
+def _bnb_int8(w):
+    layer = baselines.bnb_int8_linear(w)  # raises ProviderUnavailable where it cannot run here
+    return lambda x: layer(x.to(torch.float16))  # LLM.int8() runs in fp16: the cast is part of its time
 
 
 def grid(sweep):
     if sweep:
-        return [(b, s, m) for b in (8, 4) for s in SHAPES for m in (1, 16, 64, 256, 1024, 2048, 4096)]
-    return ([(8, s, 2048) for s in SHAPES] + [(8, s, 16) for s in ("70b-q", "70b-down")]
-            + [(4, s, 2048) for s in ("70b-q", "70b-down")])
-
-
-def pytest_generate_tests(metafunc):
-    params = [pytest.param(c, p, id=f"w{c[0]}a{c[0]}o16-{c[1]}-m{c[2]}-bf16-{p}")
-              for c in grid(metafunc.config.getoption("perf_sweep")) for p in PROVIDERS]
-    metafunc.parametrize("spec,provider", params)
+        points = [(b, s, m) for b in (8, 4) for s in SHAPES for m in (1, 16, 64, 256, 1024, 2048, 4096)]
+    else:
+        points = ([(8, s, 2048) for s in SHAPES] + [(8, s, 16) for s in ("70b-q", "70b-down")]
+                  + [(4, s, 2048) for s in ("70b-q", "70b-down")])
+    return [dict(bits=b, shape=s, m=m) for b, s, m in points]
 
 
 def activations(m, k, channels, g=None):
@@ -43,13 +60,12 @@ def activations(m, k, channels, g=None):
     return x.to(torch.bfloat16)
 
 
-@functools.lru_cache(maxsize=1)
-def build_case(bits, shape, m):
-    dt = torch.bfloat16
+@perf_bench(grid=grid, id="w{bits}a{bits}o16-{shape}-m{m}-bf16", providers=PROVIDERS)
+def mixq_case(bits, shape, m):
     n, k = SHAPES[shape]
-    w = (torch.randn(n, k, device="cuda") * k ** -0.5).to(dt)
+    w = (torch.randn(n, k, device="cuda") * k ** -0.5).to(DT)
     channels = torch.randperm(k, device="cuda")[:64]  # fewer than W4A4's 128 calibrated channels
-    layer = MixQLinear(w, dtype=dt, bits=bits)
+    layer = MixQLinear(w, dtype=DT, bits=bits)
     if bits == 8:  # warm the locality cache, then measure its hit rate over fresh batches
         mixq_linear(activations(m, k, channels), layer)
         layer.cache.update()
@@ -59,45 +75,26 @@ def build_case(bits, shape, m):
             layer.cache.update()
     else:
         layer.calibrate(activations(max(m, 256), k, channels), 128)
-    unavailable = {}
-    try:  # LLM.int8() runs in fp16: its input is cast (the cast is part of its time)
-        bnb = baselines.bnb_int8_linear(w) if bits == 8 else None
-    except ProviderUnavailable as e:
-        bnb, unavailable["bnb_int8"] = None, str(e)
-    if bits == 4:
-        unavailable["bnb_int8"] = "LLM.int8() is an 8-bit scheme: compared with W8A8O16 only"
-    x8_w = baselines.fp8_rowwise(torch.randn(m, k, device="cuda", dtype=dt), w)
+    x8_w = baselines.fp8_rowwise(torch.randn(m, k, device="cuda", dtype=DT), w)
     xq = torch.randint(-127, 128, (m, k), device="cuda", dtype=torch.int8)
-    providers = {
-        "triton": lambda x: mixq_linear(x, layer),
-        "linear_bf16": lambda x: torch.nn.functional.linear(x, w),
-        # the GEMMs alone, on inputs quantized beforehand (their outputs are not this layer's)
-        "int_mm": lambda x: torch._int_mm(xq, layer.wq),
-        "scaled_mm_fp8": lambda x: baselines.scaled_mm_fp8(*x8_w, dt),
-        "smoothquant": lambda x: baselines.smoothquant_w8a8(x, layer.wq, layer.sw),
-    }
-    if bnb is not None:
-        providers["bnb_int8"] = lambda x: bnb(x.to(torch.float16))
-    # Not compared with the reference: the GEMMs alone compute another product, and
-    # SmoothQuant-style W8A8 has no outlier path, so on these activations its error is
-    # what MixQ avoids (H100: 6-9% relative, over the 5% allowed; results 0014).
-    gemm_only = ("int_mm", "scaled_mm_fp8", "smoothquant")
 
     def reference(x):  # the float product
         return x.float() @ w.float().t()
 
     return PerfCase(
-        op=f"mixq_w{bits}a{bits}o16", shape={"model": shape, "m": m, "n": n, "k": k}, dtype=dt,
-        make_inputs=lambda: (activations(m, k, channels),), providers=providers,
-        cost=mixq_cost(m, n, k, int(layer.cache.idx.numel()), dtype_name(dt)),
+        op=f"mixq_w{bits}a{bits}o16", shape={"model": shape, "m": m, "n": n, "k": k}, dtype=DT,
+        make_inputs=lambda: (activations(m, k, channels),),
+        cost=mixq_cost(m, n, k, int(layer.cache.idx.numel()), dtype_name(DT)),
         reference=reference, rtol=0.05 if bits == 8 else 0.3,
-        unchecked=gemm_only, unavailable=unavailable,
         held_bytes=n * k,  # the int8 weight (W4A4: int4 values, one a byte) the providers hold
         kernel_info={"outlier_channels": int(layer.cache.idx.numel()),
                      "outlier_hit_rate": layer.cache.hit_rate if bits == 8 else None,
-                     "unchecked_baselines": list(gemm_only)})
-    return case
+                     "unchecked_baselines": list(GEMM_ONLY)},
+        state=SimpleNamespace(layer=layer, w=w, xq=xq, x8_w=x8_w))
+
+
+pytest_generate_tests = perf_tests(mixq_case)
 
 
 def test_mixq(spec, provider, perf, benchmark):
-    perf.run(build_case(*spec), provider, benchmark)
+    perf.run(spec.build(), provider, benchmark)

@@ -7,12 +7,12 @@ timed beside it as `triton_mma`. Default: every shape at M = 1, and 4096 -> 1433
 M = 16, 64 and 2048; --perf-sweep: M in {1, 4, 16, 64, 256, 2048} everywhere.
 int8 also against bitsandbytes' LLM.int8() (where it imports; it quantizes the activations
 too, so its output is not compared: timed for scale)."""
-import functools
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from harness.perfcase import PerfCase, ProviderUnavailable, dtype_name
+from harness.perfcase import PerfCase, Provider, ProviderUnavailable, dtype_name, perf_bench, perf_tests
 from kernels.norm.baselines import compiled
 from kernels.quant import baselines, dequantize, quantize_int4_weight, quantize_int8_weight, wo_matmul
 from kernels.quant.cost import wo_matmul_cost
@@ -22,81 +22,89 @@ pytestmark = pytest.mark.perf
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (4096, 6144)]  # (K, N)
 RECIPES = ["int4wo-128", "int8wo"]
+DT = torch.bfloat16
+
+
+def _once(build):
+    """build() called at most once: torchao's layer serves its eager and compiled providers,
+    and where it cannot be built, both get the one reason."""
+    memo = []
+
+    def get():
+        if not memo:
+            try:
+                memo.append((build(), None))
+            except ProviderUnavailable as exc:
+                memo.append((None, exc))
+        layer, exc = memo[0]
+        if exc is not None:
+            raise exc
+        return layer
+    return get
+
+
+def _dequant_compile(s):
+    deq_c = compiled(baselines.dequant_linear)
+    qw = s.qw
+    return lambda x: deq_c(x, qw.qweight, qw.scale, qw.zero, qw.group, qw.bits)
+
+
+def _called(layer):
+    return lambda x: layer(x)  # a layer (nn.Module or a library's object) as a provider of x
+
+
+def _torchao_compiled(s):
+    return _called(compiled(s.torchao()))
+
+
+# Compiled baselines cost a compilation per case (torchao's took long enough that the first
+# run with it installed overran 270 s): in the default run, torchao compiled only at one row,
+# the compiled dequantize-then-matmul only in sweeps.
+PROVIDERS = [
+    Provider("triton", make=lambda s: lambda x: wo_matmul(x, s.qw), kernel=True),
+    Provider("linear_bf16", make=lambda s: lambda x: torch.nn.functional.linear(x, s.w_deq)),
+    Provider("torchao", make=lambda s: _called(s.torchao()), needs="torchao"),
+    Provider("torchao_compiled", make=_torchao_compiled, needs="torchao", when=lambda p: p.m == 1 or p.sweep),
+    # Where wo_matmul's default is dequantize-then-cuBLAS, the fused kernel timed beside it
+    Provider("triton_mma", make=lambda s: lambda x: wo_matmul(x, s.qw, config={"path": "mma"}),
+             when=lambda p: p.m >= DEQUANT_MIN_ROWS[8 if p.recipe == "int8wo" else 4]),
+    Provider("dequant_compile", make=_dequant_compile, when=lambda p: p.sweep),
+    Provider("gemlite", make=lambda s: _called(baselines.gemlite_w4(s.qw, DT)), needs="gemlite",
+             when=lambda p: p.recipe.startswith("int4")),
+    # LLM.int8() quantizes the activations too: another function, timed for scale
+    Provider("bnb_int8", make=lambda s: _called(baselines.bnb_int8_linear(s.w_deq)), needs="bitsandbytes", checked=False,
+             when=lambda p: not p.recipe.startswith("int4")),
+]
 
 
 def grid(sweep):
     if sweep:
-        return [(r, m, k, n) for r in RECIPES for k, n in SHAPES for m in (1, 4, 16, 64, 256, 2048)]
-    return [(r, 1, k, n) for r in RECIPES for k, n in SHAPES] + [(r, m, 4096, 14336) for r in RECIPES
-                                                                for m in (16, 64, 2048)]
+        points = [(r, m, k, n) for r in RECIPES for k, n in SHAPES for m in (1, 4, 16, 64, 256, 2048)]
+    else:
+        points = [(r, 1, k, n) for r in RECIPES for k, n in SHAPES] + [(r, m, 4096, 14336) for r in RECIPES
+                                                                      for m in (16, 64, 2048)]
+    return [dict(recipe=r, m=m, k=k, n=n, sweep=sweep) for r, m, k, n in points]
 
 
-def providers_of(recipe, m, sweep):
-    """Compiled baselines cost a compilation per case (torchao's took long enough that the
-    first run with it installed overran 270 s): in the default run, torchao compiled only
-    at one row (ANCHORS.md's figure), the compiled dequantize-then-matmul only in sweeps."""
-    bits = 8 if recipe == "int8wo" else 4
-    return (["triton", "linear_bf16", "torchao"] + (["torchao_compiled"] if m == 1 or sweep else [])
-            + (["triton_mma"] if m >= DEQUANT_MIN_ROWS[bits] else [])
-            + (["dequant_compile"] if sweep else []) + (["gemlite"] if recipe.startswith("int4") else ["bnb_int8"]))
-
-
-def pytest_generate_tests(metafunc):
-    sweep = metafunc.config.getoption("perf_sweep")
-    params = [pytest.param(c, p, id=f"{c[0]}-m{c[1]}-k{c[2]}-n{c[3]}-bf16-{p}")
-              for c in grid(sweep) for p in providers_of(c[0], c[1], sweep)]
-    metafunc.parametrize("spec,provider", params)
-
-
-@functools.lru_cache(maxsize=1)
-def build_case(recipe, m, k, n, sweep=False):
-    dt = torch.bfloat16
+@perf_bench(grid=grid, id="{recipe}-m{m}-k{k}-n{n}-bf16", providers=PROVIDERS)
+def wo_matmul_case(recipe, m, k, n, sweep):
     w = torch.randn(n, k, device="cuda") * k ** -0.5
-    qw = quantize_int8_weight(w, dt) if recipe == "int8wo" else quantize_int4_weight(w, int(recipe.split("-")[1]), dt)
-    w_deq = dequantize(qw).to(dt)  # (N, K): every provider computes x @ w_deq^T
-    unavailable, extra = {}, {}
-    for name, make in (("torchao", lambda: baselines.torchao_linear(w_deq, recipe)),
-                       ("gemlite", lambda: baselines.gemlite_w4(qw, dt)),
-                       ("bnb_int8", lambda: baselines.bnb_int8_linear(w_deq))):
-        if name not in providers_of(recipe, m, sweep):
-            continue
-        try:
-            extra[name] = make()
-        except ProviderUnavailable as e:
-            unavailable[name] = str(e)
-    if "torchao" in unavailable:
-        unavailable["torchao_compiled"] = unavailable["torchao"]
-    wanted = providers_of(recipe, m, sweep)
-    providers = {
-        "triton": lambda x: wo_matmul(x, qw),
-        "linear_bf16": lambda x: torch.nn.functional.linear(x, w_deq),
-    }
-    if "triton_mma" in wanted:
-        providers["triton_mma"] = lambda x: wo_matmul(x, qw, _config_override={"path": "mma"})
-    if "dequant_compile" in wanted:
-        deq_c = compiled(baselines.dequant_linear)
-        providers["dequant_compile"] = lambda x: deq_c(x, qw.qweight, qw.scale, qw.zero, qw.group, qw.bits)
-    if "torchao" in extra:
-        lin = extra["torchao"]
-        providers["torchao"] = lambda x: lin(x)
-        if "torchao_compiled" in wanted:
-            lin_c = compiled(lin)
-            providers["torchao_compiled"] = lambda x: lin_c(x)
-    if "gemlite" in extra:
-        providers["gemlite"] = lambda x, layer=extra["gemlite"]: layer(x)
-    if "bnb_int8" in extra:
-        providers["bnb_int8"] = lambda x, layer=extra["bnb_int8"]: layer(x)
+    qw = quantize_int8_weight(w, DT) if recipe == "int8wo" else quantize_int4_weight(w, int(recipe.split("-")[1]), DT)
+    w_deq = dequantize(qw).to(DT)  # (N, K): every provider computes x @ w_deq^T
+    torchao = _once(lambda: baselines.torchao_linear(w_deq, recipe))
     return PerfCase(
-        op=f"wo_matmul_{recipe}", shape={"m": m, "k": k, "n": n}, dtype=dt,
-        make_inputs=lambda: (torch.randn(m, k, device="cuda", dtype=dt),),
-        providers=providers,
-        cost=wo_matmul_cost(m, k, n, qw.nbytes, dtype_name(dt)),  # packed weight, scales, zeros; x; y
+        op=f"wo_matmul_{recipe}", shape={"m": m, "k": k, "n": n}, dtype=DT,
+        make_inputs=lambda: (torch.randn(m, k, device="cuda", dtype=DT),),
+        cost=wo_matmul_cost(m, k, n, qw.nbytes, dtype_name(DT)),  # packed weight, scales, zeros; x; y
         reference=lambda x: x.float() @ w_deq.float().t(),
-        rtol=1e-2, unavailable=unavailable,
-        unchecked=("bnb_int8",),  # LLM.int8() quantizes the activations too: another function, timed for scale
+        rtol=1e-2,
         kernel_info={"weight_bytes": qw.nbytes, "bf16_weight_bytes": 2 * n * k},
-        held_bytes=qw.nbytes)  # the providers hold the weight: timed with a flush per call where it fits L2
+        held_bytes=qw.nbytes,  # the providers hold the weight: timed with a flush per call where it fits L2
+        state=SimpleNamespace(qw=qw, w_deq=w_deq, torchao=torchao))
 
 
-def test_wo_matmul(spec, provider, perf, benchmark, request):
-    perf.run(build_case(*spec, request.config.getoption("perf_sweep")), provider, benchmark)
+pytest_generate_tests = perf_tests(wo_matmul_case)
+
+
+def test_wo_matmul(spec, provider, perf, benchmark):
+    perf.run(spec.build(), provider, benchmark)

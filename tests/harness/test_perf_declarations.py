@@ -1,0 +1,139 @@
+"""The declared perf providers (harness/perfcase.py: Provider, perf_bench): what the API does
+with an unavailable provider, the kernel, and bad declarations; and every perf file's
+declarations, listed without a GPU (no case is built, no tensor allocated)."""
+import importlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from harness.metrics import Cost
+from harness.perfcase import CaseSpec, PerfBench, PerfCase, Provider, ProviderUnavailable, perf_bench
+from harness.pytest_plugin import PerfSession
+
+pytestmark = pytest.mark.harness
+
+ROOT = Path(__file__).resolve().parents[2]
+PERF_FILES = sorted(ROOT.glob("tests/perf/**/test_*.py")) + [ROOT / "tests/e2e/test_decoder_layer.py"]
+# Its cases and providers come from a YAML config (harness/microbench.py), not declarations.
+CONFIG_DRIVEN = {"tests/perf/quant/test_microbench.py"}
+
+
+def setup(n):
+    return PerfCase(op="op", shape={"n": n}, dtype=torch.float32, make_inputs=lambda: (), cost=Cost(flops=0, bytes=0),
+                    reference=lambda: None, rtol=0.0, state=SimpleNamespace(n=n))
+
+
+def grid(sweep):
+    return [dict(n=1), dict(n=2)] + ([dict(n=3)] if sweep else [])
+
+
+def unavailable(_):
+    raise ProviderUnavailable("lib refused: no GPU of its kind")
+
+
+def bench(*providers):
+    return perf_bench(grid=grid, id="op-n{n}", providers=list(providers))(setup)
+
+
+def test_unavailable_providers_are_listed_with_their_reason_and_not_built():
+    b = bench(Provider("mine", lambda: 1, kernel=True),
+              Provider("nolib", lambda: 2, needs="no_such_module_for_perf_tests"),
+              Provider("check", lambda: 3, needs=lambda: "needs an sm_100 GPU"),
+              Provider("refuses", make=unavailable),
+              Provider("odd_only", lambda: 4, when=lambda p: p.n % 2 == 1 or "odd n only"),
+              Provider("ok", make=lambda s: lambda: s.n))
+    case = b.case({"n": 2})
+    assert list(case.providers) == ["mine", "ok"]
+    assert case.unavailable == {
+        "nolib": "no_such_module_for_perf_tests does not import: ModuleNotFoundError: "
+                 "No module named 'no_such_module_for_perf_tests'",
+        "check": "needs an sm_100 GPU",
+        "refuses": "lib refused: no GPU of its kind",
+        "odd_only": "odd n only"}
+    assert case.providers["ok"]() == 2  # the factory got the case's state
+    assert "odd_only" in b.case({"n": 1}).providers
+
+
+def test_the_perf_session_skips_an_unavailable_provider_with_its_reason():
+    b = bench(Provider("mine", lambda: 1, kernel=True), Provider("check", lambda: 3, needs=lambda: "needs an sm_100 GPU"))
+    options = dict(warmup_ms=1.0, rep_ms=1.0, warm_l2=False, timing="auto", l2_flush="read")
+    sess = PerfSession(SimpleNamespace(getoption=options.get))
+    with pytest.raises(pytest.skip.Exception, match="check unavailable: needs an sm_100 GPU"):
+        sess.run(CaseSpec(b, grid(False)[0]).build(), "check", SimpleNamespace(disabled=False))
+
+
+def test_availability_is_checked_once():
+    calls = []
+
+    def check():
+        calls.append(1)
+        return None
+
+    b = bench(Provider("mine", lambda: 1, kernel=True), Provider("lib", lambda: 2, needs=check))
+    for n in (1, 2, 3):
+        assert "lib" in b.case({"n": n}).providers
+    assert len(calls) == 1
+
+
+def test_the_kernel_and_unchecked_baselines_are_marked():
+    b = bench(Provider("base", lambda: 0), Provider("mine", lambda: 1, kernel=True),
+              Provider("gemm_only", lambda: 2, checked=False))
+    case = b.case({"n": 1})
+    assert case.kernel == "mine" and case.unchecked == ("gemm_only",)
+    assert b.kernel.name == "mine"
+
+
+def test_params_follow_the_grid_then_the_declared_providers():
+    b = bench(Provider("mine", lambda: 1, kernel=True), Provider("big", lambda: 2, when=lambda p: p.n >= 2))
+    assert [p.id for p in b.params(sweep=False)] == ["op-n1-mine", "op-n2-mine", "op-n2-big"]
+    assert [p.id for p in b.params(sweep=True)][-2:] == ["op-n3-mine", "op-n3-big"]
+
+
+def test_bad_declarations_are_refused_with_a_clear_error():
+    with pytest.raises(ValueError, match="provider 'eager' is declared more than once"):
+        bench(Provider("mine", lambda: 1, kernel=True), Provider("eager", lambda: 2), Provider("eager", lambda: 3))
+    with pytest.raises(ValueError, match="0 providers have kernel=True; declare exactly one"):
+        bench(Provider("eager", lambda: 2))
+    with pytest.raises(ValueError, match="2 providers have kernel=True"):
+        bench(Provider("a", lambda: 1, kernel=True), Provider("b", lambda: 2, kernel=True))
+    with pytest.raises(ValueError, match="the kernel 'mine' takes no needs= or when="):
+        bench(Provider("mine", lambda: 1, kernel=True, needs="torch"))
+    with pytest.raises(ValueError, match="give exactly one of fn= .* or make="):
+        Provider("both", lambda: 1, make=lambda s: lambda: 1)
+    b = perf_bench(grid=lambda sweep: [dict(n=1), dict(n=1)], id="op-n{n}",
+                   providers=[Provider("mine", lambda: 1, kernel=True)])(setup)
+    with pytest.raises(ValueError, match="two grid points have the test id 'op-n1'"):
+        b.params()
+
+
+def test_a_kernel_that_cannot_run_is_an_error_not_a_skip():
+    b = bench(Provider("mine", make=unavailable, kernel=True))
+    with pytest.raises(ProviderUnavailable):
+        b.case({"n": 1})
+
+
+def _module(path: Path):
+    return importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts))
+
+
+@pytest.mark.parametrize("path", PERF_FILES, ids=[str(p.relative_to(ROOT)) for p in PERF_FILES])
+def test_every_perf_file_declares_its_grid_and_providers(path):
+    rel = str(path.relative_to(ROOT))
+    module = _module(path)
+    benches = [v for v in vars(module).values() if isinstance(v, PerfBench)]
+    if rel in CONFIG_DRIVEN:
+        assert not benches
+        return
+    assert benches, f"{rel} declares no perf_bench"
+    assert callable(getattr(module, "pytest_generate_tests", None)), f"{rel} does not parametrize its benches"
+    for sweep in (False, True):
+        ids = []
+        for b in benches:
+            b.check_declaration(sweep)  # every grid point fits setup's arguments and the test id
+            for point in b.points(sweep):
+                names = [p.name for p in b.providers_at(point)]
+                assert names[0] == b.kernel.name, f"{rel}: the kernel must be the first provider"
+            ids += [p.id for p in b.params(sweep)]
+        assert ids and len(ids) == len(set(ids)), f"{rel}: test ids repeat"
