@@ -10,6 +10,9 @@
   of it (H100: a Triton int8 GEMM ran MixQ's 70B q projection at 1043 TOP/s where
   _int_mm managed 910 at 8192^3).
 - fp8_tflops: torch._scaled_mm, e4m3, row-wise scales (compute capability >= 8.9).
+- read_curve: [[bytes, seconds], ...], the fastest pure read of 64 KiB to 1 GiB
+  (harness/read_bound.py), cold L2: a kernel that moves few bytes cannot reach the copy
+  rate, which is timed on 1 GiB; this says what a read of its size can reach.
 Each rate is the best over two shapes (8192^3, and 2048 x 8192 x 10240, a prefill
 projection), each the median of its samples on random data (zeros run faster than real
 data), timed as the cases are (events, a flush and a hold before each call): timed back to
@@ -31,7 +34,10 @@ from .machine import gpu_slug
 from .results import UnusableInput
 from .timing import TimingConfig, _quantile, time_providers
 
-CEILINGS_VERSION = 3  # 2: copy timed with a read flush before each copy; 3: GEMMs timed as cases, best of two shapes
+# 2: copy timed with a read flush before each copy; 3: GEMMs timed as cases, best of two
+# shapes; 4: the pure-read curve
+CEILINGS_VERSION = 4
+READ_CURVE_BYTES = tuple(1 << p for p in range(16, 31))  # 64 KiB .. 1 GiB
 
 GEMM_SHAPES = ((8192, 8192, 8192), (2048, 8192, 10240))  # (m, k, n)
 
@@ -119,6 +125,9 @@ def measure_ceilings() -> dict:
     if torch.cuda.get_device_capability()[0] == 9 and out.get("fp8_tflops") and out.get("int8_tops"):
         out["int8_tops_library"] = out["int8_tops"]
         out["int8_tops"] = max(out["int8_tops"], out["fp8_tflops"])
+    from .read_bound import read_bound_s
+
+    out["read_curve"] = [[nbytes, read_bound_s(nbytes)[0]] for nbytes in READ_CURVE_BYTES]
     torch.cuda.empty_cache()
     return out
 

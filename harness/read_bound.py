@@ -9,7 +9,6 @@ import torch
 import triton
 import triton.language as tl
 
-from harness.ceilings import get_ceilings
 from harness.timing import TimingConfig, time_providers
 
 
@@ -42,6 +41,8 @@ def read_bound_s(nbytes: int) -> tuple[float, str]:
 
 
 if __name__ == "__main__":
+    from harness.ceilings import get_ceilings
+
     bw = get_ceilings()["copy_gbps"]
     for mb in sys.argv[1:]:
         nbytes = int(float(mb) * 1e6)

@@ -58,3 +58,15 @@ def test_quant_gemms_at_2048_rows_are_held_to_their_compute_ceiling():
     assert wo["roofline_bound"] == "compute" and wo["roofline_fraction"] == pytest.approx(2 * 2048 * 4096 * 14336 / 700e12 / 360e-6)
     one_row = derive_metrics(wo_matmul_cost(1, 4096, 14336, 4096 * 14336 // 2, "bf16"), 20e-6, ceil)
     assert one_row["roofline_bound"] == "memory"
+
+
+def test_read_bound_fraction_interpolates_the_read_curve():
+    """The fraction of a pure read of the op's bytes: the read curve interpolated log-log
+    between its points, its first time below them, its last rate past them."""
+    curve = [[1 << 20, 4e-6], [1 << 22, 8e-6], [1 << 30, 400e-6]]
+    ceil = {**CEIL, "read_curve": curve}
+    assert derive_metrics(Cost(0, 1 << 22), 16e-6, ceil)["read_bound_fraction"] == pytest.approx(0.5)
+    assert derive_metrics(Cost(0, 1 << 21), 16e-6, ceil)["read_bound_fraction"] == pytest.approx(2 ** 0.5 * 4e-6 / 16e-6)
+    assert derive_metrics(Cost(0, 1000), 8e-6, ceil)["read_bound_fraction"] == pytest.approx(0.5)
+    assert derive_metrics(Cost(0, 1 << 31), 1600e-6, ceil)["read_bound_fraction"] == pytest.approx(0.5)
+    assert derive_metrics(Cost(0, 1 << 22), 16e-6, CEIL)["read_bound_fraction"] is None  # older ceilings: no curve
