@@ -618,7 +618,7 @@ def build_case(item: BenchItem):
     extra_info (here and in the perf tests' results)."""
     from harness.metrics import Cost
     from harness.perfcase import PerfCase
-    from kernels.norm.baselines import compiled
+    from kernels.providers import compiled
 
     device = item.device
     base32 = make_model(item).to(device)

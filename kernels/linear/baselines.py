@@ -10,7 +10,7 @@
 import torch
 import torch.nn.functional as F
 
-from kernels.norm.baselines import compiled, eager_rms_norm, torch_rms_norm
+from kernels.norm.baselines import eager_rms_norm, torch_rms_norm
 
 
 def eager_rmsnorm_linear(x, g, w, eps=1e-6):
@@ -34,5 +34,5 @@ def fused_weight_gated_mlp(x, w13):
     return F.silu(a) * b
 
 
-__all__ = ["compiled", "eager_rmsnorm_linear", "torch_rmsnorm_linear", "eager_gated_mlp", "eager_lora_linear",
+__all__ = ["eager_rmsnorm_linear", "torch_rmsnorm_linear", "eager_gated_mlp", "eager_lora_linear",
            "fused_weight_gated_mlp"]

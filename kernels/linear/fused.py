@@ -52,9 +52,10 @@ def _default_config(path: str, rows: int, n: int, k: int) -> dict:
 
 
 def _candidates(path: str, rows: int, n: int, k: int) -> list[dict]:
+    """Tile (N x K block) x pipeline depth x waves of split-K programs."""
     tiles = ((32, 128), (64, 64), (64, 128), (128, 64), (128, 128))
     return [dict(block_n=bn, block_k=bk, num_stages=st, waves=wv)
-            for bn, bk in tiles for st in (3, 4, 5) for wv in (1, 1.5, 2, 4)]
+            for bn, bk in tiles for st in (3, 4) for wv in (1, 1.5, 2, 4)]
 
 
 def _check_config(cfg: dict) -> None:

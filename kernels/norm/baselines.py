@@ -4,14 +4,12 @@
   round to the input dtype, then multiply by the weight).
 - torch_rms_norm: torch.nn.functional.rms_norm, PyTorch's own fused operator.
 - compile: torch.compile of the eager code (Inductor generates a fused Triton kernel),
-  through `compiled`, which every torch.compile baseline in the suite goes through.
+  through kernels.providers.compiled, which every torch.compile baseline goes through.
 - eager_ngpt_update: nGPT's update in plain PyTorch (its eager baseline).
 """
 from __future__ import annotations
 
 import torch.nn.functional as F
-
-from kernels.providers import compiled  # noqa: F401  (the perf files take it from here)
 
 
 def eager_rms_norm(x, weight, eps=1e-6):

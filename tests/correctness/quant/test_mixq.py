@@ -9,10 +9,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kernels.quant import MixQLinear, mixq_linear, mixq_reference, sqnr_db
+from tests.helpers.tolerance import HALF_DTYPES as DTYPES
 
 pytestmark = pytest.mark.correctness
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def planted(m, k, n, channels, scale, g, dtype):

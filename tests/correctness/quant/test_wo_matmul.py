@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from kernels.quant import (dequantize, quantize_int4_weight, quantize_int4_weight_hqq, quantize_int8_weight, sqnr_db,
                            wo_matmul, wo_matmul_reference)
 from kernels.quant.wo_matmul import DEQUANT_MIN_ROWS, dequantize_weight, gemv_takes
+from tests.helpers.tolerance import HALF_DTYPES as DTYPES
 
 pytestmark = pytest.mark.correctness
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 RECIPES = ["int8wo", "int4wo-32", "int4wo-64", "int4wo-128", "int4wo-256", "int4wo-128-hqq"]
 RECIPE_FLOOR_DB = {"int8wo": 40.0, "int4wo-32": 20.0, "int4wo-64": 19.0, "int4wo-128": 18.0, "int4wo-256": 17.0,
                    "int4wo-128-hqq": 18.0}

@@ -8,7 +8,8 @@ from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.attention import baselines, gqa_attention_reference, gqa_decode
 from kernels.attention.cost import gqa_decode_cost
 from kernels.norm import rms_norm_reference
-from kernels.norm.baselines import compiled, torch_rms_norm
+from kernels.norm.baselines import torch_rms_norm
+from kernels.providers import compiled
 
 pytestmark = pytest.mark.perf
 

@@ -9,6 +9,7 @@ import torch
 from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.linear import baselines, gated_mlp, gated_mlp_reference, rmsnorm_linear, rmsnorm_linear_reference
 from kernels.linear.cost import gated_mlp_cost, rmsnorm_linear_cost
+from kernels.providers import compiled
 
 pytestmark = pytest.mark.perf
 
@@ -27,7 +28,7 @@ NORM_PROVIDERS = [
     Provider("triton", lambda x, g, w: rmsnorm_linear(x, g, w, EPS), kernel=True),
     Provider("eager", lambda x, g, w: baselines.eager_rmsnorm_linear(x, g, w, EPS)),
     Provider("torch_rms_norm", lambda x, g, w: baselines.torch_rmsnorm_linear(x, g, w, EPS)),
-    Provider("compile", make=lambda _: baselines.compiled(functools.partial(baselines.eager_rmsnorm_linear, eps=EPS))),
+    Provider("compile", make=lambda _: compiled(functools.partial(baselines.eager_rmsnorm_linear, eps=EPS))),
 ]
 
 
@@ -43,7 +44,7 @@ def rmsnorm_linear_case(m, k, n):
 
 
 def _compiled_mlp(_):
-    mlp = baselines.compiled(baselines.eager_gated_mlp)
+    mlp = compiled(baselines.eager_gated_mlp)
     return lambda x, w1, w3, w13: mlp(x, w1, w3)
 
 

@@ -8,7 +8,8 @@ import torch
 from harness.metrics import Cost
 from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.linear import lora_linear, lora_linear_reference
-from kernels.linear.baselines import compiled, eager_lora_linear
+from kernels.linear.baselines import eager_lora_linear
+from kernels.providers import compiled
 
 pytestmark = pytest.mark.perf
 

@@ -9,6 +9,7 @@ import torch
 
 from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.norm import baselines, cost, fused_add_rms_norm, fused_add_rms_norm_reference, rms_norm, rms_norm_reference
+from kernels.providers import compiled
 from tests.helpers.tolerance import DTYPES
 
 pytestmark = pytest.mark.perf
@@ -19,13 +20,13 @@ RMSNORM_PROVIDERS = [
     Provider("triton", lambda x, w: rms_norm(x, w, EPS), kernel=True),
     Provider("eager", lambda x, w: baselines.eager_rms_norm(x, w, EPS)),
     Provider("torch_rms_norm", lambda x, w: baselines.torch_rms_norm(x, w, EPS)),
-    Provider("compile", make=lambda _: baselines.compiled(functools.partial(baselines.eager_rms_norm, eps=EPS))),
+    Provider("compile", make=lambda _: compiled(functools.partial(baselines.eager_rms_norm, eps=EPS))),
 ]
 ADD_RMSNORM_PROVIDERS = [
     Provider("triton", lambda x, r, w: fused_add_rms_norm(x, r, w, EPS), kernel=True),
     Provider("eager", lambda x, r, w: baselines.eager_fused_add_rms_norm(x, r, w, EPS)),
     Provider("torch_rms_norm", lambda x, r, w: baselines.torch_fused_add_rms_norm(x, r, w, EPS)),
-    Provider("compile", make=lambda _: baselines.compiled(functools.partial(baselines.eager_fused_add_rms_norm, eps=EPS))),
+    Provider("compile", make=lambda _: compiled(functools.partial(baselines.eager_fused_add_rms_norm, eps=EPS))),
 ]
 
 

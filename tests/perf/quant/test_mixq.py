@@ -1,4 +1,4 @@
-"""Perf cases of kernels/quant/mixq.py at MixQ's shapes (ANCHORS.md: 7B, 13B, 70B q and down
+"""Perf cases of kernels/quant/mixq.py at MixQ's shapes (the paper's figure: 7B, 13B, 70B q and down
 projections), bf16, activations with 64 planted outlier channels (20x).
 W8A8O16 (outliers predicted by the locality cache, warmed by one call) against bf16
 F.linear, torch._int_mm alone on pre-quantized inputs, SmoothQuant-style W8A8 in PyTorch

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from harness.perfcase import PerfCase, Provider, ProviderUnavailable, dtype_name, perf_bench, perf_tests
-from kernels.norm.baselines import compiled
+from kernels.providers import compiled
 from kernels.quant import baselines, dequantize, quantize_int4_weight, quantize_int8_weight, wo_matmul
 from kernels.quant.cost import wo_matmul_cost
 from kernels.quant.wo_matmul import DEQUANT_MIN_ROWS
