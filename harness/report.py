@@ -75,7 +75,9 @@ def markdown_results(runs: list, slug: str) -> str:
            "Each row is one case, taken from the newest run (by its `datetime`) that timed the suite's",
            "kernel on it. Times are medians of the device samples; the best baseline is the fastest other",
            "implementation in that same run, and speedup is its time over the kernel's; roofline is the",
-           "kernel's `roofline_fraction`. Each run's command is listed at the end.",
+           "kernel's `roofline_fraction`, pure read its `read_bound_fraction` (the time of the fastest",
+           "read of the same bytes over the kernel's; runs before ceilings v4 lack it). Each run's",
+           "command is listed at the end.",
            ""]
     by_op: dict[str, list] = {}
     for case, (run, k) in newest.items():
@@ -84,8 +86,8 @@ def markdown_results(runs: list, slug: str) -> str:
     for op in sorted(by_op, key=_natural):
         rows = sorted(by_op[op], key=lambda x: _natural(x[0]))
         out += [f"## {op} ({len(rows)} case{'s' if len(rows) != 1 else ''})", "",
-                "| case | kernel | best baseline | baseline | speedup | roofline | run |",
-                "|---|---|---|---|---|---|---|"]
+                "| case | kernel | best baseline | baseline | speedup | roofline | pure read | run |",
+                "|---|---|---|---|---|---|---|---|"]
         for case, run, k in rows:
             used.add(run.name)
             label = case[len(op) + 1:] if case.startswith(op + "/") else case
@@ -93,11 +95,12 @@ def markdown_results(runs: list, slug: str) -> str:
             best, speed = k.info.get("best_baseline"), k.info.get("speedup_vs_best_baseline")
             base = run.entries.get((case, best)) if best else None
             base_s = _call_s(base) if base is not None else _call_s(k) * speed if best and speed else None
-            roof = k.info.get("roofline_fraction")
+            roof, read = k.info.get("roofline_fraction"), k.info.get("read_bound_fraction")
             out.append("| " + " | ".join([
                 _code(label), kernel, best or "-", _us(base_s) if best else "-",
                 f"{speed:.2f}x" if isinstance(speed, (int, float)) else "-",
                 f"{100 * roof:.0f}%" if isinstance(roof, (int, float)) else "-",
+                f"{100 * read:.0f}%" if isinstance(read, (int, float)) else "-",
                 f"[{run.name}](../../results/{slug}/{run.name})"]) + " |")
         out.append("")
     out += ["## Runs", "", "| run | datetime | commit | command |", "|---|---|---|---|"]
