@@ -5,7 +5,7 @@ parametrizes over (case, provider); `PerfSession.run` (harness/pytest_plugin.py)
 place a case's providers, its kernel included, are called. The first test of
 a case times all its providers in one interleaved run (harness.timing); every test then
 records its own provider's samples into pytest-benchmark's statistics, with the
-`extra_info` keys the README documents. Before timing, every provider's output is checked
+`extra_info` keys docs/measurement.md documents. Before timing, every provider's output is checked
 against the case's reference, so that nothing fast-because-wrong is ever recorded.
 """
 from __future__ import annotations
@@ -371,7 +371,7 @@ def _run_case(case: PerfCase, config: TimingConfig, ceilings: dict | None) -> Ca
 
 def build_records(case: PerfCase, measurements: dict[str, Measurement], ceilings: dict | None,
                   unavailable: dict[str, str]) -> dict:
-    """The extra_info of every timed provider (README: "Result fields")."""
+    """The extra_info of every timed provider (docs/measurement.md, "Result fields")."""
     medians = {n: m.median_s for n, m in measurements.items()}
     baselines = {n: t for n, t in medians.items() if n != case.kernel}
     records = {}
@@ -412,7 +412,7 @@ def build_records(case: PerfCase, measurements: dict[str, Measurement], ceilings
 
 
 def record_into_benchmark(benchmark, samples_s: list[float], extra_info: dict) -> None:
-    """Put device samples into pytest-benchmark's own stats (pinned API: README, Pins): one
+    """Put device samples into pytest-benchmark's own stats (a pinned API: README, "Dependencies and pins"): one
     datum per sample, the time of one call; `iterations` is the calls a sample averages
     (a graph replay's), and the timer named is the one that took them."""
     calls = int(extra_info.get("calls_per_sample") or 1)
