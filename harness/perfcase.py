@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from kernels.launch import PDL_ENV  # the variable the kernels read at every launch
+from kernels.platform import PDL_ENV  # the variable the kernels read at every launch
 
 from .metrics import Cost, derive_metrics
 from .timing import Measurement, TimingConfig, first_call_s, l2_cache_bytes, time_providers

@@ -11,6 +11,8 @@ import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from kernels.platform import PDL_ENV
+
 INTERPRETER_SMS = 4  # the CPU lane: small enough that tests reach the split paths
 
 
@@ -28,7 +30,6 @@ def _cuda_major(index: int) -> int:
     return torch.cuda.get_device_capability(index)[0]
 
 
-PDL_ENV = "KERNELS_PDL"
 
 
 def pdl_options(device: torch.device, launch_early: bool = True) -> dict:

@@ -1,10 +1,16 @@
 """Where the kernels run: the GPU lane (native Triton on CUDA) or the CPU lane (Triton's
 interpreter on CPU tensors, TRITON_INTERPRET=1), chosen once, before any kernel is defined;
-and the name of a GPU model as the suite files it (results, tuned launch tables)."""
+the name of a GPU model as the suite files it (results, tuned launch tables); and the
+switch of programmatic dependent launch."""
 from __future__ import annotations
 
 import os
 import re
+
+
+# KERNELS_PDL=0 turns programmatic dependent launch off (kernels/launch.py reads it at every
+# launch; the perf harness sets it per case).
+PDL_ENV = "KERNELS_PDL"
 
 
 def configure_interpreter() -> None:

@@ -1,6 +1,9 @@
 """The suite's dependencies run one way: kernels/ needs only torch, triton and the standard
 library (baselines may import their own libraries lazily, inside the function that uses
-them); harness/ measures and may use kernels/; tests/ and models/ use both."""
+them); harness/ measures and records, and takes from kernels/ only its neutral modules
+(the lane, the GPU's name, the PDL switch, the provider error and compile wrapper, the cost
+type, the launch tables), except the two runners of kernels, the tuner and the
+torchao-config runner; tests/ and models/ use both."""
 import ast
 import sys
 from pathlib import Path
@@ -9,6 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE_PACKAGES = {"kernels", "harness", "models", "tests", "tools", "conftest"}
+NEUTRAL_KERNEL_MODULES = {"kernels", "kernels.platform", "kernels.providers", "kernels.cost", "kernels.tuning"}
+KERNEL_RUNNERS = {"harness/tune.py", "harness/microbench.py"}
 
 
 def _imports(path: Path):
@@ -60,3 +65,21 @@ def test_the_check_sees_a_wrong_import(tmp_path, monkeypatch):
             test_dependencies_run_one_way("kernels", {"kernels"})
     finally:
         bad.unlink()
+
+
+def test_harness_takes_only_the_neutral_modules_of_kernels():
+    wrong = []
+    for path in _files("harness"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in KERNEL_RUNNERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else [])
+            for name in names:
+                if name.split(".")[0] == "kernels" and name not in NEUTRAL_KERNEL_MODULES:
+                    wrong.append(f"{rel}:{node.lineno} imports {name}")
+                if name == "kernels" and isinstance(node, ast.ImportFrom):
+                    wrong += [f"{rel}:{node.lineno} imports kernels.{a.name}" for a in node.names
+                              if f"kernels.{a.name}" not in NEUTRAL_KERNEL_MODULES]
+    assert not wrong, "harness reaching into kernel families:\n" + "\n".join(wrong)
