@@ -188,3 +188,38 @@ def test_tune_command_refuses_without_a_gpu(capsys):
 
     assert main(["norm"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+class _Options:
+    """A pytest config's getoption for PerfSession, with --tune on."""
+    def __init__(self, **over):
+        self.values = {**dict(warmup_ms=25.0, rep_ms=100.0, warm_l2=False, timing="auto", l2_flush="read",
+                              tune=True, tune_kernel=[], tune_table=None, remeasure_ceilings=False), **over}
+
+    def getoption(self, name):
+        return self.values[name]
+
+
+def test_perf_run_with_tune_searches_the_kernel_and_skips_the_baselines(monkeypatch):
+    """`pytest --tune` goes through the perf cases' one entry point: the kernel's test
+    searches its launches (device timing replaced by the host here), a baseline's test is
+    skipped, and a key reached twice is searched once."""
+    from harness import tune as tune_module
+    from harness.pytest_plugin import PerfSession
+    from harness.timing import Measurement
+
+    def host_times(providers, make_inputs, config, compile_s=None, kernel=None):
+        return {n: Measurement(t, "events", True, 1, 0.0) for n, t in
+                ((n, [s] * 3) for n, s in _host_timer()(providers, make_inputs).items())}
+    monkeypatch.setattr(tune_module, "time_providers", host_times)
+    monkeypatch.setattr(tune_module, "l2_cache_bytes", lambda: 50 << 20)
+    case = _rmsnorm_case()
+    case.providers["eager"] = lambda x, w: rms_norm_reference(x, w, 1e-6)
+    sess = PerfSession(_Options())
+    info = sess.run(case, "triton", benchmark=None)
+    assert [t["case"] for t in info["tuned"]] == [case.case_id] and len(sess.tuned) == 1
+    with pytest.raises(pytest.skip.Exception, match="only the suite's kernel is searched"):
+        sess.run(case, "eager", benchmark=None)
+    assert sess.run(case, "triton", benchmark=None) == {"tuned": []}
+    only_decode = PerfSession(_Options(tune_kernel=["gqa_decode"]))
+    assert only_decode.run(case, "triton", benchmark=None) == {"tuned": []}
