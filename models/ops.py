@@ -68,13 +68,19 @@ def _torch_ops():
     )
 
 
+DECODE_MAX_TOKENS = 32  # query tokens the decode kernel takes; more go to the prefill kernel
+
+
 def _triton_ops():
-    from kernels.attention import gqa_decode, rope_kv_write
+    from kernels.attention import gqa_decode, prefill_attention, rope_kv_write
     from kernels.linear import gated_mlp, linear, lora_linear, rmsnorm_linear
     from kernels.norm import fused_add_rms_norm, ngpt_update, rms_norm
 
     def attention(q, k_cache, v_cache, kv_len):
-        return gqa_decode(q, k_cache, v_cache, kv_len, causal=True)
+        # a decode step or a short chunk: split-KV decode; a prompt: the prefill kernel
+        if q.shape[1] <= DECODE_MAX_TOKENS:
+            return gqa_decode(q, k_cache, v_cache, kv_len, causal=True)
+        return prefill_attention(q, k_cache, v_cache, kv_len, causal=True)
 
     return SimpleNamespace(
         name="triton",

@@ -1,10 +1,25 @@
-"""Cost model of GQA decode: each KV element read once, q read and out written once."""
+"""Cost models of attention: each K and V element read once, q read and out written once;
+the products q k^T and p v over the (query, key) pairs the mask leaves."""
 from kernels.cost import Cost
-
 
 
 def gqa_decode_cost(batch, q_tokens, q_heads, kv_heads, kv_len, head_dim, elem_bytes, flops_ceiling="bf16_tflops"):
     kv_bytes = 2 * batch * kv_len * kv_heads * head_dim * elem_bytes
     q_bytes = 2 * batch * q_tokens * q_heads * head_dim * elem_bytes  # q in, out back
     flops = 4 * batch * q_heads * q_tokens * kv_len * head_dim        # q k^T and p v
+    return Cost(flops=flops, bytes=kv_bytes + q_bytes, flops_ceiling=flops_ceiling)
+
+
+def prefill_attention_cost(batch, q_tokens, q_heads, kv_heads, kv_len, head_dim, elem_bytes, causal=True,
+                           flops_ceiling="bf16_tflops"):
+    """Queries at the last q_tokens positions of kv_len keys; causal: query t sees
+    kv_len - q_tokens + t + 1 keys (none before position 0)."""
+    T, S = q_tokens, kv_len
+    if causal:  # query t sees S - T + t + 1 keys, none while that is <= 0
+        pairs = T * (S - T + 1) + T * (T - 1) / 2 if S >= T else S * (S + 1) / 2
+    else:
+        pairs = T * S
+    flops = 4 * batch * q_heads * head_dim * pairs
+    kv_bytes = 2 * batch * S * kv_heads * head_dim * elem_bytes
+    q_bytes = 2 * batch * T * q_heads * head_dim * elem_bytes
     return Cost(flops=flops, bytes=kv_bytes + q_bytes, flops_ceiling=flops_ceiling)

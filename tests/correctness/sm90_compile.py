@@ -17,6 +17,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from kernels.attention.decode import _combine_kernel, _decode_kernel  # noqa: E402
+from kernels.attention.prefill import _prefill_kernel  # noqa: E402
 from kernels.attention.rope import _rope_kv_write_kernel  # noqa: E402
 from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # noqa: E402
 from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
@@ -112,6 +113,11 @@ def cases():
             "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False, "PDL": False})
     yield ("decode combine", _combine_kernel, f32("O_PART LSE_PART LSE") | {"O": "*bf16"},
            {"HEAD_DIM": 128, "BLOCK_S": 32, "PDL": True})
+    pre = bf("Q K V O") | {"LSE": "*fp32", "KV_LENS": "*i32", "qk_scale": "fp32"}
+    for d, lens, lse in ((128, False, False), (64, True, True)):  # the default launches of both head dims
+        yield (f"prefill head_dim={d} lengths tensor={lens} lse={lse}", _prefill_kernel, pre,
+               {"HEAD_DIM": d, "BLOCK_M": 128, "BLOCK_N": 64, "CAUSAL": True, "UNIFORM_LEN": not lens,
+                "WRITE_LSE": lse}, {"num_warps": 8 if d == 128 else 4, "num_stages": 3})
     for qk in (True, False):
         w = "*bf16" if qk else "*fp32"  # without QK-norm the weight pointers are the cos table
         yield (f"rope_kv_write qk_norm={qk}", _rope_kv_write_kernel,

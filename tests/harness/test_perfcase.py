@@ -25,3 +25,19 @@ def test_other_cases_keep_the_configured_mode():
     assert timing_config_for(case(held_bytes=31 << 20), TimingConfig(cold_l2=False), L2).mode == "auto"
     assert timing_config_for(case(held_bytes=31 << 20, timing_mode="graph"), TimingConfig(), L2).mode == "graph"
     assert timing_config_for(case(held_bytes=31 << 20), TimingConfig(mode="graph"), L2).mode == "graph"  # --timing
+
+
+def test_output_slice_checks_the_part_the_reference_computes():
+    """A case whose reference computes only some rows compares those rows of every output,
+    and still catches a wrong value there."""
+    from harness.perfcase import check_providers
+
+    x = torch.arange(12.0).reshape(6, 2)
+    right = lambda t: t * 2
+    wrong = lambda t: torch.cat([t[:3] * 2, t[3:] * 3])
+    c = PerfCase(
+        op="op", shape={"n": 6}, dtype=torch.float32, make_inputs=lambda: (x,), providers={"triton": right, "bad": wrong},
+        cost=Cost(flops=0, bytes=0), reference=lambda t: t[-2:] * 2, rtol=1e-6, output_slice=(slice(-2, None),))
+    errors, refused, _ = check_providers(c, (x,))
+    assert "triton" not in errors and not refused
+    assert "||out-ref||" in errors["bad"]

@@ -1,0 +1,192 @@
+"""Dense causal attention for prefill (flash-attention style) in Triton.
+
+    prefill_attention(q, k, v, kv_lens=None)   softmax(q k^T * scale) v, per query head
+
+q (B, T, Hq, D); k, v (B, S, Hkv, D) with Hq a multiple of Hkv (GQA, any ratio; a KV
+cache whose capacity S is past the sequence's end works as it is). Head dim 64 or 128;
+fp16 or bf16; float32 softmax and accumulation. Sequence b has kv_lens[b] keys (default
+S, or an int for all); its T queries are its last T positions (kv_len - T .. kv_len - 1,
+the convention of gqa_decode), so a prefill from scratch has kv_len = T and a chunk of a
+longer prompt has kv_len = cache position + T. Causal masks each query to the keys at or
+before its position; a query row before position 0 (a sequence shorter than T) sees no
+key and gets zeros (and -inf log-sum-exp).
+
+One program owns BLOCK_M query rows of one head and streams the keys in BLOCK_N blocks
+with the online softmax: the blocks wholly before its first query need no mask, the
+blocks across the diagonal are masked, and the blocks after its last query are never read
+(half the work of a dense causal pass).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.checks import check_bool, check_number, check_tensor
+from kernels.interpreter import exact_operand
+from kernels.tuning import LaunchSpace, pow2_bucket
+
+HEAD_DIMS = (64, 128)
+DTYPES = (torch.float16, torch.bfloat16)
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _attend_block(acc, m_i, l_i, q, K, V, rows_pos, n0, kv_len, stride_kn, stride_vn, offs_d,
+                  qk_scale, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr):
+    """One key block into the running (acc, max, sum) of the online softmax (base 2)."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    key_ok = offs_n < kv_len
+    k = tl.load(K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+    s = tl.dot(exact_operand(q), tl.trans(exact_operand(k))) * qk_scale
+    if MASKED:
+        visible = key_ok[None, :]
+        if CAUSAL:
+            visible = visible & (offs_n[None, :] <= rows_pos[:, None])
+        s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: no NaN from -inf - -inf
+    p = tl.math.exp2(s - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    v = tl.load(V + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v))
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _prefill_kernel(Q, K, V, O, LSE, KV_LENS, uniform_len,
+                    stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
+                    stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh,
+                    T, q_heads, group, qk_scale,
+                    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+                    UNIFORM_LEN: tl.constexpr, WRITE_LSE: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // q_heads
+    h = bh % q_heads
+    kvh = h // group
+    kv_len = uniform_len if UNIFORM_LEN else tl.load(KV_LENS + b)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < T
+    rows_pos = kv_len - T + offs_m  # each query row's position in its sequence
+    q_ptrs = Q + b.to(tl.int64) * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qt + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
+    K = K + b.to(tl.int64) * stride_kb + kvh * stride_kh
+    V = V + b.to(tl.int64) * stride_vb + kvh * stride_vh
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    first_pos = kv_len - T + pid_m * BLOCK_M
+    last_pos = first_pos + BLOCK_M - 1
+    if CAUSAL:
+        hi = tl.minimum(kv_len, last_pos + 1)
+        full = tl.maximum(tl.minimum(first_pos + 1, hi), 0) // BLOCK_N * BLOCK_N  # keys every row sees
+    else:
+        hi = kv_len
+        full = kv_len // BLOCK_N * BLOCK_N
+    for n0 in range(0, full, BLOCK_N):
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, rows_pos, n0, kv_len, stride_kn, stride_vn, offs_d,
+                                      qk_scale, BLOCK_N, CAUSAL, False)
+    for n0 in range(full, hi, BLOCK_N):
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, rows_pos, n0, kv_len, stride_kn, stride_vn, offs_d,
+                                      qk_scale, BLOCK_N, CAUSAL, True)
+
+    seen = l_i > 0
+    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_ot + offs_d[None, :]
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    if WRITE_LSE:
+        lse = tl.where(seen, (m_i + tl.math.log2(tl.where(seen, l_i, 1.0))) / 1.4426950408889634, float("-inf"))
+        tl.store(LSE + b.to(tl.int64) * stride_lb + h * stride_lh + offs_m, lse, mask=row_ok)
+
+
+def _default_config(head_dim: int, rows: int) -> dict:
+    """128 query rows a program (64 for short prompts), 64-key blocks; 8 warps at head dim 128."""
+    return dict(BLOCK_M=128 if rows >= 128 else 64, BLOCK_N=64, num_warps=8 if head_dim == 128 else 4, num_stages=3)
+
+
+def _candidates(head_dim: int, rows: int) -> list[dict]:
+    return [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st)
+            for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3, 4)
+            if not (bm == 128 and bn == 128 and head_dim == 128)]  # past the registers of one SM's program
+
+
+def _check_config(cfg: dict) -> None:
+    for name in ("BLOCK_M", "BLOCK_N"):
+        if cfg[name] not in (16, 32, 64, 128):
+            raise ValueError(f"{name} must be 16, 32, 64 or 128, got {cfg[name]!r}")
+
+
+LAUNCH = LaunchSpace("prefill_attention", _default_config, _candidates, _check_config)
+
+
+def _check(q, k, v, kv_lens, scale, causal, return_lse):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, dtypes=DTYPES)
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D (batch, tokens, heads, head_dim); got shape {tuple(t.shape)}")
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must have unit stride along head_dim (got strides {t.stride()})")
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device}, q on {q.device}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype}; it must match q's {q.dtype}")
+    B, T, Hq, D = q.shape
+    if D not in HEAD_DIMS:
+        raise ValueError(f"head_dim {D} is not supported: {', '.join(map(str, HEAD_DIMS))}")
+    if k.shape != v.shape:
+        raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} differ in shape")
+    if k.shape[0] != B or k.shape[3] != D:
+        raise ValueError(f"k must have shape (batch={B}, kv_len, kv_heads, head_dim={D}); got {tuple(k.shape)}")
+    if Hq % k.shape[2]:
+        raise ValueError(f"q's {Hq} heads are not a multiple of the {k.shape[2]} KV heads")
+    S = k.shape[1]
+    if isinstance(kv_lens, bool) or not (kv_lens is None or isinstance(kv_lens, (int, torch.Tensor))):
+        raise TypeError(f"kv_lens must be None, an int or a tensor of shape (batch,), got {type(kv_lens).__name__}")
+    if isinstance(kv_lens, int) and not 0 <= kv_lens <= S:
+        raise ValueError(f"kv_lens must lie in [0, {S}] (k's length); got {kv_lens}")
+    if isinstance(kv_lens, torch.Tensor):
+        if kv_lens.shape != (B,) or kv_lens.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"kv_lens must be an int32 or int64 tensor of shape ({B},); got {kv_lens.dtype} "
+                            f"{tuple(kv_lens.shape)}")
+        if B and bool(((kv_lens < 0) | (kv_lens > S)).any()):
+            raise ValueError(f"kv_lens must lie in [0, {S}] (k's length); got {kv_lens.tolist()}")
+    if scale is not None:
+        check_number("scale", scale)
+    check_bool("causal", causal)
+    check_bool("return_lse", return_lse)
+
+
+def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens=None, *, scale: float | None = None,
+                      causal: bool = True, return_lse: bool = False, config: dict | None = None):
+    """Attention of q's T queries over the keys of each sequence; see the module doc.
+    Returns out (B, T, Hq, D) in q's dtype, or (out, lse (B, Hq, T) float32).
+    config: launch options over the tuned or default ones (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+    _check(q, k, v, kv_lens, scale, causal, return_lse)
+    B, T, Hq, D = q.shape
+    S, Hkv = k.shape[1], k.shape[2]
+    out = torch.empty_like(q)
+    lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
+    if B == 0 or T == 0 or Hq == 0:
+        if lse is not None:
+            lse.fill_(float("-inf"))
+        return (out, lse) if return_lse else out
+    uniform = not isinstance(kv_lens, torch.Tensor)
+    uniform_len = S if kv_lens is None else (int(kv_lens) if uniform else 0)
+    lens = q if uniform else kv_lens.to(device=q.device, dtype=torch.int32).contiguous()
+    cfg = LAUNCH.choose(q.device, dict(head_dim=D, rows=pow2_bucket(T)), config)
+    scale = D ** -0.5 if scale is None else float(scale)
+    lse_arg, (stride_lb, stride_lh) = (lse, lse.stride()[:2]) if lse is not None else (out, (0, 0))
+    grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * Hq)
+    _prefill_kernel[grid](
+        q, k, v, out, lse_arg, lens, uniform_len,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), stride_lb, stride_lh,
+        T, Hq, Hq // Hkv, scale * LOG2E,
+        HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], CAUSAL=causal, UNIFORM_LEN=uniform,
+        WRITE_LSE=return_lse, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    return (out, lse) if return_lse else out

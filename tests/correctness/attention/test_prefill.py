@@ -1,0 +1,96 @@
+"""kernels/attention/prefill.py against the float64 reference (gqa_attention_reference) by
+the tolerance rule (tests/helpers/tolerance.py): at most twice the error of the same
+attention computed in the input dtype, plus one rounding of the output. Hypothesis draws
+batch, lengths (queries the last T of each sequence's keys, per-sequence lengths, shorter
+than T too), heads (any GQA ratio), head dim, dtype, causal or not."""
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from kernels.attention import gqa_attention_reference, prefill_attention
+from kernels.attention.cost import prefill_attention_cost
+from tests.helpers.tolerance import HALF_DTYPES, assert_within_rule
+
+pytestmark = pytest.mark.correctness
+
+
+def _inputs(b, t, s, hq, hkv, d, dtype, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, t, hq, d, generator=g).to(device, dtype)
+    k = torch.randn(b, s, hkv, d, generator=g).to(device, dtype)
+    v = torch.randn(b, s, hkv, d, generator=g).to(device, dtype)
+    return q, k, v
+
+
+@settings(deadline=None)
+@given(b=st.integers(1, 2), t=st.integers(1, 80), extra=st.integers(0, 70), kv=st.sampled_from([(1, 1), (4, 1), (3, 1), (6, 2)]),
+       d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), causal=st.booleans(),
+       per_seq=st.booleans(), seed=st.integers(0, 2 ** 16))
+@example(b=1, t=70, extra=0, kv=(4, 1), d=64, dtype="fp16", causal=True, per_seq=False, seed=0)   # from scratch, two row blocks
+@example(b=2, t=40, extra=33, kv=(3, 1), d=128, dtype="bf16", causal=True, per_seq=True, seed=1)  # a chunk after a prefix
+@example(b=1, t=1, extra=0, kv=(1, 1), d=64, dtype="fp16", causal=True, per_seq=False, seed=2)    # one token
+def test_prefill_matches_reference(device, b, t, extra, kv, d, dtype, causal, per_seq, seed):
+    hq, hkv = kv
+    dt = HALF_DTYPES[dtype]
+    s = t + extra
+    q, k, v = _inputs(b, t, s, hq, hkv, d, dt, device, seed)
+    lens = None
+    if per_seq:  # each sequence its own length, some shorter than T: their first rows see no key
+        g = torch.Generator().manual_seed(seed + 1)
+        lens = torch.randint(0, s + 1, (b,), generator=g).to(device)
+    out, lse = prefill_attention(q, k, v, lens, causal=causal, return_lse=True)
+    exact, lse_exact = gqa_attention_reference(q, k, v, lens, causal=causal, compute_dtype=torch.float64,
+                                               return_lse=True)
+    lowp = gqa_attention_reference(q, k, v, lens, causal=causal, compute_dtype=dt)
+    assert_within_rule(out, exact, lowp, dt, what="out")
+    seen = torch.isfinite(lse_exact)
+    assert torch.equal(torch.isfinite(lse).cpu(), seen.cpu())  # -inf exactly where a row sees no key
+    assert torch.allclose(lse.double().cpu()[seen.cpu()], lse_exact.cpu()[seen.cpu()], rtol=1e-4, atol=1e-4)
+
+
+def test_rows_that_see_no_key_are_zero(device):
+    q, k, v = _inputs(1, 8, 8, 2, 1, 64, torch.float16, device, 3)
+    out, lse = prefill_attention(q, k, v, torch.tensor([3], device=device), return_lse=True)
+    assert torch.all(out[0, :5] == 0) and torch.all(lse[0, :, :5] == float("-inf"))
+    assert torch.all(torch.isfinite(out[0, 5:].float()))
+
+
+def test_nan_in_a_visible_key_reaches_only_the_rows_that_see_it(device):
+    q, k, v = _inputs(1, 16, 16, 1, 1, 64, torch.float16, device, 4)
+    k[0, 9, 0, 3] = float("nan")
+    out = prefill_attention(q, k, v).float().cpu()
+    assert torch.isnan(out[0, 9:]).all() and not torch.isnan(out[0, :9]).any()
+
+
+def test_launch_options_compute_the_same_attention(device):
+    q, k, v = _inputs(1, 50, 70, 4, 2, 64, torch.float16, device, 5)
+    base = prefill_attention(q, k, v)
+    for cfg in (dict(BLOCK_M=64, BLOCK_N=32), dict(BLOCK_M=16, BLOCK_N=16), dict(BLOCK_M=128, BLOCK_N=128)):
+        assert torch.allclose(prefill_attention(q, k, v, config=cfg).float(), base.float(), atol=2e-3, rtol=1e-2), cfg
+    with pytest.raises(ValueError, match="BLOCK_N must be 16, 32, 64 or 128"):
+        prefill_attention(q, k, v, config=dict(BLOCK_N=48))
+
+
+def test_bad_input_is_named(device):
+    q, k, v = _inputs(1, 4, 4, 2, 1, 64, torch.float16, device, 6)
+    with pytest.raises(TypeError, match="q has dtype float32"):
+        prefill_attention(q.float(), k, v)
+    with pytest.raises(ValueError, match="head_dim 32 is not supported"):
+        prefill_attention(q[..., :32], k[..., :32], v[..., :32])
+    with pytest.raises(ValueError, match="not a multiple of the 2 KV heads"):
+        prefill_attention(q[:, :, :1], torch.cat([k, k], 2), torch.cat([v, v], 2))
+    with pytest.raises(ValueError, match=r"kv_lens must lie in \[0, 4\]"):
+        prefill_attention(q, k, v, 5)
+    with pytest.raises(TypeError, match="kv_lens must be an int32 or int64 tensor of shape"):
+        prefill_attention(q, k, v, torch.tensor([1.0]))
+    with pytest.raises(TypeError, match="v has dtype torch.bfloat16; it must match q's torch.float16"):
+        prefill_attention(q, k, v.bfloat16())
+
+
+def test_cost_counts_the_causal_pairs():
+    c = prefill_attention_cost(1, 4, 1, 1, 4, 64, 2)  # 1 + 2 + 3 + 4 pairs
+    assert c.flops == 4 * 64 * 10
+    assert prefill_attention_cost(1, 4, 1, 1, 6, 64, 2).flops == 4 * 64 * (3 + 4 + 5 + 6)
+    assert prefill_attention_cost(1, 4, 1, 1, 2, 64, 2).flops == 4 * 64 * (1 + 2)
+    assert prefill_attention_cost(1, 4, 1, 1, 4, 64, 2, causal=False).flops == 4 * 64 * 16
