@@ -182,3 +182,20 @@ def test_command_lines(tmp_path):
     assert bad.returncode == 2 and "unknown backend 'jax'" in bad.stderr
     missing = _cli("models.eval", "perplexity", "--text-file", str(text), "--gguf", str(tmp_path / "none.gguf"))
     assert missing.returncode == 2 and "GGUF file not found" in missing.stderr
+
+
+@needs_weights
+def test_needle_finds_the_key_in_a_short_context(model32):
+    """Passkey retrieval at 256 tokens, the key at the start, middle and end (the CLI's
+    larger contexts run the same code)."""
+    from models.eval import needle
+
+    rows = needle(model32, get_ops("torch"), [256], [0.0, 0.5, 1.0], trials=1, seed=3)
+    assert [(c, d) for c, d, _, _ in rows] == [(256, 0.0), (256, 0.5), (256, 1.0)]
+    assert sum(h for _, _, h, _ in rows) == 3
+
+
+@needs_weights
+def test_needle_command_refuses_a_context_past_the_model():
+    r = _cli("models.eval", "needle", "--contexts", "9000")
+    assert r.returncode == 2 and "contexts [9000] do not fit the model's 8192 tokens" in r.stderr, r.stderr
