@@ -94,12 +94,15 @@ def _prefill_kernel(Q, K, V, O, LSE, KV_LENS, uniform_len,
         acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, rows_pos, n0, kv_len, stride_kn, stride_vn, offs_d,
                                       qk_scale, BLOCK_N, CAUSAL, True)
 
-    seen = l_i > 0
-    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    # A row that sees keys divides by its sum even when that is 0 (every score -inf: 0/0,
+    # NaN, as the math says); a row before position 0 or of an empty sequence sees none: 0.
+    has_keys = (kv_len > 0) & (rows_pos >= 0) if CAUSAL else (kv_len > 0) & row_ok
+    out = tl.where(has_keys[:, None], acc / l_i[:, None], 0.0)
     o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_ot + offs_d[None, :]
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
     if WRITE_LSE:
-        lse = tl.where(seen, (m_i + tl.math.log2(tl.where(seen, l_i, 1.0))) / 1.4426950408889634, float("-inf"))
+        lse = tl.where(m_i == float("inf"), float("inf"), (m_i + tl.math.log2(l_i)) / 1.4426950408889634)
+        lse = tl.where(has_keys, lse, float("-inf"))
         tl.store(LSE + b.to(tl.int64) * stride_lb + h * stride_lh + offs_m, lse, mask=row_ok)
 
 
@@ -111,7 +114,7 @@ def _default_config(head_dim: int, rows: int) -> dict:
 def _candidates(head_dim: int, rows: int) -> list[dict]:
     return [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st)
             for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3, 4)
-            if not (bm == 128 and bn == 128 and head_dim == 128)]  # past the registers of one SM's program
+            if not (bm == 128 and bn == 128 and head_dim == 128)]  # 224 KiB of shared memory at 3 stages
 
 
 def _check_config(cfg: dict) -> None:

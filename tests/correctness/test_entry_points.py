@@ -26,7 +26,8 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from kernels.attention import gqa_attention_reference, gqa_decode, rope_kv_write, rope_kv_write_reference, rope_tables
+from kernels.attention import (gqa_attention_reference, gqa_decode, prefill_attention, rope_kv_write, rope_kv_write_reference,
+                               rope_tables)
 from kernels.linear import gated_mlp, gated_mlp_reference, linear, lora_linear, lora_linear_reference, rmsnorm_linear
 from kernels.linear import rmsnorm_linear_reference
 from kernels.norm import (fused_add_rms_norm, fused_add_rms_norm_reference, ngpt_update, ngpt_update_reference,
@@ -76,6 +77,20 @@ def _decode_exact(a):
     if isinstance(lens, int):
         lens = torch.full((a["q"].shape[0],), lens)
     return gqa_attention_reference(a["q"], a["k_cache"], a["v_cache"], lens, scale=a.get("scale"),
+                                   causal=a.get("causal", True), compute_dtype=torch.float64, return_lse=True)
+
+
+def _prefill_args(device):
+    return dict(q=randn(2, 6, 4, 64, device=device), k=randn(2, 10, 2, 64, device=device, seed=1),
+                v=randn(2, 10, 2, 64, device=device, seed=2),
+                kv_lens=torch.tensor([7, 10], dtype=torch.int32, device=device), return_lse=True)
+
+
+def _prefill_exact(a):
+    lens = a.get("kv_lens")
+    if isinstance(lens, int) or lens is None:
+        lens = torch.full((a["q"].shape[0],), a["k"].shape[1] if lens is None else lens)
+    return gqa_attention_reference(a["q"], a["k"], a["v"], lens, scale=a.get("scale"),
                                    causal=a.get("causal", True), compute_dtype=torch.float64, return_lse=True)
 
 
@@ -155,6 +170,7 @@ ENTRIES = {
     "ngpt_update": Entry(_call(ngpt_update), _ngpt_args,
                          lambda a: (ngpt_update_reference(a["h"], a["y"], a["alpha"], a.get("eps", 1e-12), torch.float64),)),
     "gqa_decode": Entry(_call(gqa_decode, "q", "k_cache", "v_cache", "kv_lens"), _decode_args, _decode_exact),
+    "prefill_attention": Entry(_call(prefill_attention, "q", "k", "v", "kv_lens"), _prefill_args, _prefill_exact),
     "rope_kv_write": Entry(_call(rope_kv_write), _rope_args, _rope_exact,
                            outputs=lambda a, r: (r, a["k_cache"], a["v_cache"])),
     "rope_tables": Entry(_call(rope_tables), lambda d: dict(n_positions=8, head_dim=64, theta=1e4, device=d),
@@ -374,6 +390,36 @@ ROWS = table(
     ("empty", "0 rows", put(h=lambda a: a["h"][:0], y=lambda a: a["y"][:0]), RIGHT),
     ("type", "eps negative", put(eps=-1e-12), VE("eps must be a finite number >= 0")),
     ("type", "eps str", put(eps="1e-12"), TE("eps must be a number, got str")),
+) + table(
+    "prefill_attention",
+    tensor_rows("q", "k", "v"),
+    ("dtype", "q fp32", put(q=lambda a: a["q"].float()), TE("q has dtype float32")),
+    ("dtype", "v bf16 for fp16 q", put(v=lambda a: a["v"].bfloat16()), TE("v has dtype torch.bfloat16; it must match q's")),
+    ("dtype", "kv_lens float", put(kv_lens=lambda a: a["kv_lens"].float()), TE("kv_lens must be an int32 or int64 tensor")),
+    ("shape", "q 3-D", put(q=lambda a: a["q"][0]), VE("q must be 4-D")),
+    ("shape", "head_dim 32", put(**{n: (lambda a, n=n: a[n][..., :32]) for n in ("q", "k", "v")}),
+     VE("head_dim 32 is not supported")),
+    ("shape", "3 q heads over 2 kv heads", put(q=lambda a: a["q"][:, :, :3]), VE("q's 3 heads are not a multiple")),
+    ("shape", "v shorter", put(v=lambda a: a["v"][:, :8]), VE("differ in shape")),
+    ("shape", "k batch 1", put(k=lambda a: a["k"][:1], v=lambda a: a["v"][:1]), VE(r"k must have shape \(batch=2")),
+    ("shape", "kv_lens one short", put(kv_lens=lambda a: a["kv_lens"][:1]), TE(r"of shape \(2,\)")),
+    ("shape", "kv_lens past the keys", put(kv_lens=lambda a: a["kv_lens"] + 1), VE(r"kv_lens must lie in \[0, 10\]")),
+    ("shape", "kv_lens int past the keys", put(kv_lens=11), VE(r"kv_lens must lie in \[0, 10\]")),
+    ("strides", "q tokens and heads transposed", put(q=lambda a: a["q"].transpose(1, 2).contiguous().transpose(1, 2)),
+     RIGHT),
+    ("strides", "k rows padded", put(k=lambda a: padded_rows(a["k"]), v=lambda a: padded_rows(a["v"])), RIGHT),
+    ("strides", "k head_dim stride 2", put(k=lambda a: strided(a["k"])), VE("k must have unit stride along head_dim")),
+    nan_rows("q", "k", "v"),
+    ("empty", "batch 0", put(**{n: (lambda a, n=n: a[n][:0]) for n in ("q", "k", "v", "kv_lens")}), RIGHT),
+    ("empty", "0 query tokens", put(q=lambda a: a["q"][:, :0]), RIGHT),
+    ("empty", "kv_lens 0", put(kv_lens=0), RIGHT),
+    ("empty", "kv_lens None", put(kv_lens=None), RIGHT),
+    ("type", "kv_lens list", put(kv_lens=[7, 10]), TE("kv_lens must be None, an int or a tensor")),
+    ("type", "kv_lens True", put(kv_lens=True), TE("kv_lens must be None, an int or a tensor")),
+    ("type", "non-causal", put(causal=False), RIGHT),
+    ("type", "scale 0.5", put(scale=0.5), RIGHT),
+    ("type", "scale str", put(scale="0.5"), TE("scale must be a number, got str")),
+    ("type", "causal str", put(causal="yes"), TE("causal must be a bool")),
 ) + table(
     "gqa_decode",
     tensor_rows("q", "k_cache", "v_cache"),
