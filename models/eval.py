@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     try:
         if args.tokens is not None and args.tokens < 2:
             raise ValueError(f"--tokens must be at least 2, got {args.tokens}")
-        model, ops = load_model(args.gguf, args.backend, args.device, args.dtype)
+        model, ops = load_model(args.gguf, args.backend, args.device, args.dtype, args.recipe)
         ids = model.source.tokenizer.encode(text).ids
         if model.source.add_bos and model.source.bos_id is not None:
             ids = [model.source.bos_id] + ids
@@ -135,7 +135,7 @@ def _needle_main(args) -> int:
     from .model import load_model
 
     try:
-        model, ops = load_model(args.gguf, args.backend, args.device, args.dtype)
+        model, ops = load_model(args.gguf, args.backend, args.device, args.dtype, args.recipe)
         too_long = [c for c in args.contexts if c + 64 > model.source.context_length]
         if too_long:
             raise ValueError(f"contexts {too_long} do not fit the model's {model.source.context_length} tokens "

