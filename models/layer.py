@@ -58,11 +58,17 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.cfg = cfg
         g = torch.Generator().manual_seed(seed)
+        # With given weights the buffers below only name the shapes: drawn on "meta", no data
+        at = "meta" if weights is not None else device
 
         def w(k, n):  # (in, out), scaled so activations keep unit size
+            if weights is not None:
+                return torch.empty(k, n, device="meta")
             return (torch.randn(k, n, generator=g) * k ** -0.5).to(dtype).to(device)
 
         def norm(n):
+            if weights is not None:
+                return torch.empty(n, device="meta")
             return (1 + 0.1 * torch.randn(n, generator=g)).to(dtype).to(device)
 
         H, D = cfg.hidden, cfg.head_dim
@@ -76,8 +82,8 @@ class DecoderLayer(nn.Module):
                 bufs[f"lora_a{name}"] = w(k, r)
                 bufs[f"lora_b{name}"] = w(r, n)
         if cfg.ngpt:
-            bufs.update(alpha_attn=torch.full((H,), 0.05, dtype=dtype, device=device),
-                        alpha_mlp=torch.full((H,), 0.05, dtype=dtype, device=device))
+            bufs.update(alpha_attn=torch.full((H,), 0.05, dtype=dtype, device=at),
+                        alpha_mlp=torch.full((H,), 0.05, dtype=dtype, device=at))
         if weights is not None:
             unknown, missing = set(weights) - set(bufs), set(bufs) - set(weights)
             if unknown or missing:

@@ -183,3 +183,18 @@ def test_decoder_layer_perf(spec, provider, perf, benchmark, request):
     if spec.point.batch == 8 and not request.config.getoption("perf_sweep"):
         pytest.skip("batch 8 layer cases run with --perf-sweep (default perf budget)")
     perf.run(spec.build(), provider, benchmark)
+
+
+def test_a_layer_takes_given_weights_by_name_and_shape():
+    """weights= replaces every buffer (converted to the layer's dtype) and names a missing,
+    unknown or misshapen one."""
+    cfg = tiny(SEED_MODELS["llama3-8b"])
+    drawn = dict(DecoderLayer(cfg, torch.float32, seed=5).state_dict())
+    given = DecoderLayer(cfg, torch.float16, weights=drawn)
+    assert all(torch.equal(given.state_dict()[k], t.half()) for k, t in drawn.items())
+    with pytest.raises(ValueError, match=r"missing \['w_o'\]"):
+        DecoderLayer(cfg, weights={k: t for k, t in drawn.items() if k != "w_o"})
+    with pytest.raises(ValueError, match=r"unknown \['extra'\]"):
+        DecoderLayer(cfg, weights={**drawn, "extra": drawn["w_o"]})
+    with pytest.raises(ValueError, match=r"weights\['w1'\] has shape"):
+        DecoderLayer(cfg, weights={**drawn, "w1": drawn["w1"][:1]})
