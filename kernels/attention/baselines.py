@@ -98,26 +98,10 @@ def flex_causal(batch: int, q_heads: int, length: int):
     return run
 
 
-def flash_attn_causal_available() -> str | None:
-    try:
-        from flash_attn import flash_attn_func  # noqa: F401
-    except Exception as exc:
-        return f"flash-attn not importable ({type(exc).__name__}: {exc})"
-    return None
-
-
 def flash_attn_causal(q, k, v):
     from flash_attn import flash_attn_func
 
     return flash_attn_func(q, k, v, causal=True)
-
-
-def flash_attn_4_available() -> str | None:
-    try:
-        from flash_attn.cute import flash_attn_func  # noqa: F401
-    except Exception as exc:
-        return f"flash-attn 4 (flash_attn.cute) not importable ({type(exc).__name__}: {exc})"
-    return None
 
 
 def flash_attn_4_causal(q, k, v):

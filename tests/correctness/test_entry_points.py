@@ -72,26 +72,21 @@ def _decode_args(device):
                 kv_lens=torch.tensor([20, 24], dtype=torch.int32, device=device), return_lse=True)
 
 
-def _decode_exact(a):
-    lens = a.get("kv_lens")
-    if isinstance(lens, int):
-        lens = torch.full((a["q"].shape[0],), lens)
-    return gqa_attention_reference(a["q"], a["k_cache"], a["v_cache"], lens, scale=a.get("scale"),
-                                   causal=a.get("causal", True), compute_dtype=torch.float64, return_lse=True)
+def _attention_exact(k_name, v_name):
+    """The float64 reference of gqa_decode or prefill_attention called with these arguments."""
+    def exact(a):
+        lens = a.get("kv_lens")
+        if isinstance(lens, int):
+            lens = torch.full((a["q"].shape[0],), lens)
+        return gqa_attention_reference(a["q"], a[k_name], a[v_name], lens, scale=a.get("scale"),
+                                       causal=a.get("causal", True), compute_dtype=torch.float64, return_lse=True)
+    return exact
 
 
 def _prefill_args(device):
     return dict(q=randn(2, 6, 4, 64, device=device), k=randn(2, 10, 2, 64, device=device, seed=1),
                 v=randn(2, 10, 2, 64, device=device, seed=2),
                 kv_lens=torch.tensor([7, 10], dtype=torch.int32, device=device), return_lse=True)
-
-
-def _prefill_exact(a):
-    lens = a.get("kv_lens")
-    if isinstance(lens, int) or lens is None:
-        lens = torch.full((a["q"].shape[0],), a["k"].shape[1] if lens is None else lens)
-    return gqa_attention_reference(a["q"], a["k"], a["v"], lens, scale=a.get("scale"),
-                                   causal=a.get("causal", True), compute_dtype=torch.float64, return_lse=True)
 
 
 def _rope_args(device):
@@ -169,8 +164,10 @@ ENTRIES = {
         lambda a: fused_add_rms_norm_reference(a["x"], a["residual"], a["weight"], a["eps"], torch.float64)),
     "ngpt_update": Entry(_call(ngpt_update), _ngpt_args,
                          lambda a: (ngpt_update_reference(a["h"], a["y"], a["alpha"], a.get("eps", 1e-12), torch.float64),)),
-    "gqa_decode": Entry(_call(gqa_decode, "q", "k_cache", "v_cache", "kv_lens"), _decode_args, _decode_exact),
-    "prefill_attention": Entry(_call(prefill_attention, "q", "k", "v", "kv_lens"), _prefill_args, _prefill_exact),
+    "gqa_decode": Entry(_call(gqa_decode, "q", "k_cache", "v_cache", "kv_lens"), _decode_args,
+                        _attention_exact("k_cache", "v_cache")),
+    "prefill_attention": Entry(_call(prefill_attention, "q", "k", "v", "kv_lens"), _prefill_args,
+                               _attention_exact("k", "v")),
     "rope_kv_write": Entry(_call(rope_kv_write), _rope_args, _rope_exact,
                            outputs=lambda a, r: (r, a["k_cache"], a["v_cache"])),
     "rope_tables": Entry(_call(rope_tables), lambda d: dict(n_positions=8, head_dim=64, theta=1e4, device=d),

@@ -18,8 +18,8 @@ PROVIDERS = [
     Provider("sdpa_flash", make=lambda _: baselines.sdpa_causal("flash")),
     Provider("sdpa_efficient", make=lambda _: baselines.sdpa_causal("efficient")),
     Provider("flex", make=lambda st: baselines.flex_causal(*st)),
-    Provider("flash_attn", baselines.flash_attn_causal, needs=baselines.flash_attn_causal_available),
-    Provider("flash_attn_4", baselines.flash_attn_4_causal, needs=baselines.flash_attn_4_available),
+    Provider("flash_attn", baselines.flash_attn_causal, needs="flash_attn"),
+    Provider("flash_attn_4", baselines.flash_attn_4_causal, needs="flash_attn.cute"),
 ]
 
 
