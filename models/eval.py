@@ -60,7 +60,7 @@ def needle_prompt(tokenizer, context: int, depth: float, key: str) -> str:
 
 def needle(model, ops, contexts, depths, trials: int = 1, seed: int = 0) -> list[tuple[int, float, int, int]]:
     """(context, depth, hits, trials) for each context and depth."""
-    from .model import chat_prompt
+    from .model import prompt_ids
 
     src = model.source
     rng = torch.Generator().manual_seed(seed)
@@ -70,7 +70,7 @@ def needle(model, ops, contexts, depths, trials: int = 1, seed: int = 0) -> list
             hits = 0
             for _ in range(trials):
                 key = str(int(torch.randint(10000, 100000, (1,), generator=rng)))
-                ids = src.tokenizer.encode(chat_prompt(src, needle_prompt(src.tokenizer, context, depth, key))).ids
+                ids = prompt_ids(src, needle_prompt(src.tokenizer, context, depth, key), chat=True)
                 answer = src.tokenizer.decode(model.generate(ids, 16, ops, stop={src.eos_id}))  # digits are one token each
                 hits += key in answer
             rows.append((context, depth, hits, trials))
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "needle":
         return _needle_main(args)
-    from .model import load_model
+    from .model import load_model, prompt_ids
 
     try:
         text = Path(args.text_file).read_text(encoding="utf-8")
@@ -117,9 +117,7 @@ def main(argv=None) -> int:
         if args.tokens is not None and args.tokens < 2:
             raise ValueError(f"--tokens must be at least 2, got {args.tokens}")
         model, ops = load_model(args.gguf, args.backend, args.device, args.dtype, args.recipe)
-        ids = model.source.tokenizer.encode(text).ids
-        if model.source.add_bos and model.source.bos_id is not None:
-            ids = [model.source.bos_id] + ids
+        ids = prompt_ids(model.source, text)
         ids = ids[:args.tokens] if args.tokens else ids
         value, scored = perplexity(model, ops, ids, args.window)
     except (GGUFError, ValueError, TypeError) as exc:

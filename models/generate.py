@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the sampling seed")
     arguments(p)
     args = p.parse_args(argv)
-    from .model import chat_prompt, load_model
+    from .model import load_model, prompt_ids
 
     try:
         text = Path(args.prompt_file).read_text(encoding="utf-8")
@@ -42,9 +42,7 @@ def main(argv=None) -> int:
         model, ops = load_model(args.gguf, args.backend, args.device, args.dtype, args.recipe)
         src = model.source
         # a chat message without the trailing newline a text file ends with; a raw prompt as it is
-        prompt = src.tokenizer.encode(chat_prompt(src, text.rstrip("\n")) if args.chat else text).ids
-        if src.add_bos and src.bos_id is not None:
-            prompt = [src.bos_id] + prompt
+        prompt = prompt_ids(src, text.rstrip("\n") if args.chat else text, args.chat)
         stop = {src.eos_id} if src.eos_id is not None else set()
         out = model.generate(prompt, args.max_new_tokens, ops, args.temperature, args.seed, stop)
     except (GGUFError, ValueError, TypeError) as exc:

@@ -134,3 +134,10 @@ def chat_prompt(source: GGUFModel, user_text: str) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     return env.from_string(source.chat_template).render(messages=[{"role": "user", "content": user_text}],
                                                         add_generation_prompt=True, bos_token="", eos_token="")
+
+
+def prompt_ids(source: GGUFModel, text: str, chat: bool = False) -> list[int]:
+    """The token ids a prompt is fed as: the text (in the chat template with chat=True), with
+    the beginning-of-sequence token where the file asks for one."""
+    ids = source.tokenizer.encode(chat_prompt(source, text) if chat else text).ids
+    return [source.bos_id] + ids if source.add_bos and source.bos_id is not None else ids
