@@ -141,6 +141,8 @@ class PerfSession:
         only = set(self.config.getoption("tune_kernel")) or None
         entries = tune_case(case, self.timing, only=only, done=self._tuned_keys)
         self.tuned.extend(entries)
+        if entries:  # into the table at once: a search cut short keeps every key it finished
+            _merge_tuned(self.config, entries)
         return {"tuned": [e.record() for e in entries]}
 
 
@@ -199,18 +201,29 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(format_table(sess.rows))
 
 
-def _write_tuned(terminalreporter, config, entries) -> None:
-    """Merge the winners into the GPU model's launch table and print the search."""
+def _tuned_table(config) -> tuple[str, Path]:
     import torch
 
     from kernels import tuning
 
-    from .machine import software_versions
-    from .tune import merge_into_table, summary
-
     name = torch.cuda.get_device_name()
-    path = config.getoption("tune_table") or tuning.table_path(name)
-    merge_into_table(Path(path), entries, name, software_versions())
+    return name, Path(config.getoption("tune_table") or tuning.table_path(name))
+
+
+def _merge_tuned(config, entries) -> None:
+    """Merge one case's winners into the GPU model's launch table."""
+    from .machine import software_versions
+    from .tune import merge_into_table
+
+    name, path = _tuned_table(config)
+    merge_into_table(path, entries, name, software_versions())
+
+
+def _write_tuned(terminalreporter, config, entries) -> None:
+    """Print the search (each case's winners are in the table already)."""
+    from .tune import summary
+
+    name, path = _tuned_table(config)
     terminalreporter.write_sep("=", f"launch tuning on {name}: {len(entries)} launch keys, table {path}")
     terminalreporter.write_line(summary(entries))
 

@@ -200,7 +200,7 @@ class _Options:
         return self.values[name]
 
 
-def test_perf_run_with_tune_searches_the_kernel_and_skips_the_baselines(monkeypatch):
+def test_perf_run_with_tune_searches_the_kernel_and_skips_the_baselines(tmp_path, monkeypatch):
     """`pytest --tune` goes through the perf cases' one entry point: the kernel's test
     searches its launches (device timing replaced by the host here), a baseline's test is
     skipped, and a key reached twice is searched once."""
@@ -213,9 +213,10 @@ def test_perf_run_with_tune_searches_the_kernel_and_skips_the_baselines(monkeypa
                 ((n, [s] * 3) for n, s in _host_timer()(providers, make_inputs).items())}
     monkeypatch.setattr(tune_module, "time_providers", host_times)
     monkeypatch.setattr(tune_module, "l2_cache_bytes", lambda: 50 << 20)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "GPU A")
     case = _rmsnorm_case()
     case.providers["eager"] = lambda x, w: rms_norm_reference(x, w, 1e-6)
-    sess = PerfSession(_Options())
+    sess = PerfSession(_Options(tune_table=str(tmp_path / "gpu.json")))
     info = sess.run(case, "triton", benchmark=None)
     assert [t["case"] for t in info["tuned"]] == [case.case_id] and len(sess.tuned) == 1
     with pytest.raises(pytest.skip.Exception, match="only the suite's kernel is searched"):
@@ -223,3 +224,21 @@ def test_perf_run_with_tune_searches_the_kernel_and_skips_the_baselines(monkeypa
     assert sess.run(case, "triton", benchmark=None) == {"tuned": []}
     only_decode = PerfSession(_Options(tune_kernel=["gqa_decode"]))
     assert only_decode.run(case, "triton", benchmark=None) == {"tuned": []}
+
+
+def test_the_plugin_writes_each_cases_winners_at_once(tmp_path, monkeypatch):
+    """A tuning run cut short (a call's time limit) keeps every case it finished: the
+    session merges each case's entries into the table as the case ends."""
+    from harness import tune as tune_module
+    from harness.pytest_plugin import PerfSession
+
+    space = _toy_space("toy_incremental", lambda n: dict(block=1), lambda n: [dict(block=2)])
+    fake = {"block=1": 10e-6, "block=2": 5e-6}
+    case = _toy_case(space, lambda x, cfg: x)
+    monkeypatch.setattr(tune_module, "tune_case",
+                        lambda *a, **k: tune_case(case, timer=_host_timer(lambda n: fake[n])))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "GPU A")
+    path = tmp_path / "gpu.json"
+    PerfSession(_Options(tune_table=str(path))).run(case, case.kernel, benchmark=None)
+    # no session end yet (pytest_terminal_summary never ran): the table holds the case already
+    assert json.loads(path.read_text())["kernels"]["toy_incremental"]["n=8"]["config"] == {"block": 2}
