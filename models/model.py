@@ -5,11 +5,14 @@ code runs the suite's Triton kernels or plain PyTorch. Prefill and decode share 
 `generate` is greedy, or samples with a temperature."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from kernels.checks import check_int
 
+from .config import ModelConfig
 from .gguf_weights import GGUFModel, load_gguf
 from .layer import DecoderLayer, KVCache
 from .ops import get_ops
@@ -97,6 +100,37 @@ class Transformer(nn.Module):
             logits = self(torch.tensor([[nxt]]), cache, pos, ops, last_only=True)
             pos += 1
         return out
+
+
+def random_source(cfg: ModelConfig, vocab_size: int, context_length: int, n_layers: int, device="cpu",
+                  dtype=torch.bfloat16, seed: int = 0) -> GGUFModel:
+    """A LLaMA-architecture model of cfg's dimensions with random weights, drawn where they
+    will run (an 8B model's 16 GB are drawn on the GPU in a second): for timing at a real
+    model's size without its file. No tokenizer; every weight scaled to keep unit activations."""
+    if cfg.qk_norm or cfg.ngpt or cfg.lora_rank:
+        raise ValueError(f"{cfg.name}: random_source builds the plain LLaMA architecture (no QK-norm, nGPT or LoRA)")
+    check_int("vocab_size", vocab_size, minimum=1)
+    check_int("context_length", context_length, minimum=1)
+    check_int("n_layers", n_layers, minimum=1)
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def w(out, inp):  # (out, in), as GGUF stores them
+        return torch.randn(out, inp, generator=g, device=device, dtype=dtype) * inp ** -0.5
+
+    def norm(n):
+        return 1 + 0.1 * torch.randn(n, generator=g, device=device, dtype=dtype)
+
+    H, D = cfg.hidden, cfg.head_dim
+    t = {"token_embd.weight": torch.randn(vocab_size, H, generator=g, device=device, dtype=dtype),
+         "output.weight": w(vocab_size, H), "output_norm.weight": norm(H)}
+    for i in range(n_layers):
+        t.update({f"blk.{i}.attn_q.weight": w(cfg.n_heads * D, H), f"blk.{i}.attn_k.weight": w(cfg.n_kv_heads * D, H),
+                  f"blk.{i}.attn_v.weight": w(cfg.n_kv_heads * D, H), f"blk.{i}.attn_output.weight": w(H, cfg.n_heads * D),
+                  f"blk.{i}.ffn_gate.weight": w(cfg.ffn, H), f"blk.{i}.ffn_up.weight": w(cfg.ffn, H),
+                  f"blk.{i}.ffn_down.weight": w(H, cfg.ffn), f"blk.{i}.attn_norm.weight": norm(H),
+                  f"blk.{i}.ffn_norm.weight": norm(H)})
+    return GGUFModel(config=cfg, tensors=t, vocab_size=vocab_size, context_length=context_length, tokenizer=None,
+                     bos_id=None, eos_id=None, chat_template=None, add_bos=False, path=Path(f"<random {cfg.name}>"))
 
 
 def _pick(logits: torch.Tensor, temperature: float, g: torch.Generator) -> int:

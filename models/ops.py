@@ -17,10 +17,13 @@ def _torch_attention(q, k_cache, v_cache, kv_len, causal=True):
     """SDPA over the first kv_len cached positions; q's T tokens are the last T of them."""
     T = q.shape[1]
     k, v = k_cache[:, :kv_len].transpose(1, 2), v_cache[:, :kv_len].transpose(1, 2)
-    mask = None
-    if causal and T > 1:  # bottom-right aligned: query t sees keys 0 .. kv_len - T + t
+    mask, from_scratch = None, causal and T > 1 and T == kv_len
+    if causal and T > 1 and not from_scratch:  # bottom-right aligned: query t sees keys 0 .. kv_len - T + t
         mask = torch.ones(T, kv_len, dtype=torch.bool, device=q.device).tril(diagonal=kv_len - T)
-    o = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, enable_gqa=True)
+    # a whole prompt from position 0: is_causal, which SDPA's flash and cuDNN backends take (a
+    # mask would send it to the efficient or math backend, the latter T^2 scores in memory)
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=mask, is_causal=from_scratch,
+                                       enable_gqa=True)
     return o.transpose(1, 2)
 
 

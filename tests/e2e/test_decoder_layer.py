@@ -198,3 +198,29 @@ def test_a_layer_takes_given_weights_by_name_and_shape():
         DecoderLayer(cfg, weights={**drawn, "extra": drawn["w_o"]})
     with pytest.raises(ValueError, match=r"weights\['w1'\] has shape"):
         DecoderLayer(cfg, weights={**drawn, "w1": drawn["w1"][:1]})
+
+
+def test_torch_attention_takes_a_whole_prompt_as_is_causal(monkeypatch):
+    """The torch backend's prompt from position 0 reaches SDPA as is_causal (its flash and
+    cuDNN backends; an explicit mask would not), with the same result as the masked form a
+    chunk after cached tokens takes."""
+    from models import ops as ops_module
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 24, 4, 16, generator=g)
+    k, v = torch.randn(2, 24, 2, 16, generator=g), torch.randn(2, 24, 2, 16, generator=g)
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kw):
+        seen.append((kw["attn_mask"] is None, kw["is_causal"]))
+        return sdpa(*args, **kw)
+
+    monkeypatch.setattr(ops_module.F, "scaled_dot_product_attention", spy)
+    got = get_ops("torch").attention(q, k, v, 24)
+    assert seen == [(True, True)]
+    mask = torch.ones(24, 24, dtype=torch.bool).tril()
+    want = sdpa(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, enable_gqa=True)
+    torch.testing.assert_close(got, want.transpose(1, 2))
+    get_ops("torch").attention(q[:, -8:], k, v, 24)  # 8 new tokens after 16 cached: the mask
+    assert seen[-1] == (False, False)
