@@ -61,8 +61,9 @@ def _prefill_kernel(Q, K, V, O, LSE, KV_LENS, uniform_len,
                     T, q_heads, group, qk_scale,
                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                     UNIFORM_LEN: tl.constexpr, WRITE_LSE: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(0)
+    # causal: the last query blocks see the most keys; launched first, they leave short ones for the tail
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
     b = bh // q_heads
     h = bh % q_heads
     kvh = h // group
@@ -114,7 +115,7 @@ def _default_config(head_dim: int, rows: int) -> dict:
 def _candidates(head_dim: int, rows: int) -> list[dict]:
     return [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st)
             for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3, 4)
-            if not (bm == 128 and bn == 128 and head_dim == 128)]  # 224 KiB of shared memory at 3 stages
+            if not (bm == 128 and bn == 128 and head_dim == 128 and st > 2)]  # 3 stages: 224 KiB of shared memory
 
 
 def _check_config(cfg: dict) -> None:
@@ -183,7 +184,10 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens
     cfg = LAUNCH.choose(q.device, dict(head_dim=D, rows=pow2_bucket(T)), config)
     scale = D ** -0.5 if scale is None else float(scale)
     lse_arg, (stride_lb, stride_lh) = (lse, lse.stride()[:2]) if lse is not None else (out, (0, 0))
-    grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * Hq)
+    grid = (B * Hq, triton.cdiv(T, cfg["BLOCK_M"]))
+    if grid[1] > 65535:  # CUDA's limit on a grid's second dimension
+        raise ValueError(f"{T} query tokens is past this kernel's limit of {65535 * cfg['BLOCK_M']} at BLOCK_M "
+                         f"{cfg['BLOCK_M']}: split the prompt into chunks")
     _prefill_kernel[grid](
         q, k, v, out, lse_arg, lens, uniform_len,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
