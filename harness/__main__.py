@@ -194,6 +194,19 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_targets(args) -> int:
+    from .targets import judge, markdown_targets
+
+    run = load_run(args.file)
+    infos = [e.info for e in run.entries.values() if e.info.get("role") == "kernel"]
+    if not infos:
+        raise UnusableInput(f"{args.file} holds no device-timed kernel cases")
+    print(f"{run.path} ({run.gpu})")
+    print("\n".join(markdown_targets(infos)))
+    missed = [r for r in judge(infos) if r[3] is False]
+    return 1 if missed else 0
+
+
 def cmd_table_markdown(args) -> int:
     from .report import markdown_command, markdown_results
     from .results import load_folder
@@ -284,6 +297,8 @@ def main(argv=None) -> int:
     t.add_argument("--gpu", metavar="SLUG", help="one folder of results/ (default: every one)")
     t.add_argument("--out", metavar="PATH", help="write here instead of docs/results/<gpu>.md")
     t.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file differs")
+    r = sub.add_parser("targets", help="the suite's speed targets judged on one results file")
+    r.add_argument("file")
     v = sub.add_parser("csv", help="one results file as CSV")
     v.add_argument("file")
     v.add_argument("-o", "--output")
@@ -296,6 +311,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         return {"compare": cmd_compare, "gate": cmd_gate, "gate-check": cmd_gate_check, "table": cmd_table, "csv": cmd_csv,
+                "targets": cmd_targets,
                 "ceilings": cmd_ceilings, "source": cmd_source}[args.cmd](args)
     except UnusableInput as exc:
         print(f"error: {exc}", file=sys.stderr)

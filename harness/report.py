@@ -79,6 +79,11 @@ def markdown_results(runs: list, slug: str) -> str:
            "read of the same bytes over the kernel's; runs before ceilings v4 lack it). Each run's",
            "command is listed at the end.",
            ""]
+    from .targets import markdown_targets
+
+    out += ["## Targets", "",
+            "The suite's speed targets (harness/targets.py), judged on the rows below; a miss names its case.", "",
+            *markdown_targets([k.info for _, k in newest.values()]), ""]
     by_op: dict[str, list] = {}
     for case, (run, k) in newest.items():
         by_op.setdefault(str(k.info.get("op") or case.split("/")[0]), []).append((case, run, k))
