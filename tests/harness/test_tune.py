@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from harness.lanes import has_gpu
 from harness.perfcase import PerfCase
 from harness.tune import MIN_GAIN, all_spaces, merge_into_table, tune_case
 from kernels import tuning
@@ -36,10 +37,14 @@ def _host_timer(fake: dict | None = None):
     return timer
 
 
+def _device() -> str:  # the lane's: Triton runs CUDA tensors on a GPU, CPU tensors only in the interpreter
+    return "cuda" if has_gpu() else "cpu"
+
+
 def _rmsnorm_case(rows=4, cols=64):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, cols, generator=g)
-    w = 1 + 0.1 * torch.randn(cols, generator=g)
+    x = torch.randn(rows, cols, generator=g).to(_device())
+    w = (1 + 0.1 * torch.randn(cols, generator=g)).to(_device())
     return PerfCase(op="rmsnorm", shape={"rows": rows, "hidden": cols}, dtype=torch.float32,
                     make_inputs=lambda: (x.clone(), w.clone()),
                     providers={"triton": lambda x, w: rms_norm(x, w, 1e-6)},
@@ -145,7 +150,7 @@ def test_choose_precedence_override_forced_table_default(monkeypatch):
 
 
 def test_kernel_config_override_reaches_the_launch_and_is_checked():
-    x, w = torch.randn(4, 64), torch.ones(64)
+    x, w = torch.randn(4, 64, device=_device()), torch.ones(64, device=_device())
     with tuning.recording() as seen:
         rms_norm(x, w, config=dict(ROWS=2, num_warps=4))
     assert seen and seen[0][0].kernel == "rmsnorm"
@@ -183,6 +188,7 @@ def _parse(v: str):
     return {"True": True, "False": False, "None": None}.get(v, v)
 
 
+@pytest.mark.skipif(has_gpu(), reason="with a GPU the command tunes (minutes), the GPU lane does not start it")
 def test_tune_command_refuses_without_a_gpu(capsys):
     from harness.tune import main
 
