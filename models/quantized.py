@@ -72,15 +72,12 @@ def _mixq_product(bits: int):
 
 
 def _fp8_rowwise_product(x2, w):
-    """fp8 e4m3 activations (per token) and weights (per output channel), scale amax / 448,
-    the product accumulated in float32 (as torch._scaled_mm's row-wise recipe)."""
-    fmax = torch.finfo(torch.float8_e4m3fn).max
-    xf, wf = x2.float(), w.float()
-    sx = xf.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / fmax
-    sw = wf.abs().amax(dim=0, keepdim=True).clamp_min(1e-12) / fmax
-    x8 = (xf / sx).to(torch.float8_e4m3fn).float()
-    w8 = (wf / sw).to(torch.float8_e4m3fn).float()
-    return ((x8 @ w8) * sx * sw).to(x2.dtype)
+    """fp8 e4m3 activations (per token) and weights (per output channel), as the fp8 baseline
+    quantizes them for torch._scaled_mm, the product accumulated in float32."""
+    from kernels.quant.baselines import fp8_rowwise
+
+    x8, w8t, sx, swt = fp8_rowwise(x2, w.t())  # w (in, out): its rows are w.t()'s
+    return ((x8.float() @ w8t.float()) * sx * swt).to(x2.dtype)
 
 
 ACTIVATION_RECIPES = {"mixq-w8a8o16": lambda: _mixq_product(8), "mixq-w4a4o16": lambda: _mixq_product(4),

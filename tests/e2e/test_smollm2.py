@@ -216,16 +216,22 @@ RECIPE_PERPLEXITY = {  # recipe: (recorded perplexity, bound on perplexity / unq
 }
 
 
+@pytest.fixture(scope="module")
+def base_perplexity(model32):
+    """(ids of the suite's text, the unquantized float32 model's perplexity on them)."""
+    ids = prompt_ids(model32.source, TEXT.read_text())
+    return ids, perplexity(model32, get_ops("torch"), ids)[0]
+
+
 @needs_weights
 @pytest.mark.parametrize("recipe", list(RECIPE_PERPLEXITY))
-def test_quantized_recipes_keep_their_perplexity(source, recipe):
+def test_quantized_recipes_keep_their_perplexity(source, model32, base_perplexity, recipe):
     from models.quantized import ACTIVATION_RECIPES, quantize_weights, quantized_ops
 
-    ids = prompt_ids(source, TEXT.read_text())
+    ids, base = base_perplexity
     ops = get_ops("torch")
-    base, _ = perplexity(Transformer(source), ops, ids)
     if recipe in ACTIVATION_RECIPES:
-        value, _ = perplexity(Transformer(source), quantized_ops(ops, recipe), ids)
+        value, _ = perplexity(model32, quantized_ops(ops, recipe), ids)
     else:
         value, _ = perplexity(Transformer(quantize_weights(source, recipe)), ops, ids)
     recorded, bound = RECIPE_PERPLEXITY[recipe]
