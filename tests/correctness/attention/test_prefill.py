@@ -94,3 +94,13 @@ def test_cost_counts_the_causal_pairs():
     assert prefill_attention_cost(1, 4, 1, 1, 6, 64, 2).flops == 4 * 64 * (3 + 4 + 5 + 6)
     assert prefill_attention_cost(1, 4, 1, 1, 2, 64, 2).flops == 4 * 64 * (1 + 2)
     assert prefill_attention_cost(1, 4, 1, 1, 4, 64, 2, causal=False).flops == 4 * 64 * 16
+
+
+def test_a_prompt_past_the_grid_limit_is_refused_by_name(device):
+    """The query blocks are the grid's second dimension (CUDA's limit 65535): a longer prompt
+    is refused before any launch (an expanded q: no memory behind its 1M rows)."""
+    t = 65535 * 16 + 1
+    q = torch.zeros(1, 1, 1, 64, dtype=torch.float16, device=device).expand(1, t, 1, 64)
+    k = torch.zeros(1, 4, 1, 64, dtype=torch.float16, device=device)
+    with pytest.raises(ValueError, match=r"1048561 query tokens is past this kernel's limit of 1048560 at BLOCK_M 16"):
+        prefill_attention(q, k, k, config=dict(BLOCK_M=16))
