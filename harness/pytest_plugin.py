@@ -33,6 +33,9 @@ def pytest_addoption(parser):
                 help="the launch table --tune writes (default kernels/tuned/<gpu>.json)")
     g.addoption("--tune-kernel", action="append", default=[], metavar="NAME",
                 help="with --tune: search only this launch space (repeatable)")
+    g.addoption("--tune-compile-only", action="store_true",
+                help="with --tune: run and check every candidate once (filling Triton's compile cache), "
+                     "time nothing, write no table; python -m harness tune runs this in parallel first")
     g.addoption("--quant-config", metavar="FILE",
                 help="torchao-style YAML config: its items become perf cases (tests/perf/quant/test_microbench.py)")
 
@@ -139,6 +142,11 @@ class PerfSession:
         if provider != case.kernel:
             pytest.skip("--tune: only the suite's kernel is searched; baselines are not timed")
         only = set(self.config.getoption("tune_kernel")) or None
+        if self.config.getoption("tune_compile_only"):
+            from .tune import compile_case
+
+            return {"compiled": {f"{k} {key}": len(r) for (k, key), r in
+                                 compile_case(case, only=only, done=self._tuned_keys).items()}}
         entries = tune_case(case, self.timing, only=only, done=self._tuned_keys)
         self.tuned.extend(entries)
         if entries:  # into the table at once: a search cut short keeps every key it finished

@@ -95,22 +95,45 @@ def tune_case(case: PerfCase, config: TimingConfig | None = None, timer: Callabl
     return entries
 
 
-def _search(case: PerfCase, space: tuning.LaunchSpace, key: dict, config: TimingConfig,
-            timer: Callable | None) -> Entry:
-    start = time.perf_counter()
+def compile_case(case: PerfCase, only: set | None = None, done: set | None = None) -> dict:
+    """Run and check every candidate of every launch the case's kernel makes, once, timing
+    nothing: Triton compiles each into its on-disk cache. Several processes do this at once
+    (`python -m harness tune --jobs`) so that the timed search, one process on the GPU,
+    finds its kernels compiled. Returns {(kernel, key text): {candidate: why rejected}}."""
+    done = set() if done is None else done
+    out = {}
+    with _pdl_setting(case.pdl):
+        for space, key in launches_of(case):
+            ident = (space.kernel, tuning.key_text(key))
+            if (only and space.kernel not in only) or ident in done:
+                continue
+            done.add(ident)
+            out[ident] = _check_candidates(case, space, key)[3]
+    return out
+
+
+def _check_candidates(case: PerfCase, space: tuning.LaunchSpace, key: dict):
+    """Each candidate run once under forcing and checked against the case's reference:
+    (candidates, labels, providers, rejected, first-call seconds)."""
     kernel_fn = case.providers[case.kernel]
     candidates = space.search_space(key)
     labels = [label(c) for c in candidates]
-    default_label = labels[0]
     providers = {lab: _forced_call(space.kernel, c, kernel_fn) for lab, c in zip(labels, candidates)}
-    probe = dataclasses.replace(case, providers=providers, kernel=default_label, unchecked=(), unavailable={})
+    probe = dataclasses.replace(case, providers=providers, kernel=labels[0], unchecked=(), unavailable={})
     inputs = case.make_inputs()
     errors, refused, first_s = check_providers(probe, inputs)
     del inputs
-    if default_label in errors:
+    if labels[0] in errors:
         raise RuntimeError(f"{space.kernel} at {tuning.key_text(key)}: the default configuration fails "
-                           f"the case's check ({errors[default_label]}); fix the kernel before tuning it")
-    rejected = {**errors, **refused}
+                           f"the case's check ({errors[labels[0]]}); fix the kernel before tuning it")
+    return candidates, labels, providers, {**errors, **refused}, first_s
+
+
+def _search(case: PerfCase, space: tuning.LaunchSpace, key: dict, config: TimingConfig,
+            timer: Callable | None) -> Entry:
+    start = time.perf_counter()
+    candidates, labels, providers, rejected, first_s = _check_candidates(case, space, key)
+    default_label = labels[0]
     ok = {lab: fn for lab, fn in providers.items() if lab not in rejected}
     if timer is not None:
         times = timer(ok, case.make_inputs)
@@ -187,13 +210,15 @@ TARGETS = {
     "linear": ["tests/perf/linear"],
     "norm": ["tests/perf/norm"],
     "quant": ["tests/perf/quant"],
-    "layers": ["tests/e2e"],
+    "layers": ["tests/e2e/test_decoder_layer.py"],
 }
 
 
 def main(argv: list[str]) -> int:
-    """python -m harness tune [TARGET ...] [--kernel NAME] [-k EXPR] [--table PATH] [-- PYTEST ARGS]"""
+    """python -m harness tune [TARGET ...] [--kernel NAME] [-k EXPR] [--table PATH] [--jobs N] [-- PYTEST ARGS]"""
     import argparse
+    import importlib.util
+    import os
     import subprocess
     import sys
 
@@ -207,6 +232,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kernel", action="append", default=[], help="only this launch space (repeatable)")
     p.add_argument("-k", dest="keyword", help="only the cases whose test id matches (pytest -k)")
     p.add_argument("--table", help="the table to write (default kernels/tuned/<gpu>.json)")
+    p.add_argument("--jobs", type=int, default=min(8, max(1, (os.cpu_count() or 2) // 2)),
+                   help="processes that compile and check the candidates before the timed search, which "
+                        "runs alone on the GPU (1: the search compiles as it goes); default: half the cores, up to 8")
     args, extra = p.parse_known_args(argv)
     if not has_gpu():
         print("python -m harness tune: no CUDA GPU here; the launch tables hold times measured on a GPU", file=sys.stderr)
@@ -233,4 +261,15 @@ def main(argv: list[str]) -> int:
         cmd += ["-k", args.keyword]
     if args.table:
         cmd += [f"--tune-table={args.table}"]
+    if args.jobs < 1:
+        print(f"python -m harness tune: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    if args.jobs > 1 and importlib.util.find_spec("xdist") is not None:
+        # Compiling is most of a search's wall time and uses one core; the timing must run alone.
+        start = time.perf_counter()
+        rc = subprocess.call(cmd + ["--tune-compile-only", "-n", str(args.jobs)] + extra)
+        print(f"python -m harness tune: compiled and checked the candidates with {args.jobs} processes "
+              f"in {time.perf_counter() - start:.0f} s (exit {rc}); now the timed search", flush=True)
+        if rc not in (0, 5):  # 5: nothing collected, which the timed run reports too
+            return rc
     return subprocess.call(cmd + extra)

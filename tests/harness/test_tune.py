@@ -9,7 +9,7 @@ import torch
 
 from harness.lanes import has_gpu
 from harness.perfcase import PerfCase
-from harness.tune import MIN_GAIN, all_spaces, merge_into_table, tune_case
+from harness.tune import MIN_GAIN, all_spaces, compile_case, merge_into_table, tune_case
 from kernels import tuning
 from kernels.cost import Cost
 from kernels.norm import rms_norm, rms_norm_reference
@@ -200,7 +200,8 @@ class _Options:
     """A pytest config's getoption for PerfSession, with --tune on."""
     def __init__(self, **over):
         self.values = {**dict(warmup_ms=25.0, rep_ms=100.0, warm_l2=False, timing="auto", l2_flush="read",
-                              tune=True, tune_kernel=[], tune_table=None, remeasure_ceilings=False), **over}
+                              tune=True, tune_kernel=[], tune_table=None, tune_compile_only=False,
+                              remeasure_ceilings=False), **over}
 
     def getoption(self, name):
         return self.values[name]
@@ -248,3 +249,48 @@ def test_the_plugin_writes_each_cases_winners_at_once(tmp_path, monkeypatch):
     PerfSession(_Options(tune_table=str(path))).run(case, case.kernel, benchmark=None)
     # no session end yet (pytest_terminal_summary never ran): the table holds the case already
     assert json.loads(path.read_text())["kernels"]["toy_incremental"]["n=8"]["config"] == {"block": 2}
+
+
+def test_compile_only_runs_and_checks_every_candidate_and_times_nothing(tmp_path, monkeypatch):
+    """The parallel first phase of `python -m harness tune`: each candidate runs once (so
+    Triton compiles it) and is checked; nothing is timed and no table is written."""
+    from harness import tune as tune_module
+    from harness.pytest_plugin import PerfSession
+
+    ran = []
+
+    def compute(x, cfg):
+        ran.append(cfg["block"])
+        return x * cfg["scale"]
+    space = _toy_space("toy_compile", lambda n: dict(block=1, scale=1.0),
+                       lambda n: [dict(block=2), dict(block=3, scale=2.0)])
+    case = _toy_case(space, compute)
+    monkeypatch.setattr(tune_module, "time_providers", lambda *a, **k: pytest.fail("compile-only timed a candidate"))
+    (rejected,) = compile_case(case).values()
+    assert sorted(set(ran)) == [1, 2, 3] and list(rejected) == ["block=3,scale=2.0"]
+    path = tmp_path / "gpu.json"
+    sess = PerfSession(_Options(tune_table=str(path), tune_compile_only=True))
+    assert sess.run(case, case.kernel, benchmark=None) == {"compiled": {"toy_compile n=8": 1}}
+    assert sess.run(case, case.kernel, benchmark=None) == {"compiled": {}}  # a key is compiled once
+    assert not path.exists() and sess.tuned == []
+
+
+def test_tune_command_compiles_in_parallel_then_times_alone(monkeypatch):
+    """`--jobs N` runs the compile-only phase under pytest-xdist, then the timed search in
+    one process; `--jobs 1` runs the search alone."""
+    import subprocess
+
+    from harness import lanes
+    from harness import tune as tune_module
+
+    calls = []
+    monkeypatch.setattr(lanes, "has_gpu", lambda: True)
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert tune_module.main(["norm", "--jobs", "4", "-k", "rows"]) == 0
+    first, second = calls
+    assert "--tune-compile-only" in first and first[first.index("-n") + 1] == "4"
+    assert "--tune-compile-only" not in second and "-n" not in second
+    assert first[:first.index("--tune-compile-only")] == second  # the same cases in both phases
+    calls.clear()
+    assert tune_module.main(["norm", "--jobs", "1"]) == 0 and len(calls) == 1
+    assert tune_module.main(["norm", "--jobs", "0"]) == 2
