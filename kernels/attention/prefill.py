@@ -34,23 +34,34 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _attend_block(acc, m_i, l_i, q, K, V, rows_pos, n0, kv_len, stride_kn, stride_vn, offs_d,
                   qk_scale, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr):
-    """One key block into the running (acc, max, sum) of the online softmax (base 2)."""
+    """One key block into the running (acc, max, sum) of the online softmax (base 2).
+    Unmasked blocks lie wholly inside the sequence and before every row's position: no
+    bounds, no mask, and every row has a finite maximum after them."""
     offs_n = n0 + tl.arange(0, BLOCK_N)
-    key_ok = offs_n < kv_len
-    k = tl.load(K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
+    k_ptrs = K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :]
+    v_ptrs = V + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :]
+    if MASKED:
+        key_ok = offs_n < kv_len
+        k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
+    else:
+        k = tl.load(k_ptrs)
     s = tl.dot(exact_operand(q), tl.trans(exact_operand(k))) * qk_scale
     if MASKED:
         visible = key_ok[None, :]
         if CAUSAL:
             visible = visible & (offs_n[None, :] <= rows_pos[:, None])
         s = tl.where(visible, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: no NaN from -inf - -inf
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: no NaN from -inf - -inf
+        v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)  # past the sequence: zeros, never the cache's garbage
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = m_new
+        v = tl.load(v_ptrs)
     p = tl.math.exp2(s - m_use[:, None])
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(V + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :], mask=key_ok[:, None], other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v))
+    acc = tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v), acc * alpha[:, None])
     return acc, m_new, l_i
 
 

@@ -63,6 +63,19 @@ def test_nan_in_a_visible_key_reaches_only_the_rows_that_see_it(device):
     assert torch.isnan(out[0, 9:]).all() and not torch.isnan(out[0, :9]).any()
 
 
+def test_the_cache_past_a_sequences_end_is_never_used(device):
+    """A KV cache's capacity past kv_len holds whatever was there (NaN here): no output row
+    may see it, whatever the block shapes (the last key block straddles the end)."""
+    q, k, v = _inputs(2, 24, 100, 2, 1, 64, torch.bfloat16, device, 6)
+    lens = torch.tensor([37, 90], device=device)
+    clean = prefill_attention(q, k, v, lens).float()
+    for b, n in enumerate(lens.tolist()):
+        k[b, n:], v[b, n:] = float("nan"), float("nan")
+    assert torch.equal(prefill_attention(q, k, v, lens).float(), clean)
+    for cfg in (dict(BLOCK_M=16, BLOCK_N=64), dict(BLOCK_M=64, BLOCK_N=128)):
+        assert not torch.isnan(prefill_attention(q, k, v, lens, config=cfg)).any(), cfg
+
+
 def test_launch_options_compute_the_same_attention(device):
     q, k, v = _inputs(1, 50, 70, 4, 2, 64, torch.float16, device, 5)
     base = prefill_attention(q, k, v)
