@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_bool, check_number, check_tensor
 from kernels.interpreter import exact_operand
@@ -32,16 +33,21 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _attend_block(acc, m_i, l_i, q, K, V, rows_pos, n0, kv_len, stride_kn, stride_vn, offs_d,
-                  qk_scale, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr):
+def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len, stride_kn,
+                  stride_vn, offs_d, qk_scale, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
+                  USE_TMA: tl.constexpr):
     """One key block into the running (acc, max, sum) of the online softmax (base 2).
     Unmasked blocks lie wholly inside the sequence and before every row's position: no
-    bounds, no mask, and every row has a finite maximum after them."""
+    bounds, no mask, and every row has a finite maximum after them. Through TMA a block
+    that straddles the sequence's end reads the next rows of the flattened cache: the mask
+    drops their scores and zeroes their values."""
     offs_n = n0 + tl.arange(0, BLOCK_N)
+    key_ok = offs_n < kv_len
     k_ptrs = K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :]
     v_ptrs = V + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :]
-    if MASKED:
-        key_ok = offs_n < kv_len
+    if USE_TMA:
+        k = desc_k.load([tma_row + n0, tma_col])
+    elif MASKED:
         k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
     else:
         k = tl.load(k_ptrs)
@@ -53,11 +59,14 @@ def _attend_block(acc, m_i, l_i, q, K, V, rows_pos, n0, kv_len, stride_kn, strid
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: no NaN from -inf - -inf
-        v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)  # past the sequence: zeros, never the cache's garbage
+        if USE_TMA:
+            v = tl.where(key_ok[:, None], desc_v.load([tma_row + n0, tma_col]), 0.0)
+        else:
+            v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)  # past the sequence: zeros, never the cache's garbage
     else:
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = m_new
-        v = tl.load(v_ptrs)
+        v = desc_v.load([tma_row + n0, tma_col]) if USE_TMA else tl.load(v_ptrs)
     p = tl.math.exp2(s - m_use[:, None])
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
@@ -66,12 +75,12 @@ def _attend_block(acc, m_i, l_i, q, K, V, rows_pos, n0, kv_len, stride_kn, strid
 
 
 @triton.jit
-def _prefill_kernel(Q, K, V, O, LSE, KV_LENS, uniform_len,
+def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S,
                     stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
                     stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh,
                     T, q_heads, group, qk_scale,
                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-                    UNIFORM_LEN: tl.constexpr, WRITE_LSE: tl.constexpr):
+                    UNIFORM_LEN: tl.constexpr, WRITE_LSE: tl.constexpr, USE_TMA: tl.constexpr):
     bh = tl.program_id(0)
     # causal: the last query blocks see the most keys; launched first, they leave short ones for the tail
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
@@ -87,6 +96,8 @@ def _prefill_kernel(Q, K, V, O, LSE, KV_LENS, uniform_len,
     q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
     K = K + b.to(tl.int64) * stride_kb + kvh * stride_kh
     V = V + b.to(tl.int64) * stride_vb + kvh * stride_vh
+    tma_row = b * S  # through TMA: K and V as (batch * S, kv_heads * head_dim) matrices
+    tma_col = kvh * HEAD_DIM
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -100,11 +111,11 @@ def _prefill_kernel(Q, K, V, O, LSE, KV_LENS, uniform_len,
         hi = kv_len
         full = kv_len // BLOCK_N * BLOCK_N
     for n0 in range(0, full, BLOCK_N):
-        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, rows_pos, n0, kv_len, stride_kn, stride_vn, offs_d,
-                                      qk_scale, BLOCK_N, CAUSAL, False)
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len,
+                                      stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, False, USE_TMA)
     for n0 in range(full, hi, BLOCK_N):
-        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, rows_pos, n0, kv_len, stride_kn, stride_vn, offs_d,
-                                      qk_scale, BLOCK_N, CAUSAL, True)
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len,
+                                      stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, True, USE_TMA)
 
     # A row that sees keys divides by its sum even when that is 0 (every score -inf: 0/0,
     # NaN, as the math says); a row before position 0 or of an empty sequence sees none: 0.
@@ -119,20 +130,36 @@ def _prefill_kernel(Q, K, V, O, LSE, KV_LENS, uniform_len,
 
 
 def _default_config(head_dim: int, rows: int) -> dict:
-    """128 query rows a program (64 for short prompts), 64-key blocks; 8 warps at head dim 128."""
-    return dict(BLOCK_M=128 if rows >= 128 else 64, BLOCK_N=64, num_warps=8 if head_dim == 128 else 4, num_stages=3)
+    """128 query rows a program (64 for short prompts), 64-key blocks; 8 warps at head dim
+    128; keys and values by pointer loads (tma: through TMA descriptors, Hopper and newer)."""
+    return dict(BLOCK_M=128 if rows >= 128 else 64, BLOCK_N=64, num_warps=8 if head_dim == 128 else 4, num_stages=3,
+                tma=False)
 
 
 def _candidates(head_dim: int, rows: int) -> list[dict]:
-    return [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st)
-            for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3, 4)
-            if not (bm == 128 and bn == 128 and head_dim == 128 and st > 2)]  # 3 stages: 224 KiB of shared memory
+    out = [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st)
+           for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3, 4)
+           if not (bm == 128 and bn == 128 and head_dim == 128 and st > 2)]  # 3 stages: 224 KiB of shared memory
+    out += [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, tma=True)
+            for bm in (64, 128) for bn in (64, 128) for w in (4, 8) for st in (2, 3)
+            if not (bm == 128 and bn == 128 and head_dim == 128 and st > 2)]
+    return out
 
 
 def _check_config(cfg: dict) -> None:
     for name in ("BLOCK_M", "BLOCK_N"):
         if cfg[name] not in (16, 32, 64, 128):
             raise ValueError(f"{name} must be 16, 32, 64 or 128, got {cfg[name]!r}")
+    if not isinstance(cfg["tma"], bool):
+        raise ValueError(f"tma must be True or False, got {cfg['tma']!r}")
+
+
+def _tma_layout_ok(t: torch.Tensor) -> bool:
+    """Whether k or v reads as one (batch * S, heads * head_dim) matrix through TMA: batch
+    and tokens flatten, heads adjacent, 16-byte aligned base and row stride."""
+    B, S, H, D = t.shape
+    return ((B == 1 or t.stride(0) == S * t.stride(1)) and t.stride(2) == D and t.data_ptr() % 16 == 0
+            and (t.stride(1) * t.element_size()) % 16 == 0)
 
 
 LAUNCH = LaunchSpace("prefill_attention", _default_config, _candidates, _check_config)
@@ -179,7 +206,9 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens
                       causal: bool = True, return_lse: bool = False, config: dict | None = None):
     """Attention of q's T queries over the keys of each sequence; see the module doc.
     Returns out (B, T, Hq, D) in q's dtype, or (out, lse (B, Hq, T) float32).
-    config: launch options over the tuned or default ones (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+    config: launch options over the tuned or default ones (BLOCK_M, BLOCK_N, num_warps, num_stages,
+    tma; a table's tma falls back to pointer loads where k or v cannot be read through TMA,
+    the caller's tma=True raises)."""
     _check(q, k, v, kv_lens, scale, causal, return_lse)
     B, T, Hq, D = q.shape
     S, Hkv = k.shape[1], k.shape[2]
@@ -193,6 +222,14 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens
     uniform_len = S if kv_lens is None else (int(kv_lens) if uniform else 0)
     lens = q if uniform else kv_lens.to(device=q.device, dtype=torch.int32).contiguous()
     cfg = LAUNCH.choose(q.device, dict(head_dim=D, rows=pow2_bucket(T)), config)
+    tma = cfg["tma"] and _tma_layout_ok(k) and _tma_layout_ok(v)
+    if cfg["tma"] and not tma and config and config.get("tma"):
+        raise ValueError("tma=True needs k and v each readable as one (batch * kv_len, kv_heads * head_dim) matrix: "
+                         "batch and tokens flattening, heads adjacent, 16-byte aligned base and token stride")
+    if tma:
+        desc_k, desc_v = (TensorDescriptor(t, [B * S, Hkv * D], [t.stride(1), 1], [cfg["BLOCK_N"], D]) for t in (k, v))
+    else:
+        desc_k, desc_v = k, v  # unused
     scale = D ** -0.5 if scale is None else float(scale)
     lse_arg, (stride_lb, stride_lh) = (lse, lse.stride()[:2]) if lse is not None else (out, (0, 0))
     grid = (B * Hq, triton.cdiv(T, cfg["BLOCK_M"]))
@@ -200,11 +237,11 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens
         raise ValueError(f"{T} query tokens is past this kernel's limit of {65535 * cfg['BLOCK_M']} at BLOCK_M "
                          f"{cfg['BLOCK_M']}: split the prompt into chunks")
     _prefill_kernel[grid](
-        q, k, v, out, lse_arg, lens, uniform_len,
+        q, k, v, desc_k, desc_v, out, lse_arg, lens, uniform_len, S,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), stride_lb, stride_lh,
         T, Hq, Hq // Hkv, scale * LOG2E,
         HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], CAUSAL=causal, UNIFORM_LEN=uniform,
-        WRITE_LSE=return_lse, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        WRITE_LSE=return_lse, USE_TMA=tma, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return (out, lse) if return_lse else out
