@@ -71,3 +71,26 @@ def rope_kv_write_reference(q, k, v, k_cache, v_cache, pos, cos, sin, q_norm_wei
     k_cache[:, pos:pos + T] = k.to(k_cache.dtype)
     v_cache[:, pos:pos + T] = v.to(v_cache.dtype)
     return q
+
+
+def shared_prefix_reference(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens=None, scale=None,
+                            compute_dtype=torch.float32, return_lse=False):
+    """Shared-prefix decode as plain attention: each sequence's keys are its path's nodes
+    (copied out of the pool, root first) followed by its suffix, the queries its last
+    q_tokens positions (gqa_attention_reference over per-sequence copies)."""
+    B, S = k_suffix.shape[0], k_suffix.shape[1]
+    lens = [S] * B if suffix_lens is None else (
+        [int(suffix_lens)] * B if isinstance(suffix_lens, int) else suffix_lens.detach().cpu().tolist())
+    ks, vs, total = [], [], []
+    for b in range(B):
+        rows = [torch.arange(tree.kv_start[n], tree.kv_start[n] + tree.kv_len[n]) for n in tree.paths[b]]
+        rows = torch.cat(rows).to(k_pool.device) if rows else torch.zeros(0, dtype=torch.long, device=k_pool.device)
+        ks.append(torch.cat([k_pool[rows], k_suffix[b, :lens[b]]]))
+        vs.append(torch.cat([v_pool[rows], v_suffix[b, :lens[b]]]))
+        total.append(ks[-1].shape[0])
+    longest = max(total, default=0)
+    pad = lambda t: torch.cat([t, t.new_zeros(longest - t.shape[0], *t.shape[1:])])  # noqa: E731
+    k = torch.stack([pad(t) for t in ks]) if B else k_suffix[:, :0]
+    v = torch.stack([pad(t) for t in vs]) if B else v_suffix[:, :0]
+    return gqa_attention_reference(q, k, v, torch.tensor(total, dtype=torch.long), scale=scale, causal=True,
+                                   compute_dtype=compute_dtype, return_lse=return_lse)

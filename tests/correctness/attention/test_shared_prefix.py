@@ -1,0 +1,158 @@
+"""kernels/attention/shared_prefix.py against shared_prefix_reference (plain attention over
+per-sequence copies of [path nodes | suffix], float64) by the tolerance rule
+(tests/helpers/tolerance.py). Hypothesis draws trees (depth, fan-out, node lengths, empty
+nodes, sequences with no shared node), query tokens, GQA ratios, head dims and dtypes."""
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from kernels.attention import PrefixTree, prefix_tree, shared_prefix_decode, shared_prefix_reference
+from kernels.attention.shared_prefix import _plan
+from tests.helpers.tolerance import HALF_DTYPES, assert_within_rule
+
+pytestmark = pytest.mark.correctness
+
+
+def _tree_from_draw(fanouts, lengths, loners, device):
+    """A tree of len(fanouts) levels: each node of level i has fanouts[i] children; the
+    leaves each carry one sequence; `loners` sequences with no shared node come last."""
+    parents, kv_len, level, seq_node = [-1], [lengths[0]], [0], []
+    for depth, fan in enumerate(fanouts[1:], start=1):
+        for p in [n for n in range(len(parents)) if level[n] == depth - 1]:
+            for _ in range(fan):
+                parents.append(p)
+                kv_len.append(lengths[len(parents) % len(lengths)])
+                level.append(depth)
+    deepest = max(level)
+    # depth-first order of the leaves, so the sequences under every node are adjacent
+    order = []
+
+    def visit(n):
+        kids = [c for c in range(len(parents)) if parents[c] == n]
+        if not kids:
+            order.append(n)
+        for c in kids:
+            visit(c)
+    visit(0)
+    seq_node = [n for n in order for _ in range(fanouts[0])] + [-1] * loners
+    assert all(level[n] == deepest for n in order)
+    return prefix_tree(parents, kv_len, seq_node, device=device)
+
+
+def _inputs(tree, t, hq, hkv, d, dtype, device, seed, capacity=40):
+    g = torch.Generator().manual_seed(seed)
+    b = tree.n_seqs
+    q = torch.randn(b, t, hq, d, generator=g).to(device, dtype)
+    kp = torch.randn(max(tree.pool_tokens, 1), hkv, d, generator=g).to(device, dtype)
+    vp = torch.randn(max(tree.pool_tokens, 1), hkv, d, generator=g).to(device, dtype)
+    ks = torch.randn(b, capacity, hkv, d, generator=g).to(device, dtype)
+    vs = torch.randn(b, capacity, hkv, d, generator=g).to(device, dtype)
+    lens = torch.randint(t, capacity + 1, (b,), generator=g).to(device)
+    return q, kp, vp, ks, vs, lens
+
+
+def _check(tree, q, kp, vp, ks, vs, lens, dt, k=2, **kw):
+    out, lse = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, return_lse=True, **kw)
+    exact, lse_exact = shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, compute_dtype=torch.float64,
+                                               return_lse=True)
+    lowp = shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, compute_dtype=dt)
+    assert_within_rule(out, exact, lowp, dt, k=k, what="out")
+    torch.testing.assert_close(lse.double().cpu(), lse_exact.cpu(), rtol=1e-4, atol=1e-4)
+
+
+@settings(deadline=None)
+@given(fanouts=st.lists(st.integers(1, 3), min_size=1, max_size=3), lengths=st.lists(st.integers(0, 90), min_size=1,
+       max_size=4), loners=st.integers(0, 2), t=st.integers(1, 4), kv=st.sampled_from([(1, 1), (4, 1), (8, 1), (6, 2)]),
+       d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), seed=st.integers(0, 2 ** 16))
+@example(fanouts=[2, 3], lengths=[70, 33], loners=1, t=1, kv=(8, 1), d=128, dtype="bf16", seed=0)  # Hydragen's heads
+@example(fanouts=[1, 2, 2], lengths=[5, 0, 64], loners=0, t=3, kv=(4, 1), d=64, dtype="fp16", seed=1)  # an empty node
+def test_shared_prefix_matches_reference(device, fanouts, lengths, loners, t, kv, d, dtype, seed):
+    hq, hkv = kv
+    dt = HALF_DTYPES[dtype]
+    tree = _tree_from_draw(fanouts, lengths, loners, device)
+    _check(tree, *_inputs(tree, t, hq, hkv, d, dt, device, seed), dt)
+
+
+def test_natural_log_lse_of_a_long_prefix_and_a_short_suffix(device):
+    """The merge's log-sum-exp is natural-log at the API (peers mixing base 2 and e have
+    shipped a 12% error): a 3072-token prefix under 4 sequences, 64-token suffixes, against
+    dense attention over the concatenation."""
+    tree = prefix_tree([-1], [3072], [0, 0, 0, 0], device=device)
+    q, kp, vp, ks, vs, _ = _inputs(tree, 1, 8, 1, 128, torch.bfloat16, device, 3, capacity=64)
+    _check(tree, q, kp, vp, ks, vs, 64, torch.bfloat16)
+
+
+def test_speculative_query_tokens_see_the_prefix_and_their_causal_suffix(device):
+    """32 query tokens a sequence (speculative decoding): every token sees every prefix key,
+    and its suffix up to itself."""
+    tree = prefix_tree([-1, 0], [50, 20], [1, 1], device=device)
+    q, kp, vp, ks, vs, _ = _inputs(tree, 32, 2, 1, 64, torch.float16, device, 4, capacity=48)
+    _check(tree, q, kp, vp, ks, vs, torch.tensor([32, 48], device=device), torch.float16)
+
+
+def test_long_nodes_are_split_and_every_key_is_covered(device):
+    """The plan splits a long node under few sequences into key chunks (one partial each)
+    and covers each node's rows and keys exactly once per KV head."""
+    tree = prefix_tree([-1, 0, 0], [4000, 100, 0], [1, 1, 2], device=device)
+    plan = _plan(tree, q_tokens=1, group=4, kv_heads=2, block_m=16, block_n=64)
+    work = plan.work.cpu().tolist()
+    root = sorted((k0, k1) for n, r0, k0, k1, p in work if n == 0)
+    assert len(root) > 1 and root[0][0] == 0 and root[-1][1] == 4000
+    assert all(a[1] == b[0] for a, b in zip(root, root[1:]))  # chunks tile the node's keys
+    assert not [w for w in work if w[0] == 2]  # an empty node: no work
+    parts = plan.seq_parts.cpu().tolist()
+    assert len([p for p in parts[0] if p >= 0]) == len(root) + 1  # the root's chunks and node 1
+    assert len([p for p in parts[2] if p >= 0]) == len(root)      # node 2 is empty
+
+
+def test_nan_in_a_node_reaches_only_the_sequences_under_it(device):
+    tree = prefix_tree([-1, 0, 0], [30, 10, 10], [1, 1, 2, 2], device=device)
+    q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 2, 64, torch.bfloat16, device, 5)
+    kp[tree.kv_start[2] + 3, 1, 7] = float("nan")  # node 2, KV head 1
+    out = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens).float().cpu()
+    assert torch.isnan(out[2:, :, 2:]).all()                  # sequences under node 2, heads of KV head 1
+    assert not torch.isnan(out[:2]).any() and not torch.isnan(out[2:, :, :2]).any()
+
+
+def test_bad_input_is_named(device):
+    with pytest.raises(ValueError, match=r"node 1's parent 2 must be -1 \(a root\) or a node before it"):
+        prefix_tree([-1, 2, 0], [4, 4, 4], [1], device=device)
+    with pytest.raises(ValueError, match="sequence 1's node 5 is not a node of the tree"):
+        prefix_tree([-1], [4], [0, 5], device=device)
+    with pytest.raises(ValueError, match=r"the sequences under node 1 \(\[0, 2\]\) are not adjacent"):
+        prefix_tree([-1, 0, 0], [4, 4, 4], [1, 2, 1], device=device)
+    with pytest.raises(ValueError, match="node 0 has a negative length"):
+        prefix_tree([-1], [-1], [0], device=device)
+    tree = prefix_tree([-1, 0], [8, 4], [1, 1], device=device)
+    q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 2, 64, torch.float16, device, 6)
+    with pytest.raises(ValueError, match="the tree's nodes reach pool row 12; k_pool has 10 rows"):
+        shared_prefix_decode(q, kp[:10], vp, tree, ks, vs, lens)
+    with pytest.raises(ValueError, match="q has 1 sequences; the tree has 2"):
+        shared_prefix_decode(q[:1], kp, vp, tree, ks[:1], vs[:1], lens[:1])
+    with pytest.raises(TypeError, match="k_pool has dtype torch.bfloat16; it must match q's torch.float16"):
+        shared_prefix_decode(q, kp.bfloat16(), vp, tree, ks, vs, lens)
+    with pytest.raises(ValueError, match=r"k_pool holds \(kv_heads, head_dim\) \(1, 64\)"):
+        shared_prefix_decode(q, kp[:, :1], vp[:, :1], tree, ks, vs, lens)
+    with pytest.raises(ValueError, match="not a multiple of 3 KV heads"):
+        shared_prefix_decode(q, kp, vp, tree, torch.cat([ks, ks[:, :, :1]], 2), torch.cat([vs, vs[:, :, :1]], 2), lens)
+    with pytest.raises(ValueError, match=r"suffix_lens must be at least q_tokens \(2\): the new tokens are in the suffix"):
+        shared_prefix_decode(torch.cat([q, q], 1), kp, vp, tree, ks, vs, torch.tensor([1, 5], device=device))
+    with pytest.raises(TypeError, match="tree must be a PrefixTree"):
+        shared_prefix_decode(q, kp, vp, {"parents": [-1]}, ks, vs, lens)
+    assert isinstance(tree, PrefixTree)
+
+
+@pytest.mark.gpu
+def test_a_decode_step_replays_in_a_cuda_graph():
+    """All the tree's metadata is on the device: a captured step replays to the eager result."""
+    tree = prefix_tree([-1, 0, 0], [300, 64, 64], [1, 1, 2, 2], device="cuda")
+    q, kp, vp, ks, vs, lens = _inputs(tree, 1, 8, 1, 128, torch.bfloat16, "cuda", 7)
+    eager = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens)
+    q.normal_()
+    graph.replay()
+    torch.testing.assert_close(captured, shared_prefix_decode(q, kp, vp, tree, ks, vs, lens), rtol=0, atol=0)
+    assert not torch.equal(captured, eager)
