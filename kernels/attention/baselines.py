@@ -109,3 +109,88 @@ def flash_attn_4_causal(q, k, v):
 
     out = flash_attn_func(q, k, v, causal=True)
     return out[0] if isinstance(out, tuple) else out
+
+
+# Shared-prefix decode (one query token a sequence): q (B, 1, Hq, D), the nodes' KV in a pool
+# (P, Hkv, D), suffixes (B, S, Hkv, D) in full (the perf cases store both in one packed
+# tensor, the pool then the suffixes). The copies baselines read per-sequence copies of
+# [path | suffix] (reference.sequence_kv, made with the inputs).
+
+def merge_by_lse(parts):
+    """softmax-merge of [(out (B, T, H, D), lse (B, H, T) natural log), ...]: float32 out."""
+    lses = torch.stack([lse.float() for _, lse in parts])          # (n, B, H, T)
+    m = lses.amax(0).clamp_min(torch.finfo(torch.float32).min)   # a part that saw no key: -inf, weight 0
+    w = torch.exp(lses - m)                                        # (n, B, H, T)
+    out = sum(o.float() * wi.transpose(1, 2)[..., None] for (o, _), wi in zip(parts, w))
+    return out / w.sum(0).transpose(1, 2)[..., None]
+
+
+def copies_sdpa(q, k_copy, v_copy):
+    """SDPA (its own backend choice) over each sequence's copy of [prefix | suffix]."""
+    o = F.scaled_dot_product_attention(_bhtd(q), _bhtd(k_copy), _bhtd(v_copy), enable_gqa=True)
+    return o.transpose(1, 2)
+
+
+def shared_read_decode(q, k_pool, v_pool, prefix_len, k_suffix, v_suffix):
+    """No copies, no sharing: every sequence reads the one prefix (a stride-0 batch view, as
+    a paged-KV server's block table points all sequences at the same blocks) with the
+    suite's split-KV decode, its suffix apart, merged by lse."""
+    from .decode import gqa_decode
+
+    B = q.shape[0]
+    prefix = (k_pool[:prefix_len][None].expand(B, -1, -1, -1), v_pool[:prefix_len][None].expand(B, -1, -1, -1))
+    return merge_by_lse([gqa_decode(q, *prefix, return_lse=True),
+                         gqa_decode(q, k_suffix, v_suffix, return_lse=True)]).to(q.dtype)
+
+
+def hydragen_torch(q, k_pool, v_pool, prefix_len, k_suffix, v_suffix):
+    """Hydragen in PyTorch: the prefix attended by one flash-attention call with every
+    sequence's queries (and the query heads of each KV head) folded into its query length,
+    the suffixes by another, both with their log-sum-exp, then the merge."""
+    B, T, Hq, D = q.shape
+    Hkv = k_suffix.shape[2]
+    g = Hq // Hkv
+    # (B, T, Hkv, g, D) -> (1, Hkv, B*T*g, D): one query sequence per KV head
+    q_all = q.view(B, T, Hkv, g, D).permute(2, 0, 1, 3, 4).reshape(1, Hkv, B * T * g, D)
+    kp, vp = (t[:prefix_len].transpose(0, 1)[None] for t in (k_pool, v_pool))  # (1, Hkv, P, D)
+    o_p, lse_p = torch.ops.aten._scaled_dot_product_flash_attention(q_all, kp, vp)[:2]
+    o_p = o_p.view(Hkv, B, T, g, D).permute(1, 2, 0, 3, 4).reshape(B, T, Hq, D)
+    lse_p = lse_p.view(Hkv, B, T, g).permute(1, 0, 3, 2).reshape(B, Hq, T)
+    q_seq = q.view(B, T, Hkv, g, D).permute(0, 2, 1, 3, 4).reshape(B, Hkv, T * g, D)  # non-causal: T = 1
+    o_s, lse_s = torch.ops.aten._scaled_dot_product_flash_attention(q_seq, _bhtd(k_suffix), _bhtd(v_suffix))[:2]
+    o_s = o_s.view(B, Hkv, T, g, D).permute(0, 2, 1, 3, 4).reshape(B, T, Hq, D)
+    lse_s = lse_s.view(B, Hkv, T, g).permute(0, 1, 3, 2).reshape(B, Hq, T)
+    return merge_by_lse([(o_p, lse_p), (o_s, lse_s)]).to(q.dtype)
+
+
+def flex_tree(tree, suffix_len: int, q_heads: int):
+    """FlexAttention over the packed tree: the pool then every suffix as one key sequence,
+    all sequences' queries as one query sequence, a block mask letting sequence b see its
+    path's nodes and its own suffix (the mask's empty blocks are skipped)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    B, pool = tree.n_seqs, tree.pool_tokens
+    owner = torch.full((pool,), -1, dtype=torch.long)        # a pool row's node
+    for n in range(tree.n_nodes):
+        owner[tree.kv_start[n]:tree.kv_start[n] + tree.kv_len[n]] = n
+    on_path = torch.zeros(B, tree.n_nodes + 1, dtype=torch.bool)  # (sequence, node); column -1: no node
+    for b, path in enumerate(tree.paths):
+        on_path[b, path] = True
+    owner, on_path = owner.to(tree.device), on_path.to(tree.device)
+
+    def visible(b, h, q_idx, kv_idx):
+        in_pool = kv_idx < pool
+        node = owner[torch.clamp(kv_idx, max=pool - 1)]
+        own_suffix = (kv_idx - pool) // suffix_len == q_idx
+        return (in_pool & on_path[q_idx, node]) | (~in_pool & own_suffix)
+
+    mask = create_block_mask(visible, None, None, B, pool + B * suffix_len, device=tree.device)
+    flex_fn = _compiled_flex()
+
+    def run(q, k_packed, v_packed):
+        """k_packed, v_packed (pool + B * suffix_len, Hkv, D): the pool, then the suffixes."""
+        o = flex_fn(q.transpose(0, 1).transpose(1, 2), k_packed.transpose(0, 1)[None], v_packed.transpose(0, 1)[None],
+                    block_mask=mask, enable_gqa=True)                    # (1, Hq, B, D)
+        return o[0].transpose(0, 1)[:, None]                              # (B, 1, Hq, D)
+
+    return run

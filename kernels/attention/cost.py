@@ -23,3 +23,16 @@ def prefill_attention_cost(batch, q_tokens, q_heads, kv_heads, kv_len, head_dim,
     kv_bytes = 2 * batch * S * kv_heads * head_dim * elem_bytes
     q_bytes = 2 * batch * T * q_heads * head_dim * elem_bytes
     return Cost(flops=flops, bytes=kv_bytes + q_bytes, flops_ceiling=flops_ceiling)
+
+
+def shared_prefix_cost(tree, q_tokens, q_heads, kv_heads, suffix_len, head_dim, elem_bytes,
+                       flops_ceiling="bf16_tflops"):
+    """Every shared node's keys and values read once (the point of sharing), each suffix
+    once; the flops of each query over its path and its suffix."""
+    B = tree.n_seqs
+    node_tokens = sum(n_len for n_len, count in zip(tree.kv_len, tree.seq_count) if count)
+    kv_bytes = 2 * (node_tokens + B * suffix_len) * kv_heads * head_dim * elem_bytes
+    q_bytes = 2 * B * q_tokens * q_heads * head_dim * elem_bytes
+    keys_seen = sum(sum(tree.kv_len[n] for n in path) for path in tree.paths) + B * suffix_len
+    flops = 4 * q_tokens * q_heads * head_dim * keys_seen
+    return Cost(flops=flops, bytes=kv_bytes + q_bytes, flops_ceiling=flops_ceiling)

@@ -73,24 +73,30 @@ def rope_kv_write_reference(q, k, v, k_cache, v_cache, pos, cos, sin, q_norm_wei
     return q
 
 
-def shared_prefix_reference(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens=None, scale=None,
-                            compute_dtype=torch.float32, return_lse=False):
-    """Shared-prefix decode as plain attention: each sequence's keys are its path's nodes
-    (copied out of the pool, root first) followed by its suffix, the queries its last
-    q_tokens positions (gqa_attention_reference over per-sequence copies)."""
+def sequence_kv(k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens=None):
+    """Each sequence's keys and values as one row of a dense cache: its path's nodes (copied
+    out of the pool, root first) then its suffix, zero-padded to the longest. Returns (k, v,
+    lengths (B,) int64 on the CPU)."""
     B, S = k_suffix.shape[0], k_suffix.shape[1]
     lens = [S] * B if suffix_lens is None else (
         [int(suffix_lens)] * B if isinstance(suffix_lens, int) else suffix_lens.detach().cpu().tolist())
-    ks, vs, total = [], [], []
-    for b in range(B):
-        rows = [torch.arange(tree.kv_start[n], tree.kv_start[n] + tree.kv_len[n]) for n in tree.paths[b]]
-        rows = torch.cat(rows).to(k_pool.device) if rows else torch.zeros(0, dtype=torch.long, device=k_pool.device)
-        ks.append(torch.cat([k_pool[rows], k_suffix[b, :lens[b]]]))
-        vs.append(torch.cat([v_pool[rows], v_suffix[b, :lens[b]]]))
-        total.append(ks[-1].shape[0])
-    longest = max(total, default=0)
-    pad = lambda t: torch.cat([t, t.new_zeros(longest - t.shape[0], *t.shape[1:])])  # noqa: E731
-    k = torch.stack([pad(t) for t in ks]) if B else k_suffix[:, :0]
-    v = torch.stack([pad(t) for t in vs]) if B else v_suffix[:, :0]
-    return gqa_attention_reference(q, k, v, torch.tensor(total, dtype=torch.long), scale=scale, causal=True,
-                                   compute_dtype=compute_dtype, return_lse=return_lse)
+    paths = [torch.cat([torch.arange(tree.kv_start[n], tree.kv_start[n] + tree.kv_len[n]) for n in path])
+             if path else torch.zeros(0, dtype=torch.long) for path in tree.paths]
+    total = torch.tensor([len(p) + n for p, n in zip(paths, lens)], dtype=torch.long)
+    longest = int(total.max()) if B else 0
+    k = k_suffix.new_zeros(B, longest, *k_suffix.shape[2:])
+    v = v_suffix.new_zeros(B, longest, *v_suffix.shape[2:])
+    for b, rows in enumerate(paths):
+        rows = rows.to(k_pool.device)
+        k[b, :len(rows)], v[b, :len(rows)] = k_pool[rows], v_pool[rows]
+        k[b, len(rows):total[b]], v[b, len(rows):total[b]] = k_suffix[b, :lens[b]], v_suffix[b, :lens[b]]
+    return k, v, total
+
+
+def shared_prefix_reference(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens=None, scale=None,
+                            compute_dtype=torch.float32, return_lse=False):
+    """Shared-prefix decode as plain attention over per-sequence copies (sequence_kv), the
+    queries the last q_tokens positions of each sequence."""
+    k, v, total = sequence_kv(k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens)
+    return gqa_attention_reference(q, k, v, total, scale=scale, causal=True, compute_dtype=compute_dtype,
+                                   return_lse=return_lse)
