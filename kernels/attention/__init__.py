@@ -8,4 +8,4 @@ from .rope import rope_kv_write, rope_tables
 from .shared_prefix import PrefixTree, prefix_tree, shared_prefix_decode
 
 __all__ = ["gqa_decode", "prefill_attention", "gqa_attention_reference", "rope_kv_write", "rope_kv_write_reference", "rope_reference",
-           "rope_tables", "PrefixTree", "prefix_tree", "shared_prefix_decode", "shared_prefix_reference"]
+           "rope_tables", "prefix_tree", "shared_prefix_decode", "shared_prefix_reference"]

@@ -275,16 +275,19 @@ def _check_out(out, q, inputs: dict):
     check_no_overlap("out", out, inputs)
 
 
-def _check_inputs(q, k_cache, v_cache, kv_lens):
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+def _check_inputs(q, k_cache, v_cache, kv_lens, names=("k_cache", "v_cache", "kv_lens")):
+    """q and the caches as gqa_decode takes them; `names`: the caller's names of the caches
+    and lengths, used in every error."""
+    kn, vn, ln = names
+    for name, t in (("q", q), (kn, k_cache), (vn, v_cache)):
         check_tensor(name, t, dtypes=DTYPES)
         if t.dim() != 4:
             raise ValueError(f"{name} must be 4-D ({'batch, q_tokens, q_heads' if name == 'q' else 'batch, kv_len, kv_heads'}, head_dim); got shape {tuple(t.shape)}")
-    check_same_device(q=q, k_cache=k_cache, v_cache=v_cache)
+    check_same_device(**{"q": q, kn: k_cache, vn: v_cache})
     if not (q.dtype == k_cache.dtype == v_cache.dtype):
-        raise TypeError(f"q, k_cache and v_cache must share one dtype; got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
+        raise TypeError(f"q, {kn} and {vn} must share one dtype; got {q.dtype}, {k_cache.dtype}, {v_cache.dtype}")
     if k_cache.shape != v_cache.shape:
-        raise ValueError(f"k_cache shape {tuple(k_cache.shape)} must equal v_cache shape {tuple(v_cache.shape)}")
+        raise ValueError(f"{kn} shape {tuple(k_cache.shape)} must equal {vn} shape {tuple(v_cache.shape)}")
     batch, _, q_heads, head_dim = q.shape
     if k_cache.shape[0] != batch:
         raise ValueError(f"q has batch {batch} but the KV cache has batch {k_cache.shape[0]}")
@@ -295,19 +298,19 @@ def _check_inputs(q, k_cache, v_cache, kv_lens):
     kv_heads = k_cache.shape[2]
     if kv_heads == 0 or q_heads % kv_heads:
         raise ValueError(f"mismatched groups: {q_heads} query heads is not a multiple of {kv_heads} KV heads")
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+    for name, t in (("q", q), (kn, k_cache), (vn, v_cache)):
         if t.stride(3) != 1:
             raise ValueError(f"{name} must have unit stride along head_dim (got strides {t.stride()})")
     if isinstance(kv_lens, int) and not isinstance(kv_lens, bool):
         if not 0 <= kv_lens <= k_cache.shape[1]:
-            raise ValueError(f"kv_lens {kv_lens} must lie in [0, {k_cache.shape[1]}] (the KV cache capacity)")
+            raise ValueError(f"{ln} {kv_lens} must lie in [0, {k_cache.shape[1]}] (the KV cache capacity)")
     elif kv_lens is not None:
         if not isinstance(kv_lens, torch.Tensor) or kv_lens.dtype not in (torch.int32, torch.int64):
-            raise TypeError("kv_lens must be an int, or an int32 or int64 tensor of shape (batch,)")
+            raise TypeError(f"{ln} must be an int, or an int32 or int64 tensor of shape (batch,)")
         if kv_lens.shape != (batch,):
-            raise ValueError(f"kv_lens must have shape ({batch},); got {tuple(kv_lens.shape)}")
+            raise ValueError(f"{ln} must have shape ({batch},); got {tuple(kv_lens.shape)}")
         if kv_lens.device != q.device and kv_lens.device.type != "cpu":  # a CPU tensor is copied over
-            raise ValueError(f"kv_lens is on {kv_lens.device}; it must be on q's device ({q.device}) or the CPU")
+            raise ValueError(f"{ln} is on {kv_lens.device}; it must be on q's device ({q.device}) or the CPU")
 
 
 def gqa_decode(

@@ -306,7 +306,7 @@ LAUNCH = LaunchSpace("shared_prefix", _default_config, _candidates, _check_confi
 def _check(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens):
     if not isinstance(tree, PrefixTree):
         raise TypeError(f"tree must be a PrefixTree (kernels.attention.prefix_tree), got {type(tree).__name__}")
-    _check_decode_inputs(q, k_suffix, v_suffix, suffix_lens)
+    _check_decode_inputs(q, k_suffix, v_suffix, suffix_lens, names=("k_suffix", "v_suffix", "suffix_lens"))
     for name, t in (("k_pool", k_pool), ("v_pool", v_pool)):
         check_tensor(name, t, dtypes=DTYPES)
         if t.dim() != 3:
@@ -326,17 +326,19 @@ def _check(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens):
         raise ValueError(f"q has {q.shape[0]} sequences; the tree has {tree.n_seqs}")
     if tree.device != q.device:
         raise ValueError(f"the tree's metadata is on {tree.device}, q on {q.device}: build it with device={q.device}")
-    T = q.shape[1]
+    T, capacity = q.shape[1], k_suffix.shape[1]
     if suffix_lens is None:
-        short = k_suffix.shape[1] < T
+        bad = capacity < T
     elif isinstance(suffix_lens, int):
-        short = suffix_lens < T
+        bad = not T <= suffix_lens <= capacity
     else:  # one sync, as gqa_decode's own check of the lengths; none while a graph is captured
         capturing = q.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-        short = not capturing and q.shape[0] > 0 and bool((suffix_lens < T).any())
-    if short:
-        got = suffix_lens.tolist() if isinstance(suffix_lens, torch.Tensor) else (suffix_lens or k_suffix.shape[1])
-        raise ValueError(f"suffix_lens must be at least q_tokens ({T}): the new tokens are in the suffix; got {got}")
+        bad = not capturing and q.shape[0] > 0 and bool(((suffix_lens < T) | (suffix_lens > capacity)).any())
+    if bad:
+        got = suffix_lens.tolist() if isinstance(suffix_lens, torch.Tensor) else (
+            capacity if suffix_lens is None else suffix_lens)
+        raise ValueError(f"suffix_lens must lie in [q_tokens={T}, capacity={capacity}] (the new tokens are in the "
+                         f"suffix); got {got}")
 
 
 def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix, suffix_lens=None, *,

@@ -26,8 +26,8 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from kernels.attention import (gqa_attention_reference, gqa_decode, prefill_attention, rope_kv_write, rope_kv_write_reference,
-                               rope_tables)
+from kernels.attention import (gqa_attention_reference, gqa_decode, prefill_attention, prefix_tree, rope_kv_write,
+                               rope_kv_write_reference, rope_tables, shared_prefix_decode, shared_prefix_reference)
 from kernels.linear import gated_mlp, gated_mlp_reference, linear, lora_linear, lora_linear_reference, rmsnorm_linear
 from kernels.linear import rmsnorm_linear_reference
 from kernels.norm import (fused_add_rms_norm, fused_add_rms_norm_reference, ngpt_update, ngpt_update_reference,
@@ -87,6 +87,30 @@ def _prefill_args(device):
     return dict(q=randn(2, 6, 4, 64, device=device), k=randn(2, 10, 2, 64, device=device, seed=1),
                 v=randn(2, 10, 2, 64, device=device, seed=2),
                 kv_lens=torch.tensor([7, 10], dtype=torch.int32, device=device), return_lse=True)
+
+
+def _shared_prefix_args(device):
+    tree = prefix_tree([-1, 0, 0], [9, 5, 3], [1, 1, 2], device=device)  # a root, two children
+    return dict(q=randn(3, 2, 4, 64, device=device), k_pool=randn(17, 2, 64, device=device, seed=1),
+                v_pool=randn(17, 2, 64, device=device, seed=2), tree=tree,
+                k_suffix=randn(3, 6, 2, 64, device=device, seed=3), v_suffix=randn(3, 6, 2, 64, device=device, seed=4),
+                suffix_lens=torch.tensor([2, 6, 4], dtype=torch.int32, device=device), return_lse=True)
+
+
+def _shared_prefix_exact(a):
+    return shared_prefix_reference(a["q"], a["k_pool"], a["v_pool"], a["tree"], a["k_suffix"], a["v_suffix"],
+                                   a.get("suffix_lens"), scale=a.get("scale"), compute_dtype=torch.float64,
+                                   return_lse=True)
+
+
+def _tree_counts_exact(a):
+    """The sequences under each node, counted by walking up from each sequence's node."""
+    counts = [0.0] * len(a["parents"])
+    for n in a["seq_node"]:
+        while n != -1:
+            counts[n] += 1
+            n = a["parents"][n]
+    return (torch.tensor(counts, dtype=torch.float64),)
 
 
 def _rope_args(device):
@@ -168,6 +192,10 @@ ENTRIES = {
                         _attention_exact("k_cache", "v_cache")),
     "prefill_attention": Entry(_call(prefill_attention, "q", "k", "v", "kv_lens"), _prefill_args,
                                _attention_exact("k", "v")),
+    "shared_prefix_decode": Entry(_call(shared_prefix_decode, "q", "k_pool", "v_pool", "tree", "k_suffix", "v_suffix"),
+                                  _shared_prefix_args, _shared_prefix_exact),
+    "prefix_tree": Entry(_call(prefix_tree), lambda d: dict(parents=[-1, 0], kv_len=[4, 2], seq_node=[1, 1, 0], device=d),
+                         _tree_counts_exact, outputs=lambda a, r: (torch.tensor(r.seq_count, dtype=torch.float64),)),
     "rope_kv_write": Entry(_call(rope_kv_write), _rope_args, _rope_exact,
                            outputs=lambda a, r: (r, a["k_cache"], a["v_cache"])),
     "rope_tables": Entry(_call(rope_tables), lambda d: dict(n_positions=8, head_dim=64, theta=1e4, device=d),
@@ -597,6 +625,53 @@ ROWS += table(
     ("type", "backend 3", put(backend=3), TE("backend must be a str")),
     ("type", "backend None", put(backend=None), TE("backend must be a str")),
     ("type", "backend cuda", put(backend="cuda"), VE("unknown backend 'cuda'")),
+) + table(
+    "shared_prefix_decode",
+    tensor_rows("q", "k_pool", "v_pool", "k_suffix", "v_suffix"),
+    ("dtype", "q fp32", put(q=lambda a: a["q"].float()), TE("q has dtype float32")),
+    ("dtype", "k_pool bf16 for fp16 q", put(k_pool=lambda a: a["k_pool"].bfloat16()),
+     TE("k_pool has dtype torch.bfloat16; it must match q's")),
+    ("dtype", "suffix_lens float", put(suffix_lens=lambda a: a["suffix_lens"].float()),
+     TE("suffix_lens must be an int, or an int32 or int64 tensor")),
+    ("shape", "q 3-D", put(q=lambda a: a["q"][0]), VE("q must be 4-D")),
+    ("shape", "k_pool 4-D", put(k_pool=lambda a: a["k_pool"][None]), VE(r"k_pool must be 3-D \(pool_tokens")),
+    ("shape", "pool short of the tree", put(k_pool=lambda a: a["k_pool"][:16], v_pool=lambda a: a["v_pool"][:16]),
+     VE("the tree's nodes reach pool row 17; k_pool has 16 rows")),
+    ("shape", "pool kv heads off", put(k_pool=lambda a: a["k_pool"][:, :1], v_pool=lambda a: a["v_pool"][:, :1]),
+     VE(r"k_pool holds \(kv_heads, head_dim\) \(1, 64\)")),
+    ("shape", "3 q heads over 2 kv heads", put(q=lambda a: a["q"][:, :, :3]), VE("3 query heads is not a multiple")),
+    ("shape", "v_suffix shorter", put(v_suffix=lambda a: a["v_suffix"][:, :5]), VE("must equal v_suffix shape")),
+    ("shape", "a sequence more than the tree", put(q=lambda a: torch.cat([a["q"], a["q"][:1]]),
+                                                    k_suffix=lambda a: torch.cat([a["k_suffix"], a["k_suffix"][:1]]),
+                                                    v_suffix=lambda a: torch.cat([a["v_suffix"], a["v_suffix"][:1]]),
+                                                    suffix_lens=lambda a: torch.cat([a["suffix_lens"]] * 2)[:4]),
+     VE("q has 4 sequences; the tree has 3")),
+    ("shape", "suffix_lens past the capacity", put(suffix_lens=lambda a: a["suffix_lens"] + 1),
+     VE(r"suffix_lens must lie in \[q_tokens=2, capacity=6\]")),
+    ("shape", "suffix_lens below the query tokens", put(suffix_lens=1), VE(r"suffix_lens must lie in \[q_tokens=2")),
+    ("strides", "k_suffix rows padded", put(k_suffix=lambda a: padded_rows(a["k_suffix"])), RIGHT),
+    ("strides", "k_pool rows padded", put(k_pool=lambda a: padded_rows(a["k_pool"])), RIGHT),
+    ("strides", "k_pool head_dim stride 2", put(k_pool=lambda a: strided(a["k_pool"])),
+     VE("k_pool must have unit stride along head_dim")),
+    nan_rows("q", "k_pool", "v_pool", "k_suffix", "v_suffix"),
+    ("empty", "0 query tokens", put(q=lambda a: a["q"][:, :0]), RIGHT),
+    ("empty", "suffix_lens None", put(suffix_lens=None), RIGHT),
+    ("empty", "no shared node", put(tree=lambda a: prefix_tree([-1], [9], [-1, -1, -1], device=dev(a))), RIGHT),
+    ("type", "tree dict", put(tree={"parents": [-1]}), TE("tree must be a PrefixTree")),
+    ("type", "scale 0.5", put(scale=0.5), RIGHT),
+    ("type", "scale str", put(scale="0.5"), TE("scale must be a number, got str")),
+    ("type", "return_lse 1", put(return_lse=1), TE("return_lse must be a bool")),
+) + table(
+    "prefix_tree",
+    ("shape", "a parent after its child", put(parents=[1, -1]), VE(r"node 0's parent 1 must be -1 \(a root\)")),
+    ("shape", "kv_len one short", put(kv_len=[4]), VE("kv_len has 1 entries for 2 nodes")),
+    ("shape", "a sequence's node past the tree", put(seq_node=[1, 2]), VE("sequence 1's node 2 is not a node")),
+    ("shape", "sequences of a node apart", put(parents=[-1, -1], seq_node=[0, 1, 0]),
+     VE(r"the sequences under node 0 \(\[0, 2\]\) are not adjacent")),
+    ("shape", "negative length", put(kv_len=[4, -2]), VE("node 1 has a negative length -2")),
+    ("empty", "no sequence", put(seq_node=[]), RIGHT),
+    ("type", "parents floats", put(parents=[-1.0, 0.0]), TE("parents must hold ints, got -1.0")),
+    ("type", "kv_len str", put(kv_len="42"), TE("kv_len must hold ints, got '4'")),
 ) + table(
     "ModelConfig",
     ("shape", "0 kv heads", put(n_kv_heads=0), VE("n_kv_heads must be >= 1")),
