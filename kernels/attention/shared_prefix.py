@@ -120,6 +120,22 @@ def prefix_tree(parents, kv_len, seq_node, kv_start=None, device="cuda") -> Pref
     return PrefixTree(parents, kv_start, kv_len, seq_node, seq_start, seq_count, paths, torch.device(device))
 
 
+def unshared_tree(tree: PrefixTree) -> PrefixTree:
+    """The same sequences reading the same pool rows with no node shared: each sequence gets
+    its own copy of its path's nodes (metadata only; the keys stay where they are), so
+    each reads its prefix on its own, as decode without sharing does."""
+    parents, kv_start, kv_len, seq_node = [], [], [], []
+    for path in tree.paths:
+        last = -1
+        for n in path:
+            parents.append(last)
+            kv_start.append(tree.kv_start[n])
+            kv_len.append(tree.kv_len[n])
+            last = len(parents) - 1
+        seq_node.append(last)
+    return prefix_tree(parents, kv_len, seq_node, kv_start, tree.device)
+
+
 @dataclass
 class _Plan:
     """The node kernel's work list and where each partial goes, on the device."""

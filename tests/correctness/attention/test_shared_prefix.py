@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kernels.attention import prefix_tree, shared_prefix_decode, shared_prefix_reference
-from kernels.attention.shared_prefix import PrefixTree, _plan
+from kernels.attention.shared_prefix import PrefixTree, _plan, unshared_tree
 from tests.helpers.tolerance import HALF_DTYPES, assert_within_rule
 
 pytestmark = pytest.mark.correctness
@@ -89,6 +89,16 @@ def test_speculative_query_tokens_see_the_prefix_and_their_causal_suffix(device)
     tree = prefix_tree([-1, 0], [50, 20], [1, 1], device=device)
     q, kp, vp, ks, vs, _ = _inputs(tree, 32, 2, 1, 64, torch.float16, device, 4, capacity=48)
     _check(tree, q, kp, vp, ks, vs, torch.tensor([32, 48], device=device), torch.float16)
+
+
+def test_the_unshared_tree_reads_the_same_keys_one_sequence_at_a_time(device):
+    tree = prefix_tree([-1, 0, 0], [20, 6, 9], [1, 1, 2, 2, 2], device=device)
+    alone = unshared_tree(tree)
+    assert alone.n_nodes == 10 and all(c == 1 for c in alone.seq_count)
+    q, kp, vp, ks, vs, lens = _inputs(tree, 2, 4, 2, 64, torch.float16, device, 8)
+    shared = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens)
+    torch.testing.assert_close(shared_prefix_decode(q, kp, vp, alone, ks, vs, lens), shared, rtol=0, atol=2e-3)
+    _check(alone, q, kp, vp, ks, vs, lens, torch.float16)
 
 
 def test_long_nodes_are_split_and_every_key_is_covered(device):
