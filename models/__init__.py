@@ -4,8 +4,8 @@ Chameleon-7B, GPT-3-7B-LoRA, nGPT-1B, config.py) as a step over a KV cache; mode
 stacks them into a whole model read from a GGUF file (gguf_weights.py), which the command
 lines models.generate and models.eval run."""
 from .config import CHAMELEON_7B, GPT3_7B_LORA, LLAMA3_8B, NGPT_1B, SEED_MODELS, ModelConfig, tiny
-from .layer import DecoderLayer, KVCache
+from .layer import DecoderLayer, KVCache, SharedPrefixCache
 from .ops import get_ops
 
 __all__ = ["ModelConfig", "SEED_MODELS", "LLAMA3_8B", "CHAMELEON_7B", "GPT3_7B_LORA", "NGPT_1B", "tiny",
-           "DecoderLayer", "KVCache", "get_ops"]
+           "DecoderLayer", "KVCache", "SharedPrefixCache", "get_ops"]

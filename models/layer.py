@@ -39,6 +39,19 @@ class KVCache:
         return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
 
 
+@dataclass
+class SharedPrefixCache(KVCache):
+    """A layer's cache for sequences that share prefixes (kernels/attention/shared_prefix.py):
+    k, v hold each sequence's own suffix (batch, capacity, kv_heads, head_dim), its slot 0
+    at position `offset`; pool_k, pool_v (pool_tokens, kv_heads, head_dim) hold the tree's
+    shared nodes, read by every sequence under them. Every sequence's path through the tree
+    is `offset` tokens long (one position for each token of the batch)."""
+    pool_k: torch.Tensor = None
+    pool_v: torch.Tensor = None
+    tree: object = None   # kernels.attention.shared_prefix.PrefixTree
+    offset: int = 0
+
+
 LAYER_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -120,8 +133,14 @@ class DecoderLayer(nn.Module):
         q, k, v = q.view(B, T, Hq, D), k.view(B, T, Hkv, D), v.view(B, T, Hkv, D)
         cos, sin = self.rope_tables(pos + T, x.device)
         qk_norm = (self.q_norm, self.k_norm) if cfg.qk_norm or cfg.ngpt else (None, None)
-        q = ops.rope_kv_write(q, k, v, cache.k, cache.v, pos, cos, sin, *qk_norm, cfg.eps)
-        attn = ops.attention(q, cache.k, cache.v, pos + T)
+        if isinstance(cache, SharedPrefixCache):  # the suffix's slot 0 is position offset: the tables shift with it
+            slot = pos - cache.offset
+            q = ops.rope_kv_write(q, k, v, cache.k, cache.v, slot, cos[cache.offset:], sin[cache.offset:], *qk_norm,
+                                  cfg.eps)
+            attn = ops.shared_prefix_attention(q, cache.pool_k, cache.pool_v, cache.tree, cache.k, cache.v, slot + T)
+        else:
+            q = ops.rope_kv_write(q, k, v, cache.k, cache.v, pos, cos, sin, *qk_norm, cfg.eps)
+            attn = ops.attention(q, cache.k, cache.v, pos + T)
         o = ops.linear(attn.reshape(B, T, Hq * D), self.w_o)
 
         if cfg.ngpt:
@@ -164,7 +183,12 @@ class DecoderLayer(nn.Module):
         if isinstance(pos, torch.Tensor):
             raise TypeError("pos must be an int, got a Tensor: pass int(pos)")
         check_int("pos", pos, minimum=0)
-        if pos + T > cache.k.shape[1]:
-            raise ValueError(f"positions {pos} .. {pos + T - 1} do not fit the cache capacity {cache.k.shape[1]}")
+        offset = cache.offset if isinstance(cache, SharedPrefixCache) else 0
+        if pos < offset:
+            raise ValueError(f"position {pos} lies in the shared prefix (positions 0 .. {offset - 1}): new tokens go "
+                             "after it")
+        if pos - offset + T > cache.k.shape[1]:
+            raise ValueError(f"positions {pos} .. {pos + T - 1} do not fit the cache capacity {cache.k.shape[1]}"
+                             + (f" after the {offset}-token shared prefix" if offset else ""))
         if getattr(ops, "name", None) not in ("triton", "torch"):
             raise TypeError(f"ops must come from models.get_ops('triton' or 'torch'), got {type(ops).__name__}")

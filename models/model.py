@@ -14,7 +14,7 @@ from kernels.checks import check_int
 
 from .config import ModelConfig
 from .gguf_weights import GGUFModel, load_gguf
-from .layer import DecoderLayer, KVCache
+from .layer import DecoderLayer, KVCache, SharedPrefixCache
 from .ops import get_ops
 
 MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -58,6 +58,61 @@ class Transformer(nn.Module):
         if check_int("capacity", capacity, minimum=1) > self.source.context_length:
             raise ValueError(f"capacity {capacity} exceeds the model's context length {self.source.context_length}")
         return [KVCache.empty(self.cfg, batch, capacity, self.dtype, self.device) for _ in self.layers]
+
+    def shared_prefix_cache(self, prompt_cache: list[KVCache], prompt_len: int, batch: int, capacity: int,
+                            share: bool = True) -> list[SharedPrefixCache]:
+        """Caches for `batch` sequences that continue one prompt, whose keys fill positions
+        0 .. prompt_len - 1 of prompt_cache (batch 1, as prefilled): the prompt is the one
+        shared node, read in place; each sequence gets `capacity` slots of its own after it.
+        share=False: the same caches read without sharing (each sequence reads the prompt
+        on its own: kernels.attention.shared_prefix.unshared_tree)."""
+        from kernels.attention import prefix_tree
+        from kernels.attention.shared_prefix import unshared_tree
+
+        check_int("prompt_len", prompt_len, minimum=1)
+        check_int("batch", batch, minimum=1)
+        if prompt_cache[0].k.shape[0] != 1 or prompt_cache[0].k.shape[1] < prompt_len:
+            raise ValueError(f"prompt_cache must hold one sequence of at least {prompt_len} positions; got "
+                             f"{tuple(prompt_cache[0].k.shape[:2])}")
+        if prompt_len + check_int("capacity", capacity, minimum=1) > self.source.context_length:
+            raise ValueError(f"prompt_len {prompt_len} + capacity {capacity} exceed the model's context length "
+                             f"{self.source.context_length}")
+        tree = prefix_tree([-1], [prompt_len], [0] * batch, device=self.device)
+        tree = tree if share else unshared_tree(tree)
+        out = []
+        for c in prompt_cache:
+            suffix = KVCache.empty(self.cfg, batch, capacity, self.dtype, self.device)
+            out.append(SharedPrefixCache(suffix.k, suffix.v, pool_k=c.k[0, :prompt_len], pool_v=c.v[0, :prompt_len],
+                                         tree=tree, offset=prompt_len))
+        return out
+
+    @torch.no_grad()
+    def generate_shared(self, prompt: list[int], suffixes: list[list[int]], max_new_tokens: int, ops,
+                        share: bool = True) -> list[list[int]]:
+        """Greedy continuations of one prompt followed by each of `suffixes` (equal lengths),
+        batched: the prompt is prefilled once and, with share, read once per step for all
+        sequences (shared-prefix attention)."""
+        check_int("max_new_tokens", max_new_tokens, minimum=0)
+        if not prompt or not suffixes or not suffixes[0]:
+            raise ValueError("give a non-empty prompt and at least one non-empty suffix")
+        if len({len(x) for x in suffixes}) != 1:
+            raise ValueError(f"the suffixes must have one length (they are prefilled as one batch); got "
+                             f"{sorted({len(x) for x in suffixes})}")
+        P, B, S = len(prompt), len(suffixes), len(suffixes[0])
+        prompt_cache = self.new_cache(1, P)
+        self(torch.tensor([prompt]), prompt_cache, 0, ops, last_only=True)
+        cache = self.shared_prefix_cache(prompt_cache, P, B, S + max_new_tokens, share=share)
+        logits = self(torch.tensor(suffixes), cache, P, ops, last_only=True)
+        out, pos = [[] for _ in range(B)], P + S
+        for step in range(max_new_tokens):
+            nxt = logits[:, -1].argmax(-1)
+            for b in range(B):
+                out[b].append(int(nxt[b]))
+            if step + 1 == max_new_tokens:
+                break
+            logits = self(nxt[:, None].to(self.device), cache, pos, ops, last_only=True)
+            pos += 1
+        return out
 
     def forward(self, tokens: torch.Tensor, cache: list[KVCache], pos: int, ops, last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, vocab) in float32 for tokens (B, T) at positions pos .. pos + T - 1

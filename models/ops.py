@@ -27,6 +27,15 @@ def _torch_attention(q, k_cache, v_cache, kv_len, causal=True):
     return o.transpose(1, 2)
 
 
+def _torch_shared_prefix_attention(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_len):
+    """Without sharing, as a model without it runs: each sequence's copy of [its path |
+    its suffix] (every path is as long: no padding), then SDPA."""
+    from kernels.attention.reference import sequence_kv
+
+    k, v, total = sequence_kv(k_pool, v_pool, tree, k_suffix, v_suffix, suffix_len)
+    return _torch_attention(q, k, v, int(total[0]) if len(total) else 0)
+
+
 def _torch_rope_kv_write(q, k, v, k_cache, v_cache, pos, cos, sin, q_norm_weight=None, k_norm_weight=None,
                          eps=1e-6):
     """QK-norm (F.rms_norm), RoPE in fp32 from the tables, and the cache write, as model code."""
@@ -66,6 +75,7 @@ def _torch_ops():
         gated_mlp=eager_gated_mlp,
         lora_linear=lora_linear,
         attention=_torch_attention,
+        shared_prefix_attention=_torch_shared_prefix_attention,
         rope_kv_write=_torch_rope_kv_write,
         ngpt_update=eager_ngpt_update,
     )
@@ -75,7 +85,7 @@ DECODE_MAX_TOKENS = 32  # query tokens the decode kernel takes; more go to the p
 
 
 def _triton_ops():
-    from kernels.attention import gqa_decode, prefill_attention, rope_kv_write
+    from kernels.attention import gqa_decode, prefill_attention, rope_kv_write, shared_prefix_decode
     from kernels.linear import gated_mlp, linear, lora_linear, rmsnorm_linear
     from kernels.norm import fused_add_rms_norm, ngpt_update, rms_norm
 
@@ -94,6 +104,7 @@ def _triton_ops():
         gated_mlp=gated_mlp,
         lora_linear=lora_linear,
         attention=attention,
+        shared_prefix_attention=shared_prefix_decode,
         rope_kv_write=rope_kv_write,
         ngpt_update=ngpt_update,
     )

