@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_bool, check_number, check_tensor
 from kernels.interpreter import exact_operand
@@ -194,10 +195,10 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
 
 
 @triton.jit
-def _node_kernel(Q, KP, VP, O_PART, LSE_PART, WORK, NODE_META, PART_ROW0,
+def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, PART_ROW0,
                  stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
                  q_tokens, group, n_kv_heads, scale_log2,
-                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr):
     """One work item: BLOCK_M query rows of the sequences under one node, one KV head, one
     chunk of the node's keys. Rows are (sequence, query token, head of the group); every
     row sees every key of the node (the node lies wholly before the queries). Writes the
@@ -229,14 +230,20 @@ def _node_kernel(Q, KP, VP, O_PART, LSE_PART, WORK, NODE_META, PART_ROW0,
     for n0 in range(k0, k1, BLOCK_N):
         n = n0 + offs_n
         n_ok = n < k1
-        k = tl.load(k_base + n[:, None].to(tl.int64) * stride_kp + d[None, :], mask=n_ok[:, None], other=0.0)
+        if USE_TMA:  # the pool as a (pool_tokens, kv_heads * head_dim) matrix; rows past the chunk masked below
+            k = desc_k.load([kv_start + n0, hkv * HEAD_DIM])
+        else:
+            k = tl.load(k_base + n[:, None].to(tl.int64) * stride_kp + d[None, :], mask=n_ok[:, None], other=0.0)
         s = tl.dot(exact_operand(q), tl.trans(exact_operand(k))) * scale_log2
         s = tl.where(n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite after the first block: every row sees its keys
         p = tl.math.exp2(s - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + n[:, None].to(tl.int64) * stride_vp + d[None, :], mask=n_ok[:, None], other=0.0)
+        if USE_TMA:
+            v = tl.where(n_ok[:, None], desc_v.load([kv_start + n0, hkv * HEAD_DIM]), 0.0)
+        else:
+            v = tl.load(v_base + n[:, None].to(tl.int64) * stride_vp + d[None, :], mask=n_ok[:, None], other=0.0)
         acc = tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v), acc * alpha[:, None])
         m_i = m_new
     out = acc / l_i[:, None]
@@ -300,20 +307,29 @@ def _merge_kernel(O_SUF, LSE_SUF, O_PART, LSE_PART, SEQ_PARTS, PART_ROW0, PART_N
 
 
 def _default_config(head_dim: int, rows: int, kv: int) -> dict:
-    """Up to 64 rows a tile (fewer when no node has that many), 64-key blocks, 4 warps."""
-    return dict(BLOCK_M=max(16, min(64, rows)), BLOCK_N=PREFIX_BLOCK_N, num_warps=4, num_stages=2)
+    """Up to 64 rows a tile (fewer when no node has that many), 64-key blocks, 4 warps,
+    pointer loads (tma: the keys through TMA descriptors, Hopper and newer)."""
+    return dict(BLOCK_M=max(16, min(64, rows)), BLOCK_N=PREFIX_BLOCK_N, num_warps=4, num_stages=2, tma=False)
 
 
 def _candidates(head_dim: int, rows: int, kv: int) -> list[dict]:
-    return [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st)
+    return [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, tma=tma)
             for bm in (16, 32, 64, 128) if bm <= max(16, rows)
-            for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3)]
+            for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3) for tma in (False, True)
+            if not (bm == 128 and bn == 128 and st > 2)]
 
 
 def _check_config(cfg: dict) -> None:
     for name in ("BLOCK_M", "BLOCK_N"):
         if cfg[name] not in (16, 32, 64, 128):
             raise ValueError(f"{name} must be 16, 32, 64 or 128, got {cfg[name]!r}")
+    if not isinstance(cfg["tma"], bool):
+        raise ValueError(f"tma must be True or False, got {cfg['tma']!r}")
+
+
+def _pool_tma_ok(t: torch.Tensor) -> bool:
+    """Whether a pool reads as one (pool_tokens, kv_heads * head_dim) matrix through TMA."""
+    return t.stride(1) == t.shape[2] and t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0
 
 
 LAUNCH = LaunchSpace("shared_prefix", _default_config, _candidates, _check_config)
@@ -362,7 +378,8 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     """Attention of each sequence's q_tokens queries over its path's nodes and its suffix
     (see the module doc). Returns out (batch, q_tokens, q_heads, head_dim) in q's dtype,
     or (out, lse (batch, q_heads, q_tokens), natural log, float32).
-    config: the node kernel's launch options (BLOCK_M, BLOCK_N, num_warps, num_stages)."""
+    config: the node kernel's launch options (BLOCK_M, BLOCK_N, num_warps, num_stages, tma;
+    a table's tma falls back to pointer loads where the pool cannot be read through TMA)."""
     _check(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens)
     if scale is not None:
         check_number("scale", scale)
@@ -380,13 +397,19 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     cfg = LAUNCH.choose(q.device, key, config)
     plan = _plan(tree, T, group, Hkv, cfg["BLOCK_M"], cfg["BLOCK_N"])
     scale = D ** -0.5 if scale is None else float(scale)
+    tma = cfg["tma"] and _pool_tma_ok(k_pool) and _pool_tma_ok(v_pool)
+    if cfg["tma"] and not tma and config and config.get("tma"):
+        raise ValueError("tma=True needs k_pool and v_pool each readable as one (pool_tokens, kv_heads * head_dim) "
+                         "matrix: heads adjacent, 16-byte aligned base and token stride")
+    desc_k, desc_v = ((TensorDescriptor(t, [t.shape[0], Hkv * D], [t.stride(0), 1], [cfg["BLOCK_N"], D])
+                       for t in (k_pool, v_pool)) if tma else (k_pool, v_pool))
     o_part = torch.empty(plan.part_rows, D, dtype=torch.float32, device=q.device)
     lse_part = torch.empty(plan.part_rows, dtype=torch.float32, device=q.device)
     _node_kernel[(plan.n_items, Hkv)](
-        q, k_pool, v_pool, o_part, lse_part, plan.work, plan.node_meta, plan.part_row0,
+        q, k_pool, v_pool, desc_k, desc_v, o_part, lse_part, plan.work, plan.node_meta, plan.part_row0,
         q.stride(0), q.stride(1), q.stride(2), k_pool.stride(0), k_pool.stride(1), v_pool.stride(0), v_pool.stride(1),
         T, group, Hkv, scale / LN2,
-        HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], num_warps=cfg["num_warps"],
+        HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], USE_TMA=tma, num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"])
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None

@@ -64,14 +64,15 @@ def _check(tree, q, kp, vp, ks, vs, lens, dt, k=2, **kw):
 @settings(deadline=None)
 @given(fanouts=st.lists(st.integers(1, 3), min_size=1, max_size=3), lengths=st.lists(st.integers(0, 90), min_size=1,
        max_size=4), loners=st.integers(0, 2), t=st.integers(1, 4), kv=st.sampled_from([(1, 1), (4, 1), (8, 1), (6, 2)]),
-       d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), seed=st.integers(0, 2 ** 16))
-@example(fanouts=[2, 3], lengths=[70, 33], loners=1, t=1, kv=(8, 1), d=128, dtype="bf16", seed=0)  # Hydragen's heads
-@example(fanouts=[1, 2, 2], lengths=[5, 0, 64], loners=0, t=3, kv=(4, 1), d=64, dtype="fp16", seed=1)  # an empty node
-def test_shared_prefix_matches_reference(device, fanouts, lengths, loners, t, kv, d, dtype, seed):
+       d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), tma=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+@example(fanouts=[2, 3], lengths=[70, 33], loners=1, t=1, kv=(8, 1), d=128, dtype="bf16", tma=True, seed=0)  # Hydragen's heads
+@example(fanouts=[1, 2, 2], lengths=[5, 0, 64], loners=0, t=3, kv=(4, 1), d=64, dtype="fp16", tma=False, seed=1)  # an empty node
+def test_shared_prefix_matches_reference(device, fanouts, lengths, loners, t, kv, d, dtype, tma, seed):
     hq, hkv = kv
     dt = HALF_DTYPES[dtype]
     tree = _tree_from_draw(fanouts, lengths, loners, device)
-    _check(tree, *_inputs(tree, t, hq, hkv, d, dt, device, seed), dt)
+    _check(tree, *_inputs(tree, t, hq, hkv, d, dt, device, seed), dt, config=dict(tma=tma))
 
 
 def test_natural_log_lse_of_a_long_prefix_and_a_short_suffix(device):
@@ -120,9 +121,14 @@ def test_nan_in_a_node_reaches_only_the_sequences_under_it(device):
     tree = prefix_tree([-1, 0, 0], [30, 10, 10], [1, 1, 2, 2], device=device)
     q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 2, 64, torch.bfloat16, device, 5)
     kp[tree.kv_start[2] + 3, 1, 7] = float("nan")  # node 2, KV head 1
-    out = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens).float().cpu()
-    assert torch.isnan(out[2:, :, 2:]).all()                  # sequences under node 2, heads of KV head 1
-    assert not torch.isnan(out[:2]).any() and not torch.isnan(out[2:, :, :2]).any()
+    vp[tree.kv_start[2] + 3, 0, 7] = float("nan")  # and its value for KV head 0
+    for tma in (False, True):  # through TMA a block of node 1 reads on into node 2's rows: masked
+        out = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, config=dict(tma=tma, BLOCK_N=64)).float().cpu()
+        under = out[2:]                                             # the sequences under node 2
+        assert torch.isnan(under[:, :, 2:]).all(), tma              # KV head 1's query heads: a NaN score
+        assert torch.isnan(under[:, :, :2, 7]).all(), tma           # KV head 0's: a NaN value, in its column
+        assert torch.isnan(under[:, :, :2]).sum() == under[:, :, :2, 7].numel(), tma
+        assert not torch.isnan(out[:2]).any(), tma
 
 
 def test_bad_input_is_named(device):
