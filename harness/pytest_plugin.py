@@ -26,6 +26,9 @@ def pytest_addoption(parser):
                 help="read: stream a 2x-L2 buffer (clean lines); write: zero it (leaves dirty lines "
                      "whose write-back the timed call pays, as triton's do_bench does)")
     g.addoption("--remeasure-ceilings", action="store_true", help="measure the GPU ceilings again")
+    g.addoption("--partial-results", metavar="PATH",
+                help="append each provider's record to PATH (JSON lines) as soon as it is measured: a run "
+                     "cut short (a time limit) keeps every case it finished")
     g.addoption("--tune", action="store_true",
                 help="search the launch space of each case's kernel instead of timing the case "
                      "(python -m harness tune); winners go into the GPU model's launch table")
@@ -62,11 +65,24 @@ def _load_hypothesis_profile(config):
 
 def pytest_collection_modifyitems(config, items):
     gpu = lanes.has_gpu()
+    tune = config.getoption("tune")
     for item in items:
         if "perf" in item.keywords and not gpu:
             item.add_marker(pytest.mark.skip(reason=lanes.NO_GPU_PERF_REASON))
         elif "gpu" in item.keywords and not gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+        elif tune and _is_baseline_test(item):  # skipped before its case is built (a baseline's set-up costs memory)
+            item.add_marker(pytest.mark.skip(reason="--tune: only the suite's kernel is searched"))
+
+
+def _is_baseline_test(item) -> bool:
+    """A perf test of a (spec, provider) pair whose provider is not the bench's kernel."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    spec, provider = params.get("spec"), params.get("provider")
+    bench = getattr(spec, "bench", None)
+    if bench is None or provider is None:
+        return False
+    return provider != next((p.name for p in bench.providers if p.kernel), provider)
 
 
 def pytest_report_header(config):
@@ -133,7 +149,22 @@ class PerfSession:
         info = result.records[provider]
         record_into_benchmark(benchmark, m.samples_s, info)
         self.rows.append(info)
+        self._keep(info)
         return info
+
+    def _keep(self, info: dict) -> None:
+        """The record at once: one line on the terminal and, with --partial-results, in its file."""
+        import json
+
+        from .report import format_table
+
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("measured: " + format_table([info]).splitlines()[1])
+        path = self.config.getoption("partial_results")
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps(info, default=str) + "\n")
 
 
     def _tune(self, case, provider: str) -> dict:

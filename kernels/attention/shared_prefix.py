@@ -118,7 +118,10 @@ def prefix_tree(parents, kv_len, seq_node, kv_start=None, device="cuda") -> Pref
             raise ValueError(f"the sequences under node {node} ({under}) are not adjacent: order the batch so that "
                              "every node's sequences follow one another (depth first)")
         seq_start[node], seq_count[node] = (under[0], len(under)) if under else (0, 0)
-    return PrefixTree(parents, kv_start, kv_len, seq_node, seq_start, seq_count, paths, torch.device(device))
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda" is the current device: name it, as tensors do
+        device = torch.device("cuda", torch.cuda.current_device())
+    return PrefixTree(parents, kv_start, kv_len, seq_node, seq_start, seq_count, paths, device)
 
 
 def unshared_tree(tree: PrefixTree) -> PrefixTree:

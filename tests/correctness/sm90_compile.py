@@ -19,6 +19,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from kernels.attention.decode import _combine_kernel, _decode_kernel  # noqa: E402
 from kernels.attention.prefill import _prefill_kernel  # noqa: E402
 from kernels.attention.rope import _rope_kv_write_kernel  # noqa: E402
+from kernels.attention.shared_prefix import _merge_kernel, _node_kernel  # noqa: E402
 from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # noqa: E402
 from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
 from kernels.norm.rmsnorm import _rmsnorm_kernel  # noqa: E402
@@ -113,11 +114,25 @@ def cases():
             "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False, "PDL": False})
     yield ("decode combine", _combine_kernel, f32("O_PART LSE_PART LSE") | {"O": "*bf16"},
            {"HEAD_DIM": 128, "BLOCK_S": 32, "PDL": True})
-    pre = bf("Q K V O") | {"LSE": "*fp32", "KV_LENS": "*i32", "qk_scale": "fp32"}
+    pre = bf("Q K V O desc_k desc_v") | {"LSE": "*fp32", "KV_LENS": "*i32", "qk_scale": "fp32"}
     for d, lens, lse in ((128, False, False), (64, True, True)):  # the default launches of both head dims
         yield (f"prefill head_dim={d} lengths tensor={lens} lse={lse}", _prefill_kernel, pre,
                {"HEAD_DIM": d, "BLOCK_M": 128, "BLOCK_N": 64, "CAUSAL": True, "UNIFORM_LEN": not lens,
-                "WRITE_LSE": lse}, {"num_warps": 8 if d == 128 else 4, "num_stages": 3})
+                "WRITE_LSE": lse, "USE_TMA": False}, {"num_warps": 8 if d == 128 else 4, "num_stages": 3})
+    for bm, bn, st in ((128, 64, 3), (128, 128, 2)):  # keys and values through TMA
+        desc = f"tensordesc<bf16[{bn},128]>"
+        yield (f"prefill TMA BLOCK_M={bm} BLOCK_N={bn}", _prefill_kernel, pre | {"desc_k": desc, "desc_v": desc},
+               {"HEAD_DIM": 128, "BLOCK_M": bm, "BLOCK_N": bn, "CAUSAL": True, "UNIFORM_LEN": True,
+                "WRITE_LSE": False, "USE_TMA": True}, {"num_warps": 8, "num_stages": st})
+    node = bf("Q KP VP desc_k desc_v") | f32("O_PART LSE_PART") | {"scale_log2": "fp32",
+        "WORK": "*i32", "NODE_META": "*i32", "PART_ROW0": "*i64"}
+    for tma in (False, True):  # shared-prefix decode: the node kernel, then the merge
+        desc = {"desc_k": "tensordesc<bf16[64,128]>", "desc_v": "tensordesc<bf16[64,128]>"} if tma else {}
+        yield (f"shared-prefix nodes tma={tma}", _node_kernel, node | desc,
+               {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": 64, "USE_TMA": tma}, {"num_warps": 4, "num_stages": 2})
+    yield ("shared-prefix merge", _merge_kernel, bf("O_SUF O") | f32("LSE_SUF O_PART LSE_PART LSE") | {
+        "SEQ_PARTS": "*i32", "PART_ROW0": "*i64", "PART_NODE": "*i32", "NODE_META": "*i32"},
+           {"HEAD_DIM": 128, "BLOCK_M": 16, "WRITE_LSE": True})
     for qk in (True, False):
         w = "*bf16" if qk else "*fp32"  # without QK-norm the weight pointers are the cos table
         yield (f"rope_kv_write qk_norm={qk}", _rope_kv_write_kernel,

@@ -137,3 +137,25 @@ def test_the_committed_runner_json_gives_its_torchao_csv(capsys):
         assert main(["csv", str(path), "--torchao"]) == 0
         header = capsys.readouterr().out.splitlines()[0].split(",")
         assert header[:4] == ["name", "quantization", "sparsity", "m"]
+
+
+def test_each_record_is_kept_the_moment_it_is_measured(tmp_path):
+    """--partial-results: a run cut short (a lent GPU's time limit) keeps, in its file and on
+    the terminal, every provider it measured before the end of the session."""
+    import json
+    from types import SimpleNamespace
+
+    from harness.pytest_plugin import PerfSession
+
+    lines = []
+    path = tmp_path / "partial.jsonl"
+    options = dict(warmup_ms=1.0, rep_ms=1.0, warm_l2=False, timing="auto", l2_flush="read", tune=False,
+                   partial_results=str(path))
+    reporter = SimpleNamespace(write_line=lines.append)
+    config = SimpleNamespace(getoption=options.get, pluginmanager=SimpleNamespace(get_plugin=lambda name: reporter))
+    sess = PerfSession(config)
+    for provider, t in (("triton", 10e-6), ("eager", 20e-6)):
+        sess._keep({"case": "op/n=1", "provider": provider, "median_s": t, "iqr_s": 1e-7})
+    kept = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [(r["provider"], r["median_s"]) for r in kept] == [("triton", 10e-6), ("eager", 20e-6)]
+    assert lines[0].startswith("measured: op/n=1") and "10.00" in lines[0] and "20.00" in lines[1]

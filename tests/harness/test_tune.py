@@ -294,3 +294,23 @@ def test_tune_command_compiles_in_parallel_then_times_alone(monkeypatch):
     calls.clear()
     assert tune_module.main(["norm", "--jobs", "1"]) == 0 and len(calls) == 1
     assert tune_module.main(["norm", "--jobs", "0"]) == 2
+    calls.clear()  # a failure while compiling (a candidate, a case) leaves the timed search to report it
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or (1 if "--tune-compile-only" in cmd else 0))
+    assert tune_module.main(["norm", "--jobs", "2"]) == 0 and len(calls) == 2
+
+
+def test_tune_skips_the_baselines_tests_before_their_cases_are_built():
+    """Under --tune a baseline's test is skipped at collection: building its case (a
+    FlexAttention block mask at 32K tokens: 8 GB) is never paid for a search that times
+    only the kernel."""
+    from types import SimpleNamespace
+
+    from harness.perfcase import Provider
+    from harness.pytest_plugin import _is_baseline_test
+
+    bench = SimpleNamespace(providers=[Provider("triton", lambda x: x, kernel=True), Provider("eager", lambda x: x)])
+
+    def item(provider, spec=SimpleNamespace(bench=bench)):
+        return SimpleNamespace(callspec=SimpleNamespace(params={"spec": spec, "provider": provider}))
+    assert _is_baseline_test(item("eager")) and not _is_baseline_test(item("triton"))
+    assert not _is_baseline_test(SimpleNamespace()) and not _is_baseline_test(item("eager", spec=object()))
