@@ -72,6 +72,7 @@ LAUNCH = LaunchSpace("gqa_decode", _default_config, _candidates, _check_config)
 @triton.jit
 def _decode_kernel(
     Q, K, V, KV_LENS, O, LSE, O_PART, LSE_PART, QW, KW, COUNT, qk_eps, uniform_len,
+    X_O, X_LSE, X_SEQ_PARTS, X_PART_ROW0, X_PART_NODE, X_NODE_META, x_max_parts,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_ks, stride_kh,
     stride_vb, stride_vs, stride_vh,
@@ -80,7 +81,7 @@ def _decode_kernel(
     kv_capacity, q_tokens, group, n_kv_heads, n_rows, chunk, n_splits, scale_log2,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     WRITE_PARTIAL: tl.constexpr, QK_NORM: tl.constexpr, FIXUP: tl.constexpr, UNIFORM_LEN: tl.constexpr,
-    PDL: tl.constexpr,
+    PDL: tl.constexpr, MERGE_EXTRA: tl.constexpr = False,
 ):
     pid_bh = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -176,7 +177,45 @@ def _decode_kernel(
                 _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh,
                            stride_lb, stride_lh)
     else:
+        if MERGE_EXTRA:  # shared-prefix decode: this sequence's node partials merged in before the one store
+            out, lse2 = merge_extra_parts(out, lse2, b, hkv, rows, row_ok, n_rows, d, X_O, X_LSE, X_SEQ_PARTS,
+                                          X_PART_ROW0, X_PART_NODE, X_NODE_META, x_max_parts)
         _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh)
+
+
+@triton.jit
+def merge_in(acc, m_all, total, o_p, lse_p):
+    """One more part into a running merge: acc = sum w o, total = sum w, w = 2^(lse - m_all)."""
+    m_new = tl.maximum(m_all, lse_p)
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no part saw a key yet
+    w_old = tl.math.exp2(m_all - m_safe)
+    w_p = tl.math.exp2(lse_p - m_safe)  # 0 for a part that saw no key
+    return acc * w_old[:, None] + o_p * w_p[:, None], m_new, total * w_old + w_p
+
+
+@triton.jit
+def merge_extra_parts(out, lse2, b, hkv, rows, row_ok, n_rows, d, X_O, X_LSE, X_SEQ_PARTS, X_PART_ROW0,
+                      X_PART_NODE, X_NODE_META, max_parts):
+    """Rows (out, base-2 lse) of sequence b, KV head hkv, merged with the sequence's extra
+    partials (shared-prefix nodes: kernels/attention/shared_prefix.py lays them out; part p
+    of node n holds, per KV head, the rows of the sequences under n, float32)."""
+    acc = tl.zeros(out.shape, tl.float32)
+    m_all = tl.full(lse2.shape, float("-inf"), tl.float32)
+    total = tl.zeros(lse2.shape, tl.float32)
+    acc, m_all, total = merge_in(acc, m_all, total, out, lse2)
+    for j in range(0, max_parts):
+        part = tl.load(X_SEQ_PARTS + b * max_parts + j)
+        if part >= 0:
+            node = tl.load(X_PART_NODE + part)
+            seq0 = tl.load(X_NODE_META + node * 4 + 2)
+            node_rows = tl.load(X_NODE_META + node * 4 + 3) * n_rows
+            src = tl.load(X_PART_ROW0 + part) + hkv * node_rows + (b - seq0) * n_rows + rows
+            lse_p = tl.load(X_LSE + src, mask=row_ok, other=float("-inf"))
+            o_p = tl.load(X_O + src[:, None] * out.shape[1] + d[None, :], mask=row_ok[:, None], other=0.0)
+            acc, m_all, total = merge_in(acc, m_all, total, o_p, lse_p)
+    empty = total == 0  # no key at all: zeros and -inf; a NaN total stays NaN
+    merged = acc / tl.where(empty, 1.0, total)[:, None]
+    return merged, tl.where(empty, float("-inf"), _lse2(m_all, tl.where(empty, 1.0, total)))
 
 
 @triton.jit
@@ -347,6 +386,17 @@ def gqa_decode(
     if out is not None:
         _check_out(out, q, {"q": q, "k_cache": k_cache, "v_cache": v_cache, "kv_lens": kv_lens,
                             "q_norm_weight": q_norm_weight, "k_norm_weight": k_norm_weight})
+    out, lse, _ = decode_launch(q, k_cache, v_cache, kv_lens, scale, causal, return_lse, max_kv_len, num_splits,
+                                validate_lens, out, q_norm_weight, k_norm_weight, qk_norm_eps, config, qk_norm)
+    return (out, lse) if return_lse else out
+
+
+def decode_launch(q, k_cache, v_cache, kv_lens, scale, causal, return_lse, max_kv_len, num_splits, validate_lens,
+                  out, q_norm_weight, k_norm_weight, qk_norm_eps, config, qk_norm, extra_parts=None):
+    """gqa_decode's launch on checked arguments: (out, lse or None, merged). `extra_parts`
+    (shared_prefix.py's partial buffers and their index, as a tuple) are merged into each
+    row before its store when the KV length is not split (merged True); a split launch
+    leaves them to the caller (merged False)."""
     batch, q_tokens, q_heads, head_dim = q.shape
     capacity, kv_heads = k_cache.shape[1], k_cache.shape[2]
     device = q.device
@@ -366,7 +416,7 @@ def gqa_decode(
         out = torch.empty_like(q)
     lse = torch.empty(batch, q_heads, q_tokens, dtype=torch.float32, device=device) if return_lse else None
     if batch == 0 or q_tokens == 0:
-        return (out, lse) if return_lse else out
+        return out, lse, False
 
     group = q_heads // kv_heads
     n_rows = group * q_tokens
@@ -395,10 +445,12 @@ def gqa_decode(
     count = tile_counters(device, batch * kv_heads * m_blocks) if fixup else out
     stride_lb, stride_lh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)
     pdl = pdl_options(device)
+    merge = extra_parts is not None and not partial
+    x_args = extra_parts if merge else (out, out, out, out, out, out, 0)  # unused without MERGE_EXTRA
     _decode_kernel[(batch * kv_heads, m_blocks, n_splits)](
         q, k_cache, v_cache, kv_lens, out, lse, o_part, lse_part,
         q_norm_weight.contiguous() if qk_norm else q, k_norm_weight.contiguous() if qk_norm else q, count,
-        float(qk_norm_eps), uniform_len,
+        float(qk_norm_eps), uniform_len, *x_args,
         q.stride(0), q.stride(1), q.stride(2),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
@@ -406,7 +458,7 @@ def gqa_decode(
         stride_lb, stride_lh,
         capacity, q_tokens, group, kv_heads, n_rows, chunk, n_splits, scale / LN2,
         CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, WRITE_PARTIAL=partial, QK_NORM=qk_norm,
-        FIXUP=fixup, UNIFORM_LEN=uniform,
+        FIXUP=fixup, UNIFORM_LEN=uniform, MERGE_EXTRA=merge,
         num_warps=cfg["num_warps"], num_stages=num_stages, **pdl,
     )
     if partial and not fixup:
@@ -417,4 +469,4 @@ def gqa_decode(
             HEAD_DIM=head_dim, BLOCK_S=block_s,
             num_warps=4, **pdl,
         )
-    return (out, lse) if return_lse else out
+    return out, lse, merge

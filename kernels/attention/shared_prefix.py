@@ -37,7 +37,7 @@ from kernels.interpreter import exact_operand
 from kernels.launch import sm_count
 from kernels.tuning import LaunchSpace, pow2_bucket
 
-from .decode import DTYPES, LN2, gqa_decode
+from .decode import DTYPES, LN2, decode_launch, gqa_decode, merge_extra_parts
 from .decode import _check_inputs as _check_decode_inputs
 
 PREFIX_BLOCK_N = 64   # keys per step of the node kernel (default)
@@ -257,22 +257,13 @@ def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, P
 
 
 @triton.jit
-def _merge_in(acc, m_all, total, o_p, lse_p):
-    """One more part into the running merge: acc = sum w o, total = sum w, w = 2^(lse - m_all)."""
-    m_new = tl.maximum(m_all, lse_p)
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no part saw a key yet
-    w_old = tl.math.exp2(m_all - m_safe)
-    w_p = tl.math.exp2(lse_p - m_safe)  # 0 for a part that saw no key
-    return acc * w_old[:, None] + o_p * w_p[:, None], m_new, total * w_old + w_p
-
-
-@triton.jit
 def _merge_kernel(O_SUF, LSE_SUF, O_PART, LSE_PART, SEQ_PARTS, PART_ROW0, PART_NODE, NODE_META, O, LSE,
                   stride_sb, stride_st, stride_sh, stride_lsb, stride_lsh, stride_ob, stride_ot, stride_oh,
                   stride_lb, stride_lh, q_tokens, group, n_kv_heads, max_parts,
                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, WRITE_LSE: tl.constexpr):
     """The rows of one (sequence, KV head): its suffix's attention merged with the partials
-    of its path's nodes by their log-sum-exp."""
+    of its path's nodes by their log-sum-exp (when the suffix's decode was split along its
+    keys; otherwise the decode kernel merged them itself)."""
     b = tl.program_id(0) // n_kv_heads
     hkv = tl.program_id(0) % n_kv_heads
     rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -281,31 +272,15 @@ def _merge_kernel(O_SUF, LSE_SUF, O_PART, LSE_PART, SEQ_PARTS, PART_ROW0, PART_N
     tok = rows // group
     head = hkv * group + rows % group
     d = tl.arange(0, HEAD_DIM)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    m_all = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    total = tl.zeros([BLOCK_M], tl.float32)
     # the suffix: gqa_decode's out and natural-log lse (zeros and -inf where it saw no key)
     o_s = tl.load(O_SUF + b.to(tl.int64) * stride_sb + tok[:, None] * stride_st + head[:, None] * stride_sh
                   + d[None, :], mask=row_ok[:, None], other=0.0).to(tl.float32)
     lse_s = tl.load(LSE_SUF + b * stride_lsb + head * stride_lsh + tok, mask=row_ok, other=float("-inf"))
-    acc, m_all, total = _merge_in(acc, m_all, total, o_s, lse_s * 1.4426950408889634)
-    for j in range(0, max_parts):
-        part = tl.load(SEQ_PARTS + b * max_parts + j)
-        if part >= 0:
-            node = tl.load(PART_NODE + part)
-            seq0 = tl.load(NODE_META + node * 4 + 2)
-            node_rows = tl.load(NODE_META + node * 4 + 3) * n_rows
-            src = tl.load(PART_ROW0 + part) + hkv * node_rows + (b - seq0) * n_rows + rows
-            lse_p = tl.load(LSE_PART + src, mask=row_ok, other=float("-inf"))
-            o_p = tl.load(O_PART + src[:, None] * HEAD_DIM + d[None, :], mask=row_ok[:, None], other=0.0)
-            acc, m_all, total = _merge_in(acc, m_all, total, o_p, lse_p)
-    empty = total == 0  # no key at all: zeros and -inf; a NaN total stays NaN
-    out = acc / tl.where(empty, 1.0, total)[:, None]
+    out, lse2 = merge_extra_parts(o_s, lse_s * 1.4426950408889634, b, hkv, rows, row_ok, n_rows, d, O_PART,
+                                  LSE_PART, SEQ_PARTS, PART_ROW0, PART_NODE, NODE_META, max_parts)
     tl.store(O + b.to(tl.int64) * stride_ob + tok[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :],
              out.to(O.dtype.element_ty), mask=row_ok[:, None])
     if WRITE_LSE:
-        lse2 = tl.where(m_all == float("inf"), m_all, m_all + tl.math.log2(tl.where(empty, 1.0, total)))
-        lse2 = tl.where(empty, float("-inf"), lse2)
         tl.store(LSE + b * stride_lb + head * stride_lh + tok, lse2 * 0.6931471805599453, mask=row_ok)
 
 
@@ -390,16 +365,15 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     B, T, Hq, D = q.shape
     Hkv = k_suffix.shape[2]
     group = Hq // Hkv
-    o_suf, lse_suf = gqa_decode(q, k_suffix, v_suffix, suffix_lens, scale=scale, return_lse=True)
     rows_per_seq = T * group
     shared = [n for n in range(tree.n_nodes) if tree.seq_count[n] and tree.kv_len[n]]
     if B == 0 or T == 0 or not shared:
-        return (o_suf, lse_suf) if return_lse else o_suf
+        out, lse = gqa_decode(q, k_suffix, v_suffix, suffix_lens, scale=scale, return_lse=True)
+        return (out, lse) if return_lse else out
     most_rows = max(tree.seq_count[n] for n in shared) * rows_per_seq
     key = dict(head_dim=D, rows=pow2_bucket(most_rows), kv=pow2_bucket(max(tree.kv_len[n] for n in shared)))
     cfg = LAUNCH.choose(q.device, key, config)
     plan = _plan(tree, T, group, Hkv, cfg["BLOCK_M"], cfg["BLOCK_N"])
-    scale = D ** -0.5 if scale is None else float(scale)
     tma = cfg["tma"] and _pool_tma_ok(k_pool) and _pool_tma_ok(v_pool)
     if cfg["tma"] and not tma and config and config.get("tma"):
         raise ValueError("tma=True needs k_pool and v_pool each readable as one (pool_tokens, kv_heads * head_dim) "
@@ -411,9 +385,16 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     _node_kernel[(plan.n_items, Hkv)](
         q, k_pool, v_pool, desc_k, desc_v, o_part, lse_part, plan.work, plan.node_meta, plan.part_row0,
         q.stride(0), q.stride(1), q.stride(2), k_pool.stride(0), k_pool.stride(1), v_pool.stride(0), v_pool.stride(1),
-        T, group, Hkv, scale / LN2,
+        T, group, Hkv, (D ** -0.5 if scale is None else float(scale)) / LN2,
         HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], USE_TMA=tma, num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"])
+    # the suffixes through the split-KV decode kernel, which merges the node partials into each
+    # row before its store when it does not split the suffix (the usual case: many sequences)
+    extra = (o_part, lse_part, plan.seq_parts, plan.part_row0, plan.part_node, plan.node_meta, plan.max_parts)
+    o_suf, lse_suf, merged = decode_launch(q, k_suffix, v_suffix, suffix_lens, scale, True, True, None, None, False,
+                                           None, None, None, 1e-6, None, False, extra_parts=extra)
+    if merged:
+        return (o_suf, lse_suf) if return_lse else o_suf
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
     stride_lb, stride_lh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)

@@ -104,8 +104,12 @@ def cases():
     yield ("mixq_quantize", _mixq_quantize_kernel,
            {"X": "*bf16", "IS_OUT": "*i8", "XQ": "*i8", "SX": "*fp32", "CH_MAX": "*fp32", "qmax": "fp32",
             "threshold": "fp32"}, {"TRACK": True, "BLOCK_M": 16, "BLOCK_K": 256, "MISS_BLOCK_K": 256})
-    dec = bf("Q K V O QW KW") | f32("LSE O_PART LSE_PART") | {"KV_LENS": "*i32", "COUNT": "*i32", "qk_eps": "fp32",
-                                                           "scale_log2": "fp32"}
+    dec = bf("Q K V O QW KW") | f32("LSE O_PART LSE_PART X_O X_LSE") | {
+        "KV_LENS": "*i32", "COUNT": "*i32", "qk_eps": "fp32", "scale_log2": "fp32", "X_SEQ_PARTS": "*i32",
+        "X_PART_ROW0": "*i64", "X_PART_NODE": "*i32", "X_NODE_META": "*i32"}
+    yield ("decode one chunk, shared-prefix partials merged before the store", _decode_kernel, dec,
+           {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 32, "WRITE_PARTIAL": False,
+            "QK_NORM": False, "FIXUP": False, "UNIFORM_LEN": True, "PDL": False, "MERGE_EXTRA": True})
     yield ("decode uniform length, split merged in kernel", _decode_kernel, dec,
            {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 64, "WRITE_PARTIAL": True,
             "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True, "PDL": True})

@@ -102,6 +102,28 @@ def test_the_unshared_tree_reads_the_same_keys_one_sequence_at_a_time(device):
     _check(alone, q, kp, vp, ks, vs, lens, torch.float16)
 
 
+@pytest.mark.parametrize("splits", [1, 3])
+def test_the_merge_in_the_decode_kernel_and_the_merge_kernel_agree(device, monkeypatch, splits):
+    """The suffix's decode merges the node partials into each row when it does not split
+    its keys; split, it leaves them to the merge kernel. Both against the reference."""
+    from kernels.attention import shared_prefix as module
+
+    seen = []
+
+    def launch(*args, **kw):
+        args = list(args)
+        args[8] = splits  # num_splits
+        got = real(*args, **kw)
+        seen.append(got[2])
+        return got
+    real = module.decode_launch
+    monkeypatch.setattr(module, "decode_launch", launch)
+    tree = prefix_tree([-1, 0, 0], [70, 30, 12], [1, 1, 2], device=device)
+    q, kp, vp, ks, vs, _ = _inputs(tree, 2, 4, 1, 64, torch.bfloat16, device, 9, capacity=300)
+    _check(tree, q, kp, vp, ks, vs, torch.tensor([300, 150, 2], device=device), torch.bfloat16)
+    assert seen == [splits == 1]  # merged in the decode kernel exactly when it did not split
+
+
 def test_long_nodes_are_split_and_every_key_is_covered(device):
     """The plan splits a long node under few sequences into key chunks (one partial each)
     and covers each node's rows and keys exactly once per KV head."""
