@@ -69,13 +69,21 @@ def _flat(point):
     return point["tree"] == "flat" or "reads one shared prefix: a one-level tree only"
 
 
+MASK_LIMIT = 1 << 28  # query x key pairs create_block_mask evaluates densely while it builds the mask
+
+
+def _flex_fits(point):
+    pairs = point["batch"] * (point["prefix"] + 16 * 512 + point["batch"] * point["suffix"])
+    return pairs <= MASK_LIMIT or f"building the block mask evaluates {pairs:.2g} query-key pairs (> {MASK_LIMIT:.2g})"
+
+
 PROVIDERS = [
     Provider("triton", make=_kernel, kernel=True),
     Provider("copies_sdpa", _needs_copies(baselines.copies_sdpa)),
     Provider("copies_decode", _needs_copies(gqa_decode)),
     Provider("shared_read", make=_one_level(baselines.shared_read_decode), when=_flat),
     Provider("hydragen_torch", make=_one_level(baselines.hydragen_torch), when=_flat),
-    Provider("flex", make=_flex),
+    Provider("flex", make=_flex, when=_flex_fits),
 ]
 
 
