@@ -34,3 +34,34 @@ def test_the_markdown_names_each_miss():
                               _info("gated_mlp", {"m": 1, "k": 4096, "n": 14336}, speedup_vs_best_baseline=1.3)])
     fused = next(line for line in lines if line.startswith("| fused kernels"))
     assert "| 2 | 1 |" in fused and "m': 16" in fused and "0.900x" in fused and "m': 1," not in fused
+
+
+def test_the_end_to_end_and_shared_prefix_targets_read_the_right_baseline():
+    """Speedups over a named baseline come from the record's per-baseline speedups: the
+    generation case's 'best baseline' is no attention (a bound, not a competitor), so its
+    targets read no_sharing and no_attention by name; whole-model prefill reads the smaller
+    of eager and compile."""
+    gen = {"model": "llama3-8b", "prefix": 8192, "batch": 256}
+    infos = [
+        _info("shared_prefix_generation", gen, speedups={"no_sharing": 6.0, "no_attention": 0.55},
+              speedup_vs_best_baseline=0.55),
+        _info("model_prefill", {"model": "llama3-8b", "batch": 1, "tokens": 4096, "cached": 0},
+              speedups={"eager": 1.3, "compile": 0.96, "transformers": 2.0}),
+        _info("model_decode", {"model": "llama3-8b", "batch": 1, "tokens": 1, "cached": 4096},
+              speedups={"compile": 1.12}, roofline_fraction=0.83),
+        _info("prefill_attention", {"tokens": 4096}, speedup_vs_best_baseline=0.7),   # below 8K: not judged
+        _info("prefill_attention", {"tokens": 8192}, speedup_vs_best_baseline=0.86),
+        _info("shared_prefix_decode", {"tree": "flat", "batch": 2048, "prefix": 4096, "suffix": 512},
+              speedup_vs_best_baseline=1.4, roofline_fraction=0.3),                   # suffix 512: no floor target
+    ]
+    got = {t.name: (value, met) for t, info, value, met in judge(infos)}
+    assert got["shared-prefix generation, prefix 8K, batch 256: at least 5x no sharing"] == (6.0, True)
+    assert got["shared-prefix generation, prefix 8K, batch 256: within 80% of the no-attention bound"] == (0.55, False)
+    assert got["whole model, LLaMA-3-8B prefill: at least the best of eager and torch.compile"] == (0.96, False)
+    assert got["whole model, LLaMA-3-8B decode at batch 1: at least 1.1x torch.compile"] == (1.12, True)
+    assert got["whole model, LLaMA-3-8B decode at batch 1: at least 85% of the read bound"] == (0.83, False)
+    assert got["dense causal prefill from 8K tokens: at least 0.85x the best baseline"] == (0.86, True)
+    assert got["shared-prefix decode: at least the best baseline at every grid point"] == (1.4, True)
+    assert not any(name.startswith("shared-prefix decode, prefix >= 2K") for name in got)
+    lines = markdown_targets(infos)
+    assert any("within 80%" in line and "55.0%" in line for line in lines)
