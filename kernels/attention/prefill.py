@@ -35,7 +35,7 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len, stride_kn,
                   stride_vn, offs_d, qk_scale, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                  USE_TMA: tl.constexpr):
+                  USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr):
     """One key block into the running (acc, max, sum) of the online softmax (base 2).
     Unmasked blocks lie wholly inside the sequence and before every row's position: no
     bounds, no mask, and every row has a finite maximum after them. Through TMA a block
@@ -51,23 +51,33 @@ def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows
         k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
     else:
         k = tl.load(k_ptrs)
-    s = tl.dot(exact_operand(q), tl.trans(exact_operand(k))) * qk_scale
+    qk = tl.dot(exact_operand(q), tl.trans(exact_operand(k)))
     if MASKED:
+        s = qk * qk_scale
         visible = key_ok[None, :]
         if CAUSAL:
             visible = visible & (offs_n[None, :] <= rows_pos[:, None])
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: no NaN from -inf - -inf
+        p = tl.math.exp2(s - m_use[:, None])
         if USE_TMA:
             v = tl.where(key_ok[:, None], desc_v.load([tma_row + n0, tma_col]), 0.0)
         else:
             v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)  # past the sequence: zeros, never the cache's garbage
     else:
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        if POS_SCALE:  # max(qk) * scale is the scaled maximum: one fused multiply-add a score
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+        else:
+            s = qk * qk_scale
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.math.exp2(s - m_new[:, None])
         m_use = m_new
-        v = desc_v.load([tma_row + n0, tma_col]) if USE_TMA else tl.load(v_ptrs)
-    p = tl.math.exp2(s - m_use[:, None])
+        if USE_TMA:
+            v = desc_v.load([tma_row + n0, tma_col])
+        else:
+            v = tl.load(v_ptrs)
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v), acc * alpha[:, None])
@@ -80,7 +90,8 @@ def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S,
                     stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh,
                     T, q_heads, group, qk_scale,
                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-                    UNIFORM_LEN: tl.constexpr, WRITE_LSE: tl.constexpr, USE_TMA: tl.constexpr):
+                    UNIFORM_LEN: tl.constexpr, WRITE_LSE: tl.constexpr, USE_TMA: tl.constexpr,
+                    POS_SCALE: tl.constexpr = True):
     bh = tl.program_id(0)
     # causal: the last query blocks see the most keys; launched first, they leave short ones for the tail
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
@@ -112,10 +123,12 @@ def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S,
         full = kv_len // BLOCK_N * BLOCK_N
     for n0 in range(0, full, BLOCK_N):
         acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len,
-                                      stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, False, USE_TMA)
+                                      stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, False, USE_TMA,
+                                      POS_SCALE)
     for n0 in range(full, hi, BLOCK_N):
         acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len,
-                                      stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, True, USE_TMA)
+                                      stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, True, USE_TMA,
+                                      POS_SCALE)
 
     # A row that sees keys divides by its sum even when that is 0 (every score -inf: 0/0,
     # NaN, as the math says); a row before position 0 or of an empty sequence sees none: 0.
@@ -242,6 +255,7 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), stride_lb, stride_lh,
         T, Hq, Hq // Hkv, scale * LOG2E,
         HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], CAUSAL=causal, UNIFORM_LEN=uniform,
-        WRITE_LSE=return_lse, USE_TMA=tma, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        WRITE_LSE=return_lse, USE_TMA=tma, POS_SCALE=scale > 0, num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
     )
     return (out, lse) if return_lse else out

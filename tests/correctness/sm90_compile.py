@@ -122,12 +122,12 @@ def cases():
     for d, lens, lse in ((128, False, False), (64, True, True)):  # the default launches of both head dims
         yield (f"prefill head_dim={d} lengths tensor={lens} lse={lse}", _prefill_kernel, pre,
                {"HEAD_DIM": d, "BLOCK_M": 128, "BLOCK_N": 64, "CAUSAL": True, "UNIFORM_LEN": not lens,
-                "WRITE_LSE": lse, "USE_TMA": False}, {"num_warps": 8 if d == 128 else 4, "num_stages": 3})
+                "WRITE_LSE": lse, "USE_TMA": False, "POS_SCALE": True}, {"num_warps": 8 if d == 128 else 4, "num_stages": 3})
     for bm, bn, st in ((128, 64, 3), (128, 128, 2)):  # keys and values through TMA
         desc = f"tensordesc<bf16[{bn},128]>"
         yield (f"prefill TMA BLOCK_M={bm} BLOCK_N={bn}", _prefill_kernel, pre | {"desc_k": desc, "desc_v": desc},
                {"HEAD_DIM": 128, "BLOCK_M": bm, "BLOCK_N": bn, "CAUSAL": True, "UNIFORM_LEN": True,
-                "WRITE_LSE": False, "USE_TMA": True}, {"num_warps": 8, "num_stages": st})
+                "WRITE_LSE": False, "USE_TMA": True, "POS_SCALE": True}, {"num_warps": 8, "num_stages": st})
     node = bf("Q KP VP desc_k desc_v") | f32("O_PART LSE_PART") | {"scale_log2": "fp32",
         "WORK": "*i32", "NODE_META": "*i32", "PART_ROW0": "*i64"}
     for tma in (False, True):  # shared-prefix decode: the node kernel, then the merge

@@ -105,6 +105,19 @@ def test_tma_needs_a_flat_cache_and_a_tables_choice_falls_back(device):
         assert torch.allclose(prefill_attention(q, k, v).float(), base.float(), atol=2e-3, rtol=1e-2)
 
 
+@pytest.mark.parametrize("scale", [0.3, -0.2, 0.0])
+def test_every_sign_of_scale_matches_the_reference(device, scale):
+    """A positive scale takes the kernel's fused path (the scaled maximum is max(qk) * scale);
+    zero or negative ones the plain path, where that would be the minimum, and the scores
+    (spread over hundreds of units here) would overflow exp2 against it."""
+    q, k, v = _inputs(1, 90, 90, 2, 1, 64, torch.bfloat16, device, 8)
+    q, k = q * 4, k * 4
+    out = prefill_attention(q, k, v, scale=scale, config=dict(BLOCK_M=16, BLOCK_N=16))  # many unmasked blocks
+    exact = gqa_attention_reference(q, k, v, scale=scale, compute_dtype=torch.float64)
+    lowp = gqa_attention_reference(q, k, v, scale=scale, compute_dtype=torch.bfloat16)
+    assert_within_rule(out, exact, lowp, torch.bfloat16, what=f"scale {scale}")
+
+
 def test_bad_input_is_named(device):
     q, k, v = _inputs(1, 4, 4, 2, 1, 64, torch.float16, device, 6)
     with pytest.raises(TypeError, match="q has dtype float32"):
