@@ -2,7 +2,8 @@
 token a sequence over a shared prefix and a unique suffix each, bf16, head dim 128.
 
 Grid: 8 query / 1 KV head, (batch, prefix) in (512, 1K), (1024, 2K), (2048, 4K), (4096, 8K),
-suffix 16, 64, 128, 256, 512 (0 to 512 step 16 with --perf-sweep); LLaMA-3-8B's heads (32/8)
+suffix 16, 64, 128, 256, 512 (1, then 16 to 512 step 16 with --perf-sweep; the suffix counts the
+decode token itself); LLaMA-3-8B's heads (32/8)
 at (256, 4K); a two-level tree (a 4K root, 16 children of 512, 16 sequences each).
 Baselines, in the same run:
 - copies_sdpa / copies_decode: SDPA and the suite's decode kernel over per-sequence copies
@@ -88,7 +89,8 @@ PROVIDERS = [
 
 
 def grid(sweep):
-    suffixes = list(range(16, 513, 16)) if sweep else [16, 64, 128, 256, 512]
+    # a suffix holds the decode token itself: 1 is Hydragen's "no unique tokens yet"
+    suffixes = [1] + list(range(16, 513, 16)) if sweep else [16, 64, 128, 256, 512]
     hydragen = [dict(tree="flat", batch=b, prefix=p, suffix=s, q_heads=8, kv_heads=1)
                 for b, p in ((512, 1024), (1024, 2048), (2048, 4096), (4096, 8192)) for s in suffixes]
     return hydragen + [dict(tree="flat", batch=256, prefix=4096, suffix=128, q_heads=32, kv_heads=8),
