@@ -83,16 +83,20 @@ def tune_case(case: PerfCase, config: TimingConfig | None = None, timer: Callabl
     given; keys in `done` are skipped). `timer(providers, make_inputs) -> {name: seconds}`
     replaces device timing (the CPU lane's tests)."""
     config = config or TimingConfig()
+    return [_search(case, space, key, config, timer) for space, key, _ in _new_launches(case, only, done)]
+
+
+def _new_launches(case: PerfCase, only: set | None, done: set | None):
+    """(space, key, ident) of each launch of the case's kernel not in `done` (added to it as
+    yielded), only the kernels named in `only` if given; under the case's PDL setting."""
     done = set() if done is None else done
-    entries = []
     with _pdl_setting(case.pdl):
         for space, key in launches_of(case):
             ident = (space.kernel, tuning.key_text(key))
             if (only and space.kernel not in only) or ident in done:
                 continue
             done.add(ident)
-            entries.append(_search(case, space, key, config, timer))
-    return entries
+            yield space, key, ident
 
 
 def compile_case(case: PerfCase, only: set | None = None, done: set | None = None) -> dict:
@@ -100,16 +104,7 @@ def compile_case(case: PerfCase, only: set | None = None, done: set | None = Non
     nothing: Triton compiles each into its on-disk cache. Several processes do this at once
     (`python -m harness tune --jobs`) so that the timed search, one process on the GPU,
     finds its kernels compiled. Returns {(kernel, key text): {candidate: why rejected}}."""
-    done = set() if done is None else done
-    out = {}
-    with _pdl_setting(case.pdl):
-        for space, key in launches_of(case):
-            ident = (space.kernel, tuning.key_text(key))
-            if (only and space.kernel not in only) or ident in done:
-                continue
-            done.add(ident)
-            out[ident] = _check_candidates(case, space, key)[3]
-    return out
+    return {ident: _check_candidates(case, space, key)[3] for space, key, ident in _new_launches(case, only, done)}
 
 
 def _check_candidates(case: PerfCase, space: tuning.LaunchSpace, key: dict):

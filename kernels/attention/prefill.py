@@ -159,7 +159,8 @@ def _candidates(head_dim: int, rows: int) -> list[dict]:
     return out
 
 
-def _check_config(cfg: dict) -> None:
+def check_tile_config(cfg: dict) -> None:
+    """BLOCK_M and BLOCK_N among the tile sizes the attention kernels take, tma a bool."""
     for name in ("BLOCK_M", "BLOCK_N"):
         if cfg[name] not in (16, 32, 64, 128):
             raise ValueError(f"{name} must be 16, 32, 64 or 128, got {cfg[name]!r}")
@@ -175,7 +176,7 @@ def _tma_layout_ok(t: torch.Tensor) -> bool:
             and (t.stride(1) * t.element_size()) % 16 == 0)
 
 
-LAUNCH = LaunchSpace("prefill_attention", _default_config, _candidates, _check_config)
+LAUNCH = LaunchSpace("prefill_attention", _default_config, _candidates, check_tile_config)
 
 
 def _check(q, k, v, kv_lens, scale, causal, return_lse):

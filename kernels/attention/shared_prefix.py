@@ -34,11 +34,12 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_bool, check_number, check_tensor
 from kernels.interpreter import exact_operand
-from kernels.launch import sm_count
+from kernels.launch import sm_count, tma_ok
 from kernels.tuning import LaunchSpace, pow2_bucket
 
 from .decode import DTYPES, LN2, decode_launch, gqa_decode, merge_extra_parts
 from .decode import _check_inputs as _check_decode_inputs
+from .prefill import check_tile_config
 
 PREFIX_BLOCK_N = 64   # keys per step of the node kernel (default)
 MERGE_BLOCK_M = 64    # query rows a merge program takes
@@ -65,6 +66,11 @@ class PrefixTree:
     @property
     def n_seqs(self) -> int:
         return len(self.seq_node)
+
+    @property
+    def shared_nodes(self) -> list:
+        """The nodes some sequence reads that hold keys: the ones the node kernel attends."""
+        return [n for n in range(self.n_nodes) if self.seq_count[n] and self.kv_len[n]]
 
     @property
     def pool_tokens(self) -> int:
@@ -150,7 +156,6 @@ class _Plan:
     node_meta: torch.Tensor   # (nodes, 4) int32: kv_start, kv_len, seq_start, seq_count
     part_rows: int            # rows of the partial buffers
     max_parts: int
-    block_m: int
     n_items: int              # programs of the node kernel per KV head
 
 
@@ -161,7 +166,7 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
     if key in tree._plans:
         return tree._plans[key]
     rows_per_seq = q_tokens * group
-    shared = [n for n in range(tree.n_nodes) if tree.seq_count[n] and tree.kv_len[n]]
+    shared = tree.shared_nodes
     tiles = {n: triton.cdiv(tree.seq_count[n] * rows_per_seq, block_m) for n in shared}
     programs = TARGET_WAVES * (sm_count(tree.device) if tree.device.type == "cuda" else 4)
     work_total = sum(tiles[n] * tree.kv_len[n] for n in shared) or 1
@@ -192,7 +197,7 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
                                [[-1]] * tree.n_seqs, dtype=torch.int32, device=dev),
         node_meta=torch.tensor([[tree.kv_start[n], tree.kv_len[n], tree.seq_start[n], tree.seq_count[n]]
                                 for n in range(tree.n_nodes)] or [[0, 0, 0, 0]], dtype=torch.int32, device=dev),
-        part_rows=max(row, 1), max_parts=max(max_parts, 1), block_m=block_m, n_items=len(work))
+        part_rows=max(row, 1), max_parts=max(max_parts, 1), n_items=len(work))
     tree._plans[key] = plan
     return plan
 
@@ -297,20 +302,12 @@ def _candidates(head_dim: int, rows: int, kv: int) -> list[dict]:
             if not (bm == 128 and bn == 128 and st > 2)]
 
 
-def _check_config(cfg: dict) -> None:
-    for name in ("BLOCK_M", "BLOCK_N"):
-        if cfg[name] not in (16, 32, 64, 128):
-            raise ValueError(f"{name} must be 16, 32, 64 or 128, got {cfg[name]!r}")
-    if not isinstance(cfg["tma"], bool):
-        raise ValueError(f"tma must be True or False, got {cfg['tma']!r}")
-
-
 def _pool_tma_ok(t: torch.Tensor) -> bool:
     """Whether a pool reads as one (pool_tokens, kv_heads * head_dim) matrix through TMA."""
-    return t.stride(1) == t.shape[2] and t.data_ptr() % 16 == 0 and (t.stride(0) * t.element_size()) % 16 == 0
+    return t.stride(1) == t.shape[2] and tma_ok(t, need_hopper=False)
 
 
-LAUNCH = LaunchSpace("shared_prefix", _default_config, _candidates, _check_config)
+LAUNCH = LaunchSpace("shared_prefix", _default_config, _candidates, check_tile_config)
 
 
 def _check(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens):
@@ -366,7 +363,7 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     Hkv = k_suffix.shape[2]
     group = Hq // Hkv
     rows_per_seq = T * group
-    shared = [n for n in range(tree.n_nodes) if tree.seq_count[n] and tree.kv_len[n]]
+    shared = tree.shared_nodes
     if B == 0 or T == 0 or not shared:
         out, lse = gqa_decode(q, k_suffix, v_suffix, suffix_lens, scale=scale, return_lse=True)
         return (out, lse) if return_lse else out
