@@ -154,13 +154,16 @@ class PerfSession:
 
     def _keep(self, info: dict) -> None:
         """The record at once: one line on the terminal and, with --partial-results, in its file."""
+        import contextlib
         import json
 
         from .report import format_table
 
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line("measured: " + format_table([info]).splitlines()[1])
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None:  # past the test's output capture, which would swallow the line
+            with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+                reporter.write_line("measured: " + format_table([info]).splitlines()[1])
         path = self.config.getoption("partial_results")
         if path:
             with open(path, "a") as f:

@@ -152,10 +152,28 @@ def test_each_record_is_kept_the_moment_it_is_measured(tmp_path):
     options = dict(warmup_ms=1.0, rep_ms=1.0, warm_l2=False, timing="auto", l2_flush="read", tune=False,
                    partial_results=str(path))
     reporter = SimpleNamespace(write_line=lines.append)
-    config = SimpleNamespace(getoption=options.get, pluginmanager=SimpleNamespace(get_plugin=lambda name: reporter))
+    plugins = {"terminalreporter": reporter}
+    config = SimpleNamespace(getoption=options.get, pluginmanager=SimpleNamespace(get_plugin=plugins.get))
     sess = PerfSession(config)
     for provider, t in (("triton", 10e-6), ("eager", 20e-6)):
         sess._keep({"case": "op/n=1", "provider": provider, "median_s": t, "iqr_s": 1e-7})
     kept = [json.loads(x) for x in path.read_text().splitlines()]
     assert [(r["provider"], r["median_s"]) for r in kept] == [("triton", 10e-6), ("eager", 20e-6)]
     assert lines[0].startswith("measured: op/n=1") and "10.00" in lines[0] and "20.00" in lines[1]
+
+
+def test_the_measured_line_reaches_the_terminal_through_output_capture(tmp_path):
+    """On a GPU the `measured:` lines were written inside the test, under pytest's fd capture,
+    and never reached the log; the line has to pass the capture."""
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "test_keep.py").write_text(
+        "from harness.pytest_plugin import PerfSession\n"
+        "def test_keep(request):\n"
+        "    PerfSession(request.config)._keep({'case': 'op/n=1', 'provider': 'triton', 'median_s': 1e-5, 'iqr_s': 1e-7})\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest_plugin",
+                          "--capture=fd", str(tmp_path / "test_keep.py")],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert any(line.startswith("measured: op/n=1") for line in out.stdout.splitlines()), out.stdout
