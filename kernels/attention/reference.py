@@ -12,10 +12,12 @@ import torch
 
 
 def gqa_attention_reference(q, k_cache, v_cache, kv_lens=None, scale=None, causal=True,
-                            compute_dtype=torch.float32, return_lse=False):
+                            compute_dtype=torch.float32, return_lse=False, mask=None):
     """q (B, T, Hq, D); k_cache, v_cache (B, S, Hkv, D); kv_lens (B,) or None (= S).
-    Causal: query t of T sits at position kv_len - T + t. Returns out (B, T, Hq, D) in
-    q's dtype (float64 when compute_dtype is float64) and, if asked, lse (B, Hq, T)."""
+    Causal: query t of T sits at position kv_len - T + t. mask: a boolean (B, Hq, T, S)
+    (broadcastable) of the keys each query may see besides that, for sparse attention.
+    Returns out (B, T, Hq, D) in q's dtype (float64 when compute_dtype is float64) and, if
+    asked, lse (B, Hq, T)."""
     B, T, Hq, D = q.shape
     S, Hkv = k_cache.shape[1], k_cache.shape[2]
     group = Hq // Hkv
@@ -31,16 +33,35 @@ def gqa_attention_reference(q, k_cache, v_cache, kv_lens=None, scale=None, causa
         last = lens[:, None] - T + torch.arange(T)[None, :]                  # (B, T)
         visible = visible & (pos[None, None, :] <= last[:, :, None])         # (B, T, S)
     visible = visible.expand(B, T, S)[:, None].to(scores.device)             # (B, 1, T, S)
+    if mask is not None:
+        visible = visible & mask.to(scores.device)
     scores = scores.masked_fill(~visible, float("-inf"))
     any_key = visible.any(dim=-1, keepdim=True)
     p = torch.softmax(scores, dim=-1).masked_fill(~any_key, 0.0)
-    out = torch.einsum("bhts,bshd->bthd", p, vc)
+    out = _weighted_values(p, vc, visible.expand_as(p))
     if compute_dtype != torch.float64:
         out = out.to(q.dtype)
     if not return_lse:
         return out
     lse = torch.logsumexp(scores.to(torch.float64 if compute_dtype == torch.float64 else torch.float32), dim=-1)
     return out, lse
+
+
+def _weighted_values(p, v, visible):
+    """sum over the visible keys of p * v, (B, T, H, D): a NaN or infinite value of a key
+    reaches only the rows that see it (a plain product would also carry it, as 0 * NaN, into
+    every row that does not), as an infinity weighted by p = 0 gives NaN."""
+    finite = torch.isfinite(v)
+    out = torch.einsum("bhts,bshd->bthd", p, torch.where(finite, v, 0))
+    if bool(finite.all()):
+        return out
+    seen = visible.to(v.dtype)
+    weighted = (visible & (p > 0)).to(v.dtype)
+    hits = lambda w, bad: torch.einsum("bhts,bshd->bthd", w, bad.to(v.dtype)) > 0  # noqa: E731
+    pos_inf, neg_inf = hits(weighted, v == float("inf")), hits(weighted, v == float("-inf"))
+    nan = hits(seen, torch.isnan(v)) | hits((visible & (p == 0)).to(v.dtype), torch.isinf(v)) | (pos_inf & neg_inf)
+    out = out.masked_fill(pos_inf, float("inf")).masked_fill(neg_inf, float("-inf"))
+    return out.masked_fill(nan, float("nan"))
 
 
 def rope_reference(x, cos, sin, pos, compute_dtype=torch.float32):
@@ -100,3 +121,45 @@ def shared_prefix_reference(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_
     k, v, total = sequence_kv(k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens)
     return gqa_attention_reference(q, k, v, total, scale=scale, causal=True, compute_dtype=compute_dtype,
                                    return_lse=return_lse)
+
+
+def vertical_slash_mask(T, columns, diagonals, block=64):
+    """The keys a vertical-slash pattern lets each query see, built plainly from the chosen
+    key columns (B, H, NC) and diagonals (B, H, ND) (query position - key position; -1
+    pads): the queries of each `block`-row block see every key on one of the chosen
+    diagonals of any row of the block, and the chosen columns; causal on top. Returns a
+    boolean (B, H, T, T)."""
+    B, H = columns.shape[:2]
+    rows = torch.arange(T)
+    keys = torch.arange(T)
+    m0 = rows // block * block                                               # each row's block start
+    mask = torch.zeros(B, H, T, T, dtype=torch.bool)
+    cols = columns.cpu().long()
+    for c in range(cols.shape[-1]):  # key in the column set
+        ok = (cols[..., c] >= 0)[..., None, None]
+        mask |= ok & (keys[None, None, None, :] == cols[..., c, None, None])
+    diags = diagonals.cpu().long()
+    for j in range(diags.shape[-1]):  # key on diagonal d of some row of the block: m0 - d <= key <= m0 + block - 1 - d
+        d = diags[..., j, None, None]
+        lo, hi = m0[None, None, :, None] - d, m0[None, None, :, None] + block - 1 - d
+        mask |= (d >= 0) & (keys >= lo) & (keys <= hi)
+    return mask & (keys[None, :] <= rows[:, None])
+
+
+def vertical_slash_estimate_reference(q, k, last_q=64, scale=None, compute_dtype=torch.float64):
+    """The scores MInference's vertical-slash estimate ranks keys and diagonals by: the causal
+    softmax of the last `last_q` queries over all keys of a prefill from scratch (q (B, T,
+    Hq, D), k (B, T, Hkv, D)), summed per key (vertical) and per diagonal (slash, query
+    position - key position). Returns (vertical, slash), each (B, Hq, T)."""
+    B, T, Hq, D = q.shape
+    rows = min(last_q, T)
+    scale = D ** -0.5 if scale is None else scale
+    kc = k.to(compute_dtype).repeat_interleave(Hq // k.shape[2], dim=2)
+    scores = torch.einsum("bthd,bshd->bhts", q[:, T - rows:].to(compute_dtype), kc) * scale
+    pos = torch.arange(T - rows, T, device=q.device)[:, None]
+    keys = torch.arange(T, device=q.device)[None, :]
+    p = torch.softmax(scores.masked_fill(keys > pos, float("-inf")), dim=-1)
+    diag = (pos - keys).clamp(min=0).expand(B, Hq, rows, T)        # p is 0 where the key is past the query
+    slash = torch.zeros(B, Hq, T, dtype=p.dtype, device=p.device).scatter_add_(-1, diag.reshape(B, Hq, -1),
+                                                                               p.reshape(B, Hq, -1))
+    return p.sum(2), slash

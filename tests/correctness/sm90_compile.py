@@ -20,6 +20,9 @@ from kernels.attention.decode import _combine_kernel, _decode_kernel  # noqa: E4
 from kernels.attention.prefill import _prefill_kernel  # noqa: E402
 from kernels.attention.rope import _rope_kv_write_kernel  # noqa: E402
 from kernels.attention.shared_prefix import _merge_kernel, _node_kernel  # noqa: E402
+from kernels.attention.sparse_prefill import (  # noqa: E402
+    _estimate_scores_kernel, _estimate_stats_kernel, _vertical_slash_kernel,
+)
 from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # noqa: E402
 from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
 from kernels.norm.rmsnorm import _rmsnorm_kernel  # noqa: E402
@@ -137,6 +140,16 @@ def cases():
     yield ("shared-prefix merge", _merge_kernel, bf("O_SUF O") | f32("LSE_SUF O_PART LSE_PART LSE") | {
         "SEQ_PARTS": "*i32", "PART_ROW0": "*i64", "PART_NODE": "*i32", "NODE_META": "*i32"},
            {"HEAD_DIM": 128, "BLOCK_M": 16, "WRITE_LSE": True})
+    est = bf("Q K") | f32("M_PART L_PART M L VERT SLASH") | {"qk_scale": "fp32"}
+    yield ("sparse prefill: estimate, row statistics", _estimate_stats_kernel, est,
+           {"HEAD_DIM": 128, "ROWS": 64, "BLOCK_N": 64})
+    yield ("sparse prefill: estimate, column and diagonal sums (tl.gather)", _estimate_scores_kernel, est,
+           {"HEAD_DIM": 128, "ROWS": 64, "BLOCK_N": 64, "WINDOW": 128})
+    yield ("sparse prefill: vertical-slash attention", _vertical_slash_kernel,
+           bf("Q K V O") | {"LSE": "*fp32", "DIAG": "*i32", "N_DIAG": "*i32", "COLS": "*i32", "BLOCK_COLS": "*i32",
+                            "qk_scale": "fp32"},
+           {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": 64, "SEARCH_STEPS": 10, "WRITE_LSE": True, "POS_SCALE": True},
+           {"num_warps": 4, "num_stages": 2})
     for qk in (True, False):
         w = "*bf16" if qk else "*fp32"  # without QK-norm the weight pointers are the cos table
         yield (f"rope_kv_write qk_norm={qk}", _rope_kv_write_kernel,

@@ -27,8 +27,11 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from kernels.attention import (gqa_attention_reference, gqa_decode, prefill_attention, prefix_tree, rope_kv_write,
-                               rope_kv_write_reference, rope_tables, shared_prefix_decode, shared_prefix_reference)
+from kernels.attention import (a_shape_index, estimate_vertical_slash, gqa_attention_reference, gqa_decode,
+                               prefill_attention, prefix_tree, rope_kv_write, rope_kv_write_reference, rope_tables,
+                               shared_prefix_decode, shared_prefix_reference, vertical_slash_attention,
+                               vertical_slash_index, vertical_slash_pattern, vertical_slash_prefill)
+from kernels.attention.reference import vertical_slash_estimate_reference, vertical_slash_mask
 from kernels.linear import gated_mlp, gated_mlp_reference, linear, lora_linear, lora_linear_reference, rmsnorm_linear
 from kernels.linear import rmsnorm_linear_reference
 from kernels.norm import (fused_add_rms_norm, fused_add_rms_norm_reference, ngpt_update, ngpt_update_reference,
@@ -102,6 +105,24 @@ def _shared_prefix_exact(a):
     return shared_prefix_reference(a["q"], a["k_pool"], a["v_pool"], a["tree"], a["k_suffix"], a["v_suffix"],
                                    a.get("suffix_lens"), scale=a.get("scale"), compute_dtype=torch.float64,
                                    return_lse=True)
+
+
+SPARSE_T = 70
+SPARSE_COLS = torch.tensor([[[3, 40, 66], [0, 9, 65]]])  # (batch 1, 2 query heads, 3)
+SPARSE_DIAGS = torch.tensor([[[0, 1, 30], [0, 70 - 1, 5]]])
+
+
+def _sparse_args(device):
+    return dict(q=randn(1, SPARSE_T, 2, 64, device=device), k=randn(1, SPARSE_T, 1, 64, device=device, seed=1),
+                v=randn(1, SPARSE_T, 1, 64, device=device, seed=2),
+                index=vertical_slash_index(SPARSE_COLS, SPARSE_DIAGS, SPARSE_T).to(device), return_lse=True)
+
+
+def _sparse_exact(a):
+    t = a["q"].shape[1]
+    mask = vertical_slash_mask(t, SPARSE_COLS, SPARSE_DIAGS) if t == SPARSE_T else None
+    return gqa_attention_reference(a["q"], a["k"], a["v"], scale=a.get("scale"), compute_dtype=torch.float64,
+                                   return_lse=True, mask=mask)
 
 
 def _tree_counts_exact(a):
@@ -197,6 +218,24 @@ ENTRIES = {
                                   _shared_prefix_args, _shared_prefix_exact),
     "prefix_tree": Entry(_call(prefix_tree), lambda d: dict(parents=[-1, 0], kv_len=[4, 2], seq_node=[1, 1, 0], device=d),
                          _tree_counts_exact, outputs=lambda a, r: (torch.tensor(r.seq_count, dtype=torch.float64),)),
+    "vertical_slash_attention": Entry(_call(vertical_slash_attention, "q", "k", "v", "index"), _sparse_args,
+                                      _sparse_exact),
+    "vertical_slash_prefill": Entry(
+        _call(vertical_slash_prefill, "q", "k", "v"),
+        lambda d: dict({n: t for n, t in _sparse_args(d).items() if n != "index"}, n_columns=SPARSE_T,
+                       n_diagonals=SPARSE_T),
+        lambda a: gqa_attention_reference(a["q"], a["k"], a["v"], scale=a.get("scale"), compute_dtype=torch.float64,
+                                          return_lse=True)),  # every key chosen: dense attention
+    "estimate_vertical_slash": Entry(_call(estimate_vertical_slash, "q", "k"),
+                                     lambda d: {n: t for n, t in _sparse_args(d).items() if n in ("q", "k")},
+                                     lambda a: vertical_slash_estimate_reference(a["q"], a["k"], a.get("last_q", 64),
+                                                                                 a.get("scale")), rel=2e-2),
+    "vertical_slash_index": Entry(_call(vertical_slash_index, "columns", "diagonals", "T"),
+                                  lambda d: dict(columns=SPARSE_COLS.to(d), diagonals=SPARSE_DIAGS.to(d), T=SPARSE_T)),
+    "vertical_slash_pattern": Entry(_call(vertical_slash_pattern, "vertical", "slash"),
+                                    lambda d: dict(vertical=torch.rand(1, 2, 50).to(d), slash=torch.rand(1, 2, 50).to(d),
+                                                   n_columns=40, n_diagonals=120)),
+    "a_shape_index": Entry(_call(a_shape_index), lambda d: dict(batch=1, heads=2, T=300, device=d)),
     "rope_kv_write": Entry(_call(rope_kv_write), _rope_args, _rope_exact,
                            outputs=lambda a, r: (r, a["k_cache"], a["v_cache"])),
     "rope_tables": Entry(_call(rope_tables), lambda d: dict(n_positions=8, head_dim=64, theta=1e4, device=d),
@@ -662,6 +701,73 @@ ROWS += table(
     ("type", "scale 0.5", put(scale=0.5), RIGHT),
     ("type", "scale str", put(scale="0.5"), TE("scale must be a number, got str")),
     ("type", "return_lse 1", put(return_lse=1), TE("return_lse must be a bool")),
+) + table(
+    "vertical_slash_attention",
+    tensor_rows("q", "k", "v"),
+    ("dtype", "v bf16 for fp16 q", put(v=lambda a: a["v"].bfloat16()), TE("v has dtype torch.bfloat16; it must match q's")),
+    ("dtype", "index columns int64", put(index=lambda a: a["index"]._replace(columns=a["index"].columns.long())),
+     VE(r"index.columns must be a contiguous int32 tensor")),
+    ("device", "index on meta", put(index=lambda a: a["index"].to("meta")), VE(r"index.intervals must be .* on")),
+    ("shape", "q 3-D", put(q=lambda a: a["q"][0]), VE("q must be 4-D")),
+    ("shape", "head_dim 32", put(**{n: (lambda a, n=n: a[n][..., :32]) for n in ("q", "k", "v")}),
+     VE("head_dim 32 is not supported")),
+    ("shape", "k shorter than q", put(k=lambda a: a["k"][:, :60], v=lambda a: a["v"][:, :60]),
+     VE("a prefill from scratch")),
+    ("shape", "an index of another length", put(**{n: (lambda a, n=n: a[n][:, :60]) for n in ("q", "k", "v")}),
+     VE("the index was made for 70 tokens; q has 60")),
+    ("shape", "an index of other heads", put(q=lambda a: torch.cat([a["q"]] * 2, dim=2)),
+     VE(r"index.intervals must be .* shape \(1, 4, \*, 2\)")),
+    ("strides", "q tokens and heads transposed", put(q=lambda a: a["q"].transpose(1, 2).contiguous().transpose(1, 2)),
+     RIGHT),
+    ("strides", "k rows padded", put(k=lambda a: padded_rows(a["k"]), v=lambda a: padded_rows(a["v"])), RIGHT),
+    ("strides", "k head_dim stride 2", put(k=lambda a: strided(a["k"])), VE("k must have unit stride along head_dim")),
+    nan_rows("q", "k", "v"),
+    ("empty", "batch 0", put(**{n: (lambda a, n=n: a[n][:0]) for n in ("q", "k", "v")},
+                              index=lambda a: vertical_slash_index(SPARSE_COLS[:0], SPARSE_DIAGS[:0], SPARSE_T).to(dev(a))),
+     RIGHT),
+    ("type", "index tuple", put(index=lambda a: tuple(a["index"])), TE("index must be a SparseIndex")),
+    ("type", "scale 0.5", put(scale=0.5), RIGHT),
+    ("type", "scale str", put(scale="0.5"), TE("scale must be a number, got str")),
+    ("type", "block_n 48", put(block_n=48), VE("block_n must be 16, 32, 64 or 128")),
+    ("type", "return_lse 1", put(return_lse=1), TE("return_lse must be a bool")),
+) + table(
+    "vertical_slash_prefill",
+    ("dtype", "q fp32", put(q=lambda a: a["q"].float()), TE("q has dtype float32")),
+    ("shape", "k shorter than q", put(k=lambda a: a["k"][:, :60], v=lambda a: a["v"][:, :60]),
+     VE("a prefill from scratch")),
+    ("shape", "per-head budgets of the wrong shape", put(n_columns=lambda a: torch.tensor([5, 5])),
+     VE(r"n_columns must be an int or a \(1, 2\) tensor")),
+    nan_rows("q", "k", "v"),
+    ("type", "n_diagonals -1", put(n_diagonals=-1), VE("n_diagonals must be an int >= 0")),
+    ("type", "n_columns 2.5", put(n_columns=2.5), TE("n_columns must be an int, got float")),
+) + table(
+    "estimate_vertical_slash",
+    tensor_rows("q", "k"),
+    ("shape", "k shorter than q", put(k=lambda a: a["k"][:, :60]), VE("a prefill from scratch")),
+    ("empty", "0 tokens", put(q=lambda a: a["q"][:, :0], k=lambda a: a["k"][:, :0]), RIGHT),
+    ("nan/inf", "k nan", poke("k", NAN), RIGHT),
+    ("type", "last_q 0", put(last_q=0), VE("last_q must be an int >= 1")),
+    ("type", "last_q 256", put(last_q=256), VE("last_q must be at most 128")),
+) + table(
+    "vertical_slash_index",
+    ("dtype", "columns float", put(columns=lambda a: a["columns"].float()), TE("columns has dtype float32")),
+    ("shape", "columns 2-D", put(columns=lambda a: a["columns"][0]), VE("columns must be 3-D")),
+    ("shape", "a column past T", put(T=60), VE(r"columns must lie in \[0, 60\)")),
+    ("shape", "a repeated diagonal", put(diagonals=lambda a: torch.cat([a["diagonals"], a["diagonals"][..., :1]], -1)),
+     VE("diagonals repeat within a head")),
+    ("shape", "counts of the wrong shape", put(n_columns=lambda a: torch.tensor([3])),
+     VE(r"the count of columns must be an int tensor of shape \(1, 2\)")),
+    ("type", "T str", put(T="70"), TE("T must be an int, got str")),
+    ("type", "columns list", put(columns=lambda a: a["columns"].tolist()), TE("columns must be a torch.Tensor, got list")),
+) + table(
+    "vertical_slash_pattern",
+    ("shape", "n_columns tensor of the wrong shape", put(n_columns=lambda a: torch.tensor([1])),
+     VE(r"n_columns must be an int or a \(1, 2\) tensor")),
+    ("type", "n_diagonals -3", put(n_diagonals=-3), VE("n_diagonals must be an int >= 0")),
+) + table(
+    "a_shape_index",
+    ("type", "sink -1", put(sink=-1), VE("sink must be an int >= 0")),
+    ("type", "window 1.5", put(window=1.5), TE("window must be an int, got float")),
 ) + table(
     "prefix_tree",
     ("shape", "a parent after its child", put(parents=[1, -1]), VE(r"node 0's parent 1 must be -1 \(a root\)")),

@@ -1,0 +1,447 @@
+"""Dynamic sparse causal prefill (MInference's vertical-slash pattern) in Triton.
+
+    estimate_vertical_slash(q, k)                 vertical (key) and slash (diagonal) scores
+    vertical_slash_index(columns, diagonals, T)   the compact index the attention walks
+    vertical_slash_attention(q, k, v, index)      exact attention over the selected keys
+    vertical_slash_prefill(q, k, v, n_columns, n_diagonals)   the three in a row
+    a_shape_index(B, H, T)                        the static sink + local window pattern
+
+A pattern selects, per query head, key columns and diagonals (diagonal d holds the pairs
+query position - key position = d). It is applied by blocks of BLOCK = 64 query rows, as
+MInference's kernels tile it: the rows of a block see every key on a chosen diagonal of any
+row of the block (a contiguous key range per diagonal) and every chosen column, causal on
+top. kernels.attention.reference.vertical_slash_mask builds the same set plainly.
+
+The index is O(columns + diagonals) per head instead of MInference's dense per-block
+lists (1.6 GB at 128K tokens and 32 heads): the diagonals, sorted and merged wherever the
+ranges they give a block touch (gap <= BLOCK), are the same for every block, so a block's
+ranges are computed in the kernel from the merged intervals; a column inside one of the
+block's ranges is found by a binary search over the intervals and skipped (each key counted
+once); per block, only the number of columns at or before its last row is stored.
+
+The estimate scores the last LAST_Q queries against every key (softmax over each row, the
+matrix never stored): vertical[k] sums the probabilities of key k, slash[d] those of
+diagonal d. The first SINK_COLUMNS keys and the nearest LOCAL_DIAGONALS diagonals are always
+kept, as MInference keeps them.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.attention.prefill import LOG2E, _attend_block
+from kernels.checks import check_bool, check_int, check_number, check_tensor
+from kernels.interpreter import exact_operand
+
+BLOCK = 64            # query rows a pattern block holds (and a program's rows)
+LAST_Q = 64           # queries the estimate scores
+SINK_COLUMNS = 30     # always-kept first keys
+LOCAL_DIAGONALS = 100  # always-kept nearest diagonals
+HEAD_DIMS = (64, 128)
+DTYPES = (torch.float16, torch.bfloat16)
+
+
+class SparseIndex(NamedTuple):
+    """What vertical_slash_attention walks (int32, on q's device; b, h: batch, query head).
+    intervals (B, H, NI, 2): merged diagonal intervals [first, last], sorted, the rest padding;
+    n_intervals (B, H); columns (B, H, NC): sorted key columns, then padding (T);
+    block_columns (B, H, blocks): how many columns lie at or before each block's last row;
+    tokens: the T it was made for (its columns and ranges address keys 0 .. T - 1)."""
+    intervals: torch.Tensor
+    n_intervals: torch.Tensor
+    columns: torch.Tensor
+    block_columns: torch.Tensor
+    tokens: int
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self[:4]
+
+    def to(self, device) -> "SparseIndex":
+        return SparseIndex(*(t.to(device) for t in self.tensors()), self.tokens)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+
+# ----------------------------------------------------------------------------- estimate
+
+@triton.jit
+def _estimate_stats_kernel(Q, K, M_PART, L_PART, stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
+                           T, rows, q_heads, group, chunk, n_chunks, qk_scale,
+                           HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Row maximum and sum (base 2) of the last `rows` queries' scores over one chunk of keys."""
+    bh = tl.program_id(0)
+    c = tl.program_id(1)
+    b = bh // q_heads
+    h = bh % q_heads
+    offs_r = tl.arange(0, ROWS)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_r < rows
+    pos = T - rows + offs_r
+    q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + pos[:, None].to(tl.int64) * stride_qt + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    K = K + b.to(tl.int64) * stride_kb + (h // group) * stride_kh
+    m_i = tl.full([ROWS], float("-inf"), tl.float32)
+    l_i = tl.zeros([ROWS], tl.float32)
+    for n0 in range(c * chunk, tl.minimum(c * chunk + chunk, T), BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        k = tl.load(K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :], mask=offs_n[:, None] < T, other=0.0)
+        s = tl.dot(exact_operand(q), tl.trans(exact_operand(k))) * qk_scale
+        s = tl.where((offs_n[None, :] <= pos[:, None]) & row_ok[:, None], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        l_i = l_i * tl.math.exp2(m_i - m_use) + tl.sum(tl.math.exp2(s - m_use[:, None]), 1)
+        m_i = m_new
+    out = (bh * n_chunks + c) * ROWS + offs_r
+    tl.store(M_PART + out, m_i)
+    tl.store(L_PART + out, l_i)
+
+
+@triton.jit
+def _estimate_scores_kernel(Q, K, M, L, VERT, SLASH, stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
+                            T, rows, q_heads, group, qk_scale,
+                            HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, WINDOW: tl.constexpr):
+    """Keys n0 .. n0 + BLOCK_N: their column sums; diagonals n0 .. n0 + BLOCK_N: their sums,
+    from the window of keys those diagonals cross (row r's key on diagonal d is pos_r - d)."""
+    bh = tl.program_id(0)
+    n0 = tl.program_id(1) * BLOCK_N
+    b = bh // q_heads
+    h = bh % q_heads
+    offs_r = tl.arange(0, ROWS)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_r < rows
+    pos = T - rows + offs_r
+    q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + pos[:, None].to(tl.int64) * stride_qt + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    m = tl.load(M + bh * ROWS + offs_r)
+    inv_l = 1.0 / tl.load(L + bh * ROWS + offs_r)
+    K = K + b.to(tl.int64) * stride_kb + (h // group) * stride_kh
+
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    k = tl.load(K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :], mask=offs_n[:, None] < T, other=0.0)
+    s = tl.dot(exact_operand(q), tl.trans(exact_operand(k))) * qk_scale
+    seen = (offs_n[None, :] <= pos[:, None]) & row_ok[:, None]
+    p = tl.where(seen, tl.math.exp2(s - m[:, None]) * inv_l[:, None], 0.0)
+    tl.store(VERT + bh.to(tl.int64) * T + offs_n, tl.sum(p, 0), mask=offs_n < T)
+
+    # diagonals n0 + dd: row r's key pos_r - n0 - dd = w0 + (r - dd + BLOCK_N - 1)
+    w0 = T - rows - n0 - BLOCK_N + 1
+    offs_w = w0 + tl.arange(0, WINDOW)  # WINDOW >= BLOCK_N + ROWS - 1
+    kw = tl.load(K + offs_w[:, None].to(tl.int64) * stride_kn + offs_d[None, :],
+                 mask=(offs_w[:, None] >= 0) & (offs_w[:, None] < T), other=0.0)
+    sw = tl.dot(exact_operand(q), tl.trans(exact_operand(kw))) * qk_scale
+    pw = tl.where((offs_w[None, :] >= 0) & (offs_w[None, :] <= pos[:, None]) & row_ok[:, None],
+                  tl.math.exp2(sw - m[:, None]) * inv_l[:, None], 0.0)
+    dd = tl.arange(0, BLOCK_N)
+    on_diag = tl.gather(pw, offs_r[:, None] - dd[None, :] + BLOCK_N - 1, 1)
+    tl.store(SLASH + bh.to(tl.int64) * T + n0 + dd, tl.sum(on_diag, 0), mask=n0 + dd < T)
+
+
+def estimate_vertical_slash(q: torch.Tensor, k: torch.Tensor, *, scale: float | None = None,
+                            last_q: int = LAST_Q) -> tuple[torch.Tensor, torch.Tensor]:
+    """vertical (B, H, T) and slash (B, H, T), float32: the softmax probabilities of the last
+    `last_q` queries (causal) summed per key and per diagonal, for every query head."""
+    _check_qkv(q, k, k)
+    check_int("last_q", last_q, minimum=1)
+    if last_q > 128:
+        raise ValueError(f"last_q must be at most 128 (one tile of rows), got {last_q}")
+    B, T, H, D = q.shape
+    rows = min(last_q, T)
+    ROWS = max(16, triton.next_power_of_2(rows))
+    vert = torch.zeros(B, H, T, dtype=torch.float32, device=q.device)
+    slash = torch.zeros_like(vert)
+    if B * H * T == 0:
+        return vert, slash
+    qk_scale = (D ** -0.5 if scale is None else float(scale)) * LOG2E
+    block_n = 64
+    n_chunks = max(1, min(triton.cdiv(T, 4 * block_n), triton.cdiv(512, B * H)))  # a few waves of programs
+    chunk = triton.cdiv(triton.cdiv(T, n_chunks), block_n) * block_n
+    n_chunks = triton.cdiv(T, chunk)
+    m_part = torch.empty(B * H, n_chunks, ROWS, dtype=torch.float32, device=q.device)
+    l_part = torch.empty_like(m_part)
+    strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2))
+    _estimate_stats_kernel[(B * H, n_chunks)](q, k, m_part, l_part, *strides, T, rows, H, H // k.shape[2], chunk,
+                                              n_chunks, qk_scale, HEAD_DIM=D, ROWS=ROWS, BLOCK_N=block_n, num_warps=4)
+    m = m_part.amax(1)
+    m_use = torch.where(m == float("-inf"), torch.zeros_like(m), m)
+    l = (l_part * torch.exp2(m_part - m_use[:, None])).sum(1)
+    _estimate_scores_kernel[(B * H, triton.cdiv(T, block_n))](q, k, m.contiguous(), l.contiguous(), vert, slash, *strides,
+                                                              T, rows, H, H // k.shape[2], qk_scale, HEAD_DIM=D,
+                                                              ROWS=ROWS, BLOCK_N=block_n,
+                                                              WINDOW=triton.next_power_of_2(block_n + ROWS - 1),
+                                                              num_warps=4)
+    return vert, slash
+
+
+# ----------------------------------------------------------------------------- index
+
+def vertical_slash_index(columns: torch.Tensor, diagonals: torch.Tensor, T: int,
+                         n_columns: torch.Tensor | None = None, n_diagonals: torch.Tensor | None = None) -> SparseIndex:
+    """The index of a pattern from its columns (B, H, NC) and diagonals (B, H, ND), any order,
+    each head's first n_columns[b, h] / n_diagonals[b, h] entries used (default all). Values
+    must lie in [0, T) and not repeat within a head."""
+    check_int("T", T, minimum=0)
+    for name, t, n in (("columns", columns, n_columns), ("diagonals", diagonals, n_diagonals)):
+        check_tensor(name, t, dtypes=(torch.int32, torch.int64))
+        if t.dim() != 3:
+            raise ValueError(f"{name} must be 3-D (batch, heads, count); got shape {tuple(t.shape)}")
+        if n is not None and (n.shape != t.shape[:2] or n.dtype not in (torch.int32, torch.int64)):
+            raise ValueError(f"the count of {name} must be an int tensor of shape {tuple(t.shape[:2])}")
+    if columns.shape[:2] != diagonals.shape[:2] or columns.device != diagonals.device:
+        raise ValueError(f"columns {tuple(columns.shape)} and diagonals {tuple(diagonals.shape)} must share "
+                         "(batch, heads) and device")
+    dev = columns.device
+    B, H = columns.shape[:2]
+
+    def used(t, n):
+        t = t.long()
+        if n is None:
+            return t, torch.ones_like(t, dtype=torch.bool)
+        return t, torch.arange(t.shape[-1], device=dev) < n.to(dev).long()[..., None]
+
+    cols, col_ok = used(columns, n_columns)
+    diags, diag_ok = used(diagonals, n_diagonals)
+    for name, t, ok in (("columns", cols, col_ok), ("diagonals", diags, diag_ok)):
+        if bool(((t < 0) | (t >= T))[ok].any()):
+            raise ValueError(f"{name} must lie in [0, {T}) (T = {T})")
+        s = torch.where(ok, t, T).sort(-1).values
+        if bool(((s[..., 1:] == s[..., :-1]) & (s[..., 1:] < T)).any()):
+            raise ValueError(f"{name} repeat within a head")
+
+    cols = torch.where(col_ok, cols, T).sort(-1).values
+    n_blocks = triton.cdiv(T, BLOCK)
+    last_rows = (torch.arange(n_blocks, device=dev) * BLOCK + BLOCK - 1).clamp(max=T - 1)  # never the padding (T)
+    block_columns = torch.searchsorted(cols.reshape(B * H, cols.shape[-1]).contiguous(),
+                                       last_rows.expand(B * H, n_blocks).contiguous(), right=True).view(B, H, n_blocks)
+
+    # merge sorted diagonals whose block ranges touch: d_i - d_{i-1} <= BLOCK
+    d = torch.where(diag_ok, diags, T).sort(-1).values
+    valid = d < T
+    gap = torch.diff(d, dim=-1, prepend=torch.full_like(d[..., :1], -2 * BLOCK))
+    starts = valid & (gap > BLOCK)
+    seg = torch.cumsum(starts.long(), -1) - 1
+    ND = d.shape[-1]
+    slot = torch.where(valid, seg, ND)  # padding into a dump slot
+    first = torch.full((B, H, ND + 1), T, dtype=torch.long, device=dev).scatter_reduce(-1, slot, d, "amin")
+    last = torch.full((B, H, ND + 1), -1, dtype=torch.long, device=dev).scatter_reduce(-1, slot, d, "amax")
+    intervals = torch.stack([first[..., :ND], last[..., :ND]], -1) if ND else torch.zeros(B, H, 1, 2, dtype=torch.long,
+                                                                                           device=dev)
+    return SparseIndex(intervals.to(torch.int32).contiguous(), starts.sum(-1).to(torch.int32),
+                       (cols if cols.shape[-1] else torch.full((B, H, 1), T, device=dev)).to(torch.int32).contiguous(),
+                       block_columns.to(torch.int32).contiguous(), T)
+
+
+def a_shape_index(batch: int, heads: int, T: int, sink: int = 128, window: int = 3968, device=None) -> SparseIndex:
+    """MInference's A-shape as a vertical-slash pattern: the first `sink` keys (columns) and
+    the nearest `window` diagonals, for every head."""
+    for name, value in (("batch", batch), ("heads", heads), ("T", T), ("sink", sink), ("window", window)):
+        check_int(name, value, minimum=0)
+    sink, window = min(sink, T), min(window, T)
+    cols = torch.arange(sink, device=device).expand(batch, heads, sink)
+    diags = torch.arange(window, device=device).expand(batch, heads, window)
+    return vertical_slash_index(cols, diags, T)
+
+
+# ----------------------------------------------------------------------------- attention
+
+@triton.jit
+def _attend_columns(acc, m_i, l_i, q, K, V, COLS, count, c0, DIAG, n_diag, m0, rows_pos, stride_kn, stride_vn, offs_d,
+                    qk_scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SEARCH_STEPS: tl.constexpr):
+    """Columns c0 .. c0 + BLOCK_N of the block's list, gathered, less those inside one of the
+    block's ranges: column c lies in interval j's range iff a_j - (BLOCK_M - 1) <= m0 - c <= b_j,
+    and the merged intervals' extended starts are sorted, so one binary search finds the j."""
+    idx = c0 + tl.arange(0, BLOCK_N)
+    listed = idx < count
+    cols = tl.load(COLS + idx, mask=listed, other=0)
+    x = m0 - cols
+    lo = tl.zeros([BLOCK_N], tl.int32)
+    hi = tl.zeros([BLOCK_N], tl.int32) + n_diag
+    for _ in tl.static_range(SEARCH_STEPS):  # lo: how many intervals start (extended) at or before x
+        mid = (lo + hi) // 2
+        a_mid = tl.load(DIAG + 2 * mid, mask=mid < hi, other=0)
+        go = (mid < hi) & (a_mid - (BLOCK_M - 1) <= x)
+        lo = tl.where(go, mid + 1, lo)
+        hi = tl.where(go, hi, mid)
+    j = lo - 1
+    b_j = tl.load(DIAG + 2 * j + 1, mask=j >= 0, other=-1)
+    keep = listed & ~((j >= 0) & (b_j >= x))
+    k = tl.load(K + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :], mask=keep[:, None], other=0.0)
+    v = tl.load(V + cols[:, None].to(tl.int64) * stride_vn + offs_d[None, :], mask=keep[:, None], other=0.0)
+    s = tl.dot(exact_operand(q), tl.trans(exact_operand(k))) * qk_scale
+    visible = keep[None, :] & (cols[None, :] <= rows_pos[:, None])
+    s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v), acc * alpha[:, None])
+    return acc, m_new, l_i, tl.max(visible.to(tl.int32), 1) > 0
+
+
+@triton.jit
+def _vertical_slash_kernel(Q, K, V, O, LSE, DIAG, N_DIAG, COLS, BLOCK_COLS,
+                           stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
+                           stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh,
+                           T, q_heads, group, qk_scale, max_diag, max_cols, n_blocks,
+                           HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           SEARCH_STEPS: tl.constexpr, WRITE_LSE: tl.constexpr, POS_SCALE: tl.constexpr):
+    bh = tl.program_id(0)
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)  # the last blocks hold the longest ranges: first
+    b = bh // q_heads
+    h = bh % q_heads
+    kvh = h // group
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < T
+    q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qt
+                + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    K = K + b.to(tl.int64) * stride_kb + kvh * stride_kh
+    V = V + b.to(tl.int64) * stride_vb + kvh * stride_vh
+    DIAG = DIAG + bh.to(tl.int64) * max_diag * 2
+    n_diag = tl.load(N_DIAG + bh)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    # which rows see a key at all, from the pattern alone: a row whose every score is -inf
+    # or NaN still divides (NaN, as the math says); only a row that sees none gets zeros
+    seen = tl.zeros([BLOCK_M], tl.int1)
+    for j in range(0, n_diag):
+        a = tl.load(DIAG + 2 * j)
+        bd = tl.load(DIAG + 2 * j + 1)
+        lo = tl.maximum(m0 - bd, 0)
+        end = tl.minimum(m0 + BLOCK_M - a, T)  # one past the range's last key
+        seen = seen | ((lo <= offs_m) & (lo < end))
+        # keys up to the block's first row are seen by every row: no mask
+        n_full = tl.maximum(tl.minimum(end, m0 + 1) - lo, 0) // BLOCK_N
+        for t in range(0, n_full):
+            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, lo + t * BLOCK_N, end,
+                                          stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, False, False,
+                                          POS_SCALE)
+        for n0 in range(lo + n_full * BLOCK_N, end, BLOCK_N):
+            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, n0, end,
+                                          stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
+                                          POS_SCALE)
+    count = tl.load(BLOCK_COLS + bh * n_blocks + pid_m)
+    COLS = COLS + bh.to(tl.int64) * max_cols
+    for c0 in range(0, count, BLOCK_N):
+        acc, m_i, l_i, seen_here = _attend_columns(acc, m_i, l_i, q, K, V, COLS, count, c0, DIAG, n_diag, m0, offs_m,
+                                                   stride_kn, stride_vn, offs_d, qk_scale, BLOCK_M, BLOCK_N,
+                                                   SEARCH_STEPS)
+        seen = seen | seen_here
+
+    out = tl.where(seen[:, None], acc / l_i[:, None], 0.0)  # a row that no selected key reaches: zeros
+    tl.store(O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_ot
+             + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    if WRITE_LSE:
+        lse = tl.where(m_i == float("inf"), float("inf"), (m_i + tl.math.log2(l_i)) / 1.4426950408889634)
+        lse = tl.where(seen, lse, float("-inf"))
+        tl.store(LSE + bh.to(tl.int64) * T + offs_m, lse, mask=row_ok)
+
+
+def _check_qkv(q, k, v):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, dtypes=DTYPES)
+        if t.dim() != 4:
+            raise ValueError(f"{name} must be 4-D (batch, tokens, heads, head_dim); got shape {tuple(t.shape)}")
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must have unit stride along head_dim (got strides {t.stride()})")
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device}, q on {q.device}")
+        if t.dtype != q.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype}; it must match q's {q.dtype}")
+    B, T, Hq, D = q.shape
+    if D not in HEAD_DIMS:
+        raise ValueError(f"head_dim {D} is not supported: {', '.join(map(str, HEAD_DIMS))}")
+    if k.shape != v.shape or k.shape[0] != B or k.shape[1] != T or k.shape[3] != D:
+        raise ValueError(f"k and v must have shape (batch={B}, tokens={T}, kv_heads, head_dim={D}) (a prefill from "
+                         f"scratch); got {tuple(k.shape)} and {tuple(v.shape)}")
+    if k.shape[2] == 0 or Hq % k.shape[2]:
+        raise ValueError(f"q's {Hq} heads are not a multiple of the {k.shape[2]} KV heads")
+
+
+def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: SparseIndex, *,
+                             scale: float | None = None, return_lse: bool = False, block_n: int = 64,
+                             num_warps: int = 4, num_stages: int = 2):
+    """Causal attention of q (B, T, Hq, D) over exactly the keys `index` selects (k, v
+    (B, T, Hkv, D), a prefill from scratch). Returns out (B, T, Hq, D), or (out, lse
+    (B, Hq, T) float32; -inf and zeros where a row sees no key)."""
+    _check_qkv(q, k, v)
+    if scale is not None:
+        check_number("scale", scale)
+    check_bool("return_lse", return_lse)
+    if block_n not in (16, 32, 64, 128):
+        raise ValueError(f"block_n must be 16, 32, 64 or 128, got {block_n!r}")
+    B, T, Hq, D = q.shape
+    n_blocks = triton.cdiv(T, BLOCK)
+    shapes = {"intervals": (B, Hq, None, 2), "n_intervals": (B, Hq), "columns": (B, Hq, None),
+              "block_columns": (B, Hq, n_blocks)}
+    if not isinstance(index, SparseIndex):
+        raise TypeError(f"index must be a SparseIndex (vertical_slash_index), got {type(index).__name__}")
+    if index.tokens != T:
+        raise ValueError(f"the index was made for {index.tokens} tokens; q has {T}")
+    for name, want in shapes.items():
+        t = getattr(index, name)
+        if (t.dtype != torch.int32 or t.device != q.device or not t.is_contiguous() or t.dim() != len(want)
+                or any(w is not None and w != s for w, s in zip(want, t.shape))):
+            shape = ", ".join("*" if w is None else str(w) for w in want)
+            raise ValueError(f"index.{name} must be a contiguous int32 tensor of shape ({shape}) on {q.device}; "
+                             f"got {t.dtype} {tuple(t.shape)} on {t.device}")
+    out = torch.empty_like(q)
+    lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
+    if B * T * Hq == 0:
+        return (out, lse) if return_lse else out
+    scale = D ** -0.5 if scale is None else float(scale)
+    max_diag = index.intervals.shape[2]
+    _vertical_slash_kernel[(B * Hq, n_blocks)](
+        q, k, v, out, lse if lse is not None else out, index.intervals, index.n_intervals, index.columns,
+        index.block_columns, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        T, Hq, Hq // k.shape[2], scale * LOG2E, max_diag, index.columns.shape[2], n_blocks,
+        HEAD_DIM=D, BLOCK_M=BLOCK, BLOCK_N=block_n, SEARCH_STEPS=max(1, max_diag.bit_length()),
+        WRITE_LSE=return_lse, POS_SCALE=scale > 0, num_warps=num_warps, num_stages=num_stages)
+    return (out, lse) if return_lse else out
+
+
+def vertical_slash_pattern(vertical: torch.Tensor, slash: torch.Tensor, n_columns, n_diagonals):
+    """The chosen columns and diagonals of each head: the top n_columns of `vertical` and
+    top n_diagonals of `slash` (ints, or (B, H) tensors for per-head budgets), the first
+    SINK_COLUMNS keys and LOCAL_DIAGONALS diagonals kept first. Returns (columns, n_columns,
+    diagonals, n_diagonals) for vertical_slash_index."""
+    B, H, T = vertical.shape
+    dev = vertical.device
+
+    def counts(n, name):
+        if isinstance(n, torch.Tensor):
+            if n.shape != (B, H):
+                raise ValueError(f"{name} must be an int or a ({B}, {H}) tensor; got shape {tuple(n.shape)}")
+            n = n.to(dev).long()
+        else:
+            n = torch.full((B, H), check_int(name, n, minimum=0), dtype=torch.long, device=dev)
+        if bool((n < 0).any()):
+            raise ValueError(f"{name} must be non-negative")
+        return n.clamp(max=T)
+
+    nc, nd = counts(n_columns, "n_columns"), counts(n_diagonals, "n_diagonals")
+    vert = vertical.clone()
+    vert[..., :SINK_COLUMNS] = float("inf")
+    sl = slash.clone()
+    sl[..., :LOCAL_DIAGONALS] = float("inf")
+    cols = torch.topk(vert, int(nc.max()) if nc.numel() else 0, dim=-1).indices
+    diags = torch.topk(sl, int(nd.max()) if nd.numel() else 0, dim=-1).indices
+    return cols, nc, diags, nd
+
+
+def vertical_slash_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_columns, n_diagonals, *,
+                           scale: float | None = None, return_lse: bool = False):
+    """Estimate, choose (n_columns, n_diagonals per head: MInference's (vertical, slash)
+    budgets), index and attend; see the module doc."""
+    vertical, slash = estimate_vertical_slash(q, k, scale=scale)
+    cols, nc, diags, nd = vertical_slash_pattern(vertical, slash, n_columns, n_diagonals)
+    index = vertical_slash_index(cols, diags, q.shape[1], nc, nd)
+    return vertical_slash_attention(q, k, v, index, scale=scale, return_lse=return_lse)

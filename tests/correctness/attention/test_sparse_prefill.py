@@ -1,0 +1,235 @@
+"""kernels/attention/sparse_prefill.py: the estimate against its float64 reference, the
+compact index against the plain mask of the same columns and diagonals, the attention
+against the float64 masked reference over exactly the selected keys (the tolerance rule of
+tests/helpers/tolerance.py), and the whole prefill against attention over the pattern it chose."""
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from kernels.attention import gqa_attention_reference
+from kernels.attention.reference import vertical_slash_estimate_reference, vertical_slash_mask
+from kernels.attention.sparse_prefill import (
+    BLOCK, LOCAL_DIAGONALS, SINK_COLUMNS, SparseIndex, a_shape_index, estimate_vertical_slash,
+    vertical_slash_attention, vertical_slash_index, vertical_slash_pattern, vertical_slash_prefill,
+)
+from tests.helpers.tolerance import HALF_DTYPES, assert_within_rule
+
+pytestmark = pytest.mark.correctness
+
+
+def _qkv(b, t, hq, hkv, d, dtype, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(b, t, h, d, generator=g).to(device, dtype) for h in (hq, hkv, hkv))
+
+
+def _pattern(b, h, t, n_cols, n_diags, seed, per_head=False):
+    """Random distinct columns and diagonals of each head; per_head: each head uses a
+    random count of them."""
+    g = torch.Generator().manual_seed(seed)
+    nc, nd = min(n_cols, t), min(n_diags, t)
+    cols = torch.stack([torch.randperm(t, generator=g)[:nc] for _ in range(b * h)]).view(b, h, nc)
+    diags = torch.stack([torch.randperm(t, generator=g)[:nd] for _ in range(b * h)]).view(b, h, nd)
+    if not per_head:
+        return cols, diags, None, None
+    return cols, diags, torch.randint(0, nc + 1, (b, h), generator=g), torch.randint(0, nd + 1, (b, h), generator=g)
+
+
+def _used(t, n):
+    """The first n[b, h] entries of each head, the rest -1 (the mask's padding)."""
+    if n is None:
+        return t
+    return torch.where(torch.arange(t.shape[-1]) < n[..., None], t, -1)
+
+
+def _mask_of_index(index: SparseIndex, t: int) -> torch.Tensor:
+    """The keys the index lets each row see, read back from its own fields: each merged
+    interval's range per block, the block's counted columns, causal."""
+    iv, n_iv, cols, per_block = (x.cpu().long() for x in index.tensors())
+    B, H = n_iv.shape
+    mask = torch.zeros(B, H, t, t, dtype=torch.bool)
+    keys = torch.arange(t)
+    for b in range(B):
+        for h in range(H):
+            for blk in range(per_block.shape[-1]):
+                m0 = blk * BLOCK
+                rows = slice(m0, min(m0 + BLOCK, t))
+                for a, last in iv[b, h, :n_iv[b, h]].tolist():
+                    mask[b, h, rows] |= (keys >= m0 - last) & (keys <= m0 + BLOCK - 1 - a)
+                mask[b, h, rows, cols[b, h, :per_block[b, h, blk]]] = True
+    return mask & (keys[None, :] <= keys[:, None])
+
+
+@settings(deadline=None, max_examples=25)
+@given(b=st.integers(1, 2), t=st.integers(1, 200), kv=st.sampled_from([(1, 1), (4, 1), (6, 2)]),
+       d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), last_q=st.sampled_from([16, 64, 100]),
+       seed=st.integers(0, 2 ** 16))
+@example(b=1, t=200, kv=(4, 1), d=64, dtype="bf16", last_q=64, seed=0)  # many key tiles, the default rows
+def test_estimate_matches_reference(device, b, t, kv, d, dtype, last_q, seed):
+    q, k, _ = _qkv(b, t, kv[0], kv[1], d, HALF_DTYPES[dtype], device, seed)
+    vert, slash = estimate_vertical_slash(q, k, last_q=last_q)
+    vert_ref, slash_ref = vertical_slash_estimate_reference(q, k, last_q)
+    # probabilities from half-precision scores, summed over at most last_q rows: errors of a
+    # few units of the scores' rounding, relative to the scale of one row's mass
+    for got, want in ((vert, vert_ref), (slash, slash_ref)):
+        assert torch.allclose(got.double().cpu(), want.cpu(), atol=2e-2, rtol=2e-2)
+    rows = min(last_q, t)  # each row's probabilities sum to one, over keys and over diagonals alike
+    assert torch.allclose(vert.sum(-1).double().cpu(), torch.full((b, kv[0]), float(rows), dtype=torch.float64), rtol=1e-4)
+    assert torch.allclose(slash.sum(-1).double().cpu(), torch.full((b, kv[0]), float(rows), dtype=torch.float64), rtol=1e-4)
+
+
+@settings(deadline=None, max_examples=30)
+@given(b=st.integers(1, 2), h=st.integers(1, 3), t=st.integers(1, 300), n_cols=st.integers(0, 40),
+       n_diags=st.integers(0, 40), per_head=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_index_selects_what_the_plain_mask_does(b, h, t, n_cols, n_diags, per_head, seed):
+    cols, diags, nc, nd = _pattern(b, h, t, n_cols, n_diags, seed, per_head)
+    index = vertical_slash_index(cols, diags, t, nc, nd)
+    assert torch.equal(_mask_of_index(index, t), vertical_slash_mask(t, _used(cols, nc), _used(diags, nd)))
+
+
+def test_merged_intervals_are_sorted_and_far_apart():
+    diags = torch.tensor([[[5, 0, 64, 200, 128, 300, 364, 429]]])
+    index = vertical_slash_index(torch.zeros(1, 1, 0, dtype=torch.long), diags, 500)
+    n = int(index.n_intervals[0, 0])
+    assert index.intervals[0, 0, :n].tolist() == [[0, 128], [200, 200], [300, 364], [429, 429]]  # merged where a gap <= 64
+
+
+@settings(deadline=None, max_examples=25)
+@given(b=st.integers(1, 2), t=st.integers(1, 200), kv=st.sampled_from([(1, 1), (4, 1), (3, 1), (6, 2)]),
+       d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), n_cols=st.integers(0, 50),
+       n_diags=st.integers(0, 50), per_head=st.booleans(), block_n=st.sampled_from([32, 64]),
+       seed=st.integers(0, 2 ** 16))
+@example(b=1, t=200, kv=(4, 1), d=64, dtype="fp16", n_cols=30, n_diags=10, per_head=False, block_n=64, seed=0)
+@example(b=1, t=130, kv=(1, 1), d=128, dtype="bf16", n_cols=0, n_diags=0, per_head=False, block_n=32, seed=1)  # no key
+def test_attention_matches_masked_reference(device, b, t, kv, d, dtype, n_cols, n_diags, per_head, block_n, seed):
+    dt = HALF_DTYPES[dtype]
+    q, k, v = _qkv(b, t, kv[0], kv[1], d, dt, device, seed)
+    cols, diags, nc, nd = _pattern(b, kv[0], t, n_cols, n_diags, seed + 1, per_head)
+    index = vertical_slash_index(cols.to(device), diags.to(device), t, *(None if n is None else n.to(device)
+                                                                        for n in (nc, nd)))
+    out, lse = vertical_slash_attention(q, k, v, index, return_lse=True, block_n=block_n)
+    mask = vertical_slash_mask(t, _used(cols, nc), _used(diags, nd))
+    exact, lse_exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64, return_lse=True, mask=mask)
+    lowp = gqa_attention_reference(q, k, v, compute_dtype=dt, mask=mask)
+    assert_within_rule(out, exact, lowp, dt, what="out")
+    seen = torch.isfinite(lse_exact).cpu()
+    assert torch.equal(torch.isfinite(lse).cpu(), seen)  # -inf exactly where a row sees no key
+    assert torch.allclose(lse.double().cpu()[seen], lse_exact.cpu()[seen], rtol=1e-4, atol=1e-4)
+    assert torch.all(out.cpu().transpose(1, 2)[~seen] == 0)
+
+
+def test_every_key_chosen_is_dense_attention(device):
+    q, k, v = _qkv(1, 150, 4, 2, 64, torch.float16, device, 5)
+    out = vertical_slash_prefill(q, k, v, 150, 150)
+    exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64)
+    assert_within_rule(out, exact, gqa_attention_reference(q, k, v, compute_dtype=torch.float16), torch.float16)
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_prefill_attends_the_pattern_its_estimate_chose(device, per_head):
+    t, hq = 180, 4
+    q, k, v = _qkv(1, t, hq, 2, 64, torch.bfloat16, device, 6)
+    n_cols, n_diags = (torch.tensor([[40, 0, 70, 35]]), torch.tensor([[110, 101, 5, 130]])) if per_head else (40, 110)
+    out = vertical_slash_prefill(q, k, v, n_cols, n_diags)
+    vert, slash = estimate_vertical_slash(q, k)  # (checked against float64 above; deterministic)
+    cols, nc, diags, nd = vertical_slash_pattern(vert, slash, n_cols, n_diags)
+    mask = vertical_slash_mask(t, _used(cols.cpu(), nc.cpu()), _used(diags.cpu(), nd.cpu()))
+    exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64, mask=mask)
+    lowp = gqa_attention_reference(q, k, v, compute_dtype=torch.bfloat16, mask=mask)
+    assert_within_rule(out, exact, lowp, torch.bfloat16)
+
+
+def test_pattern_keeps_the_sink_columns_and_local_diagonals():
+    vert = torch.rand(1, 2, 500)
+    slash = torch.rand(1, 2, 500)
+    vert[..., :SINK_COLUMNS] = -1  # the least likely keys: kept anyway
+    slash[..., :LOCAL_DIAGONALS] = -1
+    cols, nc, diags, nd = vertical_slash_pattern(vert, slash, 50, 120)
+    assert set(range(SINK_COLUMNS)) <= set(cols[0, 0].tolist())
+    assert set(range(LOCAL_DIAGONALS)) <= set(diags[0, 1].tolist())
+    assert set(cols[0, 0].tolist()) - set(range(SINK_COLUMNS)) == set(vert[0, 0, SINK_COLUMNS:].topk(20).indices.add(
+        SINK_COLUMNS).tolist())
+
+
+def test_a_shape_is_the_sink_and_the_local_window():
+    t = 300
+    index = a_shape_index(1, 1, t, sink=16, window=100)
+    mask = _mask_of_index(index, t)[0, 0]
+    rows, keys = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    block_start = rows // BLOCK * BLOCK
+    want = (keys <= rows) & ((keys < 16) | (keys >= block_start - 99))  # the window of the block's first row
+    assert torch.equal(mask, want)
+
+
+def test_index_is_compact_at_128k_tokens():
+    """MInference's per-block lists for 32 heads at 128K with budget (1000, 6096) take
+    heads x blocks x (columns + diagonals) ints (1.6 GB); this index takes under 1% of that."""
+    t, h = 131072, 32
+    g = torch.Generator().manual_seed(0)
+    cols = torch.stack([torch.randperm(t, generator=g)[:1000] for _ in range(h)])[None]
+    diags = torch.stack([torch.randperm(t, generator=g)[:6096] for _ in range(h)])[None]
+    index = vertical_slash_index(cols, diags, t)
+    dense_format = h * (t // 64) * (1000 + 6096) * 4
+    assert index.nbytes() < 0.01 * dense_format
+
+
+def test_a_row_that_sees_no_key_is_zero(device):
+    q, k, v = _qkv(1, 128, 1, 1, 64, torch.float16, device, 7)
+    index = vertical_slash_index(torch.zeros(1, 1, 0, dtype=torch.long), torch.tensor([[[100]]]), 128)
+    out, lse = vertical_slash_attention(q.to(device), k, v, index.to(device), return_lse=True)
+    # block 0's rows: diagonal 100 lies before key 0; block 1 (rows 64..127) sees keys 0..27
+    assert torch.all(out[0, :64] == 0) and torch.all(lse[0, 0, :64] == float("-inf"))
+    assert torch.all(torch.isfinite(out[0, 64:].float())) and torch.all(torch.isfinite(lse[0, 0, 64:]))
+
+
+@pytest.mark.parametrize("where", ["selected", "unselected"])
+def test_nan_in_a_key_reaches_only_the_rows_that_select_it(device, where):
+    t = 128
+    q, k, v = _qkv(1, t, 2, 1, 64, torch.float16, device, 8)
+    cols = torch.tensor([[[3], [3]]])
+    index = vertical_slash_index(cols, torch.tensor([[[0], [0]]]), t).to(device)
+    key = 3 if where == "selected" else 10  # 10: only rows of block 0 see it (their own diagonal-0 range)
+    k[0, key, 0, 0] = float("nan")
+    out = vertical_slash_attention(q, k, v, index)
+    mask = vertical_slash_mask(t, cols, torch.tensor([[[0], [0]]]))[0, 0]
+    nan_rows = torch.isnan(out[0, :, 0].float()).all(-1).cpu()
+    assert torch.equal(nan_rows, mask[:, key])
+    assert not torch.isnan(out[0][~nan_rows.to(out.device)].float()).any()
+
+
+def test_bad_input_is_refused_with_a_clear_error(device):
+    q, k, v = _qkv(1, 64, 2, 1, 64, torch.float16, device, 9)
+    index = vertical_slash_index(torch.tensor([[[0], [1]]]), torch.tensor([[[0], [0]]]), 64).to(device)
+    with pytest.raises(ValueError, match="must lie in"):
+        vertical_slash_index(torch.tensor([[[64]]]), torch.tensor([[[0]]]), 64)
+    with pytest.raises(ValueError, match="repeat"):
+        vertical_slash_index(torch.tensor([[[1, 1]]]), torch.tensor([[[0]]]), 64)
+    with pytest.raises(ValueError, match="share"):
+        vertical_slash_index(torch.tensor([[[1]]]), torch.tensor([[[0], [0]]]), 64)
+    with pytest.raises(ValueError, match="made for 64 tokens"):
+        vertical_slash_attention(q[:, :32], k[:, :32], v[:, :32], index)  # its columns would address keys past 32
+    with pytest.raises(ValueError, match="block_columns"):
+        vertical_slash_attention(q, k, v, index._replace(block_columns=index.block_columns.long()))
+    with pytest.raises(TypeError, match="SparseIndex"):
+        vertical_slash_attention(q, k, v, tuple(index))
+    with pytest.raises(ValueError, match="head_dim"):
+        vertical_slash_attention(q[..., :32], k[..., :32], v[..., :32], index)
+    with pytest.raises(ValueError, match="prefill from scratch"):
+        vertical_slash_attention(q, k[:, :32], v[:, :32], index)
+    with pytest.raises(ValueError, match="last_q"):
+        estimate_vertical_slash(q, k, last_q=256)
+    with pytest.raises(ValueError, match="n_columns"):
+        vertical_slash_prefill(q, k, v, torch.tensor([5]), 10)
+
+
+def test_reference_keeps_a_bad_value_to_the_rows_that_see_it():
+    """The reference's weighted sum once carried a NaN value of a masked key into every row
+    (0 x NaN); the rows that do not see the key stay finite, an infinity seen with weight 0
+    is NaN."""
+    q, k, v = _qkv(1, 8, 1, 1, 64, torch.float16, "cpu", 10)
+    mask = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    mask[..., 2] = False  # no row sees key 2
+    v[0, 2, 0, 0], v[0, 5, 0, 1] = float("nan"), float("inf")
+    out = gqa_attention_reference(q, k, v, compute_dtype=torch.float64, mask=mask)[0, :, 0]
+    assert torch.isfinite(out[:, 0]).all()                       # key 2's NaN reaches no row
+    assert torch.isinf(out[5:, 1]).all() and torch.isfinite(out[:5, 1]).all()  # key 5: rows 5.. see it
