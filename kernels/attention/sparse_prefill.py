@@ -445,3 +445,121 @@ def vertical_slash_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_
     cols, nc, diags, nd = vertical_slash_pattern(vertical, slash, n_columns, n_diagonals)
     index = vertical_slash_index(cols, diags, q.shape[1], nc, nd)
     return vertical_slash_attention(q, k, v, index, scale=scale, return_lse=return_lse)
+
+
+# ----------------------------------------------------------------------------- block-sparse
+
+class BlockIndex(NamedTuple):
+    """Block-sparse selection: blocks (B, H, query blocks, K) sorted key-block numbers of each
+    BLOCK-row query block (padding past its count), counts (B, H, query blocks); tokens: T."""
+    blocks: torch.Tensor
+    counts: torch.Tensor
+    tokens: int
+
+    def to(self, device) -> "BlockIndex":
+        return BlockIndex(self.blocks.to(device), self.counts.to(device), self.tokens)
+
+
+def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k: int) -> BlockIndex:
+    """MInference's block-sparse estimate: BLOCK-token means of q and k, their products per
+    (query block, key block), causal, and the top_k key blocks of each query block, the
+    first block (the sink) and the diagonal block always among them."""
+    _check_qkv(q, k, k)
+    check_int("top_k", top_k, minimum=1)
+    B, T, H, D = q.shape
+    nb = triton.cdiv(T, BLOCK)
+    pad = nb * BLOCK - T
+
+    def pooled(x):  # (B, nb, heads, D) means over each block's real tokens
+        x = torch.nn.functional.pad(x.float(), (0, 0, 0, 0, 0, pad)).view(B, nb, BLOCK, x.shape[2], D).sum(2)
+        n = torch.full((nb,), BLOCK, device=x.device, dtype=torch.float32)
+        n[-1] = BLOCK - pad
+        return x / n[None, :, None, None]
+
+    pq, pk = pooled(q), pooled(k).repeat_interleave(H // k.shape[2], dim=2)
+    scores = torch.einsum("bqhd,bkhd->bhqk", pq, pk)
+    qb, kb = torch.arange(nb, device=q.device)[:, None], torch.arange(nb, device=q.device)[None, :]
+    scores = scores.masked_fill(kb > qb, float("-inf"))
+    scores = scores.masked_fill((kb == 0) | (kb == qb), float("inf"))  # the sink and the diagonal, always
+    kk = min(top_k, nb)
+    top = torch.topk(scores, kk, dim=-1)
+    chosen = torch.where(top.values == float("-inf"), nb, top.indices)  # past the diagonal: padding
+    blocks = chosen.sort(-1).values
+    counts = (blocks < nb).sum(-1)
+    return BlockIndex(blocks.to(torch.int32).contiguous(), counts.to(torch.int32).contiguous(), T)
+
+
+@triton.jit
+def _block_sparse_kernel(Q, K, V, O, LSE, BLOCKS, COUNTS,
+                         stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
+                         stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh,
+                         T, q_heads, group, qk_scale, top_k, n_blocks,
+                         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, WRITE_LSE: tl.constexpr,
+                         POS_SCALE: tl.constexpr):
+    bh = tl.program_id(0)
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
+    b = bh // q_heads
+    h = bh % q_heads
+    kvh = h // group
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < T
+    q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qt
+                + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    K = K + b.to(tl.int64) * stride_kb + kvh * stride_kh
+    V = V + b.to(tl.int64) * stride_vb + kvh * stride_vh
+    row = (bh * n_blocks + pid_m).to(tl.int64)
+    count = tl.load(COUNTS + row)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    for i in range(0, count):
+        kb = tl.load(BLOCKS + row * top_k + i)
+        if kb < pid_m:  # wholly before every row: no mask
+            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, kb * BLOCK_M, T, stride_kn,
+                                          stride_vn, offs_d, qk_scale, BLOCK_M, True, False, False, POS_SCALE)
+        else:  # the diagonal block: causal, and the sequence's end
+            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, kb * BLOCK_M, T, stride_kn,
+                                          stride_vn, offs_d, qk_scale, BLOCK_M, True, True, False, POS_SCALE)
+    out = acc / l_i[:, None]  # every row sees its diagonal block, its own key at least
+    tl.store(O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_ot
+             + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    if WRITE_LSE:
+        lse = tl.where(m_i == float("inf"), float("inf"), (m_i + tl.math.log2(l_i)) / 1.4426950408889634)
+        tl.store(LSE + bh.to(tl.int64) * T + offs_m, lse, mask=row_ok)
+
+
+def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: BlockIndex, *,
+                           scale: float | None = None, return_lse: bool = False, num_warps: int = 4,
+                           num_stages: int = 2):
+    """Causal attention of q over the key blocks `index` selects for each BLOCK-row query block
+    (a prefill from scratch); every block must hold its diagonal block (block_sparse_index
+    keeps it). Returns out, or (out, lse (B, Hq, T) float32)."""
+    _check_qkv(q, k, v)
+    if scale is not None:
+        check_number("scale", scale)
+    check_bool("return_lse", return_lse)
+    if not isinstance(index, BlockIndex):
+        raise TypeError(f"index must be a BlockIndex (block_sparse_index), got {type(index).__name__}")
+    B, T, Hq, D = q.shape
+    nb = triton.cdiv(T, BLOCK)
+    if index.tokens != T:
+        raise ValueError(f"the index was made for {index.tokens} tokens; q has {T}")
+    for name, t, shape in (("blocks", index.blocks, (B, Hq, nb)), ("counts", index.counts, (B, Hq, nb))):
+        if t.dtype != torch.int32 or t.device != q.device or not t.is_contiguous() or tuple(t.shape[:3]) != shape:
+            raise ValueError(f"index.{name} must be a contiguous int32 tensor of shape ({B}, {Hq}, {nb}{', *' if name == 'blocks' else ''}) "
+                             f"on {q.device}; got {t.dtype} {tuple(t.shape)} on {t.device}")
+    out = torch.empty_like(q)
+    lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
+    if B * T * Hq == 0:
+        return (out, lse) if return_lse else out
+    scale = D ** -0.5 if scale is None else float(scale)
+    _block_sparse_kernel[(B * Hq, nb)](
+        q, k, v, out, lse if lse is not None else out, index.blocks, index.counts,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        T, Hq, Hq // k.shape[2], scale * LOG2E, index.blocks.shape[3], nb,
+        HEAD_DIM=D, BLOCK_M=BLOCK, WRITE_LSE=return_lse, POS_SCALE=scale > 0, num_warps=num_warps,
+        num_stages=num_stages)
+    return (out, lse) if return_lse else out

@@ -21,7 +21,7 @@ from kernels.attention.prefill import _prefill_kernel  # noqa: E402
 from kernels.attention.rope import _rope_kv_write_kernel  # noqa: E402
 from kernels.attention.shared_prefix import _merge_kernel, _node_kernel  # noqa: E402
 from kernels.attention.sparse_prefill import (  # noqa: E402
-    _estimate_scores_kernel, _estimate_stats_kernel, _vertical_slash_kernel,
+    _block_sparse_kernel, _estimate_scores_kernel, _estimate_stats_kernel, _vertical_slash_kernel,
 )
 from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # noqa: E402
 from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
@@ -150,6 +150,9 @@ def cases():
                             "qk_scale": "fp32"},
            {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": 64, "SEARCH_STEPS": 10, "WRITE_LSE": True, "POS_SCALE": True},
            {"num_warps": 4, "num_stages": 2})
+    yield ("sparse prefill: block-sparse attention", _block_sparse_kernel,
+           bf("Q K V O") | {"LSE": "*fp32", "BLOCKS": "*i32", "COUNTS": "*i32", "qk_scale": "fp32"},
+           {"HEAD_DIM": 128, "BLOCK_M": 64, "WRITE_LSE": False, "POS_SCALE": True}, {"num_warps": 4, "num_stages": 2})
     for qk in (True, False):
         w = "*bf16" if qk else "*fp32"  # without QK-norm the weight pointers are the cos table
         yield (f"rope_kv_write qk_norm={qk}", _rope_kv_write_kernel,

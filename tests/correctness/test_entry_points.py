@@ -27,7 +27,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from kernels.attention import (a_shape_index, estimate_vertical_slash, gqa_attention_reference, gqa_decode,
+from kernels.attention import (a_shape_index, block_sparse_attention, block_sparse_index, estimate_vertical_slash, gqa_attention_reference, gqa_decode,
                                prefill_attention, prefix_tree, rope_kv_write, rope_kv_write_reference, rope_tables,
                                shared_prefix_decode, shared_prefix_reference, vertical_slash_attention,
                                vertical_slash_index, vertical_slash_pattern, vertical_slash_prefill)
@@ -235,6 +235,14 @@ ENTRIES = {
     "vertical_slash_pattern": Entry(_call(vertical_slash_pattern, "vertical", "slash"),
                                     lambda d: dict(vertical=torch.rand(1, 2, 50).to(d), slash=torch.rand(1, 2, 50).to(d),
                                                    n_columns=40, n_diagonals=120)),
+    "block_sparse_attention": Entry(
+        _call(block_sparse_attention, "q", "k", "v", "index"),
+        lambda d: dict({n: t for n, t in _sparse_args(d).items() if n != "index"},
+                       index=block_sparse_index(*(_sparse_args(d)[n] for n in ("q", "k")), 100)),
+        lambda a: gqa_attention_reference(a["q"], a["k"], a["v"], scale=a.get("scale"), compute_dtype=torch.float64,
+                                          return_lse=True)),  # every block kept: dense attention
+    "block_sparse_index": Entry(_call(block_sparse_index, "q", "k"),
+                                lambda d: dict({n: t for n, t in _sparse_args(d).items() if n in ("q", "k")}, top_k=3)),
     "a_shape_index": Entry(_call(a_shape_index), lambda d: dict(batch=1, heads=2, T=300, device=d)),
     "rope_kv_write": Entry(_call(rope_kv_write), _rope_args, _rope_exact,
                            outputs=lambda a, r: (r, a["k_cache"], a["v_cache"])),
@@ -764,6 +772,23 @@ ROWS += table(
     ("shape", "n_columns tensor of the wrong shape", put(n_columns=lambda a: torch.tensor([1])),
      VE(r"n_columns must be an int or a \(1, 2\) tensor")),
     ("type", "n_diagonals -3", put(n_diagonals=-3), VE("n_diagonals must be an int >= 0")),
+) + table(
+    "block_sparse_attention",
+    tensor_rows("q", "k", "v"),
+    ("shape", "an index of another length", put(**{n: (lambda a, n=n: a[n][:, :60]) for n in ("q", "k", "v")}),
+     VE("the index was made for 70 tokens; q has 60")),
+    ("shape", "head_dim 32", put(**{n: (lambda a, n=n: a[n][..., :32]) for n in ("q", "k", "v")}),
+     VE("head_dim 32 is not supported")),
+    ("strides", "k rows padded", put(k=lambda a: padded_rows(a["k"]), v=lambda a: padded_rows(a["v"])), RIGHT),
+    nan_rows("q", "k", "v"),
+    ("type", "index tuple", put(index=lambda a: tuple(a["index"])), TE("index must be a BlockIndex")),
+    ("type", "scale 0.5", put(scale=0.5), RIGHT),
+) + table(
+    "block_sparse_index",
+    tensor_rows("q", "k"),
+    ("shape", "k shorter than q", put(k=lambda a: a["k"][:, :60]), VE("a prefill from scratch")),
+    ("type", "top_k 0", put(top_k=0), VE("top_k must be an int >= 1")),
+    ("type", "top_k 1.5", put(top_k=1.5), TE("top_k must be an int, got float")),
 ) + table(
     "a_shape_index",
     ("type", "sink -1", put(sink=-1), VE("sink must be an int >= 0")),

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from kernels.attention import gqa_attention_reference
 from kernels.attention.reference import vertical_slash_estimate_reference, vertical_slash_mask
 from kernels.attention.sparse_prefill import (
-    BLOCK, LOCAL_DIAGONALS, SINK_COLUMNS, SparseIndex, a_shape_index, estimate_vertical_slash,
+    BLOCK, LOCAL_DIAGONALS, SINK_COLUMNS, BlockIndex, SparseIndex, a_shape_index, block_sparse_attention,
+    block_sparse_index, estimate_vertical_slash,
     vertical_slash_attention, vertical_slash_index, vertical_slash_pattern, vertical_slash_prefill,
 )
 from tests.helpers.tolerance import HALF_DTYPES, assert_within_rule
@@ -233,3 +234,67 @@ def test_reference_keeps_a_bad_value_to_the_rows_that_see_it():
     out = gqa_attention_reference(q, k, v, compute_dtype=torch.float64, mask=mask)[0, :, 0]
     assert torch.isfinite(out[:, 0]).all()                       # key 2's NaN reaches no row
     assert torch.isinf(out[5:, 1]).all() and torch.isfinite(out[:5, 1]).all()  # key 5: rows 5.. see it
+
+
+def _block_mask(index: BlockIndex, t: int) -> torch.Tensor:
+    """The keys a block index lets each row see: its query block's listed key blocks, causal."""
+    blocks, counts = index.blocks.cpu().long(), index.counts.cpu().long()
+    B, H, nb, _ = blocks.shape
+    listed = torch.zeros(B, H, nb, nb + 1, dtype=torch.bool)
+    listed.scatter_(-1, torch.where(torch.arange(blocks.shape[-1]) < counts[..., None], blocks, nb), True)
+    rows, keys = torch.arange(t), torch.arange(t)
+    mask = listed[:, :, rows // BLOCK][..., keys // BLOCK]
+    return mask & (keys[None, :] <= rows[:, None])
+
+
+@settings(deadline=None, max_examples=20)
+@given(t=st.integers(1, 300), kv=st.sampled_from([(1, 1), (4, 1), (6, 2)]), d=st.sampled_from([64, 128]),
+       dtype=st.sampled_from(list(HALF_DTYPES)), top_k=st.integers(1, 6), seed=st.integers(0, 2 ** 16))
+@example(t=300, kv=(4, 1), d=64, dtype="bf16", top_k=2, seed=0)  # five blocks, two kept: the sink and the diagonal
+def test_block_sparse_matches_masked_reference(device, t, kv, d, dtype, top_k, seed):
+    dt = HALF_DTYPES[dtype]
+    q, k, v = _qkv(1, t, kv[0], kv[1], d, dt, device, seed)
+    index = block_sparse_index(q, k, top_k)
+    out, lse = block_sparse_attention(q, k, v, index, return_lse=True)
+    mask = _block_mask(index, t)
+    exact, lse_exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64, return_lse=True, mask=mask)
+    assert_within_rule(out, exact, gqa_attention_reference(q, k, v, compute_dtype=dt, mask=mask), dt)
+    assert torch.allclose(lse.double().cpu(), lse_exact.cpu(), rtol=1e-4, atol=1e-4)
+
+
+def test_block_sparse_index_keeps_the_sink_the_diagonal_and_the_best_blocks():
+    t, top_k = 64 * 9, 4
+    q, k, _ = _qkv(1, t, 2, 1, 64, torch.float16, "cpu", 11)
+    index = block_sparse_index(q, k, top_k)
+    pq = q.double().view(1, 9, 64, 2, 64).mean(2)
+    pk = k.double().view(1, 9, 64, 1, 64).mean(2).expand(1, 9, 2, 64)
+    scores = torch.einsum("bqhd,bkhd->bhqk", pq, pk)
+    for h in range(2):
+        for qb in range(9):
+            n = int(index.counts[0, h, qb])
+            chosen = index.blocks[0, h, qb, :n].tolist()
+            assert n == min(top_k, qb + 1) and 0 in chosen and qb in chosen and chosen == sorted(chosen)
+            others = [kb for kb in range(1, qb) if kb not in chosen]
+            free = [kb for kb in chosen if kb not in (0, qb)]
+            if others and free:  # the blocks picked on score beat every block left out
+                assert min(scores[0, h, qb, free]) >= max(scores[0, h, qb, others]) - 1e-3
+
+
+def test_block_sparse_with_every_block_is_dense_attention(device):
+    q, k, v = _qkv(1, 200, 4, 2, 64, torch.float16, device, 12)
+    out = block_sparse_attention(q, k, v, block_sparse_index(q, k, 100))
+    exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64)
+    assert_within_rule(out, exact, gqa_attention_reference(q, k, v, compute_dtype=torch.float16), torch.float16)
+
+
+def test_block_sparse_refuses_bad_input(device):
+    q, k, v = _qkv(1, 128, 2, 1, 64, torch.float16, device, 13)
+    index = block_sparse_index(q, k, 2)
+    with pytest.raises(ValueError, match="made for 128 tokens"):
+        block_sparse_attention(q[:, :64], k[:, :64], v[:, :64], index)
+    with pytest.raises(ValueError, match="index.counts must be"):
+        block_sparse_attention(q, k, v, index._replace(counts=index.counts.long()))
+    with pytest.raises(TypeError, match="BlockIndex"):
+        block_sparse_attention(q, k, v, tuple(index))
+    with pytest.raises(ValueError, match="top_k must be an int >= 1"):
+        block_sparse_index(q, k, 0)
