@@ -90,6 +90,12 @@ TARGETS = [
     Target("shared-prefix generation, prefix 8K, batch 256: within 80% of the no-attention bound",
            _llama3("shared_prefix_generation", prefix=8192, batch=256), "speedup_vs_no_attention", 0.8,
            "of no attention"),
+    Target("sparse prefill, vertical-slash (1000, 6096) at 128K tokens: at least 3x the best dense prefill",
+           lambda i: (i.get("op") == "sparse_prefill" and _shape(i, "pattern") == "vs-1000-6096"
+                      and _shape(i, "tokens") == 131072), "speedup_vs_best_baseline", 3.0, "speedup vs dense"),
+    Target("sparse prefill, vertical-slash (1000, 6096) at 1M tokens: at least 10x the best dense prefill",
+           lambda i: (i.get("op") == "sparse_prefill" and _shape(i, "pattern") == "vs-1000-6096"
+                      and _shape(i, "tokens") == 1048576), "speedup_vs_best_baseline", 10.0, "speedup vs dense"),
 ]
 
 

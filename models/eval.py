@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .generate import arguments
+from .generate import arguments, load
 from .gguf_weights import GGUFError
 
 
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "needle":
         return _needle_main(args)
-    from .model import load_model, prompt_ids
+    from .model import prompt_ids
 
     try:
         text = Path(args.text_file).read_text(encoding="utf-8")
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     try:
         if args.tokens is not None and args.tokens < 2:
             raise ValueError(f"--tokens must be at least 2, got {args.tokens}")
-        model, ops = load_model(args.gguf, args.backend, args.device, args.dtype, args.recipe)
+        model, ops = load(args)
         ids = prompt_ids(model.source, text)
         ids = ids[:args.tokens] if args.tokens else ids
         value, scored = perplexity(model, ops, ids, args.window)
@@ -130,10 +130,8 @@ def main(argv=None) -> int:
 
 
 def _needle_main(args) -> int:
-    from .model import load_model
-
     try:
-        model, ops = load_model(args.gguf, args.backend, args.device, args.dtype, args.recipe)
+        model, ops = load(args)
         too_long = [c for c in args.contexts if c + 64 > model.source.context_length]
         if too_long:
             raise ValueError(f"contexts {too_long} do not fit the model's {model.source.context_length} tokens "

@@ -19,8 +19,24 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", help="triton (the suite's kernels) or torch (plain PyTorch)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--sparse", help="prefill with the per-head sparse patterns of this file (python -m models.sparse "
+                                    "search), at every prompt length")
     p.add_argument("--recipe", help="quantize the projections: weight-only int8wo, int4wo-128, int4wo-128-hqq; "
                                     "weights and activations mixq-w8a8o16, mixq-w4a4o16, fp8-rowwise (torch backend)")
+
+
+def load(args):
+    """(model, ops) as the shared options name them (--sparse: ops whose prefill is sparse)."""
+    from .model import load_model
+
+    model, ops = load_model(args.gguf, args.backend, args.device, args.dtype, args.recipe)
+    if args.sparse:
+        from kernels.attention.sparse_search import load_patterns
+
+        from .sparse import sparse_ops
+
+        ops = sparse_ops(ops, load_patterns(args.sparse), dense_below=0)
+    return model, ops
 
 
 def main(argv=None) -> int:
@@ -32,7 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the sampling seed")
     arguments(p)
     args = p.parse_args(argv)
-    from .model import load_model, prompt_ids
+    from .model import prompt_ids
 
     try:
         text = Path(args.prompt_file).read_text(encoding="utf-8")
@@ -40,7 +56,7 @@ def main(argv=None) -> int:
         print(f"error: cannot read the prompt file: {exc}", file=sys.stderr)
         return 2
     try:
-        model, ops = load_model(args.gguf, args.backend, args.device, args.dtype, args.recipe)
+        model, ops = load(args)
         src = model.source
         # a chat message without the trailing newline a text file ends with; a raw prompt as it is
         prompt = prompt_ids(src, text.rstrip("\n") if args.chat else text, args.chat)

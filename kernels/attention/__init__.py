@@ -8,10 +8,11 @@ from .reference import gqa_attention_reference, rope_kv_write_reference, rope_re
 from .rope import rope_kv_write, rope_tables
 from .shared_prefix import PrefixTree, prefix_tree, shared_prefix_decode
 from .sparse_prefill import (BlockIndex, SparseIndex, a_shape_index, block_sparse_attention, block_sparse_index,
-                             estimate_vertical_slash, vertical_slash_attention, vertical_slash_index,
+                             estimate_vertical_slash, sparse_prefill, vertical_slash_attention, vertical_slash_index,
                              vertical_slash_pattern, vertical_slash_prefill)
 
 __all__ = ["gqa_decode", "prefill_attention", "gqa_attention_reference", "rope_kv_write", "rope_kv_write_reference", "rope_reference",
            "rope_tables", "prefix_tree", "shared_prefix_decode", "shared_prefix_reference", "a_shape_index",
            "estimate_vertical_slash", "vertical_slash_attention", "vertical_slash_index", "vertical_slash_pattern",
-           "vertical_slash_prefill", "block_sparse_index", "block_sparse_attention"]
+           "vertical_slash_prefill", "block_sparse_index", "block_sparse_attention",
+           "sparse_prefill"]

@@ -36,3 +36,12 @@ def shared_prefix_cost(tree, q_tokens, q_heads, kv_heads, suffix_len, head_dim, 
     keys_seen = sum(sum(tree.kv_len[n] for n in path) for path in tree.paths) + B * suffix_len
     flops = 4 * q_tokens * q_heads * head_dim * keys_seen
     return Cost(flops=flops, bytes=kv_bytes + q_bytes, flops_ceiling=flops_ceiling)
+
+
+def sparse_prefill_cost(selected_pairs, tokens, q_heads, kv_heads, head_dim, elem_bytes, flops_ceiling="bf16_tflops"):
+    """A sparse prefill from scratch: the products over the selected (query, key) pairs of
+    every head (selected_pairs summed), k and v read once, q read and out written once."""
+    flops = 4 * head_dim * selected_pairs
+    kv_bytes = 2 * tokens * kv_heads * head_dim * elem_bytes
+    q_bytes = 2 * tokens * q_heads * head_dim * elem_bytes
+    return Cost(flops=flops, bytes=kv_bytes + q_bytes, flops_ceiling=flops_ceiling)

@@ -163,3 +163,42 @@ def vertical_slash_estimate_reference(q, k, last_q=64, scale=None, compute_dtype
     slash = torch.zeros(B, Hq, T, dtype=p.dtype, device=p.device).scatter_add_(-1, diag.reshape(B, Hq, -1),
                                                                                p.reshape(B, Hq, -1))
     return p.sum(2), slash
+
+
+def sparse_index_rows_mask(index, rows):
+    """The keys a sparse prefill index (kernels/attention/sparse_prefill.py: SparseIndex or
+    BlockIndex) lets the query rows `rows` (ascending positions) see: boolean (B, H, len(rows),
+    T), causal. Built block by block from the index's fields (no T x T matrix)."""
+    T = index.tokens
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    block = 64
+    keys = torch.arange(T)
+    tensors = index.blocks if hasattr(index, "blocks") else index.intervals
+    B, H = tensors.shape[:2]
+    out = torch.zeros(B, H, len(rows), T, dtype=torch.bool, device=tensors.device)
+    for blk in torch.unique(rows // block).tolist():
+        m0 = blk * block
+        sel = (rows // block == blk).nonzero().flatten()
+        if hasattr(index, "blocks"):
+            kb = index.blocks[:, :, blk].long()
+            listed = torch.arange(kb.shape[-1], device=kb.device) < index.counts[:, :, blk, None].long()
+            seen_blocks = torch.zeros(B, H, T // block + 2, dtype=torch.bool, device=kb.device)
+            seen_blocks.scatter_(-1, torch.where(listed, kb, T // block + 1), True)
+            keymask = seen_blocks[..., keys.to(kb.device) // block]
+        else:
+            n = index.n_intervals.long()[..., None]
+            a, last = index.intervals[..., 0].long(), index.intervals[..., 1].long()
+            ok = torch.arange(a.shape[-1], device=a.device) < n
+            lo = (m0 - last).clamp(min=0, max=T)
+            hi = (m0 + block - a).clamp(min=0, max=T)  # one past the range
+            ok = ok & (lo < hi)
+            diff = torch.zeros(B, H, T + 1, dtype=torch.long, device=a.device)
+            diff.scatter_add_(-1, torch.where(ok, lo, T), ok.long())
+            diff.scatter_add_(-1, torch.where(ok, hi, T), -ok.long())
+            keymask = diff.cumsum(-1) > 0  # (B, H, T + 1): the last slot takes what is not listed
+            cols = index.columns.long()
+            listed = torch.arange(cols.shape[-1], device=cols.device) < index.block_columns[:, :, blk].long()[..., None]
+            keymask = keymask.scatter(-1, torch.where(listed, cols, T), True)[..., :T]
+        r = rows[sel].to(keymask.device)
+        out[:, :, sel.to(out.device)] = keymask[:, :, None, :] & (keys.to(keymask.device)[None, :] <= r[:, None])
+    return out

@@ -65,6 +65,37 @@ class SparseIndex(NamedTuple):
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors())
 
+    def selected_pairs(self) -> torch.Tensor:
+        """(B, H) int64: the (query, key) pairs the pattern selects, causal (what the kernel
+        attends; dense causal attention has T (T + 1) / 2)."""
+        T = self.tokens
+        nb = triton.cdiv(T, BLOCK)
+        m0 = torch.arange(nb, device=self.intervals.device, dtype=torch.long) * BLOCK
+        m1 = (m0 + BLOCK - 1).clamp(max=T - 1)
+        B, H = self.n_intervals.shape
+        out = torch.zeros(B, H, dtype=torch.long, device=m0.device)
+        for b in range(B):
+            for h in range(H):
+                n = int(self.n_intervals[b, h])
+                a, last = (self.intervals[b, h, :n, i].long() for i in (0, 1))
+                lo = (m0[:, None] - last[None, :]).clamp(min=0)                 # (blocks, intervals)
+                e = torch.minimum(m0[:, None] + BLOCK - 1 - a[None, :], m1[:, None])  # the range's last key
+                start, stop = torch.maximum(m0[:, None], lo), torch.minimum(m1[:, None], e)
+                ramp = (stop - start + 1).clamp(min=0)                          # rows inside the range: r - lo + 1 keys
+                out[b, h] += (ramp * ((start - lo + 1) + (stop - lo + 1)) // 2).sum()
+                flat = (m1[:, None] - torch.maximum(m0[:, None], e + 1) + 1).clamp(min=0)  # rows past it: all of it
+                out[b, h] += (flat * (e - lo + 1).clamp(min=0)).sum()
+                count = self.block_columns[b, h].long()
+                cols = self.columns[b, h, :int(count.max()) if nb else 0].long()
+                if cols.numel():
+                    listed = torch.arange(cols.numel(), device=m0.device)[None, :] < count[:, None]
+                    x = m0[:, None] - cols[None, :]
+                    j = torch.searchsorted((a - (BLOCK - 1)).contiguous(), x.contiguous(), right=True) - 1
+                    covered = (j >= 0) & (last[j.clamp(min=0)] >= x) if n else torch.zeros_like(listed)
+                    rows = (m1[:, None] - torch.maximum(m0[:, None], cols[None, :]) + 1).clamp(min=0)
+                    out[b, h] += (rows * (listed & ~covered)).sum()
+        return out
+
 
 # ----------------------------------------------------------------------------- estimate
 
@@ -283,16 +314,16 @@ def _attend_columns(acc, m_i, l_i, q, K, V, COLS, count, c0, DIAG, n_diag, m0, r
 
 
 @triton.jit
-def _vertical_slash_kernel(Q, K, V, O, LSE, DIAG, N_DIAG, COLS, BLOCK_COLS,
+def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COLS,
                            stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
                            stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh,
-                           T, q_heads, group, qk_scale, max_diag, max_cols, n_blocks,
+                           T, q_heads, n_sel, group, qk_scale, max_diag, max_cols, n_blocks,
                            HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                            SEARCH_STEPS: tl.constexpr, WRITE_LSE: tl.constexpr, POS_SCALE: tl.constexpr):
-    bh = tl.program_id(0)
+    bh = tl.program_id(0)  # (sequence, one of the n_sel heads the index covers)
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)  # the last blocks hold the longest ranges: first
-    b = bh // q_heads
-    h = bh % q_heads
+    b = bh // n_sel
+    h = tl.load(HEADS + bh % n_sel)
     kvh = h // group
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -341,7 +372,7 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, DIAG, N_DIAG, COLS, BLOCK_COLS,
     if WRITE_LSE:
         lse = tl.where(m_i == float("inf"), float("inf"), (m_i + tl.math.log2(l_i)) / 1.4426950408889634)
         lse = tl.where(seen, lse, float("-inf"))
-        tl.store(LSE + bh.to(tl.int64) * T + offs_m, lse, mask=row_ok)
+        tl.store(LSE + (b * q_heads + h).to(tl.int64) * T + offs_m, lse, mask=row_ok)
 
 
 def _check_qkv(q, k, v):
@@ -363,6 +394,19 @@ def _check_qkv(q, k, v):
                          f"scratch); got {tuple(k.shape)} and {tuple(v.shape)}")
     if k.shape[2] == 0 or Hq % k.shape[2]:
         raise ValueError(f"q's {Hq} heads are not a multiple of the {k.shape[2]} KV heads")
+
+
+def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, block_n=64, num_warps=4, num_stages=2):
+    """The kernel over the query heads `heads` (int32) that the index's rows cover, in order."""
+    B, T, Hq, D = q.shape
+    n_sel, n_blocks, max_diag = heads.numel(), triton.cdiv(T, BLOCK), index.intervals.shape[2]
+    _vertical_slash_kernel[(B * n_sel, n_blocks)](
+        q, k, v, out, lse if lse is not None else out, heads, index.intervals, index.n_intervals, index.columns,
+        index.block_columns, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        T, Hq, n_sel, Hq // k.shape[2], scale * LOG2E, max_diag, index.columns.shape[2], n_blocks,
+        HEAD_DIM=D, BLOCK_M=BLOCK, BLOCK_N=block_n, SEARCH_STEPS=max(1, max_diag.bit_length()),
+        WRITE_LSE=lse is not None, POS_SCALE=scale > 0, num_warps=num_warps, num_stages=num_stages)
 
 
 def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: SparseIndex, *,
@@ -394,17 +438,10 @@ def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
                              f"got {t.dtype} {tuple(t.shape)} on {t.device}")
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
-    if B * T * Hq == 0:
-        return (out, lse) if return_lse else out
-    scale = D ** -0.5 if scale is None else float(scale)
-    max_diag = index.intervals.shape[2]
-    _vertical_slash_kernel[(B * Hq, n_blocks)](
-        q, k, v, out, lse if lse is not None else out, index.intervals, index.n_intervals, index.columns,
-        index.block_columns, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        T, Hq, Hq // k.shape[2], scale * LOG2E, max_diag, index.columns.shape[2], n_blocks,
-        HEAD_DIM=D, BLOCK_M=BLOCK, BLOCK_N=block_n, SEARCH_STEPS=max(1, max_diag.bit_length()),
-        WRITE_LSE=return_lse, POS_SCALE=scale > 0, num_warps=num_warps, num_stages=num_stages)
+    if B * T * Hq:
+        heads = torch.arange(Hq, dtype=torch.int32, device=q.device)
+        _launch_vertical_slash(q, k, v, index, heads, out, lse, D ** -0.5 if scale is None else float(scale),
+                               block_n, num_warps, num_stages)
     return (out, lse) if return_lse else out
 
 
@@ -459,14 +496,35 @@ class BlockIndex(NamedTuple):
     def to(self, device) -> "BlockIndex":
         return BlockIndex(self.blocks.to(device), self.counts.to(device), self.tokens)
 
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.blocks, self.counts))
 
-def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k: int) -> BlockIndex:
+    def selected_pairs(self) -> torch.Tensor:
+        """(B, H) int64: the (query, key) pairs the listed blocks hold, causal."""
+        T, nb = self.tokens, self.blocks.shape[2]
+        rows = torch.full((nb,), BLOCK, dtype=torch.long, device=self.blocks.device)
+        if nb:
+            rows[-1] = T - (nb - 1) * BLOCK
+        kb = self.blocks.long()
+        listed = torch.arange(kb.shape[-1], device=kb.device) < self.counts.long()[..., None]
+        qb = torch.arange(nb, device=kb.device)[:, None]
+        before = listed & (kb < qb)                     # whole key blocks: every row sees all BLOCK keys
+        diag = listed & (kb == qb)                      # the diagonal block: row i sees i + 1 keys
+        r = rows[:, None]
+        return ((before * r * BLOCK) + (diag * r * (r + 1) // 2)).sum(dim=(-1, -2))
+
+
+def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k) -> BlockIndex:
     """MInference's block-sparse estimate: BLOCK-token means of q and k, their products per
-    (query block, key block), causal, and the top_k key blocks of each query block, the
-    first block (the sink) and the diagonal block always among them."""
+    (query block, key block), causal, and the top_k key blocks of each query block (an int,
+    or a list of one per query head), the first block (the sink) and the diagonal block
+    always among them."""
     _check_qkv(q, k, k)
-    check_int("top_k", top_k, minimum=1)
     B, T, H, D = q.shape
+    per_head = list(top_k) if isinstance(top_k, (list, tuple)) else [top_k] * H
+    if len(per_head) != H:
+        raise ValueError(f"top_k lists {len(per_head)} budgets for {H} query heads")
+    per_head = [check_int("top_k", x, minimum=1) for x in per_head]
     nb = triton.cdiv(T, BLOCK)
     pad = nb * BLOCK - T
 
@@ -481,25 +539,26 @@ def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k: int) -> BlockInd
     qb, kb = torch.arange(nb, device=q.device)[:, None], torch.arange(nb, device=q.device)[None, :]
     scores = scores.masked_fill(kb > qb, float("-inf"))
     scores = scores.masked_fill((kb == 0) | (kb == qb), float("inf"))  # the sink and the diagonal, always
-    kk = min(top_k, nb)
-    top = torch.topk(scores, kk, dim=-1)
-    chosen = torch.where(top.values == float("-inf"), nb, top.indices)  # past the diagonal: padding
+    kk = min(max(per_head), nb)
+    top = torch.topk(scores, kk, dim=-1)  # best first: the sink and the diagonal lead
+    rank_ok = torch.arange(kk, device=q.device) < torch.tensor(per_head, device=q.device)[:, None, None]
+    chosen = torch.where((top.values == float("-inf")) | ~rank_ok, nb, top.indices)  # past the diagonal or the budget
     blocks = chosen.sort(-1).values
     counts = (blocks < nb).sum(-1)
     return BlockIndex(blocks.to(torch.int32).contiguous(), counts.to(torch.int32).contiguous(), T)
 
 
 @triton.jit
-def _block_sparse_kernel(Q, K, V, O, LSE, BLOCKS, COUNTS,
+def _block_sparse_kernel(Q, K, V, O, LSE, HEADS, BLOCKS, COUNTS,
                          stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
                          stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh,
-                         T, q_heads, group, qk_scale, top_k, n_blocks,
+                         T, q_heads, n_sel, group, qk_scale, top_k, n_blocks,
                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, WRITE_LSE: tl.constexpr,
                          POS_SCALE: tl.constexpr):
-    bh = tl.program_id(0)
+    bh = tl.program_id(0)  # (sequence, one of the n_sel heads the index covers)
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
-    b = bh // q_heads
-    h = bh % q_heads
+    b = bh // n_sel
+    h = tl.load(HEADS + bh % n_sel)
     kvh = h // group
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -527,7 +586,7 @@ def _block_sparse_kernel(Q, K, V, O, LSE, BLOCKS, COUNTS,
              + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])
     if WRITE_LSE:
         lse = tl.where(m_i == float("inf"), float("inf"), (m_i + tl.math.log2(l_i)) / 1.4426950408889634)
-        tl.store(LSE + bh.to(tl.int64) * T + offs_m, lse, mask=row_ok)
+        tl.store(LSE + (b * q_heads + h).to(tl.int64) * T + offs_m, lse, mask=row_ok)
 
 
 def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: BlockIndex, *,
@@ -552,14 +611,117 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, in
                              f"on {q.device}; got {t.dtype} {tuple(t.shape)} on {t.device}")
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
-    if B * T * Hq == 0:
-        return (out, lse) if return_lse else out
-    scale = D ** -0.5 if scale is None else float(scale)
-    _block_sparse_kernel[(B * Hq, nb)](
-        q, k, v, out, lse if lse is not None else out, index.blocks, index.counts,
+    if B * T * Hq:
+        heads = torch.arange(Hq, dtype=torch.int32, device=q.device)
+        _launch_block_sparse(q, k, v, index, heads, out, lse, D ** -0.5 if scale is None else float(scale),
+                             num_warps, num_stages)
+    return (out, lse) if return_lse else out
+
+
+def _launch_block_sparse(q, k, v, index, heads, out, lse, scale, num_warps=4, num_stages=2):
+    """The kernel over the query heads `heads` (int32) that the index's rows cover, in order."""
+    B, T, Hq, D = q.shape
+    n_sel, nb = heads.numel(), triton.cdiv(T, BLOCK)
+    _block_sparse_kernel[(B * n_sel, nb)](
+        q, k, v, out, lse if lse is not None else out, heads, index.blocks, index.counts,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        T, Hq, Hq // k.shape[2], scale * LOG2E, index.blocks.shape[3], nb,
-        HEAD_DIM=D, BLOCK_M=BLOCK, WRITE_LSE=return_lse, POS_SCALE=scale > 0, num_warps=num_warps,
+        T, Hq, n_sel, Hq // k.shape[2], scale * LOG2E, index.blocks.shape[3], nb,
+        HEAD_DIM=D, BLOCK_M=BLOCK, WRITE_LSE=lse is not None, POS_SCALE=scale > 0, num_warps=num_warps,
         num_stages=num_stages)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+PATTERN_TYPES = ("vertical_and_slash", "stream_llm", "block_sparse")  # MInference's names
+DEFAULT_PATTERN = ("vertical_and_slash", 1000, 6096)  # MInference's default budget
+DENSE_BELOW = 16384  # prompts shorter than this run dense (prefill_attention)
+
+
+def head_patterns(pattern, heads: int) -> list[tuple[str, int, int]]:
+    """Each head's (type, a, b) from one layer of MInference's configuration, {head: [type, a,
+    b, score]} with string or int keys (heads not listed: DEFAULT_PATTERN): vertical_and_slash
+    (a columns, b diagonals), stream_llm (a sink keys, b local diagonals: A-shape),
+    block_sparse (a key blocks per query block)."""
+    if pattern is None:
+        pattern = {}
+    if not isinstance(pattern, dict):
+        raise TypeError(f"pattern must be a dict {{head: [type, a, b, score]}}, got {type(pattern).__name__}")
+    out = [DEFAULT_PATTERN] * heads
+    for key, spec in pattern.items():
+        try:
+            h = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"pattern key {key!r} is not a head number") from None
+        if not 0 <= h < heads:
+            raise ValueError(f"pattern names head {h}; q has {heads} heads")
+        if not isinstance(spec, (list, tuple)) or len(spec) < 3 or spec[0] not in PATTERN_TYPES:
+            raise ValueError(f"head {h}'s pattern must be [type, a, b, ...] with type one of {PATTERN_TYPES}; "
+                             f"got {spec!r}")
+        a, b = (check_int(f"head {h}'s {name}", v, minimum=0) for name, v in (("a", spec[1]), ("b", spec[2])))
+        if spec[0] == "block_sparse" and a < 1:
+            raise ValueError(f"head {h}'s block_sparse pattern keeps {a} blocks; it needs at least 1")
+        out[h] = (spec[0], a, b)
+    return out
+
+
+def pattern_indexes(q: torch.Tensor, k: torch.Tensor, specs: list, scale: float | None = None) -> dict:
+    """The indexes sparse_prefill builds for q, k and each head's (type, a, b) (head_patterns):
+    {"vertical_slash": (heads, SparseIndex) for the vertical_and_slash and stream_llm heads,
+    "block_sparse": (heads, BlockIndex)}, heads an int32 tensor of the query heads each covers."""
+    B, T, Hq, D = q.shape
+    dev = q.device
+    groups = {}
+    vs = [h for h, s in enumerate(specs) if s[0] != "block_sparse"]
+    if vs:
+        streaming = torch.tensor([specs[h][0] == "stream_llm" for h in vs], device=dev)
+        n_cols = torch.tensor([specs[h][1] for h in vs], device=dev).clamp(max=T).expand(B, -1)
+        n_diags = torch.tensor([specs[h][2] for h in vs], device=dev).clamp(max=T).expand(B, -1)
+        heads = torch.tensor(vs, dtype=torch.int32, device=dev)
+        ramp = -torch.arange(T, dtype=torch.float32, device=dev)  # its top n are 0 .. n - 1: A-shape
+        if bool((~streaming).any()):
+            vertical, slash = estimate_vertical_slash(q, k, scale=scale)
+            vertical, slash = vertical[:, heads.long()], slash[:, heads.long()]
+            vertical[..., :SINK_COLUMNS] = float("inf")
+            slash[..., :LOCAL_DIAGONALS] = float("inf")
+            vertical = torch.where(streaming[:, None], ramp, vertical)
+            slash = torch.where(streaming[:, None], ramp, slash)
+        else:
+            vertical = slash = ramp.expand(B, len(vs), T)
+        cols = torch.topk(vertical, int(n_cols.max()), dim=-1).indices
+        diags = torch.topk(slash, int(n_diags.max()), dim=-1).indices
+        groups["vertical_slash"] = (heads, vertical_slash_index(cols, diags, T, n_cols, n_diags))
+    bs = [h for h, s in enumerate(specs) if s[0] == "block_sparse"]
+    if bs:
+        full = block_sparse_index(q, k, [specs[h][1] if specs[h][0] == "block_sparse" else 1 for h in range(Hq)])
+        sel = torch.tensor(bs, device=dev)
+        groups["block_sparse"] = (torch.tensor(bs, dtype=torch.int32, device=dev),
+                                  BlockIndex(full.blocks[:, sel].contiguous(), full.counts[:, sel].contiguous(), T))
+    return groups
+
+
+def sparse_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern=None, *,
+                   dense_below: int = DENSE_BELOW, scale: float | None = None, return_lse: bool = False):
+    """Causal prefill of q (B, T, Hq, D) with each head's pattern (head_patterns): the
+    vertical-slash and stream_llm heads in one launch over one index, the block_sparse heads
+    in another; dense below `dense_below` tokens. Returns out, or (out, lse)."""
+    from kernels.attention.prefill import prefill_attention
+
+    _check_qkv(q, k, v)
+    check_int("dense_below", dense_below, minimum=0)
+    check_bool("return_lse", return_lse)
+    if scale is not None:
+        check_number("scale", scale)
+    B, T, Hq, D = q.shape
+    specs = head_patterns(pattern, Hq)
+    if T < dense_below or B * T * Hq == 0:
+        return prefill_attention(q, k, v, scale=scale, return_lse=return_lse)
+    scale_f = D ** -0.5 if scale is None else float(scale)
+    out = torch.empty_like(q)
+    lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
+    groups = pattern_indexes(q, k, specs, scale=scale)
+    if "vertical_slash" in groups:
+        _launch_vertical_slash(q, k, v, groups["vertical_slash"][1], groups["vertical_slash"][0], out, lse, scale_f)
+    if "block_sparse" in groups:
+        _launch_block_sparse(q, k, v, groups["block_sparse"][1], groups["block_sparse"][0], out, lse, scale_f)
     return (out, lse) if return_lse else out

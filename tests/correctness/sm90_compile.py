@@ -146,12 +146,12 @@ def cases():
     yield ("sparse prefill: estimate, column and diagonal sums (tl.gather)", _estimate_scores_kernel, est,
            {"HEAD_DIM": 128, "ROWS": 64, "BLOCK_N": 64, "WINDOW": 128})
     yield ("sparse prefill: vertical-slash attention", _vertical_slash_kernel,
-           bf("Q K V O") | {"LSE": "*fp32", "DIAG": "*i32", "N_DIAG": "*i32", "COLS": "*i32", "BLOCK_COLS": "*i32",
+           bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "DIAG": "*i32", "N_DIAG": "*i32", "COLS": "*i32", "BLOCK_COLS": "*i32",
                             "qk_scale": "fp32"},
            {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": 64, "SEARCH_STEPS": 10, "WRITE_LSE": True, "POS_SCALE": True},
            {"num_warps": 4, "num_stages": 2})
     yield ("sparse prefill: block-sparse attention", _block_sparse_kernel,
-           bf("Q K V O") | {"LSE": "*fp32", "BLOCKS": "*i32", "COUNTS": "*i32", "qk_scale": "fp32"},
+           bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "BLOCKS": "*i32", "COUNTS": "*i32", "qk_scale": "fp32"},
            {"HEAD_DIM": 128, "BLOCK_M": 64, "WRITE_LSE": False, "POS_SCALE": True}, {"num_warps": 4, "num_stages": 2})
     for qk in (True, False):
         w = "*bf16" if qk else "*fp32"  # without QK-norm the weight pointers are the cos table

@@ -29,7 +29,7 @@ import torch
 
 from kernels.attention import (a_shape_index, block_sparse_attention, block_sparse_index, estimate_vertical_slash, gqa_attention_reference, gqa_decode,
                                prefill_attention, prefix_tree, rope_kv_write, rope_kv_write_reference, rope_tables,
-                               shared_prefix_decode, shared_prefix_reference, vertical_slash_attention,
+                               shared_prefix_decode, shared_prefix_reference, sparse_prefill, vertical_slash_attention,
                                vertical_slash_index, vertical_slash_pattern, vertical_slash_prefill)
 from kernels.attention.reference import vertical_slash_estimate_reference, vertical_slash_mask
 from kernels.linear import gated_mlp, gated_mlp_reference, linear, lora_linear, lora_linear_reference, rmsnorm_linear
@@ -243,6 +243,12 @@ ENTRIES = {
                                           return_lse=True)),  # every block kept: dense attention
     "block_sparse_index": Entry(_call(block_sparse_index, "q", "k"),
                                 lambda d: dict({n: t for n, t in _sparse_args(d).items() if n in ("q", "k")}, top_k=3)),
+    "sparse_prefill": Entry(
+        _call(sparse_prefill, "q", "k", "v"),
+        lambda d: dict({n: t for n, t in _sparse_args(d).items() if n != "index"}, dense_below=0,
+                       pattern={0: ["stream_llm", SPARSE_T, SPARSE_T, 1.0], 1: ["block_sparse", 100, 0, 1.0]}),
+        lambda a: gqa_attention_reference(a["q"], a["k"], a["v"], scale=a.get("scale"), compute_dtype=torch.float64,
+                                          return_lse=True)),  # both heads' patterns cover every key: dense
     "a_shape_index": Entry(_call(a_shape_index), lambda d: dict(batch=1, heads=2, T=300, device=d)),
     "rope_kv_write": Entry(_call(rope_kv_write), _rope_args, _rope_exact,
                            outputs=lambda a, r: (r, a["k_cache"], a["v_cache"])),
@@ -789,6 +795,18 @@ ROWS += table(
     ("shape", "k shorter than q", put(k=lambda a: a["k"][:, :60]), VE("a prefill from scratch")),
     ("type", "top_k 0", put(top_k=0), VE("top_k must be an int >= 1")),
     ("type", "top_k 1.5", put(top_k=1.5), TE("top_k must be an int, got float")),
+) + table(
+    "sparse_prefill",
+    tensor_rows("q", "k", "v"),
+    ("shape", "k shorter than q", put(k=lambda a: a["k"][:, :60], v=lambda a: a["v"][:, :60]),
+     VE("a prefill from scratch")),
+    ("shape", "a pattern for head 5", put(pattern={5: ["stream_llm", 1, 1]}), VE("pattern names head 5; q has 2")),
+    nan_rows("q", "k", "v"),
+    ("empty", "0 tokens", put(**{n: (lambda a, n=n: a[n][:, :0]) for n in ("q", "k", "v")}), RIGHT),
+    ("type", "pattern list", put(pattern=[["stream_llm", 1, 1]]), TE("pattern must be a dict")),
+    ("type", "an unknown pattern", put(pattern={0: ["sliding", 1, 1]}), VE("type one of")),
+    ("type", "dense_below -1", put(dense_below=-1), VE("dense_below must be an int >= 0")),
+    ("type", "dense below the length", put(dense_below=71), RIGHT),
 ) + table(
     "a_shape_index",
     ("type", "sink -1", put(sink=-1), VE("sink must be an int >= 0")),

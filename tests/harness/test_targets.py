@@ -71,3 +71,14 @@ def test_the_end_to_end_and_shared_prefix_targets_read_the_right_baseline():
                "(the op's rate, which the product dominates there)"] == (0.55, False)
     lines = markdown_targets(infos)
     assert any("within 80%" in line and "55.0%" in line for line in lines)
+
+
+def test_the_sparse_prefill_targets_cover_only_their_pattern_and_length():
+    infos = [_info("sparse_prefill", {"pattern": "vs-1000-6096", "tokens": 131072}, speedup_vs_best_baseline=3.2),
+             _info("sparse_prefill", {"pattern": "a-shape", "tokens": 131072}, speedup_vs_best_baseline=1.0),
+             _info("sparse_prefill", {"pattern": "vs-1000-6096", "tokens": 1048576}, speedup_vs_best_baseline=8.0)]
+    got = {(t.name, info["shape"]["pattern"], info["shape"]["tokens"]): met for t, info, _, met in judge(infos)}
+    at_128k = next(n for n, *_ in got if n.startswith("sparse prefill, vertical-slash (1000, 6096) at 128K"))
+    at_1m = next(n for n, *_ in got if n.startswith("sparse prefill, vertical-slash (1000, 6096) at 1M"))
+    assert got[(at_128k, "vs-1000-6096", 131072)] is True and got[(at_1m, "vs-1000-6096", 1048576)] is False
+    assert not any(p == "a-shape" for _, p, _ in got)

@@ -8,10 +8,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kernels.attention import gqa_attention_reference
-from kernels.attention.reference import vertical_slash_estimate_reference, vertical_slash_mask
+from kernels.attention.reference import (sparse_index_rows_mask, vertical_slash_estimate_reference,
+                                         vertical_slash_mask)
 from kernels.attention.sparse_prefill import (
     BLOCK, LOCAL_DIAGONALS, SINK_COLUMNS, BlockIndex, SparseIndex, a_shape_index, block_sparse_attention,
-    block_sparse_index, estimate_vertical_slash,
+    block_sparse_index, estimate_vertical_slash, head_patterns, sparse_prefill,
     vertical_slash_attention, vertical_slash_index, vertical_slash_pattern, vertical_slash_prefill,
 )
 from tests.helpers.tolerance import HALF_DTYPES, assert_within_rule
@@ -298,3 +299,74 @@ def test_block_sparse_refuses_bad_input(device):
         block_sparse_attention(q, k, v, tuple(index))
     with pytest.raises(ValueError, match="top_k must be an int >= 1"):
         block_sparse_index(q, k, 0)
+
+
+
+def test_sparse_prefill_runs_each_head_with_its_pattern(device):
+    """Four heads, four patterns (one default), two launches; each head against the float64
+    reference over the keys its own pattern selects."""
+    t = 300
+    q, k, v = _qkv(1, t, 4, 2, 64, torch.bfloat16, device, 14)
+    pattern = {"0": ["vertical_and_slash", 40, 110, 0.9], "1": ["stream_llm", 16, 100, 0.9], 2: ["block_sparse", 2, 0]}
+    out, lse = sparse_prefill(q, k, v, pattern, dense_below=0, return_lse=True)
+    vert, slash = estimate_vertical_slash(q, k)
+    cols, nc, diags, nd = vertical_slash_pattern(vert[:, :1], slash[:, :1], 40, 110)
+    masks = [vertical_slash_mask(t, cols.cpu(), diags.cpu())[0, 0],
+             vertical_slash_mask(t, torch.arange(16)[None, None], torch.arange(100)[None, None])[0, 0],
+             _block_mask(block_sparse_index(q, k, 2), t)[0, 2],
+             torch.ones(t, t, dtype=torch.bool)]  # the default budget (1000, 6096) covers every key here
+    mask = torch.stack(masks)[None]
+    exact, lse_exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64, return_lse=True, mask=mask)
+    assert_within_rule(out, exact, gqa_attention_reference(q, k, v, compute_dtype=torch.bfloat16, mask=mask),
+                       torch.bfloat16)
+    assert torch.allclose(lse.double().cpu(), lse_exact.cpu(), rtol=1e-4, atol=1e-4)
+
+
+def test_sparse_prefill_runs_dense_below_the_crossover(device):
+    q, k, v = _qkv(1, 100, 2, 1, 64, torch.float16, device, 15)
+    from kernels.attention import prefill_attention
+    assert torch.equal(sparse_prefill(q, k, v, {0: ["stream_llm", 4, 8, 1]}, dense_below=101), prefill_attention(q, k, v))
+    assert not torch.equal(sparse_prefill(q, k, v, {0: ["stream_llm", 4, 8, 1]}, dense_below=100),
+                           prefill_attention(q, k, v))
+
+
+def test_head_patterns_read_minference_configs_and_refuse_bad_ones():
+    assert head_patterns({"1": ["block_sparse", 100, 0, 0.95]}, 2) == [("vertical_and_slash", 1000, 6096),
+                                                                       ("block_sparse", 100, 0)]
+    for bad, match in ((["x"], "pattern must be a dict"), ({"a": ["stream_llm", 1, 1]}, "not a head number"),
+                       ({2: ["stream_llm", 1, 1]}, "names head 2; q has 2 heads"),
+                       ({0: ["dense", 1, 1]}, "type one of"), ({0: ["stream_llm", -1, 1]}, "head 0's a must be"),
+                       ({0: ["block_sparse", 0, 1]}, "at least 1")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            head_patterns(bad, 2)
+
+
+@settings(deadline=None, max_examples=20)
+@given(t=st.integers(1, 300), n_cols=st.integers(0, 40), n_diags=st.integers(0, 40), per_head=st.booleans(),
+       seed=st.integers(0, 2 ** 16))
+def test_selected_pairs_count_the_mask(t, n_cols, n_diags, per_head, seed):
+    cols, diags, nc, nd = _pattern(1, 2, t, n_cols, n_diags, seed, per_head)
+    index = vertical_slash_index(cols, diags, t, nc, nd)
+    assert torch.equal(index.selected_pairs(), vertical_slash_mask(t, _used(cols, nc), _used(diags, nd)).sum((-1, -2)))
+
+
+@pytest.mark.parametrize("t,top_k", [(300, 2), (64, 1), (130, 3)])
+def test_block_pairs_count_the_mask(t, top_k):
+    q, k, _ = _qkv(1, t, 2, 1, 64, torch.float16, "cpu", 16)
+    index = block_sparse_index(q, k, top_k)
+    assert torch.equal(index.selected_pairs(), _block_mask(index, t).sum((-1, -2)))
+
+
+@settings(deadline=None, max_examples=15)
+@given(t=st.integers(1, 260), n_cols=st.integers(0, 30), n_diags=st.integers(0, 30), first=st.integers(0, 259),
+       seed=st.integers(0, 2 ** 16))
+def test_rows_mask_of_an_index_is_its_plain_mask(t, n_cols, n_diags, first, seed):
+    """The perf cases' reference selects rows of a long prompt from the index itself; it must
+    be the plain mask's rows."""
+    cols, diags, nc, nd = _pattern(1, 2, t, n_cols, n_diags, seed, True)
+    rows = torch.arange(min(first, t - 1), t)
+    index = vertical_slash_index(cols, diags, t, nc, nd)
+    assert torch.equal(sparse_index_rows_mask(index, rows), vertical_slash_mask(t, _used(cols, nc), _used(diags, nd))[:, :, rows])
+    q, k, _ = _qkv(1, t, 2, 1, 64, torch.float16, "cpu", seed)
+    blocks = block_sparse_index(q, k, 2)
+    assert torch.equal(sparse_index_rows_mask(blocks, rows), _block_mask(blocks, t)[:, :, rows])

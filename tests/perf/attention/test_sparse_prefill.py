@@ -1,0 +1,105 @@
+"""Perf cases of kernels/attention/sparse_prefill.py: causal prefill of one LLaMA-3-8B layer's
+attention from scratch (batch 1, 32 query / 8 KV heads, head dim 128, bf16), 8K to 128K
+tokens (256K to 1M behind --perf-sweep), one of MInference's patterns on every head: the
+whole sparse prefill (estimate, index, attention; the dense fallback off) against dense
+prefill (the suite's kernel, SDPA cuDNN and flash, flash-attn where it imports). Dense
+attention is another function (every key): it is timed for scale, not compared. The
+kernel's last 64 rows are checked against float32 attention over exactly the keys its
+pattern selects there; the flops are those of the selected pairs, whose share of the dense
+causal pairs is the case's `density` (kernel_info, with the index's size)."""
+import pytest
+import torch
+
+from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
+from kernels.attention import baselines, gqa_attention_reference, prefill_attention
+from kernels.attention.cost import sparse_prefill_cost
+from kernels.attention.reference import sparse_index_rows_mask
+from kernels.attention.sparse_prefill import pattern_indexes, sparse_prefill
+from tests.helpers.tolerance import DTYPES
+
+pytestmark = pytest.mark.perf
+
+PATTERNS = {  # MInference's budgets: (vertical, slash) of its search space, A-shape, block-sparse top 100
+    "vs-1000-6096": ("vertical_and_slash", 1000, 6096), "vs-30-800": ("vertical_and_slash", 30, 800),
+    "vs-100-750": ("vertical_and_slash", 100, 750), "vs-500-700": ("vertical_and_slash", 500, 700),
+    "vs-3500-100": ("vertical_and_slash", 3500, 100), "a-shape": ("stream_llm", 128, 3968),
+    "block-sparse-100": ("block_sparse", 100, 0),
+}
+DEFAULT_PATTERNS = ("vs-1000-6096", "a-shape", "block-sparse-100")
+CHECKED_ROWS = 64
+
+
+def _sparse(st):
+    pattern = {h: list(PATTERNS[st.pattern]) for h in range(st.q_heads)}
+    return lambda q, k, v: sparse_prefill(q, k, v, pattern, dense_below=0)
+
+
+def _dense(fn):
+    return lambda st: fn
+
+
+PROVIDERS = [
+    Provider("triton", make=_sparse, kernel=True),
+    Provider("dense_triton", make=_dense(lambda q, k, v: prefill_attention(q, k, v)), checked=False),
+    Provider("sdpa_cudnn", make=lambda _: baselines.sdpa_causal("cudnn"), checked=False),
+    Provider("sdpa_flash", make=lambda _: baselines.sdpa_causal("flash"), checked=False),
+    Provider("flash_attn", baselines.flash_attn_causal, needs="flash_attn", checked=False),
+]
+
+
+def grid(sweep):
+    tokens = [8192, 32768, 131072] + ([262144, 524288, 1048576] if sweep else [])
+    names = list(PATTERNS) if sweep else list(DEFAULT_PATTERNS)
+    return [dict(pattern=p, tokens=t, q_heads=32, kv_heads=8) for t in tokens for p in names]
+
+
+class _State:
+    def __init__(self, pattern, q_heads):
+        self.pattern, self.q_heads = pattern, q_heads
+
+
+def pattern_index(pattern, q, k):
+    """The index the kernel builds for this pattern on every head."""
+    groups = pattern_indexes(q, k, [PATTERNS[pattern]] * q.shape[2])
+    return next(iter(groups.values()))[1]
+
+
+@perf_bench(grid=grid, id="{pattern}-t{tokens}-h{q_heads}x{kv_heads}-d128-bf16", providers=PROVIDERS)
+def sparse_prefill_case(pattern, tokens, q_heads, kv_heads):
+    dt, D = DTYPES["bf16"], 128
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def make_inputs():  # one seed: the pattern the kernel chooses is the one counted below
+        g.manual_seed(0)
+        return tuple(torch.randn(1, tokens, h, D, device="cuda", dtype=dt, generator=g)
+                     for h in (q_heads, kv_heads, kv_heads))
+
+    q, k, v = make_inputs()
+    index = pattern_index(pattern, q, k)
+    pairs = int(index.selected_pairs().sum())
+    del q, k, v
+
+    def reference(q, k, v):
+        rows = torch.arange(tokens - CHECKED_ROWS, tokens)
+        mask = sparse_index_rows_mask(pattern_index(pattern, q, k), rows)
+        return gqa_attention_reference(q[:, -CHECKED_ROWS:], k, v, causal=True, mask=mask)
+
+    return PerfCase(
+        op="sparse_prefill",
+        shape={"pattern": pattern, "tokens": tokens, "q_heads": q_heads, "kv_heads": kv_heads, "head_dim": D},
+        dtype=dt,
+        make_inputs=make_inputs,
+        cost=sparse_prefill_cost(pairs, tokens, q_heads, kv_heads, D, 2),
+        reference=reference,
+        output_slice=(slice(None), slice(-CHECKED_ROWS, None)),
+        rtol=1e-2,
+        kernel_info={"density": pairs / (q_heads * tokens * (tokens + 1) / 2), "index_bytes": index.nbytes()},
+        state=_State(pattern, q_heads),
+    )
+
+
+pytest_generate_tests = perf_tests(sparse_prefill_case)
+
+
+def test_sparse_prefill(spec, provider, perf, benchmark):
+    perf.run(spec.build(), provider, benchmark)
