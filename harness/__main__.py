@@ -23,6 +23,10 @@
   tune [TARGET ...] [--kernel NAME] [-k EXPR] [--table PATH]
                          search the kernels' launch spaces on this GPU at the perf cases'
                          shapes; the winners go into kernels/tuned/<gpu>.json (docs/tuning.md)
+  report RESULTS... -o DIR
+                         figures (speedups, roofline, sweeps, history with the gate's flags)
+                         and tables of results files and folders, one page per GPU model
+                         (matplotlib); files that cannot be read are listed, not fatal
   source                 the commit and code hash of this tree, as environment settings
                          for a run on a machine that got a copy of it (a lent GPU)
 """
@@ -265,6 +269,20 @@ def cmd_source(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UnusableInput("the report draws with matplotlib, which does not import here: "
+                            "pip install matplotlib (or the suite's [report] extra)") from None
+    from .figures import build_report
+
+    pages = build_report(args.paths, args.out, flag_regressions=not args.no_gate_marks)
+    for page in pages:
+        print(page)
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["tune"]:  # its own parser: the options after it go on to pytest
@@ -304,6 +322,10 @@ def main(argv=None) -> int:
     v.add_argument("-o", "--output")
     v.add_argument("--torchao", action="store_true",
                    help="the torchao-column rows of a python -m harness.microbench run")
+    rp = sub.add_parser("report", help="figures and tables of results, one page per GPU model")
+    rp.add_argument("paths", nargs="+", metavar="RESULTS", help="results files or folders (e.g. results/)")
+    rp.add_argument("-o", "--out", required=True, help="the report's folder")
+    rp.add_argument("--no-gate-marks", action="store_true", help="skip the gate between consecutive runs (faster)")
     m = sub.add_parser("ceilings", help="measure and print this GPU's ceilings")
     m.add_argument("--remeasure", action="store_true")
     sub.add_parser("source", help="commit and code hash of this tree, for a run elsewhere")
@@ -311,7 +333,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         return {"compare": cmd_compare, "gate": cmd_gate, "gate-check": cmd_gate_check, "table": cmd_table, "csv": cmd_csv,
-                "targets": cmd_targets,
+                "targets": cmd_targets, "report": cmd_report,
                 "ceilings": cmd_ceilings, "source": cmd_source}[args.cmd](args)
     except UnusableInput as exc:
         print(f"error: {exc}", file=sys.stderr)

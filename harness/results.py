@@ -41,6 +41,7 @@ class Run:
     source: dict = field(default_factory=dict)    # commit, dirty
     command: dict | None = None                   # the file's COMMAND_KEY object, if any
     name: str = ""                                # path inside its results folder (load_folder)
+    ceilings: dict = field(default_factory=dict)  # the GPU's measured ceilings, as the run recorded them
 
     def cases(self) -> set[str]:
         return {c for c, _ in self.entries}
@@ -108,7 +109,9 @@ def load_run(path: str | Path) -> Run:
     commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
     source = {"commit": commit.get("id"), "dirty": commit.get("dirty")}
     command = data.get(COMMAND_KEY) if isinstance(data.get(COMMAND_KEY), dict) else None
-    return Run(str(p), gpu_info.get("name"), data.get("datetime"), entries, software, source, command)
+    ceilings = machine.get("ceilings") if isinstance(machine.get("ceilings"), dict) else {}
+    return Run(str(p), gpu_info.get("name"), data.get("datetime"), entries, software, source, command,
+               ceilings=ceilings)
 
 
 def command_record(args, env=None) -> dict:

@@ -4,10 +4,13 @@ import json
 import numpy as np
 
 
-def results_file(path, cases: dict, gpu="NVIDIA H100 80GB HBM3", seed=0, noise=0.02, n=200, software=None):
+def results_file(path, cases: dict, gpu="NVIDIA H100 80GB HBM3", seed=0, noise=0.02, n=200, software=None,
+                 info=None, ceilings=None):
     """cases: case id -> {provider: true median seconds}; 'triton' is the kernel.
-    Samples are lognormal around the median with relative spread `noise`."""
+    Samples are lognormal around the median with relative spread `noise`. info: case id ->
+    more extra_info fields of its entries (op, shape, flops, bytes); ceilings: the machine's."""
     rng = np.random.default_rng(seed)
+    extra = info or {}
     benches = []
     for case, providers in cases.items():
         baselines = {p: t for p, t in providers.items() if p != "triton"}
@@ -15,14 +18,15 @@ def results_file(path, cases: dict, gpu="NVIDIA H100 80GB HBM3", seed=0, noise=0
             samples = (t * np.exp(rng.normal(0.0, noise, n))).tolist()
             med = float(np.median(samples))
             info = {"case": case, "provider": provider, "role": "kernel" if provider == "triton" else "baseline",
-                    "median_s": med, "iqr_s": 0.0, "timing": "events+cold_l2"}
+                    "median_s": med, "iqr_s": 0.0, "timing": "events+cold_l2", **extra.get(case, {})}
             if provider == "triton":
                 best = min(baselines, key=baselines.get)
                 info.update(best_baseline=best, speedup_vs_best_baseline=baselines[best] / t,
                             speedups={b: bt / t for b, bt in baselines.items()})
             benches.append({"name": f"test[{case}-{provider}]", "extra_info": info,
                             "stats": {"median": med, "data": samples}})
-    machine = {"gpu": {"name": gpu}, "software": software or {"torch": "2.11.0", "triton": "3.6.0"}}
+    machine = {"gpu": {"name": gpu}, "software": software or {"torch": "2.11.0", "triton": "3.6.0"},
+               **({"ceilings": ceilings} if ceilings else {})}
     path.write_text(json.dumps({"machine_info": machine, "datetime": f"2026-11-22T00:00:0{seed % 10}",
                                 "benchmarks": benches}))
     return path

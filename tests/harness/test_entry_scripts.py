@@ -58,5 +58,5 @@ def test_ensure_env_goes_on_without_the_model_files(tmp_path):
     r = subprocess.run([str(REPO / "tools" / "ensure-env")], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == str(fake), r.stdout + r.stderr
-    assert "could not install them; the real-model tests will skip" in r.stderr
+    assert "could not install them; the real-model and report tests will skip" in r.stderr
     assert "-m pip install" in log.read_text()

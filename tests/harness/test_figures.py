@@ -1,0 +1,82 @@
+"""harness/figures.py (python -m harness report) on small synthetic results files: the pages
+and figures exist and are PNG files, a regression between two runs is flagged in the
+history, and missing fields or unreadable files are reported, not fatal."""
+import pytest
+
+from harness.__main__ import main
+from harness.figures import PNG_MAGIC, build_report, sweeps, newest_kernels, collect
+from synthetic import results_file
+
+pytest.importorskip("matplotlib")
+pytestmark = pytest.mark.harness
+
+CEILINGS = {"copy_gbps": 3000.0, "bf16_tflops": 750.0}
+
+
+def _info(op, rows):
+    return {"op": op, "shape": {"rows": rows, "hidden": 4096}, "flops": 4.0 * rows * 4096, "bytes": 4.0 * rows * 4096}
+
+
+def _cases(slow=1.0):
+    cases, info = {}, {}
+    for rows in (8, 64, 512):
+        case = f"rmsnorm/rows={rows},hidden=4096"
+        cases[case] = {"triton": rows * 1e-7 * (slow if rows == 64 else 1.0), "eager": rows * 2e-7}
+        info[case] = _info("rmsnorm", rows)
+    return cases, info
+
+
+@pytest.fixture
+def results(tmp_path):
+    d = tmp_path / "results"
+    (d / "h100").mkdir(parents=True)
+    (d / "h200").mkdir()
+    cases, info = _cases()
+    results_file(d / "h100" / "0001_a.json", cases, seed=1, info=info, ceilings=CEILINGS)
+    slow_cases, _ = _cases(slow=1.3)  # rows=64's kernel 30% slower, its baseline unchanged
+    results_file(d / "h100" / "0002_b.json", slow_cases, seed=2, info=info, ceilings=CEILINGS)
+    results_file(d / "h200" / "0001_a.json", cases, gpu="NVIDIA H200", seed=3, info=info)
+    return d
+
+
+def test_one_page_per_gpu_with_png_figures(results, tmp_path):
+    import matplotlib.pyplot as plt
+
+    pages = build_report([results], tmp_path / "report")
+    names = sorted(p.parent.name for p in pages[:-1])
+    assert names == ["nvidia-h100-80gb-hbm3", "nvidia-h200"]
+    h100 = (tmp_path / "report" / "nvidia-h100-80gb-hbm3")
+    for fig in ("speedup_rmsnorm.png", "roofline.png", "sweep_rmsnorm_rows.png", "history_rmsnorm.png"):
+        data = (h100 / fig).read_bytes()
+        assert data.startswith(PNG_MAGIC) and plt.imread(h100 / fig).ndim == 3
+        assert f"]({fig})" in (h100 / "index.md").read_text()
+    assert "[nvidia-h200](nvidia-h200/index.md)" in pages[-1].read_text()
+
+
+def test_the_history_flags_the_run_the_gate_flags(results, tmp_path):
+    build_report([results], tmp_path / "report")
+    rows = {line.split("|")[1].strip(" `"): line for line in
+            (tmp_path / "report" / "nvidia-h100-80gb-hbm3" / "index.md").read_text().splitlines()
+            if line.startswith("| `rmsnorm")}
+    assert rows["rmsnorm/rows=64,hidden=4096"].rstrip(" |").endswith("0002_b.json")
+    assert rows["rmsnorm/rows=8,hidden=4096"].rstrip(" |").endswith("-")
+    assert "| 2 |" in rows["rmsnorm/rows=8,hidden=4096"]
+
+
+def test_missing_fields_and_bad_files_are_reported(tmp_path):
+    d = tmp_path / "results"
+    d.mkdir()
+    cases, _ = _cases()
+    results_file(d / "0001_bare.json", cases)  # no op, shape, flops or bytes
+    (d / "0002_broken.json").write_text("{not json")
+    pages = build_report([d], tmp_path / "report")
+    page = pages[0].read_text()
+    assert "3 case(s) left out: no flops or bytes recorded." in page
+    assert "0002_broken.json: not a readable JSON results file" in pages[-1].read_text()
+    runs, problems = collect([d])
+    assert not sweeps(newest_kernels(runs)) and len(problems) == 1  # no shape: no sweep
+
+
+def test_the_command_writes_the_report(results, tmp_path, capsys):
+    assert main(["report", str(results / "h100"), "-o", str(tmp_path / "r"), "--no-gate-marks"]) == 0
+    assert str(tmp_path / "r" / "index.md") in capsys.readouterr().out
