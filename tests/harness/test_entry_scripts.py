@@ -34,6 +34,7 @@ def test_make_bench_runs_pytest_once(tmp_path, cuda):
     assert len(runs) == 1, runs
     if cuda:
         assert "--benchmark-save=probe" in runs[0]
+        assert "make bench: no results file was saved" in r.stdout  # the stand-in saves nothing
     else:
         assert "--benchmark-disable" in runs[0] and "no CUDA GPU" in r.stdout
 
@@ -60,3 +61,24 @@ def test_ensure_env_goes_on_without_the_model_files(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == str(fake), r.stdout + r.stderr
     assert "could not install them; the real-model and report tests will skip" in r.stderr
     assert "-m pip install" in log.read_text()
+
+
+def test_make_bench_says_where_its_results_went_and_keeps_pytests_exit_code(tmp_path):
+    """The timed run's file, the report and gate commands for it, then pytest's own exit code."""
+    fake = tmp_path / "python"
+    fake.write_text("""#!/usr/bin/env bash
+if [ "$1" = "-c" ]; then exit 0; fi
+mkdir -p .benchmarks/gpu/Linux-CPython && echo '{}' > .benchmarks/gpu/Linux-CPython/0001_probe.json
+exit 1
+""")
+    fake.chmod(0o755)
+    work = tmp_path / "repo"
+    (work / "tools").mkdir(parents=True)
+    for tool in ("bench", "ensure-env"):
+        (work / "tools" / tool).write_bytes((REPO / "tools" / tool).read_bytes())
+        (work / "tools" / tool).chmod(0o755)
+    env = dict(os.environ, KERNEL_BENCH_PYTHON=str(fake), NAME="probe")
+    r = subprocess.run([str(work / "tools" / "bench")], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr  # a failing case still fails the command
+    assert "make bench: results in .benchmarks/gpu/Linux-CPython/0001_probe.json" in r.stdout
+    assert "-m harness report results/ .benchmarks/gpu/Linux-CPython/0001_probe.json -o report/" in r.stdout
