@@ -179,7 +179,9 @@ def _tma_layout_ok(t: torch.Tensor) -> bool:
 LAUNCH = LaunchSpace("prefill_attention", _default_config, _candidates, check_tile_config)
 
 
-def _check(q, k, v, kv_lens, scale, causal, return_lse):
+def check_qkv_tensors(q, k, v) -> None:
+    """q, k, v each a 4-D (batch, tokens, heads, head_dim) tensor of one half dtype, on q's
+    device, unit stride along head_dim, head_dim one the attention kernels take."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, t, dtypes=DTYPES)
         if t.dim() != 4:
@@ -190,9 +192,13 @@ def _check(q, k, v, kv_lens, scale, causal, return_lse):
             raise ValueError(f"{name} is on {t.device}, q on {q.device}")
         if t.dtype != q.dtype:
             raise TypeError(f"{name} has dtype {t.dtype}; it must match q's {q.dtype}")
+    if q.shape[3] not in HEAD_DIMS:
+        raise ValueError(f"head_dim {q.shape[3]} is not supported: {', '.join(map(str, HEAD_DIMS))}")
+
+
+def _check(q, k, v, kv_lens, scale, causal, return_lse):
+    check_qkv_tensors(q, k, v)
     B, T, Hq, D = q.shape
-    if D not in HEAD_DIMS:
-        raise ValueError(f"head_dim {D} is not supported: {', '.join(map(str, HEAD_DIMS))}")
     if k.shape != v.shape:
         raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} differ in shape")
     if k.shape[0] != B or k.shape[3] != D:
