@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention.prefill import LOG2E, _attend_block
+from kernels.attention.prefill import LOG2E, _attend_block, check_qkv_tensors
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
 
@@ -40,8 +40,6 @@ BLOCK = 64            # query rows a pattern block holds (and a program's rows)
 LAST_Q = 64           # queries the estimate scores
 SINK_COLUMNS = 30     # always-kept first keys
 LOCAL_DIAGONALS = 100  # always-kept nearest diagonals
-HEAD_DIMS = (64, 128)
-DTYPES = (torch.float16, torch.bfloat16)
 
 
 class SparseIndex(NamedTuple):
@@ -314,25 +312,38 @@ def _attend_columns(acc, m_i, l_i, q, K, V, COLS, count, c0, DIAG, n_diag, m0, r
 
 
 @triton.jit
-def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COLS,
-                           stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
-                           stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh,
-                           T, q_heads, n_sel, group, qk_scale, max_diag, max_cols, n_blocks,
-                           HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           SEARCH_STEPS: tl.constexpr, WRITE_LSE: tl.constexpr, POS_SCALE: tl.constexpr):
-    bh = tl.program_id(0)  # (sequence, one of the n_sel heads the index covers)
-    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)  # the last blocks hold the longest ranges: first
+def _program_rows(Q, K, V, HEADS, stride_qb, stride_qt, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh,
+                  T, n_sel, group, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """A sparse attention program's work: grid axis 0 is (sequence, one of the n_sel heads
+    the index covers), axis 1 the row block, the last first (they hold the most keys).
+    Returns (bh, row block, sequence, query head, rows, head-dim offsets, rows inside T,
+    the q tile, K and V at the sequence's KV head)."""
+    bh = tl.program_id(0)
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
     b = bh // n_sel
     h = tl.load(HEADS + bh % n_sel)
     kvh = h // group
-    m0 = pid_m * BLOCK_M
-    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     row_ok = offs_m < T
     q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qt
                 + offs_d[None, :], mask=row_ok[:, None], other=0.0)
     K = K + b.to(tl.int64) * stride_kb + kvh * stride_kh
     V = V + b.to(tl.int64) * stride_vb + kvh * stride_vh
+    return bh, pid_m, b, h, offs_m, offs_d, row_ok, q, K, V
+
+
+@triton.jit
+def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COLS,
+                           stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
+                           stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh,
+                           T, q_heads, n_sel, group, qk_scale, max_diag, max_cols, n_blocks,
+                           HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           SEARCH_STEPS: tl.constexpr, WRITE_LSE: tl.constexpr, POS_SCALE: tl.constexpr):
+    bh, pid_m, b, h, offs_m, offs_d, row_ok, q, K, V = _program_rows(
+        Q, K, V, HEADS, stride_qb, stride_qt, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, T, n_sel, group,
+        HEAD_DIM, BLOCK_M)
+    m0 = pid_m * BLOCK_M
     DIAG = DIAG + bh.to(tl.int64) * max_diag * 2
     n_diag = tl.load(N_DIAG + bh)
 
@@ -376,19 +387,8 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COL
 
 
 def _check_qkv(q, k, v):
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(name, t, dtypes=DTYPES)
-        if t.dim() != 4:
-            raise ValueError(f"{name} must be 4-D (batch, tokens, heads, head_dim); got shape {tuple(t.shape)}")
-        if t.stride(-1) != 1:
-            raise ValueError(f"{name} must have unit stride along head_dim (got strides {t.stride()})")
-        if t.device != q.device:
-            raise ValueError(f"{name} is on {t.device}, q on {q.device}")
-        if t.dtype != q.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype}; it must match q's {q.dtype}")
+    check_qkv_tensors(q, k, v)
     B, T, Hq, D = q.shape
-    if D not in HEAD_DIMS:
-        raise ValueError(f"head_dim {D} is not supported: {', '.join(map(str, HEAD_DIMS))}")
     if k.shape != v.shape or k.shape[0] != B or k.shape[1] != T or k.shape[3] != D:
         raise ValueError(f"k and v must have shape (batch={B}, tokens={T}, kv_heads, head_dim={D}) (a prefill from "
                          f"scratch); got {tuple(k.shape)} and {tuple(v.shape)}")
@@ -445,11 +445,12 @@ def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     return (out, lse) if return_lse else out
 
 
-def vertical_slash_pattern(vertical: torch.Tensor, slash: torch.Tensor, n_columns, n_diagonals):
+def vertical_slash_pattern(vertical: torch.Tensor, slash: torch.Tensor, n_columns, n_diagonals, keep=None):
     """The chosen columns and diagonals of each head: the top n_columns of `vertical` and
     top n_diagonals of `slash` (ints, or (B, H) tensors for per-head budgets), the first
-    SINK_COLUMNS keys and LOCAL_DIAGONALS diagonals kept first. Returns (columns, n_columns,
-    diagonals, n_diagonals) for vertical_slash_index."""
+    SINK_COLUMNS keys and LOCAL_DIAGONALS diagonals kept first (on the heads where the
+    boolean (H,) `keep` is true; default all). Returns (columns, n_columns, diagonals,
+    n_diagonals) for vertical_slash_index."""
     B, H, T = vertical.shape
     dev = vertical.device
 
@@ -465,10 +466,11 @@ def vertical_slash_pattern(vertical: torch.Tensor, slash: torch.Tensor, n_column
         return n.clamp(max=T)
 
     nc, nd = counts(n_columns, "n_columns"), counts(n_diagonals, "n_diagonals")
+    keep = torch.ones(H, dtype=torch.bool, device=dev) if keep is None else keep.to(dev)
     vert = vertical.clone()
-    vert[..., :SINK_COLUMNS] = float("inf")
+    vert[..., :SINK_COLUMNS] = torch.where(keep[:, None], float("inf"), vert[..., :SINK_COLUMNS])
     sl = slash.clone()
-    sl[..., :LOCAL_DIAGONALS] = float("inf")
+    sl[..., :LOCAL_DIAGONALS] = torch.where(keep[:, None], float("inf"), sl[..., :LOCAL_DIAGONALS])
     cols = torch.topk(vert, int(nc.max()) if nc.numel() else 0, dim=-1).indices
     diags = torch.topk(sl, int(nd.max()) if nd.numel() else 0, dim=-1).indices
     return cols, nc, diags, nd
@@ -555,19 +557,9 @@ def _block_sparse_kernel(Q, K, V, O, LSE, HEADS, BLOCKS, COUNTS,
                          T, q_heads, n_sel, group, qk_scale, top_k, n_blocks,
                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, WRITE_LSE: tl.constexpr,
                          POS_SCALE: tl.constexpr):
-    bh = tl.program_id(0)  # (sequence, one of the n_sel heads the index covers)
-    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
-    b = bh // n_sel
-    h = tl.load(HEADS + bh % n_sel)
-    kvh = h // group
-    m0 = pid_m * BLOCK_M
-    offs_m = m0 + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    row_ok = offs_m < T
-    q = tl.load(Q + b.to(tl.int64) * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qt
-                + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-    K = K + b.to(tl.int64) * stride_kb + kvh * stride_kh
-    V = V + b.to(tl.int64) * stride_vb + kvh * stride_vh
+    bh, pid_m, b, h, offs_m, offs_d, row_ok, q, K, V = _program_rows(
+        Q, K, V, HEADS, stride_qb, stride_qt, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, T, n_sel, group,
+        HEAD_DIM, BLOCK_M)
     row = (bh * n_blocks + pid_m).to(tl.int64)
     count = tl.load(COUNTS + row)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -675,22 +667,18 @@ def pattern_indexes(q: torch.Tensor, k: torch.Tensor, specs: list, scale: float 
     vs = [h for h, s in enumerate(specs) if s[0] != "block_sparse"]
     if vs:
         streaming = torch.tensor([specs[h][0] == "stream_llm" for h in vs], device=dev)
-        n_cols = torch.tensor([specs[h][1] for h in vs], device=dev).clamp(max=T).expand(B, -1)
-        n_diags = torch.tensor([specs[h][2] for h in vs], device=dev).clamp(max=T).expand(B, -1)
+        n_cols = torch.tensor([specs[h][1] for h in vs], device=dev).expand(B, -1)
+        n_diags = torch.tensor([specs[h][2] for h in vs], device=dev).expand(B, -1)
         heads = torch.tensor(vs, dtype=torch.int32, device=dev)
         ramp = -torch.arange(T, dtype=torch.float32, device=dev)  # its top n are 0 .. n - 1: A-shape
         if bool((~streaming).any()):
             vertical, slash = estimate_vertical_slash(q, k, scale=scale)
-            vertical, slash = vertical[:, heads.long()], slash[:, heads.long()]
-            vertical[..., :SINK_COLUMNS] = float("inf")
-            slash[..., :LOCAL_DIAGONALS] = float("inf")
-            vertical = torch.where(streaming[:, None], ramp, vertical)
-            slash = torch.where(streaming[:, None], ramp, slash)
+            vertical = torch.where(streaming[:, None], ramp, vertical[:, heads.long()])
+            slash = torch.where(streaming[:, None], ramp, slash[:, heads.long()])
         else:
             vertical = slash = ramp.expand(B, len(vs), T)
-        cols = torch.topk(vertical, int(n_cols.max()), dim=-1).indices
-        diags = torch.topk(slash, int(n_diags.max()), dim=-1).indices
-        groups["vertical_slash"] = (heads, vertical_slash_index(cols, diags, T, n_cols, n_diags))
+        cols, nc, diags, nd = vertical_slash_pattern(vertical, slash, n_cols, n_diags, keep=~streaming)
+        groups["vertical_slash"] = (heads, vertical_slash_index(cols, diags, T, nc, nd))
     bs = [h for h, s in enumerate(specs) if s[0] == "block_sparse"]
     if bs:
         full = block_sparse_index(q, k, [specs[h][1] if specs[h][0] == "block_sparse" else 1 for h in range(Hq)])
