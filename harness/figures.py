@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .machine import gpu_slug
+from .report import _natural, newest_kernels
 from .results import Run, UnusableInput, load_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -42,10 +43,6 @@ def _op(entry) -> str:
 def _label(entry) -> str:
     op = _op(entry)
     return entry.case[len(op) + 1:] if entry.case.startswith(op + "/") else entry.case
-
-
-def _natural(text: str) -> list:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 def _file_name(text: str) -> str:
@@ -70,17 +67,6 @@ def collect(paths) -> tuple[list[Run], list[str]]:
                 problems.append(f"{f}: no device-timed case in it")
     runs.sort(key=lambda r: (r.datetime or "", r.path))
     return runs, problems
-
-
-def newest_kernels(runs: list[Run]) -> dict:
-    """case -> (run, kernel entry) of the newest run that timed the kernel on it."""
-    out = {}
-    for run in runs:
-        for case in run.cases():
-            k = run.kernel_entry(case)
-            if k is not None:
-                out[case] = (run, k)
-    return out
 
 
 def _save(fig, path: Path) -> Path:

@@ -4,7 +4,8 @@ history, and missing fields or unreadable files are reported, not fatal."""
 import pytest
 
 from harness.__main__ import main
-from harness.figures import PNG_MAGIC, build_report, sweeps, newest_kernels, collect
+from harness.figures import PNG_MAGIC, build_report, collect, sweeps
+from harness.report import newest_kernels
 from synthetic import results_file
 
 pytest.importorskip("matplotlib")
