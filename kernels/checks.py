@@ -12,7 +12,8 @@ from kernels.platform import interpreting
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def check_tensor(name: str, t, dtypes=FLOAT_DTYPES, ndim_min: int = 1) -> None:
+def check_tensor(name: str, t, dtypes=FLOAT_DTYPES, ndim_min: int = 1, kernel_input: bool = True) -> None:
+    """kernel_input=False: the tensor feeds PyTorch code only, so any device will do."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in dtypes:
@@ -20,7 +21,8 @@ def check_tensor(name: str, t, dtypes=FLOAT_DTYPES, ndim_min: int = 1) -> None:
         raise TypeError(f"{name} has dtype {_dtype_name(t.dtype)}; supported: {allowed}")
     if t.dim() < ndim_min:
         raise ValueError(f"{name} must have at least {ndim_min} dimension(s), got shape {tuple(t.shape)}")
-    check_device(name, t)
+    if kernel_input:
+        check_device(name, t)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -179,11 +179,12 @@ def _tma_layout_ok(t: torch.Tensor) -> bool:
 LAUNCH = LaunchSpace("prefill_attention", _default_config, _candidates, check_tile_config)
 
 
-def check_qkv_tensors(q, k, v) -> None:
+def check_qkv_tensors(q, k, v, kernel_input: bool = True) -> None:
     """q, k, v each a 4-D (batch, tokens, heads, head_dim) tensor of one half dtype, on q's
-    device, unit stride along head_dim, head_dim one the attention kernels take."""
+    device, unit stride along head_dim, head_dim one the attention kernels take;
+    kernel_input=False: read by PyTorch code only, on any device."""
     for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(name, t, dtypes=DTYPES)
+        check_tensor(name, t, dtypes=DTYPES, kernel_input=kernel_input)
         if t.dim() != 4:
             raise ValueError(f"{name} must be 4-D (batch, tokens, heads, head_dim); got shape {tuple(t.shape)}")
         if t.stride(-1) != 1:

@@ -214,7 +214,7 @@ def vertical_slash_index(columns: torch.Tensor, diagonals: torch.Tensor, T: int,
     must lie in [0, T) and not repeat within a head."""
     check_int("T", T, minimum=0)
     for name, t, n in (("columns", columns, n_columns), ("diagonals", diagonals, n_diagonals)):
-        check_tensor(name, t, dtypes=(torch.int32, torch.int64))
+        check_tensor(name, t, dtypes=(torch.int32, torch.int64), kernel_input=False)  # PyTorch only
         if t.dim() != 3:
             raise ValueError(f"{name} must be 3-D (batch, heads, count); got shape {tuple(t.shape)}")
         if n is not None and (n.shape != t.shape[:2] or n.dtype not in (torch.int32, torch.int64)):
@@ -386,8 +386,8 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COL
         tl.store(LSE + (b * q_heads + h).to(tl.int64) * T + offs_m, lse, mask=row_ok)
 
 
-def _check_qkv(q, k, v):
-    check_qkv_tensors(q, k, v)
+def _check_qkv(q, k, v, kernel_input=True):
+    check_qkv_tensors(q, k, v, kernel_input)
     B, T, Hq, D = q.shape
     if k.shape != v.shape or k.shape[0] != B or k.shape[1] != T or k.shape[3] != D:
         raise ValueError(f"k and v must have shape (batch={B}, tokens={T}, kv_heads, head_dim={D}) (a prefill from "
@@ -520,8 +520,8 @@ def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k) -> BlockIndex:
     """MInference's block-sparse estimate: BLOCK-token means of q and k, their products per
     (query block, key block), causal, and the top_k key blocks of each query block (an int,
     or a list of one per query head), the first block (the sink) and the diagonal block
-    always among them."""
-    _check_qkv(q, k, k)
+    always among them. PyTorch only: q and k may lie on any device."""
+    _check_qkv(q, k, k, kernel_input=False)
     B, T, H, D = q.shape
     per_head = list(top_k) if isinstance(top_k, (list, tuple)) else [top_k] * H
     if len(per_head) != H:

@@ -370,3 +370,15 @@ def test_rows_mask_of_an_index_is_its_plain_mask(t, n_cols, n_diags, first, seed
     q, k, _ = _qkv(1, t, 2, 1, 64, torch.float16, "cpu", seed)
     blocks = block_sparse_index(q, k, 2)
     assert torch.equal(sparse_index_rows_mask(blocks, rows), _block_mask(blocks, t)[:, :, rows])
+
+
+def test_the_pytorch_index_builders_take_cpu_tensors_on_a_gpu_machine(monkeypatch):
+    """The index builders are PyTorch code, so a CPU pattern must work where the kernels run
+    on CUDA (the GPU lane once refused it as a kernel input); the kernels still refuse CPU."""
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # what a GPU machine sees
+    q, k, v = _qkv(1, 130, 2, 1, 64, torch.float16, "cpu", 17)
+    index = vertical_slash_index(torch.tensor([[[0], [5]]]), torch.tensor([[[0], [3]]]), 130)
+    assert index.intervals.device.type == "cpu" and int(index.selected_pairs().sum()) > 0
+    assert block_sparse_index(q, k, 2).counts.device.type == "cpu"
+    with pytest.raises(ValueError, match="need CUDA tensors"):
+        vertical_slash_attention(q, k, v, index)
