@@ -369,7 +369,9 @@ def _run_case(case: PerfCase, config: TimingConfig, ceilings: dict | None) -> Ca
     config = timing_config_for(case, config, l2_cache_bytes())
     measurements = time_providers(ok, case.make_inputs, config, first_s, kernel=case.kernel) if ok else {}
     for name in [n for n, m in measurements.items() if not m.samples_s]:
-        errors[name] = f"no clean sample: {measurements.pop(name).note}"
+        errors[name] = (f"no clean sample ({measurements.pop(name).note}): every call waited on the host, a "
+                        "device-to-host sync inside it (.item(), bool(tensor), a copy from pageable memory) or "
+                        "launches slower than its GPU work")
     torch.cuda.empty_cache()
     return CaseResult(measurements, errors, unavailable, build_records(case, measurements, ceilings, unavailable))
 

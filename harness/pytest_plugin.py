@@ -144,7 +144,7 @@ class PerfSession:
         if provider in result.unavailable:  # refused the case's inputs when first called
             pytest.skip(f"{provider} unavailable: {result.unavailable[provider]}")
         if provider in result.errors:
-            pytest.fail(f"{case.case_id} [{provider}] does not match the reference: {result.errors[provider]}")
+            pytest.fail(f"{case.case_id} [{provider}] failed: {result.errors[provider]}")
         m = result.measurements[provider]
         info = result.records[provider]
         record_into_benchmark(benchmark, m.samples_s, info)

@@ -30,3 +30,15 @@ def interpreting() -> bool:
 def gpu_slug(name: str) -> str:
     """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3': one name per GPU model."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "unknown"
+
+
+def device_ints(values, device, dtype=None):
+    """A small list of Python ints as a tensor on `device` without waiting for the GPU:
+    torch.tensor(values, device="cuda") copies from pageable memory, which blocks the host
+    until the stream drains; a pinned staging copy does not."""
+    import torch
+
+    t = torch.tensor(list(values), dtype=dtype or torch.long)
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

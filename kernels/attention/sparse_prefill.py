@@ -35,6 +35,7 @@ import triton.language as tl
 from kernels.attention.prefill import LOG2E, _attend_block, check_qkv_tensors
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
+from kernels.platform import device_ints
 
 BLOCK = 64            # query rows a pattern block holds (and a program's rows)
 LAST_Q = 64           # queries the estimate scores
@@ -208,10 +209,12 @@ def estimate_vertical_slash(q: torch.Tensor, k: torch.Tensor, *, scale: float | 
 # ----------------------------------------------------------------------------- index
 
 def vertical_slash_index(columns: torch.Tensor, diagonals: torch.Tensor, T: int,
-                         n_columns: torch.Tensor | None = None, n_diagonals: torch.Tensor | None = None) -> SparseIndex:
+                         n_columns: torch.Tensor | None = None, n_diagonals: torch.Tensor | None = None, *,
+                         validate: bool = True) -> SparseIndex:
     """The index of a pattern from its columns (B, H, NC) and diagonals (B, H, ND), any order,
     each head's first n_columns[b, h] / n_diagonals[b, h] entries used (default all). Values
-    must lie in [0, T) and not repeat within a head."""
+    must lie in [0, T) and not repeat within a head; validate=False skips that check (it reads
+    the values back to the host) for callers whose values hold by construction (top-k indices)."""
     check_int("T", T, minimum=0)
     for name, t, n in (("columns", columns, n_columns), ("diagonals", diagonals, n_diagonals)):
         check_tensor(name, t, dtypes=(torch.int32, torch.int64), kernel_input=False)  # PyTorch only
@@ -233,7 +236,7 @@ def vertical_slash_index(columns: torch.Tensor, diagonals: torch.Tensor, T: int,
 
     cols, col_ok = used(columns, n_columns)
     diags, diag_ok = used(diagonals, n_diagonals)
-    for name, t, ok in (("columns", cols, col_ok), ("diagonals", diags, diag_ok)):
+    for name, t, ok in (("columns", cols, col_ok), ("diagonals", diags, diag_ok)) if validate else ():
         if bool(((t < 0) | (t >= T))[ok].any()):
             raise ValueError(f"{name} must lie in [0, {T}) (T = {T})")
         s = torch.where(ok, t, T).sort(-1).values
@@ -447,32 +450,39 @@ def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 
 def vertical_slash_pattern(vertical: torch.Tensor, slash: torch.Tensor, n_columns, n_diagonals, keep=None):
     """The chosen columns and diagonals of each head: the top n_columns of `vertical` and
-    top n_diagonals of `slash` (ints, or (B, H) tensors for per-head budgets), the first
+    top n_diagonals of `slash` (ints, lists of one per head, or (B, H) tensors; a tensor is
+    read back to the host for its largest count), the first
     SINK_COLUMNS keys and LOCAL_DIAGONALS diagonals kept first (on the heads where the
     boolean (H,) `keep` is true; default all). Returns (columns, n_columns, diagonals,
     n_diagonals) for vertical_slash_index."""
     B, H, T = vertical.shape
     dev = vertical.device
 
-    def counts(n, name):
+    def counts(n, name):  # (B, H) counts on the device and their maximum, the top-k width
         if isinstance(n, torch.Tensor):
             if n.shape != (B, H):
-                raise ValueError(f"{name} must be an int or a ({B}, {H}) tensor; got shape {tuple(n.shape)}")
+                raise ValueError(f"{name} must be an int, a list of {H} ints or a ({B}, {H}) tensor; "
+                                 f"got shape {tuple(n.shape)}")
             n = n.to(dev).long()
-        else:
-            n = torch.full((B, H), check_int(name, n, minimum=0), dtype=torch.long, device=dev)
-        if bool((n < 0).any()):
-            raise ValueError(f"{name} must be non-negative")
-        return n.clamp(max=T)
+            if bool((n < 0).any()):  # reads back to the host: lists and ints avoid it
+                raise ValueError(f"{name} must be non-negative")
+            return n.clamp(max=T), min(int(n.max()), T) if n.numel() else 0
+        if isinstance(n, (list, tuple)):
+            if len(n) != H:
+                raise ValueError(f"{name} lists {len(n)} counts for {H} heads")
+            n = [min(check_int(name, x, minimum=0), T) for x in n]
+            return device_ints(n, dev).expand(B, H), max(n, default=0)
+        n = min(check_int(name, n, minimum=0), T)
+        return torch.full((B, H), n, dtype=torch.long, device=dev), n
 
-    nc, nd = counts(n_columns, "n_columns"), counts(n_diagonals, "n_diagonals")
-    keep = torch.ones(H, dtype=torch.bool, device=dev) if keep is None else keep.to(dev)
+    (nc, width_c), (nd, width_d) = counts(n_columns, "n_columns"), counts(n_diagonals, "n_diagonals")
+    keep = torch.ones(H, dtype=torch.bool, device=dev) if keep is None else keep.to(dev, non_blocking=True)
     vert = vertical.clone()
     vert[..., :SINK_COLUMNS] = torch.where(keep[:, None], float("inf"), vert[..., :SINK_COLUMNS])
     sl = slash.clone()
     sl[..., :LOCAL_DIAGONALS] = torch.where(keep[:, None], float("inf"), sl[..., :LOCAL_DIAGONALS])
-    cols = torch.topk(vert, int(nc.max()) if nc.numel() else 0, dim=-1).indices
-    diags = torch.topk(sl, int(nd.max()) if nd.numel() else 0, dim=-1).indices
+    cols = torch.topk(vert, width_c, dim=-1).indices
+    diags = torch.topk(sl, width_d, dim=-1).indices
     return cols, nc, diags, nd
 
 
@@ -543,7 +553,7 @@ def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k) -> BlockIndex:
     scores = scores.masked_fill((kb == 0) | (kb == qb), float("inf"))  # the sink and the diagonal, always
     kk = min(max(per_head), nb)
     top = torch.topk(scores, kk, dim=-1)  # best first: the sink and the diagonal lead
-    rank_ok = torch.arange(kk, device=q.device) < torch.tensor(per_head, device=q.device)[:, None, None]
+    rank_ok = torch.arange(kk, device=q.device) < device_ints(per_head, q.device)[:, None, None]
     chosen = torch.where((top.values == float("-inf")) | ~rank_ok, nb, top.indices)  # past the diagonal or the budget
     blocks = chosen.sort(-1).values
     counts = (blocks < nb).sum(-1)
@@ -666,24 +676,24 @@ def pattern_indexes(q: torch.Tensor, k: torch.Tensor, specs: list, scale: float 
     groups = {}
     vs = [h for h, s in enumerate(specs) if s[0] != "block_sparse"]
     if vs:
-        streaming = torch.tensor([specs[h][0] == "stream_llm" for h in vs], device=dev)
-        n_cols = torch.tensor([specs[h][1] for h in vs], device=dev).expand(B, -1)
-        n_diags = torch.tensor([specs[h][2] for h in vs], device=dev).expand(B, -1)
-        heads = torch.tensor(vs, dtype=torch.int32, device=dev)
+        is_streaming = [specs[h][0] == "stream_llm" for h in vs]
+        streaming = device_ints(is_streaming, dev).bool()
+        heads = device_ints(vs, dev, torch.int32)
         ramp = -torch.arange(T, dtype=torch.float32, device=dev)  # its top n are 0 .. n - 1: A-shape
-        if bool((~streaming).any()):
+        if not all(is_streaming):
             vertical, slash = estimate_vertical_slash(q, k, scale=scale)
             vertical = torch.where(streaming[:, None], ramp, vertical[:, heads.long()])
             slash = torch.where(streaming[:, None], ramp, slash[:, heads.long()])
         else:
             vertical = slash = ramp.expand(B, len(vs), T)
-        cols, nc, diags, nd = vertical_slash_pattern(vertical, slash, n_cols, n_diags, keep=~streaming)
-        groups["vertical_slash"] = (heads, vertical_slash_index(cols, diags, T, nc, nd))
+        cols, nc, diags, nd = vertical_slash_pattern(vertical, slash, [specs[h][1] for h in vs],
+                                                     [specs[h][2] for h in vs], keep=~streaming)
+        groups["vertical_slash"] = (heads, vertical_slash_index(cols, diags, T, nc, nd, validate=False))
     bs = [h for h, s in enumerate(specs) if s[0] == "block_sparse"]
     if bs:
         full = block_sparse_index(q, k, [specs[h][1] if specs[h][0] == "block_sparse" else 1 for h in range(Hq)])
-        sel = torch.tensor(bs, device=dev)
-        groups["block_sparse"] = (torch.tensor(bs, dtype=torch.int32, device=dev),
+        sel = device_ints(bs, dev)
+        groups["block_sparse"] = (sel.to(torch.int32),
                                   BlockIndex(full.blocks[:, sel].contiguous(), full.counts[:, sel].contiguous(), T))
     return groups
 
