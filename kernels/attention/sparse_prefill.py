@@ -399,7 +399,11 @@ def _check_qkv(q, k, v, kernel_input=True):
         raise ValueError(f"q's {Hq} heads are not a multiple of the {k.shape[2]} KV heads")
 
 
-def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, block_n=64, num_warps=4, num_stages=2):
+# One stage: pipelining the nested range loops spills registers to local memory on sm90
+VS_STAGES = 1
+
+
+def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, block_n=64, num_warps=4, num_stages=VS_STAGES):
     """The kernel over the query heads `heads` (int32) that the index's rows cover, in order."""
     B, T, Hq, D = q.shape
     n_sel, n_blocks, max_diag = heads.numel(), triton.cdiv(T, BLOCK), index.intervals.shape[2]
@@ -414,7 +418,7 @@ def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, block_n=64, n
 
 def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: SparseIndex, *,
                              scale: float | None = None, return_lse: bool = False, block_n: int = 64,
-                             num_warps: int = 4, num_stages: int = 2):
+                             num_warps: int = 4, num_stages: int = VS_STAGES):
     """Causal attention of q (B, T, Hq, D) over exactly the keys `index` selects (k, v
     (B, T, Hkv, D), a prefill from scratch). Returns out (B, T, Hq, D), or (out, lse
     (B, Hq, T) float32; -inf and zeros where a row sees no key)."""
@@ -542,8 +546,8 @@ def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k) -> BlockIndex:
 
     def pooled(x):  # (B, nb, heads, D) means over each block's real tokens
         x = torch.nn.functional.pad(x.float(), (0, 0, 0, 0, 0, pad)).view(B, nb, BLOCK, x.shape[2], D).sum(2)
-        n = torch.full((nb,), BLOCK, device=x.device, dtype=torch.float32)
-        n[-1] = BLOCK - pad
+        # tokens per block, from the device (setting n[-1] from Python copied a scalar: a sync)
+        n = (T - torch.arange(nb, device=x.device, dtype=torch.float32) * BLOCK).clamp(max=BLOCK)
         return x / n[None, :, None, None]
 
     pq, pk = pooled(q), pooled(k).repeat_interleave(H // k.shape[2], dim=2)
@@ -714,10 +718,18 @@ def sparse_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern=No
     specs = head_patterns(pattern, Hq)
     if T < dense_below or B * T * Hq == 0:
         return prefill_attention(q, k, v, scale=scale, return_lse=return_lse)
+    return attend_pattern_groups(q, k, v, pattern_indexes(q, k, specs, scale=scale), scale=scale,
+                                 return_lse=return_lse)
+
+
+def attend_pattern_groups(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: dict, *,
+                          scale: float | None = None, return_lse: bool = False):
+    """sparse_prefill's last step: the attention over the indexes pattern_indexes built
+    (every query head in one of the groups), one launch per group."""
+    B, T, Hq, D = q.shape
     scale_f = D ** -0.5 if scale is None else float(scale)
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
-    groups = pattern_indexes(q, k, specs, scale=scale)
     if "vertical_slash" in groups:
         _launch_vertical_slash(q, k, v, groups["vertical_slash"][1], groups["vertical_slash"][0], out, lse, scale_f)
     if "block_sparse" in groups:
