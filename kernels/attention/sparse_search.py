@@ -43,7 +43,7 @@ class SearchResult:
     search_s: float
 
 
-def _device_time(fn, reps: int = 3) -> float:
+def device_time(fn, reps: int = 3) -> float:
     """Median seconds of fn() on q's device (CUDA events; the host clock elsewhere)."""
     fn()  # compile, warm
     times = []
@@ -87,7 +87,7 @@ def search_patterns(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, candidate
     if cost is None:
         def cost(c):
             pattern = {h: list(c) for h in range(heads)}
-            return _device_time(lambda: sparse_prefill(q, k, v, pattern, dense_below=0))
+            return device_time(lambda: sparse_prefill(q, k, v, pattern, dense_below=0))
     cost_s = [float(cost(c)) for c in candidates]
     pattern, best = {}, {}
     for h in range(heads):

@@ -6,7 +6,10 @@ prefill (the suite's kernel, SDPA cuDNN and flash, flash-attn where it imports).
 attention is another function (every key): it is timed for scale, not compared. The
 kernel's last 64 rows are checked against float32 attention over exactly the keys its
 pattern selects there; the flops are those of the selected pairs, whose share of the dense
-causal pairs is the case's `density` (kernel_info, with the index's size)."""
+causal pairs is the case's `density`. kernel_info also has the index's size, the recall (the
+softmax mass the pattern keeps) and the split of the time into estimate, index and attention.
+Inputs carry a long prompt's locality (long_prompt_qkv): on plain Gaussian ones a pattern's
+top diagonals scatter and every key gets selected."""
 import pytest
 import torch
 
@@ -14,7 +17,9 @@ from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.attention import baselines, gqa_attention_reference, prefill_attention
 from kernels.attention.cost import sparse_prefill_cost
 from kernels.attention.reference import sparse_index_rows_mask
-from kernels.attention.sparse_prefill import pattern_indexes, sparse_prefill
+from kernels.attention.sparse_prefill import (attend_pattern_groups, estimate_vertical_slash, head_patterns,
+                                              pattern_indexes, sparse_prefill)
+from kernels.attention.sparse_search import device_time
 from tests.helpers.tolerance import DTYPES
 
 pytestmark = pytest.mark.perf
@@ -27,6 +32,37 @@ PATTERNS = {  # MInference's budgets: (vertical, slash) of its search space, A-s
 }
 DEFAULT_PATTERNS = ("vs-1000-6096", "a-shape", "block-sparse-100")
 CHECKED_ROWS = 64
+LOCAL_TOKENS = 2048  # the inputs' correlation length (long_prompt_qkv)
+
+
+def long_prompt_qkv(tokens, q_heads, kv_heads, head_dim, dtype, g, device="cuda"):
+    """q, k, v whose scores have a long prompt's locality: each KV head adds to its keys and
+    to its query heads' queries one smooth function of the position (waves slower than
+    1 / LOCAL_TOKENS), so q_t . k_s grows as |t - s| shrinks, over unit Gaussian noise.
+    Plain Gaussian inputs have no pattern: their top diagonals scatter over every block and
+    the vertical-slash index covers every key."""
+    waves = 32
+    pos = torch.arange(tokens, device=device, dtype=torch.float32)[:, None]
+    freq = torch.rand(waves, device=device, generator=g) / LOCAL_TOKENS
+    phase = torch.rand(waves, device=device, generator=g) * 6.2832
+    basis = torch.sin(pos * freq + phase)  # (tokens, waves)
+    amp = torch.randn(kv_heads, waves, head_dim, device=device, generator=g) * (2.0 / waves) ** 0.5
+    local = torch.einsum("tw,hwd->thd", basis, amp)[None]  # (1, tokens, kv_heads, head_dim), about unit size
+    noise = lambda h: torch.randn(1, tokens, h, head_dim, device=device, generator=g)
+    k = (noise(kv_heads) + local).to(dtype)
+    q = (noise(q_heads) + local.repeat_interleave(q_heads // kv_heads, dim=2)).to(dtype)
+    return q, k, noise(kv_heads).to(dtype)
+
+
+def stage_times(q, k, v, specs):
+    """Seconds of the estimate, the index (pattern_indexes less its estimate) and the
+    attention, each by CUDA events (median of 3, warm): the split of the whole prefill."""
+    needs_estimate = any(s[0] == "vertical_and_slash" for s in specs)
+    estimate = device_time(lambda: estimate_vertical_slash(q, k)) if needs_estimate else 0.0
+    groups = pattern_indexes(q, k, specs)
+    index = max(device_time(lambda: pattern_indexes(q, k, specs)) - estimate, 0.0)
+    return {"estimate_s": estimate, "index_s": index,
+            "attention_s": device_time(lambda: attend_pattern_groups(q, k, v, groups))}
 
 
 def _sparse(st):
@@ -71,13 +107,18 @@ def sparse_prefill_case(pattern, tokens, q_heads, kv_heads):
 
     def make_inputs():  # one seed: the pattern the kernel chooses is the one counted below
         g.manual_seed(0)
-        return tuple(torch.randn(1, tokens, h, D, device="cuda", dtype=dt, generator=g)
-                     for h in (q_heads, kv_heads, kv_heads))
+        return long_prompt_qkv(tokens, q_heads, kv_heads, D, dt, g)
 
     q, k, v = make_inputs()
     index = pattern_index(pattern, q, k)
     pairs = int(index.selected_pairs().sum())
-    del q, k, v
+    specs = head_patterns({h: list(PATTERNS[pattern]) for h in range(q_heads)}, q_heads)
+    # recall: the softmax mass the pattern keeps, exp(lse_sparse - lse_dense), mean over rows and heads
+    _, lse_sparse = sparse_prefill(q, k, v, dict(enumerate(specs)), dense_below=0, return_lse=True)
+    _, lse_dense = prefill_attention(q, k, v, return_lse=True)
+    recall = float(torch.exp(lse_sparse.double() - lse_dense.double()).mean())
+    split = stage_times(q, k, v, specs)
+    del q, k, v, lse_sparse, lse_dense
 
     def reference(q, k, v):
         rows = torch.arange(tokens - CHECKED_ROWS, tokens)
@@ -93,7 +134,8 @@ def sparse_prefill_case(pattern, tokens, q_heads, kv_heads):
         reference=reference,
         output_slice=(slice(None), slice(-CHECKED_ROWS, None)),
         rtol=1e-2,
-        kernel_info={"density": pairs / (q_heads * tokens * (tokens + 1) / 2), "index_bytes": index.nbytes()},
+        kernel_info={"density": pairs / (q_heads * tokens * (tokens + 1) / 2), "index_bytes": index.nbytes(),
+                     "recall": recall, **split},
         state=_State(pattern, q_heads),
     )
 
