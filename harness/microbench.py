@@ -105,6 +105,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.progress import Progress
+
 RECIPE_FIXED = ("baseline", "int8wo", "int8dq", "float8wo", "mixq-w8a8", "mixq-w4a4")
 RECIPE_PATTERNS = ("int4wo-<group>", "int4wo-<group>-hqq")
 GROUPS = (32, 64, 128, 256)
@@ -912,6 +914,7 @@ def main(argv=None) -> int:
         ceilings, clocks_start = get_ceilings(), gpu_clocks()
     print(f"{len(items)} items; rows go to {out.path} as they finish", flush=True)
     rows, entries = [], []
+    progress = Progress(len(items), "items")
     for i, item in enumerate(items, 1):
         t0 = time.perf_counter()
         print(f"[{i}/{len(items)}] {item.label} ...", end=" ", flush=True)
@@ -932,6 +935,7 @@ def main(argv=None) -> int:
                   + f"), SQNR {row['quantized_sqnr_db']:.1f} dB"
                   + (f", outlier hit rate {hit:.2f}" if hit is not None else "")
                   + f" [{time.perf_counter() - t0:.1f} s]", flush=True)
+        print(f"progress: {progress.step()}", flush=True)
     out.close()
     clocks_end = None
     if need_gpu:

@@ -75,6 +75,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="--tune: only the suite's kernel is searched"))
 
 
+def perf_case_count(items) -> int:
+    """The perf cases among `items` that will run (each case is one test per provider)."""
+    specs = set()
+    for item in items:
+        spec = getattr(getattr(item, "callspec", None), "params", {}).get("spec")
+        if spec is not None and "perf" in item.keywords and not item.get_closest_marker("skip"):
+            specs.add(id(spec))
+    return len(specs)
+
+
+def pytest_collection_finish(session):
+    from .progress import Progress
+
+    session.config._perf_progress = Progress(perf_case_count(session.items), "cases")
+
+
 def _is_baseline_test(item) -> bool:
     """A perf test of a (spec, provider) pair whose provider is not the bench's kernel."""
     params = getattr(getattr(item, "callspec", None), "params", {})
@@ -141,6 +157,7 @@ class PerfSession:
             # Keep only the latest case's result: tests of one case are consecutive.
             self._results.clear()
             result = self._results[case.case_id] = run_case(case, self.timing, self.ceilings)
+            self._progress()
         if provider in result.unavailable:  # refused the case's inputs when first called
             pytest.skip(f"{provider} unavailable: {result.unavailable[provider]}")
         if provider in result.errors:
@@ -152,26 +169,37 @@ class PerfSession:
         self._keep(info)
         return info
 
-    def _keep(self, info: dict) -> None:
-        """The record at once: one line on the terminal and, with --partial-results, in its file."""
-        import contextlib
-        import json
+    def _progress(self) -> None:
+        """One case done: its count and the time left, on the terminal."""
+        progress = getattr(self.config, "_perf_progress", None)
+        if progress is not None:
+            self._write_line("progress: " + progress.step())
 
-        from .report import format_table
+    def _write_line(self, line: str) -> None:
+        import contextlib
 
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         if reporter is not None:  # past the test's output capture, which would swallow the line
             with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-                reporter.write_line("measured: " + format_table([info]).splitlines()[1])
+                reporter.write_line(line)
+
+    def _keep(self, info: dict) -> None:
+        """The record at once: one line on the terminal and, with --partial-results, in its file."""
+        import json
+
+        from .report import format_table
+
+        self._write_line("measured: " + format_table([info]).splitlines()[1])
         path = self.config.getoption("partial_results")
         if path:
             with open(path, "a") as f:
                 f.write(json.dumps(info, default=str) + "\n")
 
-
     def _tune(self, case, provider: str) -> dict:
-        from .tune import tune_case
+        from kernels import tuning
+
+        from .tune import label, tune_case
 
         if provider != case.kernel:
             pytest.skip("--tune: only the suite's kernel is searched; baselines are not timed")
@@ -179,12 +207,17 @@ class PerfSession:
         if self.config.getoption("tune_compile_only"):
             from .tune import compile_case
 
-            return {"compiled": {f"{k} {key}": len(r) for (k, key), r in
-                                 compile_case(case, only=only, done=self._tuned_keys).items()}}
+            compiled = compile_case(case, only=only, done=self._tuned_keys)
+            self._progress()
+            return {"compiled": {f"{k} {key}": len(r) for (k, key), r in compiled.items()}}
         entries = tune_case(case, self.timing, only=only, done=self._tuned_keys)
         self.tuned.extend(entries)
         if entries:  # into the table at once: a search cut short keeps every key it finished
             _merge_tuned(self.config, entries)
+        for e in entries:
+            self._write_line(f"tuned: {e.kernel} {tuning.key_text(e.key)}: {e.default_us:.1f} -> {e.best_us:.1f} us "
+                             f"({label(e.config)})")
+        self._progress()
         return {"tuned": [e.record() for e in entries]}
 
 

@@ -540,4 +540,4 @@ def test_command_runs_kernels_on_a_machine_without_a_gpu(tmp_path):
     run = subprocess.run([sys.executable, "-m", "harness.microbench", "--config", str(path)], env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    assert "ERROR" not in run.stdout and "[1/1] int8wo" in run.stdout
+    assert "ERROR" not in run.stdout and "[1/1] int8wo" in run.stdout and "progress: 1/1 items" in run.stdout
