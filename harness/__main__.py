@@ -1,4 +1,4 @@
-"""python -m harness {compare,gate,gate-check,table,csv,ceilings,tune,source}
+"""python -m harness {compare,gate,gate-check,pr-gate,table,csv,report,ceilings,tune,source}
 
   compare A B            per-case table: medians of A and B, their ratio, and the
                          kernel's same-run speedup in each run
@@ -11,6 +11,12 @@
   gate-check BASE:CAND.. the gate's catch rate for an injected kernel slowdown and its
                          false alarms, on pairs of runs of unchanged code (exit 1 if under
                          the target)
+  pr-gate CAND [--base-run FILE] [--report-dir DIR] [--summary FILE]
+                         CI's pull-request gate (.github/workflows/gpu-gate.yml): CAND
+                         against the committed reference of its GPU model and, with
+                         --base-run, against the base branch run in the same job; the
+                         report; a Markdown summary (appended to $GITHUB_STEP_SUMMARY); exit
+                         as gate (1 on a regression in either)
   table FILE             one results file as the summary table (median, GB/s, roofline, speedup)
   table --markdown [--gpu SLUG] [--out PATH] [--check]
                          the newest committed result of every case of results/<SLUG>/ (every
@@ -36,11 +42,12 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
-from .gate import check_threshold, compare_rows, gate, history_stability, software_differences
-from .results import UnusableInput, load_history, load_run, reference_for_gpu
+from .gate import check_threshold, compare_rows, judge_candidate, software_differences
+from .results import UnusableInput, load_run
 
 # The committed results: where the gate measures each baseline's run-to-run stability.
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -75,19 +82,8 @@ def cmd_compare(args) -> int:
 
 def cmd_gate(args) -> int:
     threshold = check_threshold(args.threshold)
-    cand = load_run(args.cand)
     history = args.history if args.history is not None else (args.base if Path(args.base).is_dir() else RESULTS)
-    runs = None  # BASE's history, loaded once when it also gives the stability
-    if Path(args.base).is_dir():
-        if Path(history).resolve() == Path(args.base).resolve():
-            runs = load_history(args.base, cand.gpu, [args.cand])
-        base = reference_for_gpu(args.base, cand.gpu, exclude=[args.cand], runs=runs)
-    else:
-        base = load_run(args.base)
-        if Path(args.base).resolve() == Path(args.cand).resolve():
-            raise UnusableInput(f"{args.cand} is both BASE and CAND: a run is never its own reference")
-    stability = history_stability(history, cand.gpu, [args.cand], runs=runs or None)
-    result = gate(base, cand, threshold, stability)
+    base, cand, stability, result = judge_candidate(args.base, args.cand, threshold, history)
     print(f"gate: {cand.path} against {base.path} ({cand.gpu}), threshold {threshold:.0%}, 95% CI")
     print(f"  baseline weights from the run-to-run stability of {stability.source}")
     for d in software_differences(base, cand):
@@ -105,6 +101,12 @@ def cmd_gate(args) -> int:
     print(f"gate: {verdict}: {len(bad)} regression(s) in {len(result.verdicts)} judged case(s), "
           f"{len(result.unjudged)} not judged, {len(result.missing)} of the base not run")
     return result.exit_code
+
+
+def cmd_pr_gate(args) -> int:
+    from .pr_gate import main as pr_gate
+
+    return pr_gate(args)
 
 
 def cmd_gate_check(args) -> int:
@@ -326,6 +328,15 @@ def main(argv=None) -> int:
     rp.add_argument("paths", nargs="+", metavar="RESULTS", help="results files or folders (e.g. results/)")
     rp.add_argument("-o", "--out", required=True, help="the report's folder")
     rp.add_argument("--no-gate-marks", action="store_true", help="skip the gate between consecutive runs (faster)")
+    pg = sub.add_parser("pr-gate", help="CI's pull-request gate: the reference and base-branch gates, "
+                                        "the report and the job summary in one step")
+    pg.add_argument("cand", help="the pull request's results file (make bench)")
+    pg.add_argument("--results", default=str(RESULTS), help="the committed results folder (default: results/)")
+    pg.add_argument("--base-run", help="a results file of the base branch, run on this machine in this job")
+    pg.add_argument("--report-dir", help="write the report (figures, history) here")
+    pg.add_argument("--summary", default=os.environ.get("GITHUB_STEP_SUMMARY"),
+                    help="append the Markdown summary to this file (default: $GITHUB_STEP_SUMMARY)")
+    pg.add_argument("--threshold", type=float, default=0.10)
     m = sub.add_parser("ceilings", help="measure and print this GPU's ceilings")
     m.add_argument("--remeasure", action="store_true")
     sub.add_parser("source", help="commit and code hash of this tree, for a run elsewhere")
@@ -333,7 +344,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         return {"compare": cmd_compare, "gate": cmd_gate, "gate-check": cmd_gate_check, "table": cmd_table, "csv": cmd_csv,
-                "targets": cmd_targets, "report": cmd_report,
+                "targets": cmd_targets, "report": cmd_report, "pr-gate": cmd_pr_gate,
                 "ceilings": cmd_ceilings, "source": cmd_source}[args.cmd](args)
     except UnusableInput as exc:
         print(f"error: {exc}", file=sys.stderr)

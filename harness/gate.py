@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import Run, UnusableInput, load_history
+from .results import Run, UnusableInput, load_history, load_run, reference_for_gpu
 
 BOOTSTRAP = 2000
 # Spread assumed for a provider the history never measured twice: as unstable as the
@@ -255,3 +255,21 @@ def compare_rows(base: Run, cand: Run) -> list[dict]:
             row["speedup_base"], row["speedup_cand"] = sb, sc
         rows.append(row)
     return rows
+
+
+def judge_candidate(base_arg, cand_path, threshold: float, history) -> tuple[Run, Run, Stability, GateResult]:
+    """The gate's whole decision for a candidate file: BASE a results folder (its newest run
+    of the candidate's GPU model is the reference) or one results file; the baselines'
+    stability from the `history` folder. Returns (base, candidate, stability, result)."""
+    cand = load_run(cand_path)
+    runs = None  # BASE's history, loaded once when it also gives the stability
+    if Path(base_arg).is_dir():
+        if Path(history).resolve() == Path(base_arg).resolve():
+            runs = load_history(base_arg, cand.gpu, [cand_path])
+        base = reference_for_gpu(base_arg, cand.gpu, exclude=[cand_path], runs=runs)
+    else:
+        base = load_run(base_arg)
+        if Path(base_arg).resolve() == Path(cand_path).resolve():
+            raise UnusableInput(f"{cand_path} is both BASE and CAND: a run is never its own reference")
+    stability = history_stability(history, cand.gpu, [cand_path], runs=runs or None)
+    return base, cand, stability, gate(base, cand, threshold, stability)
