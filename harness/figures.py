@@ -4,7 +4,8 @@ folders of them), one page per GPU model: DIR/<gpu>/index.md with PNG figures be
 - speedup: per operation, the kernel's same-run speedup over its best baseline, each case a
   bar (the newest run that timed the case);
 - roofline: every kernel case as a point, achieved TFLOP/s against arithmetic intensity
-  (flops per byte moved), under the run's measured copy bandwidth and bf16 peak;
+  (flops per byte moved), under the run's measured copy bandwidth and the peak of the unit
+  its arithmetic runs on (bf16, int8, fp8, ...);
 - sweeps: per operation, kernel and best-baseline time over each shape dimension that varies
   while the others stay fixed (rows, KV length, prefix length, tokens, ...);
 - history: per operation, each case's kernel time across the runs (oldest first: the order
@@ -93,32 +94,67 @@ def speedup_figure(op: str, rows: list, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+UNIT_NAMES = {"bf16_tflops": "bf16", "fp16_tflops": "fp16", "fp32_tflops": "fp32", "int8_tops": "int8",
+              "fp8_tflops": "fp8"}
+UNIT_MARKERS = {"bf16_tflops": "o", "fp16_tflops": "s", "fp32_tflops": "D", "int8_tops": "^", "fp8_tflops": "v"}
+DEFAULT_UNIT = "bf16_tflops"  # runs recorded before compute_ceiling, and bandwidth-bound work
+
+
+def compute_unit(info: dict, ceilings: dict) -> str | None:
+    """The ceiling a case's arithmetic runs against: its compute_ceiling (bf16 where that is
+    null: bandwidth-bound work). Runs recorded before the field: the one unit of the run's
+    own ceilings whose peak the compute-bound roofline fraction implies (achieved rate /
+    fraction, within 1%); bf16 for memory-bound cases; None where no single unit fits (work
+    split over two units; on Hopper int8 and fp8 share one peak)."""
+    if "compute_ceiling" in info:
+        unit = info["compute_ceiling"]
+        return unit if unit in UNIT_NAMES else DEFAULT_UNIT
+    rate, fraction = info.get("tflops"), info.get("roofline_fraction")
+    if info.get("roofline_bound") != "compute":
+        return DEFAULT_UNIT
+    if not (isinstance(rate, (int, float)) and isinstance(fraction, (int, float)) and fraction > 0):
+        return None
+    implied = rate / fraction
+    near = [u for u in UNIT_NAMES if isinstance(ceilings.get(u), (int, float)) and abs(ceilings[u] / implied - 1) < 0.01]
+    return near[0] if len(near) == 1 else None
+
+
 def roofline_figure(newest: dict, ceilings: dict, path: Path) -> tuple[Path | None, int]:
-    """(the figure, how many kernel entries lacked flops or bytes)."""
+    """(the figure, how many kernel entries lacked flops or bytes). Each case is drawn with
+    the marker of the unit its arithmetic runs on (compute_ceiling: bf16, int8, fp8, ...),
+    under that unit's roofline: the measured copy bandwidth up to the unit's measured peak."""
     points, skipped = [], 0
-    for case, (_, k) in newest.items():
+    for case, (run, k) in newest.items():
         flops, nbytes, t = k.info.get("flops"), k.info.get("bytes"), k.info.get("median_s") or k.median_s
         if not all(isinstance(x, (int, float)) and x > 0 for x in (flops, nbytes, t)):
             skipped += 1
             continue
-        points.append((flops / nbytes, flops / t / 1e12, _op(k)))
+        points.append((flops / nbytes, flops / t / 1e12, _op(k), compute_unit(k.info, run.ceilings or {})))
     if not points:
         return None, skipped
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    for op in sorted({p[2] for p in points}):
-        xs = [p[0] for p in points if p[2] == op]
-        ax.scatter(xs, [p[1] for p in points if p[2] == op], s=14, label=op)
-    bw, peak = ceilings.get("copy_gbps"), ceilings.get("bf16_tflops")
+    colors = {op: f"C{i % 10}" for i, op in enumerate(sorted({p[2] for p in points}))}
+    for op, color in colors.items():
+        for unit in sorted({p[3] for p in points if p[2] == op}, key=str):
+            mine = [p for p in points if p[2] == op and p[3] == unit]
+            label = op if unit == DEFAULT_UNIT else f"{op} ({UNIT_NAMES[unit] if unit else 'unit not recorded'})"
+            ax.scatter([p[0] for p in mine], [p[1] for p in mine], s=16, color=color,
+                       marker=UNIT_MARKERS.get(unit, "x"), label=label)
+    bw = ceilings.get("copy_gbps")
     lo, hi = min(p[0] for p in points) / 2, max(p[0] for p in points) * 2
-    if isinstance(bw, (int, float)) and isinstance(peak, (int, float)):
-        xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
-        ax.plot(xs, [min(bw * x / 1e3, peak) for x in xs], color="black", lw=1,
-                label=f"ceiling: copy {bw:.0f} GB/s, bf16 {peak:.0f} TFLOP/s")
+    xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    units = {p[3] or DEFAULT_UNIT for p in points}  # a case of unknown unit is drawn against bf16's
+    for i, unit in enumerate(sorted(units, key=list(UNIT_NAMES).index)):
+        peak = ceilings.get(unit)
+        if isinstance(bw, (int, float)) and isinstance(peak, (int, float)):
+            rate = "TOP/s" if unit.endswith("tops") else "TFLOP/s"
+            ax.plot(xs, [min(bw * x / 1e3, peak) for x in xs], color="black", lw=1, ls=["-", "--", ":", "-."][i % 4],
+                    label=f"roofline: copy {bw:.0f} GB/s, {UNIT_NAMES[unit]} {peak:.0f} {rate}")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (flop / byte)")
-    ax.set_ylabel("achieved TFLOP/s")
+    ax.set_xlabel("arithmetic intensity (operations / byte)")
+    ax.set_ylabel("achieved TFLOP/s (TOP/s for integer work)")
     ax.legend(fontsize=6, ncol=2)
     return _save(fig, path), skipped
 

@@ -55,4 +55,4 @@ def derive_metrics(cost: Cost, time_s: float, ceilings: dict | None) -> dict:
     if ceilings and ceilings.get("read_curve") and cost.bytes > 0:
         read_fraction = read_time_s(cost.bytes, ceilings["read_curve"]) / time_s
     return {"tflops": tflops, "gbps": gbps, "roofline_fraction": fraction, "roofline_bound": bound,
-            "read_bound_fraction": read_fraction}
+            "read_bound_fraction": read_fraction, "compute_ceiling": cost.flops_ceiling}

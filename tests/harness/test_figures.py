@@ -81,3 +81,45 @@ def test_missing_fields_and_bad_files_are_reported(tmp_path):
 def test_the_command_writes_the_report(results, tmp_path, capsys):
     assert main(["report", str(results / "h100"), "-o", str(tmp_path / "r"), "--no-gate-marks"]) == 0
     assert str(tmp_path / "r" / "index.md") in capsys.readouterr().out
+
+
+def test_integer_work_is_drawn_under_its_own_roofline(tmp_path, monkeypatch):
+    """An int8 GEMM's TOP/s belong under the int8 peak, not the bf16 one: each unit a case
+    runs on gets its roofline, and runs without the field count as bf16."""
+    import harness.figures as figures
+    from harness.results import load_run
+
+    cases = {"gemm/m=1": {"triton": 1e-4, "eager": 2e-4}, "w8a8/m=1": {"triton": 1e-4, "eager": 2e-4}}
+    info = {"gemm/m=1": {"op": "gemm", "flops": 1e12, "bytes": 1e9},
+            "w8a8/m=1": {"op": "w8a8", "flops": 1e12, "bytes": 1e9, "compute_ceiling": "int8_tops"}}
+    path = results_file(tmp_path / "run.json", cases, info=info, ceilings={**CEILINGS, "int8_tops": 1500.0})
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, p: drawn.setdefault("fig", fig) and p)
+    newest = newest_kernels([load_run(path)])
+    figures.roofline_figure(newest, {**CEILINGS, "int8_tops": 1500.0}, tmp_path / "roofline.png")
+    ax = drawn["fig"].axes[0]
+    lines = {ln.get_label(): max(ln.get_ydata()) for ln in ax.get_lines()}
+    assert lines == {"roofline: copy 3000 GB/s, bf16 750 TFLOP/s": 750.0,
+                     "roofline: copy 3000 GB/s, int8 1500 TOP/s": 1500.0}
+    labels = {c.get_label() for c in ax.collections}
+    assert labels == {"gemm", "w8a8 (int8)"}
+
+
+@pytest.mark.parametrize("info,unit", [
+    ({"compute_ceiling": "int8_tops"}, "int8_tops"),
+    ({"compute_ceiling": None, "tflops": 900.0, "roofline_fraction": 0.6, "roofline_bound": "compute"}, "bf16_tflops"),
+    ({"tflops": 900.0, "roofline_fraction": 0.6, "roofline_bound": "compute"}, "int8_tops"),  # 1500: int8's peak
+    ({"tflops": 700.0, "roofline_fraction": 0.9334, "roofline_bound": "compute"}, "bf16_tflops"),
+    ({"tflops": 700.0, "roofline_fraction": 0.96, "roofline_bound": "compute"}, None),  # 729: 3% off bf16's
+    ({"tflops": 100.0, "roofline_fraction": 0.9, "roofline_bound": "memory"}, "bf16_tflops"),
+    ({"tflops": 300.0, "roofline_fraction": 0.25, "roofline_bound": "compute"}, None),  # 1200: no unit's peak
+    ({"tflops": 1000.0, "roofline_fraction": 1.0, "roofline_bound": "compute", "fp8": True}, None),  # int8 = fp8
+])
+def test_the_unit_of_a_case_from_its_field_or_its_recorded_roofline(info, unit):
+    """Runs recorded before compute_ceiling: the rate over the compute-bound fraction is the
+    peak their roofline used (the run's own ceilings), which names the unit; a null field
+    means bandwidth-bound work."""
+    from harness.figures import compute_unit
+
+    ceilings = {**CEILINGS, "int8_tops": 1500.0, **({"int8_tops": 1000.0, "fp8_tflops": 1000.0} if info.get("fp8") else {})}
+    assert compute_unit(info, ceilings) == unit
