@@ -123,3 +123,13 @@ def test_the_unit_of_a_case_from_its_field_or_its_recorded_roofline(info, unit):
 
     ceilings = {**CEILINGS, "int8_tops": 1500.0, **({"int8_tops": 1000.0, "fp8_tflops": 1000.0} if info.get("fp8") else {})}
     assert compute_unit(info, ceilings) == unit
+
+
+def test_labels_keep_what_differs_and_the_title_what_is_shared():
+    from harness.figures import short_labels
+
+    labels, common = short_labels(["tree=flat,batch=512,prefix=1024,q_heads=8/bf16",
+                                   "tree=flat,batch=1024,prefix=2048,q_heads=8/bf16"])
+    assert labels == ["batch=512,prefix=1024", "batch=1024,prefix=2048"] and common == "tree=flat, q_heads=8, bf16"
+    assert short_labels(["rows=8/bf16"]) == (["rows=8,bf16"], "")  # one case: nothing to cut
+    assert short_labels(["n=1/bf16", "n=1/bf16"])[0] == ["n=1,bf16", "n=1,bf16"]  # identical: kept whole
