@@ -178,8 +178,9 @@ class PerfSession:
     def _write_line(self, line: str) -> None:
         import contextlib
 
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        plugins = getattr(self.config, "pluginmanager", None)  # None: a bare config (the tuner's tests)
+        reporter = plugins.get_plugin("terminalreporter") if plugins else None
+        capture = plugins.get_plugin("capturemanager") if plugins else None
         if reporter is not None:  # past the test's output capture, which would swallow the line
             with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
                 reporter.write_line(line)

@@ -36,6 +36,7 @@ from kernels.attention.prefill import LOG2E, _attend_block, check_qkv_tensors
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.platform import device_ints
+from kernels.tuning import LaunchSpace, pow2_bucket
 
 BLOCK = 64            # query rows a pattern block holds (and a program's rows)
 LAST_Q = 64           # queries the estimate scores
@@ -403,8 +404,44 @@ def _check_qkv(q, k, v, kernel_input=True):
 VS_STAGES = 1
 
 
-def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, block_n=64, num_warps=4, num_stages=VS_STAGES):
+def _vs_default(head_dim: int, tokens: int) -> dict:
+    """64-key tiles over the pattern's 64-row blocks, 4 warps, no pipelining (see VS_STAGES)."""
+    return dict(BLOCK_N=64, num_warps=4, num_stages=VS_STAGES)
+
+
+def _vs_candidates(head_dim: int, tokens: int) -> list[dict]:
+    return [dict(BLOCK_N=bn, num_warps=w, num_stages=st) for bn in (32, 64, 128) for w in (4, 8) for st in (1, 2)]
+
+
+def _bs_default(head_dim: int, tokens: int) -> dict:
+    return dict(num_warps=4, num_stages=2)
+
+
+def _bs_candidates(head_dim: int, tokens: int) -> list[dict]:
+    return [dict(num_warps=w, num_stages=st) for w in (4, 8) for st in (1, 2, 3)]
+
+
+def _check_launch(cfg: dict) -> None:
+    if cfg.get("BLOCK_N", 64) not in (16, 32, 64, 128):
+        raise ValueError(f"BLOCK_N must be 16, 32, 64 or 128, got {cfg['BLOCK_N']!r}")
+    for name, allowed in (("num_warps", (1, 2, 4, 8, 16)), ("num_stages", (1, 2, 3, 4, 5))):
+        if cfg[name] not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {cfg[name]!r}")
+
+
+# The attention kernels' launches, tuned per GPU (python -m harness tune attention); the
+# pattern's 64-row blocks fix BLOCK_M
+VS_LAUNCH = LaunchSpace("vertical_slash_attention", _vs_default, _vs_candidates, _check_launch)
+BS_LAUNCH = LaunchSpace("block_sparse_attention", _bs_default, _bs_candidates, _check_launch)
+
+
+def _launch_key(q: torch.Tensor) -> dict:
+    return dict(head_dim=q.shape[3], tokens=pow2_bucket(q.shape[1]))
+
+
+def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, config=None):
     """The kernel over the query heads `heads` (int32) that the index's rows cover, in order."""
+    cfg = VS_LAUNCH.choose(q.device, _launch_key(q), config)
     B, T, Hq, D = q.shape
     n_sel, n_blocks, max_diag = heads.numel(), triton.cdiv(T, BLOCK), index.intervals.shape[2]
     _vertical_slash_kernel[(B * n_sel, n_blocks)](
@@ -412,22 +449,20 @@ def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, block_n=64, n
         index.block_columns, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         T, Hq, n_sel, Hq // k.shape[2], scale * LOG2E, max_diag, index.columns.shape[2], n_blocks,
-        HEAD_DIM=D, BLOCK_M=BLOCK, BLOCK_N=block_n, SEARCH_STEPS=max(1, max_diag.bit_length()),
-        WRITE_LSE=lse is not None, POS_SCALE=scale > 0, num_warps=num_warps, num_stages=num_stages)
+        HEAD_DIM=D, BLOCK_M=BLOCK, BLOCK_N=cfg["BLOCK_N"], SEARCH_STEPS=max(1, max_diag.bit_length()),
+        WRITE_LSE=lse is not None, POS_SCALE=scale > 0, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
 
 
 def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: SparseIndex, *,
-                             scale: float | None = None, return_lse: bool = False, block_n: int = 64,
-                             num_warps: int = 4, num_stages: int = VS_STAGES):
+                             scale: float | None = None, return_lse: bool = False, config: dict | None = None):
     """Causal attention of q (B, T, Hq, D) over exactly the keys `index` selects (k, v
     (B, T, Hkv, D), a prefill from scratch). Returns out (B, T, Hq, D), or (out, lse
-    (B, Hq, T) float32; -inf and zeros where a row sees no key)."""
+    (B, Hq, T) float32; -inf and zeros where a row sees no key). config: launch options
+    (BLOCK_N, num_warps, num_stages) over the GPU's tuned ones."""
     _check_qkv(q, k, v)
     if scale is not None:
         check_number("scale", scale)
     check_bool("return_lse", return_lse)
-    if block_n not in (16, 32, 64, 128):
-        raise ValueError(f"block_n must be 16, 32, 64 or 128, got {block_n!r}")
     B, T, Hq, D = q.shape
     n_blocks = triton.cdiv(T, BLOCK)
     shapes = {"intervals": (B, Hq, None, 2), "n_intervals": (B, Hq), "columns": (B, Hq, None),
@@ -447,8 +482,7 @@ def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
     if B * T * Hq:
         heads = torch.arange(Hq, dtype=torch.int32, device=q.device)
-        _launch_vertical_slash(q, k, v, index, heads, out, lse, D ** -0.5 if scale is None else float(scale),
-                               block_n, num_warps, num_stages)
+        _launch_vertical_slash(q, k, v, index, heads, out, lse, D ** -0.5 if scale is None else float(scale), config)
     return (out, lse) if return_lse else out
 
 
@@ -596,11 +630,11 @@ def _block_sparse_kernel(Q, K, V, O, LSE, HEADS, BLOCKS, COUNTS,
 
 
 def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: BlockIndex, *,
-                           scale: float | None = None, return_lse: bool = False, num_warps: int = 4,
-                           num_stages: int = 2):
+                           scale: float | None = None, return_lse: bool = False, config: dict | None = None):
     """Causal attention of q over the key blocks `index` selects for each BLOCK-row query block
     (a prefill from scratch); every block must hold its diagonal block (block_sparse_index
-    keeps it). Returns out, or (out, lse (B, Hq, T) float32)."""
+    keeps it). Returns out, or (out, lse (B, Hq, T) float32). config: launch options
+    (num_warps, num_stages) over the GPU's tuned ones."""
     _check_qkv(q, k, v)
     if scale is not None:
         check_number("scale", scale)
@@ -619,13 +653,13 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, in
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
     if B * T * Hq:
         heads = torch.arange(Hq, dtype=torch.int32, device=q.device)
-        _launch_block_sparse(q, k, v, index, heads, out, lse, D ** -0.5 if scale is None else float(scale),
-                             num_warps, num_stages)
+        _launch_block_sparse(q, k, v, index, heads, out, lse, D ** -0.5 if scale is None else float(scale), config)
     return (out, lse) if return_lse else out
 
 
-def _launch_block_sparse(q, k, v, index, heads, out, lse, scale, num_warps=4, num_stages=2):
+def _launch_block_sparse(q, k, v, index, heads, out, lse, scale, config=None):
     """The kernel over the query heads `heads` (int32) that the index's rows cover, in order."""
+    cfg = BS_LAUNCH.choose(q.device, _launch_key(q), config)
     B, T, Hq, D = q.shape
     n_sel, nb = heads.numel(), triton.cdiv(T, BLOCK)
     _block_sparse_kernel[(B * n_sel, nb)](
@@ -633,8 +667,8 @@ def _launch_block_sparse(q, k, v, index, heads, out, lse, scale, num_warps=4, nu
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         T, Hq, n_sel, Hq // k.shape[2], scale * LOG2E, index.blocks.shape[3], nb,
-        HEAD_DIM=D, BLOCK_M=BLOCK, WRITE_LSE=lse is not None, POS_SCALE=scale > 0, num_warps=num_warps,
-        num_stages=num_stages)
+        HEAD_DIM=D, BLOCK_M=BLOCK, WRITE_LSE=lse is not None, POS_SCALE=scale > 0, num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"])
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -27,7 +27,8 @@ from kernels.attention.prefill import _prefill_kernel  # noqa: E402
 from kernels.attention.rope import _rope_kv_write_kernel  # noqa: E402
 from kernels.attention.shared_prefix import _merge_kernel, _node_kernel  # noqa: E402
 from kernels.attention.sparse_prefill import (  # noqa: E402
-    VS_STAGES, _block_sparse_kernel, _estimate_scores_kernel, _estimate_stats_kernel, _vertical_slash_kernel,
+    _block_sparse_kernel, _bs_default, _estimate_scores_kernel, _estimate_stats_kernel, _vertical_slash_kernel,
+    _vs_default,
 )
 from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # noqa: E402
 from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
@@ -173,15 +174,16 @@ def cases():
            {"HEAD_DIM": 128, "ROWS": 64, "BLOCK_N": 64}, {"spill_free": True})
     yield ("sparse prefill: estimate, column and diagonal sums (tl.gather)", _estimate_scores_kernel, est,
            {"HEAD_DIM": 128, "ROWS": 64, "BLOCK_N": 64, "WINDOW": 128}, {"spill_free": True})
+    vs = _vs_default(128, 1 << 15)  # the default launch, which must keep its registers
     yield ("sparse prefill: vertical-slash attention", _vertical_slash_kernel,
            bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "DIAG": "*i32", "N_DIAG": "*i32", "COLS": "*i32", "BLOCK_COLS": "*i32",
                             "qk_scale": "fp32"},
-           {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": 64, "SEARCH_STEPS": 10, "WRITE_LSE": True, "POS_SCALE": True},
-           {"num_warps": 4, "num_stages": VS_STAGES, "spill_free": True})
+           {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": vs["BLOCK_N"], "SEARCH_STEPS": 10, "WRITE_LSE": True,
+            "POS_SCALE": True}, {"num_warps": vs["num_warps"], "num_stages": vs["num_stages"], "spill_free": True})
     yield ("sparse prefill: block-sparse attention", _block_sparse_kernel,
            bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "BLOCKS": "*i32", "COUNTS": "*i32", "qk_scale": "fp32"},
            {"HEAD_DIM": 128, "BLOCK_M": 64, "WRITE_LSE": False, "POS_SCALE": True},
-           {"num_warps": 4, "num_stages": 2, "spill_free": True})
+           {**_bs_default(128, 1 << 15), "spill_free": True})
     for qk in (True, False):
         w = "*bf16" if qk else "*fp32"  # without QK-norm the weight pointers are the cos table
         yield (f"rope_kv_write qk_norm={qk}", _rope_kv_write_kernel,

@@ -110,7 +110,7 @@ def test_attention_matches_masked_reference(device, b, t, kv, d, dtype, n_cols, 
     cols, diags, nc, nd = _pattern(b, kv[0], t, n_cols, n_diags, seed + 1, per_head)
     index = vertical_slash_index(cols.to(device), diags.to(device), t, *(None if n is None else n.to(device)
                                                                         for n in (nc, nd)))
-    out, lse = vertical_slash_attention(q, k, v, index, return_lse=True, block_n=block_n)
+    out, lse = vertical_slash_attention(q, k, v, index, return_lse=True, config={"BLOCK_N": block_n})
     mask = vertical_slash_mask(t, _used(cols, nc), _used(diags, nd))
     exact, lse_exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64, return_lse=True, mask=mask)
     lowp = gqa_attention_reference(q, k, v, compute_dtype=dt, mask=mask)
@@ -215,6 +215,10 @@ def test_bad_input_is_refused_with_a_clear_error(device):
         vertical_slash_attention(q, k, v, index._replace(block_columns=index.block_columns.long()))
     with pytest.raises(TypeError, match="SparseIndex"):
         vertical_slash_attention(q, k, v, tuple(index))
+    with pytest.raises(ValueError, match="BLOCK_N must be"):
+        vertical_slash_attention(q, k, v, index, config={"BLOCK_N": 48})
+    with pytest.raises(ValueError, match="unknown launch option"):
+        vertical_slash_attention(q, k, v, index, config={"BLOCK_M": 128})  # the pattern's blocks fix it
     with pytest.raises(ValueError, match="head_dim"):
         vertical_slash_attention(q[..., :32], k[..., :32], v[..., :32], index)
     with pytest.raises(ValueError, match="prefill from scratch"):
