@@ -742,7 +742,8 @@ ROWS += table(
     ("type", "index tuple", put(index=lambda a: tuple(a["index"])), TE("index must be a SparseIndex")),
     ("type", "scale 0.5", put(scale=0.5), RIGHT),
     ("type", "scale str", put(scale="0.5"), TE("scale must be a number, got str")),
-    ("type", "block_n 48", put(block_n=48), VE("block_n must be 16, 32, 64 or 128")),
+    ("type", "BLOCK_N 48", put(config={"BLOCK_N": 48}), VE("BLOCK_N must be 16, 32, 64 or 128")),
+    ("type", "an unknown launch option", put(config={"block_n": 64}), VE("unknown launch option")),
     ("type", "return_lse 1", put(return_lse=1), TE("return_lse must be a bool")),
 ) + table(
     "vertical_slash_prefill",
@@ -750,7 +751,7 @@ ROWS += table(
     ("shape", "k shorter than q", put(k=lambda a: a["k"][:, :60], v=lambda a: a["v"][:, :60]),
      VE("a prefill from scratch")),
     ("shape", "per-head budgets of the wrong shape", put(n_columns=lambda a: torch.tensor([5, 5])),
-     VE(r"n_columns must be an int or a \(1, 2\) tensor")),
+     VE(r"n_columns must be an int, a list of 2 ints or a \(1, 2\) tensor")),
     nan_rows("q", "k", "v"),
     ("type", "n_diagonals -1", put(n_diagonals=-1), VE("n_diagonals must be an int >= 0")),
     ("type", "n_columns 2.5", put(n_columns=2.5), TE("n_columns must be an int, got float")),
@@ -776,7 +777,9 @@ ROWS += table(
 ) + table(
     "vertical_slash_pattern",
     ("shape", "n_columns tensor of the wrong shape", put(n_columns=lambda a: torch.tensor([1])),
-     VE(r"n_columns must be an int or a \(1, 2\) tensor")),
+     VE(r"n_columns must be an int, a list of 2 ints or a \(1, 2\) tensor")),
+    ("shape", "a budget list of the wrong length", put(n_columns=[5, 5, 5]), VE("n_columns lists 3 counts for 2 heads")),
+    ("type", "a negative budget in a list", put(n_diagonals=[4, -1]), VE("n_diagonals must be an int >= 0")),
     ("type", "n_diagonals -3", put(n_diagonals=-3), VE("n_diagonals must be an int >= 0")),
 ) + table(
     "block_sparse_attention",
@@ -788,6 +791,7 @@ ROWS += table(
     ("strides", "k rows padded", put(k=lambda a: padded_rows(a["k"]), v=lambda a: padded_rows(a["v"])), RIGHT),
     nan_rows("q", "k", "v"),
     ("type", "index tuple", put(index=lambda a: tuple(a["index"])), TE("index must be a BlockIndex")),
+    ("type", "num_warps 3", put(config={"num_warps": 3}), VE(r"num_warps must be one of \(1, 2, 4, 8, 16\)")),
     ("type", "scale 0.5", put(scale=0.5), RIGHT),
 ) + table(
     "block_sparse_index",
