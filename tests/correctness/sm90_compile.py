@@ -118,9 +118,11 @@ def cases():
     for swap in (False, True):
         yield (f"wo_mma int4 prefill fp16 swap_ab={swap}", _wo_mma_kernel,
                wo | {"X": "*fp16", "S": "*fp16", "Z": "*fp16", "Y": "*fp16", "Q": "*u8"},
-               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64})
+               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64},
+               {"num_warps": 8, "num_stages": 3, "spill_free": True})  # the prefill tiles' launch (wo_mma._default)
         yield (f"wo_mma int4 prefill swap_ab={swap}", _wo_mma_kernel, wo | {"Q": "*u8"},
-               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128})
+               {"BITS": 4, "GROUP": 128, "SPLIT": False, "SWAP_AB": swap, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128},
+               {"num_warps": 8, "num_stages": 3, "spill_free": True})
     for bits in (4, 8):
         yield (f"dequant int{bits}", _dequant_kernel, {"Q": "*u8" if bits == 4 else "*i8", "S": "*bf16", "Z": "*bf16",
                                                       "W": "*bf16"},
@@ -128,10 +130,11 @@ def cases():
     mixq = {"XQ": "*i8", "SX": "*fp32", "X": "*bf16", "IDX": "*i32", "WQ": "*i8", "SW": "*bf16", "WH": "*bf16",
             "Y": "*bf16"}
     tiles = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "BLOCK_O": 32, "GROUP_M": 8}
-    yield ("mixq_gemm", _mixq_gemm_kernel, mixq, {"stride_wqk": 1, "USE_TMA": False, "X_COMPACT": False} | tiles)
+    launch = {"num_warps": 8, "num_stages": 4}  # mixq._gemm_default's at many rows
+    yield ("mixq_gemm", _mixq_gemm_kernel, mixq, {"stride_wqk": 1, "USE_TMA": False, "X_COMPACT": False} | tiles, launch)
     yield ("mixq_gemm TMA, x's outliers compact", _mixq_gemm_kernel,
            mixq | {"XQ": "tensordesc<i8[128,128]>", "WQ": "tensordesc<i8[256,128]>"},
-           {"USE_TMA": True, "X_COMPACT": True} | tiles)
+           {"USE_TMA": True, "X_COMPACT": True} | tiles, launch)
     yield ("mixq_quantize", _mixq_quantize_kernel,
            {"X": "*bf16", "IS_OUT": "*i8", "XQ": "*i8", "SX": "*fp32", "CH_MAX": "*fp32", "qmax": "fp32",
             "threshold": "fp32"}, {"TRACK": True, "BLOCK_M": 16, "BLOCK_K": 256, "MISS_BLOCK_K": 256})
