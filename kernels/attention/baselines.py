@@ -9,7 +9,8 @@ or non-causal attention, which every baseline computes exactly.
 For dense causal prefill (below): the same SDPA backends and FlexAttention with a causal
 block mask, flash-attn's flash_attn_func and flash-attn 4's (flash_attn.cute) where they
 import.
-Each returns out in q's layout. A backend that refuses the inputs raises; the perf case
+For sparse prefill: FlexAttention with a block mask of exactly the keys a sparse index
+selects (flex_sparse). Each returns out in q's layout. A backend that refuses the inputs raises; the perf case
 records the reason and skips that baseline.
 """
 from __future__ import annotations
@@ -192,5 +193,81 @@ def flex_tree(tree, suffix_len: int, q_heads: int):
         o = flex_fn(q.transpose(0, 1).transpose(1, 2), k_packed.transpose(0, 1)[None], v_packed.transpose(0, 1)[None],
                     block_mask=mask, enable_gqa=True)                    # (1, Hq, B, D)
         return o[0].transpose(0, 1)[:, None]                              # (B, 1, Hq, D)
+
+    return run
+
+
+# Sparse prefill (kernels/attention/sparse_prefill.py): FlexAttention over the same keys.
+
+FLEX_BLOCK = 128  # FlexAttention's default tile, in query rows and keys
+
+
+def sparse_block_mask(index):
+    """FlexAttention's BlockMask of exactly the keys a sparse prefill index selects
+    (SparseIndex or BlockIndex, one per query head), built from the index's own fields: a
+    (tokens x tokens) mask, as create_block_mask would evaluate, does not fit at 128K."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    from kernels.attention.sparse_prefill import BLOCK
+
+    T = index.tokens
+    if hasattr(index, "blocks"):  # BlockIndex: chosen 64-key blocks of each 64-row block
+        B, H, nb, _ = index.blocks.shape
+        listed = torch.arange(index.blocks.shape[-1], device=index.blocks.device) < index.counts[..., None].long()
+        chosen = torch.zeros(B, H, nb, nb + 1, dtype=torch.bool, device=index.blocks.device)
+        chosen.scatter_(-1, torch.where(listed, index.blocks.long(), nb), True)
+        chosen = chosen[..., :nb]
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            return (kv_idx <= q_idx) & chosen[b, h, q_idx // BLOCK, kv_idx // BLOCK]
+
+        pairs = chosen
+    else:  # SparseIndex: per 64-row block, key ranges from its intervals, plus its columns
+        B, H = index.n_intervals.shape
+        dev = index.intervals.device
+        # covered[b, h, m0 - key + BLOCK - 1]: the block starting at row m0 sees the key through a range
+        a, last = index.intervals[..., 0].long(), index.intervals[..., 1].long()
+        ok = torch.arange(a.shape[-1], device=dev) < index.n_intervals[..., None].long()
+        size = T + BLOCK
+        diff = torch.zeros(B, H, size + 1, dtype=torch.long, device=dev)
+        diff.scatter_add_(-1, torch.where(ok, a, size), ok.long())
+        diff.scatter_add_(-1, torch.where(ok, (last + BLOCK).clamp(max=size), size), -ok.long())
+        covered = diff.cumsum(-1)[..., :size] > 0
+        is_col = torch.zeros(B, H, T + 1, dtype=torch.bool, device=dev)
+        is_col.scatter_(-1, index.columns.long().clamp(max=T), True)
+        is_col = is_col[..., :T].contiguous()
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            slot = (q_idx // BLOCK) * BLOCK - kv_idx + BLOCK - 1  # >= 0 for every causal pair
+            return (kv_idx <= q_idx) & (covered[b, h, slot.clamp(0, size - 1)] | is_col[b, h, kv_idx])
+
+        # which (64-row block, 64-key block) pairs hold a selected key, by prefix sums
+        nb = -(-T // BLOCK)
+        csum = torch.nn.functional.pad(covered.long().cumsum(-1), (1, 0))
+        m0 = torch.arange(nb, device=dev)[:, None] * BLOCK
+        k0 = torch.arange(nb, device=dev)[None, :] * BLOCK
+        lo = (m0 - k0).clamp(0, size)  # covered's slots of the pair's keys: m0 - k0 .. m0 - k0 + BLOCK - 1
+        hi = (m0 - k0 + BLOCK).clamp(0, size)
+        ranges = (csum[..., hi] - csum[..., lo]) > 0
+        cols = torch.nn.functional.pad(is_col, (0, nb * BLOCK - T)).view(B, H, nb, BLOCK).any(-1)
+        pairs = (ranges | cols[:, :, None, :]) & (k0 <= m0)
+    # FlexAttention's tiles hold FLEX_BLOCK // BLOCK of the pattern's blocks each way
+    f = FLEX_BLOCK // BLOCK
+    nf = -(-pairs.shape[-1] // f)
+    pairs = torch.nn.functional.pad(pairs, (0, nf * f - pairs.shape[-1], 0, nf * f - pairs.shape[-2]))
+    tiles = pairs.view(B, H, nf, f, nf, f).any(5).any(3)
+    order = torch.argsort(tiles.to(torch.int8), dim=-1, descending=True, stable=True)
+    return BlockMask.from_kv_blocks(tiles.sum(-1).to(torch.int32), order.to(torch.int32),
+                                    BLOCK_SIZE=FLEX_BLOCK, mask_mod=mask_mod, seq_lengths=(T, T))
+
+
+def flex_sparse(index):
+    """FlexAttention (compiled) over exactly the keys `index` selects: the same function as
+    the sparse prefill, for its perf cases."""
+    mask = sparse_block_mask(index)
+    flex_fn = _compiled_flex()
+
+    def run(q, k, v):
+        return flex_fn(_bhtd(q), _bhtd(k), _bhtd(v), block_mask=mask, enable_gqa=True).transpose(1, 2)
 
     return run

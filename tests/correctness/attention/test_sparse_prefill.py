@@ -397,3 +397,22 @@ def test_sparse_prefill_never_waits_on_the_host(device, pattern):
     mixed = {0: list(pattern), 1: ["stream_llm", 8, 32], 2: ["block_sparse", 1, 0]}
     with no_host_sync():
         sparse_prefill(q, k, v, mixed, dense_below=0)
+
+
+@pytest.mark.parametrize("t", [256, 200])
+def test_flex_baseline_attends_exactly_the_index_keys(t):
+    """The perf cases' FlexAttention baseline computes the sparse prefill's function: its
+    block mask, built from the index's fields, selects exactly the index's keys."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from kernels.attention.baselines import sparse_block_mask
+
+    q, k, v = (x.float() for x in _qkv(1, t, 4, 2, 64, torch.float16, "cpu", 19))
+    cols, diags, _, _ = _pattern(1, 4, t, 9, 5, 19)
+    for index in (vertical_slash_index(cols, diags, t), block_sparse_index(q.half(), k.half(), 2)):
+        mask = sparse_index_rows_mask(index, torch.arange(t))
+        want = gqa_attention_reference(q.double(), k.double(), v.double(), causal=True, mask=mask)
+        got = flex_attention(*(x.transpose(1, 2) for x in (q, k, v)), block_mask=sparse_block_mask(index),
+                             enable_gqa=True).transpose(1, 2)
+        assert torch.allclose(got.double(), want, atol=1e-5), type(index).__name__

@@ -2,8 +2,9 @@
 attention from scratch (batch 1, 32 query / 8 KV heads, head dim 128, bf16), 8K to 128K
 tokens (256K to 1M behind --perf-sweep), one of MInference's patterns on every head: the
 whole sparse prefill (estimate, index, attention; the dense fallback off) against dense
-prefill (the suite's kernel, SDPA cuDNN and flash, flash-attn where it imports). Dense
-attention is another function (every key): it is timed for scale, not compared. The
+prefill (the suite's kernel, SDPA cuDNN and flash, flash-attn where it imports), which is
+another function (every key), timed for scale, not checked; and FlexAttention over the same
+keys (a block mask built from the kernel's index), checked like the kernel. The
 kernel's last 64 rows are checked against float32 attention over exactly the keys its
 pattern selects there; the flops are those of the selected pairs, whose share of the dense
 causal pairs is the case's `density`. kernel_info also has the index's size, the recall (the
@@ -80,6 +81,8 @@ PROVIDERS = [
     Provider("sdpa_cudnn", make=lambda _: baselines.sdpa_causal("cudnn"), checked=False),
     Provider("sdpa_flash", make=lambda _: baselines.sdpa_causal("flash"), checked=False),
     Provider("flash_attn", baselines.flash_attn_causal, needs="flash_attn", checked=False),
+    # the same keys: a block mask built from the kernel's own index for these inputs
+    Provider("flex_same_keys", make=lambda st: baselines.flex_sparse(st.index)),
 ]
 
 
@@ -90,8 +93,8 @@ def grid(sweep):
 
 
 class _State:
-    def __init__(self, pattern, q_heads):
-        self.pattern, self.q_heads = pattern, q_heads
+    def __init__(self, pattern, q_heads, index):
+        self.pattern, self.q_heads, self.index = pattern, q_heads, index
 
 
 def pattern_index(pattern, q, k):
@@ -136,7 +139,7 @@ def sparse_prefill_case(pattern, tokens, q_heads, kv_heads):
         rtol=1e-2,
         kernel_info={"density": pairs / (q_heads * tokens * (tokens + 1) / 2), "index_bytes": index.nbytes(),
                      "recall": recall, **split},
-        state=_State(pattern, q_heads),
+        state=_State(pattern, q_heads, index),
     )
 
 
