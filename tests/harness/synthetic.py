@@ -1,5 +1,10 @@
-"""Synthetic results files, shaped like the suite's pytest-benchmark output."""
+"""Synthetic results files, shaped like the suite's pytest-benchmark output, and an inner
+pytest run of one test file under the suite's plugin."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -30,3 +35,14 @@ def results_file(path, cases: dict, gpu="NVIDIA H100 80GB HBM3", seed=0, noise=0
     path.write_text(json.dumps({"machine_info": machine, "datetime": f"2026-11-22T00:00:0{seed % 10}",
                                 "benchmarks": benches}))
     return path
+
+
+def plugin_run(tmp_path, source: str) -> subprocess.CompletedProcess:
+    """Run `source` as one test file under harness.pytest_plugin with pytest's fd capture on
+    (as a GPU run has it): what the plugin writes past the capture reaches stdout."""
+    root = Path(__file__).resolve().parents[2]
+    test = tmp_path / "test_inner.py"
+    test.write_text(source)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest_plugin",
+                           "--capture=fd", str(test)],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)

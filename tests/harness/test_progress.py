@@ -2,6 +2,7 @@
 import pytest
 
 from harness.progress import Progress, duration
+from synthetic import plugin_run
 
 
 class Clock:
@@ -55,20 +56,11 @@ def test_the_runner_counts_cases_not_providers():
 
 
 def test_the_progress_line_reaches_the_terminal_through_output_capture(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    (tmp_path / "test_progress_line.py").write_text(
-        "from harness.progress import Progress\n"
-        "from harness.pytest_plugin import PerfSession\n"
-        "def test_one_case(request):\n"
-        "    request.config._perf_progress = Progress(4, 'cases')\n"
-        "    PerfSession(request.config)._progress()\n")
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest_plugin",
-                          "--capture=fd", str(tmp_path / "test_progress_line.py")],
-                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+    out = plugin_run(tmp_path,
+                     "from harness.progress import Progress\n"
+                     "from harness.pytest_plugin import PerfSession\n"
+                     "def test_one_case(request):\n"
+                     "    request.config._perf_progress = Progress(4, 'cases')\n"
+                     "    PerfSession(request.config)._progress()\n")
     assert out.returncode == 0, out.stdout + out.stderr
     assert any(line.startswith("progress: 1/4 cases,") and "left" in line for line in out.stdout.splitlines()), out.stdout

@@ -11,7 +11,7 @@ import pytest
 
 from harness.__main__ import CSV_FIELDS, main
 from harness.results import COMMAND_ENV, COMMAND_KEY, command_problem, command_record, load_run
-from synthetic import results_file
+from synthetic import plugin_run, results_file
 
 pytestmark = pytest.mark.harness
 
@@ -165,15 +165,10 @@ def test_each_record_is_kept_the_moment_it_is_measured(tmp_path):
 def test_the_measured_line_reaches_the_terminal_through_output_capture(tmp_path):
     """On a GPU the `measured:` lines were written inside the test, under pytest's fd capture,
     and never reached the log; the line has to pass the capture."""
-    import sys
-
-    root = Path(__file__).resolve().parents[2]
-    (tmp_path / "test_keep.py").write_text(
-        "from harness.pytest_plugin import PerfSession\n"
-        "def test_keep(request):\n"
-        "    PerfSession(request.config)._keep({'case': 'op/n=1', 'provider': 'triton', 'median_s': 1e-5, 'iqr_s': 1e-7})\n")
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest_plugin",
-                          "--capture=fd", str(tmp_path / "test_keep.py")],
-                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+    out = plugin_run(tmp_path,
+                     "from harness.pytest_plugin import PerfSession\n"
+                     "def test_keep(request):\n"
+                     "    PerfSession(request.config)._keep({'case': 'op/n=1', 'provider': 'triton', 'median_s': 1e-5, "
+                     "'iqr_s': 1e-7})\n")
     assert out.returncode == 0, out.stdout + out.stderr
     assert any(line.startswith("measured: op/n=1") for line in out.stdout.splitlines()), out.stdout
