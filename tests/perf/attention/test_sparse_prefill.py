@@ -18,8 +18,8 @@ from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.attention import baselines, gqa_attention_reference, prefill_attention
 from kernels.attention.cost import sparse_prefill_cost
 from kernels.attention.reference import sparse_index_rows_mask
-from kernels.attention.sparse_prefill import (attend_pattern_groups, estimate_vertical_slash, head_patterns,
-                                              pattern_indexes, sparse_prefill)
+from kernels.attention.sparse_prefill import (attend_pattern_groups, estimate_vertical_slash, pattern_indexes,
+                                              sparse_prefill)
 from kernels.attention.sparse_search import device_time
 from tests.helpers.tolerance import DTYPES
 
@@ -55,12 +55,12 @@ def long_prompt_qkv(tokens, q_heads, kv_heads, head_dim, dtype, g, device="cuda"
     return q, k, noise(kv_heads).to(dtype)
 
 
-def stage_times(q, k, v, specs):
+def stage_times(q, k, v, specs, groups):
     """Seconds of the estimate, the index (pattern_indexes less its estimate) and the
-    attention, each by CUDA events (median of 3, warm): the split of the whole prefill."""
+    attention over `groups` (pattern_indexes' for specs), each by CUDA events (median of 3,
+    warm): the split of the whole prefill."""
     needs_estimate = any(s[0] == "vertical_and_slash" for s in specs)
     estimate = device_time(lambda: estimate_vertical_slash(q, k)) if needs_estimate else 0.0
-    groups = pattern_indexes(q, k, specs)
     index = max(device_time(lambda: pattern_indexes(q, k, specs)) - estimate, 0.0)
     return {"estimate_s": estimate, "index_s": index,
             "attention_s": device_time(lambda: attend_pattern_groups(q, k, v, groups))}
@@ -99,8 +99,7 @@ class _State:
 
 def pattern_index(pattern, q, k):
     """The index the kernel builds for this pattern on every head."""
-    groups = pattern_indexes(q, k, [PATTERNS[pattern]] * q.shape[2])
-    return next(iter(groups.values()))[1]
+    return next(iter(pattern_indexes(q, k, [PATTERNS[pattern]] * q.shape[2]).values()))[1]
 
 
 @perf_bench(grid=grid, id="{pattern}-t{tokens}-h{q_heads}x{kv_heads}-d128-bf16", providers=PROVIDERS)
@@ -113,15 +112,16 @@ def sparse_prefill_case(pattern, tokens, q_heads, kv_heads):
         return long_prompt_qkv(tokens, q_heads, kv_heads, D, dt, g)
 
     q, k, v = make_inputs()
-    index = pattern_index(pattern, q, k)
+    specs = [PATTERNS[pattern]] * q_heads
+    groups = pattern_indexes(q, k, specs)  # one group: every head has the pattern
+    index = next(iter(groups.values()))[1]
     pairs = int(index.selected_pairs().sum())
-    specs = head_patterns({h: list(PATTERNS[pattern]) for h in range(q_heads)}, q_heads)
     # recall: the softmax mass the pattern keeps, exp(lse_sparse - lse_dense), mean over rows and heads
-    _, lse_sparse = sparse_prefill(q, k, v, dict(enumerate(specs)), dense_below=0, return_lse=True)
+    _, lse_sparse = attend_pattern_groups(q, k, v, groups, return_lse=True)
     _, lse_dense = prefill_attention(q, k, v, return_lse=True)
     recall = float(torch.exp(lse_sparse.double() - lse_dense.double()).mean())
-    split = stage_times(q, k, v, specs)
-    del q, k, v, lse_sparse, lse_dense
+    split = stage_times(q, k, v, specs, groups)
+    del q, k, v, lse_sparse, lse_dense, groups
 
     def reference(q, k, v):
         rows = torch.arange(tokens - CHECKED_ROWS, tokens)
