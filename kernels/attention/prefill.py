@@ -160,11 +160,12 @@ def _candidates(head_dim: int, rows: int) -> list[dict]:
 
 
 def check_tile_config(cfg: dict) -> None:
-    """BLOCK_M and BLOCK_N among the tile sizes the attention kernels take, tma a bool."""
+    """BLOCK_M and BLOCK_N among the tile sizes the attention kernels take, tma a bool (each
+    where the launch has it)."""
     for name in ("BLOCK_M", "BLOCK_N"):
-        if cfg[name] not in (16, 32, 64, 128):
+        if name in cfg and cfg[name] not in (16, 32, 64, 128):
             raise ValueError(f"{name} must be 16, 32, 64 or 128, got {cfg[name]!r}")
-    if not isinstance(cfg["tma"], bool):
+    if "tma" in cfg and not isinstance(cfg["tma"], bool):
         raise ValueError(f"tma must be True or False, got {cfg['tma']!r}")
 
 

@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention.prefill import LOG2E, _attend_block, check_qkv_tensors
+from kernels.attention.prefill import LOG2E, _attend_block, check_qkv_tensors, check_tile_config
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.platform import device_ints
@@ -424,8 +424,7 @@ def _bs_candidates(head_dim: int, tokens: int) -> list[dict]:
 
 
 def _check_launch(cfg: dict) -> None:
-    if cfg.get("BLOCK_N", 64) not in (16, 32, 64, 128):
-        raise ValueError(f"BLOCK_N must be 16, 32, 64 or 128, got {cfg['BLOCK_N']!r}")
+    check_tile_config(cfg)
     for name, allowed in (("num_warps", (1, 2, 4, 8, 16)), ("num_stages", (1, 2, 3, 4, 5))):
         if cfg[name] not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {cfg[name]!r}")
