@@ -418,7 +418,7 @@ def test_flex_baseline_attends_exactly_the_index_keys(t):
         assert torch.allclose(got.double(), want, atol=1e-5), type(index).__name__
 
 
-def test_the_perf_inputs_give_the_vertical_slash_pattern_something_to_find():
+def test_the_perf_inputs_give_the_vertical_slash_pattern_something_to_find(device):
     """On Gaussian q and k the top diagonals scatter and a budget selects every key (the perf
     cases once timed vs-1000-6096 as dense attention at 32K); the perf inputs' locality keeps
     the same budget well below that."""
@@ -428,8 +428,8 @@ def test_the_perf_inputs_give_the_vertical_slash_pattern_something_to_find():
     density = {}
     for name in ("gaussian", "long prompt"):
         g = torch.Generator().manual_seed(20)
-        q, k, _ = (_qkv(1, t, 2, 1, 64, torch.float16, "cpu", 20) if name == "gaussian"
-                   else long_prompt_qkv(t, 2, 1, 64, torch.float16, g, device="cpu"))
+        q, k, _ = (_qkv(1, t, 2, 1, 64, torch.float16, device, 20) if name == "gaussian"
+                   else (x.to(device) for x in long_prompt_qkv(t, 2, 1, 64, torch.float16, g, device="cpu")))
         index = pattern_indexes(q, k, spec)["vertical_slash"][1]
         density[name] = int(index.selected_pairs().sum()) / (2 * t * (t + 1) / 2)
     assert density["gaussian"] > 0.99 and density["long prompt"] < 0.75, density  # 1.0 and 0.60 when written
