@@ -232,6 +232,11 @@ class PerfBench:
                 if p.kernel:
                     raise
                 case.unavailable[p.name] = str(exc)
+            except torch.OutOfMemoryError as exc:  # a baseline that cannot be built costs only its own row
+                if p.kernel:
+                    raise
+                torch.cuda.empty_cache()
+                case.unavailable[p.name] = f"out of memory building it: {str(exc).splitlines()[0]}"
         return case
 
     def check_declaration(self, sweep: bool = False) -> None:

@@ -85,12 +85,28 @@ def sdpa_causal(backend_name: str):
     return run
 
 
+FLEX_BLOCK = 128  # FlexAttention's default tile, in query rows and keys
+
+
+def causal_block_mask(length: int, device="cuda"):
+    """FlexAttention's causal BlockMask built from its block lists: each query tile's earlier
+    key tiles whole (no mask_mod), its diagonal tile masked. create_block_mask evaluates the
+    mask over every (query, key) pair: 128 GiB asked for at 128K tokens."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    nb = -(-length // FLEX_BLOCK)
+    tiles = torch.arange(nb, device=device, dtype=torch.int32)
+    diag = ((tiles[:, None] + tiles[None, :]) % max(nb, 1)).view(1, 1, nb, nb)  # row i lists tile i first
+    return BlockMask.from_kv_blocks(
+        torch.ones(1, 1, nb, dtype=torch.int32, device=device), diag,
+        tiles.view(1, 1, nb), tiles.expand(nb, nb).contiguous().view(1, 1, nb, nb),  # tile i: tiles 0 .. i - 1 whole
+        BLOCK_SIZE=FLEX_BLOCK, mask_mod=lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, seq_lengths=(length, length))
+
+
 def flex_causal(batch: int, q_heads: int, length: int):
     """FlexAttention with a causal block mask (built once for the shape: its blocks past the
     diagonal are skipped)."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    mask = create_block_mask(lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, None, None, length, length)
+    mask = causal_block_mask(length)
     flex_fn = _compiled_flex()
 
     def run(q, k, v):
@@ -198,9 +214,6 @@ def flex_tree(tree, suffix_len: int, q_heads: int):
 
 
 # Sparse prefill (kernels/attention/sparse_prefill.py): FlexAttention over the same keys.
-
-FLEX_BLOCK = 128  # FlexAttention's default tile, in query rows and keys
-
 
 def sparse_block_mask(index):
     """FlexAttention's BlockMask of exactly the keys a sparse prefill index selects

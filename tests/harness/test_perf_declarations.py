@@ -108,6 +108,20 @@ def test_bad_declarations_are_refused_with_a_clear_error():
         b.params()
 
 
+def _out_of_memory(_):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 128.00 GiB.")
+
+
+def test_a_baseline_out_of_memory_loses_only_its_own_row():
+    """FlexAttention's causal mask once asked for 128 GiB at 128K tokens while the case was
+    built, and every provider of the case failed with it, the kernel included."""
+    case = bench(Provider("mine", lambda: 1, kernel=True), Provider("big", make=_out_of_memory)).case({"n": 1})
+    assert list(case.providers) == ["mine"]
+    assert case.unavailable == {"big": "out of memory building it: CUDA out of memory. Tried to allocate 128.00 GiB."}
+    with pytest.raises(torch.OutOfMemoryError):
+        bench(Provider("mine", make=_out_of_memory, kernel=True)).case({"n": 2})
+
+
 def test_a_kernel_that_cannot_run_is_an_error_not_a_skip():
     b = bench(Provider("mine", make=unavailable, kernel=True))
     with pytest.raises(ProviderUnavailable):

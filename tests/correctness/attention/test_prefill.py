@@ -150,3 +150,30 @@ def test_a_prompt_past_the_grid_limit_is_refused_by_name(device):
     k = torch.zeros(1, 4, 1, 64, dtype=torch.float16, device=device)
     with pytest.raises(ValueError, match=r"1048561 query tokens is past this kernel's limit of 1048560 at BLOCK_M 16"):
         prefill_attention(q, k, k, config=dict(BLOCK_M=16))
+
+
+@pytest.mark.parametrize("t", [300, 256])
+def test_flex_causal_mask_is_causal_attention(t):
+    """The perf cases' FlexAttention baseline: its block mask, built from block lists, is
+    causal attention (partial last tile included)."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from kernels.attention.baselines import causal_block_mask
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, t, h, 64, generator=g) for h in (4, 2, 2))
+    got = flex_attention(*(x.transpose(1, 2) for x in (q, k, v)), block_mask=causal_block_mask(t, "cpu"),
+                         enable_gqa=True).transpose(1, 2)
+    want = gqa_attention_reference(q.double(), k.double(), v.double(), causal=True)
+    assert torch.allclose(got.double(), want, atol=1e-5)
+
+
+def test_flex_causal_mask_fits_at_128k_tokens():
+    """create_block_mask evaluated every (query, key) pair: it asked for 128 GiB at 128K
+    tokens and failed the whole perf case; the block lists hold (T / 128)^2 entries."""
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from kernels.attention.baselines import causal_block_mask
+
+    mask = causal_block_mask(131072, "cpu")
+    assert mask.full_kv_indices.shape == (1, 1, 1024, 1024) and mask.kv_num_blocks.sum() == 1024
