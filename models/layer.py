@@ -108,6 +108,7 @@ class DecoderLayer(nn.Module):
         for name, t in bufs.items():
             self.register_buffer(name, t)
         self._rope = None  # (cos, sin) tables, grown on demand (never inside a CUDA graph)
+        self.tp_group = None  # the process group this layer's shard sums over (models/tp.py); None: whole
 
     def rope_tables(self, n_positions: int, device):
         """cos, sin covering positions 0 .. n_positions - 1 (float64 for a float64 layer,
@@ -141,18 +142,28 @@ class DecoderLayer(nn.Module):
         else:
             q = ops.rope_kv_write(q, k, v, cache.k, cache.v, pos, cos, sin, *qk_norm, cfg.eps)
             attn = ops.attention(q, cache.k, cache.v, pos + T)
-        o = ops.linear(attn.reshape(B, T, Hq * D), self.w_o)
+        o = self._sum_shards(ops.linear(attn.reshape(B, T, Hq * D), self.w_o))
 
         if cfg.ngpt:
             h = ops.ngpt_update(x, o, self.alpha_attn)
-            return ops.ngpt_update(h, ops.linear(ops.gated_mlp(h, self.w1, self.w3), self.w2), self.alpha_mlp)
+            mlp = self._sum_shards(ops.linear(ops.gated_mlp(h, self.w1, self.w3), self.w2))
+            return ops.ngpt_update(h, mlp, self.alpha_mlp)
         y, h = ops.fused_add_rms_norm(o, x, self.ffn_norm, cfg.eps)
         if cfg.lora_rank:
             s = cfg.lora_scale
             a = ops.lora_linear(y, self.w1, self.lora_a1, self.lora_b1, s)
             c = ops.lora_linear(y, self.w3, self.lora_a3, self.lora_b3, s)
             return ops.lora_linear(F.silu(a) * c, self.w2, self.lora_a2, self.lora_b2, s, residual=h)
+        if self.tp_group is not None:  # the residual once, after the shards' sum
+            return h + self._sum_shards(ops.linear(ops.gated_mlp(y, self.w1, self.w3), self.w2))
         return ops.linear(ops.gated_mlp(y, self.w1, self.w3), self.w2, residual=h)
+
+    def _sum_shards(self, partial: torch.Tensor) -> torch.Tensor:
+        """A row-split projection's output: the sum of every shard's partial product under
+        tensor parallelism (models/tp.py), the whole product alone."""
+        if self.tp_group is not None:
+            torch.distributed.all_reduce(partial, group=self.tp_group)
+        return partial
 
     def _check_step(self, x, cache, pos, ops) -> None:
         """forward's arguments, named in errors before any kernel sees them (shapes, dtypes and
