@@ -39,6 +39,9 @@ def pytest_addoption(parser):
     g.addoption("--tune-compile-only", action="store_true",
                 help="with --tune: run and check every candidate once (filling Triton's compile cache), "
                      "time nothing, write no table; python -m harness tune runs this in parallel first")
+    g.addoption("--perf-shard", metavar="K/N", type=_shard,
+                help="run the K-th of N shares of the perf cases (0 <= K < N; every provider of a case in one "
+                     "share): make bench gives each GPU of a machine one share, in its own process")
     g.addoption("--quant-config", metavar="FILE",
                 help="torchao-style YAML config: its items become perf cases (tests/perf/quant/test_microbench.py)")
 
@@ -63,7 +66,39 @@ def _load_hypothesis_profile(config):
         settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 
+def _shard(text: str) -> tuple[int, int]:
+    import argparse
+
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--perf-shard takes K/N (two ints), got {text!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"--perf-shard K/N needs 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def perf_shard(items, k: int, n: int) -> tuple[list, list]:
+    """(kept, dropped): the perf cases dealt round-robin in collection order, the k-th of n
+    shares kept, every test of a case (one per provider: they are timed together) in the
+    same share; tests that are no perf case are kept."""
+    kept, dropped, order = [], [], {}
+    for item in items:
+        spec = getattr(getattr(item, "callspec", None), "params", {}).get("spec")
+        if spec is None or "perf" not in item.keywords:
+            kept.append(item)
+            continue
+        index = order.setdefault(id(spec), len(order))
+        (kept if index % n == k else dropped).append(item)
+    return kept, dropped
+
+
 def pytest_collection_modifyitems(config, items):
+    shard = config.getoption("perf_shard")
+    if shard is not None:
+        items[:], dropped = perf_shard(items, *shard)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
     gpu = lanes.has_gpu()
     tune = config.getoption("tune")
     for item in items:

@@ -82,3 +82,32 @@ exit 1
     assert r.returncode == 1, r.stdout + r.stderr  # a failing case still fails the command
     assert "make bench: results in .benchmarks/gpu/Linux-CPython/0001_probe.json" in r.stdout
     assert "-m harness report results/ .benchmarks/gpu/Linux-CPython/0001_probe.json -o report/" in r.stdout
+
+
+def test_make_bench_times_a_share_of_the_cases_on_each_gpu(tmp_path):
+    """A machine of several GPUs: one pytest per device, pinned to it (CUDA_VISIBLE_DEVICES),
+    each with its share of the cases and its own results file."""
+    fake = tmp_path / "python"
+    fake.write_text("""#!/usr/bin/env bash
+if [ "$1" = "-c" ]; then exit 0; fi
+echo "$CUDA_VISIBLE_DEVICES $*" >> "$FAKE_LOG"
+echo "3 passed in 0.01s"
+[ "$CUDA_VISIBLE_DEVICES" = 5 ] && exit 1
+exit 0
+""")
+    fake.chmod(0o755)
+    log, work = tmp_path / "log", tmp_path / "repo"
+    (work / "tools").mkdir(parents=True)
+    for tool in ("bench", "ensure-env"):
+        (work / "tools" / tool).write_bytes((REPO / "tools" / tool).read_bytes())
+        (work / "tools" / tool).chmod(0o755)
+    env = dict(os.environ, KERNEL_BENCH_PYTHON=str(fake), FAKE_LOG=str(log), NAME="probe", BENCH_GPUS="3,5")
+    r = subprocess.run([str(work / "tools" / "bench"), "-k", "x"], cwd=work, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr  # one device's failure fails the command
+    runs = sorted(log.read_text().splitlines())
+    assert len(runs) == 2 and runs[0].startswith("3 ") and runs[1].startswith("5 "), runs
+    for i, run in enumerate(runs):
+        assert f"--benchmark-save=probe-gpu{i}" in run and f"--perf-shard {i}/2" in run and run.endswith("-k x")
+    assert "make bench: device 3: 3 passed in 0.01s" in r.stdout
+    assert (work / ".benchmarks" / "logs" / "probe-gpu1.log").read_text() == "3 passed in 0.01s\n"

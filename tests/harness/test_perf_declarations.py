@@ -2,6 +2,9 @@
 with an unavailable provider, the kernel, and bad declarations; and every perf file's
 declarations, listed without a GPU (no case is built, no tensor allocated)."""
 import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -151,3 +154,34 @@ def test_every_perf_file_declares_its_grid_and_providers(path):
                 assert names[0] == b.kernel.name, f"{rel}: the kernel must be the first provider"
             ids += [p.id for p in b.params(sweep)]
         assert ids and len(ids) == len(set(ids)), f"{rel}: test ids repeat"
+
+
+class _ShardItem:
+    def __init__(self, spec, provider, perf=True):
+        self.callspec = SimpleNamespace(params={"spec": spec, "provider": provider})
+        self.keywords = {"perf": True} if perf else {}
+
+
+def test_perf_shards_keep_a_cases_providers_together_and_cover_every_case_once():
+    from harness.pytest_plugin import perf_shard
+
+    specs = [object() for _ in range(5)]
+    items = [_ShardItem(s, p) for s in specs for p in ("triton", "eager")] + [_ShardItem(None, None, perf=False)]
+    shares = [perf_shard(items, k, 2)[0] for k in range(2)]
+    perf = [[i for i in share if i.keywords] for share in shares]
+    assert [len({id(i.callspec.params["spec"]) for i in share}) for share in perf] == [3, 2]
+    assert sorted(id(i) for share in perf for i in share) == sorted(id(i) for i in items[:-1])  # each once
+    for share in perf:  # both providers of each case it holds
+        for spec in {id(i.callspec.params["spec"]) for i in share}:
+            assert sum(id(i.callspec.params["spec"]) == spec for i in share) == 2
+    assert all(items[-1] in share for share in shares)  # a test that is no perf case runs in every share
+
+
+def test_perf_shard_refuses_a_bad_share(tmp_path):
+    test = tmp_path / "test_x.py"
+    test.write_text("def test_x():\n    pass\n")
+    for bad, why in (("2/2", "needs 0 <= K < N"), ("1", "takes K/N")):
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest_plugin",
+                            "--perf-shard", bad, str(test)], cwd=tmp_path, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert r.returncode == 4 and why in r.stderr, r.stderr
