@@ -1,6 +1,7 @@
 """models/tp.py on the CPU lane: two processes over gloo decode a random model split by heads
 and by the MLP's hidden dimension; their logits match the whole model's and their greedy
-tokens are equal; each rank holds half the layer weights; bad splits are refused."""
+tokens are equal, alone and batched over a shared prompt (shared-prefix attention); each
+rank holds half the layer weights; bad splits are refused."""
 import os
 import subprocess
 import sys
@@ -28,17 +29,20 @@ def _model():
                        torch.float32)
 
 
+SUFFIXES = [[7, 8], [11, 2], [50, 60]]
+
+
 def _decode(model):
     ops = get_ops("torch")
     logits = model(torch.tensor([PROMPT]), model.new_cache(1, len(PROMPT)), 0, ops)
-    return logits, model.generate(PROMPT, 12, ops)
+    return logits, model.generate(PROMPT, 12, ops), model.generate_shared(PROMPT, SUFFIXES, 6, ops)
 
 
 def _rank(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         model = shard_model(_model())
-        logits, tokens = _decode(model)
+        logits, tokens, shared = _decode(model)
         bad = None
         try:
             shard_model(_model().__class__(random_source(
@@ -46,7 +50,7 @@ def _rank(rank, world, init_file, out_dir):
                 dtype=torch.float32), torch.float32))
         except ValueError as e:
             bad = str(e)
-        torch.save({"logits": logits, "tokens": tokens, "w_qkv": tuple(model.layers[0].w_qkv.shape),
+        torch.save({"logits": logits, "tokens": tokens, "shared": shared, "w_qkv": tuple(model.layers[0].w_qkv.shape),
                     "w2": tuple(model.layers[0].w2.shape), "bad": bad}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -54,10 +58,10 @@ def _rank(rank, world, init_file, out_dir):
 
 def test_two_processes_decode_what_the_whole_model_does(tmp_path):
     mp.spawn(_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    want_logits, want_tokens = _decode(_model())
+    want_logits, want_tokens, want_shared = _decode(_model())
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt")
-        assert got["tokens"] == want_tokens
+        assert got["tokens"] == want_tokens and got["shared"] == want_shared  # also over a shared prompt's cache
         assert torch.allclose(got["logits"], want_logits, atol=1e-4, rtol=1e-4)
         assert got["w_qkv"] == (128, (2 + 2 * 1) * 32) and got["w2"] == (48, 128)  # half the heads, half the MLP
         assert got["bad"] == "odd's 3 attention heads do not split evenly over 2 processes"
