@@ -580,16 +580,18 @@ def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k) -> BlockIndex:
     pad = nb * BLOCK - T
 
     def pooled(x):  # (B, nb, heads, D) means over each block's real tokens
-        x = torch.nn.functional.pad(x.float(), (0, 0, 0, 0, 0, pad)).view(B, nb, BLOCK, x.shape[2], D).sum(2)
+        # summed in float32 from the input dtype: no float32 copy of q (17 GB at 1M tokens)
+        x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad)) if pad else x
+        x = x.reshape(B, nb, BLOCK, x.shape[2], D).sum(2, dtype=torch.float32)
         # tokens per block, from the device (setting n[-1] from Python copied a scalar: a sync)
         n = (T - torch.arange(nb, device=x.device, dtype=torch.float32) * BLOCK).clamp(max=BLOCK)
         return x / n[None, :, None, None]
 
     pq, pk = pooled(q), pooled(k).repeat_interleave(H // k.shape[2], dim=2)
-    scores = torch.einsum("bqhd,bkhd->bhqk", pq, pk)
     qb, kb = torch.arange(nb, device=q.device)[:, None], torch.arange(nb, device=q.device)[None, :]
-    scores = scores.masked_fill(kb > qb, float("-inf"))
-    scores = scores.masked_fill((kb == 0) | (kb == qb), float("inf"))  # the sink and the diagonal, always
+    scores = torch.einsum("bqhd,bkhd->bhqk", pq, pk)  # in place below: no second (heads x nb x nb) copy
+    scores.masked_fill_(kb > qb, float("-inf"))
+    scores.masked_fill_((kb == 0) | (kb == qb), float("inf"))  # the sink and the diagonal, always
     kk = min(max(per_head), nb)
     top = torch.topk(scores, kk, dim=-1)  # best first: the sink and the diagonal lead
     rank_ok = torch.arange(kk, device=q.device) < device_ints(per_head, q.device)[:, None, None]
