@@ -114,6 +114,16 @@ class Transformer(nn.Module):
             pos += 1
         return out
 
+    @torch.no_grad()
+    def prefill_logits(self, tokens: torch.Tensor, ops) -> torch.Tensor:
+        """The last position's logits (B, 1, vocab), float32, of prompts prefilled from scratch
+        with no KV cache kept: one layer's cache of the prompts' length, reused by every layer
+        in turn (a long prompt's prefill latency, as MInference's end-to-end table times it)."""
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[1] < 1:
+            raise TypeError("tokens must be a tensor of shape (batch, tokens), at least one token")
+        cache = KVCache.empty(self.cfg, tokens.shape[0], tokens.shape[1], self.dtype, self.device)
+        return self(tokens, [cache] * len(self.layers), 0, ops, last_only=True)
+
     def forward(self, tokens: torch.Tensor, cache: list[KVCache], pos: int, ops, last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, vocab) in float32 for tokens (B, T) at positions pos .. pos + T - 1
         (only the last position's, (B, 1, vocab), with last_only)."""

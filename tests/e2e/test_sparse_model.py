@@ -85,3 +85,16 @@ def test_search_command_names_a_missing_model_and_writes_nothing(tmp_path, capsy
     assert main(["search", "--out", str(out), "--device", "cpu", "--tokens", "8",
                  "--gguf", str(tmp_path / "missing.gguf")]) == 2
     assert "error:" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_prefill_without_a_kept_cache_gives_the_models_logits(tiny_model):
+    """prefill_logits reuses one layer's cache for every layer (the end-to-end prefill perf
+    case keeps no KV cache): the same last-position logits as a forward over a cache per layer,
+    dense and with each layer's sparse pattern."""
+    ops = get_ops("triton")
+    narrow = {h: ["stream_llm", 4, 16, 1.0] for h in range(tiny_model.cfg.n_heads)}
+    every = {h: ["vertical_and_slash", 512, 512, 1.0] for h in range(tiny_model.cfg.n_heads)}
+    tokens = torch.tensor([PROMPT])
+    for layer_ops in (ops, sparse_ops(ops, [narrow, every], dense_below=0)):
+        want = tiny_model(tokens, tiny_model.new_cache(1, len(PROMPT)), 0, layer_ops, last_only=True)
+        assert torch.equal(tiny_model.prefill_logits(tokens, layer_ops), want)

@@ -18,7 +18,8 @@ from harness.pytest_plugin import PerfSession
 pytestmark = pytest.mark.harness
 
 ROOT = Path(__file__).resolve().parents[2]
-PERF_FILES = sorted(ROOT.glob("tests/perf/**/test_*.py")) + [ROOT / "tests/e2e/test_decoder_layer.py"]
+PERF_FILES = sorted(ROOT.glob("tests/perf/**/test_*.py")) + [ROOT / "tests/e2e/test_decoder_layer.py",
+                                                             ROOT / "tests/e2e/test_sparse_model_perf.py"]
 # Its cases and providers come from a YAML config (harness/microbench.py), not declarations.
 CONFIG_DRIVEN = {"tests/perf/quant/test_microbench.py"}
 
