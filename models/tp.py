@@ -42,6 +42,8 @@ def shard_model(model, group=None):
     group = dist.group.WORLD if group is None else group
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     cfg = model.cfg
+    if any(layer.tp_group is not None for layer in model.layers):
+        raise ValueError("the model is already sharded")
     if cfg.lora_rank:
         raise ValueError(f"{cfg.name}: LoRA adapters are not split; tensor parallelism takes models without them")
     for what, n in (("attention heads", cfg.n_heads), ("KV heads", cfg.n_kv_heads), ("MLP hidden units", cfg.ffn)):
@@ -56,8 +58,6 @@ def shard_model(model, group=None):
         return w[:, start + rank * width: start + (rank + 1) * width]
 
     for layer in model.layers:
-        if layer.cfg.n_heads != cfg.n_heads:
-            raise ValueError("the model is already sharded")
         w = layer.w_qkv
         layer.w_qkv = torch.cat([columns(w, 0, q_width), columns(w, k_start, kv_width),
                                  columns(w, v_start, kv_width)], dim=1).contiguous()

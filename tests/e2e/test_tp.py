@@ -43,6 +43,11 @@ def _rank(rank, world, init_file, out_dir):
     try:
         model = shard_model(_model())
         logits, tokens, shared = _decode(model)
+        again = None
+        try:
+            shard_model(model)
+        except ValueError as e:
+            again = str(e)
         bad = None
         try:
             shard_model(_model().__class__(random_source(
@@ -51,7 +56,7 @@ def _rank(rank, world, init_file, out_dir):
         except ValueError as e:
             bad = str(e)
         torch.save({"logits": logits, "tokens": tokens, "shared": shared, "w_qkv": tuple(model.layers[0].w_qkv.shape),
-                    "w2": tuple(model.layers[0].w2.shape), "bad": bad}, os.path.join(out_dir, f"rank{rank}.pt"))
+                    "w2": tuple(model.layers[0].w2.shape), "bad": bad, "again": again}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -65,6 +70,7 @@ def test_two_processes_decode_what_the_whole_model_does(tmp_path):
         assert torch.allclose(got["logits"], want_logits, atol=1e-4, rtol=1e-4)
         assert got["w_qkv"] == (128, (2 + 2 * 1) * 32) and got["w2"] == (48, 128)  # half the heads, half the MLP
         assert got["bad"] == "odd's 3 attention heads do not split evenly over 2 processes"
+        assert got["again"] == "the model is already sharded"
 
 
 def test_sharding_needs_a_process_group():
