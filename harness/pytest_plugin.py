@@ -78,14 +78,20 @@ def _shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def _perf_spec(item):
+    """The CaseSpec of a perf test (one per case, shared by its providers' tests), else None."""
+    spec = getattr(getattr(item, "callspec", None), "params", {}).get("spec")
+    return spec if spec is not None and "perf" in item.keywords else None
+
+
 def perf_shard(items, k: int, n: int) -> tuple[list, list]:
     """(kept, dropped): the perf cases dealt round-robin in collection order, the k-th of n
     shares kept, every test of a case (one per provider: they are timed together) in the
     same share; tests that are no perf case are kept."""
     kept, dropped, order = [], [], {}
     for item in items:
-        spec = getattr(getattr(item, "callspec", None), "params", {}).get("spec")
-        if spec is None or "perf" not in item.keywords:
+        spec = _perf_spec(item)
+        if spec is None:
             kept.append(item)
             continue
         index = order.setdefault(id(spec), len(order))
@@ -114,8 +120,8 @@ def perf_case_count(items) -> int:
     """The perf cases among `items` that will run (each case is one test per provider)."""
     specs = set()
     for item in items:
-        spec = getattr(getattr(item, "callspec", None), "params", {}).get("spec")
-        if spec is not None and "perf" in item.keywords and not item.get_closest_marker("skip"):
+        spec = _perf_spec(item)
+        if spec is not None and not item.get_closest_marker("skip"):
             specs.add(id(spec))
     return len(specs)
 

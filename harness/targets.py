@@ -111,7 +111,7 @@ TARGETS = [
 ]
 
 
-def with_compile_speedup(info: dict) -> dict:
+def with_derived_fields(info: dict) -> dict:
     """The numbers targets read that a record holds only in parts: speedup_vs_<baseline> for
     each per-baseline speedup; speedup_vs_eager_and_compile (the smaller of the two) where
     both ran; for a sparse prefill, speedup_vs_best_dense, the estimate and index's share of
@@ -139,7 +139,7 @@ def judge(kernel_infos: list[dict]) -> list[tuple[Target, dict, float | None, bo
     """(target, record, value, met) for every kernel record a target covers, in target order."""
     out = []
     for t in TARGETS:
-        for info in sorted((with_compile_speedup(i) for i in kernel_infos if t.covers(i)), key=lambda i: i["case"]):
+        for info in sorted((with_derived_fields(i) for i in kernel_infos if t.covers(i)), key=lambda i: i["case"]):
             value, met = t.judge(info)
             out.append((t, info, value, met))
     return out
