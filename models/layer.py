@@ -154,9 +154,10 @@ class DecoderLayer(nn.Module):
             a = ops.lora_linear(y, self.w1, self.lora_a1, self.lora_b1, s)
             c = ops.lora_linear(y, self.w3, self.lora_a3, self.lora_b3, s)
             return ops.lora_linear(F.silu(a) * c, self.w2, self.lora_a2, self.lora_b2, s, residual=h)
+        mlp = ops.gated_mlp(y, self.w1, self.w3)
         if self.tp_group is not None:  # the residual once, after the shards' sum
-            return h + self._sum_shards(ops.linear(ops.gated_mlp(y, self.w1, self.w3), self.w2))
-        return ops.linear(ops.gated_mlp(y, self.w1, self.w3), self.w2, residual=h)
+            return h + self._sum_shards(ops.linear(mlp, self.w2))
+        return ops.linear(mlp, self.w2, residual=h)
 
     def _sum_shards(self, partial: torch.Tensor) -> torch.Tensor:
         """A row-split projection's output: the sum of every shard's partial product under
