@@ -178,16 +178,14 @@ def cases():
     yield ("sparse prefill: estimate, column and diagonal sums (tl.gather)", _estimate_scores_kernel, est,
            {"HEAD_DIM": 128, "ROWS": 64, "BLOCK_N": 64, "WINDOW": 128}, {"spill_free": True})
     vs = _vs_default(128, 1 << 15)  # the default launch, which must keep its registers
-    yield ("sparse prefill: vertical-slash attention", _vertical_slash_kernel,
-           bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "DIAG": "*i32", "N_DIAG": "*i32", "COLS": "*i32", "BLOCK_COLS": "*i32",
-                            "qk_scale": "fp32"},
-           {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": vs["BLOCK_N"], "SEARCH_STEPS": 10, "WRITE_LSE": True,
-            "POS_SCALE": True}, {"num_warps": vs["num_warps"], "num_stages": vs["num_stages"], "spill_free": True})
-    yield ("sparse prefill: vertical-slash attention, range loops pipelined", _vertical_slash_kernel,
-           bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "DIAG": "*i32", "N_DIAG": "*i32", "COLS": "*i32", "BLOCK_COLS": "*i32",
-                            "qk_scale": "fp32"},
-           {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": 64, "SEARCH_STEPS": 10, "WRITE_LSE": True, "POS_SCALE": True},
-           {"num_warps": 8, "num_stages": 3, "spill_free": True})  # a tuning candidate
+    vs_types = bf("Q K V O") | {"LSE": "*fp32", "qk_scale": "fp32"} | {
+        n: "*i32" for n in ("HEADS", "DIAG", "N_DIAG", "COLS", "BLOCK_COLS")}
+    vs_consts = {"HEAD_DIM": 128, "BLOCK_M": 64, "SEARCH_STEPS": 10, "WRITE_LSE": True, "POS_SCALE": True}
+    yield ("sparse prefill: vertical-slash attention", _vertical_slash_kernel, vs_types,
+           vs_consts | {"BLOCK_N": vs["BLOCK_N"]},
+           {"num_warps": vs["num_warps"], "num_stages": vs["num_stages"], "spill_free": True})
+    yield ("sparse prefill: vertical-slash attention, range loops pipelined", _vertical_slash_kernel, vs_types,
+           vs_consts | {"BLOCK_N": 64}, {"num_warps": 8, "num_stages": 3, "spill_free": True})  # a tuning candidate
     yield ("sparse prefill: block-sparse attention", _block_sparse_kernel,
            bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "BLOCKS": "*i32", "COUNTS": "*i32", "qk_scale": "fp32"},
            {"HEAD_DIM": 128, "BLOCK_M": 64, "WRITE_LSE": False, "POS_SCALE": True},
