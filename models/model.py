@@ -129,8 +129,10 @@ class Transformer(nn.Module):
         (only the last position's, (B, 1, vocab), with last_only)."""
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int32, torch.int64) or tokens.dim() != 2:
             raise TypeError("tokens must be an int32 or int64 tensor of shape (batch, tokens)")
-        capturing = tokens.is_cuda and torch.cuda.is_current_stream_capturing()  # a sync would end the capture
-        if tokens.numel() and not capturing and (int(tokens.min()) < 0 or int(tokens.max()) >= self.embed.shape[0]):
+        # ids on the host are range-checked here; ids already on a GPU (perf inputs, a decode step's
+        # argmax) are left to the gather's device-side bounds check: reading them back would stall
+        # every call and end a CUDA graph's capture
+        if tokens.numel() and not tokens.is_cuda and (int(tokens.min()) < 0 or int(tokens.max()) >= self.embed.shape[0]):
             raise ValueError(f"token ids must lie in [0, {self.embed.shape[0]})")
         x = self.embed[tokens.to(self.device)]
         for layer, c in zip(self.layers, cache):
