@@ -20,14 +20,15 @@ pytestmark = pytest.mark.harness
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results"
-COMMITTED = sorted(RESULTS.rglob("*.json"))
+COMMITTED = sorted(RESULTS.rglob("*.json.gz"))
 
 
 def test_gpu_folders_hold_only_pytest_benchmark_runs():
     assert COMMITTED, "no committed runs under results/"
     others = [p.relative_to(REPO).as_posix() for d in RESULTS.iterdir() if d.is_dir()
-              for p in d.rglob("*") if p.is_file() and p.suffix != ".json"]
-    assert others == [], "results/<gpu>/ holds runs (JSON) only; a CSV comes from python -m harness csv RUN.json"
+              for p in d.rglob("*") if p.is_file() and not p.name.endswith(".json.gz")]
+    assert others == [], ("results/<gpu>/ holds gzip-compressed runs only (python -m harness store RUN.json NAME); "
+                          "a plain JSON bloats the tree, a CSV comes from python -m harness csv RUN.json.gz")
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.relative_to(RESULTS).as_posix())
@@ -114,7 +115,7 @@ def test_csv_rebuilds_from_a_run_and_round_trips(tmp_path, capsys):
 
 
 def test_csv_of_a_committed_run_carries_every_entry(capsys):
-    path = RESULTS / "nvidia-h100-80gb-hbm3" / "0007_layer-llama3-b1.json"
+    path = RESULTS / "nvidia-h100-80gb-hbm3" / "0007_layer-llama3-b1.json.gz"
     assert main(["csv", str(path)]) == 0
     rows = _csv_rows(capsys.readouterr().out)
     run = load_run(path)
