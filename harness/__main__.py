@@ -1,4 +1,4 @@
-"""python -m harness {compare,gate,gate-check,pr-gate,table,csv,report,ceilings,tune,source}
+"""python -m harness {compare,gate,gate-check,pr-gate,table,csv,report,store,ceilings,tune,source}
 
   compare A B            per-case table: medians of A and B, their ratio, and the
                          kernel's same-run speedup in each run
@@ -7,7 +7,7 @@
                          threshold), 3 no regression but some common case could not be
                          judged (timed differently, no common baseline); BASE may be a
                          folder (e.g. results/): for each case, its newest file of CAND's
-                         GPU model, CAND itself left out
+                         GPU model, CAND itself (or a stored copy of it) left out
   gate-check BASE:CAND.. the gate's catch rate for an injected kernel slowdown and its
                          false alarms, on pairs of runs of unchanged code (exit 1 if under
                          the target)
@@ -25,6 +25,10 @@
   csv FILE [-o OUT] [--torchao]
                          one results file as CSV (stdout, or OUT, never overwritten);
                          --torchao: the torchao-column rows a harness.microbench run keeps
+  store RUN.json NAME [--results DIR]
+                         add a run to the committed results as DIR/<gpu>/NNNN_NAME.json.gz
+                         (gzip-compressed compact JSON, numbered one past the highest there;
+                         never overwrites); it must record its command and its GPU
   ceilings               measure this GPU's ceilings and print them
   tune [TARGET ...] [--kernel NAME] [-k EXPR] [--table PATH]
                          search the kernels' launch spaces on this GPU at the perf cases'
@@ -43,11 +47,12 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from .gate import check_threshold, compare_rows, judge_candidate, software_differences
-from .results import UnusableInput, load_run
+from .results import UnusableInput, load_run, read_json
 
 # The committed results: where the gate measures each baseline's run-to-run stability.
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -135,10 +140,7 @@ def cmd_gate_check(args) -> int:
 
 def _torchao_csv(path: str, buf) -> None:
     """The runner's CSV again, from the rows its JSON keeps (harness.microbench writes both)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise UnusableInput(f"{path}: not a readable JSON results file ({exc})") from None
+    data = read_json(path)
     rows = (data.get("microbench") or {}).get("rows") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         raise UnusableInput(f"{path} holds no microbench rows (it was not written by python -m harness.microbench)")
@@ -252,6 +254,29 @@ def cmd_table_markdown(args) -> int:
     return 1 if differ else 0
 
 
+def cmd_store(args) -> int:
+    from .machine import gpu_slug
+    from .results import command_problem, run_files, write_run
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
+        raise UnusableInput(f"{args.name!r}: NAME is letters, digits, '-' and '_' only")
+    run = load_run(args.run)
+    data = read_json(args.run)
+    problem = command_problem(data)
+    if problem:
+        raise UnusableInput(f"{args.run}: {problem}: a committed run says what made it")
+    if not run.gpu:
+        raise UnusableInput(f"{args.run} names no GPU (machine_info.gpu.name): no results folder is its own")
+    folder = Path(args.results) / gpu_slug(run.gpu)
+    for f in run_files(folder):  # a second copy would count one run twice in the history
+        if read_json(f) == data:
+            raise UnusableInput(f"{args.run} is already stored as {f}")
+    numbers = [int(f.name[:4]) for f in folder.glob("*") if re.match(r"\d{4}_", f.name)]
+    folder.mkdir(parents=True, exist_ok=True)
+    print(write_run(folder / f"{max(numbers, default=0) + 1:04d}_{args.name}.json.gz", data))
+    return 0
+
+
 def cmd_ceilings(args) -> int:
     from .ceilings import get_ceilings
 
@@ -337,6 +362,10 @@ def main(argv=None) -> int:
     pg.add_argument("--summary", default=os.environ.get("GITHUB_STEP_SUMMARY"),
                     help="append the Markdown summary to this file (default: $GITHUB_STEP_SUMMARY)")
     pg.add_argument("--threshold", type=float, default=0.10)
+    st = sub.add_parser("store", help="add a run to the committed results: DIR/<gpu>/NNNN_NAME.json.gz")
+    st.add_argument("run", metavar="RUN.json")
+    st.add_argument("name", metavar="NAME", help="letters, digits, '-' and '_'")
+    st.add_argument("--results", metavar="DIR", default=str(RESULTS), help="the results folder (default: results/)")
     m = sub.add_parser("ceilings", help="measure and print this GPU's ceilings")
     m.add_argument("--remeasure", action="store_true")
     sub.add_parser("source", help="commit and code hash of this tree, for a run elsewhere")
@@ -345,7 +374,7 @@ def main(argv=None) -> int:
     try:
         return {"compare": cmd_compare, "gate": cmd_gate, "gate-check": cmd_gate_check, "table": cmd_table, "csv": cmd_csv,
                 "targets": cmd_targets, "report": cmd_report, "pr-gate": cmd_pr_gate,
-                "ceilings": cmd_ceilings, "source": cmd_source}[args.cmd](args)
+                "store": cmd_store, "ceilings": cmd_ceilings, "source": cmd_source}[args.cmd](args)
     except UnusableInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

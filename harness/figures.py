@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .machine import gpu_slug
 from .report import _natural, newest_kernels
-from .results import Run, UnusableInput, load_run
+from .results import Run, UnusableInput, load_run, run_files
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -68,7 +68,7 @@ def collect(paths) -> tuple[list[Run], list[str]]:
     could not be read."""
     runs, problems = [], []
     for p in map(Path, paths):
-        files = sorted(p.rglob("*.json")) if p.is_dir() else [p]
+        files = run_files(p) if p.is_dir() else [p]
         for f in files:
             try:
                 run = load_run(f)

@@ -1,10 +1,12 @@
 """Reading results files (pytest-benchmark JSON with the suite's extra_info)."""
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
 import shlex
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,16 +83,40 @@ def _entry(p: Path, i: int, b) -> Entry | None:
                  median_s=float(median), samples_s=data or None, info=info)
 
 
+def read_json(path: str | Path):
+    """A results file's JSON, plain or gzip-compressed (the committed runs: NAME.json.gz)."""
+    p = Path(path)
+    try:
+        return json.loads(gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes())
+    except FileNotFoundError:
+        raise UnusableInput(f"{p}: no such file") from None
+    except (OSError, EOFError, zlib.error, ValueError) as exc:  # what gzip raises on a cut or corrupt stream
+        raise UnusableInput(f"{p}: not a readable JSON results file ({exc})") from None
+
+
+def write_run(path: str | Path, data) -> Path:
+    """`data` as a committed run: compact JSON, gzip-compressed (mtime 0: the same bytes each
+    time); never over an existing file."""
+    p = Path(path)
+    try:
+        with p.open("xb") as f:  # exclusive: results are added, never replaced
+            f.write(gzip.compress(json.dumps(data, separators=(",", ":")).encode(), mtime=0))
+    except FileExistsError:
+        raise UnusableInput(f"{p} exists: results are never overwritten") from None
+    return p
+
+
+def run_files(folder: str | Path) -> list[Path]:
+    """The results files under `folder` (recursively), plain or gzip-compressed, sorted."""
+    root = Path(folder)
+    return sorted([*root.rglob("*.json"), *root.rglob("*.json.gz")])
+
+
 def load_run(path: str | Path) -> Run:
     p = Path(path)
     if p.is_dir():
         raise UnusableInput(f"{p} is a folder; give a results file (or use a folder only as the gate's BASE)")
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise UnusableInput(f"{p}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise UnusableInput(f"{p}: not a readable JSON results file ({exc})") from None
+    data = read_json(p)
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise UnusableInput(f"{p}: not a pytest-benchmark results file ('benchmarks' is not a list)")
     entries = {}
@@ -143,25 +169,25 @@ def command_problem(data) -> str | None:
     return f"{COMMAND_KEY}.line is {line!r}: give the command, or null with a note saying it was not recorded"
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b) or (a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes())
-    except OSError:
-        return False
-
-
 def load_history(folder: str | Path, gpu: str | None, exclude: list[str | Path] = ()) -> list[Run]:
     """Every readable results file under `folder` (recursively) of GPU model `gpu` (any
-    model if None) that holds device-timed cases, oldest first; a file equal to one in
-    `exclude` (the candidate) is left out: a run is never part of its own reference."""
-    excluded = [Path(x) for x in exclude]
+    model if None) that holds device-timed cases, oldest first; a file holding the same JSON
+    as one in `exclude` (the candidate), however stored (plain, compact, gzip), is left out:
+    a run is never part of its own reference."""
+    excluded = []
+    for x in exclude:
+        try:
+            excluded.append(read_json(x))
+        except UnusableInput:
+            pass  # an unreadable candidate is no file's twin
     runs = []
-    for f in sorted(Path(folder).rglob("*.json")):
-        if any(_same_file(f, x) for x in excluded):
-            continue
+    for f in run_files(folder):
         try:
             r = load_run(f)
         except UnusableInput:
+            continue
+        # the datetime, compared first, spares reading the file again for every other run
+        if any(isinstance(d, dict) and d.get("datetime") == r.datetime and read_json(f) == d for d in excluded):
             continue
         if r.entries and (gpu is None or r.gpu == gpu):
             runs.append(r)
@@ -175,7 +201,7 @@ def load_folder(folder: str | Path) -> list[Run]:
     skipped: these are the committed runs the generated tables come from."""
     root = Path(folder)
     runs = []
-    for f in sorted(root.rglob("*.json")):
+    for f in run_files(root):
         r = load_run(f)
         r.name = f.relative_to(root).as_posix()
         runs.append(r)

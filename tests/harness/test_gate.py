@@ -267,5 +267,5 @@ def test_gate_check_on_the_committed_a_a_pairs(capsys):
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[2] / "results" / "nvidia-h100-80gb-hbm3"
-    pairs = [f"{folder / a}.json:{folder / b}.json" for a, b in AA_PAIRS]
+    pairs = [f"{folder / a}.json.gz:{folder / b}.json.gz" for a, b in AA_PAIRS]
     assert main(["gate-check", *pairs, "--history", str(folder.parent)]) == 0, capsys.readouterr().out

@@ -1,6 +1,8 @@
 """The committed results: pytest-benchmark runs only, each saying in the file what command
 made it; the CSVs they no longer sit beside are rebuilt from them by python -m harness csv."""
 import csv
+import dataclasses
+import gzip
 import io
 import json
 import os
@@ -10,26 +12,28 @@ from pathlib import Path
 import pytest
 
 from harness.__main__ import CSV_FIELDS, main
-from harness.results import COMMAND_ENV, COMMAND_KEY, command_problem, command_record, load_run
+from harness.results import (COMMAND_ENV, COMMAND_KEY, UnusableInput, command_problem, command_record, load_run,
+                             load_folder, load_history, read_json, write_run)
 from synthetic import plugin_run, results_file
 
 pytestmark = pytest.mark.harness
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results"
-COMMITTED = sorted(RESULTS.rglob("*.json"))
+COMMITTED = sorted(RESULTS.rglob("*.json.gz"))
 
 
 def test_gpu_folders_hold_only_pytest_benchmark_runs():
     assert COMMITTED, "no committed runs under results/"
     others = [p.relative_to(REPO).as_posix() for d in RESULTS.iterdir() if d.is_dir()
-              for p in d.rglob("*") if p.is_file() and p.suffix != ".json"]
-    assert others == [], "results/<gpu>/ holds runs (JSON) only; a CSV comes from python -m harness csv RUN.json"
+              for p in d.rglob("*") if p.is_file() and not p.name.endswith(".json.gz")]
+    assert others == [], ("results/<gpu>/ holds gzip-compressed runs only (python -m harness store RUN.json NAME); "
+                          "a plain JSON bloats the tree, a CSV comes from python -m harness csv RUN.json.gz")
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.relative_to(RESULTS).as_posix())
 def test_every_committed_run_says_what_made_it(path):
-    data = json.loads(path.read_text())
+    data = read_json(path)
     assert isinstance(data.get("benchmarks"), list) and "machine_info" in data and "commit_info" in data
     assert command_problem(data) is None, f"{path.name}: {command_problem(data)}"
     assert load_run(path).command == data[COMMAND_KEY]
@@ -39,7 +43,7 @@ def test_every_committed_run_says_what_made_it(path):
 def test_stats_hold_the_time_of_one_call(path):
     """pytest-benchmark's stats and the suite's extra_info agree on the median time of one
     call, also where a sample averages several calls (graph replays, iterations > 1)."""
-    run = json.loads(path.read_text())
+    run = read_json(path)
     wrong = [b["name"] for b in run["benchmarks"] if "median_s" in b.get("extra_info", {})
              and abs(b["stats"]["median"] / b["extra_info"]["median_s"] - 1) > 1e-6]
     assert not wrong, f"{len(wrong)} entries whose stats.median is not extra_info.median_s, e.g. {wrong[:3]}"
@@ -111,7 +115,7 @@ def test_csv_rebuilds_from_a_run_and_round_trips(tmp_path, capsys):
 
 
 def test_csv_of_a_committed_run_carries_every_entry(capsys):
-    path = RESULTS / "nvidia-h100-80gb-hbm3" / "0007_layer-llama3-b1.json"
+    path = RESULTS / "nvidia-h100-80gb-hbm3" / "0007_layer-llama3-b1.json.gz"
     assert main(["csv", str(path)]) == 0
     rows = _csv_rows(capsys.readouterr().out)
     run = load_run(path)
@@ -132,11 +136,100 @@ def test_torchao_csv_comes_back_from_the_runners_json(tmp_path, capsys):
 
 
 def test_the_committed_runner_json_gives_its_torchao_csv(capsys):
-    runs = [p for p in COMMITTED if "microbench" in json.loads(p.read_text())]
+    runs = [p for p in COMMITTED if "microbench" in read_json(p)]
+    assert runs, "results/<gpu>/microbench/ holds a python -m harness.microbench run"
     for path in runs:
         assert main(["csv", str(path), "--torchao"]) == 0
         header = capsys.readouterr().out.splitlines()[0].split(",")
         assert header[:4] == ["name", "quantization", "sparsity", "m"]
+
+
+CASE = {"op/n=1/fp32": {"triton": 2e-6, "eager": 3e-6}}
+H100 = "nvidia-h100-80gb-hbm3"  # gpu_slug of synthetic.results_file's GPU
+
+
+def _run(path, seed=0, command=True, gpu="NVIDIA H100 80GB HBM3"):
+    """A synthetic plain-JSON run, as a GPU session hands it over (pretty-printed, not compact)."""
+    data = json.loads(results_file(path, CASE, seed=seed, gpu=gpu).read_text())
+    if command:
+        data[COMMAND_KEY] = {"line": f"make bench NAME=s{seed}"}
+    path.write_text(json.dumps(data, indent=4))
+    return path
+
+
+def test_a_gzip_run_loads_as_its_plain_json(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = _run(tmp_path / "a" / "0001_x.json")
+    gz = write_run(tmp_path / "b" / "0001_x.json.gz", read_json(plain))
+    assert gzip.decompress(gz.read_bytes()) == json.dumps(read_json(plain), separators=(",", ":")).encode()
+    assert dataclasses.replace(load_run(gz), path=str(plain)) == load_run(plain)
+    assert [r.name for r in load_folder(tmp_path)] == ["a/0001_x.json", "b/0001_x.json.gz"]  # both kinds, full names
+    assert len(load_history(tmp_path, "NVIDIA H100 80GB HBM3")) == 2
+
+
+@pytest.mark.parametrize("content", [b"{}", gzip.compress(b'{"benchmarks": []}')[:15], b"\x1f\x8b\x08\x00" + bytes(20),
+                                     gzip.compress(b'{"benchmarks": [')], ids=["not-gzip", "cut", "corrupt", "bad-json"])
+def test_a_corrupt_gzip_run_is_unusable_input_naming_the_file(tmp_path, capsys, content):
+    bad = tmp_path / H100 / "0001_bad.json.gz"
+    bad.parent.mkdir()
+    bad.write_bytes(content)
+    with pytest.raises(UnusableInput, match="0001_bad.json.gz"):
+        load_run(bad)
+    with pytest.raises(UnusableInput, match="0001_bad.json.gz"):
+        load_folder(tmp_path)  # the committed runs: an error, not skipped
+    assert load_history(tmp_path, None) == []
+    assert main(["table", str(bad)]) == 2 and "0001_bad.json.gz" in capsys.readouterr().err
+
+
+def test_store_numbers_past_the_highest_and_round_trips(tmp_path, capsys):
+    results = tmp_path / "results"
+    (results / H100).mkdir(parents=True)
+    write_run(results / H100 / "0002_a.json.gz", read_json(_run(tmp_path / "a.json", seed=1)))
+    write_run(results / H100 / "0007_b.json.gz", read_json(_run(tmp_path / "b.json", seed=2)))
+    cand = _run(tmp_path / "cand.json", seed=3)
+    assert main(["store", str(cand), "new-run_2", "--results", str(results)]) == 0
+    out = results / H100 / "0008_new-run_2.json.gz"
+    assert capsys.readouterr().out.strip() == str(out)
+    assert read_json(out) == json.loads(cand.read_text())
+    assert gzip.decompress(out.read_bytes()) == json.dumps(read_json(out), separators=(",", ":")).encode()
+    assert out.read_bytes()[4:8] == bytes(4)  # gzip mtime 0: the same run gives the same bytes
+    other = _run(tmp_path / "h200.json", seed=4, gpu="NVIDIA H200")
+    assert main(["store", str(other), "x", "--results", str(results)]) == 0  # a new GPU folder starts at 0001
+    assert (results / "nvidia-h200" / "0001_x.json.gz").is_file()
+
+
+def test_store_refuses_a_copy_an_overwrite_a_bad_name_and_a_run_that_cannot_be_committed(tmp_path, capsys):
+    results = tmp_path / "results"
+    cand = _run(tmp_path / "cand.json", seed=3)
+    assert main(["store", str(cand), "first", "--results", str(results)]) == 0
+    stored = results / H100 / "0001_first.json.gz"
+    before = sorted((results / H100).iterdir())
+    capsys.readouterr()
+    assert main(["store", str(cand), "again", "--results", str(results)]) == 2  # the same run twice
+    assert "already stored" in capsys.readouterr().err
+    for name in ("", "a b", "../up", "x.json", "dé"):
+        assert main(["store", str(cand), name, "--results", str(results)]) == 2
+    for bad, why in ((_run(tmp_path / "nocmd.json", seed=5, command=False), "command"),
+                     (_run(tmp_path / "nogpu.json", seed=6, gpu=None), "GPU"),
+                     (tmp_path / "missing.json", "no such file")):
+        assert main(["store", str(bad), "x", "--results", str(results)]) == 2
+        assert why in capsys.readouterr().err
+    assert sorted((results / H100).iterdir()) == before
+    with pytest.raises(UnusableInput, match="never overwritten"):
+        write_run(stored, {})
+    assert read_json(stored) == json.loads(cand.read_text())
+
+
+def test_the_gate_reads_a_gzip_reference_and_leaves_the_candidates_stored_copy_out(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["store", str(_run(tmp_path / "old.json", seed=1)), "old", "--results", str(results)]) == 0
+    cand = _run(tmp_path / "cand.json", seed=2)
+    assert main(["store", str(cand), "cand", "--results", str(results)]) == 0
+    capsys.readouterr()
+    assert main(["gate", str(results), str(cand)]) == 0  # plain candidate, gzip reference
+    out = capsys.readouterr().out
+    assert "0001_old.json.gz" in out and "0002_cand.json.gz" not in out
 
 
 def test_each_record_is_kept_the_moment_it_is_measured(tmp_path):
