@@ -13,6 +13,7 @@ import torch
 pytest.importorskip("gguf", reason="the GGUF reader (pip install gguf)")
 pytest.importorskip("tokenizers", reason="the tokenizer library (pip install tokenizers)")
 
+from harness.lanes import has_gpu  # noqa: E402
 from models.eval import perplexity  # noqa: E402
 from models.gguf_weights import GGUFError, default_gguf_path, load_gguf  # noqa: E402
 from models.model import Transformer, chat_prompt, load_model, prompt_ids  # noqa: E402
@@ -138,6 +139,33 @@ def test_triton_backend_matches_torch_on_the_first_layers(source):
         got = half(torch.tensor([ids]), half.new_cache(1, len(ids)), 0, get_ops("triton"))
     ok, msg = within_rule(got.double(), ref.double(), lowp.double(), torch.float16)
     assert ok, msg
+
+
+PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
+           "List three prime numbers and explain why they are prime.", "How do I boil an egg?"]
+
+
+@needs_weights
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_gpu(), reason="needs a CUDA GPU: the whole model in bfloat16 on both backends")
+def test_triton_and_torch_backends_agree_in_bf16_on_the_gpu(source):
+    """The whole model on the GPU in bfloat16: the triton backend's prefill logits within the
+    tolerance rule of the float32 model (at most twice the torch backend's bf16 error), and
+    the same 32 greedy tokens as the torch backend for each of several chat prompts."""
+    models = {name: Transformer(source, dtype, "cuda") for name, dtype in
+              (("exact", torch.float32), ("bf16", torch.bfloat16))}
+    torch_ops, triton_ops = get_ops("torch"), get_ops("triton")
+    for text in PROMPTS:
+        ids = prompt_ids(source, text, chat=True)
+        tokens = torch.tensor([ids], device="cuda")
+        with torch.no_grad():
+            ref = models["exact"](tokens, models["exact"].new_cache(1, len(ids)), 0, torch_ops)
+            lowp = models["bf16"](tokens, models["bf16"].new_cache(1, len(ids)), 0, torch_ops)
+            got = models["bf16"](tokens, models["bf16"].new_cache(1, len(ids)), 0, triton_ops)
+        ok, msg = within_rule(got.double(), ref.double(), lowp.double(), torch.bfloat16)
+        assert ok, (text, msg)
+        greedy = [models["bf16"].generate(ids, 32, ops) for ops in (torch_ops, triton_ops)]
+        assert greedy[0] == greedy[1], (text, [source.tokenizer.decode(g) for g in greedy])
 
 
 def test_a_missing_or_corrupt_gguf_is_named(tmp_path):
