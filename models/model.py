@@ -5,6 +5,7 @@ code runs the suite's Triton kernels or plain PyTorch. Prefill and decode share 
 `generate` is greedy, or samples with a temperature."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -168,6 +169,18 @@ class Transformer(nn.Module):
             logits = self(torch.tensor([[nxt]]), cache, pos, ops, last_only=True)
             pos += 1
         return out
+
+
+@functools.lru_cache(maxsize=1)
+def random_model(cfg: ModelConfig, vocab_size: int, context_length: int, n_layers: int, device="cuda",
+                 dtype=torch.bfloat16) -> Transformer:
+    """A Transformer of random weights at cfg's dimensions (random_source), one held at a
+    time: an 8B model is 16 GB, and the perf files that time one share it instead of each
+    keeping its own. The source's tensors are dropped once the layers hold their copies."""
+    src = random_source(cfg, vocab_size, context_length, n_layers, device=device, dtype=dtype)
+    model = Transformer(src, dtype, device)
+    src.tensors.clear()
+    return model
 
 
 def random_source(cfg: ModelConfig, vocab_size: int, context_length: int, n_layers: int, device="cpu",

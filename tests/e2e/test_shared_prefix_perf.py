@@ -14,7 +14,6 @@ Default grid: prefix 1K, 8K and 16K at batch 256 (LLaMA-3-8B) and 8K at batch 32
 The prompt's prefill (batch 1) is the whole-model prefill case of test_model_perf.py."""
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -25,20 +24,18 @@ from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.attention.shared_prefix import unshared_tree
 from kernels.cost import Cost
 from models import LLAMA3_8B, SharedPrefixCache, get_ops
-from models.model import Transformer, random_source
+from models.model import Transformer, random_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.perf]
 
 GENERATED = 64  # tokens each sequence has of its own when the step is timed
-VOCAB, CONTEXT = 32000, 32768
+VOCAB, CONTEXT = 128256, 131072  # LLaMA-3-8B's: the model test_model_perf.py times, shared (models.random_model)
 MODELS = {"llama3-8b": LLAMA3_8B,
           "codellama-7b": replace(LLAMA3_8B, name="codellama-7b", n_kv_heads=32, ffn=11008, rope_theta=1e6)}
 
 
-@functools.lru_cache(maxsize=1)
 def _model(name: str) -> Transformer:
-    src = random_source(MODELS[name], VOCAB, CONTEXT, n_layers=32, device="cuda")
-    return Transformer(src, torch.bfloat16, "cuda")
+    return random_model(MODELS[name], VOCAB, CONTEXT, n_layers=32, device="cuda")
 
 
 def _no_attention_ops():

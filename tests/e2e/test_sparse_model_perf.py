@@ -52,7 +52,7 @@ def grid(sweep):
 
 @perf_bench(grid=grid, id="{model}-sparse-prefill-t{tokens}", providers=PROVIDERS)
 def sparse_model_case(model, tokens):
-    m, _ = _model(model)
+    m = _model(model)
     vocab = m.embed.shape[0]
     layer_params = sum(b.numel() for b in m.layers[0].buffers())
     weight_bytes = 2 * (len(m.layers) * layer_params + m.lm_head.numel())
