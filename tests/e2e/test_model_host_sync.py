@@ -19,8 +19,13 @@ def test_prefill_and_decode_on_gpu_ids_do_not_sync(backend):
     model, ops = Transformer(src, torch.bfloat16, "cuda"), get_ops(backend)
     cache = model.new_cache(2, 80)
     prompt = torch.randint(0, 97, (2, 64), device="cuda")
-    with no_host_sync():
+
+    def calls():
         logits = model(prompt, cache, 0, ops, last_only=True)
         step = model(logits[:, -1].argmax(-1, keepdim=True), cache, 64, ops, last_only=True)
-        whole = model.prefill_logits(prompt, ops)
+        return logits, step, model.prefill_logits(prompt, ops)
+
+    calls()  # the first call's one-time work (kernels compiled, RoPE tables made and copied), as the harness warms up
+    with no_host_sync():
+        logits, step, whole = calls()
     assert step.shape == (2, 1, 97) and torch.equal(whole, logits)
