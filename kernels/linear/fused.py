@@ -18,6 +18,10 @@ partials and applies the epilogue (rstd, SiLU-and-multiply), so one launch does 
 With many partial rows a separate merge kernel sums them in parallel instead (faster
 there, despite its dependent launch: see MAX_FIXUP_ROWS). LoRA splits the same way
 because it is linear in K: each chunk adds (x_c A_c) B.
+
+A prompt's rows (LARGE_ROWS and more) make enough tiles to fill the GPU without a split:
+there the tiles are 128 rows deep, and GROUP_M row tiles run side by side over the same
+weight columns, so a weight tile read from HBM serves GROUP_M row tiles from L2.
 """
 from __future__ import annotations
 
@@ -35,24 +39,37 @@ from kernels.tuning import LaunchSpace, pow2_bucket
 DTYPES = (torch.float16, torch.bfloat16)
 MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; more: a merge kernel
 MAX_FIXUP_ROWS_TMA = 256  # the same with TMA reads (see _run)
+LARGE_ROWS = 256  # from this many rows: prefill tiles (128-row, grouped, no K split)
 
 
 def _default_config(path: str, rows: int, n: int, k: int) -> dict:
-    """TMA (one weight): 64 x 128 tiles, about 1.5 waves of split-K programs, the partials
-    summed by the last program of each tile even at 64 rows. Pointer loads, one weight: wide
-    tiles, two waves, 64-deep K blocks so that several programs fit on an SM (128-deep left
-    one 4-warp program per SM). Gated (two weights streamed): one wave."""
+    """Decode rows: as many rows a tile as there are (16 to 64). TMA (one weight): 64 x 128
+    tiles, about 1.5 waves of split-K programs, the partials summed by the last program of
+    each tile even at 64 rows. Pointer loads, one weight: wide tiles, two waves, 64-deep K
+    blocks so that several programs fit on an SM (128-deep left one 4-warp program per SM).
+    Gated (two weights streamed): one wave. Prompt rows (LARGE_ROWS): 128 x 128 tiles,
+    64-deep K blocks, 8 warps, groups of 8 row tiles, no split."""
+    if rows >= LARGE_ROWS:
+        return dict(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, group_m=8, waves=1,
+                    fixup_rows=MAX_FIXUP_ROWS, fixup="auto")
+    block_m = max(16, min(64, rows))
     if path == "tma":
-        return dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1.5, fixup_rows=MAX_FIXUP_ROWS_TMA,
-                    fixup="auto")
+        return dict(block_m=block_m, block_n=64, block_k=128, num_warps=4, num_stages=3, group_m=1, waves=1.5,
+                    fixup_rows=MAX_FIXUP_ROWS_TMA, fixup="auto")
     if path == "pointer":
-        return dict(block_n=128, block_k=64, num_warps=4, num_stages=3, waves=2, fixup_rows=MAX_FIXUP_ROWS,
-                    fixup="auto")
-    return dict(block_n=64, block_k=128, num_warps=4, num_stages=3, waves=1, fixup_rows=MAX_FIXUP_ROWS, fixup="auto")
+        return dict(block_m=block_m, block_n=128, block_k=64, num_warps=4, num_stages=3, group_m=1, waves=2,
+                    fixup_rows=MAX_FIXUP_ROWS, fixup="auto")
+    return dict(block_m=block_m, block_n=64, block_k=128, num_warps=4, num_stages=3, group_m=1, waves=1,
+                fixup_rows=MAX_FIXUP_ROWS, fixup="auto")
 
 
 def _candidates(path: str, rows: int, n: int, k: int) -> list[dict]:
-    """Tile (N x K block) x pipeline depth x waves of split-K programs."""
+    """Decode rows: tile (N x K block) x pipeline depth x waves of split-K programs. Prompt
+    rows: tile (M x N) x pipeline depth x warps, 64-deep K blocks, grouped."""
+    if rows >= LARGE_ROWS:
+        tiles = ((128, 128), (128, 256), (64, 256), (64, 128)) if path != "gated" else ((128, 128), (64, 128), (64, 256))
+        return [dict(block_m=bm, block_n=bn, block_k=64, num_warps=w, num_stages=st, group_m=8)
+                for bm, bn in tiles for w in (4, 8) for st in (3, 4)]
     tiles = ((32, 128), (64, 64), (64, 128), (128, 64), (128, 128))
     return [dict(block_n=bn, block_k=bk, num_stages=st, waves=wv)
             for bn, bk in tiles for st in (3, 4) for wv in (1, 1.5, 2, 4)]
@@ -64,6 +81,10 @@ def _check_config(cfg: dict) -> None:
     for name in ("block_n", "block_k"):
         if cfg[name] not in (16, 32, 64, 128, 256):
             raise ValueError(f"{name} must be a power of two from 16 to 256, got {cfg[name]!r}")
+    if cfg["block_m"] not in (16, 32, 64, 128):
+        raise ValueError(f"block_m must be 16, 32, 64 or 128, got {cfg['block_m']!r}")
+    if isinstance(cfg["group_m"], bool) or not isinstance(cfg["group_m"], int) or cfg["group_m"] < 1:
+        raise ValueError(f"group_m must be an int >= 1, got {cfg['group_m']!r}")
 
 
 LAUNCH = LaunchSpace("fused_linear", _default_config, _candidates, _check_config)
@@ -78,10 +99,19 @@ def _fused_linear_kernel(
     HAS_NORM: tl.constexpr, GATED: tl.constexpr, SPLIT: tl.constexpr, HAS_LORA: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr, FIXUP: tl.constexpr, USE_TMA: tl.constexpr, PDL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
+    GROUP_M: tl.constexpr = 1,
 ):
-    pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
-    pid_m = tl.program_id(2)
+    if GROUP_M > 1:  # one program per tile, no split: GROUP_M row tiles walk the columns together
+        n_tiles = tl.cdiv(N, BLOCK_N)
+        in_group = GROUP_M * n_tiles
+        first_m = tl.program_id(0) // in_group * GROUP_M
+        group_rows = tl.minimum(tl.cdiv(M, BLOCK_M) - first_m, GROUP_M)
+        pid_m = first_m + tl.program_id(0) % in_group % group_rows
+        pid_n = tl.program_id(0) % in_group // group_rows
+    else:
+        pid_n = tl.program_id(0)
+        pid_m = tl.program_id(2)
     rm, rn, m_ok, n_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc3 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -244,11 +274,11 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
                   auto=w3 is None)
     key = dict(path="tma" if tma else ("gated" if w3 is not None else "pointer"), rows=pow2_bucket(M), n=N, k=K)
     cfg = LAUNCH.choose(x.device, key, config)
-    block_m = max(16, min(64, triton.next_power_of_2(M)))
-    block_n, block_k = cfg["block_n"], cfg["block_k"]
+    block_m, block_n, block_k = cfg["block_m"], cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
-    n_splits, k_chunk = split_plan(K, block_k, tiles, x.device, num_splits, cfg["waves"], min_blocks=4,
-                                   nearest=tma)
+    group_m = cfg["group_m"] if num_splits in (None, 1) else 1  # grouped tiles take no split
+    n_splits, k_chunk = split_plan(K, block_k, tiles, x.device, 1 if group_m > 1 else num_splits, cfg["waves"],
+                                   min_blocks=4, nearest=tma)
     split = n_splits > 1
     # The tile's last program sums few partial rows itself; many go to the parallel merge kernel
     fixup = split and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits * M <= cfg["fixup_rows"]))
@@ -278,13 +308,14 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     # (the 7-8B layers were faster without; a small one, nGPT-1B, is not). Its merge kernel
     # still launches early.
     early = not (gated and 2 * w1.numel() * w1.element_size() > LATE_GATED_BYTES)
-    _fused_linear_kernel[(n_tiles, n_splits, m_tiles)](
+    grid = (n_tiles * m_tiles, 1, 1) if group_m > 1 else (n_tiles, n_splits, m_tiles)
+    _fused_linear_kernel[grid](
         x2, g if has_norm else x2, w1, w3_arg, y2, r2, p1, p3, ss, a, b, count, xd, w1d, w3d, ad,
         M, N, K, k_chunk, n_splits, float(eps), rank, float(lora_scale),
         x2.stride(0), w1.stride(0), w3_arg.stride(0), y2.stride(0), r2.stride(0), a.stride(0), b.stride(0),
         HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None, HAS_RESIDUAL=residual is not None,
         FIXUP=fixup, USE_TMA=tma,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=block_r,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=block_r, GROUP_M=group_m,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl_options(x.device, launch_early=early),
     )
     if split and not fixup:

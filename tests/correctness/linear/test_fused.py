@@ -324,3 +324,50 @@ def test_num_splits_is_checked(device, op):
     for bad in (True, 2.0, "2"):
         with pytest.raises(TypeError, match="num_splits must be an int"):
             call(bad)
+
+
+@given(m=st.integers(129, 300), k8=st.integers(1, 24), n8=st.integers(1, 24), group_m=st.sampled_from([1, 2, 3, 8]),
+       tma=st.booleans(), op=st.sampled_from(["rmsnorm_linear", "gated_mlp", "lora_linear", "linear"]),
+       seed=st.integers(0, 2**31 - 1))
+@example(m=150, k8=9, n8=9, group_m=3, tma=False, op="gated_mlp", seed=0)  # 5 row tiles: groups of 3 and 2
+@example(m=300, k8=8, n8=17, group_m=8, tma=True, op="rmsnorm_linear", seed=1)  # one partial group, N off the block
+def test_prompt_rows_grouped_tiles_match_reference(device, m, k8, n8, group_m, tma, op, seed):
+    """A prompt's rows (LARGE_ROWS and more): one program per output tile, row tiles in
+    groups over the same weight columns (group_m), no K split; every tile is computed once
+    whatever the group and tile counts. Small tiles here keep the interpreter quick; the
+    shipped 128 x 128 tiles are the next test."""
+    dt, k, n = torch.float16, 8 * k8, 8 * n8
+    g = torch.Generator().manual_seed(seed)
+    x, w1, w3 = randn((m, k), dt, device, g), randn((k, n), dt, device, g, k ** -0.5), randn((k, n), dt, device, g, k ** -0.5)
+    gw = randn((k,), dt, device, g, 0.2) + 1
+    a, b = randn((k, 16), dt, device, g, k ** -0.5), randn((16, n), dt, device, g, 0.3)
+    res = randn((m, n), dt, device, g)
+    cfg = dict(tma=tma, block_m=32, block_n=32, block_k=32, group_m=group_m)
+    sd = 0.0
+    if op == "rmsnorm_linear":
+        sd = rounding_sd(rms_norm_reference(x, gw, 1e-6, torch.float64), w1, dt)
+        y, ref = rmsnorm_linear(x, gw, w1, 1e-6, config=cfg), lambda d: rmsnorm_linear_reference(x, gw, w1, 1e-6, d)
+    elif op == "gated_mlp":
+        y, ref = gated_mlp(x, w1, w3, config=cfg), lambda d: gated_mlp_reference(x, w1, w3, d)
+    elif op == "lora_linear":
+        y = lora_linear(x, w1, a, b, 0.5, residual=res, config=cfg)
+        ref = lambda d: (res.to(d) + lora_linear_reference(x, w1, a, b, 0.5, d).to(d)).to(dt)
+    else:
+        y, ref = linear(x, w1, residual=res, config=cfg), lambda d: (res.to(d) + x.to(d) @ w1.to(d)).to(dt)
+    assert_within_rule(y, ref(torch.float64), ref(dt), dt, sd)
+
+
+@pytest.mark.parametrize("op", ["rmsnorm_linear", "gated_mlp"])
+def test_prompt_rows_shipped_tiles_match_reference(device, op):
+    """The default launch for a prompt (128 x 128 tiles, 8 warps, groups of 8), at 300 rows:
+    three row tiles, the last partial."""
+    dt, m, k, n = torch.float16, 300, 64, 136
+    g = torch.Generator().manual_seed(5)
+    x, w1, w3 = randn((m, k), dt, device, g), randn((k, n), dt, device, g, k ** -0.5), randn((k, n), dt, device, g, k ** -0.5)
+    gw = randn((k,), dt, device, g, 0.2) + 1
+    if op == "rmsnorm_linear":
+        sd = rounding_sd(rms_norm_reference(x, gw, 1e-6, torch.float64), w1, dt)
+        y, ref = rmsnorm_linear(x, gw, w1, 1e-6), lambda d: rmsnorm_linear_reference(x, gw, w1, 1e-6, d)
+    else:
+        sd, y, ref = 0.0, gated_mlp(x, w1, w3), lambda d: gated_mlp_reference(x, w1, w3, d)
+    assert_within_rule(y, ref(torch.float64), ref(dt), dt, sd)
