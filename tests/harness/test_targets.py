@@ -113,3 +113,16 @@ def test_the_estimate_share_and_the_tile_rate_targets():
     rate = rows["sparse prefill, A-shape (contiguous ranges)"]
     # 0.062 of the dense flops in 25.6 ms, against all of them in 11.4 x 26 ms
     assert rate[2] == pytest.approx(0.062 * 11.4 * 0.026 / 0.0256) and rate[3] is True
+
+
+def test_whole_model_prefill_with_one_of_eager_and_compile_shows_a_miss_never_a_pass():
+    """The H100's first whole-model run timed compile but not eager (host-bound): 0.34x
+    compile is a miss whatever eager would have been; 1.2x compile alone proves nothing."""
+    name = "whole model, LLaMA-3-8B prefill: at least the best of eager and torch.compile"
+    shape = {"model": "llama3-8b", "batch": 1, "tokens": 4096, "cached": 0}
+
+    def judged(speedups):
+        return {t.name: (v, met) for t, info, v, met in judge([_info("model_prefill", shape, speedups=speedups)])}[name]
+    assert judged({"compile": 0.34}) == (0.34, False)
+    assert judged({"compile": 1.2}) == (None, None)
+    assert judged({"compile": 1.2, "eager": 1.5}) == (1.2, True)
