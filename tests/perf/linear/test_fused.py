@@ -19,7 +19,8 @@ DT = torch.bfloat16
 
 def grid(n_out):
     def points(sweep):
-        rows = [1, 8, 16, 64] + ([2, 4, 32, 128] if sweep else [])
+        # decode rows, and a 4K-token prompt's (the prefill path: 128-row grouped tiles)
+        rows = [1, 8, 16, 64, 4096] + ([2, 4, 32, 128, 1024] if sweep else [])
         return [dict(m=m, k=4096, n=n) for n in n_out for m in rows]
     return points
 
