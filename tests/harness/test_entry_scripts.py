@@ -82,6 +82,7 @@ exit 1
     assert r.returncode == 1, r.stdout + r.stderr  # a failing case still fails the command
     assert "make bench: results in .benchmarks/gpu/Linux-CPython/0001_probe.json" in r.stdout
     assert "-m harness report results/ .benchmarks/gpu/Linux-CPython/0001_probe.json -o report/" in r.stdout
+    assert "-m harness store .benchmarks/gpu/Linux-CPython/0001_probe.json probe" in r.stdout
 
 
 def test_make_bench_times_a_share_of_the_cases_on_each_gpu(tmp_path):
