@@ -402,3 +402,25 @@ def time_one(fn: Callable[[], Any], *, warmup_ms: float = 25.0, rep_ms: float = 
         pairs.append((s, e))
     _sync()
     return [s.elapsed_time(e) / 1e3 for s, e in pairs]
+
+
+def kernel_share_s(fn: Callable[[], Any], name: str, reps: int = 5) -> float | None:
+    """Median seconds one call of fn spends in the GPU kernels whose name contains `name`,
+    as the CUDA profiler records them: one stage of a call that launches several kernels
+    (the events around the call time all of them). None without a GPU or when no such
+    kernel ran."""
+    if not torch.cuda.is_available():
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()  # compile, warm
+    _sync()
+    per_call = []
+    for _ in range(reps):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            _sync()
+        per_call.append(sum(e.device_time_total for e in prof.events()
+                            if name in e.name and e.device_type == torch.autograd.DeviceType.CUDA) / 1e6)
+    per_call.sort()
+    return per_call[len(per_call) // 2] or None

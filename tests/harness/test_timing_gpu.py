@@ -100,3 +100,22 @@ def test_host_time_leaking_into_samples_is_detected_and_retaken(monkeypatch):
     m = time_providers({"slow_host": slow_host}, lambda: (), TimingConfig(mode="events", cold_l2=False))["slow_host"]
     assert m.discarded > 0
     assert m.median_s == pytest.approx(sorted(truth)[10], rel=0.15), (m.median_s, sorted(truth)[10])
+
+
+def test_kernel_share_is_the_named_kernels_part_of_a_call():
+    """The profiled share of one kernel in a two-kernel call: a large RMSNorm (the suite's
+    _rmsnorm_kernel) beside a small copy takes most of the call; a name no kernel has, None."""
+    from harness.timing import kernel_share_s, time_one
+    from kernels.norm import rms_norm
+
+    x = torch.randn(32768, 8192, device="cuda", dtype=torch.bfloat16)
+    w, small = torch.ones(8192, device="cuda", dtype=torch.bfloat16), torch.empty(1024, device="cuda")
+
+    def call():
+        small.copy_(small.flip(0))
+        return rms_norm(x, w)
+    samples = sorted(time_one(call))
+    whole = samples[len(samples) // 2]
+    norm = kernel_share_s(call, "_rmsnorm_kernel")
+    assert norm is not None and 0.5 * whole < norm <= 1.05 * whole
+    assert kernel_share_s(call, "no kernel is called this") is None

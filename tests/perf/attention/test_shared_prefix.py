@@ -14,11 +14,15 @@ Baselines, in the same run:
 - hydragen_torch: Hydragen in PyTorch (one flash-attention call over the prefix with all
   queries folded in, one over the suffixes, the merge);
 - flex: FlexAttention over the packed tree with a block mask.
+kernel_info: the prefix product alone (the node kernel's time in a call, by the CUDA
+profiler) as prefix_product_s and its fraction of the measured bf16 peak.
 """
 import pytest
 import torch
 
+from harness.ceilings import get_ceilings
 from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
+from harness.timing import kernel_share_s
 from kernels.attention import baselines, gqa_decode, prefix_tree, shared_prefix_decode, shared_prefix_reference
 from kernels.attention.cost import shared_prefix_cost
 from kernels.attention.reference import sequence_kv
@@ -127,6 +131,18 @@ def shared_prefix_case(tree, batch, prefix, suffix, q_heads, kv_heads):
         k_copy, v_copy = sequence_kv(kp, vp, t, ks, vs)[:2] if fits else (None, None)
         return q, k_store, v_store, k_copy, v_copy
 
+    def prefix_product():
+        """The node kernel's share of one call (the prefix product, profiled) and its flops:
+        the queries of every sequence under a node against the node's keys, QK and PV."""
+        q = torch.randn(batch, 1, q_heads, D, device="cuda", dtype=dt)
+        store = torch.randn(t.pool_tokens + batch * suffix, kv_heads, D, device="cuda", dtype=dt)
+        seconds = kernel_share_s(lambda: _kernel(st)(q, store, store, None, None), "_node_kernel")
+        flops = sum(4 * t.seq_count[n] * q_heads * t.kv_len[n] * D for n in t.shared_nodes)
+        if not seconds:
+            return {}
+        return {"prefix_product_s": seconds,
+                "prefix_product_fraction": flops / seconds / (get_ceilings()["bf16_tflops"] * 1e12)}
+
     def reference(q, k_store, v_store, k_copy, v_copy):
         kp, ks, vp, vs = _views(st, k_store, v_store)
         first = prefix_tree(t.parents, t.kv_len, t.seq_node[:CHECKED_SEQS], t.kv_start, device="cuda")
@@ -142,6 +158,7 @@ def shared_prefix_case(tree, batch, prefix, suffix, q_heads, kv_heads):
         reference=reference,
         output_slice=slice(0, CHECKED_SEQS),
         rtol=1e-2,
+        kernel_info=prefix_product(),
         state=st,
     )
 
