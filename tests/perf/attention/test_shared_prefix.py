@@ -136,7 +136,10 @@ def shared_prefix_case(tree, batch, prefix, suffix, q_heads, kv_heads):
         the queries of every sequence under a node against the node's keys, QK and PV."""
         q = torch.randn(batch, 1, q_heads, D, device="cuda", dtype=dt)
         store = torch.randn(t.pool_tokens + batch * suffix, kv_heads, D, device="cuda", dtype=dt)
-        seconds = kernel_share_s(lambda: _kernel(st)(q, store, store, None, None), "_node_kernel")
+        try:
+            seconds = kernel_share_s(lambda: _kernel(st)(q, store, store, None, None), "_node_kernel")
+        except RuntimeError:  # no CUDA profiler here: the case still times, the target reads the op's rate
+            return {}
         flops = sum(4 * t.seq_count[n] * q_heads * t.kv_len[n] * D for n in t.shared_nodes)
         if not seconds:
             return {}
