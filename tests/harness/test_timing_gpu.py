@@ -119,3 +119,24 @@ def test_kernel_share_is_the_named_kernels_part_of_a_call():
     norm = kernel_share_s(call, "_rmsnorm_kernel")
     assert norm is not None and 0.5 * whole < norm <= 1.05 * whole
     assert kernel_share_s(call, "no kernel is called this") is None
+
+
+def test_a_call_of_more_kernels_than_the_gpu_queues_is_replayed_in_a_graph():
+    """3000 small kernels and a large one a call: the host blocks on the GPU's full launch
+    queue inside every hold, so no events sample is clean; the call is timed as a CUDA
+    graph replay instead, said in its note. A call that syncs is not capturable and stays
+    host-bound."""
+    x, a = torch.zeros(256, device="cuda"), torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+
+    def many(x, a):
+        for _ in range(3000):
+            x.add_(1)
+        return a @ a
+
+    def syncs(x, a):
+        y = a @ a
+        return y + float(x.sum())  # a read-back every call
+
+    m = time_providers({"many": many, "syncs": syncs}, lambda: (x, a), TimingConfig(rep_ms=100))
+    assert m["many"].mode == "graph" and m["many"].samples_s and "replayed in a CUDA graph" in m["many"].note
+    assert not m["syncs"].samples_s and "host-bound" in m["syncs"].note
