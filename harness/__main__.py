@@ -256,12 +256,12 @@ def cmd_table_markdown(args) -> int:
 
 def cmd_store(args) -> int:
     from .machine import gpu_slug
-    from .results import command_problem, run_files, write_run
+    from .results import command_problem, parse_run, run_files, write_run
 
     if not re.fullmatch(r"[A-Za-z0-9_-]+", args.name):
         raise UnusableInput(f"{args.name!r}: NAME is letters, digits, '-' and '_' only")
-    run = load_run(args.run)
     data = read_json(args.run)
+    run = parse_run(Path(args.run), data)
     problem = command_problem(data)
     if problem:
         raise UnusableInput(f"{args.run}: {problem}: a committed run says what made it")

@@ -116,7 +116,11 @@ def load_run(path: str | Path) -> Run:
     p = Path(path)
     if p.is_dir():
         raise UnusableInput(f"{p} is a folder; give a results file (or use a folder only as the gate's BASE)")
-    data = read_json(p)
+    return parse_run(p, read_json(p))
+
+
+def parse_run(p: Path, data) -> Run:
+    """The Run of a results file's JSON, already read (read_json), named by its path p."""
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise UnusableInput(f"{p}: not a pytest-benchmark results file ('benchmarks' is not a list)")
     entries = {}
@@ -183,11 +187,11 @@ def load_history(folder: str | Path, gpu: str | None, exclude: list[str | Path] 
     runs = []
     for f in run_files(folder):
         try:
-            r = load_run(f)
+            data = read_json(f)
+            r = parse_run(f, data)
         except UnusableInput:
             continue
-        # the datetime, compared first, spares reading the file again for every other run
-        if any(isinstance(d, dict) and d.get("datetime") == r.datetime and read_json(f) == d for d in excluded):
+        if any(isinstance(d, dict) and d.get("datetime") == r.datetime and data == d for d in excluded):
             continue
         if r.entries and (gpu is None or r.gpu == gpu):
             runs.append(r)

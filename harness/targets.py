@@ -115,8 +115,9 @@ def with_derived_fields(info: dict) -> dict:
     """The numbers targets read that a record holds only in parts: speedup_vs_<baseline> for
     each per-baseline speedup; speedup_vs_eager_and_compile (the smaller of the two) where
     both ran, or the one that ran where it already misses; for shared-prefix decode without
-    a profiled prefix product, the op's roofline fraction as the product's (a lower bound); for a sparse prefill, speedup_vs_best_dense, the estimate and index's share of
-    its time, and its attention's rate on the pairs it computes over the dense kernel's."""
+    a profiled prefix product, the op's roofline fraction as the product's (a lower bound);
+    for a sparse prefill, speedup_vs_best_dense, the estimate and index's share of its
+    time, and its attention's rate on the pairs it computes over the dense kernel's."""
     sp = info.get("speedups") or {}
     out = {**info, **{f"speedup_vs_{name}": v for name, v in sp.items()}}
     both = [sp[k] for k in ("eager", "compile") if k in sp]

@@ -123,10 +123,13 @@ def shared_prefix_case(tree, batch, prefix, suffix, q_heads, kv_heads):
     copy_bytes = 2 * batch * (path_len + suffix) * kv_heads * D * 2
     fits = copy_bytes < torch.cuda.mem_get_info()[0] / 3
 
-    def make_inputs():
+    def stores():  # the queries and the packed keys and values (pool, then suffixes)
         q = torch.randn(batch, 1, q_heads, D, device="cuda", dtype=dt)
         k_store = torch.randn(t.pool_tokens + batch * suffix, kv_heads, D, device="cuda", dtype=dt)
-        v_store = torch.randn_like(k_store)
+        return q, k_store, torch.randn_like(k_store)
+
+    def make_inputs():
+        q, k_store, v_store = stores()
         kp, ks, vp, vs = _views(st, k_store, v_store)
         k_copy, v_copy = sequence_kv(kp, vp, t, ks, vs)[:2] if fits else (None, None)
         return q, k_store, v_store, k_copy, v_copy
@@ -134,10 +137,9 @@ def shared_prefix_case(tree, batch, prefix, suffix, q_heads, kv_heads):
     def prefix_product():
         """The node kernel's share of one call (the prefix product, profiled) and its flops:
         the queries of every sequence under a node against the node's keys, QK and PV."""
-        q = torch.randn(batch, 1, q_heads, D, device="cuda", dtype=dt)
-        store = torch.randn(t.pool_tokens + batch * suffix, kv_heads, D, device="cuda", dtype=dt)
+        q, k_store, v_store = stores()
         try:
-            seconds = kernel_share_s(lambda: _kernel(st)(q, store, store, None, None), "_node_kernel")
+            seconds = kernel_share_s(lambda: _kernel(st)(q, k_store, v_store, None, None), "_node_kernel")
         except RuntimeError:  # no CUDA profiler here: the case still times, the target reads the op's rate
             return {}
         flops = sum(4 * t.seq_count[n] * q_heads * t.kv_len[n] * D for n in t.shared_nodes)
