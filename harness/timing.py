@@ -41,6 +41,7 @@ import torch
 GRAPH_THRESHOLD_S = 20e-6
 MAX_GRAPH_COPIES = 8192
 MAX_COPY_BYTES = 2 << 30  # never hold more than 2 GiB of rotating input copies
+MAX_REPLAY_S = 50e-3  # calls captured in one graph: at most about this long a replay
 
 
 @dataclass
@@ -338,19 +339,41 @@ def _time_events(providers, inputs, est_s, host_s, compile_s, cfg) -> dict[str, 
     }
 
 
+def _capture(g, body) -> None:
+    """body() captured into the CUDA graph g. A capture that fails (a host sync inside)
+    leaves torch's CUDA generator marked as capturing, and every later random draw on the
+    GPU then raises ("Offset increment outside graph capture"): its state is put back."""
+    gen = torch.cuda.default_generators[torch.cuda.current_device()]
+    saved = gen.clone_state()
+    try:
+        with torch.cuda.graph(g):
+            body()
+    except Exception:
+        gen.graphsafe_set_state(saved)
+        raise
+
+
+def graph_plan(per_copy: int, est_s: list[float], cold_l2: bool, l2_bytes: int) -> tuple[int, int, bool]:
+    """(calls per replay, input copies, cold) for a graph sample: enough calls that one replay
+    lasts well past the event resolution, rotating over enough input copies to exceed 2x L2
+    when asked, but never more calls than fill MAX_REPLAY_S for the slowest provider. A long
+    call (a whole model's step on token ids of a few KB) would otherwise be captured
+    thousands of times: minutes of capture for a sample that needs one call."""
+    calls = max(int(50e-6 / min(est_s)), 1)
+    fit = max(int(MAX_REPLAY_S / max(est_s)), 1)
+    copies, cold = 1, False
+    if cold_l2:
+        need = -(-2 * l2_bytes // per_copy)  # ceil
+        copies = min(need, MAX_GRAPH_COPIES, max(MAX_COPY_BYTES // per_copy, 1), fit)
+        cold = copies >= need
+        calls = max(calls, copies)
+    return min(calls, MAX_GRAPH_COPIES, fit), copies, cold
+
+
 def _time_graphs(providers, inputs, make_inputs, est_s, host_s, compile_s, cfg) -> dict[str, Measurement]:
     per_copy = max(tensor_bytes(inputs), 1)
-    # Enough calls per replay that one replay lasts well past the event resolution.
-    calls = max(int(50e-6 / min(est_s.values())), 1)
-    cold = False
-    copies = [inputs]
-    if cfg.cold_l2:
-        need = -(-2 * l2_cache_bytes() // per_copy)  # ceil
-        n_copies = min(need, MAX_GRAPH_COPIES, max(MAX_COPY_BYTES // per_copy, 1))
-        cold = n_copies >= need
-        copies += [make_inputs() for _ in range(n_copies - 1)]
-        calls = max(calls, n_copies)
-    calls = min(calls, MAX_GRAPH_COPIES)
+    calls, n_copies, cold = graph_plan(per_copy, list(est_s.values()), cfg.cold_l2, l2_cache_bytes())
+    copies = [inputs] + [make_inputs() for _ in range(n_copies - 1)]
 
     graphs = {}
     for name, fn in providers.items():
@@ -361,9 +384,7 @@ def _time_graphs(providers, inputs, make_inputs, est_s, host_s, compile_s, cfg) 
             fn(*copies[0])
         torch.cuda.current_stream().wait_stream(side)
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for i in range(calls):
-                fn(*copies[i % len(copies)])
+        _capture(g, lambda: [fn(*copies[i % len(copies)]) for i in range(calls)])
         g.replay()
         graphs[name] = g
     _sync()
@@ -377,7 +398,7 @@ def _time_graphs(providers, inputs, make_inputs, est_s, host_s, compile_s, cfg) 
     samples, discarded, short = _interleaved(names, want, lambda n: None, lambda n: graphs[n].replay(),
                                              {n: 100e-6 for n in names})
     note = "" if cold or not cfg.cold_l2 else (
-        f"inputs of {per_copy} B need more than {MAX_GRAPH_COPIES} copies to exceed 2x L2"
+        f"warm L2: {n_copies} copies of its {per_copy} B inputs do not exceed 2x L2"
     )
     out = {
         n: Measurement(

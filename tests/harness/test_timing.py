@@ -1,7 +1,7 @@
 """CPU checks of harness/timing.py's rules (the GPU protocol itself: test_timing_gpu.py)."""
 import pytest
 
-from harness.timing import MAX_HOLD_S, longer_hold
+from harness.timing import MAX_GRAPH_COPIES, MAX_HOLD_S, MAX_REPLAY_S, graph_plan, longer_hold
 
 pytestmark = pytest.mark.harness
 
@@ -33,3 +33,28 @@ def test_a_host_heavy_provider_may_hold_past_the_fixed_cap():
 
 def test_a_hold_never_shrinks():
     assert longer_hold(500e-6, 40e-6, enqueue_s=1e-6) == 500e-6
+
+
+L2 = 50 << 20
+
+
+def test_a_small_kernel_rotates_over_enough_copies_for_a_cold_l2():
+    calls, copies, cold = graph_plan(per_copy=4 << 20, est_s=[5e-6], cold_l2=True, l2_bytes=L2)
+    assert cold and copies * (4 << 20) >= 2 * L2 and calls >= copies
+
+
+def test_a_long_call_is_captured_a_bounded_number_of_times():
+    """A whole model's decode step (about 10 ms) on 2 KB of token ids: before the cap the
+    plan asked for MAX_GRAPH_COPIES captured steps, and the capture ran for minutes."""
+    calls, copies, cold = graph_plan(per_copy=2048, est_s=[10e-3, 12e-3], cold_l2=True, l2_bytes=L2)
+    assert calls * 12e-3 <= MAX_REPLAY_S and copies <= calls and not cold
+    assert graph_plan(2048, [10e-3], True, L2)[0] < MAX_GRAPH_COPIES
+
+
+def test_a_call_longer_than_the_cap_is_still_captured_once():
+    assert graph_plan(per_copy=2048, est_s=[0.2], cold_l2=True, l2_bytes=L2)[:2] == (1, 1)
+
+
+def test_warm_l2_uses_one_copy():
+    calls, copies, cold = graph_plan(per_copy=1 << 20, est_s=[2e-6], cold_l2=False, l2_bytes=L2)
+    assert (copies, cold) == (1, False) and calls * 2e-6 >= 40e-6  # a replay of about 50 us
