@@ -10,7 +10,7 @@ import torch
 from harness.lanes import has_gpu
 from models import LLAMA3_8B, get_ops, tiny
 from models.model import Transformer, random_source
-from tests.helpers.greedy import assert_greedy_agrees, greedy_flips
+from tests.helpers.greedy import assert_greedy_agrees, greedy_flips, logit_error, own_flips
 
 pytestmark = pytest.mark.e2e
 
@@ -77,9 +77,15 @@ def test_smollm2_32_continuations_of_a_2k_prompt_agree_with_and_without_sharing(
     shared = _forced_logits(model, prompt, questions, forced, ops, share=True)
     exact = _forced_logits(Transformer(src, torch.float32, "cuda"), prompt, questions, forced, get_ops("torch"),
                            share=False)
-    # Exact equality of 1024 bf16 choices is not the property: an H100 run flipped one (the
-    # 24th token of continuation 9, the rest equal) where sharing sums in another order
-    assert_greedy_agrees(exact, alone, shared, forced, max_ties=3)
+    # Exact equality of 1024 bf16 choices is not the property: sharing sums attention in
+    # another order, and an H100 run flipped 22 ties of 1024 (none clear). Sharing must add
+    # no error of its own: its logits as close to float32's as the unshared path's
+    flips = greedy_flips(exact, alone, shared, forced)[0]
+    print(f"ties flipped by sharing {len(flips)}, by bf16 against float32 {own_flips(exact, forced)} of "
+          f"{forced.numel()}; mean largest logit error: shared {logit_error(exact, shared):.4f}, "
+          f"unshared {logit_error(exact, alone):.4f}")
+    assert logit_error(exact, shared) <= 1.25 * logit_error(exact, alone)
+    assert_greedy_agrees(exact, alone, shared, forced)
 
 
 def _forced_logits(model, prompt, questions, forced, ops, share):
@@ -112,6 +118,25 @@ def test_greedy_agreement_lets_only_ties_flip():
         assert_greedy_agrees(exact, lowp, lowp + torch.tensor([0.0, 0.0, 0.05]), forced, max_ties=0)
     with pytest.raises(ValueError, match="own greedy tokens"):
         greedy_flips(exact, lowp, got, (forced + 1) % 3)
+
+
+def test_the_default_tie_budget_follows_low_precisions_own_flips():
+    """Without max_ties: twice the steps where float32 turns the reference path's choice, at
+    least 3."""
+    exact = torch.zeros(1, 8, 3)
+    exact[..., 0] = 1.0
+    lowp = exact.clone()
+    lowp[0, :, 1] = 0.999  # every step a near tie: lowp keeps 0, float32 too
+    forced = lowp.argmax(-1)
+    got = lowp.clone()
+    got[0, :4, 1] += 0.002  # four ties flipped
+    assert own_flips(exact, forced) == 0
+    with pytest.raises(AssertionError, match="4 ties flipped \\(at most 3\\)"):
+        assert_greedy_agrees(exact, lowp, got, forced)
+    exact[0, :2, 1] = 1.001  # float32 itself prefers 1 at two steps: 4 allowed
+    assert own_flips(exact, forced) == 2
+    assert_greedy_agrees(exact, lowp, got, forced)
+    assert logit_error(exact, exact) == 0 and logit_error(exact, exact + 0.5) == pytest.approx(0.5)
 
 
 def test_random_model_is_held_once_without_its_source_tensors():

@@ -29,7 +29,23 @@ def greedy_flips(exact: torch.Tensor, lowp: torch.Tensor, got: torch.Tensor, for
     return ties, clear
 
 
-def assert_greedy_agrees(exact, lowp, got, forced, max_ties: int) -> None:
+def own_flips(exact: torch.Tensor, forced: torch.Tensor) -> int:
+    """Steps at which the float32 model prefers another token than the reference path's:
+    how often low precision alone turns a choice."""
+    return int((exact.detach().cpu().argmax(-1) != forced.cpu()).sum())
+
+
+def assert_greedy_agrees(exact, lowp, got, forced, max_ties: int | None = None) -> None:
+    """No clear choice flipped, and at most max_ties ties. max_ties None: twice as many as
+    the reference path itself turns against float32 (at least 3), since two low-precision
+    paths that differ only in summation order meet ties about as often as one meets float32."""
     ties, clear = greedy_flips(exact, lowp, got, forced)
     assert not clear, f"a clear greedy choice flipped at (step, exact's margin, allowed): {clear[:5]}"
+    if max_ties is None:
+        max_ties = max(3, 2 * own_flips(exact, forced))
     assert len(ties) <= max_ties, f"{len(ties)} ties flipped (at most {max_ties}): {ties[:5]}"
+
+
+def logit_error(exact: torch.Tensor, lowp: torch.Tensor) -> float:
+    """Mean over steps of the largest logit error against float32."""
+    return (lowp.detach().double().cpu() - exact.detach().double().cpu()).abs().amax(-1).mean().item()
