@@ -3,6 +3,7 @@
 - eager: the unfused PyTorch code (Hugging Face RMSNorm, then x @ W; SiLU(x W1) * (x W3);
   x W + s (x A) B).
 - torch_rms_norm: F.rms_norm then x @ W.
+- addmm: x W + residual as one cuBLAS call (torch.addmm), the residual added in its epilogue.
 - fused_weight: gated MLP as one GEMM on [W1 | W3] (K, 2N), then SiLU-and-multiply (the
   layout vLLM and others use).
 - compile: torch.compile of the eager code.
@@ -25,6 +26,14 @@ def eager_gated_mlp(x, w1, w3):
     return F.silu(x @ w1) * (x @ w3)
 
 
+def eager_linear(x, w, residual):
+    return residual + x @ w
+
+
+def addmm_linear(x, w, residual):
+    return torch.addmm(residual, x, w)
+
+
 def eager_lora_linear(x, w, a, b, scale):
     return x @ w + scale * ((x @ a) @ b)
 
@@ -34,5 +43,5 @@ def fused_weight_gated_mlp(x, w13):
     return F.silu(a) * b
 
 
-__all__ = ["eager_rmsnorm_linear", "torch_rmsnorm_linear", "eager_gated_mlp", "eager_lora_linear",
+__all__ = ["eager_linear", "addmm_linear", "eager_rmsnorm_linear", "torch_rmsnorm_linear", "eager_gated_mlp", "eager_lora_linear",
            "fused_weight_gated_mlp"]

@@ -21,7 +21,10 @@ because it is linear in K: each chunk adds (x_c A_c) B.
 
 A prompt's rows (LARGE_ROWS and more) make enough tiles to fill the GPU without a split:
 there the tiles are 128 rows deep, and GROUP_M row tiles run side by side over the same
-weight columns, so a weight tile read from HBM serves GROUP_M row tiles from L2.
+weight columns, so a weight tile read from HBM serves GROUP_M row tiles from L2. Both
+operands then go from TMA's shared-memory tiles straight to the tensor cores, so nothing
+may touch x inside the loop: rmsnorm_linear normalizes the rows first (one more pass over
+x, small beside the product) and the gated MLP reads through TMA too.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_int, check_number, check_same_device, check_same_dtype, check_tensor
 from kernels.interpreter import exact_operand
+from kernels.norm.rmsnorm import rms_norm
 from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
                             tile_counters, tile_ranges, use_tma)
 from kernels.tuning import LaunchSpace, pow2_bucket
@@ -39,7 +43,12 @@ from kernels.tuning import LaunchSpace, pow2_bucket
 DTYPES = (torch.float16, torch.bfloat16)
 MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; more: a merge kernel
 MAX_FIXUP_ROWS_TMA = 256  # the same with TMA reads (see _run)
-LARGE_ROWS = 256  # from this many rows: prefill tiles (128-row, grouped, no K split)
+LARGE_ROWS = 256  # from this many rows (bucketed up): prefill tiles (128-row, grouped, no K split)
+
+
+def prompt_rows(m: int) -> bool:
+    """Rows that take the prefill path (their launch key's bucket is LARGE_ROWS or more)."""
+    return pow2_bucket(m) >= LARGE_ROWS
 
 
 def _default_config(path: str, rows: int, n: int, k: int) -> dict:
@@ -67,7 +76,7 @@ def _candidates(path: str, rows: int, n: int, k: int) -> list[dict]:
     """Decode rows: tile (N x K block) x pipeline depth x waves of split-K programs. Prompt
     rows: tile (M x N) x pipeline depth x warps, 64-deep K blocks, grouped."""
     if rows >= LARGE_ROWS:
-        tiles = ((128, 128), (128, 256), (64, 256), (64, 128)) if path != "gated" else ((128, 128), (64, 128), (64, 256))
+        tiles = ((128, 128), (128, 256), (64, 256), (64, 128)) if not path.startswith("gated") else ((128, 128), (64, 128), (64, 256))
         return [dict(block_m=bm, block_n=bn, block_k=64, num_warps=w, num_stages=st, group_m=8)
                 for bm, bn in tiles for w in (4, 8) for st in (3, 4)]
     tiles = ((32, 128), (64, 64), (64, 128), (128, 64), (128, 128))
@@ -267,12 +276,14 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     y2 = y.view(-1, N)
     config = dict(config or {})  # "tma" is resolved here, the rest by LAUNCH
     w3_arg = w3 if w3 is not None else w1
-    # On Hopper one weight stream is read through TMA descriptors. The gated kernel stays on
-    # pointer loads there: TMA did not speed it up.
+    # On Hopper one weight stream is read through TMA descriptors, and so are both of a gated
+    # MLP's for prompt rows. With decode rows the gated kernel stays on pointer loads: TMA did
+    # not speed it up there.
     tma = use_tma(config.pop("tma", "auto"), (x2, w1, w3_arg) + ((lora[0],) if lora is not None else ()),
                   "x and the weights (LoRA's A too) 16-byte aligned with row strides in multiples of 16 bytes",
-                  auto=w3 is None)
-    key = dict(path="tma" if tma else ("gated" if w3 is not None else "pointer"), rows=pow2_bucket(M), n=N, k=K)
+                  auto=w3 is None or prompt_rows(M))
+    path = ("gated_" if w3 is not None else "") + ("tma" if tma else "pointer")
+    key = dict(path=path, rows=pow2_bucket(M), n=N, k=K)
     cfg = LAUNCH.choose(x.device, key, config)
     block_m, block_n, block_k = cfg["block_m"], cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
@@ -370,9 +381,12 @@ def _check_norm(x, norm_weight, eps):
 
 
 def rmsnorm_linear(x, norm_weight, w, eps: float = 1e-6, *, num_splits=None, config=None):
-    """RMSNorm(x; norm_weight, eps) @ w in one pass over x and w."""
+    """RMSNorm(x; norm_weight, eps) @ w: in one pass over x and w for decode rows; for prompt
+    rows (LARGE_ROWS and more, no split asked) the rows normalized first, then the product."""
     _check_x_w(x, {"w": w})
     _check_norm(x, norm_weight, eps)
+    if prompt_rows(x.numel() // x.shape[-1]) and num_splits in (None, 1):
+        return _run(rms_norm(x, norm_weight, eps), None, w, None, 0.0, num_splits, config)
     return _run(x, norm_weight.contiguous(), w, None, eps, num_splits, config)
 
 

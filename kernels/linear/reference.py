@@ -11,6 +11,12 @@ def _out(y, x, compute_dtype):
     return y if compute_dtype == torch.float64 else y.to(x.dtype)
 
 
+def linear_reference(x, w, residual=None, compute_dtype=torch.float32):
+    """x W (+ residual, added before the one rounding)."""
+    y = x.to(compute_dtype) @ w.to(compute_dtype)
+    return _out(y if residual is None else y + residual.to(compute_dtype), x, compute_dtype)
+
+
 def rmsnorm_linear_reference(x, norm_weight, w, eps=1e-6, compute_dtype=torch.float32):
     h = rms_norm_reference(x, norm_weight, eps, compute_dtype).to(compute_dtype)
     return _out(h @ w.to(compute_dtype), x, compute_dtype)

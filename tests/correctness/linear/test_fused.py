@@ -371,3 +371,16 @@ def test_prompt_rows_shipped_tiles_match_reference(device, op):
     else:
         sd, y, ref = 0.0, gated_mlp(x, w1, w3), lambda d: gated_mlp_reference(x, w1, w3, d)
     assert_within_rule(y, ref(torch.float64), ref(dt), dt, sd)
+
+
+def test_prompt_rows_are_normalized_before_the_product(device):
+    """For prompt rows the tensor cores take x's tile as TMA stored it, so rmsnorm_linear
+    normalizes first: bit for bit rms_norm, then linear. Decode rows scale inside the loop."""
+    from kernels.norm.rmsnorm import rms_norm
+
+    dt, k, n = torch.bfloat16, 64, 48
+    g = torch.Generator().manual_seed(8)
+    x, w = randn((300, k), dt, device, g), randn((k, n), dt, device, g, k ** -0.5)
+    gw = randn((k,), dt, device, g, 0.2) + 1
+    assert torch.equal(rmsnorm_linear(x, gw, w, 1e-5), linear(rms_norm(x, gw, 1e-5), w))
+    assert not torch.equal(rmsnorm_linear(x[:8], gw, w, 1e-5), linear(rms_norm(x[:8], gw, 1e-5), w))
