@@ -203,10 +203,54 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
 
 
 @triton.jit
+def _node_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv, n0, k1, d, stride_kp, stride_vp,
+                scale_log2, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+                USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr):
+    """One block of the chunk's keys into the running (acc, max, sum) of the online softmax
+    (base 2). Every row sees every key of its node, so only the block past the chunk's end
+    (MASKED) drops keys. Through TMA that block reads on into the pool: its scores are
+    masked and its values zeroed."""
+    n = n0 + tl.arange(0, BLOCK_N)
+    n_ok = n < k1
+    if USE_TMA:  # the pool as a (pool_tokens, kv_heads * head_dim) matrix
+        k = desc_k.load([kv_start + n0, hkv * HEAD_DIM])
+    elif MASKED:
+        k = tl.load(k_base + n[:, None].to(tl.int64) * stride_kp + d[None, :], mask=n_ok[:, None], other=0.0)
+    else:
+        k = tl.load(k_base + n[:, None].to(tl.int64) * stride_kp + d[None, :])
+    qk = tl.dot(exact_operand(q), tl.trans(exact_operand(k)))
+    if MASKED:
+        s = tl.where(n_ok[None, :], qk * scale_log2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: the block holds at least one of the row's keys
+        p = tl.math.exp2(s - m_new[:, None])
+        if USE_TMA:
+            v = tl.where(n_ok[:, None], desc_v.load([kv_start + n0, hkv * HEAD_DIM]), 0.0)
+        else:
+            v = tl.load(v_base + n[:, None].to(tl.int64) * stride_vp + d[None, :], mask=n_ok[:, None], other=0.0)
+    else:
+        if POS_SCALE:  # max(qk) * scale is the scaled maximum: one fused multiply-add a score
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * scale_log2)
+            p = tl.math.exp2(qk * scale_log2 - m_new[:, None])
+        else:
+            s = qk * scale_log2
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.math.exp2(s - m_new[:, None])
+        if USE_TMA:
+            v = desc_v.load([kv_start + n0, hkv * HEAD_DIM])
+        else:
+            v = tl.load(v_base + n[:, None].to(tl.int64) * stride_vp + d[None, :])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v), acc * alpha[:, None])
+    return acc, m_new, l_i
+
+
+@triton.jit
 def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, PART_ROW0,
                  stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
                  q_tokens, group, n_kv_heads, scale_log2,
-                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr):
+                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr,
+                 POS_SCALE: tl.constexpr = True):
     """One work item: BLOCK_M query rows of the sequences under one node, one KV head, one
     chunk of the node's keys. Rows are (sequence, query token, head of the group); every
     row sees every key of the node (the node lies wholly before the queries). Writes the
@@ -234,26 +278,13 @@ def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, P
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    offs_n = tl.arange(0, BLOCK_N)
-    for n0 in range(k0, k1, BLOCK_N):
-        n = n0 + offs_n
-        n_ok = n < k1
-        if USE_TMA:  # the pool as a (pool_tokens, kv_heads * head_dim) matrix; rows past the chunk masked below
-            k = desc_k.load([kv_start + n0, hkv * HEAD_DIM])
-        else:
-            k = tl.load(k_base + n[:, None].to(tl.int64) * stride_kp + d[None, :], mask=n_ok[:, None], other=0.0)
-        s = tl.dot(exact_operand(q), tl.trans(exact_operand(k))) * scale_log2
-        s = tl.where(n_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite after the first block: every row sees its keys
-        p = tl.math.exp2(s - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if USE_TMA:
-            v = tl.where(n_ok[:, None], desc_v.load([kv_start + n0, hkv * HEAD_DIM]), 0.0)
-        else:
-            v = tl.load(v_base + n[:, None].to(tl.int64) * stride_vp + d[None, :], mask=n_ok[:, None], other=0.0)
-        acc = tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v), acc * alpha[:, None])
-        m_i = m_new
+    full_end = k0 + (k1 - k0) // BLOCK_N * BLOCK_N  # whole key blocks need no mask; the chunk's tail does
+    for n0 in range(k0, full_end, BLOCK_N):
+        acc, m_i, l_i = _node_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv, n0, k1, d,
+                                    stride_kp, stride_vp, scale_log2, HEAD_DIM, BLOCK_N, False, USE_TMA, POS_SCALE)
+    for n0 in range(full_end, k1, BLOCK_N):
+        acc, m_i, l_i = _node_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv, n0, k1, d,
+                                    stride_kp, stride_vp, scale_log2, HEAD_DIM, BLOCK_N, True, USE_TMA, POS_SCALE)
     out = acc / l_i[:, None]
     lse2 = tl.where(m_i == float("inf"), m_i, m_i + tl.math.log2(l_i))
     dst = tl.load(PART_ROW0 + part) + hkv * n_rows + rows
@@ -379,11 +410,13 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
                        for t in (k_pool, v_pool)) if tma else (k_pool, v_pool))
     o_part = torch.empty(plan.part_rows, D, dtype=torch.float32, device=q.device)
     lse_part = torch.empty(plan.part_rows, dtype=torch.float32, device=q.device)
+    scale_log2 = (D ** -0.5 if scale is None else float(scale)) / LN2
     _node_kernel[(plan.n_items, Hkv)](
         q, k_pool, v_pool, desc_k, desc_v, o_part, lse_part, plan.work, plan.node_meta, plan.part_row0,
         q.stride(0), q.stride(1), q.stride(2), k_pool.stride(0), k_pool.stride(1), v_pool.stride(0), v_pool.stride(1),
-        T, group, Hkv, (D ** -0.5 if scale is None else float(scale)) / LN2,
-        HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], USE_TMA=tma, num_warps=cfg["num_warps"],
+        T, group, Hkv, scale_log2,
+        HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], USE_TMA=tma, POS_SCALE=scale_log2 > 0,
+        num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"])
     # the suffixes through the split-KV decode kernel, which merges the node partials into each
     # row before its store when it does not split the suffix (the usual case: many sequences)

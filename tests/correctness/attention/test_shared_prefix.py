@@ -75,6 +75,20 @@ def test_shared_prefix_matches_reference(device, fanouts, lengths, loners, t, kv
     _check(tree, *_inputs(tree, t, hq, hkv, d, dt, device, seed), dt, config=dict(tma=tma))
 
 
+@pytest.mark.parametrize("scale", [-1.0, 0.0, 0.3])
+def test_any_scale_matches_reference(device, scale):
+    """Whole key blocks take max(q k) * scale as the scaled maximum, which holds for a
+    positive scale only: at -1 it is the minimum, and exp2 of the scores above it overflows
+    half precision. 150 keys in chunks of whole 64-key blocks and a masked tail."""
+    dt = torch.float16
+    tree = prefix_tree([-1], [150], [0, 0, 0], device=device)
+    q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 1, 64, dt, device, 11)
+    out = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, scale=scale)
+    exact = shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, scale=scale, compute_dtype=torch.float64)
+    lowp = shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, scale=scale, compute_dtype=dt)
+    assert_within_rule(out, exact, lowp, dt, what="out")
+
+
 def test_natural_log_lse_of_a_long_prefix_and_a_short_suffix(device):
     """The merge's log-sum-exp is natural-log at the API (peers mixing base 2 and e have
     shipped a 12% error): a 3072-token prefix under 4 sequences, 64-token suffixes, against
