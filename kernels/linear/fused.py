@@ -36,7 +36,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 from kernels.checks import check_int, check_number, check_same_device, check_same_dtype, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.norm.rmsnorm import rms_norm
-from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
+from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, sm_count, split_plan,
                             tile_counters, tile_ranges, use_tma)
 from kernels.tuning import LaunchSpace, pow2_bucket
 
@@ -57,19 +57,20 @@ def _default_config(path: str, rows: int, n: int, k: int) -> dict:
     each tile even at 64 rows. Pointer loads, one weight: wide tiles, two waves, 64-deep K
     blocks so that several programs fit on an SM (128-deep left one 4-warp program per SM).
     Gated (two weights streamed): one wave. Prompt rows (LARGE_ROWS): 128 x 128 tiles,
-    64-deep K blocks, 8 warps, groups of 8 row tiles, no split."""
+    64-deep K blocks, 8 warps, groups of 8 row tiles, no split, one program a tile
+    (persistent: one program an SM walking the tiles, a candidate of the tuner)."""
     if rows >= LARGE_ROWS:
         return dict(block_m=128, block_n=128, block_k=64, num_warps=8, num_stages=3, group_m=8, waves=1,
-                    fixup_rows=MAX_FIXUP_ROWS, fixup="auto")
+                    fixup_rows=MAX_FIXUP_ROWS, fixup="auto", persistent=False)
     block_m = max(16, min(64, rows))
     if path == "tma":
         return dict(block_m=block_m, block_n=64, block_k=128, num_warps=4, num_stages=3, group_m=1, waves=1.5,
-                    fixup_rows=MAX_FIXUP_ROWS_TMA, fixup="auto")
+                    fixup_rows=MAX_FIXUP_ROWS_TMA, fixup="auto", persistent=False)
     if path == "pointer":
         return dict(block_m=block_m, block_n=128, block_k=64, num_warps=4, num_stages=3, group_m=1, waves=2,
-                    fixup_rows=MAX_FIXUP_ROWS, fixup="auto")
+                    fixup_rows=MAX_FIXUP_ROWS, fixup="auto", persistent=False)
     return dict(block_m=block_m, block_n=64, block_k=128, num_warps=4, num_stages=3, group_m=1, waves=1,
-                fixup_rows=MAX_FIXUP_ROWS, fixup="auto")
+                fixup_rows=MAX_FIXUP_ROWS, fixup="auto", persistent=False)
 
 
 def _candidates(path: str, rows: int, n: int, k: int) -> list[dict]:
@@ -77,8 +78,11 @@ def _candidates(path: str, rows: int, n: int, k: int) -> list[dict]:
     rows: tile (M x N) x pipeline depth x warps, 64-deep K blocks, grouped."""
     if rows >= LARGE_ROWS:
         tiles = ((128, 128), (128, 256), (64, 256), (64, 128)) if not path.startswith("gated") else ((128, 128), (64, 128), (64, 256))
-        return [dict(block_m=bm, block_n=bn, block_k=64, num_warps=w, num_stages=st, group_m=8)
-                for bm, bn in tiles for w in (4, 8) for st in (3, 4)]
+        grouped = [dict(block_m=bm, block_n=bn, block_k=64, num_warps=w, num_stages=st, group_m=8)
+                   for bm, bn in tiles for w in (4, 8) for st in (3, 4)]
+        persistent = [dict(block_m=128, block_n=bn, block_k=64, num_warps=8, num_stages=st, group_m=8, persistent=True)
+                      for bn in (128, 256) for st in (3, 4)] if path.endswith("tma") else []
+        return grouped + persistent
     tiles = ((32, 128), (64, 64), (64, 128), (128, 64), (128, 128))
     return [dict(block_n=bn, block_k=bk, num_stages=st, waves=wv)
             for bn, bk in tiles for st in (3, 4) for wv in (1, 1.5, 2, 4)]
@@ -94,6 +98,8 @@ def _check_config(cfg: dict) -> None:
         raise ValueError(f"block_m must be 16, 32, 64 or 128, got {cfg['block_m']!r}")
     if isinstance(cfg["group_m"], bool) or not isinstance(cfg["group_m"], int) or cfg["group_m"] < 1:
         raise ValueError(f"group_m must be an int >= 1, got {cfg['group_m']!r}")
+    if not isinstance(cfg["persistent"], bool):
+        raise ValueError(f"persistent must be True or False, got {cfg['persistent']!r}")
 
 
 LAUNCH = LaunchSpace("fused_linear", _default_config, _candidates, _check_config)
@@ -211,6 +217,35 @@ def _fused_linear_kernel(
 
 
 @triton.jit
+def _prompt_kernel(XD, W1D, W3D, Y, R, M, N, K, stride_ym, stride_rm,
+                   GATED: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_PROGRAMS: tl.constexpr):
+    """Prompt rows, persistent: NUM_PROGRAMS programs (one an SM) walk the output tiles in
+    GROUP_M-row groups; x and the weights through TMA straight to the tensor cores. The
+    tile and K loops flattened into one lets the loads of a tile's first blocks overlap the
+    epilogue of the one before."""
+    n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    k_blocks = tl.cdiv(K, BLOCK_K)
+    for tile in tl.range(tl.program_id(0), n_m * n_n, NUM_PROGRAMS, flatten=True):
+        in_group = GROUP_M * n_n
+        first_m = tile // in_group * GROUP_M
+        group_rows = tl.minimum(n_m - first_m, GROUP_M)
+        pid_m = first_m + tile % in_group % group_rows
+        pid_n = tile % in_group // group_rows
+        acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        acc3 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for kb in range(k_blocks):
+            x = XD.load([pid_m * BLOCK_M, kb * BLOCK_K])  # past K or M: zeros
+            acc1 = tl.dot(exact_operand(x), exact_operand(W1D.load([kb * BLOCK_K, pid_n * BLOCK_N])), acc1)
+            if GATED:
+                acc3 = tl.dot(exact_operand(x), exact_operand(W3D.load([kb * BLOCK_K, pid_n * BLOCK_N])), acc3)
+        rm, rn, m_ok, n_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
+        y = _epilogue(acc1, acc3, acc1, K, 0.0, False, GATED)
+        _store_out(y, Y + rm[:, None].to(tl.int64) * stride_ym + rn[None, :], R, rm, rn, m_ok[:, None] & n_ok[None, :],
+                   stride_rm, HAS_RESIDUAL)
+
+
+@triton.jit
 def _store_out(y, y_ptrs, R, rm, rn, mask, stride_rm, HAS_RESIDUAL: tl.constexpr):
     """y (+ the residual, added in fp32 before the one rounding) -> the output."""
     if HAS_RESIDUAL:
@@ -295,6 +330,16 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     fixup = split and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits * M <= cfg["fixup_rows"]))
     gated, has_norm = w3 is not None, g is not None
     n_tiles, m_tiles = triton.cdiv(N, block_n), triton.cdiv(M, block_m)
+    if cfg["persistent"] and tma and not split and not has_norm and lora is None:
+        r2 = residual.reshape(-1, N) if residual is not None else y2
+        xd = TensorDescriptor.from_tensor(x2, [block_m, block_k])
+        w1d, w3d = (TensorDescriptor.from_tensor(w, [block_k, block_n]) for w in (w1, w3_arg))
+        programs = min(sm_count(x.device), n_tiles * m_tiles)
+        _prompt_kernel[(programs,)](
+            xd, w1d, w3d, y2, r2, M, N, K, y2.stride(0), r2.stride(0), GATED=gated, HAS_RESIDUAL=residual is not None,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, NUM_PROGRAMS=programs,
+            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        return y
     if split:
         p1 = torch.empty(n_splits, M, N, dtype=torch.float32, device=x.device)
         p3 = torch.empty_like(p1) if gated else p1

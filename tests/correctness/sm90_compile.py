@@ -30,7 +30,7 @@ from kernels.attention.sparse_prefill import (  # noqa: E402
     _block_sparse_kernel, _bs_default, _estimate_scores_kernel, _estimate_stats_kernel, _vertical_slash_kernel,
     _vs_default,
 )
-from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel  # noqa: E402
+from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel, _prompt_kernel  # noqa: E402
 from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
 from kernels.norm.rmsnorm import _rmsnorm_kernel  # noqa: E402
 from kernels.quant.mixq import _mixq_gemm_kernel, _mixq_quantize_kernel  # noqa: E402
@@ -99,6 +99,12 @@ def cases():
                 "USE_TMA": True, "HAS_RESIDUAL": not gated, "PDL": True,
                 "BLOCK_M": 128, "BLOCK_N": block_n, "BLOCK_K": 64, "BLOCK_R": 16, "GROUP_M": 8},
                dict(num_warps=8, num_stages=3, spill_free=block_n == 128))  # 128 x 128: the shipped launch
+    for gated, block_n in ((True, 128), (False, 256)):  # the persistent prompt-row kernel (a tuner candidate)
+        desc = {"XD": "tensordesc<bf16[128,64]>", "W1D": f"tensordesc<bf16[64,{block_n}]>",
+                "W3D": f"tensordesc<bf16[64,{block_n}]>", "Y": "*bf16", "R": "*bf16"}
+        yield (f"fused_linear persistent prompt rows gated={gated} BLOCK_N={block_n}", _prompt_kernel, desc,
+               {"GATED": gated, "HAS_RESIDUAL": not gated, "BLOCK_M": 128, "BLOCK_N": block_n, "BLOCK_K": 64,
+                "GROUP_M": 8, "NUM_PROGRAMS": 132}, dict(num_warps=8, num_stages=3))
     yield ("merge_splits", _merge_splits_kernel, f32("P1 P3 SS") | {"Y": "*bf16", "R": "*bf16", "eps": "fp32"},
            {"HAS_NORM": True, "GATED": True, "HAS_RESIDUAL": True, "PDL": True, "BLOCK_N": 256, "BLOCK_S": 16})
     wo = {"X": "*bf16", "S": "*bf16", "Z": "*bf16", "Y": "*bf16", "P": "*fp32", "COUNT": "*i32"}

@@ -327,22 +327,25 @@ def test_num_splits_is_checked(device, op):
 
 
 @given(m=st.integers(129, 300), k8=st.integers(1, 24), n8=st.integers(1, 24), group_m=st.sampled_from([1, 2, 3, 8]),
-       tma=st.booleans(), op=st.sampled_from(["rmsnorm_linear", "gated_mlp", "lora_linear", "linear"]),
-       seed=st.integers(0, 2**31 - 1))
-@example(m=150, k8=9, n8=9, group_m=3, tma=False, op="gated_mlp", seed=0)  # 5 row tiles: groups of 3 and 2
-@example(m=300, k8=8, n8=17, group_m=8, tma=True, op="rmsnorm_linear", seed=1)  # one partial group, N off the block
-def test_prompt_rows_grouped_tiles_match_reference(device, m, k8, n8, group_m, tma, op, seed):
-    """A prompt's rows (LARGE_ROWS and more): one program per output tile, row tiles in
-    groups over the same weight columns (group_m), no K split; every tile is computed once
-    whatever the group and tile counts. Small tiles here keep the interpreter quick; the
-    shipped 128 x 128 tiles are the next test."""
+       tma=st.booleans(), persistent=st.booleans(),
+       op=st.sampled_from(["rmsnorm_linear", "gated_mlp", "lora_linear", "linear"]), seed=st.integers(0, 2**31 - 1))
+@example(m=150, k8=9, n8=9, group_m=3, tma=False, persistent=False, op="gated_mlp", seed=0)  # 5 row tiles: groups of 3 and 2
+@example(m=300, k8=8, n8=17, group_m=8, tma=True, persistent=False, op="rmsnorm_linear", seed=1)  # one partial group, N off the block
+@example(m=300, k8=8, n8=17, group_m=3, tma=True, persistent=True, op="gated_mlp", seed=2)  # 30 tiles walked by a few programs
+@example(m=257, k8=3, n8=5, group_m=2, tma=True, persistent=True, op="linear", seed=3)  # K and N off the block, a 1-row tile
+def test_prompt_rows_grouped_tiles_match_reference(device, m, k8, n8, group_m, tma, persistent, op, seed):
+    """A prompt's rows (LARGE_ROWS and more): one program per output tile, or (persistent,
+    through TMA) one per SM walking the tiles; row tiles in groups over the same weight
+    columns (group_m), no K split; every tile is computed once whatever the group and tile
+    counts. Small tiles here keep the interpreter quick; the shipped 128 x 128 tiles are the
+    next test."""
     dt, k, n = torch.float16, 8 * k8, 8 * n8
     g = torch.Generator().manual_seed(seed)
     x, w1, w3 = randn((m, k), dt, device, g), randn((k, n), dt, device, g, k ** -0.5), randn((k, n), dt, device, g, k ** -0.5)
     gw = randn((k,), dt, device, g, 0.2) + 1
     a, b = randn((k, 16), dt, device, g, k ** -0.5), randn((16, n), dt, device, g, 0.3)
     res = randn((m, n), dt, device, g)
-    cfg = dict(tma=tma, block_m=32, block_n=32, block_k=32, group_m=group_m)
+    cfg = dict(tma=tma, block_m=32, block_n=32, block_k=32, group_m=group_m, persistent=persistent)
     sd = 0.0
     if op == "rmsnorm_linear":
         sd = rounding_sd(rms_norm_reference(x, gw, 1e-6, torch.float64), w1, dt)
