@@ -43,7 +43,7 @@ from .prefill import check_tile_config
 
 PREFIX_BLOCK_N = 64   # keys per step of the node kernel (default)
 MERGE_BLOCK_M = 64    # query rows a merge program takes
-TARGET_WAVES = 2      # the node kernel's programs: about this many per SM, by splitting long nodes
+TARGET_WAVES = 2      # the node kernel's programs: about this many per SM, by splitting long nodes (default)
 
 
 @dataclass
@@ -159,16 +159,19 @@ class _Plan:
     n_items: int              # programs of the node kernel per KV head
 
 
-def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: int, block_n: int) -> _Plan:
+def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: int, block_n: int,
+          waves: float = TARGET_WAVES) -> _Plan:
     """Row tiles per node, then each node's keys split so that the programs fill the GPU
-    about TARGET_WAVES times (a long prefix under few sequences: many chunks)."""
-    key = (q_tokens, group, kv_heads, block_m, block_n)
+    about `waves` times (a long prefix under few sequences: many chunks). Each chunk's
+    partial output goes through memory in float32, so fewer waves trade idle SMs for less
+    of that traffic."""
+    key = (q_tokens, group, kv_heads, block_m, block_n, waves)
     if key in tree._plans:
         return tree._plans[key]
     rows_per_seq = q_tokens * group
     shared = tree.shared_nodes
     tiles = {n: triton.cdiv(tree.seq_count[n] * rows_per_seq, block_m) for n in shared}
-    programs = TARGET_WAVES * (sm_count(tree.device) if tree.device.type == "cuda" else 4)
+    programs = waves * (sm_count(tree.device) if tree.device.type == "cuda" else 4)
     work_total = sum(tiles[n] * tree.kv_len[n] for n in shared) or 1
     work, part_row0, part_node, seq_parts = [], [], [], [[] for _ in range(tree.n_seqs)]
     row = 0
@@ -322,15 +325,26 @@ def _merge_kernel(O_SUF, LSE_SUF, O_PART, LSE_PART, SEQ_PARTS, PART_ROW0, PART_N
 
 def _default_config(head_dim: int, rows: int, kv: int) -> dict:
     """Up to 64 rows a tile (fewer when no node has that many), 64-key blocks, 4 warps,
-    pointer loads (tma: the keys through TMA descriptors, Hopper and newer)."""
-    return dict(BLOCK_M=max(16, min(64, rows)), BLOCK_N=PREFIX_BLOCK_N, num_warps=4, num_stages=2, tma=False)
+    pointer loads (tma: the keys through TMA descriptors, Hopper and newer), long nodes split
+    into about TARGET_WAVES programs an SM."""
+    return dict(BLOCK_M=max(16, min(64, rows)), BLOCK_N=PREFIX_BLOCK_N, num_warps=4, num_stages=2, tma=False,
+                waves=TARGET_WAVES)
 
 
 def _candidates(head_dim: int, rows: int, kv: int) -> list[dict]:
-    return [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, tma=tma)
-            for bm in (16, 32, 64, 128) if bm <= max(16, rows)
-            for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3) for tma in (False, True)
-            if not (bm == 128 and bn == 128 and st > 2)]
+    tiles = [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, tma=tma)
+             for bm in (16, 32, 64, 128) if bm <= max(16, rows)
+             for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3) for tma in (False, True)
+             if not (bm == 128 and bn == 128 and st > 2)]
+    splits = [dict(BLOCK_M=bm, BLOCK_N=64, num_warps=w, num_stages=3, tma=tma, waves=wv)
+              for bm, w in ((64, 4), (128, 8)) if bm <= max(16, rows) for tma in (False, True) for wv in (1, 4)]
+    return tiles + splits
+
+
+def _check_config(cfg: dict) -> None:
+    check_tile_config(cfg)
+    if isinstance(cfg["waves"], bool) or not isinstance(cfg["waves"], (int, float)) or not cfg["waves"] > 0:
+        raise ValueError(f"waves must be a positive number, got {cfg['waves']!r}")
 
 
 def _pool_tma_ok(t: torch.Tensor) -> bool:
@@ -338,7 +352,7 @@ def _pool_tma_ok(t: torch.Tensor) -> bool:
     return t.stride(1) == t.shape[2] and tma_ok(t, need_hopper=False)
 
 
-LAUNCH = LaunchSpace("shared_prefix", _default_config, _candidates, check_tile_config)
+LAUNCH = LaunchSpace("shared_prefix", _default_config, _candidates, _check_config)
 
 
 def _check(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens):
@@ -401,7 +415,7 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     most_rows = max(tree.seq_count[n] for n in shared) * rows_per_seq
     key = dict(head_dim=D, rows=pow2_bucket(most_rows), kv=pow2_bucket(max(tree.kv_len[n] for n in shared)))
     cfg = LAUNCH.choose(q.device, key, config)
-    plan = _plan(tree, T, group, Hkv, cfg["BLOCK_M"], cfg["BLOCK_N"])
+    plan = _plan(tree, T, group, Hkv, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["waves"])
     tma = cfg["tma"] and _pool_tma_ok(k_pool) and _pool_tma_ok(v_pool)
     if cfg["tma"] and not tma and config and config.get("tma"):
         raise ValueError("tma=True needs k_pool and v_pool each readable as one (pool_tokens, kv_heads * head_dim) "

@@ -154,6 +154,21 @@ def test_long_nodes_are_split_and_every_key_is_covered(device):
     assert len([p for p in parts[2] if p >= 0]) == len(root)               # node 2 is empty
 
 
+def test_waves_set_how_finely_long_nodes_split(device):
+    """The launch option `waves`: more programs an SM, more key chunks (and float32 partials);
+    every setting computes the same attention."""
+    tree = prefix_tree([-1], [4000], [0, 0], device=device)
+    chunks = [len({(k0, k1) for n, r0, k0, k1, p in _plan(tree, 1, 4, 1, 16, 64, waves=w).work.cpu().tolist()})
+              for w in (1, 2, 4)]
+    assert chunks[0] < chunks[1] < chunks[2]
+    q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 1, 64, torch.bfloat16, device, 12)
+    for waves in (1, 4):
+        _check(tree, q, kp, vp, ks, vs, lens, torch.bfloat16, config=dict(waves=waves))
+    for bad in (0, -1, True, "2"):
+        with pytest.raises(ValueError, match="waves must be a positive number"):
+            shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, config=dict(waves=bad))
+
+
 def test_nan_in_a_node_reaches_only_the_sequences_under_it(device):
     tree = prefix_tree([-1, 0, 0], [30, 10, 10], [1, 1, 2, 2], device=device)
     q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 2, 64, torch.bfloat16, device, 5)
