@@ -219,14 +219,14 @@ def _fused_linear_kernel(
 @triton.jit
 def _prompt_kernel(XD, W1D, W3D, Y, R, M, N, K, stride_ym, stride_rm,
                    GATED: tl.constexpr, HAS_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_PROGRAMS: tl.constexpr):
-    """Prompt rows, persistent: NUM_PROGRAMS programs (one an SM) walk the output tiles in
+                   BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """Prompt rows, persistent: the programs (one an SM) walk the output tiles in
     GROUP_M-row groups; x and the weights through TMA straight to the tensor cores. The
     tile and K loops flattened into one lets the loads of a tile's first blocks overlap the
     epilogue of the one before."""
     n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     k_blocks = tl.cdiv(K, BLOCK_K)
-    for tile in tl.range(tl.program_id(0), n_m * n_n, NUM_PROGRAMS, flatten=True):
+    for tile in tl.range(tl.program_id(0), n_m * n_n, tl.num_programs(0), flatten=True):
         in_group = GROUP_M * n_n
         first_m = tile // in_group * GROUP_M
         group_rows = tl.minimum(n_m - first_m, GROUP_M)
@@ -337,8 +337,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
         programs = min(sm_count(x.device), n_tiles * m_tiles)
         _prompt_kernel[(programs,)](
             xd, w1d, w3d, y2, r2, M, N, K, y2.stride(0), r2.stride(0), GATED=gated, HAS_RESIDUAL=residual is not None,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, NUM_PROGRAMS=programs,
-            num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
         return y
     if split:
         p1 = torch.empty(n_splits, M, N, dtype=torch.float32, device=x.device)

@@ -104,7 +104,7 @@ def cases():
                 "W3D": f"tensordesc<bf16[64,{block_n}]>", "Y": "*bf16", "R": "*bf16"}
         yield (f"fused_linear persistent prompt rows gated={gated} BLOCK_N={block_n}", _prompt_kernel, desc,
                {"GATED": gated, "HAS_RESIDUAL": not gated, "BLOCK_M": 128, "BLOCK_N": block_n, "BLOCK_K": 64,
-                "GROUP_M": 8, "NUM_PROGRAMS": 132}, dict(num_warps=8, num_stages=3))
+                "GROUP_M": 8}, dict(num_warps=8, num_stages=3))
     yield ("merge_splits", _merge_splits_kernel, f32("P1 P3 SS") | {"Y": "*bf16", "R": "*bf16", "eps": "fp32"},
            {"HAS_NORM": True, "GATED": True, "HAS_RESIDUAL": True, "PDL": True, "BLOCK_N": 256, "BLOCK_S": 16})
     wo = {"X": "*bf16", "S": "*bf16", "Z": "*bf16", "Y": "*bf16", "P": "*fp32", "COUNT": "*i32"}
