@@ -343,7 +343,8 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COL
                            stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh,
                            T, q_heads, n_sel, group, qk_scale, max_diag, max_cols, n_blocks,
                            HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           SEARCH_STEPS: tl.constexpr, WRITE_LSE: tl.constexpr, POS_SCALE: tl.constexpr):
+                           SEARCH_STEPS: tl.constexpr, WRITE_LSE: tl.constexpr, POS_SCALE: tl.constexpr,
+                           FLAT: tl.constexpr = False):
     bh, pid_m, b, h, offs_m, offs_d, row_ok, q, K, V = _program_rows(
         Q, K, V, HEADS, stride_qb, stride_qt, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, T, n_sel, group,
         HEAD_DIM, BLOCK_M)
@@ -357,22 +358,49 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COL
     # which rows see a key at all, from the pattern alone: a row whose every score is -inf
     # or NaN still divides (NaN, as the math says); only a row that sees none gets zeros
     seen = tl.zeros([BLOCK_M], tl.int1)
-    for j in range(0, n_diag):
-        a = tl.load(DIAG + 2 * j)
-        bd = tl.load(DIAG + 2 * j + 1)
-        lo = tl.maximum(m0 - bd, 0)
-        end = tl.minimum(m0 + BLOCK_M - a, T)  # one past the range's last key
-        seen = seen | ((lo <= offs_m) & (lo < end))
-        # keys up to the block's first row are seen by every row: no mask
-        n_full = tl.maximum(tl.minimum(end, m0 + 1) - lo, 0) // BLOCK_N
-        for t in range(0, n_full):
-            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, lo + t * BLOCK_N, end,
-                                          stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, False, False,
-                                          POS_SCALE)
-        for n0 in range(lo + n_full * BLOCK_N, end, BLOCK_N):
+    if FLAT:
+        # One loop over the block's key tiles, across its ranges, so loads run ahead from one
+        # range into the next (a range of a tile or two otherwise restarts the pipeline);
+        # every tile masked. A range is empty only when its diagonals lie past the block's
+        # rows, and the intervals are sorted: the empty ones come last.
+        tiles = 0
+        for j in range(0, n_diag):
+            a = tl.load(DIAG + 2 * j)
+            lo = tl.maximum(m0 - tl.load(DIAG + 2 * j + 1), 0)
+            end = tl.minimum(m0 + BLOCK_M - a, T)
+            seen = seen | ((lo <= offs_m) & (lo < end))
+            tiles += tl.where(lo < end, tl.cdiv(end - lo, BLOCK_N), 0)
+        j = 0
+        n0 = tl.maximum(m0 - tl.load(DIAG + 1, mask=n_diag > 0, other=0), 0)
+        end = tl.minimum(m0 + BLOCK_M - tl.load(DIAG, mask=n_diag > 0, other=0), T)
+        for _ in range(0, tiles):
             acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, n0, end,
                                           stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
                                           POS_SCALE)
+            step = n0 + BLOCK_N >= end  # the range's last tile: on to the next interval
+            j += step.to(tl.int32)
+            nxt = j < n_diag
+            lo_next = tl.maximum(m0 - tl.load(DIAG + 2 * j + 1, mask=nxt, other=0), 0)
+            end_next = tl.minimum(m0 + BLOCK_M - tl.load(DIAG + 2 * j, mask=nxt, other=0), T)
+            n0 = tl.where(step, lo_next, n0 + BLOCK_N)
+            end = tl.where(step, end_next, end)
+    else:
+        for j in range(0, n_diag):
+            a = tl.load(DIAG + 2 * j)
+            bd = tl.load(DIAG + 2 * j + 1)
+            lo = tl.maximum(m0 - bd, 0)
+            end = tl.minimum(m0 + BLOCK_M - a, T)  # one past the range's last key
+            seen = seen | ((lo <= offs_m) & (lo < end))
+            # keys up to the block's first row are seen by every row: no mask
+            n_full = tl.maximum(tl.minimum(end, m0 + 1) - lo, 0) // BLOCK_N
+            for t in range(0, n_full):
+                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, lo + t * BLOCK_N, end,
+                                              stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, False, False,
+                                              POS_SCALE)
+            for n0 in range(lo + n_full * BLOCK_N, end, BLOCK_N):
+                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, n0, end,
+                                              stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
+                                              POS_SCALE)
     count = tl.load(BLOCK_COLS + bh * n_blocks + pid_m)
     COLS = COLS + bh.to(tl.int64) * max_cols
     # never pipelined: prefetching the gathered columns' binary search spills registers
@@ -407,12 +435,15 @@ VS_STAGES = 1
 
 
 def _vs_default(head_dim: int, tokens: int) -> dict:
-    """64-key tiles over the pattern's 64-row blocks, 4 warps, no pipelining (see VS_STAGES)."""
-    return dict(BLOCK_N=64, num_warps=4, num_stages=VS_STAGES)
+    """64-key tiles over the pattern's 64-row blocks, 4 warps, no pipelining (see VS_STAGES),
+    a loop per range (flat: one loop over all the block's range tiles, each masked)."""
+    return dict(BLOCK_N=64, num_warps=4, num_stages=VS_STAGES, flat=False)
 
 
 def _vs_candidates(head_dim: int, tokens: int) -> list[dict]:
-    return [dict(BLOCK_N=bn, num_warps=w, num_stages=st) for bn in (32, 64, 128) for w in (4, 8) for st in (1, 2)]
+    per_range = [dict(BLOCK_N=bn, num_warps=w, num_stages=st) for bn in (32, 64, 128) for w in (4, 8) for st in (1, 2)]
+    flat = [dict(BLOCK_N=bn, num_warps=w, num_stages=st, flat=True) for bn in (64, 128) for w in (4, 8) for st in (2, 3)]
+    return per_range + flat
 
 
 def _bs_default(head_dim: int, tokens: int) -> dict:
@@ -425,6 +456,8 @@ def _bs_candidates(head_dim: int, tokens: int) -> list[dict]:
 
 def _check_launch(cfg: dict) -> None:
     check_tile_config(cfg)
+    if "flat" in cfg and not isinstance(cfg["flat"], bool):
+        raise ValueError(f"flat must be True or False, got {cfg['flat']!r}")
     for name, allowed in (("num_warps", (1, 2, 4, 8, 16)), ("num_stages", (1, 2, 3, 4, 5))):
         if cfg[name] not in allowed:
             raise ValueError(f"{name} must be one of {allowed}, got {cfg[name]!r}")
@@ -451,7 +484,8 @@ def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, config=None):
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         T, Hq, n_sel, Hq // k.shape[2], scale * LOG2E, max_diag, index.columns.shape[2], n_blocks,
         HEAD_DIM=D, BLOCK_M=BLOCK, BLOCK_N=cfg["BLOCK_N"], SEARCH_STEPS=max(1, max_diag.bit_length()),
-        WRITE_LSE=lse is not None, POS_SCALE=scale > 0, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+        WRITE_LSE=lse is not None, POS_SCALE=scale > 0, FLAT=cfg["flat"], num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"])
 
 
 def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: SparseIndex, *,

@@ -45,7 +45,10 @@ def check(fn, types, consts, num_warps=4, num_stages=3, spill_free=False):
     """Compile fn with argument types (default i32) and constants; raise on failure, and on
     a register spill where the case is the kernel's shipped launch (spill_free). Returns the
     count of local-memory instructions."""
-    names = list(inspect.signature(fn.fn).parameters)
+    params = inspect.signature(fn.fn).parameters
+    names = list(params)
+    # a constexpr left out takes its default, as a launch does (not a runtime i32 compiling both branches)
+    consts = {**{n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}, **consts}
     sig = {n: ("constexpr" if n in consts else types.get(n, "i32")) for n in names}
     # Pointers 16-byte aligned, as PyTorch allocates them, and strides and sizes divisible
     # by 16, as they are at the suite's shapes: Triton specializes both at launch, and
@@ -200,6 +203,10 @@ def cases():
            {"num_warps": vs["num_warps"], "num_stages": vs["num_stages"], "spill_free": True})
     yield ("sparse prefill: vertical-slash attention, range loops pipelined", _vertical_slash_kernel, vs_types,
            vs_consts | {"BLOCK_N": 64}, {"num_warps": 8, "num_stages": 3, "spill_free": True})  # a tuning candidate
+    for warps, stages in ((4, 2), (8, 3)):  # tuning candidates: one loop over all of a block's range tiles
+        yield (f"sparse prefill: vertical-slash attention, flat range walk, {warps} warps {stages} stages",
+               _vertical_slash_kernel, vs_types, vs_consts | {"BLOCK_N": 64, "FLAT": True},
+               {"num_warps": warps, "num_stages": stages})
     yield ("sparse prefill: block-sparse attention", _block_sparse_kernel,
            bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "BLOCKS": "*i32", "COUNTS": "*i32", "qk_scale": "fp32"},
            {"HEAD_DIM": 128, "BLOCK_M": 64, "WRITE_LSE": False, "POS_SCALE": True},
