@@ -35,9 +35,9 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_int, check_number, check_same_device, check_same_dtype, check_tensor
 from kernels.interpreter import exact_operand
-from kernels.norm.rmsnorm import rms_norm
 from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, sm_count, split_plan,
                             tile_counters, tile_ranges, use_tma)
+from kernels.norm.rmsnorm import rms_norm
 from kernels.tuning import LaunchSpace, pow2_bucket
 
 DTYPES = (torch.float16, torch.bfloat16)
@@ -330,8 +330,10 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     fixup = split and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits * M <= cfg["fixup_rows"]))
     gated, has_norm = w3 is not None, g is not None
     n_tiles, m_tiles = triton.cdiv(N, block_n), triton.cdiv(M, block_m)
+    r2 = residual.reshape(-1, N) if residual is not None else y2
+    if r2.stride(-1) != 1:
+        r2 = r2.contiguous()
     if cfg["persistent"] and tma and not split and not has_norm and lora is None:
-        r2 = residual.reshape(-1, N) if residual is not None else y2
         xd = TensorDescriptor.from_tensor(x2, [block_m, block_k])
         w1d, w3d = (TensorDescriptor.from_tensor(w, [block_k, block_n]) for w in (w1, w3_arg))
         programs = min(sm_count(x.device), n_tiles * m_tiles)
@@ -355,9 +357,6 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     rank = a.shape[1] if lora is not None else 0
     block_r = max(16, triton.next_power_of_2(max(rank, 1)))
     ad = TensorDescriptor.from_tensor(a, [block_k, block_r]) if tma and lora is not None else a  # columns past rank: zeros
-    r2 = residual.reshape(-1, N) if residual is not None else y2
-    if r2.stride(-1) != 1:
-        r2 = r2.contiguous()
     # A large gated MLP is not launched early (PDL): it gains nothing from a hidden launch
     # gap, and an early launch places its programs where the kernel before frees SMs first
     # (the 7-8B layers were faster without; a small one, nGPT-1B, is not). Its merge kernel

@@ -387,3 +387,18 @@ def test_prompt_rows_are_normalized_before_the_product(device):
     gw = randn((k,), dt, device, g, 0.2) + 1
     assert torch.equal(rmsnorm_linear(x, gw, w, 1e-5), linear(rms_norm(x, gw, 1e-5), w))
     assert not torch.equal(rmsnorm_linear(x[:8], gw, w, 1e-5), linear(rms_norm(x[:8], gw, 1e-5), w))
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_strided_residual_is_read_as_rows(device, persistent):
+    """A residual of any strides (here a transposed view: unit stride along the rows) adds
+    the right element to each output, on both prompt-row launches (the persistent one read
+    it as if contiguous)."""
+    dt, m, k, n = torch.float16, 300, 64, 48
+    g = torch.Generator().manual_seed(9)
+    x, w = randn((m, k), dt, device, g), randn((k, n), dt, device, g, k ** -0.5)
+    res = randn((n, m), dt, device, g).t()
+    cfg = dict(tma=True, persistent=persistent, block_m=32, block_n=32, block_k=32, group_m=2)
+    y = linear(x, w, residual=res, config=cfg)
+    ref = lambda d: (res.to(d) + x.to(d) @ w.to(d)).to(dt)
+    assert_within_rule(y, ref(torch.float64), ref(dt), dt, 0.0)
