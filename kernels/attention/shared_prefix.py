@@ -39,7 +39,7 @@ from kernels.tuning import LaunchSpace, pow2_bucket
 
 from .decode import DTYPES, LN2, decode_launch, gqa_decode, merge_extra_parts
 from .decode import _check_inputs as _check_decode_inputs
-from .prefill import check_tile_config
+from .prefill import _attend_block, check_tile_config
 
 PREFIX_BLOCK_N = 64   # keys per step of the node kernel (default)
 MERGE_BLOCK_M = 64    # query rows a merge program takes
@@ -206,49 +206,6 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
 
 
 @triton.jit
-def _node_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv, n0, k1, d, stride_kp, stride_vp,
-                scale_log2, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
-                USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr):
-    """One block of the chunk's keys into the running (acc, max, sum) of the online softmax
-    (base 2). Every row sees every key of its node, so only the block past the chunk's end
-    (MASKED) drops keys. Through TMA that block reads on into the pool: its scores are
-    masked and its values zeroed."""
-    n = n0 + tl.arange(0, BLOCK_N)
-    n_ok = n < k1
-    if USE_TMA:  # the pool as a (pool_tokens, kv_heads * head_dim) matrix
-        k = desc_k.load([kv_start + n0, hkv * HEAD_DIM])
-    elif MASKED:
-        k = tl.load(k_base + n[:, None].to(tl.int64) * stride_kp + d[None, :], mask=n_ok[:, None], other=0.0)
-    else:
-        k = tl.load(k_base + n[:, None].to(tl.int64) * stride_kp + d[None, :])
-    qk = tl.dot(exact_operand(q), tl.trans(exact_operand(k)))
-    if MASKED:
-        s = tl.where(n_ok[None, :], qk * scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: the block holds at least one of the row's keys
-        p = tl.math.exp2(s - m_new[:, None])
-        if USE_TMA:
-            v = tl.where(n_ok[:, None], desc_v.load([kv_start + n0, hkv * HEAD_DIM]), 0.0)
-        else:
-            v = tl.load(v_base + n[:, None].to(tl.int64) * stride_vp + d[None, :], mask=n_ok[:, None], other=0.0)
-    else:
-        if POS_SCALE:  # max(qk) * scale is the scaled maximum: one fused multiply-add a score
-            m_new = tl.maximum(m_i, tl.max(qk, 1) * scale_log2)
-            p = tl.math.exp2(qk * scale_log2 - m_new[:, None])
-        else:
-            s = qk * scale_log2
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            p = tl.math.exp2(s - m_new[:, None])
-        if USE_TMA:
-            v = desc_v.load([kv_start + n0, hkv * HEAD_DIM])
-        else:
-            v = tl.load(v_base + n[:, None].to(tl.int64) * stride_vp + d[None, :])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v), acc * alpha[:, None])
-    return acc, m_new, l_i
-
-
-@triton.jit
 def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, PART_ROW0,
                  stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
                  q_tokens, group, n_kv_heads, scale_log2,
@@ -281,13 +238,17 @@ def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, P
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    full_end = k0 + (k1 - k0) // BLOCK_N * BLOCK_N  # whole key blocks need no mask; the chunk's tail does
+    # every row sees every key of its node: whole key blocks need no mask, the chunk's tail
+    # does (through TMA it reads on into the pool; its scores are masked, its values zeroed)
+    full_end = k0 + (k1 - k0) // BLOCK_N * BLOCK_N
     for n0 in range(k0, full_end, BLOCK_N):
-        acc, m_i, l_i = _node_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv, n0, k1, d,
-                                    stride_kp, stride_vp, scale_log2, HEAD_DIM, BLOCK_N, False, USE_TMA, POS_SCALE)
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv * HEAD_DIM,
+                                      rows, n0, k1, stride_kp, stride_vp, d, scale_log2, BLOCK_N, False, False,
+                                      USE_TMA, POS_SCALE)
     for n0 in range(full_end, k1, BLOCK_N):
-        acc, m_i, l_i = _node_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv, n0, k1, d,
-                                    stride_kp, stride_vp, scale_log2, HEAD_DIM, BLOCK_N, True, USE_TMA, POS_SCALE)
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv * HEAD_DIM,
+                                      rows, n0, k1, stride_kp, stride_vp, d, scale_log2, BLOCK_N, False, True,
+                                      USE_TMA, POS_SCALE)
     out = acc / l_i[:, None]
     lse2 = tl.where(m_i == float("inf"), m_i, m_i + tl.math.log2(l_i))
     dst = tl.load(PART_ROW0 + part) + hkv * n_rows + rows
