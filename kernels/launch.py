@@ -160,11 +160,10 @@ def last_to_arrive(COUNT, tile, n_splits):
 
 
 @triton.jit
-def grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
-    """(pid_m, pid_n) of this program's output tile, tiles taken in groups of GROUP_M rows of
-    tiles, column by column, so that the programs running at once share their A and B tiles
-    in L2."""
-    tile = tl.program_id(0)
+def grouped_tile(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of output tile number `tile` (a program's id, or a persistent
+    program's current tile), tiles taken in groups of GROUP_M rows of tiles, column by
+    column, so that the programs running at once share their A and B tiles in L2."""
     tiles_m = tl.cdiv(M, BLOCK_M)
     per_group = GROUP_M * tl.cdiv(N, BLOCK_N)
     first_m = (tile // per_group) * GROUP_M

@@ -35,8 +35,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_int, check_number, check_same_device, check_same_dtype, check_tensor
 from kernels.interpreter import exact_operand
-from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, sm_count, split_plan,
-                            tile_counters, tile_ranges, use_tma)
+from kernels.launch import (grouped_tile, last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, sm_count,
+                            split_plan, tile_counters, tile_ranges, use_tma)
 from kernels.norm.rmsnorm import rms_norm
 from kernels.tuning import LaunchSpace, pow2_bucket
 
@@ -118,12 +118,7 @@ def _fused_linear_kernel(
 ):
     pid_k = tl.program_id(1)
     if GROUP_M > 1:  # one program per tile, no split: GROUP_M row tiles walk the columns together
-        n_tiles = tl.cdiv(N, BLOCK_N)
-        in_group = GROUP_M * n_tiles
-        first_m = tl.program_id(0) // in_group * GROUP_M
-        group_rows = tl.minimum(tl.cdiv(M, BLOCK_M) - first_m, GROUP_M)
-        pid_m = first_m + tl.program_id(0) % in_group % group_rows
-        pid_n = tl.program_id(0) % in_group // group_rows
+        pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     else:
         pid_n = tl.program_id(0)
         pid_m = tl.program_id(2)
@@ -224,14 +219,10 @@ def _prompt_kernel(XD, W1D, W3D, Y, R, M, N, K, stride_ym, stride_rm,
     GROUP_M-row groups; x and the weights through TMA straight to the tensor cores. The
     tile and K loops flattened into one lets the loads of a tile's first blocks overlap the
     epilogue of the one before."""
-    n_m, n_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     k_blocks = tl.cdiv(K, BLOCK_K)
-    for tile in tl.range(tl.program_id(0), n_m * n_n, tl.num_programs(0), flatten=True):
-        in_group = GROUP_M * n_n
-        first_m = tile // in_group * GROUP_M
-        group_rows = tl.minimum(n_m - first_m, GROUP_M)
-        pid_m = first_m + tile % in_group % group_rows
-        pid_n = tile % in_group // group_rows
+    for tile in tl.range(tl.program_id(0), tl.cdiv(M, BLOCK_M) * tl.cdiv(N, BLOCK_N), tl.num_programs(0),
+                         flatten=True):
+        pid_m, pid_n = grouped_tile(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
         acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         acc3 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for kb in range(k_blocks):

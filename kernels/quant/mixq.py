@@ -232,7 +232,7 @@ def _mixq_gemm_kernel(XQ, SX, X, IDX, WQ, SW, WH, Y, M, N, K, n_out,
     (Persistent programs, a flattened loop nest and warp specialization gained nothing on
     an H100. A plain Triton int8 GEMM ran as fast as its fp8 twin, Hopper's peaks being
     equal: the gap to torch._int_mm is this kernel's outlier epilogue, not int8.)"""
-    pid_m, pid_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm, rn, m_ok, n_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
