@@ -338,6 +338,16 @@ def _program_rows(Q, K, V, HEADS, stride_qb, stride_qt, stride_qh, stride_kb, st
 
 
 @triton.jit
+def _block_range(DIAG, j, n_diag, m0, T, BLOCK_M: tl.constexpr):
+    """The keys [lo, end) that merged interval j (diagonals a_j .. b_j) gives the block of
+    rows m0 .. m0 + BLOCK_M - 1, clipped to the sequence; an empty range past the intervals."""
+    ok = j < n_diag
+    lo = tl.maximum(m0 - tl.load(DIAG + 2 * j + 1, mask=ok, other=0), 0)
+    end = tl.minimum(m0 + BLOCK_M - tl.load(DIAG + 2 * j, mask=ok, other=m0 + BLOCK_M), T)
+    return lo, end
+
+
+@triton.jit
 def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COLS,
                            stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
                            stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh,
@@ -365,31 +375,23 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COL
         # rows, and the intervals are sorted: the empty ones come last.
         tiles = 0
         for j in range(0, n_diag):
-            a = tl.load(DIAG + 2 * j)
-            lo = tl.maximum(m0 - tl.load(DIAG + 2 * j + 1), 0)
-            end = tl.minimum(m0 + BLOCK_M - a, T)
+            lo, end = _block_range(DIAG, j, n_diag, m0, T, BLOCK_M)
             seen = seen | ((lo <= offs_m) & (lo < end))
             tiles += tl.where(lo < end, tl.cdiv(end - lo, BLOCK_N), 0)
         j = 0
-        n0 = tl.maximum(m0 - tl.load(DIAG + 1, mask=n_diag > 0, other=0), 0)
-        end = tl.minimum(m0 + BLOCK_M - tl.load(DIAG, mask=n_diag > 0, other=0), T)
+        n0, end = _block_range(DIAG, j, n_diag, m0, T, BLOCK_M)
         for _ in range(0, tiles):
             acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, n0, end,
                                           stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
                                           POS_SCALE)
             step = n0 + BLOCK_N >= end  # the range's last tile: on to the next interval
             j += step.to(tl.int32)
-            nxt = j < n_diag
-            lo_next = tl.maximum(m0 - tl.load(DIAG + 2 * j + 1, mask=nxt, other=0), 0)
-            end_next = tl.minimum(m0 + BLOCK_M - tl.load(DIAG + 2 * j, mask=nxt, other=0), T)
+            lo_next, end_next = _block_range(DIAG, j, n_diag, m0, T, BLOCK_M)
             n0 = tl.where(step, lo_next, n0 + BLOCK_N)
             end = tl.where(step, end_next, end)
     else:
         for j in range(0, n_diag):
-            a = tl.load(DIAG + 2 * j)
-            bd = tl.load(DIAG + 2 * j + 1)
-            lo = tl.maximum(m0 - bd, 0)
-            end = tl.minimum(m0 + BLOCK_M - a, T)  # one past the range's last key
+            lo, end = _block_range(DIAG, j, n_diag, m0, T, BLOCK_M)
             seen = seen | ((lo <= offs_m) & (lo < end))
             # keys up to the block's first row are seen by every row: no mask
             n_full = tl.maximum(tl.minimum(end, m0 + 1) - lo, 0) // BLOCK_N
