@@ -402,3 +402,10 @@ def test_a_strided_residual_is_read_as_rows(device, persistent):
     y = linear(x, w, residual=res, config=cfg)
     ref = lambda d: (res.to(d) + x.to(d) @ w.to(d)).to(dt)
     assert_within_rule(y, ref(torch.float64), ref(dt), dt, 0.0)
+
+
+def test_persistent_must_be_a_bool(device):
+    x, w = torch.randn(300, 64, device=device, dtype=torch.float16), torch.randn(64, 32, device=device, dtype=torch.float16)
+    for bad in (1, "yes", None):
+        with pytest.raises(ValueError, match="persistent must be True or False"):
+            linear(x, w, config=dict(persistent=bad))
