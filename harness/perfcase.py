@@ -296,8 +296,10 @@ def check_providers(case: PerfCase, inputs: tuple) -> tuple[dict[str, str], dict
                 got = [g[case.output_slice] for g in got]
         except Exception as exc:
             reason = f"raised {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            if name == case.kernel:
-                errors[name] = reason  # the suite's own kernel must run: a failure
+            if name == case.kernel or isinstance(exc, NameError):
+                # the suite's own kernel must run, and a name missing from a baseline's code is
+                # a bug in the suite, not a refusal: a failure either way
+                errors[name] = reason
             else:
                 refused[name] = reason  # a baseline that refuses these inputs here: skipped, with why
             continue

@@ -41,3 +41,25 @@ def test_output_slice_checks_the_part_the_reference_computes():
     errors, refused, _ = check_providers(c, (x,))
     assert "triton" not in errors and not refused
     assert "||out-ref||" in errors["bad"]
+
+
+def test_a_baseline_that_refuses_its_inputs_is_skipped_and_a_broken_one_fails():
+    """A baseline raising on these inputs (a library's refusal) is left out with why; one
+    whose code names something undefined (as an eager RMSNorm baseline once did, missing
+    its import) is the suite's bug and fails the case instead of quietly thinning it."""
+    from harness.perfcase import check_providers
+
+    def refuses(t):
+        raise RuntimeError("No available kernel. Aborting execution.")
+
+    def broken(t):
+        return undefined_name * t  # noqa: F821
+
+    x = torch.ones(3)
+    c = PerfCase(
+        op="op", shape={"n": 3}, dtype=torch.float32, make_inputs=lambda: (x,),
+        providers={"triton": lambda t: t * 2, "refuses": refuses, "broken": broken},
+        cost=Cost(flops=0, bytes=0), reference=lambda t: t * 2, rtol=1e-6)
+    errors, refused, _ = check_providers(c, (x,))
+    assert refused == {"refuses": "raised RuntimeError: No available kernel. Aborting execution."}
+    assert errors["broken"].startswith("raised NameError") and "triton" not in errors
