@@ -39,6 +39,9 @@ def pytest_addoption(parser):
     g.addoption("--tune-compile-only", action="store_true",
                 help="with --tune: run and check every candidate once (filling Triton's compile cache), "
                      "time nothing, write no table; python -m harness tune runs this in parallel first")
+    g.addoption("--tune-compile-shard", default=(0, 1), metavar="I/N", type=_shard,
+                help="with --tune-compile-only: only candidates I, I+N, I+2N, ... of each launch (python -m "
+                     "harness tune runs N such processes at once)")
     g.addoption("--perf-shard", metavar="K/N", type=_shard,
                 help="run the K-th of N shares of the perf cases (0 <= K < N; every provider of a case in one "
                      "share): make bench gives each GPU of a machine one share, in its own process")
@@ -72,9 +75,9 @@ def _shard(text: str) -> tuple[int, int]:
     try:
         k, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--perf-shard takes K/N (two ints), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"takes K/N (two ints), got {text!r}") from None
     if not 0 <= k < n:
-        raise argparse.ArgumentTypeError(f"--perf-shard K/N needs 0 <= K < N, got {text!r}")
+        raise argparse.ArgumentTypeError(f"K/N needs 0 <= K < N, got {text!r}")
     return k, n
 
 
@@ -249,7 +252,8 @@ class PerfSession:
         if self.config.getoption("tune_compile_only"):
             from .tune import compile_case
 
-            compiled = compile_case(case, only=only, done=self._tuned_keys)
+            compiled = compile_case(case, only=only, done=self._tuned_keys,
+                                    shard=self.config.getoption("tune_compile_shard"))
             self._progress()
             return {"compiled": {f"{k} {key}": len(r) for (k, key), r in compiled.items()}}
         entries = tune_case(case, self.timing, only=only, done=self._tuned_keys)

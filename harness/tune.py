@@ -99,26 +99,33 @@ def _new_launches(case: PerfCase, only: set | None, done: set | None):
             yield space, key, ident
 
 
-def compile_case(case: PerfCase, only: set | None = None, done: set | None = None) -> dict:
+def compile_case(case: PerfCase, only: set | None = None, done: set | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> dict:
     """Run and check every candidate of every launch the case's kernel makes, once, timing
     nothing: Triton compiles each into its on-disk cache. Several processes do this at once
-    (`python -m harness tune --jobs`) so that the timed search, one process on the GPU,
-    finds its kernels compiled. Returns {(kernel, key text): {candidate: why rejected}}."""
-    return {ident: _check_candidates(case, space, key)[3] for space, key, ident in _new_launches(case, only, done)}
+    (`python -m harness tune --jobs`), process i of n taking candidates i, i + n, ... of
+    every launch (`shard`), so that the timed search, one process on the GPU, finds its
+    kernels compiled. Returns {(kernel, key text): {candidate: why rejected}}."""
+    return {ident: _check_candidates(case, space, key, shard)[3]
+            for space, key, ident in _new_launches(case, only, done)}
 
 
-def _check_candidates(case: PerfCase, space: tuning.LaunchSpace, key: dict):
-    """Each candidate run once under forcing and checked against the case's reference:
-    (candidates, labels, providers, rejected, first-call seconds)."""
+def _check_candidates(case: PerfCase, space: tuning.LaunchSpace, key: dict, shard: tuple[int, int] = (0, 1)):
+    """Each candidate (of the shard: every n-th from the i-th) run once under forcing and
+    checked against the case's reference: (candidates, labels, providers, rejected,
+    first-call seconds)."""
     kernel_fn = case.providers[case.kernel]
-    candidates = space.search_space(key)
+    i, n = shard
+    candidates = space.search_space(key)[i::n]
+    if not candidates:
+        return [], [], {}, {}, {}
     labels = [label(c) for c in candidates]
     providers = {lab: _forced_call(space.kernel, c, kernel_fn) for lab, c in zip(labels, candidates)}
     probe = dataclasses.replace(case, providers=providers, kernel=labels[0], unchecked=(), unavailable={})
     inputs = case.make_inputs()
     errors, refused, first_s = check_providers(probe, inputs)
     del inputs
-    if labels[0] in errors:
+    if i == 0 and labels[0] in errors:  # the shard that holds the default
         raise RuntimeError(f"{space.kernel} at {tuning.key_text(key)}: the default configuration fails "
                            f"the case's check ({errors[labels[0]]}); fix the kernel before tuning it")
     return candidates, labels, providers, {**errors, **refused}, first_s
@@ -212,10 +219,10 @@ TARGETS = {
 def main(argv: list[str]) -> int:
     """python -m harness tune [TARGET ...] [--kernel NAME] [-k EXPR] [--table PATH] [--jobs N] [-- PYTEST ARGS]"""
     import argparse
-    import importlib.util
     import os
     import subprocess
     import sys
+    from concurrent.futures import ThreadPoolExecutor
 
     from .lanes import has_gpu
 
@@ -259,11 +266,18 @@ def main(argv: list[str]) -> int:
     if args.jobs < 1:
         print(f"python -m harness tune: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
-    if args.jobs > 1 and importlib.util.find_spec("xdist") is not None:
+    if args.jobs > 1:
         # Compiling is most of a search's wall time and uses one core; the timing must run alone.
+        # Each process takes every jobs-th candidate of every case (a case's candidates are most
+        # of the work: split by case, a few large spaces left most processes idle); the first
+        # shows its progress.
         start = time.perf_counter()
-        rc = subprocess.call(cmd + ["--tune-compile-only", "-n", str(args.jobs)] + extra)
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shards = [cmd + ["--tune-compile-only", f"--tune-compile-shard={i}/{args.jobs}"] + extra
+                  for i in range(args.jobs)]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            codes = list(pool.map(lambda c: subprocess.call(c, **({} if c is shards[0] else quiet)), shards))
         # a failure here (a candidate's or a case's) is the timed search's to report, with the rest searched
         print(f"python -m harness tune: compiled and checked the candidates with {args.jobs} processes "
-              f"in {time.perf_counter() - start:.0f} s (exit {rc}); now the timed search", flush=True)
+              f"in {time.perf_counter() - start:.0f} s (exits {sorted(set(codes))}); now the timed search", flush=True)
     return subprocess.call(cmd + extra)

@@ -178,11 +178,12 @@ def test_perf_shards_keep_a_cases_providers_together_and_cover_every_case_once()
     assert all(items[-1] in share for share in shares)  # a test that is no perf case runs in every share
 
 
-def test_perf_shard_refuses_a_bad_share(tmp_path):
+@pytest.mark.parametrize("option", ["--perf-shard", "--tune-compile-shard"])
+def test_a_bad_shard_is_refused_by_name(tmp_path, option):
     test = tmp_path / "test_x.py"
     test.write_text("def test_x():\n    pass\n")
-    for bad, why in (("2/2", "needs 0 <= K < N"), ("1", "takes K/N")):
+    for bad, why in (("2/2", "needs 0 <= K < N"), ("1", "takes K/N"), ("-1/2", "needs 0 <= K < N")):
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "harness.pytest_plugin",
-                            "--perf-shard", bad, str(test)], cwd=tmp_path, capture_output=True, text=True,
+                            f"{option}={bad}", str(test)], cwd=tmp_path, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-        assert r.returncode == 4 and why in r.stderr, r.stderr
+        assert r.returncode == 4 and why in r.stderr and option in r.stderr, r.stderr

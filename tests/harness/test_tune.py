@@ -200,7 +200,7 @@ class _Options:
     """A pytest config's getoption for PerfSession, with --tune on."""
     def __init__(self, **over):
         self.values = {**dict(warmup_ms=25.0, rep_ms=100.0, warm_l2=False, timing="auto", l2_flush="read",
-                              tune=True, tune_kernel=[], tune_table=None, tune_compile_only=False,
+                              tune=True, tune_kernel=[], tune_table=None, tune_compile_only=False, tune_compile_shard=(0, 1),
                               remeasure_ceilings=False), **over}
 
     def getoption(self, name):
@@ -275,9 +275,36 @@ def test_compile_only_runs_and_checks_every_candidate_and_times_nothing(tmp_path
     assert not path.exists() and sess.tuned == []
 
 
+def test_compile_shards_split_every_launchs_candidates_between_them():
+    """Process i of n compiles candidates i, i + n, ... of each launch: together the shards
+    run each candidate once; only the shard holding the default stops on its failure."""
+    ran = []
+
+    def compute(x, cfg):
+        ran.append(cfg["block"])
+        return x * cfg["scale"]
+    space = _toy_space("toy_shard", lambda n: dict(block=1, scale=1.0),
+                       lambda n: [dict(block=b) for b in (2, 3, 4, 5)] + [dict(block=6, scale=2.0)])
+    case = _toy_case(space, compute)
+    rejected = {}
+    for i in range(3):
+        before = len(ran)
+        (r,) = compile_case(case, shard=(i, 3)).values()
+        rejected.update(r)
+        assert set(ran[before:]) - {1} == ({4}, {2, 5}, {3, 6})[i]  # 1: the default, run by each to find the launches
+    assert sorted(set(ran)) == [1, 2, 3, 4, 5, 6] and list(rejected) == ["block=6,scale=2.0"]
+    assert compile_case(case, shard=(7, 8)) == {("toy_shard", "n=8"): {}}  # more shards than candidates
+    broken = _toy_case(_toy_space("toy_shard_broken", lambda n: dict(block=1, scale=3.0),
+                                  lambda n: [dict(block=2, scale=1.0)]), compute)
+    assert compile_case(broken, shard=(1, 2)) == {("toy_shard_broken", "n=8"): {}}  # the default is shard 0's
+    with pytest.raises(RuntimeError, match="default configuration fails"):
+        compile_case(broken, shard=(0, 2))
+
+
 def test_tune_command_compiles_in_parallel_then_times_alone(monkeypatch):
-    """`--jobs N` runs the compile-only phase under pytest-xdist, then the timed search in
-    one process; `--jobs 1` runs the search alone."""
+    """`--jobs N` runs N compile-only processes at once, each a shard of the candidates (the
+    first printing its progress), then the timed search in one process; `--jobs 1` runs the
+    search alone."""
     import subprocess
 
     from harness import lanes
@@ -285,18 +312,22 @@ def test_tune_command_compiles_in_parallel_then_times_alone(monkeypatch):
 
     calls = []
     monkeypatch.setattr(lanes, "has_gpu", lambda: True)
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
     assert tune_module.main(["norm", "--jobs", "4", "-k", "rows"]) == 0
-    first, second = calls
-    assert "--tune-compile-only" in first and first[first.index("-n") + 1] == "4"
-    assert "--tune-compile-only" not in second and "-n" not in second
-    assert first[:first.index("--tune-compile-only")] == second  # the same cases in both phases
+    *shards, (search, _) = calls
+    assert sorted(c[c.index("--tune-compile-only") + 1] for c, _ in shards) == [
+        f"--tune-compile-shard={i}/4" for i in range(4)]
+    assert [kw for c, kw in shards if "--tune-compile-shard=0/4" in c] == [{}]  # the first shard prints
+    assert all(kw.get("stdout") == subprocess.DEVNULL for c, kw in shards if "--tune-compile-shard=0/4" not in c)
+    assert "--tune-compile-only" not in search and not any(a.startswith("--tune-compile-shard") for a in search)
+    assert all(c[:c.index("--tune-compile-only")] == search for c, _ in shards)  # the same cases in both phases
     calls.clear()
     assert tune_module.main(["norm", "--jobs", "1"]) == 0 and len(calls) == 1
     assert tune_module.main(["norm", "--jobs", "0"]) == 2
     calls.clear()  # a failure while compiling (a candidate, a case) leaves the timed search to report it
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or (1 if "--tune-compile-only" in cmd else 0))
-    assert tune_module.main(["norm", "--jobs", "2"]) == 0 and len(calls) == 2
+    monkeypatch.setattr(subprocess, "call",
+                        lambda cmd, **kw: calls.append(cmd) or (1 if "--tune-compile-only" in cmd else 0))
+    assert tune_module.main(["norm", "--jobs", "2"]) == 0 and len(calls) == 3
 
 
 def test_tune_skips_the_baselines_tests_before_their_cases_are_built():
