@@ -249,13 +249,20 @@ def test_needle_command_refuses_a_context_past_the_model():
 # pass. The int4 recipes re-round weights the GGUF already holds as 4-bit groups of 32
 # (Q4_1): per-channel int4 (W4A4O16) and groups of 64/128 cost SmolLM2-135M most of its
 # quality, as the recorded values show; their bounds only keep them from growing further.
+# The recipes that quantize activations pick their rounding and their outlier channels from
+# the activations themselves, so the last bits of the float32 path move them: with the same
+# code, fp8-rowwise measured 9.6037 on one CPU, 9.9776 on an AMD EPYC (MKL's AVX-512 path)
+# and 10.1885 there with MKL_CBWR=COMPATIBLE; mixq-w8a8o16 9.0718 and 9.3076; mixq-w4a4o16
+# 149.86, 250.57 and 214.57. Their bounds sit above that spread (the unquantized model
+# agreed to 1e-6 in all three): they still catch a broken scale or outlier pick, which
+# costs far more.
 RECIPE_PERPLEXITY = {  # recipe: (recorded perplexity, bound on perplexity / unquantized)
     "int8wo": (8.8216, 1.01),
     "int4wo-128": (30.8977, 3.6),
     "int4wo-128-hqq": (33.3756, 3.9),
-    "mixq-w8a8o16": (9.0718, 1.04),
-    "mixq-w4a4o16": (149.8611, 17.5),
-    "fp8-rowwise": (9.6037, 1.10),
+    "mixq-w8a8o16": (9.0718, 1.08),
+    "mixq-w4a4o16": (149.8611, 35.0),
+    "fp8-rowwise": (9.6037, 1.20),
 }
 
 
