@@ -129,3 +129,19 @@ def test_whole_model_prefill_with_one_of_eager_and_compile_shows_a_miss_never_a_
     assert judged({"compile": 0.34}) == (0.34, False)
     assert judged({"compile": 1.2}) == (None, None)
     assert judged({"compile": 1.2, "eager": 1.5}) == (1.2, True)
+
+
+def test_a_miss_beside_its_ceiling_says_when_the_bar_is_out_of_reach():
+    """The generation's speedup over no sharing can be no more than no sharing's time over
+    no attention's; where that is under the bar, the miss says so (H100, LLaMA-3-8B, 8K x
+    256: 2.82x against a ceiling of 4.36x)."""
+    gen = {"model": "llama3-8b", "prefix": 8192, "batch": 256}
+    out_of_reach = _info("shared_prefix_generation", gen, speedups={"no_sharing": 2.82, "no_attention": 0.646})
+    reachable = _info("shared_prefix_generation", gen, speedups={"no_sharing": 3.0, "no_attention": 0.5})
+    five_x = next(line for line in markdown_targets([out_of_reach]) if "5x no sharing" in line)
+    assert "2.820x (at most 4.365x at this shape: the bar is out of reach)" in five_x
+    five_x = next(line for line in markdown_targets([reachable]) if "5x no sharing" in line)
+    assert "3.000x (at most 6.000x at this shape)" in five_x
+    no_attention = next(line for line in markdown_targets([out_of_reach]) if "within 80%" in line)
+    assert "at most" not in no_attention  # a target without a ceiling shows none
+
