@@ -55,7 +55,7 @@ def newest_kernels(runs: list) -> dict:
     """case -> (run, kernel entry) of the newest run (runs oldest first) that timed the kernel on it."""
     out = {}
     for run in runs:
-        for case in run.cases():
+        for case in sorted(run.cases()):  # a set: sorted, so that pages and figures never depend on hash order
             k = run.kernel_entry(case)
             if k is not None:
                 out[case] = (run, k)

@@ -223,7 +223,7 @@ def reference_for_gpu(folder: str | Path, gpu: str | None, exclude: list[str | P
     if not runs:
         raise UnusableInput(f"no results file under {folder} was recorded on {gpu!r} "
                             "(the candidate itself left out): nothing to compare with")
-    newest = {case: r for r in runs for case in r.cases()}  # later (newer) runs win
+    newest = {case: r for r in runs for case in sorted(r.cases())}  # later (newer) runs win
     entries = {k: e for case, r in newest.items() for k, e in r.entries.items() if k[0] == case}
     used = sorted({Path(r.path).name for r in newest.values()})
     return Run(f"{folder} (newest file per case: {', '.join(used)})", gpu, runs[-1].datetime, entries,

@@ -133,3 +133,44 @@ def test_labels_keep_what_differs_and_the_title_what_is_shared():
     assert labels == ["batch=512,prefix=1024", "batch=1024,prefix=2048"] and common == "tree=flat, q_heads=8, bf16"
     assert short_labels(["rows=8/bf16"]) == (["rows=8,bf16"], "")  # one case: nothing to cut
     assert short_labels(["n=1/bf16", "n=1/bf16"])[0] == ["n=1,bf16", "n=1,bf16"]  # identical: kept whole
+
+
+def test_the_same_results_give_the_same_files(results, tmp_path):
+    """A report is a pure function of its results: byte-identical under any string hash
+    seed (the roofline's points were once drawn in a set's order, so the committed figures
+    changed with every regeneration)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    outs = []
+    out = tmp_path / "report"  # one path: the pages name the command that made them
+    for seed in ("1", "2"):
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "harness", "report", str(results), "-o", str(out)], cwd=root, check=True,
+                       capture_output=True, env={**os.environ, "PYTHONHASHSEED": seed, "MPLBACKEND": "Agg"})
+        outs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert outs[0].keys() == outs[1].keys() and outs[0] == outs[1]
+
+
+def test_the_newest_result_of_each_case_comes_in_case_order_under_any_hash_seed(tmp_path):
+    """The report's figures draw the cases in newest_kernels' order; it came from a set of
+    case names, whose order changes with the string hash seed."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cases = {f"rmsnorm/rows={r},hidden=4096": {"triton": r * 1e-7, "eager": r * 2e-7} for r in range(1, 41)}
+    results_file(tmp_path / "0001_a.json", cases, seed=1, info={c: _info("rmsnorm", 1) for c in cases},
+                 ceilings=CEILINGS)
+    code = ("import sys; from harness.figures import collect; from harness.report import newest_kernels; "
+            "runs, _ = collect([sys.argv[1]]); print('\\n'.join(newest_kernels(runs)))")
+    root = Path(__file__).resolve().parents[2]
+    orders = [subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, check=True, capture_output=True,
+                             text=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split()
+              for seed in ("1", "2", "3")]
+    assert orders[0] == orders[1] == orders[2] == sorted(cases)
