@@ -66,6 +66,21 @@ def markdown_command(slug: str) -> str:
     return f"python -m harness table --markdown --gpu {slug}"
 
 
+def _missing_baselines(rows: list) -> list[str]:
+    """The baselines that did not run in a table's rows, each with why and in how many rows:
+    a row's best baseline is the fastest of those that ran."""
+    missing: dict[tuple, int] = {}
+    for _, _, k in rows:
+        for name, why in sorted((k.info.get("unavailable_baselines") or {}).items()):
+            reason = (str(why).splitlines() or [""])[0][:200]
+            missing[(name, reason)] = missing.get((name, reason), 0) + 1
+    if not missing:
+        return []
+    return (["Baselines that did not run (each row's best baseline is the fastest of the others):", ""]
+            + [f"- {name}, in {n} of the {len(rows)} rows: {reason}" for (name, reason), n in sorted(missing.items())]
+            + [""])
+
+
 def markdown_results(runs: list, slug: str) -> str:
     """The newest committed result of every case of one GPU folder (results/<slug>/) as
     markdown. runs: harness.results.Run of that folder, oldest first, each with `name`, its
@@ -114,6 +129,7 @@ def markdown_results(runs: list, slug: str) -> str:
                 f"{100 * read:.0f}%" if isinstance(read, (int, float)) else "-",
                 f"[{run.name}](../../results/{slug}/{run.name})"]) + " |")
         out.append("")
+        out += _missing_baselines(rows)
     out += ["## Runs", "", "| run | datetime | commit | command |", "|---|---|---|---|"]
     for run in runs:
         if run.name not in used:

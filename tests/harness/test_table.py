@@ -94,3 +94,27 @@ def test_bad_requests_are_unusable_input(store):
     assert main(["table"]) == 2
     (store / "results" / "h100" / "broken.json").write_text("{")
     assert main(["table", "--markdown"]) == 2  # a committed file that does not load is an error here
+
+
+def test_each_table_names_the_baselines_that_did_not_run(tmp_path, monkeypatch):
+    """A row's best baseline is the fastest of those that ran: the table says which did not,
+    why, and in how many rows (H100 runs 0061-0065 lost the norm's eager and compile
+    baselines to a NameError without a word in the tables)."""
+    gpu = tmp_path / "results" / "h100"
+    gpu.mkdir(parents=True)
+    why = "raised NameError: name 'torch' is not defined"
+    info = {"norm/rows=2/bf16": {"unavailable_baselines": {"compile": why, "eager": why}},
+            "norm/rows=16/bf16": {"unavailable_baselines": {"compile": why}},
+            "mm/m=1/bf16": {}}
+    _with_command(results_file(gpu / "0001_a.json", {"norm/rows=2/bf16": {"triton": 2e-6, "torch": 4e-6},
+                                                     "norm/rows=16/bf16": {"triton": 3e-6, "torch": 3.3e-6},
+                                                     "mm/m=1/bf16": {"triton": 40e-6, "cublas": 50e-6}}, info=info),
+                  "make bench", "2026-11-01T00:00:00")
+    monkeypatch.setattr(harness_main, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(harness_main, "DOCS_RESULTS", tmp_path / "docs" / "results")
+    assert main(["table", "--markdown"]) == 0
+    text = (tmp_path / "docs" / "results" / "h100.md").read_text()
+    norm = text[text.index("## norm"):]
+    assert f"- compile, in 2 of the 2 rows: {why}" in norm and f"- eager, in 1 of the 2 rows: {why}" in norm
+    assert "did not run" not in text[text.index("## mm"):text.index("## norm")]  # every mm baseline ran
+
