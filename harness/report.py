@@ -97,8 +97,9 @@ def markdown_results(runs: list, slug: str) -> str:
            "kernel on it. Times are medians of the device samples; the best baseline is the fastest other",
            "implementation in that same run, and speedup is its time over the kernel's; roofline is the",
            "kernel's `roofline_fraction`, pure read its `read_bound_fraction` (the time of the fastest",
-           "read of the same bytes over the kernel's; runs before ceilings v4 lack it). Each run's",
-           "command is listed at the end.",
+           "read of the same bytes over the kernel's; runs before ceilings v4 lack it). Under each",
+           "table, the baselines that did not run in its rows, and why. Each run's command is listed",
+           "at the end.",
            ""]
     from .targets import markdown_targets
 
