@@ -3,6 +3,7 @@ of docs/results/<gpu>.md."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 
 def _fmt(v, spec):
@@ -69,11 +70,8 @@ def markdown_command(slug: str) -> str:
 def _missing_baselines(rows: list) -> list[str]:
     """The baselines that did not run in a table's rows, each with why and in how many rows:
     a row's best baseline is the fastest of those that ran."""
-    missing: dict[tuple, int] = {}
-    for _, _, k in rows:
-        for name, why in sorted((k.info.get("unavailable_baselines") or {}).items()):
-            reason = (str(why).splitlines() or [""])[0][:200]
-            missing[(name, reason)] = missing.get((name, reason), 0) + 1
+    missing = Counter((name, (str(why).splitlines() or [""])[0][:200])
+                      for _, _, k in rows for name, why in (k.info.get("unavailable_baselines") or {}).items())
     if not missing:
         return []
     return (["Baselines that did not run (each row's best baseline is the fastest of the others):", ""]

@@ -276,7 +276,7 @@ def main(argv: list[str]) -> int:
         shards = [cmd + ["--tune-compile-only", f"--tune-compile-shard={i}/{args.jobs}"] + extra
                   for i in range(args.jobs)]
         with ThreadPoolExecutor(args.jobs) as pool:
-            codes = list(pool.map(lambda c: subprocess.call(c, **({} if c is shards[0] else quiet)), shards))
+            codes = list(pool.map(lambda i: subprocess.call(shards[i], **(quiet if i else {})), range(args.jobs)))
         # a failure here (a candidate's or a case's) is the timed search's to report, with the rest searched
         print(f"python -m harness tune: compiled and checked the candidates with {args.jobs} processes "
               f"in {time.perf_counter() - start:.0f} s (exits {sorted(set(codes))}); now the timed search", flush=True)
