@@ -33,6 +33,32 @@ def lane_slug() -> str:
     return gpu_slug(torch.cuda.get_device_name())
 
 
+def refuse_unknown_launch_options() -> None:
+    """The interpreter drops keyword arguments a kernel does not take, where a compiled launch
+    raises KeyError on them: on the CPU lane they raise too, so a stray option fails there first."""
+    if not interpreting():
+        return
+    import dataclasses
+
+    from triton.backends.nvidia.compiler import CUDAOptions
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if getattr(InterpretedFunction.run, "refuses_unknown", False):
+        return
+    compile_options = {f.name for f in dataclasses.fields(CUDAOptions)}
+    run = InterpretedFunction.run
+
+    def strict_run(self, *args, grid, warmup, **kwargs):
+        unknown = sorted(set(kwargs) - set(self.arg_names) - compile_options)
+        if unknown:
+            raise KeyError(f"Keyword argument {unknown[0]} was specified but unrecognised "
+                           f"({self.fn.__name__} takes {', '.join(self.arg_names)})")
+        return run(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    strict_run.refuses_unknown = True
+    InterpretedFunction.run = strict_run
+
+
 def describe_lane() -> str:
     if has_gpu():
         import torch

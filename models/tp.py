@@ -9,7 +9,7 @@ computes the same logits and picks the same tokens.
     shard_model(model, group=None)   the rank's shard of a Transformer, in place
 
 torchrun --nproc-per-node N -m models.tp [--gguf PATH | --random llama3-8b|llama3-mini] [--layers L]
-    [--prompt-tokens P] [--new-tokens T] [--backend triton|torch]
+    [--prompt-tokens P] [--new-tokens T] [--backend triton|torch] [--device auto|cuda|cpu]
 times greedy decoding on N GPUs (NCCL) or N CPU processes (gloo) and prints, on rank 0,
 the tokens and the decode rate. NCCL's NVLink multicast stays off unless NCCL_NVLS_ENABLE
 is set: it is not available on every lent machine and its setup can hang there."""
@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--backend", choices=("triton", "torch"), default="triton")
     p.add_argument("--dtype", choices=sorted(MODEL_DTYPES), default="bfloat16")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                   help="cuda: one GPU a process (NCCL); cpu: CPU processes (gloo); auto: cuda where there is one")
     args = p.parse_args(argv)
     if "RANK" not in os.environ:
         p.error("start it with torchrun (it sets RANK, WORLD_SIZE and the rendezvous)")
@@ -96,9 +98,13 @@ def main(argv=None) -> int:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
 
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        local, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local >= gpus:
+            p.error(f"process {local} of this machine needs GPU {local}, and it has {gpus}: start at most {gpus} "
+                    "a machine, or pass --device cpu")
+        torch.cuda.set_device(local)
     dist.init_process_group("nccl" if cuda else "gloo")
     device, dtype = ("cuda" if cuda else "cpu"), MODEL_DTYPES[args.dtype]
     try:

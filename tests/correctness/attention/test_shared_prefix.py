@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from kernels.attention import prefix_tree, shared_prefix_decode, shared_prefix_reference
 from kernels.attention.shared_prefix import PrefixTree, _plan, unshared_tree
+from kernels.launch import sm_count
 from tests.helpers.tolerance import HALF_DTYPES, assert_within_rule
 
 pytestmark = pytest.mark.correctness
@@ -157,10 +158,12 @@ def test_long_nodes_are_split_and_every_key_is_covered(device):
 def test_waves_set_how_finely_long_nodes_split(device):
     """The launch option `waves`: more programs an SM, more key chunks (and float32 partials);
     every setting computes the same attention."""
-    tree = prefix_tree([-1], [4000], [0, 0], device=device)
-    chunks = [len({(k0, k1) for n, r0, k0, k1, p in _plan(tree, 1, 4, 1, 16, 64, waves=w).work.cpu().tolist()})
+    # a node long enough that 4 waves of programs (4 SMs on the CPU lane) still find a key block each
+    long_node = prefix_tree([-1], [64 * 4 * sm_count(torch.device(device)) + 64], [0, 0], device=device)
+    chunks = [len({(k0, k1) for n, r0, k0, k1, p in _plan(long_node, 1, 4, 1, 16, 64, waves=w).work.cpu().tolist()})
               for w in (1, 2, 4)]
     assert chunks[0] < chunks[1] < chunks[2]
+    tree = prefix_tree([-1], [4000], [0, 0], device=device)
     q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 1, 64, torch.bfloat16, device, 12)
     for waves in (1, 4):
         _check(tree, q, kp, vp, ks, vs, lens, torch.bfloat16, config=dict(waves=waves))

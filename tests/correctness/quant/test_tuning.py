@@ -103,12 +103,12 @@ def test_candidates_are_tens_and_pass_their_check():
                 space.check(cfg)
 
 
-def test_a_path_takes_only_its_own_space():
+def test_a_path_takes_only_its_own_space(device):
     """Which space each call chooses from, at which key; and a configuration forced on one
     path's space (here an invalid one) never reaches a call that takes another path."""
     g = torch.Generator().manual_seed(1)
-    q4 = quantize_int4_weight(torch.randn(64, 128, generator=g), 64, torch.float16)
-    x = torch.randn(200, 128, generator=g).to(torch.float16)
+    q4 = on_device(quantize_int4_weight(torch.randn(64, 128, generator=g), 64, torch.float16), device)
+    x = torch.randn(200, 128, generator=g).to(torch.float16).to(device)
     for m, kernel, key in [(1, "wo_gemv", dict(bits=4, group=64, n=64, k=128)),
                            (3, "wo_mma", dict(rows=4, n=64, k=128, bits=4, group=64)),
                            (192, "wo_dequant", dict(bits=4, group=64, n=64, k=128))]:
