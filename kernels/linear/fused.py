@@ -44,6 +44,7 @@ DTYPES = (torch.float16, torch.bfloat16)
 MAX_FIXUP_ROWS = 64  # split partial rows (splits x M) merged in the kernel; more: a merge kernel
 MAX_FIXUP_ROWS_TMA = 256  # the same with TMA reads (see _run)
 LARGE_ROWS = 256  # from this many rows (bucketed up): prefill tiles (128-row, grouped, no K split)
+KEY_ROWS_CAP = 4096  # from here every tile fills the GPU several times over: one launch key for all rows
 
 
 def prompt_rows(m: int) -> bool:
@@ -309,7 +310,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
                   "x and the weights (LoRA's A too) 16-byte aligned with row strides in multiples of 16 bytes",
                   auto=w3 is None or prompt_rows(M))
     path = ("gated_" if w3 is not None else "") + ("tma" if tma else "pointer")
-    key = dict(path=path, rows=pow2_bucket(M), n=N, k=K)
+    key = dict(path=path, rows=min(pow2_bucket(M), KEY_ROWS_CAP), n=N, k=K)
     cfg = LAUNCH.choose(x.device, key, config)
     block_m, block_n, block_k = cfg["block_m"], cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)

@@ -409,3 +409,18 @@ def test_persistent_must_be_a_bool(device):
     for bad in (1, "yes", None):
         with pytest.raises(ValueError, match="persistent must be True or False"):
             linear(x, w, config=dict(persistent=bad))
+
+
+def test_prompt_rows_from_4096_share_one_launch_key(device):
+    """Rows are bucketed to powers of two up to 4096 and no further: from there any tile fills
+    the GPU several times over, so an 8K-token prompt takes the launch tuned at 4096 rows."""
+    from kernels import tuning
+
+    g = torch.Generator().manual_seed(6)
+    w = randn((16, 16), torch.float16, device, g)
+    keys = {}
+    for m in (300, 4096, 5000, 8192):
+        with tuning.recording() as seen:
+            linear(randn((m, 16), torch.float16, device, g), w)
+        keys[m] = [k["rows"] for space, k in seen if space.kernel == "fused_linear"]
+    assert keys == {300: [512], 4096: [4096], 5000: [4096], 8192: [4096]}
