@@ -3,8 +3,10 @@ token a sequence over a shared prefix and a unique suffix each, bf16, head dim 1
 
 Grid: 8 query / 1 KV head, (batch, prefix) in (512, 1K), (1024, 2K), (2048, 4K), (4096, 8K),
 suffix 16, 64, 128, 256, 512 (1, then 16 to 512 step 16 with --perf-sweep; the suffix counts the
-decode token itself); LLaMA-3-8B's heads (32/8)
-at (256, 4K); a two-level tree (a 4K root, 16 children of 512, 16 sequences each).
+decode token itself); LLaMA-3-8B's heads (32/8) at (256, 4K) and at the whole-model generation
+case's attention (256 sequences, 8K prefix, 64 tokens each: tests/e2e/test_shared_prefix_perf.py),
+where its launch is tuned without building the model; a two-level tree (a 4K root, 16 children
+of 512, 16 sequences each).
 Baselines, in the same run:
 - copies_sdpa / copies_decode: SDPA and the suite's decode kernel over per-sequence copies
   of [path | suffix] (what Hydragen measures against; the copies are made with the inputs,
@@ -98,6 +100,7 @@ def grid(sweep):
     hydragen = [dict(tree="flat", batch=b, prefix=p, suffix=s, q_heads=8, kv_heads=1)
                 for b, p in ((512, 1024), (1024, 2048), (2048, 4096), (4096, 8192)) for s in suffixes]
     return hydragen + [dict(tree="flat", batch=256, prefix=4096, suffix=128, q_heads=32, kv_heads=8),
+                       dict(tree="flat", batch=256, prefix=8192, suffix=64, q_heads=32, kv_heads=8),
                        dict(tree="two-level", batch=256, prefix=4096, suffix=128, q_heads=8, kv_heads=1)]
 
 
