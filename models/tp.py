@@ -102,8 +102,8 @@ def main(argv=None) -> int:
     if cuda:
         local, gpus = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
         if local >= gpus:
-            p.error(f"process {local} of this machine needs GPU {local}, and it has {gpus}: start at most {gpus} "
-                    "a machine, or pass --device cpu")
+            p.error(f"process {local} of this machine needs GPU {local}, and it has {gpus}: start at most "
+                    f"{gpus} processes on it with --device cuda, or pass --device cpu")
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if cuda else "gloo")
     device, dtype = ("cuda" if cuda else "cpu"), MODEL_DTYPES[args.dtype]

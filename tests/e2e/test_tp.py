@@ -89,8 +89,8 @@ def test_torchrun_runs_two_cpu_processes():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         "-m", "models.tp", "--random", "llama3-mini", "--layers", "2", "--vocab", "64",
-                        "--prompt-tokens", "4", "--new-tokens", "3", "--device", "cpu"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=600)
+                        "--prompt-tokens", "4", "--new-tokens", "3", "--device", "cpu"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "tensor parallel 2 (gloo)" in r.stdout and "tokens: [" in r.stdout
 
