@@ -216,6 +216,18 @@ TARGETS = {
 }
 
 
+# perf files whose cases build a whole model (16 GB at LLaMA-3-8B's size): each compile process
+# would hold one, so their candidates compile in the timed search (their kernel cases tune faster)
+WHOLE_MODEL_FILES = ("tests/e2e/test_model_perf.py", "tests/e2e/test_shared_prefix_perf.py",
+                     "tests/e2e/test_sparse_model_perf.py")
+
+
+def _builds_whole_models(path: str) -> bool:
+    p = Path(path).resolve()
+    root = Path(__file__).resolve().parents[1]
+    return any(p == root / f or (p.is_dir() and (root / f).is_relative_to(p)) for f in WHOLE_MODEL_FILES)
+
+
 def main(argv: list[str]) -> int:
     """python -m harness tune [TARGET ...] [--kernel NAME] [-k EXPR] [--table PATH] [--jobs N] [-- PYTEST ARGS]"""
     import argparse
@@ -266,6 +278,10 @@ def main(argv: list[str]) -> int:
     if args.jobs < 1:
         print(f"python -m harness tune: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2
+    if args.jobs > 1 and any(_builds_whole_models(t) for t in paths):
+        print("python -m harness tune: whole-model cases compile in the timed search (--jobs 1): every compile "
+              "process would build the model; docs/tuning.md names their kernel cases", flush=True)
+        args.jobs = 1
     if args.jobs > 1:
         # Compiling is most of a search's wall time and uses one core; the timing must run alone.
         # Each process takes every jobs-th candidate of every case (a case's candidates are most

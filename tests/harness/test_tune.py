@@ -345,3 +345,23 @@ def test_tune_skips_the_baselines_tests_before_their_cases_are_built():
         return SimpleNamespace(callspec=SimpleNamespace(params={"spec": spec, "provider": provider}))
     assert _is_baseline_test(item("eager")) and not _is_baseline_test(item("triton"))
     assert not _is_baseline_test(SimpleNamespace()) and not _is_baseline_test(item("eager", spec=object()))
+
+
+def test_whole_model_targets_compile_in_the_timed_search(monkeypatch, capsys):
+    """A perf file whose cases build a whole model (or a folder holding one) runs no parallel
+    compile processes: each would build the model, and eight 8B models overflow an 80 GB GPU."""
+    import subprocess
+
+    from harness import lanes
+    from harness import tune as tune_module
+
+    calls = []
+    monkeypatch.setattr(lanes, "has_gpu", lambda: True)
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+    for target in ("tests/e2e/test_shared_prefix_perf.py", "tests/e2e"):
+        calls.clear()
+        assert tune_module.main([target, "--jobs", "4"]) == 0
+        assert len(calls) == 1 and "--tune-compile-only" not in calls[0]
+        assert "whole-model cases compile in the timed search" in capsys.readouterr().out
+    calls.clear()
+    assert tune_module.main(["layers", "--jobs", "4"]) == 0 and len(calls) == 5  # single layers: in parallel
