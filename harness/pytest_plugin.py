@@ -351,6 +351,12 @@ def _write_tuned(terminalreporter, config, entries) -> None:
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """The command that made the run, written into the file itself (harness.results.command_record)."""
-    from .results import COMMAND_KEY, command_record
+    from .results import COMMAND_ENV, COMMAND_KEY, command_record
 
     output_json[COMMAND_KEY] = command_record(config.invocation_params.args)
+    missing = output_json[COMMAND_KEY].get("not_in_line")
+    if missing:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.write_line(f"warning: the recorded command ({COMMAND_ENV}) lacks what this run selected: "
+                          f"{missing}; the file keeps pytest's own arguments beside it", yellow=True)

@@ -155,8 +155,25 @@ def command_record(args, env=None) -> dict:
     line = told or shlex.join(["python", "-m", "pytest", *argv])
     settings = {k: env[k] for k in sorted(env)
                 if k != COMMAND_ENV and (k.startswith(COMMAND_ENV_PREFIXES) or k in COMMAND_ENV_NAMES)}
-    return {"line": line, "argv": argv, "env": settings,
-            "recorded_by": "tools/bench" if told else "harness.pytest_plugin"}
+    record = {"line": line, "argv": argv, "env": settings,
+              "recorded_by": "tools/bench" if told else "harness.pytest_plugin"}
+    missing = [s for s in _selections(argv) if s not in line] if told else []
+    if missing:  # the line was told, and selects other cases than pytest's own arguments did
+        record["not_in_line"] = missing
+    return record
+
+
+def _selections(argv: list[str]) -> list[str]:
+    """What picks the cases in pytest's arguments: -k expressions and test paths."""
+    out = []
+    for i, a in enumerate(argv):
+        if a == "-k" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith("-k") and len(a) > 2:
+            out.append(a[2:].lstrip("="))
+        elif a.startswith("tests/") and (i == 0 or argv[i - 1] != "-k"):
+            out.append(a)
+    return out
 
 
 def command_problem(data) -> str | None:

@@ -66,6 +66,20 @@ def test_command_record_prefers_the_users_command_and_keeps_the_settings_that_ma
     assert rec["env"] == {"KERNEL_BENCH_COMMIT": "abc", "KERNELS_PDL": "0"}
     plain = command_record(["-m", "perf", "-k", "a and b"], {})
     assert plain["line"] == "python -m pytest -m perf -k 'a and b'" and plain["recorded_by"] == "harness.pytest_plugin"
+    assert "not_in_line" not in rec and "not_in_line" not in plain
+
+
+def test_a_told_command_that_selects_other_cases_is_flagged():
+    """A told line that does not hold the run's -k expression or test paths (a script that
+    exported one command and ran another) is kept, flagged with what it lacks."""
+    env = {COMMAND_ENV: "pytest -m perf tests/e2e/test_model_perf.py -k 'llama3-8b-p8192'"}
+    rec = command_record(["-m", "perf", "tests/e2e/test_model_perf.py", "tests/perf/attention/test_prefill.py",
+                          "-k", "t8192 or t32768", "--benchmark-save=x"], env)
+    assert rec["line"] == env[COMMAND_ENV]
+    assert rec["not_in_line"] == ["tests/perf/attention/test_prefill.py", "t8192 or t32768"]
+    same = command_record(["-m", "perf", "tests/e2e/test_model_perf.py", "-k", "llama3-8b-p8192"], env)
+    assert "not_in_line" not in same
+    assert "not_in_line" not in command_record(["-m", "perf", "--perf-shard", "0/2"], {COMMAND_ENV: "make bench"})
 
 
 FAKE_PYTHON = """#!/usr/bin/env bash
