@@ -60,8 +60,9 @@ def test_smollm2_32_continuations_of_a_2k_prompt_agree_with_and_without_sharing(
     tokens, except at ties within the bf16 error (tests/helpers/greedy.py)."""
     from tests.helpers.weights import missing_weights
 
-    if missing_weights():
-        pytest.skip(missing_weights())
+    why = missing_weights()
+    if why:
+        pytest.skip(why)
     from models.gguf_weights import load_gguf
     from models.model import prompt_ids
 

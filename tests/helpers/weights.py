@@ -19,4 +19,5 @@ def missing_weights() -> str | None:
     return None if path.is_file() else f"no GGUF at {path}"
 
 
-needs_weights = pytest.mark.skipif(missing_weights() is not None, reason=missing_weights() or "")
+_WHY_MISSING = missing_weights()
+needs_weights = pytest.mark.skipif(_WHY_MISSING is not None, reason=_WHY_MISSING or "")
