@@ -118,18 +118,19 @@ def test_sampling_follows_its_seed(model32):
 
 
 @needs_weights
-def test_triton_backend_matches_torch_on_the_first_layers(source):
+def test_triton_backend_matches_torch_on_the_first_layers(source, device):
     """The suite's kernels on the real weights (first 2 layers, float16: the fused linear
-    kernels take fp16 and bf16), against the float32 model, within the tolerance rule: at
-    most twice the error of the torch backend in float16."""
+    kernels take fp16 and bf16) on the lane's device, against the float32 model on the CPU,
+    within the tolerance rule: at most twice the error of the torch backend in float16 on
+    the same device."""
     ids = source.tokenizer.encode("The quick brown fox").ids
     exact = Transformer(source, torch.float32, "cpu", n_layers=2)
-    half = Transformer(source, torch.float16, "cpu", n_layers=2)
+    half = Transformer(source, torch.float16, device, n_layers=2)
     with torch.no_grad():
         ref = exact(torch.tensor([ids]), exact.new_cache(1, len(ids)), 0, get_ops("torch"))
         lowp = half(torch.tensor([ids]), half.new_cache(1, len(ids)), 0, get_ops("torch"))
         got = half(torch.tensor([ids]), half.new_cache(1, len(ids)), 0, get_ops("triton"))
-    ok, msg = within_rule(got.double(), ref.double(), lowp.double(), torch.float16)
+    ok, msg = within_rule(got.double().cpu(), ref.double(), lowp.double().cpu(), torch.float16)
     assert ok, msg
 
 
