@@ -18,6 +18,25 @@ def has_gpu() -> bool:
     return torch.cuda.is_available() and not interpreting()
 
 
+GPU_SHARE_ENV = "KERNEL_BENCH_GPU_SHARE"  # set by the tuner: how many processes share the GPU at once
+
+
+def gpu_free_bytes() -> int:
+    """GPU memory this process may plan on (a case choosing whether a baseline's extra copy
+    fits): the free memory, or, in one of N processes the tuner runs at once on one GPU
+    (KERNEL_BENCH_GPU_SHARE=N), a 1/N share of the GPU less what this process holds, since
+    each of them sees the whole GPU free before any has allocated."""
+    import os
+
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    share = int(os.environ.get(GPU_SHARE_ENV, "1"))
+    if share < 1:
+        raise ValueError(f"{GPU_SHARE_ENV} must be a process count of at least 1, got {share}")
+    return free if share == 1 else max(0, min(free, total // share - torch.cuda.memory_reserved()))
+
+
 def test_device() -> str:
     return "cuda" if has_gpu() else "cpu"
 

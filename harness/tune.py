@@ -236,7 +236,7 @@ def main(argv: list[str]) -> int:
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
-    from .lanes import has_gpu
+    from .lanes import GPU_SHARE_ENV, has_gpu
 
     p = argparse.ArgumentParser(prog="python -m harness tune",
                                 description="search the kernels' launch spaces on this GPU at the perf cases' shapes "
@@ -289,10 +289,13 @@ def main(argv: list[str]) -> int:
         # shows its progress.
         start = time.perf_counter()
         quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # each process plans its inputs on its share of the GPU (lanes.gpu_free_bytes)
+        shared = dict(env={**os.environ, GPU_SHARE_ENV: str(args.jobs)})
         shards = [cmd + ["--tune-compile-only", f"--tune-compile-shard={i}/{args.jobs}"] + extra
                   for i in range(args.jobs)]
         with ThreadPoolExecutor(args.jobs) as pool:
-            codes = list(pool.map(lambda i: subprocess.call(shards[i], **(quiet if i else {})), range(args.jobs)))
+            codes = list(pool.map(lambda i: subprocess.call(shards[i], **shared, **(quiet if i else {})),
+                                  range(args.jobs)))
         # a failure here (a candidate's or a case's) is the timed search's to report, with the rest searched
         print(f"python -m harness tune: compiled and checked the candidates with {args.jobs} processes "
               f"in {time.perf_counter() - start:.0f} s (exits {sorted(set(codes))}); now the timed search", flush=True)

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from harness.lanes import gpu_free_bytes
 from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.attention.shared_prefix import unshared_tree
 from kernels.cost import Cost
@@ -73,7 +74,7 @@ def _fits(model: Transformer, prefix: int, batch: int) -> bool:
     cfg, layers = model.cfg, len(model.layers)
     kv = 2 * layers * (prefix + batch * GENERATED) * cfg.n_kv_heads * cfg.head_dim * 2
     activations = batch * (cfg.ffn * 3 + cfg.hidden * 4) * 2 * 4
-    return kv + activations < 0.7 * torch.cuda.mem_get_info()[0]
+    return kv + activations < 0.7 * gpu_free_bytes()
 
 
 @perf_bench(grid=grid, id="{model}-p{prefix}-b{batch}", providers=PROVIDERS)

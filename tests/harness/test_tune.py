@@ -317,8 +317,9 @@ def test_tune_command_compiles_in_parallel_then_times_alone(monkeypatch):
     *shards, (search, _) = calls
     assert sorted(c[c.index("--tune-compile-only") + 1] for c, _ in shards) == [
         f"--tune-compile-shard={i}/4" for i in range(4)]
-    assert [kw for c, kw in shards if "--tune-compile-shard=0/4" in c] == [{}]  # the first shard prints
+    assert [set(kw) for c, kw in shards if "--tune-compile-shard=0/4" in c] == [{"env"}]  # the first shard prints
     assert all(kw.get("stdout") == subprocess.DEVNULL for c, kw in shards if "--tune-compile-shard=0/4" not in c)
+    assert all(kw["env"][lanes.GPU_SHARE_ENV] == "4" for _, kw in shards)  # each plans on a quarter of the GPU
     assert "--tune-compile-only" not in search and not any(a.startswith("--tune-compile-shard") for a in search)
     assert all(c[:c.index("--tune-compile-only")] == search for c, _ in shards)  # the same cases in both phases
     calls.clear()

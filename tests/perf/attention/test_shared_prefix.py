@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from harness.ceilings import get_ceilings
+from harness.lanes import gpu_free_bytes
 from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from harness.timing import kernel_share_s
 from kernels.attention import baselines, gqa_decode, prefix_tree, shared_prefix_decode, shared_prefix_reference
@@ -124,7 +125,7 @@ def shared_prefix_case(tree, batch, prefix, suffix, q_heads, kv_heads):
     st = _State(t, suffix, q_heads)
     path_len = max(sum(t.kv_len[n] for n in p) for p in t.paths)
     copy_bytes = 2 * batch * (path_len + suffix) * kv_heads * D * 2
-    fits = copy_bytes < torch.cuda.mem_get_info()[0] / 3
+    fits = copy_bytes < gpu_free_bytes() / 3
 
     def stores():  # the queries and the packed keys and values (pool, then suffixes)
         q = torch.randn(batch, 1, q_heads, D, device="cuda", dtype=dt)
