@@ -118,3 +118,18 @@ def test_each_table_names_the_baselines_that_did_not_run(tmp_path, monkeypatch):
     assert f"- compile, in 2 of the 2 rows: {why}" in norm and f"- eager, in 1 of the 2 rows: {why}" in norm
     assert "did not run" not in text[text.index("## mm"):text.index("## norm")]  # every mm baseline ran
 
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    """`python -m harness table RUN | head`: the pipe closes before the table is written;
+    the command ends quietly (exit 1, as Python's docs advise), not with a BrokenPipeError
+    traceback on the terminal."""
+    import subprocess
+    import sys
+
+    run = results_file(tmp_path / "run.json", {"norm/rows=2/bf16": {"triton": 2e-6, "eager": 4e-6}})
+    p = subprocess.Popen([sys.executable, "-m", "harness", "table", str(run)], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()  # no reader before the command has printed anything
+    _, err = p.communicate(timeout=120)
+    assert "Traceback" not in err.decode() and p.returncode == 1, err.decode()
