@@ -35,12 +35,13 @@ LOG2E = 1.4426950408889634
 @triton.jit
 def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len, stride_kn,
                   stride_vn, offs_d, qk_scale, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                  USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr):
+                  USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr, rows_lo, ROWS_LO: tl.constexpr):
     """One key block into the running (acc, max, sum) of the online softmax (base 2).
     Unmasked blocks lie wholly inside the sequence and before every row's position: no
-    bounds, no mask, and every row has a finite maximum after them. Through TMA a block
-    that straddles the sequence's end reads the next rows of the flattened cache: the mask
-    drops their scores and zeroes their values."""
+    bounds, no mask, and every row has a finite maximum after them. Masked, a row sees the
+    keys below kv_len up to its rows_pos (causal), from its rows_lo on (ROWS_LO). Through
+    TMA a block that straddles the sequence's end reads the next rows of the flattened
+    cache: the mask drops their scores and zeroes their values."""
     offs_n = n0 + tl.arange(0, BLOCK_N)
     key_ok = offs_n < kv_len
     k_ptrs = K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :]
@@ -57,6 +58,8 @@ def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows
         visible = key_ok[None, :]
         if CAUSAL:
             visible = visible & (offs_n[None, :] <= rows_pos[:, None])
+        if ROWS_LO:
+            visible = visible & (offs_n[None, :] >= rows_lo[:, None])
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: no NaN from -inf - -inf
@@ -124,11 +127,11 @@ def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S,
     for n0 in range(0, full, BLOCK_N):
         acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len,
                                       stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, False, USE_TMA,
-                                      POS_SCALE)
+                                      POS_SCALE, rows_pos, False)
     for n0 in range(full, hi, BLOCK_N):
         acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len,
                                       stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, True, USE_TMA,
-                                      POS_SCALE)
+                                      POS_SCALE, rows_pos, False)
 
     # A row that sees keys divides by its sum even when that is 0 (every score -inf: 0/0,
     # NaN, as the math says); a row before position 0 or of an empty sequence sees none: 0.

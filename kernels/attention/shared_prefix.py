@@ -244,11 +244,11 @@ def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, P
     for n0 in range(k0, full_end, BLOCK_N):
         acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv * HEAD_DIM,
                                       rows, n0, k1, stride_kp, stride_vp, d, scale_log2, BLOCK_N, False, False,
-                                      USE_TMA, POS_SCALE)
+                                      USE_TMA, POS_SCALE, rows, False)
     for n0 in range(full_end, k1, BLOCK_N):
         acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv * HEAD_DIM,
                                       rows, n0, k1, stride_kp, stride_vp, d, scale_log2, BLOCK_N, False, True,
-                                      USE_TMA, POS_SCALE)
+                                      USE_TMA, POS_SCALE, rows, False)
     out = acc / l_i[:, None]
     lse2 = tl.where(m_i == float("inf"), m_i, m_i + tl.math.log2(l_i))
     dst = tl.load(PART_ROW0 + part) + hkv * n_rows + rows

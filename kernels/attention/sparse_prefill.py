@@ -17,7 +17,9 @@ lists (1.6 GB at 128K tokens and 32 heads): the diagonals, sorted and merged whe
 ranges they give a block touch (gap <= BLOCK), are the same for every block, so a block's
 ranges are computed in the kernel from the merged intervals; a column inside one of the
 block's ranges is found by a binary search over the intervals and skipped (each key counted
-once); per block, only the number of columns at or before its last row is stored.
+once); per block, only the number of columns at or before its last row is stored. A
+program of the attention takes one pattern block or two (BLOCK_M, a tuned launch option:
+128-row products run faster, each row still held to its own block's ranges).
 
 The estimate scores the last LAST_Q queries against every key (softmax over each row, the
 matrix never stored): vertical[k] sums the probabilities of key k, slash[d] those of
@@ -281,30 +283,47 @@ def a_shape_index(batch: int, heads: int, T: int, sink: int = 128, window: int =
 # ----------------------------------------------------------------------------- attention
 
 @triton.jit
-def _attend_columns(acc, m_i, l_i, q, K, V, COLS, count, c0, DIAG, n_diag, m0, rows_pos, stride_kn, stride_vn, offs_d,
-                    qk_scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SEARCH_STEPS: tl.constexpr):
-    """Columns c0 .. c0 + BLOCK_N of the block's list, gathered, less those inside one of the
-    block's ranges: column c lies in interval j's range iff a_j - (BLOCK_M - 1) <= m0 - c <= b_j,
-    and the merged intervals' extended starts are sorted, so one binary search finds the j."""
-    idx = c0 + tl.arange(0, BLOCK_N)
-    listed = idx < count
-    cols = tl.load(COLS + idx, mask=listed, other=0)
-    x = m0 - cols
-    lo = tl.zeros([BLOCK_N], tl.int32)
-    hi = tl.zeros([BLOCK_N], tl.int32) + n_diag
+def _covered(DIAG, n_diag, x, PB: tl.constexpr, SEARCH_STEPS: tl.constexpr):
+    """Whether the column at distance x = m0 - column from a pattern block's first row m0 lies
+    inside one of the block's ranges: iff a_j - (PB - 1) <= x <= b_j for an interval j, and
+    the merged intervals' extended starts are sorted, so one binary search finds the j."""
+    lo = tl.zeros(x.shape, tl.int32)
+    hi = tl.zeros(x.shape, tl.int32) + n_diag
     for _ in tl.static_range(SEARCH_STEPS):  # lo: how many intervals start (extended) at or before x
         mid = (lo + hi) // 2
         a_mid = tl.load(DIAG + 2 * mid, mask=mid < hi, other=0)
-        go = (mid < hi) & (a_mid - (BLOCK_M - 1) <= x)
+        go = (mid < hi) & (a_mid - (PB - 1) <= x)
         lo = tl.where(go, mid + 1, lo)
         hi = tl.where(go, hi, mid)
     j = lo - 1
     b_j = tl.load(DIAG + 2 * j + 1, mask=j >= 0, other=-1)
-    keep = listed & ~((j >= 0) & (b_j >= x))
-    k = tl.load(K + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :], mask=keep[:, None], other=0.0)
-    v = tl.load(V + cols[:, None].to(tl.int64) * stride_vn + offs_d[None, :], mask=keep[:, None], other=0.0)
+    return (j >= 0) & (b_j >= x)
+
+
+@triton.jit
+def _attend_columns(acc, m_i, l_i, q, K, V, COLS, count, c0, DIAG, n_diag, m0, rows_pos, stride_kn, stride_vn, offs_d,
+                    qk_scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PB: tl.constexpr,
+                    SEARCH_STEPS: tl.constexpr):
+    """Columns c0 .. c0 + BLOCK_N of the program's list, gathered; a row skips those inside
+    one of its pattern block's ranges (the ranges hold them). The program's rows are one
+    or two pattern blocks of PB rows."""
+    idx = c0 + tl.arange(0, BLOCK_N)
+    listed = idx < count
+    cols = tl.load(COLS + idx, mask=listed, other=0)
+    if BLOCK_M == PB:
+        keep = listed & ~_covered(DIAG, n_diag, m0 - cols, PB, SEARCH_STEPS)
+        needed = keep
+        visible = keep[None, :] & (cols[None, :] <= rows_pos[:, None])
+    else:  # two pattern blocks: a row skips what its own block's ranges hold
+        tl.static_assert(BLOCK_M == 2 * PB)
+        first = _covered(DIAG, n_diag, m0 - cols, PB, SEARCH_STEPS)
+        second = _covered(DIAG, n_diag, m0 + PB - cols, PB, SEARCH_STEPS)
+        needed = listed & ~(first & second)  # loaded where some row's block takes it from the list
+        hidden = tl.where((rows_pos < m0 + PB)[:, None], first[None, :], second[None, :])
+        visible = needed[None, :] & ~hidden & (cols[None, :] <= rows_pos[:, None])
+    k = tl.load(K + cols[:, None].to(tl.int64) * stride_kn + offs_d[None, :], mask=needed[:, None], other=0.0)
+    v = tl.load(V + cols[:, None].to(tl.int64) * stride_vn + offs_d[None, :], mask=needed[:, None], other=0.0)
     s = tl.dot(exact_operand(q), tl.trans(exact_operand(k))) * qk_scale
-    visible = keep[None, :] & (cols[None, :] <= rows_pos[:, None])
     s = tl.where(visible, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -338,13 +357,21 @@ def _program_rows(Q, K, V, HEADS, stride_qb, stride_qt, stride_qh, stride_kb, st
 
 
 @triton.jit
-def _block_range(DIAG, j, n_diag, m0, T, BLOCK_M: tl.constexpr):
-    """The keys [lo, end) that merged interval j (diagonals a_j .. b_j) gives the block of
-    rows m0 .. m0 + BLOCK_M - 1, clipped to the sequence; an empty range past the intervals."""
+def _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M: tl.constexpr, PB: tl.constexpr):
+    """The keys merged interval j (diagonals a_j .. b_j) gives the program's rows m0 ..
+    m0 + BLOCK_M - 1, pattern block by pattern block (PB rows each), clipped to the sequence:
+    (lo, end) the union of its blocks' ranges [lo, end), (all_lo, all_end) the keys every
+    block's range holds, and each row's own range [rows_lo, rows_end). Past the intervals:
+    empty."""
     ok = j < n_diag
-    lo = tl.maximum(m0 - tl.load(DIAG + 2 * j + 1, mask=ok, other=0), 0)
-    end = tl.minimum(m0 + BLOCK_M - tl.load(DIAG + 2 * j, mask=ok, other=m0 + BLOCK_M), T)
-    return lo, end
+    a = tl.load(DIAG + 2 * j, mask=ok, other=m0 + BLOCK_M)
+    b = tl.load(DIAG + 2 * j + 1, mask=ok, other=0)
+    block0 = m0 + (offs_m - m0) // PB * PB
+    lo = tl.maximum(m0 - b, 0)
+    end = tl.minimum(m0 + BLOCK_M - a, T)
+    all_lo = tl.maximum(m0 + BLOCK_M - PB - b, 0)
+    all_end = tl.minimum(m0 + PB - a, T)
+    return lo, end, all_lo, all_end, tl.maximum(block0 - b, 0), tl.minimum(block0 + PB - a, T)
 
 
 @triton.jit
@@ -354,13 +381,16 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COL
                            T, q_heads, n_sel, group, qk_scale, max_diag, max_cols, n_blocks,
                            HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                            SEARCH_STEPS: tl.constexpr, WRITE_LSE: tl.constexpr, POS_SCALE: tl.constexpr,
-                           FLAT: tl.constexpr = False):
+                           FLAT: tl.constexpr = False, PB: tl.constexpr = 64):
+    # a program takes BLOCK_M // PB of the pattern's blocks (PB rows each): a row sees its own
+    # block's ranges (a per-row lower bound where the blocks' ranges differ) and columns
     bh, pid_m, b, h, offs_m, offs_d, row_ok, q, K, V = _program_rows(
         Q, K, V, HEADS, stride_qb, stride_qt, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, T, n_sel, group,
         HEAD_DIM, BLOCK_M)
     m0 = pid_m * BLOCK_M
     DIAG = DIAG + bh.to(tl.int64) * max_diag * 2
     n_diag = tl.load(N_DIAG + bh)
+    ROWS_LO: tl.constexpr = BLOCK_M > PB
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -369,46 +399,58 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COL
     # or NaN still divides (NaN, as the math says); only a row that sees none gets zeros
     seen = tl.zeros([BLOCK_M], tl.int1)
     if FLAT:
-        # One loop over the block's key tiles, across its ranges, so loads run ahead from one
+        # One loop over the program's key tiles, across its ranges, so loads run ahead from one
         # range into the next (a range of a tile or two otherwise restarts the pipeline);
-        # every tile masked. A range is empty only when its diagonals lie past the block's
+        # every tile masked. A range is empty only when its diagonals lie past the program's
         # rows, and the intervals are sorted: the empty ones come last.
         tiles = 0
         for j in range(0, n_diag):
-            lo, end = _block_range(DIAG, j, n_diag, m0, T, BLOCK_M)
-            seen = seen | ((lo <= offs_m) & (lo < end))
+            lo, end, all_lo, all_end, rows_lo, rows_end = _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
+            seen = seen | ((rows_lo <= offs_m) & (rows_lo < rows_end))
             tiles += tl.where(lo < end, tl.cdiv(end - lo, BLOCK_N), 0)
         j = 0
-        n0, end = _block_range(DIAG, j, n_diag, m0, T, BLOCK_M)
+        n0, end, all_lo, all_end, rows_lo, rows_end = _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
         for _ in range(0, tiles):
-            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, n0, end,
-                                          stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
-                                          POS_SCALE)
+            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, tl.minimum(offs_m, rows_end - 1), n0,
+                                          end, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
+                                          POS_SCALE, rows_lo, ROWS_LO)
             step = n0 + BLOCK_N >= end  # the range's last tile: on to the next interval
             j += step.to(tl.int32)
-            lo_next, end_next = _block_range(DIAG, j, n_diag, m0, T, BLOCK_M)
+            lo_next, end_next, all_lo, all_end, lo_rows_next, end_rows_next = _program_range(
+                DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
             n0 = tl.where(step, lo_next, n0 + BLOCK_N)
             end = tl.where(step, end_next, end)
+            rows_lo = tl.where(step, lo_rows_next, rows_lo)
+            rows_end = tl.where(step, end_rows_next, rows_end)
     else:
         for j in range(0, n_diag):
-            lo, end = _block_range(DIAG, j, n_diag, m0, T, BLOCK_M)
-            seen = seen | ((lo <= offs_m) & (lo < end))
-            # keys up to the block's first row are seen by every row: no mask
-            n_full = tl.maximum(tl.minimum(end, m0 + 1) - lo, 0) // BLOCK_N
-            for t in range(0, n_full):
-                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, lo + t * BLOCK_N, end,
-                                              stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, False, False,
-                                              POS_SCALE)
-            for n0 in range(lo + n_full * BLOCK_N, end, BLOCK_N):
-                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, n0, end,
+            lo, end, all_lo, all_end, rows_lo, rows_end = _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
+            seen = seen | ((rows_lo <= offs_m) & (rows_lo < rows_end))
+            last = tl.minimum(offs_m, rows_end - 1)  # each row's last key in the range
+            # keys only the first blocks' rows see (several pattern blocks a program): masked
+            head_end = tl.minimum(all_lo, end)
+            for n0 in range(lo, head_end, BLOCK_N):
+                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, last, n0, head_end,
                                               stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
-                                              POS_SCALE)
-    count = tl.load(BLOCK_COLS + bh * n_blocks + pid_m)
+                                              POS_SCALE, rows_lo, ROWS_LO)
+            # keys every row's range holds, up to the program's first row: no mask
+            n_full = tl.maximum(tl.minimum(all_end, m0 + 1) - all_lo, 0) // BLOCK_N
+            for t in range(0, n_full):
+                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, last, all_lo + t * BLOCK_N, end,
+                                              stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, False, False,
+                                              POS_SCALE, rows_lo, False)
+            for n0 in range(tl.maximum(head_end, all_lo + n_full * BLOCK_N), end, BLOCK_N):
+                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, last, n0, end,
+                                              stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
+                                              POS_SCALE, rows_lo, ROWS_LO)
+    # the columns at or before the program's last row: those of its last pattern block
+    count = tl.load(BLOCK_COLS + bh * n_blocks + tl.minimum(pid_m * (BLOCK_M // PB) + BLOCK_M // PB - 1, n_blocks - 1))
     COLS = COLS + bh.to(tl.int64) * max_cols
     # never pipelined: prefetching the gathered columns' binary search spills registers
-    for c0 in tl.range(0, count, BLOCK_N, num_stages=1):
+    COLS_N: tl.constexpr = BLOCK_N if BLOCK_M == PB else 32  # two blocks' masks: 32 columns keep the registers
+    for c0 in tl.range(0, count, COLS_N, num_stages=1):
         acc, m_i, l_i, seen_here = _attend_columns(acc, m_i, l_i, q, K, V, COLS, count, c0, DIAG, n_diag, m0, offs_m,
-                                                   stride_kn, stride_vn, offs_d, qk_scale, BLOCK_M, BLOCK_N,
+                                                   stride_kn, stride_vn, offs_d, qk_scale, BLOCK_M, COLS_N, PB,
                                                    SEARCH_STEPS)
         seen = seen | seen_here
 
@@ -437,15 +479,21 @@ VS_STAGES = 1
 
 
 def _vs_default(head_dim: int, tokens: int) -> dict:
-    """64-key tiles over the pattern's 64-row blocks, 4 warps, no pipelining (see VS_STAGES),
-    a loop per range (flat: one loop over all the block's range tiles, each masked)."""
-    return dict(BLOCK_N=64, num_warps=4, num_stages=VS_STAGES, flat=False)
+    """A program a pattern block (BLOCK_M = 64 rows), 64-key tiles, 4 warps, no pipelining
+    (see VS_STAGES), a loop per range (flat: one loop over all the program's range tiles,
+    each masked)."""
+    return dict(BLOCK_M=BLOCK, BLOCK_N=64, num_warps=4, num_stages=VS_STAGES, flat=False)
 
 
 def _vs_candidates(head_dim: int, tokens: int) -> list[dict]:
     per_range = [dict(BLOCK_N=bn, num_warps=w, num_stages=st) for bn in (32, 64, 128) for w in (4, 8) for st in (1, 2)]
     flat = [dict(BLOCK_N=bn, num_warps=w, num_stages=st, flat=True) for bn in (64, 128) for w in (4, 8) for st in (2, 3)]
-    return per_range + flat
+    # two pattern blocks a program: 128-row products, as the dense kernel's, at the cost of
+    # masking the keys where the two blocks' ranges differ; 8 warps (4 spill registers, as do
+    # 128-key tiles walked a loop per range: tests/correctness/sm90_compile.py)
+    pairs = [dict(BLOCK_M=2 * BLOCK, BLOCK_N=64, num_warps=8, num_stages=st, flat=f) for st in (2, 3)
+             for f in (False, True)] + [dict(BLOCK_M=2 * BLOCK, BLOCK_N=128, num_warps=8, num_stages=2, flat=True)]
+    return per_range + flat + pairs
 
 
 def _bs_default(head_dim: int, tokens: int) -> dict:
@@ -466,8 +514,15 @@ def _check_launch(cfg: dict) -> None:
 
 
 # The attention kernels' launches, tuned per GPU (python -m harness tune attention); the
-# pattern's 64-row blocks fix BLOCK_M
-VS_LAUNCH = LaunchSpace("vertical_slash_attention", _vs_default, _vs_candidates, _check_launch)
+# block-sparse kernel's BLOCK_M is the pattern's block
+def _check_vs_launch(cfg: dict) -> None:
+    _check_launch(cfg)
+    if "BLOCK_M" in cfg and cfg["BLOCK_M"] not in (BLOCK, 2 * BLOCK):
+        raise ValueError(f"BLOCK_M (a program's rows) must be one or two of the pattern's {BLOCK}-row blocks: "
+                         f"{BLOCK} or {2 * BLOCK}, got {cfg['BLOCK_M']!r}")
+
+
+VS_LAUNCH = LaunchSpace("vertical_slash_attention", _vs_default, _vs_candidates, _check_vs_launch)
 BS_LAUNCH = LaunchSpace("block_sparse_attention", _bs_default, _bs_candidates, _check_launch)
 
 
@@ -480,13 +535,13 @@ def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, config=None):
     cfg = VS_LAUNCH.choose(q.device, _launch_key(q), config)
     B, T, Hq, D = q.shape
     n_sel, n_blocks, max_diag = heads.numel(), triton.cdiv(T, BLOCK), index.intervals.shape[2]
-    _vertical_slash_kernel[(B * n_sel, n_blocks)](
+    _vertical_slash_kernel[(B * n_sel, triton.cdiv(T, cfg["BLOCK_M"]))](
         q, k, v, out, lse if lse is not None else out, heads, index.intervals, index.n_intervals, index.columns,
         index.block_columns, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         T, Hq, n_sel, Hq // k.shape[2], scale * LOG2E, max_diag, index.columns.shape[2], n_blocks,
-        HEAD_DIM=D, BLOCK_M=BLOCK, BLOCK_N=cfg["BLOCK_N"], SEARCH_STEPS=max(1, max_diag.bit_length()),
-        WRITE_LSE=lse is not None, POS_SCALE=scale > 0, FLAT=cfg["flat"], num_warps=cfg["num_warps"],
+        HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], SEARCH_STEPS=max(1, max_diag.bit_length()),
+        WRITE_LSE=lse is not None, POS_SCALE=scale > 0, FLAT=cfg["flat"], PB=BLOCK, num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"])
 
 
@@ -656,10 +711,12 @@ def _block_sparse_kernel(Q, K, V, O, LSE, HEADS, BLOCKS, COUNTS,
         kb = tl.load(BLOCKS + row * top_k + i)
         if kb < pid_m:  # wholly before every row: no mask
             acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, kb * BLOCK_M, T, stride_kn,
-                                          stride_vn, offs_d, qk_scale, BLOCK_M, True, False, False, POS_SCALE)
+                                          stride_vn, offs_d, qk_scale, BLOCK_M, True, False, False, POS_SCALE,
+                                          offs_m, False)
         else:  # the diagonal block: causal, and the sequence's end
             acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, offs_m, kb * BLOCK_M, T, stride_kn,
-                                          stride_vn, offs_d, qk_scale, BLOCK_M, True, True, False, POS_SCALE)
+                                          stride_vn, offs_d, qk_scale, BLOCK_M, True, True, False, POS_SCALE,
+                                          offs_m, False)
     out = acc / l_i[:, None]  # every row sees its diagonal block, its own key at least
     tl.store(O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_ot
              + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])

@@ -28,7 +28,7 @@ from kernels.attention.rope import _rope_kv_write_kernel  # noqa: E402
 from kernels.attention.shared_prefix import _merge_kernel, _node_kernel  # noqa: E402
 from kernels.attention.sparse_prefill import (  # noqa: E402
     _block_sparse_kernel, _bs_default, _estimate_scores_kernel, _estimate_stats_kernel, _vertical_slash_kernel,
-    _vs_default,
+    _vs_candidates, _vs_default,
 )
 from kernels.linear.fused import _fused_linear_kernel, _merge_splits_kernel, _prompt_kernel  # noqa: E402
 from kernels.norm.ngpt import _ngpt_update_kernel  # noqa: E402
@@ -207,6 +207,12 @@ def cases():
         yield (f"sparse prefill: vertical-slash attention, flat range walk, {warps} warps {stages} stages",
                _vertical_slash_kernel, vs_types, vs_consts | {"BLOCK_N": 64, "FLAT": True},
                {"num_warps": warps, "num_stages": stages})
+    for c in _vs_candidates(128, 1 << 15):  # the tuning candidates of two pattern blocks a program keep registers
+        if c.get("BLOCK_M") == 128:
+            yield (f"sparse prefill: vertical-slash attention, two pattern blocks a program, {c['BLOCK_N']}-key "
+                   f"tiles, {c['num_stages']} stages{', flat' if c['flat'] else ''}", _vertical_slash_kernel,
+                   vs_types, vs_consts | {"BLOCK_M": 128, "BLOCK_N": c["BLOCK_N"], "FLAT": c["flat"]},
+                   {"num_warps": c["num_warps"], "num_stages": c["num_stages"], "spill_free": True})
     yield ("sparse prefill: block-sparse attention", _block_sparse_kernel,
            bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "BLOCKS": "*i32", "COUNTS": "*i32", "qk_scale": "fp32"},
            {"HEAD_DIM": 128, "BLOCK_M": 64, "WRITE_LSE": False, "POS_SCALE": True},

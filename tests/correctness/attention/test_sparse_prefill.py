@@ -101,23 +101,29 @@ def test_merged_intervals_are_sorted_and_far_apart():
 @given(b=st.integers(1, 2), t=st.integers(1, 200), kv=st.sampled_from([(1, 1), (4, 1), (3, 1), (6, 2)]),
        d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), n_cols=st.integers(0, 50),
        n_diags=st.integers(0, 50), per_head=st.booleans(), block_n=st.sampled_from([32, 64]), flat=st.booleans(),
-       seed=st.integers(0, 2 ** 16))
+       rows=st.sampled_from([64, 128]), seed=st.integers(0, 2 ** 16))
 @example(b=1, t=200, kv=(4, 1), d=64, dtype="fp16", n_cols=30, n_diags=10, per_head=False, block_n=64, flat=False,
-         seed=0)
+         rows=64, seed=0)
 @example(b=1, t=130, kv=(1, 1), d=128, dtype="bf16", n_cols=0, n_diags=0, per_head=False, block_n=32, flat=True,
-         seed=1)  # no key
+         rows=64, seed=1)  # no key
 @example(b=1, t=200, kv=(4, 1), d=64, dtype="fp16", n_cols=5, n_diags=40, per_head=True, block_n=32, flat=True,
-         seed=2)  # many ranges walked in one loop
+         rows=64, seed=2)  # many ranges walked in one loop
+@example(b=2, t=200, kv=(4, 1), d=64, dtype="fp16", n_cols=30, n_diags=40, per_head=True, block_n=64, flat=False,
+         rows=128, seed=3)  # two pattern blocks a program, the last one partial
+@example(b=1, t=190, kv=(3, 1), d=128, dtype="bf16", n_cols=20, n_diags=45, per_head=False, block_n=32, flat=True,
+         rows=128, seed=4)
 def test_attention_matches_masked_reference(device, b, t, kv, d, dtype, n_cols, n_diags, per_head, block_n, flat,
-                                            seed):
-    """Both walks of the ranges: a loop per range, or (flat) one loop over all of a block's
-    range tiles."""
+                                            rows, seed):
+    """Both walks of the ranges: a loop per range, or (flat) one loop over all of a
+    program's range tiles; a program of one pattern block or of two (rows = 128: each row
+    keeps to its own block's ranges)."""
     dt = HALF_DTYPES[dtype]
     q, k, v = _qkv(b, t, kv[0], kv[1], d, dt, device, seed)
     cols, diags, nc, nd = _pattern(b, kv[0], t, n_cols, n_diags, seed + 1, per_head)
     index = vertical_slash_index(cols.to(device), diags.to(device), t, *(None if n is None else n.to(device)
                                                                         for n in (nc, nd)))
-    out, lse = vertical_slash_attention(q, k, v, index, return_lse=True, config={"BLOCK_N": block_n, "flat": flat})
+    out, lse = vertical_slash_attention(q, k, v, index, return_lse=True,
+                                        config={"BLOCK_M": rows, "BLOCK_N": block_n, "flat": flat})
     mask = vertical_slash_mask(t, _used(cols, nc), _used(diags, nd))
     exact, lse_exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64, return_lse=True, mask=mask)
     lowp = gqa_attention_reference(q, k, v, compute_dtype=dt, mask=mask)
@@ -183,26 +189,29 @@ def test_index_is_compact_at_128k_tokens():
     assert index.nbytes() < 0.01 * dense_format
 
 
+@pytest.mark.parametrize("rows", [64, 128])
 @pytest.mark.parametrize("flat", [False, True])
-def test_a_row_that_sees_no_key_is_zero(device, flat):
+def test_a_row_that_sees_no_key_is_zero(device, flat, rows):
     q, k, v = _qkv(1, 128, 1, 1, 64, torch.float16, device, 7)
     index = vertical_slash_index(torch.zeros(1, 1, 0, dtype=torch.long), torch.tensor([[[100]]]), 128)
-    out, lse = vertical_slash_attention(q.to(device), k, v, index.to(device), return_lse=True, config={"flat": flat})
+    out, lse = vertical_slash_attention(q.to(device), k, v, index.to(device), return_lse=True,
+                                        config={"flat": flat, "BLOCK_M": rows})
     # block 0's rows: diagonal 100 lies before key 0; block 1 (rows 64..127) sees keys 0..27
     assert torch.all(out[0, :64] == 0) and torch.all(lse[0, 0, :64] == float("-inf"))
     assert torch.all(torch.isfinite(out[0, 64:].float())) and torch.all(torch.isfinite(lse[0, 0, 64:]))
 
 
+@pytest.mark.parametrize("rows", [64, 128])
 @pytest.mark.parametrize("flat", [False, True])
 @pytest.mark.parametrize("where", ["selected", "unselected"])
-def test_nan_in_a_key_reaches_only_the_rows_that_select_it(device, where, flat):
+def test_nan_in_a_key_reaches_only_the_rows_that_select_it(device, where, flat, rows):
     t = 128
     q, k, v = _qkv(1, t, 2, 1, 64, torch.float16, device, 8)
     cols = torch.tensor([[[3], [3]]])
     index = vertical_slash_index(cols, torch.tensor([[[0], [0]]]), t).to(device)
     key = 3 if where == "selected" else 10  # 10: only rows of block 0 see it (their own diagonal-0 range)
     k[0, key, 0, 0] = float("nan")
-    out = vertical_slash_attention(q, k, v, index, config={"flat": flat})
+    out = vertical_slash_attention(q, k, v, index, config={"flat": flat, "BLOCK_M": rows})
     mask = vertical_slash_mask(t, cols, torch.tensor([[[0], [0]]]))[0, 0]
     nan_rows = torch.isnan(out[0, :, 0].float()).all(-1).cpu()
     assert torch.equal(nan_rows, mask[:, key])
@@ -226,8 +235,10 @@ def test_bad_input_is_refused_with_a_clear_error(device):
         vertical_slash_attention(q, k, v, tuple(index))
     with pytest.raises(ValueError, match="BLOCK_N must be"):
         vertical_slash_attention(q, k, v, index, config={"BLOCK_N": 48})
+    with pytest.raises(ValueError, match="one or two of the pattern's 64-row blocks"):
+        vertical_slash_attention(q, k, v, index, config={"BLOCK_M": 32})  # a program holds whole pattern blocks
     with pytest.raises(ValueError, match="unknown launch option"):
-        vertical_slash_attention(q, k, v, index, config={"BLOCK_M": 128})  # the pattern's blocks fix it
+        vertical_slash_attention(q, k, v, index, config={"BLOCK_K": 64})
     with pytest.raises(ValueError, match="flat must be True or False"):
         vertical_slash_attention(q, k, v, index, config={"flat": 1})
     with pytest.raises(ValueError, match="head_dim"):
