@@ -33,26 +33,24 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len, stride_kn,
-                  stride_vn, offs_d, qk_scale, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                  USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr, rows_lo, ROWS_LO: tl.constexpr):
-    """One key block into the running (acc, max, sum) of the online softmax (base 2).
-    Unmasked blocks lie wholly inside the sequence and before every row's position: no
-    bounds, no mask, and every row has a finite maximum after them. Masked, a row sees the
-    keys below kv_len up to its rows_pos (causal), from its rows_lo on (ROWS_LO). Through
-    TMA a block that straddles the sequence's end reads the next rows of the flattened
-    cache: the mask drops their scores and zeroes their values."""
-    offs_n = n0 + tl.arange(0, BLOCK_N)
-    key_ok = offs_n < kv_len
-    k_ptrs = K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :]
-    v_ptrs = V + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :]
+def _load_block(ptrs, desc, tma_row, tma_col, n0, key_ok, MASKED: tl.constexpr, USE_TMA: tl.constexpr):
+    """A key block's keys or values; masked, a key past kv_len gives zeros, never the cache's
+    garbage (through TMA, the next rows of the flattened cache)."""
     if USE_TMA:
-        k = desc_k.load([tma_row + n0, tma_col])
-    elif MASKED:
-        k = tl.load(k_ptrs, mask=key_ok[:, None], other=0.0)
-    else:
-        k = tl.load(k_ptrs)
-    qk = tl.dot(exact_operand(q), tl.trans(exact_operand(k)))
+        x = desc.load([tma_row + n0, tma_col])
+        if MASKED:
+            x = tl.where(key_ok[:, None], x, 0.0)
+        return x
+    if MASKED:
+        return tl.load(ptrs, mask=key_ok[:, None], other=0.0)
+    return tl.load(ptrs)
+
+
+@triton.jit
+def _probabilities(qk, m_i, rows_pos, rows_lo, offs_n, key_ok, qk_scale, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
+                   POS_SCALE: tl.constexpr, ROWS_LO: tl.constexpr):
+    """One key block's scores into the online softmax (base 2): (p, the new running max, the
+    max p is taken against: 0 for a row that has seen no key yet, so no NaN from -inf - -inf)."""
     if MASKED:
         s = qk * qk_scale
         visible = key_ok[None, :]
@@ -62,12 +60,8 @@ def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows
             visible = visible & (offs_n[None, :] >= rows_lo[:, None])
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: no NaN from -inf - -inf
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.math.exp2(s - m_use[:, None])
-        if USE_TMA:
-            v = tl.where(key_ok[:, None], desc_v.load([tma_row + n0, tma_col]), 0.0)
-        else:
-            v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)  # past the sequence: zeros, never the cache's garbage
     else:
         if POS_SCALE:  # max(qk) * scale is the scaled maximum: one fused multiply-add a score
             m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
@@ -77,64 +71,71 @@ def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows
             m_new = tl.maximum(m_i, tl.max(s, 1))
             p = tl.math.exp2(s - m_new[:, None])
         m_use = m_new
-        if USE_TMA:
-            v = desc_v.load([tma_row + n0, tma_col])
-        else:
-            v = tl.load(v_ptrs)
+    return p, m_new, m_use
+
+
+@triton.jit
+def _accumulate(acc, m_i, l_i, p, m_use, v):
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = tl.dot(exact_operand(p.to(v.dtype)), exact_operand(v), acc * alpha[:, None])
+    return acc, l_i
+
+
+@triton.jit
+def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len, stride_kn,
+                  stride_vn, offs_d, qk_scale, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
+                  USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr, rows_lo, ROWS_LO: tl.constexpr):
+    """One key block into the running (acc, max, sum) of the online softmax (base 2).
+    Unmasked blocks lie wholly inside the sequence and before every row's position: no
+    bounds, no mask, and every row has a finite maximum after them. Masked, a row sees the
+    keys below kv_len up to its rows_pos (causal), from its rows_lo on (ROWS_LO)."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    key_ok = offs_n < kv_len
+    k_ptrs = K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :]
+    v_ptrs = V + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :]
+    # keys read through TMA past kv_len need no zeroing: their scores are masked
+    k = _load_block(k_ptrs, desc_k, tma_row, tma_col, n0, key_ok, MASKED and not USE_TMA, USE_TMA)
+    qk = tl.dot(exact_operand(q), tl.trans(exact_operand(k)))
+    p, m_new, m_use = _probabilities(qk, m_i, rows_pos, rows_lo, offs_n, key_ok, qk_scale, CAUSAL, MASKED, POS_SCALE,
+                                     ROWS_LO)
+    v = _load_block(v_ptrs, desc_v, tma_row, tma_col, n0, key_ok, MASKED, USE_TMA)
+    acc, l_i = _accumulate(acc, m_i, l_i, p, m_use, v)
     return acc, m_new, l_i
 
 
 @triton.jit
-def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S,
-                    stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
-                    stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh,
-                    T, q_heads, group, qk_scale,
-                    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-                    UNIFORM_LEN: tl.constexpr, WRITE_LSE: tl.constexpr, USE_TMA: tl.constexpr,
-                    POS_SCALE: tl.constexpr = True):
-    bh = tl.program_id(0)
-    # causal: the last query blocks see the most keys; launched first, they leave short ones for the tail
-    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
-    b = bh // q_heads
-    h = bh % q_heads
-    kvh = h // group
-    kv_len = uniform_len if UNIFORM_LEN else tl.load(KV_LENS + b)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    row_ok = offs_m < T
-    rows_pos = kv_len - T + offs_m  # each query row's position in its sequence
-    q_ptrs = Q + b.to(tl.int64) * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qt + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
-    K = K + b.to(tl.int64) * stride_kb + kvh * stride_kh
-    V = V + b.to(tl.int64) * stride_vb + kvh * stride_vh
-    tma_row = b * S  # through TMA: K and V as (batch * S, kv_heads * head_dim) matrices
-    tma_col = kvh * HEAD_DIM
+def _attend_block_halves(acc_a, m_a, l_a, acc_b, m_b, l_b, q_a, q_b, K, V, desc_k, desc_v, tma_row, tma_col, pos_a,
+                         pos_b, n0, kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N: tl.constexpr,
+                         CAUSAL: tl.constexpr, MASKED: tl.constexpr, USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr):
+    """_attend_block for two halves of a program's rows, each its own softmax stream over the
+    same keys and values, ordered so that one half's exponentials can run while the other's
+    products do."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    key_ok = offs_n < kv_len
+    k_ptrs = K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :]
+    v_ptrs = V + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :]
+    k = _load_block(k_ptrs, desc_k, tma_row, tma_col, n0, key_ok, MASKED and not USE_TMA, USE_TMA)
+    k_t = tl.trans(exact_operand(k))
+    qk_a = tl.dot(exact_operand(q_a), k_t)
+    qk_b = tl.dot(exact_operand(q_b), k_t)
+    p_a, m_a_new, use_a = _probabilities(qk_a, m_a, pos_a, pos_a, offs_n, key_ok, qk_scale, CAUSAL, MASKED,
+                                         POS_SCALE, False)
+    v = _load_block(v_ptrs, desc_v, tma_row, tma_col, n0, key_ok, MASKED, USE_TMA)
+    acc_a, l_a = _accumulate(acc_a, m_a, l_a, p_a, use_a, v)
+    p_b, m_b_new, use_b = _probabilities(qk_b, m_b, pos_b, pos_b, offs_n, key_ok, qk_scale, CAUSAL, MASKED,
+                                         POS_SCALE, False)
+    acc_b, l_b = _accumulate(acc_b, m_b, l_b, p_b, use_b, v)
+    return acc_a, m_a_new, l_a, acc_b, m_b_new, l_b
 
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    first_pos = kv_len - T + pid_m * BLOCK_M
-    last_pos = first_pos + BLOCK_M - 1
-    if CAUSAL:
-        hi = tl.minimum(kv_len, last_pos + 1)
-        full = tl.maximum(tl.minimum(first_pos + 1, hi), 0) // BLOCK_N * BLOCK_N  # keys every row sees
-    else:
-        hi = kv_len
-        full = kv_len // BLOCK_N * BLOCK_N
-    for n0 in range(0, full, BLOCK_N):
-        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len,
-                                      stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, False, USE_TMA,
-                                      POS_SCALE, rows_pos, False)
-    for n0 in range(full, hi, BLOCK_N):
-        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len,
-                                      stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, True, USE_TMA,
-                                      POS_SCALE, rows_pos, False)
 
+@triton.jit
+def _store_rows(O, LSE, acc, m_i, l_i, offs_m, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh, stride_lb,
+                stride_lh, CAUSAL: tl.constexpr, WRITE_LSE: tl.constexpr):
     # A row that sees keys divides by its sum even when that is 0 (every score -inf: 0/0,
     # NaN, as the math says); a row before position 0 or of an empty sequence sees none: 0.
+    row_ok = offs_m < T
+    rows_pos = kv_len - T + offs_m
     has_keys = (kv_len > 0) & (rows_pos >= 0) if CAUSAL else (kv_len > 0) & row_ok
     out = tl.where(has_keys[:, None], acc / l_i[:, None], 0.0)
     o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_ot + offs_d[None, :]
@@ -145,11 +146,90 @@ def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S,
         tl.store(LSE + b.to(tl.int64) * stride_lb + h * stride_lh + offs_m, lse, mask=row_ok)
 
 
+@triton.jit
+def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S,
+                    stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
+                    stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh,
+                    T, q_heads, group, qk_scale,
+                    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+                    UNIFORM_LEN: tl.constexpr, WRITE_LSE: tl.constexpr, USE_TMA: tl.constexpr,
+                    POS_SCALE: tl.constexpr = True, HALVES: tl.constexpr = False):
+    bh = tl.program_id(0)
+    # causal: the last query blocks see the most keys; launched first, they leave short ones for the tail
+    pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
+    b = bh // q_heads
+    h = bh % q_heads
+    kvh = h // group
+    kv_len = uniform_len if UNIFORM_LEN else tl.load(KV_LENS + b)
+    offs_d = tl.arange(0, HEAD_DIM)
+    Q = Q + b.to(tl.int64) * stride_qb + h * stride_qh
+    K = K + b.to(tl.int64) * stride_kb + kvh * stride_kh
+    V = V + b.to(tl.int64) * stride_vb + kvh * stride_vh
+    tma_row = b * S  # through TMA: K and V as (batch * S, kv_heads * head_dim) matrices
+    tma_col = kvh * HEAD_DIM
+
+    first_pos = kv_len - T + pid_m * BLOCK_M
+    last_pos = first_pos + BLOCK_M - 1
+    if CAUSAL:
+        hi = tl.minimum(kv_len, last_pos + 1)
+        full = tl.maximum(tl.minimum(first_pos + 1, hi), 0) // BLOCK_N * BLOCK_N  # keys every row sees
+    else:
+        hi = kv_len
+        full = kv_len // BLOCK_N * BLOCK_N
+    if HALVES:  # two softmax streams of BLOCK_M / 2 rows over each key block
+        HALF: tl.constexpr = BLOCK_M // 2
+        offs_a = pid_m * BLOCK_M + tl.arange(0, HALF)
+        offs_b = offs_a + HALF
+        q_a = tl.load(Q + offs_a[:, None].to(tl.int64) * stride_qt + offs_d[None, :], mask=(offs_a < T)[:, None],
+                      other=0.0)
+        q_b = tl.load(Q + offs_b[:, None].to(tl.int64) * stride_qt + offs_d[None, :], mask=(offs_b < T)[:, None],
+                      other=0.0)
+        pos_a = kv_len - T + offs_a
+        pos_b = kv_len - T + offs_b
+        m_a = tl.full([HALF], float("-inf"), tl.float32)
+        m_b = tl.full([HALF], float("-inf"), tl.float32)
+        l_a = tl.zeros([HALF], tl.float32)
+        l_b = tl.zeros([HALF], tl.float32)
+        acc_a = tl.zeros([HALF, HEAD_DIM], tl.float32)
+        acc_b = tl.zeros([HALF, HEAD_DIM], tl.float32)
+        for n0 in range(0, full, BLOCK_N):
+            acc_a, m_a, l_a, acc_b, m_b, l_b = _attend_block_halves(
+                acc_a, m_a, l_a, acc_b, m_b, l_b, q_a, q_b, K, V, desc_k, desc_v, tma_row, tma_col, pos_a, pos_b, n0,
+                kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, False, USE_TMA, POS_SCALE)
+        for n0 in range(full, hi, BLOCK_N):
+            acc_a, m_a, l_a, acc_b, m_b, l_b = _attend_block_halves(
+                acc_a, m_a, l_a, acc_b, m_b, l_b, q_a, q_b, K, V, desc_k, desc_v, tma_row, tma_col, pos_a, pos_b, n0,
+                kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, True, USE_TMA, POS_SCALE)
+        _store_rows(O, LSE, acc_a, m_a, l_a, offs_a, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh,
+                    stride_lb, stride_lh, CAUSAL, WRITE_LSE)
+        _store_rows(O, LSE, acc_b, m_b, l_b, offs_b, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh,
+                    stride_lb, stride_lh, CAUSAL, WRITE_LSE)
+    else:
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        q = tl.load(Q + offs_m[:, None].to(tl.int64) * stride_qt + offs_d[None, :], mask=(offs_m < T)[:, None],
+                    other=0.0)
+        rows_pos = kv_len - T + offs_m  # each query row's position in its sequence
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        for n0 in range(0, full, BLOCK_N):
+            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0,
+                                          kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, False,
+                                          USE_TMA, POS_SCALE, rows_pos, False)
+        for n0 in range(full, hi, BLOCK_N):
+            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0,
+                                          kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, True,
+                                          USE_TMA, POS_SCALE, rows_pos, False)
+        _store_rows(O, LSE, acc, m_i, l_i, offs_m, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh,
+                    stride_lb, stride_lh, CAUSAL, WRITE_LSE)
+
+
 def _default_config(head_dim: int, rows: int) -> dict:
     """128 query rows a program (64 for short prompts), 64-key blocks; 8 warps at head dim
-    128; keys and values by pointer loads (tma: through TMA descriptors, Hopper and newer)."""
+    128; keys and values by pointer loads (tma: through TMA descriptors, Hopper and newer);
+    one softmax stream a program (halves: two of half the rows, interleaved)."""
     return dict(BLOCK_M=128 if rows >= 128 else 64, BLOCK_N=64, num_warps=8 if head_dim == 128 else 4, num_stages=3,
-                tma=False)
+                tma=False, halves=False)
 
 
 def _candidates(head_dim: int, rows: int) -> list[dict]:
@@ -159,7 +239,19 @@ def _candidates(head_dim: int, rows: int) -> list[dict]:
     out += [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, tma=True)
             for bm in (64, 128) for bn in (64, 128) for w in (4, 8) for st in (2, 3)
             if not (bm == 128 and bn == 128 and head_dim == 128 and st > 2)]
+    # two softmax streams: 8 warps, 64-key blocks (4 warps or 128-key blocks spill registers at head dim 128)
+    out += [dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=st, tma=t, halves=True) for st in (2, 3)
+            for t in (False, True)]
     return out
+
+
+def _check_config(cfg: dict) -> None:
+    check_tile_config(cfg)
+    if "halves" in cfg and not isinstance(cfg["halves"], bool):
+        raise ValueError(f"halves must be True or False, got {cfg['halves']!r}")
+    if cfg.get("halves") and cfg.get("BLOCK_M", 128) < 32:
+        raise ValueError(f"halves needs BLOCK_M of at least 32 (two streams of 16 rows, a product's least); "
+                         f"got {cfg['BLOCK_M']}")
 
 
 def check_tile_config(cfg: dict) -> None:
@@ -180,7 +272,7 @@ def _tma_layout_ok(t: torch.Tensor) -> bool:
             and (t.stride(1) * t.element_size()) % 16 == 0)
 
 
-LAUNCH = LaunchSpace("prefill_attention", _default_config, _candidates, check_tile_config)
+LAUNCH = LaunchSpace("prefill_attention", _default_config, _candidates, _check_config)
 
 
 def check_qkv_tensors(q, k, v, kernel_input: bool = True) -> None:
@@ -232,7 +324,7 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens
     """Attention of q's T queries over the keys of each sequence; see the module doc.
     Returns out (B, T, Hq, D) in q's dtype, or (out, lse (B, Hq, T) float32).
     config: launch options over the tuned or default ones (BLOCK_M, BLOCK_N, num_warps, num_stages,
-    tma; a table's tma falls back to pointer loads where k or v cannot be read through TMA,
+    tma, halves; a table's tma falls back to pointer loads where k or v cannot be read through TMA,
     the caller's tma=True raises)."""
     _check(q, k, v, kv_lens, scale, causal, return_lse)
     B, T, Hq, D = q.shape
@@ -267,7 +359,7 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), stride_lb, stride_lh,
         T, Hq, Hq // Hkv, scale * LOG2E,
         HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], CAUSAL=causal, UNIFORM_LEN=uniform,
-        WRITE_LSE=return_lse, USE_TMA=tma, POS_SCALE=scale > 0, num_warps=cfg["num_warps"],
+        WRITE_LSE=return_lse, USE_TMA=tma, POS_SCALE=scale > 0, HALVES=cfg["halves"], num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )
     return (out, lse) if return_lse else out

@@ -179,6 +179,14 @@ def cases():
         yield (f"prefill TMA BLOCK_M={bm} BLOCK_N={bn}", _prefill_kernel, pre | {"desc_k": desc, "desc_v": desc},
                {"HEAD_DIM": 128, "BLOCK_M": bm, "BLOCK_N": bn, "CAUSAL": True, "UNIFORM_LEN": True,
                 "WRITE_LSE": False, "USE_TMA": True, "POS_SCALE": True}, {"num_warps": 8, "num_stages": st})
+    # the shipped launch on the H100 (its table), and two softmax streams a program (tuning candidates)
+    for bn, warps, st, tma, halves in ((64, 4, 2, True, False), (64, 8, 2, True, True), (64, 8, 3, True, True),
+                                       (64, 8, 2, False, True), (64, 8, 3, False, True)):
+        desc = {"desc_k": f"tensordesc<bf16[{bn},128]>", "desc_v": f"tensordesc<bf16[{bn},128]>"} if tma else {}
+        yield (f"prefill BLOCK_N={bn} {warps} warps {st} stages tma={tma} halves={halves}", _prefill_kernel,
+               pre | desc, {"HEAD_DIM": 128, "BLOCK_M": 128, "BLOCK_N": bn, "CAUSAL": True, "UNIFORM_LEN": True,
+                            "WRITE_LSE": False, "USE_TMA": tma, "POS_SCALE": True, "HALVES": halves},
+               {"num_warps": warps, "num_stages": st})
     node = bf("Q KP VP desc_k desc_v") | f32("O_PART LSE_PART") | {"scale_log2": "fp32",
         "WORK": "*i32", "NODE_META": "*i32", "PART_ROW0": "*i64"}
     for tma in (False, True):  # shared-prefix decode: the node kernel, then the merge

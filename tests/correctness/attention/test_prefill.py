@@ -26,11 +26,13 @@ def _inputs(b, t, s, hq, hkv, d, dtype, device, seed):
 @settings(deadline=None)
 @given(b=st.integers(1, 2), t=st.integers(1, 80), extra=st.integers(0, 70), kv=st.sampled_from([(1, 1), (4, 1), (3, 1), (6, 2)]),
        d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), causal=st.booleans(),
-       per_seq=st.booleans(), tma=st.booleans(), seed=st.integers(0, 2 ** 16))
-@example(b=1, t=70, extra=0, kv=(4, 1), d=64, dtype="fp16", causal=True, per_seq=False, tma=False, seed=0)   # from scratch, two row blocks
-@example(b=2, t=40, extra=33, kv=(3, 1), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, seed=1)  # a chunk after a prefix
-@example(b=1, t=1, extra=0, kv=(1, 1), d=64, dtype="fp16", causal=True, per_seq=False, tma=False, seed=2)    # one token
-def test_prefill_matches_reference(device, b, t, extra, kv, d, dtype, causal, per_seq, tma, seed):
+       per_seq=st.booleans(), tma=st.booleans(), halves=st.sampled_from([0, 32, 128]), seed=st.integers(0, 2 ** 16))
+@example(b=1, t=70, extra=0, kv=(4, 1), d=64, dtype="fp16", causal=True, per_seq=False, tma=False, halves=0, seed=0)   # from scratch, two row blocks
+@example(b=2, t=40, extra=33, kv=(3, 1), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, halves=0, seed=1)  # a chunk after a prefix
+@example(b=1, t=1, extra=0, kv=(1, 1), d=64, dtype="fp16", causal=True, per_seq=False, tma=False, halves=0, seed=2)    # one token
+@example(b=2, t=80, extra=20, kv=(4, 1), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, halves=128, seed=3)
+def test_prefill_matches_reference(device, b, t, extra, kv, d, dtype, causal, per_seq, tma, halves, seed):
+    """halves: the rows of a program (BLOCK_M) when it runs two softmax streams of half of them (0: one stream)."""
     hq, hkv = kv
     dt = HALF_DTYPES[dtype]
     s = t + extra
@@ -39,7 +41,8 @@ def test_prefill_matches_reference(device, b, t, extra, kv, d, dtype, causal, pe
     if per_seq:  # each sequence its own length, some shorter than T: their first rows see no key
         g = torch.Generator().manual_seed(seed + 1)
         lens = torch.randint(0, s + 1, (b,), generator=g).to(device)
-    out, lse = prefill_attention(q, k, v, lens, causal=causal, return_lse=True, config=dict(tma=tma))
+    config = dict(tma=tma, **(dict(BLOCK_M=halves, halves=True) if halves else {}))
+    out, lse = prefill_attention(q, k, v, lens, causal=causal, return_lse=True, config=config)
     exact, lse_exact = gqa_attention_reference(q, k, v, lens, causal=causal, compute_dtype=torch.float64,
                                                return_lse=True)
     lowp = gqa_attention_reference(q, k, v, lens, causal=causal, compute_dtype=dt)
@@ -59,8 +62,9 @@ def test_rows_that_see_no_key_are_zero(device):
 def test_nan_in_a_visible_key_reaches_only_the_rows_that_see_it(device):
     q, k, v = _inputs(1, 16, 16, 1, 1, 64, torch.float16, device, 4)
     k[0, 9, 0, 3] = float("nan")
-    out = prefill_attention(q, k, v).float().cpu()
-    assert torch.isnan(out[0, 9:]).all() and not torch.isnan(out[0, :9]).any()
+    for cfg in (None, dict(BLOCK_M=32, halves=True)):
+        out = prefill_attention(q, k, v, config=cfg).float().cpu()
+        assert torch.isnan(out[0, 9:]).all() and not torch.isnan(out[0, :9]).any(), cfg
 
 
 def test_the_cache_past_a_sequences_end_is_never_used(device):
@@ -73,7 +77,8 @@ def test_the_cache_past_a_sequences_end_is_never_used(device):
         k[b, n:], v[b, n:] = float("nan"), float("nan")
     assert torch.equal(prefill_attention(q, k, v, lens).float(), clean)
     for cfg in (dict(BLOCK_M=16, BLOCK_N=64), dict(BLOCK_M=64, BLOCK_N=128), dict(BLOCK_N=64, tma=True),
-                dict(BLOCK_M=16, BLOCK_N=128, tma=True)):
+                dict(BLOCK_M=16, BLOCK_N=128, tma=True), dict(BLOCK_M=128, BLOCK_N=64, tma=True, halves=True),
+                dict(BLOCK_M=64, BLOCK_N=32, halves=True)):
         assert not torch.isnan(prefill_attention(q, k, v, lens, config=cfg)).any(), cfg
 
 
@@ -81,12 +86,17 @@ def test_launch_options_compute_the_same_attention(device):
     q, k, v = _inputs(1, 50, 70, 4, 2, 64, torch.float16, device, 5)
     base = prefill_attention(q, k, v)
     for cfg in (dict(BLOCK_M=64, BLOCK_N=32), dict(BLOCK_M=16, BLOCK_N=16), dict(BLOCK_M=128, BLOCK_N=128),
-                dict(tma=True), dict(BLOCK_M=128, BLOCK_N=128, tma=True)):
+                dict(tma=True), dict(BLOCK_M=128, BLOCK_N=128, tma=True), dict(BLOCK_M=128, halves=True),
+                dict(BLOCK_M=128, BLOCK_N=64, halves=True, tma=True)):
         assert torch.allclose(prefill_attention(q, k, v, config=cfg).float(), base.float(), atol=2e-3, rtol=1e-2), cfg
     with pytest.raises(ValueError, match="BLOCK_N must be 16, 32, 64 or 128"):
         prefill_attention(q, k, v, config=dict(BLOCK_N=48))
     with pytest.raises(ValueError, match="tma must be True or False"):
         prefill_attention(q, k, v, config=dict(tma="auto"))
+    with pytest.raises(ValueError, match="halves must be True or False"):
+        prefill_attention(q, k, v, config=dict(halves=2))
+    with pytest.raises(ValueError, match="halves needs BLOCK_M of at least 32"):
+        prefill_attention(q, k, v, config=dict(BLOCK_M=16, halves=True))
 
 
 def test_tma_needs_a_flat_cache_and_a_tables_choice_falls_back(device):
