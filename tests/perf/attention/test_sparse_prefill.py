@@ -8,7 +8,8 @@ keys (a block mask built from the kernel's index), checked like the kernel. The
 kernel's last 64 rows are checked against float32 attention over exactly the keys its
 pattern selects there; the flops are those of the selected pairs, whose share of the dense
 causal pairs is the case's `density`. kernel_info also has the index's size, the recall (the
-softmax mass the pattern keeps) and the split of the time into estimate, index and attention.
+softmax mass the pattern keeps) and the split of the time into estimate, index and attention
+(a vertical-slash attention's ranges and columns timed apart too).
 Inputs carry a long prompt's locality (long_prompt_qkv): on plain Gaussian ones a pattern's
 top diagonals scatter and every key gets selected."""
 import pytest
@@ -58,12 +59,20 @@ def long_prompt_qkv(tokens, q_heads, kv_heads, head_dim, dtype, g, device="cuda"
 def stage_times(q, k, v, specs, groups):
     """Seconds of the estimate, the index (pattern_indexes less its estimate) and the
     attention over `groups` (pattern_indexes' for specs), each by CUDA events (median of 3,
-    warm): the split of the whole prefill."""
+    warm): the split of the whole prefill. For a vertical-slash index, also its attention
+    over the ranges alone and over the columns alone (where a kernel's time goes)."""
     needs_estimate = any(s[0] == "vertical_and_slash" for s in specs)
     estimate = device_time(lambda: estimate_vertical_slash(q, k)) if needs_estimate else 0.0
     index = max(device_time(lambda: pattern_indexes(q, k, specs)) - estimate, 0.0)
-    return {"estimate_s": estimate, "index_s": index,
-            "attention_s": device_time(lambda: attend_pattern_groups(q, k, v, groups))}
+    out = {"estimate_s": estimate, "index_s": index,
+           "attention_s": device_time(lambda: attend_pattern_groups(q, k, v, groups))}
+    if "vertical_slash" in groups:
+        heads, idx = groups["vertical_slash"]
+        for part, alone in (("ranges", idx._replace(block_columns=torch.zeros_like(idx.block_columns))),
+                            ("columns", idx._replace(n_intervals=torch.zeros_like(idx.n_intervals)))):
+            out[f"attention_{part}_s"] = device_time(
+                lambda: attend_pattern_groups(q, k, v, {"vertical_slash": (heads, alone)}))
+    return out
 
 
 def _sparse(st):
