@@ -3,6 +3,7 @@ interpreter on CPU tensors, TRITON_INTERPRET=1), chosen once, before any kernel 
 from __future__ import annotations
 
 import functools
+import os
 
 NO_GPU_PERF_REASON = "no CUDA GPU: perf cases time device work, so nothing is timed or recorded on this machine"
 
@@ -26,8 +27,6 @@ def gpu_free_bytes() -> int:
     fits): the free memory, or, in one of N processes the tuner runs at once on one GPU
     (KERNEL_BENCH_GPU_SHARE=N), a 1/N share of the GPU less what this process holds, since
     each of them sees the whole GPU free before any has allocated."""
-    import os
-
     import torch
 
     free, total = torch.cuda.mem_get_info()

@@ -405,18 +405,18 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COL
         # rows, and the intervals are sorted: the empty ones come last.
         tiles = 0
         for j in range(0, n_diag):
-            lo, end, all_lo, all_end, rows_lo, rows_end = _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
+            lo, end, _, _, rows_lo, rows_end = _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
             seen = seen | ((rows_lo <= offs_m) & (rows_lo < rows_end))
             tiles += tl.where(lo < end, tl.cdiv(end - lo, BLOCK_N), 0)
         j = 0
-        n0, end, all_lo, all_end, rows_lo, rows_end = _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
+        n0, end, _, _, rows_lo, rows_end = _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
         for _ in range(0, tiles):
             acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, tl.minimum(offs_m, rows_end - 1), n0,
                                           end, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
                                           POS_SCALE, rows_lo, ROWS_LO)
             step = n0 + BLOCK_N >= end  # the range's last tile: on to the next interval
             j += step.to(tl.int32)
-            lo_next, end_next, all_lo, all_end, lo_rows_next, end_rows_next = _program_range(
+            lo_next, end_next, _, _, lo_rows_next, end_rows_next = _program_range(
                 DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
             n0 = tl.where(step, lo_next, n0 + BLOCK_N)
             end = tl.where(step, end_next, end)
@@ -513,8 +513,6 @@ def _check_launch(cfg: dict) -> None:
             raise ValueError(f"{name} must be one of {allowed}, got {cfg[name]!r}")
 
 
-# The attention kernels' launches, tuned per GPU (python -m harness tune attention); the
-# block-sparse kernel's BLOCK_M is the pattern's block
 def _check_vs_launch(cfg: dict) -> None:
     _check_launch(cfg)
     if "BLOCK_M" in cfg and cfg["BLOCK_M"] not in (BLOCK, 2 * BLOCK):
@@ -522,6 +520,8 @@ def _check_vs_launch(cfg: dict) -> None:
                          f"{BLOCK} or {2 * BLOCK}, got {cfg['BLOCK_M']!r}")
 
 
+# The attention kernels' launches, tuned per GPU (python -m harness tune attention); the
+# block-sparse kernel's BLOCK_M is the pattern's block
 VS_LAUNCH = LaunchSpace("vertical_slash_attention", _vs_default, _vs_candidates, _check_vs_launch)
 BS_LAUNCH = LaunchSpace("block_sparse_attention", _bs_default, _bs_candidates, _check_launch)
 

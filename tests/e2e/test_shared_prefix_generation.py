@@ -11,6 +11,7 @@ from harness.lanes import has_gpu
 from models import LLAMA3_8B, get_ops, tiny
 from models.model import Transformer, random_source
 from tests.helpers.greedy import assert_greedy_agrees, greedy_flips, logit_error, own_flips
+from tests.helpers.weights import needs_weights
 
 pytestmark = pytest.mark.e2e
 
@@ -54,15 +55,11 @@ def test_bad_input_is_named(tiny_model):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not has_gpu(), reason="needs a CUDA GPU: 30 layers over a 2K prompt")
+@needs_weights
 def test_smollm2_32_continuations_of_a_2k_prompt_agree_with_and_without_sharing():
     """SmolLM2's real weights, bf16, triton backend: one 2K-token prompt, 32 sequences each
     with its own question, 32 greedy tokens: the same with and without sharing, fed the same
     tokens, except at ties within the bf16 error (tests/helpers/greedy.py)."""
-    from tests.helpers.weights import missing_weights
-
-    why = missing_weights()
-    if why:
-        pytest.skip(why)
     from models.gguf_weights import load_gguf
     from models.model import prompt_ids
 
