@@ -94,15 +94,17 @@ def rope_kv_write_reference(q, k, v, k_cache, v_cache, pos, cos, sin, q_norm_wei
     return q
 
 
-def sequence_kv(k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens=None):
+def sequence_kv(k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens=None, seqs=slice(None)):
     """Each sequence's keys and values as one row of a dense cache: its path's nodes (copied
-    out of the pool, root first) then its suffix, zero-padded to the longest. Returns (k, v,
-    lengths (B,) int64 on the CPU)."""
+    out of the pool, root first) then its suffix, zero-padded to the longest. seqs: which
+    sequences (a slice; all by default). Returns (k, v, lengths (B,) int64 on the CPU)."""
     B, S = k_suffix.shape[0], k_suffix.shape[1]
     lens = [S] * B if suffix_lens is None else (
         [int(suffix_lens)] * B if isinstance(suffix_lens, int) else suffix_lens.detach().cpu().tolist())
+    lens, k_suffix, v_suffix = lens[seqs], k_suffix[seqs], v_suffix[seqs]
+    B = len(lens)
     paths = [torch.cat([torch.arange(tree.kv_start[n], tree.kv_start[n] + tree.kv_len[n]) for n in path])
-             if path else torch.zeros(0, dtype=torch.long) for path in tree.paths]
+             if path else torch.zeros(0, dtype=torch.long) for path in tree.paths[seqs]]
     total = torch.tensor([len(p) + n for p, n in zip(paths, lens)], dtype=torch.long)
     longest = int(total.max()) if B else 0
     k = k_suffix.new_zeros(B, longest, *k_suffix.shape[2:])
@@ -115,12 +117,23 @@ def sequence_kv(k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens=None):
 
 
 def shared_prefix_reference(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens=None, scale=None,
-                            compute_dtype=torch.float32, return_lse=False):
+                            compute_dtype=torch.float32, return_lse=False, seqs_at_once=None):
     """Shared-prefix decode as plain attention over per-sequence copies (sequence_kv), the
-    queries the last q_tokens positions of each sequence."""
-    k, v, total = sequence_kv(k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens)
-    return gqa_attention_reference(q, k, v, total, scale=scale, causal=True, compute_dtype=compute_dtype,
-                                   return_lse=return_lse)
+    queries the last q_tokens positions of each sequence. seqs_at_once: how many sequences'
+    copies exist at a time (all by default); fewer is the same attention in less memory."""
+    B = q.shape[0]
+    step = max(B, 1) if seqs_at_once is None else seqs_at_once
+    if step < 1:
+        raise ValueError(f"seqs_at_once must be at least 1, got {seqs_at_once}")
+    parts = []
+    for lo in range(0, max(B, 1), step):
+        seqs = slice(lo, lo + step)
+        k, v, total = sequence_kv(k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens, seqs)
+        parts.append(gqa_attention_reference(q[seqs], k, v, total, scale=scale, causal=True,
+                                             compute_dtype=compute_dtype, return_lse=return_lse))
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(p) for p in zip(*parts)) if return_lse else torch.cat(parts)
 
 
 def vertical_slash_mask(T, columns, diagonals, block=64):

@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from harness import lanes
 from harness.lanes import has_gpu
 from harness.perfcase import PerfCase
 from harness.tune import MIN_GAIN, all_spaces, compile_case, merge_into_table, tune_case
@@ -366,3 +367,21 @@ def test_whole_model_targets_compile_in_the_timed_search(monkeypatch, capsys):
         assert "whole-model cases compile in the timed search" in capsys.readouterr().out
     calls.clear()
     assert tune_module.main(["layers", "--jobs", "4"]) == 0 and len(calls) == 5  # single layers: in parallel
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_gpu(), reason="needs a CUDA GPU")
+def test_the_shared_prefix_check_fits_a_tuner_process_at_the_generation_shape(monkeypatch):
+    """The tuner checks candidates in 8 processes on one GPU at once. At the generation's
+    attention shape (256 sequences over an 8K prefix, 32 query / 8 KV heads) the case's
+    reference held 22 GB in each and ran an H100 out of memory; it must fit in an eighth."""
+    from tests.perf.attention.test_shared_prefix import shared_prefix_case
+    monkeypatch.setenv(lanes.GPU_SHARE_ENV, "8")
+    case = shared_prefix_case.case(dict(tree="flat", batch=256, prefix=8192, suffix=64, q_heads=32, kv_heads=8))
+    inputs = case.make_inputs()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    held = torch.cuda.memory_allocated()
+    case.reference(*inputs)
+    peak = torch.cuda.max_memory_allocated() - held
+    assert peak < torch.cuda.get_device_properties(0).total_memory / 8, f"the reference peaked at {peak / 2**30:.1f} GiB"

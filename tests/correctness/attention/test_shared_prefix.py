@@ -117,6 +117,21 @@ def test_the_unshared_tree_reads_the_same_keys_one_sequence_at_a_time(device):
     _check(alone, q, kp, vp, ks, vs, lens, torch.float16)
 
 
+def test_the_reference_a_few_sequences_at_a_time_is_the_same_attention(device):
+    """seqs_at_once bounds the reference's memory (a perf case checks 32 sequences of an 8K
+    prefix in each of the tuner's processes at once); the attention is the same."""
+    tree = _tree_from_draw([2, 3], [30, 7], 1, device)  # 7 sequences: chunks of 3 leave one over
+    q, kp, vp, ks, vs, lens = _inputs(tree, 2, 4, 2, 64, torch.float16, device, 5)
+    f64 = dict(compute_dtype=torch.float64, return_lse=True)
+    whole = shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, **f64)
+    for at_once in (1, 3, 7, 50):
+        parts = shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, seqs_at_once=at_once, **f64)
+        for got, want in zip(parts, whole):  # each chunk pads to its own longest: sums in another order
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="seqs_at_once must be at least 1, got 0"):
+        shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, seqs_at_once=0)
+
+
 @pytest.mark.parametrize("splits", [1, 3])
 def test_the_merge_in_the_decode_kernel_and_the_merge_kernel_agree(device, monkeypatch, splits):
     """The suffix's decode merges the node partials into each row when it does not split

@@ -35,6 +35,9 @@ from tests.helpers.tolerance import DTYPES
 pytestmark = pytest.mark.perf
 
 CHECKED_SEQS = 32  # the reference covers the first sequences (all of them would be GBs of copies)
+# the reference's per-sequence float32 copies held at once: about 0.3 GB a sequence at an 8K
+# prefix and 32 heads, and the tuner checks candidates in 8 processes on one GPU
+REFERENCE_SEQS_AT_ONCE = 4
 
 
 def _views(st, k_store, v_store):
@@ -155,7 +158,8 @@ def shared_prefix_case(tree, batch, prefix, suffix, q_heads, kv_heads):
     def reference(q, k_store, v_store, k_copy, v_copy):
         kp, ks, vp, vs = _views(st, k_store, v_store)
         first = prefix_tree(t.parents, t.kv_len, t.seq_node[:CHECKED_SEQS], t.kv_start, device="cuda")
-        return shared_prefix_reference(q[:CHECKED_SEQS], kp, vp, first, ks[:CHECKED_SEQS], vs[:CHECKED_SEQS])
+        return shared_prefix_reference(q[:CHECKED_SEQS], kp, vp, first, ks[:CHECKED_SEQS], vs[:CHECKED_SEQS],
+                                       seqs_at_once=REFERENCE_SEQS_AT_ONCE)
 
     return PerfCase(
         op="shared_prefix_decode",
