@@ -34,7 +34,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention.prefill import LOG2E, _attend_block, check_qkv_tensors, check_tile_config
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from kernels.attention.prefill import LOG2E, _attend_block, _tma_layout_ok, check_qkv_tensors, check_tile_config
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.platform import device_ints
@@ -375,19 +377,23 @@ def _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M: tl.constexpr, PB: tl
 
 
 @triton.jit
-def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COLS,
+def _vertical_slash_kernel(Q, K, V, desc_k, desc_v, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COLS,
                            stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
                            stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh,
                            T, q_heads, n_sel, group, qk_scale, max_diag, max_cols, n_blocks,
                            HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                            SEARCH_STEPS: tl.constexpr, WRITE_LSE: tl.constexpr, POS_SCALE: tl.constexpr,
-                           FLAT: tl.constexpr = False, PB: tl.constexpr = 64):
+                           FLAT: tl.constexpr = False, PB: tl.constexpr = 64, USE_TMA: tl.constexpr = False):
     # a program takes BLOCK_M // PB of the pattern's blocks (PB rows each): a row sees its own
-    # block's ranges (a per-row lower bound where the blocks' ranges differ) and columns
+    # block's ranges (a per-row lower bound where the blocks' ranges differ) and columns;
+    # USE_TMA: the ranges' key tiles through TMA (K and V as (batch * T, kv_heads * head_dim)
+    # matrices), the gathered columns by pointer loads
     bh, pid_m, b, h, offs_m, offs_d, row_ok, q, K, V = _program_rows(
         Q, K, V, HEADS, stride_qb, stride_qt, stride_qh, stride_kb, stride_kh, stride_vb, stride_vh, T, n_sel, group,
         HEAD_DIM, BLOCK_M)
     m0 = pid_m * BLOCK_M
+    tma_row = b * T
+    tma_col = (h // group) * HEAD_DIM
     DIAG = DIAG + bh.to(tl.int64) * max_diag * 2
     n_diag = tl.load(N_DIAG + bh)
     ROWS_LO: tl.constexpr = BLOCK_M > PB
@@ -411,9 +417,9 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COL
         j = 0
         n0, end, _, _, rows_lo, rows_end = _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
         for _ in range(0, tiles):
-            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, tl.minimum(offs_m, rows_end - 1), n0,
-                                          end, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
-                                          POS_SCALE, rows_lo, ROWS_LO)
+            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col,
+                                          tl.minimum(offs_m, rows_end - 1), n0, end, stride_kn, stride_vn, offs_d,
+                                          qk_scale, BLOCK_N, True, True, USE_TMA, POS_SCALE, rows_lo, ROWS_LO)
             step = n0 + BLOCK_N >= end  # the range's last tile: on to the next interval
             j += step.to(tl.int32)
             lo_next, end_next, _, _, lo_rows_next, end_rows_next = _program_range(
@@ -430,19 +436,19 @@ def _vertical_slash_kernel(Q, K, V, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COL
             # keys only the first blocks' rows see (several pattern blocks a program): masked
             head_end = tl.minimum(all_lo, end)
             for n0 in range(lo, head_end, BLOCK_N):
-                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, last, n0, head_end,
-                                              stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
-                                              POS_SCALE, rows_lo, ROWS_LO)
+                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, last, n0,
+                                              head_end, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True,
+                                              USE_TMA, POS_SCALE, rows_lo, ROWS_LO)
             # keys every row's range holds, up to the program's first row: no mask
             n_full = tl.maximum(tl.minimum(all_end, m0 + 1) - all_lo, 0) // BLOCK_N
             for t in range(0, n_full):
-                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, last, all_lo + t * BLOCK_N, end,
-                                              stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, False, False,
-                                              POS_SCALE, rows_lo, False)
+                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, last,
+                                              all_lo + t * BLOCK_N, end, stride_kn, stride_vn, offs_d, qk_scale,
+                                              BLOCK_N, True, False, USE_TMA, POS_SCALE, rows_lo, False)
             for n0 in range(tl.maximum(head_end, all_lo + n_full * BLOCK_N), end, BLOCK_N):
-                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, K, V, 0, 0, last, n0, end,
-                                              stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True, False,
-                                              POS_SCALE, rows_lo, ROWS_LO)
+                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, last, n0,
+                                              end, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True, True,
+                                              USE_TMA, POS_SCALE, rows_lo, ROWS_LO)
     # the columns at or before the program's last row: those of its last pattern block
     count = tl.load(BLOCK_COLS + bh * n_blocks + tl.minimum(pid_m * (BLOCK_M // PB) + BLOCK_M // PB - 1, n_blocks - 1))
     COLS = COLS + bh.to(tl.int64) * max_cols
@@ -481,8 +487,8 @@ VS_STAGES = 1
 def _vs_default(head_dim: int, tokens: int) -> dict:
     """A program a pattern block (BLOCK_M = 64 rows), 64-key tiles, 4 warps, no pipelining
     (see VS_STAGES), a loop per range (flat: one loop over all the program's range tiles,
-    each masked)."""
-    return dict(BLOCK_M=BLOCK, BLOCK_N=64, num_warps=4, num_stages=VS_STAGES, flat=False)
+    each masked), keys by pointer loads (tma: the ranges' tiles through TMA, Hopper and newer)."""
+    return dict(BLOCK_M=BLOCK, BLOCK_N=64, num_warps=4, num_stages=VS_STAGES, flat=False, tma=False)
 
 
 def _vs_candidates(head_dim: int, tokens: int) -> list[dict]:
@@ -493,7 +499,10 @@ def _vs_candidates(head_dim: int, tokens: int) -> list[dict]:
     # 128-key tiles walked a loop per range: tests/correctness/sm90_compile.py)
     pairs = [dict(BLOCK_M=2 * BLOCK, BLOCK_N=64, num_warps=8, num_stages=st, flat=f) for st in (2, 3)
              for f in (False, True)] + [dict(BLOCK_M=2 * BLOCK, BLOCK_N=128, num_warps=8, num_stages=2, flat=True)]
-    return per_range + flat + pairs
+    # the ranges' tiles through TMA, the loads that made the dense kernel's best launch
+    tma = [dict(BLOCK_N=64, num_warps=w, num_stages=st, flat=True, tma=True) for w in (4, 8) for st in (2, 3)]
+    tma += [dict(BLOCK_M=2 * BLOCK, BLOCK_N=64, num_warps=8, num_stages=st, flat=True, tma=True) for st in (2, 3)]
+    return per_range + flat + pairs + tma
 
 
 def _bs_default(head_dim: int, tokens: int) -> dict:
@@ -535,14 +544,24 @@ def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, config=None):
     cfg = VS_LAUNCH.choose(q.device, _launch_key(q), config)
     B, T, Hq, D = q.shape
     n_sel, n_blocks, max_diag = heads.numel(), triton.cdiv(T, BLOCK), index.intervals.shape[2]
+    # a table's tma falls back to pointer loads where k or v cannot be read through TMA; the caller's raises
+    tma = cfg["tma"] and _tma_layout_ok(k) and _tma_layout_ok(v)
+    if cfg["tma"] and not tma and config and config.get("tma"):
+        raise ValueError("tma=True needs k and v each readable as one (batch * tokens, kv_heads * head_dim) matrix: "
+                         "batch and tokens contiguous, heads adjacent, 16-byte aligned")
+    if tma:
+        Hkv = k.shape[2]
+        desc_k, desc_v = (TensorDescriptor(t, [B * T, Hkv * D], [t.stride(1), 1], [cfg["BLOCK_N"], D]) for t in (k, v))
+    else:
+        desc_k, desc_v = k, v  # unused
     _vertical_slash_kernel[(B * n_sel, triton.cdiv(T, cfg["BLOCK_M"]))](
-        q, k, v, out, lse if lse is not None else out, heads, index.intervals, index.n_intervals, index.columns,
+        q, k, v, desc_k, desc_v, out, lse if lse is not None else out, heads, index.intervals, index.n_intervals, index.columns,
         index.block_columns, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         T, Hq, n_sel, Hq // k.shape[2], scale * LOG2E, max_diag, index.columns.shape[2], n_blocks,
         HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], SEARCH_STEPS=max(1, max_diag.bit_length()),
-        WRITE_LSE=lse is not None, POS_SCALE=scale > 0, FLAT=cfg["flat"], PB=BLOCK, num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"])
+        WRITE_LSE=lse is not None, POS_SCALE=scale > 0, FLAT=cfg["flat"], PB=BLOCK, USE_TMA=tma,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
 
 
 def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: SparseIndex, *,
@@ -550,7 +569,7 @@ def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     """Causal attention of q (B, T, Hq, D) over exactly the keys `index` selects (k, v
     (B, T, Hkv, D), a prefill from scratch). Returns out (B, T, Hq, D), or (out, lse
     (B, Hq, T) float32; -inf and zeros where a row sees no key). config: launch options
-    (BLOCK_N, num_warps, num_stages) over the GPU's tuned ones."""
+    (BLOCK_M, BLOCK_N, num_warps, num_stages, flat, tma) over the GPU's tuned ones."""
     _check_qkv(q, k, v)
     if scale is not None:
         check_number("scale", scale)

@@ -203,7 +203,7 @@ def cases():
     yield ("sparse prefill: estimate, column and diagonal sums (tl.gather)", _estimate_scores_kernel, est,
            {"HEAD_DIM": 128, "ROWS": 64, "BLOCK_N": 64, "WINDOW": 128}, {"spill_free": True})
     vs = _vs_default(128, 1 << 15)  # the default launch, which must keep its registers
-    vs_types = bf("Q K V O") | {"LSE": "*fp32", "qk_scale": "fp32"} | {
+    vs_types = bf("Q K V desc_k desc_v O") | {"LSE": "*fp32", "qk_scale": "fp32"} | {
         n: "*i32" for n in ("HEADS", "DIAG", "N_DIAG", "COLS", "BLOCK_COLS")}
     vs_consts = {"HEAD_DIM": 128, "BLOCK_M": 64, "SEARCH_STEPS": 10, "WRITE_LSE": True, "POS_SCALE": True}
     yield ("sparse prefill: vertical-slash attention", _vertical_slash_kernel, vs_types,
@@ -216,11 +216,19 @@ def cases():
                _vertical_slash_kernel, vs_types, vs_consts | {"BLOCK_N": 64, "FLAT": True},
                {"num_warps": warps, "num_stages": stages})
     for c in _vs_candidates(128, 1 << 15):  # the tuning candidates of two pattern blocks a program keep registers
-        if c.get("BLOCK_M") == 128:
+        if c.get("BLOCK_M") == 128 and not c.get("tma"):
             yield (f"sparse prefill: vertical-slash attention, two pattern blocks a program, {c['BLOCK_N']}-key "
                    f"tiles, {c['num_stages']} stages{', flat' if c['flat'] else ''}", _vertical_slash_kernel,
                    vs_types, vs_consts | {"BLOCK_M": 128, "BLOCK_N": c["BLOCK_N"], "FLAT": c["flat"]},
                    {"num_warps": c["num_warps"], "num_stages": c["num_stages"], "spill_free": True})
+    for c in _vs_candidates(128, 1 << 15):  # the candidates whose range tiles come through TMA
+        if c.get("tma"):
+            rows, desc = c.get("BLOCK_M", 64), f"tensordesc<bf16[{c['BLOCK_N']},128]>"
+            yield (f"sparse prefill: vertical-slash attention, range tiles through TMA, {rows} rows, "
+                   f"{c['num_warps']} warps {c['num_stages']} stages", _vertical_slash_kernel,
+                   vs_types | {"desc_k": desc, "desc_v": desc},
+                   vs_consts | {"BLOCK_M": rows, "BLOCK_N": c["BLOCK_N"], "FLAT": c["flat"], "USE_TMA": True},
+                   {"num_warps": c["num_warps"], "num_stages": c["num_stages"]})
     yield ("sparse prefill: block-sparse attention", _block_sparse_kernel,
            bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "BLOCKS": "*i32", "COUNTS": "*i32", "qk_scale": "fp32"},
            {"HEAD_DIM": 128, "BLOCK_M": 64, "WRITE_LSE": False, "POS_SCALE": True},

@@ -101,29 +101,33 @@ def test_merged_intervals_are_sorted_and_far_apart():
 @given(b=st.integers(1, 2), t=st.integers(1, 200), kv=st.sampled_from([(1, 1), (4, 1), (3, 1), (6, 2)]),
        d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), n_cols=st.integers(0, 50),
        n_diags=st.integers(0, 50), per_head=st.booleans(), block_n=st.sampled_from([32, 64]), flat=st.booleans(),
-       rows=st.sampled_from([64, 128]), seed=st.integers(0, 2 ** 16))
+       rows=st.sampled_from([64, 128]), tma=st.booleans(), seed=st.integers(0, 2 ** 16))
 @example(b=1, t=200, kv=(4, 1), d=64, dtype="fp16", n_cols=30, n_diags=10, per_head=False, block_n=64, flat=False,
-         rows=64, seed=0)
+         rows=64, tma=False, seed=0)
 @example(b=1, t=130, kv=(1, 1), d=128, dtype="bf16", n_cols=0, n_diags=0, per_head=False, block_n=32, flat=True,
-         rows=64, seed=1)  # no key
+         rows=64, tma=False, seed=1)  # no key
 @example(b=1, t=200, kv=(4, 1), d=64, dtype="fp16", n_cols=5, n_diags=40, per_head=True, block_n=32, flat=True,
-         rows=64, seed=2)  # many ranges walked in one loop
+         rows=64, tma=False, seed=2)  # many ranges walked in one loop
 @example(b=2, t=200, kv=(4, 1), d=64, dtype="fp16", n_cols=30, n_diags=40, per_head=True, block_n=64, flat=False,
-         rows=128, seed=3)  # two pattern blocks a program, the last one partial
+         rows=128, tma=False, seed=3)  # two pattern blocks a program, the last one partial
 @example(b=1, t=190, kv=(3, 1), d=128, dtype="bf16", n_cols=20, n_diags=45, per_head=False, block_n=32, flat=True,
-         rows=128, seed=4)
+         rows=128, tma=False, seed=4)
+@example(b=2, t=200, kv=(6, 2), d=128, dtype="bf16", n_cols=10, n_diags=45, per_head=True, block_n=64, flat=True,
+         rows=64, tma=True, seed=5)  # range tiles through TMA: reads past a range's end, into the next sequence
+@example(b=1, t=190, kv=(4, 1), d=64, dtype="fp16", n_cols=20, n_diags=30, per_head=False, block_n=32, flat=False,
+         rows=128, tma=True, seed=6)
 def test_attention_matches_masked_reference(device, b, t, kv, d, dtype, n_cols, n_diags, per_head, block_n, flat,
-                                            rows, seed):
+                                            rows, tma, seed):
     """Both walks of the ranges: a loop per range, or (flat) one loop over all of a
     program's range tiles; a program of one pattern block or of two (rows = 128: each row
-    keeps to its own block's ranges)."""
+    keeps to its own block's ranges); the range tiles by pointer loads or through TMA."""
     dt = HALF_DTYPES[dtype]
     q, k, v = _qkv(b, t, kv[0], kv[1], d, dt, device, seed)
     cols, diags, nc, nd = _pattern(b, kv[0], t, n_cols, n_diags, seed + 1, per_head)
     index = vertical_slash_index(cols.to(device), diags.to(device), t, *(None if n is None else n.to(device)
                                                                         for n in (nc, nd)))
     out, lse = vertical_slash_attention(q, k, v, index, return_lse=True,
-                                        config={"BLOCK_M": rows, "BLOCK_N": block_n, "flat": flat})
+                                        config={"BLOCK_M": rows, "BLOCK_N": block_n, "flat": flat, "tma": tma})
     mask = vertical_slash_mask(t, _used(cols, nc), _used(diags, nd))
     exact, lse_exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64, return_lse=True, mask=mask)
     lowp = gqa_attention_reference(q, k, v, compute_dtype=dt, mask=mask)
@@ -241,6 +245,12 @@ def test_bad_input_is_refused_with_a_clear_error(device):
         vertical_slash_attention(q, k, v, index, config={"BLOCK_K": 64})
     with pytest.raises(ValueError, match="flat must be True or False"):
         vertical_slash_attention(q, k, v, index, config={"flat": 1})
+    with pytest.raises(ValueError, match="tma must be True or False"):
+        vertical_slash_attention(q, k, v, index, config={"tma": 1})
+    padded = torch.zeros(1, 64, 1, 128, dtype=k.dtype, device=k.device)[..., :64]  # head rows 256 bytes apart
+    padded.copy_(k)
+    with pytest.raises(ValueError, match="tma=True needs k and v each readable as one"):
+        vertical_slash_attention(q, padded, v, index, config={"tma": True})
     with pytest.raises(ValueError, match="head_dim"):
         vertical_slash_attention(q[..., :32], k[..., :32], v[..., :32], index)
     with pytest.raises(ValueError, match="prefill from scratch"):
