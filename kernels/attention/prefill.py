@@ -275,6 +275,22 @@ def _tma_layout_ok(t: torch.Tensor) -> bool:
 LAUNCH = LaunchSpace("prefill_attention", _default_config, _candidates, _check_config)
 
 
+def kv_descriptors(k: torch.Tensor, v: torch.Tensor, cfg: dict, config: dict | None):
+    """(tma, desc_k, desc_v): k and v as TMA descriptors over (batch * tokens, kv_heads *
+    head_dim) matrices in cfg's BLOCK_N-key tiles where cfg asks for tma and both layouts
+    allow it; else (False, k, v), which the kernel leaves unused. A table's tma falls back to
+    pointer loads; the caller's own tma=True (config) on a layout TMA cannot read raises."""
+    tma = cfg["tma"] and _tma_layout_ok(k) and _tma_layout_ok(v)
+    if cfg["tma"] and not tma and config and config.get("tma"):
+        raise ValueError("tma=True needs k and v each readable as one (batch * kv_len, kv_heads * head_dim) matrix: "
+                         "batch and tokens flattening, heads adjacent, 16-byte aligned base and token stride")
+    if not tma:
+        return False, k, v
+    B, S, Hkv, D = k.shape
+    desc_k, desc_v = (TensorDescriptor(t, [B * S, Hkv * D], [t.stride(1), 1], [cfg["BLOCK_N"], D]) for t in (k, v))
+    return True, desc_k, desc_v
+
+
 def check_qkv_tensors(q, k, v, kernel_input: bool = True) -> None:
     """q, k, v each a 4-D (batch, tokens, heads, head_dim) tensor of one half dtype, on q's
     device, unit stride along head_dim, head_dim one the attention kernels take;
@@ -339,14 +355,7 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens
     uniform_len = S if kv_lens is None else (int(kv_lens) if uniform else 0)
     lens = q if uniform else kv_lens.to(device=q.device, dtype=torch.int32).contiguous()
     cfg = LAUNCH.choose(q.device, dict(head_dim=D, rows=pow2_bucket(T)), config)
-    tma = cfg["tma"] and _tma_layout_ok(k) and _tma_layout_ok(v)
-    if cfg["tma"] and not tma and config and config.get("tma"):
-        raise ValueError("tma=True needs k and v each readable as one (batch * kv_len, kv_heads * head_dim) matrix: "
-                         "batch and tokens flattening, heads adjacent, 16-byte aligned base and token stride")
-    if tma:
-        desc_k, desc_v = (TensorDescriptor(t, [B * S, Hkv * D], [t.stride(1), 1], [cfg["BLOCK_N"], D]) for t in (k, v))
-    else:
-        desc_k, desc_v = k, v  # unused
+    tma, desc_k, desc_v = kv_descriptors(k, v, cfg, config)
     scale = D ** -0.5 if scale is None else float(scale)
     lse_arg, (stride_lb, stride_lh) = (lse, lse.stride()[:2]) if lse is not None else (out, (0, 0))
     grid = (B * Hq, triton.cdiv(T, cfg["BLOCK_M"]))

@@ -34,9 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
-from triton.tools.tensor_descriptor import TensorDescriptor
-
-from kernels.attention.prefill import LOG2E, _attend_block, _tma_layout_ok, check_qkv_tensors, check_tile_config
+from kernels.attention.prefill import LOG2E, _attend_block, check_qkv_tensors, check_tile_config, kv_descriptors
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.platform import device_ints
@@ -544,20 +542,11 @@ def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, config=None):
     cfg = VS_LAUNCH.choose(q.device, _launch_key(q), config)
     B, T, Hq, D = q.shape
     n_sel, n_blocks, max_diag = heads.numel(), triton.cdiv(T, BLOCK), index.intervals.shape[2]
-    # a table's tma falls back to pointer loads where k or v cannot be read through TMA; the caller's raises
-    tma = cfg["tma"] and _tma_layout_ok(k) and _tma_layout_ok(v)
-    if cfg["tma"] and not tma and config and config.get("tma"):
-        raise ValueError("tma=True needs k and v each readable as one (batch * tokens, kv_heads * head_dim) matrix: "
-                         "batch and tokens contiguous, heads adjacent, 16-byte aligned")
-    if tma:
-        Hkv = k.shape[2]
-        desc_k, desc_v = (TensorDescriptor(t, [B * T, Hkv * D], [t.stride(1), 1], [cfg["BLOCK_N"], D]) for t in (k, v))
-    else:
-        desc_k, desc_v = k, v  # unused
+    tma, desc_k, desc_v = kv_descriptors(k, v, cfg, config)
     _vertical_slash_kernel[(B * n_sel, triton.cdiv(T, cfg["BLOCK_M"]))](
-        q, k, v, desc_k, desc_v, out, lse if lse is not None else out, heads, index.intervals, index.n_intervals, index.columns,
-        index.block_columns, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        q, k, v, desc_k, desc_v, out, lse if lse is not None else out, heads, index.intervals, index.n_intervals,
+        index.columns, index.block_columns, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
+        k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         T, Hq, n_sel, Hq // k.shape[2], scale * LOG2E, max_diag, index.columns.shape[2], n_blocks,
         HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], SEARCH_STEPS=max(1, max_diag.bit_length()),
         WRITE_LSE=lse is not None, POS_SCALE=scale > 0, FLAT=cfg["flat"], PB=BLOCK, USE_TMA=tma,

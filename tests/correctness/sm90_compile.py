@@ -215,20 +215,17 @@ def cases():
         yield (f"sparse prefill: vertical-slash attention, flat range walk, {warps} warps {stages} stages",
                _vertical_slash_kernel, vs_types, vs_consts | {"BLOCK_N": 64, "FLAT": True},
                {"num_warps": warps, "num_stages": stages})
-    for c in _vs_candidates(128, 1 << 15):  # the tuning candidates of two pattern blocks a program keep registers
-        if c.get("BLOCK_M") == 128 and not c.get("tma"):
-            yield (f"sparse prefill: vertical-slash attention, two pattern blocks a program, {c['BLOCK_N']}-key "
-                   f"tiles, {c['num_stages']} stages{', flat' if c['flat'] else ''}", _vertical_slash_kernel,
-                   vs_types, vs_consts | {"BLOCK_M": 128, "BLOCK_N": c["BLOCK_N"], "FLAT": c["flat"]},
-                   {"num_warps": c["num_warps"], "num_stages": c["num_stages"], "spill_free": True})
-    for c in _vs_candidates(128, 1 << 15):  # the candidates whose range tiles come through TMA
-        if c.get("tma"):
-            rows, desc = c.get("BLOCK_M", 64), f"tensordesc<bf16[{c['BLOCK_N']},128]>"
-            yield (f"sparse prefill: vertical-slash attention, range tiles through TMA, {rows} rows, "
-                   f"{c['num_warps']} warps {c['num_stages']} stages", _vertical_slash_kernel,
-                   vs_types | {"desc_k": desc, "desc_v": desc},
-                   vs_consts | {"BLOCK_M": rows, "BLOCK_N": c["BLOCK_N"], "FLAT": c["flat"], "USE_TMA": True},
-                   {"num_warps": c["num_warps"], "num_stages": c["num_stages"]})
+    for c in _vs_candidates(128, 1 << 15):  # the candidates of two pattern blocks a program, or through TMA
+        rows, tma = c.get("BLOCK_M", 64), c.get("tma", False)
+        if rows == 64 and not tma:
+            continue  # the one-block walks: above
+        desc = f"tensordesc<bf16[{c['BLOCK_N']},128]>"
+        # without TMA, two pattern blocks a program keep their registers
+        yield (f"sparse prefill: vertical-slash attention, {rows} rows, {c['BLOCK_N']}-key tiles, {c['num_warps']} "
+               f"warps {c['num_stages']} stages{', flat' if c['flat'] else ''}{', TMA' if tma else ''}",
+               _vertical_slash_kernel, vs_types | ({"desc_k": desc, "desc_v": desc} if tma else {}),
+               vs_consts | {"BLOCK_M": rows, "BLOCK_N": c["BLOCK_N"], "FLAT": c["flat"], "USE_TMA": tma},
+               {"num_warps": c["num_warps"], "num_stages": c["num_stages"], "spill_free": not tma})
     yield ("sparse prefill: block-sparse attention", _block_sparse_kernel,
            bf("Q K V O") | {"LSE": "*fp32", "HEADS": "*i32", "BLOCKS": "*i32", "COUNTS": "*i32", "qk_scale": "fp32"},
            {"HEAD_DIM": 128, "BLOCK_M": 64, "WRITE_LSE": False, "POS_SCALE": True},
