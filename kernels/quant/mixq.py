@@ -370,7 +370,8 @@ class MixQLinear:
     it with whatever its cache holds."""
 
     def __init__(self, w: torch.Tensor, threshold: float = 6.0, max_outliers: int = 512, dtype=None, bits: int = 8):
-        check_tensor("w", w, dtypes=(torch.float16, torch.bfloat16, torch.float32), ndim_min=2)
+        # building the layer is PyTorch only (a CPU layer serves mixq_reference); calling it runs the kernels
+        check_tensor("w", w, dtypes=(torch.float16, torch.bfloat16, torch.float32), ndim_min=2, kernel_input=False)
         if w.dim() != 2 or w.shape[1] == 0:
             raise ValueError(f"w must be (out_features, in_features) with in_features > 0, got shape {tuple(w.shape)}")
         check_int("bits", bits)

@@ -111,6 +111,22 @@ def test_mixq_rejects_bad_input(device):
         MixQLinear(torch.randn(16, 64, device=device), bits=2)
 
 
+def test_a_cpu_layer_serves_the_reference_and_refuses_the_kernel(monkeypatch):
+    """On a GPU machine (no interpreter) a layer built from CPU weights is PyTorch only:
+    mixq_reference runs on it (models.quantized's recipes do), calling it names the device."""
+    import kernels.checks
+
+    monkeypatch.setattr(kernels.checks, "interpreting", lambda: False)
+    torch.manual_seed(0)
+    w, x = torch.randn(16, 64), torch.randn(4, 64).to(torch.bfloat16)
+    for bits in (8, 4):
+        layer = MixQLinear(w, dtype=torch.bfloat16, bits=bits)
+        y = mixq_reference(x, layer, torch.tensor([3, 40], dtype=torch.int32))
+        assert y.shape == (4, 16) and bool(torch.isfinite(y).all())
+        with pytest.raises(ValueError, match="x is on cpu; the Triton kernels need CUDA tensors"):
+            layer(x)
+
+
 def test_mixq_rejects_repeated_outlier_indices(device):
     layer = MixQLinear(torch.randn(16, 64, device=device), dtype=torch.float16)
     with pytest.raises(ValueError, match="repeated channels"):
