@@ -25,6 +25,7 @@ All the tree's metadata lives on the device: a decode step replays in a CUDA gra
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +45,7 @@ from .prefill import _attend_block, check_tile_config
 PREFIX_BLOCK_N = 64   # keys per step of the node kernel (default)
 MERGE_BLOCK_M = 64    # query rows a merge program takes
 TARGET_WAVES = 2      # the node kernel's programs: about this many per SM, by splitting long nodes (default)
+PROGRAM_KEYS = 256    # whole_waves' price of a program beyond its keys, in keys: its query tile and float32 partial
 
 
 @dataclass
@@ -160,12 +162,13 @@ class _Plan:
 
 
 def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: int, block_n: int,
-          waves: float = TARGET_WAVES) -> _Plan:
+          waves: float = TARGET_WAVES, whole_waves: bool = False) -> _Plan:
     """Row tiles per node, then each node's keys split so that the programs fill the GPU
     about `waves` times (a long prefix under few sequences: many chunks). Each chunk's
     partial output goes through memory in float32, so fewer waves trade idle SMs for less
-    of that traffic."""
-    key = (q_tokens, group, kv_heads, block_m, block_n, waves)
+    of that traffic. whole_waves: every node split evenly under one chunk limit, the one
+    that ends the work soonest in whole rounds of `waves` programs an SM (_whole_wave_chunk)."""
+    key = (q_tokens, group, kv_heads, block_m, block_n, waves, whole_waves)
     if key in tree._plans:
         return tree._plans[key]
     rows_per_seq = q_tokens * group
@@ -173,14 +176,23 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
     tiles = {n: triton.cdiv(tree.seq_count[n] * rows_per_seq, block_m) for n in shared}
     programs = waves * sm_count(tree.device)
     work_total = sum(tiles[n] * tree.kv_len[n] for n in shared) or 1
+    limit = None
+    if whole_waves:
+        tiles_by_len: dict = {}
+        for n in shared:
+            tiles_by_len[tree.kv_len[n]] = tiles_by_len.get(tree.kv_len[n], 0) + tiles[n] * kv_heads
+        limit = _whole_wave_chunk(tiles_by_len, block_n, programs)
     work, part_row0, part_node, seq_parts = [], [], [], [[] for _ in range(tree.n_seqs)]
     row = 0
     for n in shared:
-        # the node's share of the programs, by its share of the work (tiles x keys), made of
-        # key chunks of at least one key block
-        share = programs * tiles[n] * tree.kv_len[n] / work_total
-        chunks = max(1, min(triton.cdiv(int(share), tiles[n] * kv_heads), triton.cdiv(tree.kv_len[n], block_n)))
-        size = triton.cdiv(triton.cdiv(tree.kv_len[n], chunks), block_n) * block_n
+        if limit is not None:
+            size = _even_chunk(tree.kv_len[n], limit, block_n)
+        else:
+            # the node's share of the programs, by its share of the work (tiles x keys), made of
+            # key chunks of at least one key block
+            share = programs * tiles[n] * tree.kv_len[n] / work_total
+            chunks = max(1, min(triton.cdiv(int(share), tiles[n] * kv_heads), triton.cdiv(tree.kv_len[n], block_n)))
+            size = triton.cdiv(triton.cdiv(tree.kv_len[n], chunks), block_n) * block_n
         for k0 in range(0, tree.kv_len[n], size):
             part = len(part_row0)
             part_row0.append(row)
@@ -203,6 +215,30 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
         part_rows=max(row, 1), max_parts=max(max_parts, 1), n_items=len(work))
     tree._plans[key] = plan
     return plan
+
+
+def _even_chunk(length: int, limit: int, block_n: int) -> int:
+    """A node's keys in the fewest chunks of at most `limit`, of about equal lengths (multiples of block_n)."""
+    chunks = triton.cdiv(length, limit)
+    return triton.cdiv(triton.cdiv(length, chunks), block_n) * block_n
+
+
+def _whole_wave_chunk(tiles_by_len: dict, block_n: int, slots: float) -> int:
+    """The chunk limit (a multiple of block_n) whose programs end soonest when `slots` of
+    them run at a time: each node (length -> its row tiles over all KV heads) split evenly
+    into chunks of at most that many keys, the work counted as whole rounds of programs
+    times the longest chunk plus PROGRAM_KEYS; a tie goes to the longer chunks.
+    Splitting by a share of the programs instead leaves a last wave part empty (64 tiles
+    of 2048 keys on 132 SMs: 3 chunks, 192 programs; here 2 chunks, 128 programs)."""
+    longest = max(tiles_by_len, default=block_n)
+    best_cost, best = None, block_n
+    for limit in range(block_n, triton.cdiv(longest, block_n) * block_n + 1, block_n):
+        programs = sum(t * triton.cdiv(n, limit) for n, t in tiles_by_len.items())
+        size = max(_even_chunk(n, limit, block_n) for n in tiles_by_len)
+        cost = math.ceil(programs / slots) * (size + PROGRAM_KEYS)
+        if best_cost is None or cost <= best_cost:
+            best_cost, best = cost, limit
+    return best
 
 
 @triton.jit
@@ -289,7 +325,7 @@ def _default_config(head_dim: int, rows: int, kv: int) -> dict:
     pointer loads (tma: the keys through TMA descriptors, Hopper and newer), long nodes split
     into about TARGET_WAVES programs an SM."""
     return dict(BLOCK_M=max(16, min(64, rows)), BLOCK_N=PREFIX_BLOCK_N, num_warps=4, num_stages=2, tma=False,
-                waves=TARGET_WAVES)
+                waves=TARGET_WAVES, whole_waves=False)
 
 
 def _candidates(head_dim: int, rows: int, kv: int) -> list[dict]:
@@ -299,13 +335,16 @@ def _candidates(head_dim: int, rows: int, kv: int) -> list[dict]:
              if not (bm == 128 and bn == 128 and st > 2)]
     splits = [dict(BLOCK_M=bm, BLOCK_N=64, num_warps=w, num_stages=3, tma=tma, waves=wv)
               for bm, w in ((64, 4), (128, 8)) if bm <= max(16, rows) for tma in (False, True) for wv in (1, 4)]
-    return tiles + splits
+    whole = [dict(BLOCK_M=bm, BLOCK_N=64, num_warps=w, num_stages=3, tma=tma, waves=wv, whole_waves=True)
+             for bm, w in ((64, 4), (128, 8)) if bm <= max(16, rows) for tma in (False, True) for wv in (1, 2)]
+    return tiles + splits + whole
 
 
 def _check_config(cfg: dict) -> None:
     check_tile_config(cfg)
     if isinstance(cfg["waves"], bool) or not isinstance(cfg["waves"], (int, float)) or not cfg["waves"] > 0:
         raise ValueError(f"waves must be a positive number, got {cfg['waves']!r}")
+    check_bool("whole_waves", cfg["whole_waves"])
 
 
 def _pool_tma_ok(t: torch.Tensor) -> bool:
@@ -359,8 +398,9 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     """Attention of each sequence's q_tokens queries over its path's nodes and its suffix
     (see the module doc). Returns out (batch, q_tokens, q_heads, head_dim) in q's dtype,
     or (out, lse (batch, q_heads, q_tokens), natural log, float32).
-    config: the node kernel's launch options (BLOCK_M, BLOCK_N, num_warps, num_stages, tma;
-    a table's tma falls back to pointer loads where the pool cannot be read through TMA)."""
+    config: the node kernel's launch options (BLOCK_M, BLOCK_N, num_warps, num_stages, tma,
+    waves, whole_waves; a table's tma falls back to pointer loads where the pool cannot be
+    read through TMA)."""
     _check(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens)
     if scale is not None:
         check_number("scale", scale)
@@ -376,7 +416,7 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     most_rows = max(tree.seq_count[n] for n in shared) * rows_per_seq
     key = dict(head_dim=D, rows=pow2_bucket(most_rows), kv=pow2_bucket(max(tree.kv_len[n] for n in shared)))
     cfg = LAUNCH.choose(q.device, key, config)
-    plan = _plan(tree, T, group, Hkv, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["waves"])
+    plan = _plan(tree, T, group, Hkv, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["waves"], cfg["whole_waves"])
     tma = cfg["tma"] and _pool_tma_ok(k_pool) and _pool_tma_ok(v_pool)
     if cfg["tma"] and not tma and config and config.get("tma"):
         raise ValueError("tma=True needs k_pool and v_pool each readable as one (pool_tokens, kv_heads * head_dim) "

@@ -2,13 +2,16 @@
 per-sequence copies of [path nodes | suffix], float64) by the tolerance rule
 (tests/helpers/tolerance.py). Hypothesis draws trees (depth, fan-out, node lengths, empty
 nodes, sequences with no shared node), query tokens, GQA ratios, head dims and dtypes."""
+import math
+
 import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kernels.attention import prefix_tree, shared_prefix_decode, shared_prefix_reference
-from kernels.attention.shared_prefix import PrefixTree, _plan, unshared_tree
+from kernels.attention.shared_prefix import (PROGRAM_KEYS, PrefixTree, _even_chunk, _plan, _whole_wave_chunk,
+                                            unshared_tree)
 from kernels.launch import sm_count
 from tests.helpers.tolerance import HALF_DTYPES, assert_within_rule
 
@@ -185,6 +188,45 @@ def test_waves_set_how_finely_long_nodes_split(device):
     for bad in (0, -1, True, "2"):
         with pytest.raises(ValueError, match="waves must be a positive number"):
             shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, config=dict(waves=bad))
+
+
+def test_whole_waves_pick_the_chunk_that_fills_the_last_wave():
+    """64 row tiles of 2048 keys on 132 SMs: two chunks (128 programs, one wave), where a
+    share of the programs asks for three (192 programs: a second wave under half full); 128
+    tiles of 8192 keys: one chunk, since two would take two waves of half the keys."""
+    assert _even_chunk(2048, _whole_wave_chunk({2048: 64}, 64, 132), 64) == 1024
+    assert _even_chunk(8192, _whole_wave_chunk({8192: 128}, 64, 132), 64) == 8192
+    assert _even_chunk(40, _whole_wave_chunk({40: 1}, 64, 4), 64) == 64  # shorter than a block: one block
+
+
+@settings(max_examples=80, deadline=None)
+@given(tiles=st.integers(1, 600), length=st.integers(1, 12000), slots=st.integers(1, 300))
+def test_whole_wave_chunk_ends_no_later_than_any_chunk_count(tiles, length, slots):
+    """One node: its even split by the chosen limit takes no more rounds x (longest chunk +
+    a program's price) than splitting it into any number of chunks."""
+    def cost(chunks):
+        size = -(-(-(-length // chunks)) // 64) * 64
+        return math.ceil(tiles * chunks / slots) * (size + PROGRAM_KEYS)
+    limit = _whole_wave_chunk({length: tiles}, 64, slots)
+    assert limit % 64 == 0 and limit >= 64
+    chosen = -(-length // limit)
+    assert cost(chosen) == min(cost(k) for k in range(1, -(-length // 64) + 1))
+
+
+def test_whole_waves_cover_every_key_once_and_compute_the_same(device):
+    tree = prefix_tree([-1, 0, 0], [4000, 100, 0], [1, 1, 2], device=device)
+    plan = _plan(tree, q_tokens=1, group=4, kv_heads=2, block_m=16, block_n=64, whole_waves=True)
+    work = plan.work.cpu().tolist()
+    for node, length in ((0, 4000), (1, 100)):
+        for r0 in {w[1] for w in work if w[0] == node}:
+            spans = sorted((k0, k1) for n, r, k0, k1, p in work if n == node and r == r0)
+            assert spans[0][0] == 0 and spans[-1][1] == length
+            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 2, 64, torch.bfloat16, device, 13)
+    for waves in (1, 2):
+        _check(tree, q, kp, vp, ks, vs, lens, torch.bfloat16, config=dict(whole_waves=True, waves=waves))
+    with pytest.raises(TypeError, match="whole_waves must be a bool"):
+        shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, config=dict(whole_waves=1))
 
 
 def test_nan_in_a_node_reaches_only_the_sequences_under_it(device):
