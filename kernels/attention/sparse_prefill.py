@@ -51,18 +51,21 @@ class SparseIndex(NamedTuple):
     intervals (B, H, NI, 2): merged diagonal intervals [first, last], sorted, the rest padding;
     n_intervals (B, H); columns (B, H, NC): sorted key columns, then padding (T);
     block_columns (B, H, blocks): how many columns lie at or before each block's last row;
-    tokens: the T it was made for (its columns and ranges address keys 0 .. T - 1)."""
+    tokens: the T it was made for (its columns and ranges address keys 0 .. T - 1);
+    pattern: what made it ("vertical-slash" or "a-shape"), part of the attention's launch key:
+    a window of one long range and many scattered ones tune apart."""
     intervals: torch.Tensor
     n_intervals: torch.Tensor
     columns: torch.Tensor
     block_columns: torch.Tensor
     tokens: int
+    pattern: str = "vertical-slash"
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return self[:4]
 
     def to(self, device) -> "SparseIndex":
-        return SparseIndex(*(t.to(device) for t in self.tensors()), self.tokens)
+        return SparseIndex(*(t.to(device) for t in self.tensors()), self.tokens, self.pattern)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors())
@@ -277,7 +280,7 @@ def a_shape_index(batch: int, heads: int, T: int, sink: int = 128, window: int =
     sink, window = min(sink, T), min(window, T)
     cols = torch.arange(sink, device=device).expand(batch, heads, sink)
     diags = torch.arange(window, device=device).expand(batch, heads, window)
-    return vertical_slash_index(cols, diags, T)
+    return vertical_slash_index(cols, diags, T)._replace(pattern="a-shape")
 
 
 # ----------------------------------------------------------------------------- attention
@@ -482,14 +485,14 @@ def _check_qkv(q, k, v, kernel_input=True):
 VS_STAGES = 1
 
 
-def _vs_default(head_dim: int, tokens: int) -> dict:
+def _vs_default(head_dim: int, tokens: int, pattern: str) -> dict:
     """A program a pattern block (BLOCK_M = 64 rows), 64-key tiles, 4 warps, no pipelining
     (see VS_STAGES), a loop per range (flat: one loop over all the program's range tiles,
     each masked), keys by pointer loads (tma: the ranges' tiles through TMA, Hopper and newer)."""
     return dict(BLOCK_M=BLOCK, BLOCK_N=64, num_warps=4, num_stages=VS_STAGES, flat=False, tma=False)
 
 
-def _vs_candidates(head_dim: int, tokens: int) -> list[dict]:
+def _vs_candidates(head_dim: int, tokens: int, pattern: str) -> list[dict]:
     per_range = [dict(BLOCK_N=bn, num_warps=w, num_stages=st) for bn in (32, 64, 128) for w in (4, 8) for st in (1, 2)]
     flat = [dict(BLOCK_N=bn, num_warps=w, num_stages=st, flat=True) for bn in (64, 128) for w in (4, 8) for st in (2, 3)]
     # two pattern blocks a program: 128-row products, as the dense kernel's, at the cost of
@@ -497,8 +500,10 @@ def _vs_candidates(head_dim: int, tokens: int) -> list[dict]:
     # 128-key tiles walked a loop per range: tests/correctness/sm90_compile.py)
     pairs = [dict(BLOCK_M=2 * BLOCK, BLOCK_N=64, num_warps=8, num_stages=st, flat=f) for st in (2, 3)
              for f in (False, True)] + [dict(BLOCK_M=2 * BLOCK, BLOCK_N=128, num_warps=8, num_stages=2, flat=True)]
-    # the ranges' tiles through TMA, the loads that made the dense kernel's best launch
-    tma = [dict(BLOCK_N=64, num_warps=w, num_stages=st, flat=True, tma=True) for w in (4, 8) for st in (2, 3)]
+    # the ranges' tiles through TMA, the loads that made the dense kernel's best launch; walked
+    # a loop per range too, whose inner tiles go unmasked as the dense kernel's (A-shape's window)
+    tma = [dict(BLOCK_N=64, num_warps=w, num_stages=st, flat=f, tma=True) for w in (4, 8) for st in (2, 3)
+           for f in (True, False)]
     tma += [dict(BLOCK_M=2 * BLOCK, BLOCK_N=64, num_warps=8, num_stages=st, flat=True, tma=True) for st in (2, 3)]
     return per_range + flat + pairs + tma
 
@@ -539,7 +544,7 @@ def _launch_key(q: torch.Tensor) -> dict:
 
 def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, config=None):
     """The kernel over the query heads `heads` (int32) that the index's rows cover, in order."""
-    cfg = VS_LAUNCH.choose(q.device, _launch_key(q), config)
+    cfg = VS_LAUNCH.choose(q.device, dict(_launch_key(q), pattern=index.pattern), config)
     B, T, Hq, D = q.shape
     n_sel, n_blocks, max_diag = heads.numel(), triton.cdiv(T, BLOCK), index.intervals.shape[2]
     tma, desc_k, desc_v = kv_descriptors(k, v, cfg, config)

@@ -202,7 +202,7 @@ def cases():
            {"HEAD_DIM": 128, "ROWS": 64, "BLOCK_N": 64}, {"spill_free": True})
     yield ("sparse prefill: estimate, column and diagonal sums (tl.gather)", _estimate_scores_kernel, est,
            {"HEAD_DIM": 128, "ROWS": 64, "BLOCK_N": 64, "WINDOW": 128}, {"spill_free": True})
-    vs = _vs_default(128, 1 << 15)  # the default launch, which must keep its registers
+    vs = _vs_default(128, 1 << 15, "vertical-slash")  # the default launch, which must keep its registers
     vs_types = bf("Q K V desc_k desc_v O") | {"LSE": "*fp32", "qk_scale": "fp32"} | {
         n: "*i32" for n in ("HEADS", "DIAG", "N_DIAG", "COLS", "BLOCK_COLS")}
     vs_consts = {"HEAD_DIM": 128, "BLOCK_M": 64, "SEARCH_STEPS": 10, "WRITE_LSE": True, "POS_SCALE": True}
@@ -215,7 +215,7 @@ def cases():
         yield (f"sparse prefill: vertical-slash attention, flat range walk, {warps} warps {stages} stages",
                _vertical_slash_kernel, vs_types, vs_consts | {"BLOCK_N": 64, "FLAT": True},
                {"num_warps": warps, "num_stages": stages})
-    for c in _vs_candidates(128, 1 << 15):  # the candidates of two pattern blocks a program, or through TMA
+    for c in _vs_candidates(128, 1 << 15, "vertical-slash"):  # the candidates of two pattern blocks a program, or through TMA
         rows, tma = c.get("BLOCK_M", 64), c.get("tma", False)
         if rows == 64 and not tma:
             continue  # the one-block walks: above

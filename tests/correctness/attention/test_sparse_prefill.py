@@ -116,6 +116,8 @@ def test_merged_intervals_are_sorted_and_far_apart():
          rows=64, tma=True, seed=5)  # range tiles through TMA: reads past a range's end, into the next sequence
 @example(b=1, t=190, kv=(4, 1), d=64, dtype="fp16", n_cols=20, n_diags=30, per_head=False, block_n=32, flat=False,
          rows=128, tma=True, seed=6)
+@example(b=2, t=200, kv=(4, 1), d=128, dtype="bf16", n_cols=0, n_diags=150, per_head=False, block_n=64, flat=False,
+         rows=64, tma=True, seed=7)  # a loop per range through TMA: long ranges, unmasked inner tiles (A-shape)
 def test_attention_matches_masked_reference(device, b, t, kv, d, dtype, n_cols, n_diags, per_head, block_n, flat,
                                             rows, tma, seed):
     """Both walks of the ranges: a loop per range, or (flat) one loop over all of a
@@ -136,6 +138,23 @@ def test_attention_matches_masked_reference(device, b, t, kv, d, dtype, n_cols, 
     assert torch.equal(torch.isfinite(lse).cpu(), seen)  # -inf exactly where a row sees no key
     assert torch.allclose(lse.double().cpu()[seen], lse_exact.cpu()[seen], rtol=1e-4, atol=1e-4)
     assert torch.all(out.cpu().transpose(1, 2)[~seen] == 0)
+
+
+def test_a_shape_and_vertical_slash_launch_under_their_own_keys(device):
+    """The launch table keeps A-shape's window and the estimate's scattered ranges apart:
+    the index says which pattern made it, through .to() too."""
+    from kernels import tuning
+
+    q, k, v = _qkv(1, 150, 4, 2, 64, torch.float16, device, 8)
+    cols, diags, _, _ = _pattern(1, 4, 150, 10, 20, 9)
+    keys = {}
+    for name, index in (("a-shape", a_shape_index(1, 4, 150, sink=16, window=40)),
+                        ("vertical-slash", vertical_slash_index(cols, diags, 150))):
+        with tuning.recording() as seen:
+            vertical_slash_attention(q, k, v, index.to(device))
+        keys[name] = [key for space, key in seen if space.kernel == "vertical_slash_attention"]
+    assert keys == {"a-shape": [dict(head_dim=64, tokens=256, pattern="a-shape")],
+                    "vertical-slash": [dict(head_dim=64, tokens=256, pattern="vertical-slash")]}
 
 
 def test_every_key_chosen_is_dense_attention(device):
