@@ -13,7 +13,8 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def check_tensor(name: str, t, dtypes=FLOAT_DTYPES, ndim_min: int = 1, kernel_input: bool = True) -> None:
-    """kernel_input=False: the tensor feeds PyTorch code only, so any device will do."""
+    """kernel_input=False: the tensor feeds PyTorch code only, so the CPU or a GPU will do
+    (not 'meta': its values are read)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in dtypes:
@@ -23,6 +24,8 @@ def check_tensor(name: str, t, dtypes=FLOAT_DTYPES, ndim_min: int = 1, kernel_in
         raise ValueError(f"{name} must have at least {ndim_min} dimension(s), got shape {tuple(t.shape)}")
     if kernel_input:
         check_device(name, t)
+    elif t.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} is on {t.device}: its values are read, on cpu or cuda")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

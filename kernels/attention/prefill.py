@@ -294,7 +294,7 @@ def kv_descriptors(k: torch.Tensor, v: torch.Tensor, cfg: dict, config: dict | N
 def check_qkv_tensors(q, k, v, kernel_input: bool = True) -> None:
     """q, k, v each a 4-D (batch, tokens, heads, head_dim) tensor of one half dtype, on q's
     device, unit stride along head_dim, head_dim one the attention kernels take;
-    kernel_input=False: read by PyTorch code only, on any device."""
+    kernel_input=False: read by PyTorch code only, on the CPU or a GPU."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, t, dtypes=DTYPES, kernel_input=kernel_input)
         if t.dim() != 4:

@@ -372,8 +372,6 @@ class MixQLinear:
     def __init__(self, w: torch.Tensor, threshold: float = 6.0, max_outliers: int = 512, dtype=None, bits: int = 8):
         # building the layer is PyTorch only (a CPU layer serves mixq_reference); calling it runs the kernels
         check_tensor("w", w, dtypes=(torch.float16, torch.bfloat16, torch.float32), ndim_min=2, kernel_input=False)
-        if w.device.type not in ("cpu", "cuda"):
-            raise ValueError(f"w is on {w.device}: its values are read, on cpu or cuda")
         if w.dim() != 2 or w.shape[1] == 0:
             raise ValueError(f"w must be (out_features, in_features) with in_features > 0, got shape {tuple(w.shape)}")
         check_int("bits", bits)

@@ -248,6 +248,8 @@ def test_bad_input_is_refused_with_a_clear_error(device):
         vertical_slash_index(torch.tensor([[[64]]]), torch.tensor([[[0]]]), 64)
     with pytest.raises(ValueError, match="repeat"):
         vertical_slash_index(torch.tensor([[[1, 1]]]), torch.tensor([[[0]]]), 64)
+    with pytest.raises(ValueError, match="columns is on meta: its values are read"):  # PyTorch-only inputs too
+        vertical_slash_index(torch.tensor([[[1]]], device="meta"), torch.tensor([[[0]]]), 64)
     with pytest.raises(ValueError, match="share"):
         vertical_slash_index(torch.tensor([[[1]]]), torch.tensor([[[0], [0]]]), 64)
     with pytest.raises(ValueError, match="made for 64 tokens"):
