@@ -205,12 +205,11 @@ def test_whole_wave_chunk_ends_no_later_than_any_chunk_count(tiles, length, slot
     """One node: its even split by the chosen limit takes no more rounds x (longest chunk +
     a program's price) than splitting it into any number of chunks."""
     def cost(chunks):
-        size = -(-(-(-length // chunks)) // 64) * 64
+        size = math.ceil(math.ceil(length / chunks) / 64) * 64
         return math.ceil(tiles * chunks / slots) * (size + PROGRAM_KEYS)
     limit = _whole_wave_chunk({length: tiles}, 64, slots)
     assert limit % 64 == 0 and limit >= 64
-    chosen = -(-length // limit)
-    assert cost(chosen) == min(cost(k) for k in range(1, -(-length // 64) + 1))
+    assert cost(math.ceil(length / limit)) == min(cost(k) for k in range(1, math.ceil(length / 64) + 1))
 
 
 def test_whole_waves_cover_every_key_once_and_compute_the_same(device):
