@@ -1,6 +1,7 @@
 """Dense causal attention for prefill (flash-attention style) in Triton.
 
     prefill_attention(q, k, v, kv_lens=None)   softmax(q k^T * scale) v, per query head
+    prefill_attention(..., window=W, sink=S)   a sliding window of W keys, plus the first S
 
 q (B, T, Hq, D); k, v (B, S, Hkv, D) with Hq a multiple of Hkv (GQA, any ratio; a KV
 cache whose capacity S is past the sequence's end works as it is). Head dim 64 or 128;
@@ -14,7 +15,8 @@ key and gets zeros (and -inf log-sum-exp).
 One program owns BLOCK_M query rows of one head and streams the keys in BLOCK_N blocks
 with the online softmax: the blocks wholly before its first query need no mask, the
 blocks across the diagonal are masked, and the blocks after its last query are never read
-(half the work of a dense causal pass).
+(half the work of a dense causal pass). With a window, a query sees the W keys up to its
+own and the first S ("attention sinks", StreamingLLM); the blocks outside both are never read.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels.checks import check_bool, check_number, check_tensor
+from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.tuning import LaunchSpace, pow2_bucket
 
@@ -47,8 +49,8 @@ def _load_block(ptrs, desc, tma_row, tma_col, n0, key_ok, MASKED: tl.constexpr, 
 
 
 @triton.jit
-def _probabilities(qk, m_i, rows_pos, rows_lo, offs_n, key_ok, qk_scale, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                   POS_SCALE: tl.constexpr, ROWS_LO: tl.constexpr):
+def _probabilities(qk, m_i, rows_pos, rows_lo, sink, offs_n, key_ok, qk_scale, CAUSAL: tl.constexpr,
+                   MASKED: tl.constexpr, POS_SCALE: tl.constexpr, ROWS_LO: tl.constexpr):
     """One key block's scores into the online softmax (base 2): (p, the new running max, the
     max p is taken against: 0 for a row that has seen no key yet, so no NaN from -inf - -inf)."""
     if MASKED:
@@ -56,8 +58,8 @@ def _probabilities(qk, m_i, rows_pos, rows_lo, offs_n, key_ok, qk_scale, CAUSAL:
         visible = key_ok[None, :]
         if CAUSAL:
             visible = visible & (offs_n[None, :] <= rows_pos[:, None])
-        if ROWS_LO:
-            visible = visible & (offs_n[None, :] >= rows_lo[:, None])
+        if ROWS_LO:  # and the first `sink` keys, whatever rows_lo says
+            visible = visible & ((offs_n[None, :] >= rows_lo[:, None]) | (offs_n[None, :] < sink))
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -85,11 +87,11 @@ def _accumulate(acc, m_i, l_i, p, m_use, v):
 @triton.jit
 def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len, stride_kn,
                   stride_vn, offs_d, qk_scale, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, MASKED: tl.constexpr,
-                  USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr, rows_lo, ROWS_LO: tl.constexpr):
+                  USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr, rows_lo, ROWS_LO: tl.constexpr, sink=0):
     """One key block into the running (acc, max, sum) of the online softmax (base 2).
     Unmasked blocks lie wholly inside the sequence and before every row's position: no
     bounds, no mask, and every row has a finite maximum after them. Masked, a row sees the
-    keys below kv_len up to its rows_pos (causal), from its rows_lo on (ROWS_LO)."""
+    keys below kv_len up to its rows_pos (causal), from its rows_lo on or below `sink` (ROWS_LO)."""
     offs_n = n0 + tl.arange(0, BLOCK_N)
     key_ok = offs_n < kv_len
     k_ptrs = K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :]
@@ -97,8 +99,8 @@ def _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows
     # keys read through TMA past kv_len need no zeroing: their scores are masked
     k = _load_block(k_ptrs, desc_k, tma_row, tma_col, n0, key_ok, MASKED and not USE_TMA, USE_TMA)
     qk = tl.dot(exact_operand(q), tl.trans(exact_operand(k)))
-    p, m_new, m_use = _probabilities(qk, m_i, rows_pos, rows_lo, offs_n, key_ok, qk_scale, CAUSAL, MASKED, POS_SCALE,
-                                     ROWS_LO)
+    p, m_new, m_use = _probabilities(qk, m_i, rows_pos, rows_lo, sink, offs_n, key_ok, qk_scale, CAUSAL, MASKED,
+                                     POS_SCALE, ROWS_LO)
     v = _load_block(v_ptrs, desc_v, tma_row, tma_col, n0, key_ok, MASKED, USE_TMA)
     acc, l_i = _accumulate(acc, m_i, l_i, p, m_use, v)
     return acc, m_new, l_i
@@ -119,11 +121,11 @@ def _attend_block_halves(acc_a, m_a, l_a, acc_b, m_b, l_b, q_a, q_b, K, V, desc_
     k_t = tl.trans(exact_operand(k))
     qk_a = tl.dot(exact_operand(q_a), k_t)
     qk_b = tl.dot(exact_operand(q_b), k_t)
-    p_a, m_a_new, use_a = _probabilities(qk_a, m_a, pos_a, pos_a, offs_n, key_ok, qk_scale, CAUSAL, MASKED,
+    p_a, m_a_new, use_a = _probabilities(qk_a, m_a, pos_a, pos_a, 0, offs_n, key_ok, qk_scale, CAUSAL, MASKED,
                                          POS_SCALE, False)
     v = _load_block(v_ptrs, desc_v, tma_row, tma_col, n0, key_ok, MASKED, USE_TMA)
     acc_a, l_a = _accumulate(acc_a, m_a, l_a, p_a, use_a, v)
-    p_b, m_b_new, use_b = _probabilities(qk_b, m_b, pos_b, pos_b, offs_n, key_ok, qk_scale, CAUSAL, MASKED,
+    p_b, m_b_new, use_b = _probabilities(qk_b, m_b, pos_b, pos_b, 0, offs_n, key_ok, qk_scale, CAUSAL, MASKED,
                                          POS_SCALE, False)
     acc_b, l_b = _accumulate(acc_b, m_b, l_b, p_b, use_b, v)
     return acc_a, m_a_new, l_a, acc_b, m_b_new, l_b
@@ -147,18 +149,21 @@ def _store_rows(O, LSE, acc, m_i, l_i, offs_m, T, kv_len, b, h, offs_d, stride_o
 
 
 @triton.jit
-def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S,
+def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S, HEADS,
                     stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
                     stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh,
-                    T, q_heads, group, qk_scale,
+                    T, n_heads, group, qk_scale, window, sink,
                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                     UNIFORM_LEN: tl.constexpr, WRITE_LSE: tl.constexpr, USE_TMA: tl.constexpr,
-                    POS_SCALE: tl.constexpr = True, HALVES: tl.constexpr = False):
+                    POS_SCALE: tl.constexpr = True, HALVES: tl.constexpr = False, HEAD_LIST: tl.constexpr = False,
+                    WINDOW: tl.constexpr = False, WINDOW_BLOCK: tl.constexpr = 1):
     bh = tl.program_id(0)
     # causal: the last query blocks see the most keys; launched first, they leave short ones for the tail
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
-    b = bh // q_heads
-    h = bh % q_heads
+    b = bh // n_heads
+    h = bh % n_heads
+    if HEAD_LIST:  # the launch covers the query heads HEADS lists (n_heads of them)
+        h = tl.load(HEADS + h)
     kvh = h // group
     kv_len = uniform_len if UNIFORM_LEN else tl.load(KV_LENS + b)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -212,19 +217,39 @@ def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S,
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        for n0 in range(0, full, BLOCK_N):
+        lo = 0  # the first key block the loops below read
+        rows_lo = rows_pos
+        if WINDOW:
+            # a row sees the `window` keys up to its own, counted from the first row of its
+            # WINDOW_BLOCK (1: its own), and the first `sink` keys; the rest is never read
+            rows_lo = rows_pos // WINDOW_BLOCK * WINDOW_BLOCK - window + 1
+            lo_first = tl.maximum(first_pos, 0) // WINDOW_BLOCK * WINDOW_BLOCK - window + 1
+            lo_last = tl.maximum(last_pos, 0) // WINDOW_BLOCK * WINDOW_BLOCK - window + 1
+            lo = tl.maximum(lo_first, 0) // BLOCK_N * BLOCK_N
+            for n0 in range(0, tl.minimum(tl.cdiv(sink, BLOCK_N) * BLOCK_N, lo), BLOCK_N):  # sink blocks before it
+                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos,
+                                              n0, kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True,
+                                              True, USE_TMA, POS_SCALE, rows_lo, True, sink)
+            # the window's first blocks, which the program's first rows see more of than its last
+            edge = tl.minimum(tl.maximum(tl.cdiv(tl.maximum(lo_last, 0), BLOCK_N) * BLOCK_N, lo), hi)
+            for n0 in range(lo, edge, BLOCK_N):
+                acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos,
+                                              n0, kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, True,
+                                              True, USE_TMA, POS_SCALE, rows_lo, True, sink)
+            lo = edge
+        for n0 in range(lo, full, BLOCK_N):
             acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0,
                                           kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, False,
-                                          USE_TMA, POS_SCALE, rows_pos, False)
-        for n0 in range(full, hi, BLOCK_N):
+                                          USE_TMA, POS_SCALE, rows_lo, False)
+        for n0 in range(tl.maximum(full, lo), hi, BLOCK_N):
             acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0,
                                           kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, True,
-                                          USE_TMA, POS_SCALE, rows_pos, False)
+                                          USE_TMA, POS_SCALE, rows_lo, WINDOW, sink)
         _store_rows(O, LSE, acc, m_i, l_i, offs_m, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh,
                     stride_lb, stride_lh, CAUSAL, WRITE_LSE)
 
 
-def _default_config(head_dim: int, rows: int) -> dict:
+def _default_config(head_dim: int, rows: int, window: int | None = None) -> dict:
     """128 query rows a program (64 for short prompts), 64-key blocks; 8 warps at head dim
     128; keys and values by pointer loads (tma: through TMA descriptors, Hopper and newer);
     one softmax stream a program (halves: two of half the rows, interleaved)."""
@@ -232,13 +257,15 @@ def _default_config(head_dim: int, rows: int) -> dict:
                 tma=False, halves=False)
 
 
-def _candidates(head_dim: int, rows: int) -> list[dict]:
+def _candidates(head_dim: int, rows: int, window: int | None = None) -> list[dict]:
     out = [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st)
            for bm in (64, 128) for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3, 4)
            if not (bm == 128 and bn == 128 and head_dim == 128 and st > 2)]  # 3 stages: 224 KiB of shared memory
     out += [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, tma=True)
             for bm in (64, 128) for bn in (64, 128) for w in (4, 8) for st in (2, 3)
             if not (bm == 128 and bn == 128 and head_dim == 128 and st > 2)]
+    if window is not None:  # the two streams' loops have no window
+        return out
     # two softmax streams: 8 warps, 64-key blocks (4 warps or 128-key blocks spill registers at head dim 128)
     out += [dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=st, tma=t, halves=True) for st in (2, 3)
             for t in (False, True)]
@@ -309,7 +336,7 @@ def check_qkv_tensors(q, k, v, kernel_input: bool = True) -> None:
         raise ValueError(f"head_dim {q.shape[3]} is not supported: {', '.join(map(str, HEAD_DIMS))}")
 
 
-def _check(q, k, v, kv_lens, scale, causal, return_lse):
+def _check(q, k, v, kv_lens, scale, causal, return_lse, window, sink):
     check_qkv_tensors(q, k, v)
     B, T, Hq, D = q.shape
     if k.shape != v.shape:
@@ -333,42 +360,66 @@ def _check(q, k, v, kv_lens, scale, causal, return_lse):
         check_number("scale", scale)
     check_bool("causal", causal)
     check_bool("return_lse", return_lse)
+    check_int("sink", sink, minimum=0)
+    if window is None:
+        if sink:
+            raise ValueError(f"sink={sink} needs a window: without one every key is seen already")
+        return
+    check_int("window", window, minimum=1)
+    if not causal:
+        raise ValueError("a window counts the keys up to each query's own: it needs causal=True")
 
 
 def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens=None, *, scale: float | None = None,
-                      causal: bool = True, return_lse: bool = False, config: dict | None = None):
+                      causal: bool = True, return_lse: bool = False, window: int | None = None, sink: int = 0,
+                      config: dict | None = None):
     """Attention of q's T queries over the keys of each sequence; see the module doc.
     Returns out (B, T, Hq, D) in q's dtype, or (out, lse (B, Hq, T) float32).
-    config: launch options over the tuned or default ones (BLOCK_M, BLOCK_N, num_warps, num_stages,
-    tma, halves; a table's tma falls back to pointer loads where k or v cannot be read through TMA,
-    the caller's tma=True raises)."""
-    _check(q, k, v, kv_lens, scale, causal, return_lse)
+    window (causal only): a query at position i sees the keys i - window + 1 .. i, and the
+    first `sink` keys. config: launch options over the tuned or default ones (BLOCK_M, BLOCK_N,
+    num_warps, num_stages, tma, halves (not with a window); a table's tma falls back to pointer
+    loads where k or v cannot be read through TMA, the caller's tma=True raises)."""
+    _check(q, k, v, kv_lens, scale, causal, return_lse, window, sink)
     B, T, Hq, D = q.shape
-    S, Hkv = k.shape[1], k.shape[2]
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
     if B == 0 or T == 0 or Hq == 0:
         if lse is not None:
             lse.fill_(float("-inf"))
         return (out, lse) if return_lse else out
+    launch_prefill(q, k, v, out, lse, kv_lens, D ** -0.5 if scale is None else float(scale), causal, config,
+                   window=window, sink=sink)
+    return (out, lse) if return_lse else out
+
+
+def launch_prefill(q, k, v, out, lse, kv_lens, scale: float, causal: bool, config: dict | None, *, heads=None,
+           window: int | None = None, sink: int = 0, window_block: int = 1) -> None:
+    """The kernel over checked inputs, into out (and lse, or None): every query head of q, or
+    the heads the int32 tensor `heads` lists; a window's start counted from the first row of
+    each window_block rows (sparse prefill's A-shape holds a 64-row block to one window)."""
+    B, T, Hq, D = q.shape
+    S, Hkv = k.shape[1], k.shape[2]
     uniform = not isinstance(kv_lens, torch.Tensor)
     uniform_len = S if kv_lens is None else (int(kv_lens) if uniform else 0)
     lens = q if uniform else kv_lens.to(device=q.device, dtype=torch.int32).contiguous()
-    cfg = LAUNCH.choose(q.device, dict(head_dim=D, rows=pow2_bucket(T)), config)
+    key = dict(head_dim=D, rows=pow2_bucket(T)) | ({} if window is None else dict(window=pow2_bucket(window)))
+    cfg = LAUNCH.choose(q.device, key, config)
+    if window is not None and cfg["halves"]:
+        raise ValueError("halves (two softmax streams a program) has no window: launch it with halves=False")
     tma, desc_k, desc_v = kv_descriptors(k, v, cfg, config)
-    scale = D ** -0.5 if scale is None else float(scale)
     lse_arg, (stride_lb, stride_lh) = (lse, lse.stride()[:2]) if lse is not None else (out, (0, 0))
-    grid = (B * Hq, triton.cdiv(T, cfg["BLOCK_M"]))
+    n_heads = Hq if heads is None else heads.numel()
+    grid = (B * n_heads, triton.cdiv(T, cfg["BLOCK_M"]))
     if grid[1] > 65535:  # CUDA's limit on a grid's second dimension
         raise ValueError(f"{T} query tokens is past this kernel's limit of {65535 * cfg['BLOCK_M']} at BLOCK_M "
                          f"{cfg['BLOCK_M']}: split the prompt into chunks")
     _prefill_kernel[grid](
-        q, k, v, desc_k, desc_v, out, lse_arg, lens, uniform_len, S,
+        q, k, v, desc_k, desc_v, out, lse_arg, lens, uniform_len, S, q if heads is None else heads,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), stride_lb, stride_lh,
-        T, Hq, Hq // Hkv, scale * LOG2E,
+        T, n_heads, Hq // Hkv, scale * LOG2E, window or 0, sink,
         HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], CAUSAL=causal, UNIFORM_LEN=uniform,
-        WRITE_LSE=return_lse, USE_TMA=tma, POS_SCALE=scale > 0, HALVES=cfg["halves"], num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"],
+        WRITE_LSE=lse is not None, USE_TMA=tma, POS_SCALE=scale > 0, HALVES=cfg["halves"],
+        HEAD_LIST=heads is not None, WINDOW=window is not None, WINDOW_BLOCK=window_block,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    return (out, lse) if return_lse else out

@@ -21,6 +21,10 @@ once); per block, only the number of columns at or before its last row is stored
 program of the attention takes one pattern block or two (BLOCK_M, a tuned launch option:
 128-row products run faster, each row still held to its own block's ranges).
 
+Heads that share one A-shape (sink keys and a local window, a pattern with no data in it)
+skip the index walk: sparse prefill runs them as the dense prefill kernel's sliding window,
+each pattern block held to its first row's window as the index's diagonals hold it.
+
 The estimate scores the last LAST_Q queries against every key (softmax over each row, the
 matrix never stored): vertical[k] sums the probabilities of key k, slash[d] those of
 diagonal d. The first SINK_COLUMNS keys and the nearest LOCAL_DIAGONALS diagonals are always
@@ -34,7 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention.prefill import LOG2E, _attend_block, check_qkv_tensors, check_tile_config, kv_descriptors
+from kernels.attention.prefill import (LOG2E, _attend_block, check_qkv_tensors, check_tile_config, kv_descriptors,
+                                      launch_prefill)
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.platform import device_ints
@@ -53,19 +58,22 @@ class SparseIndex(NamedTuple):
     block_columns (B, H, blocks): how many columns lie at or before each block's last row;
     tokens: the T it was made for (its columns and ranges address keys 0 .. T - 1);
     pattern: what made it ("vertical-slash" or "a-shape"), part of the attention's launch key:
-    a window of one long range and many scattered ones tune apart."""
+    a window of one long range and many scattered ones tune apart;
+    window: (sink, window) where every head's pattern is that one A-shape (a_shape_index,
+    pattern_indexes): sparse prefill then runs it as the dense kernel's sliding window."""
     intervals: torch.Tensor
     n_intervals: torch.Tensor
     columns: torch.Tensor
     block_columns: torch.Tensor
     tokens: int
     pattern: str = "vertical-slash"
+    window: tuple[int, int] | None = None
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return self[:4]
 
     def to(self, device) -> "SparseIndex":
-        return SparseIndex(*(t.to(device) for t in self.tensors()), self.tokens, self.pattern)
+        return SparseIndex(*(t.to(device) for t in self.tensors()), self.tokens, self.pattern, self.window)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors())
@@ -280,7 +288,9 @@ def a_shape_index(batch: int, heads: int, T: int, sink: int = 128, window: int =
     sink, window = min(sink, T), min(window, T)
     cols = torch.arange(sink, device=device).expand(batch, heads, sink)
     diags = torch.arange(window, device=device).expand(batch, heads, window)
-    return vertical_slash_index(cols, diags, T)._replace(pattern="a-shape")
+    # (no diagonal at all: the sink's columns alone, which only the range walk takes)
+    return vertical_slash_index(cols, diags, T, validate=False)._replace(
+        pattern="a-shape", window=(sink, window) if window else None)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -816,12 +826,21 @@ def head_patterns(pattern, heads: int) -> list[tuple[str, int, int]]:
 
 def pattern_indexes(q: torch.Tensor, k: torch.Tensor, specs: list, scale: float | None = None) -> dict:
     """The indexes sparse_prefill builds for q, k and each head's (type, a, b) (head_patterns):
-    {"vertical_slash": (heads, SparseIndex) for the vertical_and_slash and stream_llm heads,
-    "block_sparse": (heads, BlockIndex)}, heads an int32 tensor of the query heads each covers."""
+    {"a_shape": (heads, SparseIndex) for the stream_llm heads where they share one (sink,
+    window), "vertical_slash": (heads, SparseIndex) for the vertical_and_slash heads and any
+    other stream_llm ones, "block_sparse": (heads, BlockIndex)}, heads an int32 tensor of the
+    query heads each covers."""
     B, T, Hq, D = q.shape
     dev = q.device
     groups = {}
     vs = [h for h, s in enumerate(specs) if s[0] != "block_sparse"]
+    streaming = [h for h in vs if specs[h][0] == "stream_llm"]
+    shapes = {(min(specs[h][1], T), min(specs[h][2], T)) for h in streaming}
+    if len(shapes) == 1 and min(shapes)[1] > 0:  # one A-shape: a window of the dense kernel, its own launch
+        sink, window = shapes.pop()
+        groups["a_shape"] = (device_ints(streaming, dev, torch.int32), a_shape_index(B, len(streaming), T, sink, window,
+                                                                                     device=dev))
+        vs = [h for h in vs if specs[h][0] != "stream_llm"]
     if vs:
         is_streaming = [specs[h][0] == "stream_llm" for h in vs]
         streaming = device_ints(is_streaming, dev).bool()
@@ -835,7 +854,8 @@ def pattern_indexes(q: torch.Tensor, k: torch.Tensor, specs: list, scale: float 
             vertical = slash = ramp.expand(B, len(vs), T)
         cols, nc, diags, nd = vertical_slash_pattern(vertical, slash, [specs[h][1] for h in vs],
                                                      [specs[h][2] for h in vs], keep=~streaming)
-        groups["vertical_slash"] = (heads, vertical_slash_index(cols, diags, T, nc, nd, validate=False))
+        index = vertical_slash_index(cols, diags, T, nc, nd, validate=False)
+        groups["vertical_slash"] = (heads, index._replace(pattern="a-shape") if all(is_streaming) else index)
     bs = [h for h, s in enumerate(specs) if s[0] == "block_sparse"]
     if bs:
         full = block_sparse_index(q, k, [specs[h][1] if specs[h][0] == "block_sparse" else 1 for h in range(Hq)])
@@ -873,6 +893,11 @@ def attend_pattern_groups(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gro
     scale_f = D ** -0.5 if scale is None else float(scale)
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
+    if "a_shape" in groups:  # a window held to each pattern block's first row, as the index's diagonals are
+        heads, index = groups["a_shape"]
+        sink, window = index.window
+        launch_prefill(q, k, v, out, lse, None, scale_f, True, None, heads=heads, window=window, sink=sink,
+                       window_block=BLOCK)
     if "vertical_slash" in groups:
         _launch_vertical_slash(q, k, v, groups["vertical_slash"][1], groups["vertical_slash"][0], out, lse, scale_f)
     if "block_sparse" in groups:

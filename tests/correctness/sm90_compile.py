@@ -169,7 +169,7 @@ def cases():
             "QK_NORM": True, "FIXUP": False, "UNIFORM_LEN": False, "PDL": False})
     yield ("decode combine", _combine_kernel, f32("O_PART LSE_PART LSE") | {"O": "*bf16"},
            {"HEAD_DIM": 128, "BLOCK_S": 32, "PDL": True})
-    pre = bf("Q K V O desc_k desc_v") | {"LSE": "*fp32", "KV_LENS": "*i32", "qk_scale": "fp32"}
+    pre = bf("Q K V O desc_k desc_v") | {"LSE": "*fp32", "KV_LENS": "*i32", "HEADS": "*i32", "qk_scale": "fp32"}
     for d, lens, lse in ((128, False, False), (64, True, True)):  # the default launches of both head dims
         yield (f"prefill head_dim={d} lengths tensor={lens} lse={lse}", _prefill_kernel, pre,
                {"HEAD_DIM": d, "BLOCK_M": 128, "BLOCK_N": 64, "CAUSAL": True, "UNIFORM_LEN": not lens,
@@ -187,6 +187,13 @@ def cases():
                pre | desc, {"HEAD_DIM": 128, "BLOCK_M": 128, "BLOCK_N": bn, "CAUSAL": True, "UNIFORM_LEN": True,
                             "WRITE_LSE": False, "USE_TMA": tma, "POS_SCALE": True, "HALVES": halves},
                {"num_warps": warps, "num_stages": st})
+    # a sliding window over a list of heads (sparse prefill's A-shape): the default launch and the dense tuned one
+    for bm, warps, tma in ((128, 8, False), (64, 4, True)):
+        desc = {"desc_k": "tensordesc<bf16[64,128]>", "desc_v": "tensordesc<bf16[64,128]>"} if tma else {}
+        yield (f"prefill window BLOCK_M={bm} {warps} warps tma={tma}", _prefill_kernel, pre | desc,
+               {"HEAD_DIM": 128, "BLOCK_M": bm, "BLOCK_N": 64, "CAUSAL": True, "UNIFORM_LEN": True, "WRITE_LSE": False,
+                "USE_TMA": tma, "POS_SCALE": True, "HEAD_LIST": True, "WINDOW": True, "WINDOW_BLOCK": 64},
+               {"num_warps": warps, "num_stages": 3, "spill_free": True})
     node = bf("Q KP VP desc_k desc_v") | f32("O_PART LSE_PART") | {"scale_log2": "fp32",
         "WORK": "*i32", "NODE_META": "*i32", "PART_ROW0": "*i64"}
     for tma in (False, True):  # shared-prefix decode: the node kernel, then the merge

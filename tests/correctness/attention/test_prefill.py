@@ -52,6 +52,68 @@ def test_prefill_matches_reference(device, b, t, extra, kv, d, dtype, causal, pe
     assert torch.allclose(lse.double().cpu()[seen.cpu()], lse_exact.cpu()[seen.cpu()], rtol=1e-4, atol=1e-4)
 
 
+def _window_mask(lens, t, s, window, sink):
+    """(B, 1, T, S): the keys a query at position p sees through a window, plainly: p - window < key, or key < sink."""
+    pos = lens.cpu().long()[:, None] - t + torch.arange(t)[None, :]          # (B, T)
+    keys = torch.arange(s)[None, None, :]
+    return ((keys > pos[:, :, None] - window) | (keys < sink))[:, None]
+
+
+@settings(deadline=None)
+@given(b=st.integers(1, 2), t=st.integers(1, 150), extra=st.integers(0, 60), kv=st.sampled_from([(1, 1), (4, 1), (6, 2)]),
+       d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), per_seq=st.booleans(),
+       window=st.integers(1, 120), sink=st.integers(0, 50), tiles=st.sampled_from([(16, 16), (64, 32), (128, 64)]),
+       tma=st.booleans(), seed=st.integers(0, 2 ** 16))
+@example(b=1, t=150, extra=0, kv=(4, 1), d=64, dtype="fp16", per_seq=False, window=40, sink=20, tiles=(16, 16),
+         tma=False, seed=0)   # the window past the sink: sink blocks, edge blocks, whole blocks, diagonal blocks
+@example(b=1, t=150, extra=0, kv=(1, 1), d=64, dtype="bf16", per_seq=False, window=30, sink=50, tiles=(64, 32),
+         tma=True, seed=1)    # a sink block the window reaches into
+@example(b=2, t=20, extra=50, kv=(6, 2), d=128, dtype="bf16", per_seq=True, window=1, sink=0, tiles=(128, 64),
+         tma=False, seed=2)   # each row its own key only, a chunk after a prefix
+def test_window_matches_reference(device, b, t, extra, kv, d, dtype, per_seq, window, sink, tiles, tma, seed):
+    hq, hkv = kv
+    dt = HALF_DTYPES[dtype]
+    s = t + extra
+    q, k, v = _inputs(b, t, s, hq, hkv, d, dt, device, seed)
+    lens = torch.full((b,), s)
+    if per_seq:
+        lens = torch.randint(0, s + 1, (b,), generator=torch.Generator().manual_seed(seed + 1))
+    config = dict(BLOCK_M=tiles[0], BLOCK_N=tiles[1], tma=tma)
+    out, lse = prefill_attention(q, k, v, lens.to(device) if per_seq else None, window=window, sink=sink,
+                                 return_lse=True, config=config)
+    mask = _window_mask(lens, t, s, window, sink)
+    ref_lens = lens.to(device) if per_seq else None
+    exact, lse_exact = gqa_attention_reference(q, k, v, ref_lens, compute_dtype=torch.float64, return_lse=True,
+                                               mask=mask)
+    lowp = gqa_attention_reference(q, k, v, ref_lens, compute_dtype=dt, mask=mask)
+    assert_within_rule(out, exact, lowp, dt, what="out")
+    seen = torch.isfinite(lse_exact)
+    assert torch.equal(torch.isfinite(lse).cpu(), seen.cpu())
+    assert torch.allclose(lse.double().cpu()[seen.cpu()], lse_exact.cpu()[seen.cpu()], rtol=1e-4, atol=1e-4)
+
+
+def test_a_window_over_every_key_is_causal_attention(device):
+    q, k, v = _inputs(1, 90, 90, 2, 1, 64, torch.float16, device, 9)
+    dense = prefill_attention(q, k, v, config=dict(BLOCK_M=32, BLOCK_N=16))
+    for window, sink in ((90, 0), (1000, 0), (5, 90)):  # every key in the window, or in the sink
+        got = prefill_attention(q, k, v, window=window, sink=sink, config=dict(BLOCK_M=32, BLOCK_N=16))
+        assert torch.allclose(got.float(), dense.float(), atol=2e-3, rtol=1e-2), (window, sink)
+
+
+def test_a_window_launches_under_its_own_key(device):
+    """A window's programs read a fixed number of keys, causal ones a growing number: the
+    tuner keeps them apart, by the window rounded up to a power of two."""
+    from kernels import tuning
+
+    q, k, v = _inputs(1, 100, 100, 2, 1, 64, torch.float16, device, 10)
+    keys = []
+    for window in (None, 40):
+        with tuning.recording() as seen:
+            prefill_attention(q, k, v, window=window)
+        keys += [key for space, key in seen if space.kernel == "prefill_attention"]
+    assert keys == [dict(head_dim=64, rows=128), dict(head_dim=64, rows=128, window=64)]
+
+
 def test_rows_that_see_no_key_are_zero(device):
     q, k, v = _inputs(1, 8, 8, 2, 1, 64, torch.float16, device, 3)
     out, lse = prefill_attention(q, k, v, torch.tensor([3], device=device), return_lse=True)
@@ -142,6 +204,16 @@ def test_bad_input_is_named(device):
         prefill_attention(q, k, v, torch.tensor([1.0]))
     with pytest.raises(TypeError, match="v has dtype torch.bfloat16; it must match q's torch.float16"):
         prefill_attention(q, k, v.bfloat16())
+    with pytest.raises(ValueError, match="sink=4 needs a window"):
+        prefill_attention(q, k, v, sink=4)
+    with pytest.raises(ValueError, match="window must be an int >= 1, got 0"):
+        prefill_attention(q, k, v, window=0)
+    with pytest.raises(TypeError, match="sink must be an int, got float"):
+        prefill_attention(q, k, v, window=2, sink=1.0)
+    with pytest.raises(ValueError, match="a window counts the keys up to each query's own: it needs causal=True"):
+        prefill_attention(q, k, v, window=2, causal=False)
+    with pytest.raises(ValueError, match="halves .* has no window"):
+        prefill_attention(q, k, v, window=2, config=dict(BLOCK_M=32, halves=True))
 
 
 def test_cost_counts_the_causal_pairs():

@@ -380,6 +380,53 @@ def test_sparse_prefill_runs_each_head_with_its_pattern(device):
     assert torch.allclose(lse.double().cpu(), lse_exact.cpu(), rtol=1e-4, atol=1e-4)
 
 
+@settings(deadline=None, max_examples=15)
+@given(t=st.integers(1, 300), heads=st.sampled_from([[0], [1, 3], [0, 1, 2, 3]]), sink=st.integers(0, 150),
+       window=st.integers(1, 300), tiles=st.sampled_from([(64, 64), (128, 64), (128, 128), (64, 32)]),
+       seed=st.integers(0, 2 ** 16))
+@example(t=300, heads=[1, 3], sink=16, window=100, tiles=(128, 64), seed=0)   # two pattern blocks a program
+@example(t=300, heads=[0, 1, 2, 3], sink=70, window=40, tiles=(64, 32), seed=1)  # the window inside the sink
+def test_a_shape_heads_run_as_a_window_of_the_dense_kernel(device, t, heads, sink, window, tiles, seed):
+    """Heads sharing one A-shape take the dense kernel's window, each 64-row block held to
+    its first row's window as the index's diagonals are: the same keys as the index, on
+    heads of either KV head, beside the other heads' own launch."""
+    from kernels import tuning
+
+    q, k, v = _qkv(1, t, 4, 2, 64, torch.bfloat16, device, seed)
+    specs = [("stream_llm", sink, window) if h in heads else ("vertical_and_slash", 30, 60) for h in range(4)]
+    groups = pattern_indexes(q, k, specs)
+    a_heads, index = groups["a_shape"]
+    assert a_heads.tolist() == heads and index.window == (min(sink, t), min(window, t))
+    assert ("vertical_slash" in groups) == (len(heads) < 4)
+    with tuning.forcing("prefill_attention", dict(BLOCK_M=tiles[0], BLOCK_N=tiles[1])):
+        with tuning.recording() as seen:
+            out, lse = sparse_prefill(q, k, v, {h: list(s) for h, s in enumerate(specs)}, dense_below=0,
+                                      return_lse=True)
+    assert [key for space, key in seen if space.kernel == "prefill_attention"] == [
+        dict(head_dim=64, rows=tuning.pow2_bucket(t), window=tuning.pow2_bucket(min(window, t)))]
+    mask = torch.zeros(1, 4, t, t, dtype=torch.bool)
+    mask[:, a_heads.long().cpu()] = _mask_of_index(index, t)
+    want = a_shape_index(1, len(heads), t, sink, window)  # the same keys as the public A-shape index
+    assert torch.equal(_mask_of_index(want, t), _mask_of_index(index, t))
+    if "vertical_slash" in groups:
+        vs_heads, vs_index = groups["vertical_slash"]
+        mask[:, vs_heads.long().cpu()] = _mask_of_index(vs_index, t)
+    exact, lse_exact = gqa_attention_reference(q, k, v, compute_dtype=torch.float64, return_lse=True, mask=mask)
+    lowp = gqa_attention_reference(q, k, v, compute_dtype=torch.bfloat16, mask=mask)
+    assert_within_rule(out, exact, lowp, torch.bfloat16)
+    assert torch.allclose(lse.double().cpu(), lse_exact.cpu(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_shape_heads_of_different_shapes_walk_the_index_under_the_a_shape_key(device):
+    """Two A-shapes in one layer share the range walk's launch; its index says a-shape, so
+    the launch table's a-shape key is the one it reads (it read the vertical-slash key)."""
+    q, k, _ = _qkv(1, 200, 2, 1, 64, torch.float16, device, 19)
+    groups = pattern_indexes(q, k, [("stream_llm", 16, 100), ("stream_llm", 8, 50)])
+    assert list(groups) == ["vertical_slash"] and groups["vertical_slash"][1].pattern == "a-shape"
+    groups = pattern_indexes(q, k, [("stream_llm", 16, 100), ("vertical_and_slash", 8, 50)])
+    assert groups["vertical_slash"][1].pattern == "vertical-slash" and groups["a_shape"][1].pattern == "a-shape"
+
+
 def test_sparse_prefill_runs_dense_below_the_crossover(device):
     q, k, v = _qkv(1, 100, 2, 1, 64, torch.float16, device, 15)
     from kernels.attention import prefill_attention
