@@ -58,22 +58,19 @@ class SparseIndex(NamedTuple):
     block_columns (B, H, blocks): how many columns lie at or before each block's last row;
     tokens: the T it was made for (its columns and ranges address keys 0 .. T - 1);
     pattern: what made it ("vertical-slash" or "a-shape"), part of the attention's launch key:
-    a window of one long range and many scattered ones tune apart;
-    window: (sink, window) where every head's pattern is that one A-shape (a_shape_index,
-    pattern_indexes): sparse prefill then runs it as the dense kernel's sliding window."""
+    a window of one long range and many scattered ones tune apart."""
     intervals: torch.Tensor
     n_intervals: torch.Tensor
     columns: torch.Tensor
     block_columns: torch.Tensor
     tokens: int
     pattern: str = "vertical-slash"
-    window: tuple[int, int] | None = None
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return self[:4]
 
     def to(self, device) -> "SparseIndex":
-        return SparseIndex(*(t.to(device) for t in self.tensors()), self.tokens, self.pattern, self.window)
+        return SparseIndex(*(t.to(device) for t in self.tensors()), self.tokens, self.pattern)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors())
@@ -288,9 +285,26 @@ def a_shape_index(batch: int, heads: int, T: int, sink: int = 128, window: int =
     sink, window = min(sink, T), min(window, T)
     cols = torch.arange(sink, device=device).expand(batch, heads, sink)
     diags = torch.arange(window, device=device).expand(batch, heads, window)
-    # (no diagonal at all: the sink's columns alone, which only the range walk takes)
-    return vertical_slash_index(cols, diags, T, validate=False)._replace(
-        pattern="a-shape", window=(sink, window) if window else None)
+    return vertical_slash_index(cols, diags, T, validate=False)._replace(pattern="a-shape")
+
+
+class WindowPattern(NamedTuple):
+    """One A-shape shared by a group of heads, as sparse prefill attends it: the first `sink`
+    keys and the `window` diagonals nearest each 64-row block (a_shape_index's keys) of T =
+    `tokens`; the dense kernel's sliding window needs no index in memory."""
+    sink: int
+    window: int
+    tokens: int
+
+    def index(self, batch: int, heads: int, device=None) -> SparseIndex:
+        """The same keys as a vertical-slash index (to count or mask them)."""
+        return a_shape_index(batch, heads, self.tokens, self.sink, self.window, device=device)
+
+    def to(self, device) -> "WindowPattern":
+        return self
+
+    def nbytes(self) -> int:
+        return 0
 
 
 # ----------------------------------------------------------------------------- attention
@@ -826,7 +840,7 @@ def head_patterns(pattern, heads: int) -> list[tuple[str, int, int]]:
 
 def pattern_indexes(q: torch.Tensor, k: torch.Tensor, specs: list, scale: float | None = None) -> dict:
     """The indexes sparse_prefill builds for q, k and each head's (type, a, b) (head_patterns):
-    {"a_shape": (heads, SparseIndex) for the stream_llm heads where they share one (sink,
+    {"a_shape": (heads, WindowPattern) for the stream_llm heads where they share one (sink,
     window), "vertical_slash": (heads, SparseIndex) for the vertical_and_slash heads and any
     other stream_llm ones, "block_sparse": (heads, BlockIndex)}, heads an int32 tensor of the
     query heads each covers."""
@@ -838,8 +852,7 @@ def pattern_indexes(q: torch.Tensor, k: torch.Tensor, specs: list, scale: float 
     shapes = {(min(specs[h][1], T), min(specs[h][2], T)) for h in streaming}
     if len(shapes) == 1 and min(shapes)[1] > 0:  # one A-shape: a window of the dense kernel, its own launch
         sink, window = shapes.pop()
-        groups["a_shape"] = (device_ints(streaming, dev, torch.int32), a_shape_index(B, len(streaming), T, sink, window,
-                                                                                     device=dev))
+        groups["a_shape"] = (device_ints(streaming, dev, torch.int32), WindowPattern(sink, window, T))
         vs = [h for h in vs if specs[h][0] != "stream_llm"]
     if vs:
         is_streaming = [specs[h][0] == "stream_llm" for h in vs]
@@ -894,10 +907,9 @@ def attend_pattern_groups(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gro
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
     if "a_shape" in groups:  # a window held to each pattern block's first row, as the index's diagonals are
-        heads, index = groups["a_shape"]
-        sink, window = index.window
-        launch_prefill(q, k, v, out, lse, None, scale_f, True, None, heads=heads, window=window, sink=sink,
-                       window_block=BLOCK)
+        heads, shape = groups["a_shape"]
+        launch_prefill(q, k, v, out, lse, None, scale_f, True, None, heads=heads, window=shape.window,
+                       sink=shape.sink, window_block=BLOCK)
     if "vertical_slash" in groups:
         _launch_vertical_slash(q, k, v, groups["vertical_slash"][1], groups["vertical_slash"][0], out, lse, scale_f)
     if "block_sparse" in groups:

@@ -19,8 +19,8 @@ from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
 from kernels.attention import baselines, gqa_attention_reference, prefill_attention
 from kernels.attention.cost import sparse_prefill_cost
 from kernels.attention.reference import sparse_index_rows_mask
-from kernels.attention.sparse_prefill import (attend_pattern_groups, estimate_vertical_slash, pattern_indexes,
-                                              sparse_prefill)
+from kernels.attention.sparse_prefill import (WindowPattern, attend_pattern_groups, estimate_vertical_slash,
+                                              pattern_indexes, sparse_prefill)
 from kernels.attention.sparse_search import device_time
 from tests.helpers.tolerance import DTYPES
 
@@ -106,9 +106,16 @@ class _State:
         self.pattern, self.q_heads, self.index = pattern, q_heads, index
 
 
+def group_index(groups):
+    """The one group's index (every head has the pattern); an A-shape's keys as an index
+    (its kernel reads none), to count and mask them."""
+    heads, index = next(iter(groups.values()))
+    return index.index(1, heads.numel(), heads.device) if isinstance(index, WindowPattern) else index
+
+
 def pattern_index(pattern, q, k):
-    """The index the kernel builds for this pattern on every head."""
-    return next(iter(pattern_indexes(q, k, [PATTERNS[pattern]] * q.shape[2]).values()))[1]
+    """The keys the kernel attends for this pattern on every head, as an index."""
+    return group_index(pattern_indexes(q, k, [PATTERNS[pattern]] * q.shape[2]))
 
 
 @perf_bench(grid=grid, id="{pattern}-t{tokens}-h{q_heads}x{kv_heads}-d128-bf16", providers=PROVIDERS)
@@ -123,7 +130,8 @@ def sparse_prefill_case(pattern, tokens, q_heads, kv_heads):
     q, k, v = make_inputs()
     specs = [PATTERNS[pattern]] * q_heads
     groups = pattern_indexes(q, k, specs)  # one group: every head has the pattern
-    index = next(iter(groups.values()))[1]
+    index = group_index(groups)
+    index_bytes = next(iter(groups.values()))[1].nbytes()  # what the attention reads
     pairs = int(index.selected_pairs().sum())
     # recall: the softmax mass the pattern keeps, exp(lse_sparse - lse_dense), mean over rows and heads
     _, lse_sparse = attend_pattern_groups(q, k, v, groups, return_lse=True)
@@ -146,7 +154,7 @@ def sparse_prefill_case(pattern, tokens, q_heads, kv_heads):
         reference=reference,
         output_slice=(slice(None), slice(-CHECKED_ROWS, None)),
         rtol=1e-2,
-        kernel_info={"density": pairs / (q_heads * tokens * (tokens + 1) / 2), "index_bytes": index.nbytes(),
+        kernel_info={"density": pairs / (q_heads * tokens * (tokens + 1) / 2), "index_bytes": index_bytes,
                      "recall": recall, **split},
         state=_State(pattern, q_heads, index),
     )
