@@ -393,7 +393,7 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens
 
 
 def launch_prefill(q, k, v, out, lse, kv_lens, scale: float, causal: bool, config: dict | None, *, heads=None,
-           window: int | None = None, sink: int = 0, window_block: int = 1) -> None:
+                   window: int | None = None, sink: int = 0, window_block: int = 1) -> None:
     """The kernel over checked inputs, into out (and lse, or None): every query head of q, or
     the heads the int32 tensor `heads` lists; a window's start counted from the first row of
     each window_block rows (sparse prefill's A-shape holds a 64-row block to one window)."""

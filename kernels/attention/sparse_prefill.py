@@ -300,9 +300,6 @@ class WindowPattern(NamedTuple):
         """The same keys as a vertical-slash index (to count or mask them)."""
         return a_shape_index(batch, heads, self.tokens, self.sink, self.window, device=device)
 
-    def to(self, device) -> "WindowPattern":
-        return self
-
     def nbytes(self) -> int:
         return 0
 
@@ -848,11 +845,11 @@ def pattern_indexes(q: torch.Tensor, k: torch.Tensor, specs: list, scale: float 
     dev = q.device
     groups = {}
     vs = [h for h, s in enumerate(specs) if s[0] != "block_sparse"]
-    streaming = [h for h in vs if specs[h][0] == "stream_llm"]
-    shapes = {(min(specs[h][1], T), min(specs[h][2], T)) for h in streaming}
+    stream_heads = [h for h in vs if specs[h][0] == "stream_llm"]
+    shapes = {(min(specs[h][1], T), min(specs[h][2], T)) for h in stream_heads}
     if len(shapes) == 1 and min(shapes)[1] > 0:  # one A-shape: a window of the dense kernel, its own launch
         sink, window = shapes.pop()
-        groups["a_shape"] = (device_ints(streaming, dev, torch.int32), WindowPattern(sink, window, T))
+        groups["a_shape"] = (device_ints(stream_heads, dev, torch.int32), WindowPattern(sink, window, T))
         vs = [h for h in vs if specs[h][0] != "stream_llm"]
     if vs:
         is_streaming = [specs[h][0] == "stream_llm" for h in vs]

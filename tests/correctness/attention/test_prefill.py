@@ -78,14 +78,13 @@ def test_window_matches_reference(device, b, t, extra, kv, d, dtype, per_seq, wi
     lens = torch.full((b,), s)
     if per_seq:
         lens = torch.randint(0, s + 1, (b,), generator=torch.Generator().manual_seed(seed + 1))
+    kv_lens = lens.to(device) if per_seq else None
     config = dict(BLOCK_M=tiles[0], BLOCK_N=tiles[1], tma=tma)
-    out, lse = prefill_attention(q, k, v, lens.to(device) if per_seq else None, window=window, sink=sink,
-                                 return_lse=True, config=config)
+    out, lse = prefill_attention(q, k, v, kv_lens, window=window, sink=sink, return_lse=True, config=config)
     mask = _window_mask(lens, t, s, window, sink)
-    ref_lens = lens.to(device) if per_seq else None
-    exact, lse_exact = gqa_attention_reference(q, k, v, ref_lens, compute_dtype=torch.float64, return_lse=True,
+    exact, lse_exact = gqa_attention_reference(q, k, v, kv_lens, compute_dtype=torch.float64, return_lse=True,
                                                mask=mask)
-    lowp = gqa_attention_reference(q, k, v, ref_lens, compute_dtype=dt, mask=mask)
+    lowp = gqa_attention_reference(q, k, v, kv_lens, compute_dtype=dt, mask=mask)
     assert_within_rule(out, exact, lowp, dt, what="out")
     seen = torch.isfinite(lse_exact)
     assert torch.equal(torch.isfinite(lse).cpu(), seen.cpu())
