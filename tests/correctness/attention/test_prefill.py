@@ -91,6 +91,16 @@ def test_window_matches_reference(device, b, t, extra, kv, d, dtype, per_seq, wi
     assert torch.allclose(lse.double().cpu()[seen.cpu()], lse_exact.cpu()[seen.cpu()], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("key", [2, 30])  # a sink key; a key that leaves the window
+def test_nan_in_a_key_reaches_only_the_rows_whose_window_or_sink_holds_it(device, key):
+    q, k, v = _inputs(1, 64, 64, 1, 1, 64, torch.float16, device, 11)
+    k[0, key, 0, 5] = float("nan")
+    out = prefill_attention(q, k, v, window=8, sink=4, config=dict(BLOCK_M=16, BLOCK_N=16)).float().cpu()
+    rows = torch.arange(64)
+    sees = (rows >= key) & ((key < 4) | (rows - key < 8))
+    assert torch.equal(torch.isnan(out[0, :, 0]).all(-1), sees)
+
+
 def test_a_window_over_every_key_is_causal_attention(device):
     q, k, v = _inputs(1, 90, 90, 2, 1, 64, torch.float16, device, 9)
     dense = prefill_attention(q, k, v, config=dict(BLOCK_M=32, BLOCK_N=16))
