@@ -138,6 +138,21 @@ def test_nan_in_a_visible_key_reaches_only_the_rows_that_see_it(device):
         assert torch.isnan(out[0, 9:]).all() and not torch.isnan(out[0, :9]).any(), cfg
 
 
+@pytest.mark.parametrize("block_m,block_n", [(16, 16), (64, 32), (32, 64), (128, 64)])
+def test_nan_in_a_value_reaches_the_rows_that_see_it_and_no_row_before_its_key_tile(device, block_m, block_n):
+    """The documented bound (docs/correctness.md): rows that see a NaN value are NaN; rows of a
+    query tile that reads the value's key tile without seeing it may be too (p @ v multiplies
+    their zero weight by it); no row of an earlier query tile is touched."""
+    q, k, v = _inputs(1, 256, 256, 2, 1, 64, torch.float16, device, 7)
+    key = 200
+    v[0, key, 0, 3] = float("nan")
+    out = prefill_attention(q, k, v, config=dict(BLOCK_M=block_m, BLOCK_N=block_n)).float().cpu()
+    first_reader = (key // block_n * block_n) // block_m * block_m
+    assert torch.isnan(out[0, key:, :, 3]).all()
+    assert not torch.isnan(out[0, :first_reader]).any()
+    assert not torch.isnan(out[0, :, :, [0, 1, 2, 4]]).any()   # the other value columns stay clean
+
+
 def test_the_cache_past_a_sequences_end_is_never_used(device):
     """A KV cache's capacity past kv_len holds whatever was there (NaN here): no output row
     may see it, whatever the block shapes (the last key block straddles the end)."""
