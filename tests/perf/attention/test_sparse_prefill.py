@@ -52,7 +52,11 @@ def long_prompt_qkv(tokens, q_heads, kv_heads, head_dim, dtype, g, device="cuda"
     local = torch.einsum("tw,hwd->thd", basis, amp)[None]  # (1, tokens, kv_heads, head_dim), about unit size
     noise = lambda h: torch.randn(1, tokens, h, head_dim, device=device, generator=g)
     k = (noise(kv_heads) + local).to(dtype)
-    q = (noise(q_heads) + local.repeat_interleave(q_heads // kv_heads, dim=2)).to(dtype)
+    # in place, each KV head's wave onto its query heads: at 1M tokens a repeated copy of
+    # `local` and a sum beside the noise would hold 48 GiB of float32 more
+    q = noise(q_heads)
+    q.view(1, tokens, kv_heads, q_heads // kv_heads, head_dim).add_(local[:, :, :, None])
+    q = q.to(dtype)
     return q, k, noise(kv_heads).to(dtype)
 
 
@@ -143,7 +147,12 @@ def sparse_prefill_case(pattern, tokens, q_heads, kv_heads):
     def reference(q, k, v):
         rows = torch.arange(tokens - CHECKED_ROWS, tokens)
         mask = sparse_index_rows_mask(pattern_index(pattern, q, k), rows)
-        return gqa_attention_reference(q[:, -CHECKED_ROWS:], k, v, causal=True, mask=mask)
+        group = q_heads // kv_heads
+        # one KV head at a time: at 1M tokens the whole layer's float32 keys, values and
+        # scores take 40 GiB
+        return torch.cat([gqa_attention_reference(q[:, -CHECKED_ROWS:, h * group:(h + 1) * group], k[:, :, h:h + 1],
+                                                  v[:, :, h:h + 1], causal=True, mask=mask[:, h * group:(h + 1) * group])
+                          for h in range(kv_heads)], dim=2)
 
     return PerfCase(
         op="sparse_prefill",
