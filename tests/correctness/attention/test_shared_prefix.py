@@ -79,15 +79,16 @@ def test_shared_prefix_matches_reference(device, fanouts, lengths, loners, t, kv
     _check(tree, *_inputs(tree, t, hq, hkv, d, dt, device, seed), dt, config=dict(tma=tma))
 
 
+@pytest.mark.parametrize("fuse_suffix", [False, True])
 @pytest.mark.parametrize("scale", [-1.0, 0.0, 0.3])
-def test_any_scale_matches_reference(device, scale):
+def test_any_scale_matches_reference(device, scale, fuse_suffix):
     """Whole key blocks take max(q k) * scale as the scaled maximum, which holds for a
     positive scale only: at -1 it is the minimum, and exp2 of the scores above it overflows
     half precision. 150 keys in chunks of whole 64-key blocks and a masked tail."""
     dt = torch.float16
     tree = prefix_tree([-1], [150], [0, 0, 0], device=device)
     q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 1, 64, dt, device, 11)
-    out = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, scale=scale)
+    out = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, scale=scale, config=dict(fuse_suffix=fuse_suffix))
     exact = shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, scale=scale, compute_dtype=torch.float64)
     lowp = shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, scale=scale, compute_dtype=dt)
     assert_within_rule(out, exact, lowp, dt, what="out")
