@@ -53,7 +53,7 @@ def long_prompt_qkv(tokens, q_heads, kv_heads, head_dim, dtype, g, device="cuda"
     noise = lambda h: torch.randn(1, tokens, h, head_dim, device=device, generator=g)
     k = (noise(kv_heads) + local).to(dtype)
     # in place, each KV head's wave onto its query heads: at 1M tokens a repeated copy of
-    # `local` and a sum beside the noise would hold 48 GiB of float32 more
+    # `local` and the sum would hold 32 GiB of float32 beside the noise's 16
     q = noise(q_heads)
     q.view(1, tokens, kv_heads, q_heads // kv_heads, head_dim).add_(local[:, :, :, None])
     q = q.to(dtype)
