@@ -248,25 +248,6 @@ def _whole_wave_chunk(tiles_by_len: dict, block_n: int, slots: float) -> int:
 
 
 @triton.jit
-def _node_rows(Q, NODE_META, node, row0, hkv, stride_qb, stride_qt, stride_qh, q_tokens, group,
-               HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
-    """A work item's BLOCK_M query rows under `node` from row0: each row's (sequence, query
-    token, query head), whether it exists, and its query; the node's first pool row."""
-    kv_start = tl.load(NODE_META + node * 4)
-    seq0 = tl.load(NODE_META + node * 4 + 2)
-    n_rows = tl.load(NODE_META + node * 4 + 3) * q_tokens * group
-    rows = row0 + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
-    seq = seq0 + rows // (q_tokens * group)
-    tok = (rows // group) % q_tokens
-    head = hkv * group + rows % group
-    d = tl.arange(0, HEAD_DIM)
-    q = tl.load(Q + seq[:, None].to(tl.int64) * stride_qb + tok[:, None] * stride_qt + head[:, None] * stride_qh
-                + d[None, :], mask=row_ok[:, None], other=0.0)
-    return rows, row_ok, n_rows, seq, tok, head, d, q, kv_start
-
-
-@triton.jit
 def _node_keys(q, KP, VP, desc_k, desc_v, kv_start, hkv, rows, k0, k1, stride_kp, stride_kh, stride_vp, stride_vh,
                d, scale_log2, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr):
@@ -292,6 +273,35 @@ def _node_keys(q, KP, VP, desc_k, desc_v, kv_start, hkv, rows, k0, k1, stride_kp
 
 
 @triton.jit
+def _attend_work_item(Q, KP, VP, desc_k, desc_v, WORK, NODE_META, stride_qb, stride_qt, stride_qh, stride_kp,
+                      stride_kh, stride_vp, stride_vh, q_tokens, group, scale_log2, HEAD_DIM: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr):
+    """The program's work item (program 0: the item, 1: the KV head): its BLOCK_M query rows
+    under its node, each row's (sequence, query token, query head), whether it exists and
+    its query, and the rows' online softmax over the item's chunk of the node's keys."""
+    item = tl.program_id(0)
+    hkv = tl.program_id(1)
+    node = tl.load(WORK + item * 5)
+    row0 = tl.load(WORK + item * 5 + 1)
+    k0 = tl.load(WORK + item * 5 + 2)
+    k1 = tl.load(WORK + item * 5 + 3)
+    kv_start = tl.load(NODE_META + node * 4)
+    seq0 = tl.load(NODE_META + node * 4 + 2)
+    n_rows = tl.load(NODE_META + node * 4 + 3) * q_tokens * group
+    rows = row0 + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_rows
+    seq = seq0 + rows // (q_tokens * group)
+    tok = (rows // group) % q_tokens
+    head = hkv * group + rows % group
+    d = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q + seq[:, None].to(tl.int64) * stride_qb + tok[:, None] * stride_qt + head[:, None] * stride_qh
+                + d[None, :], mask=row_ok[:, None], other=0.0)
+    acc, m_i, l_i = _node_keys(q, KP, VP, desc_k, desc_v, kv_start, hkv, rows, k0, k1, stride_kp, stride_kh,
+                               stride_vp, stride_vh, d, scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, USE_TMA, POS_SCALE)
+    return acc, m_i, l_i, hkv, rows, row_ok, n_rows, seq, tok, head, d, q
+
+
+@triton.jit
 def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, PART_ROW0,
                  stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
                  q_tokens, group, n_kv_heads, scale_log2,
@@ -300,18 +310,11 @@ def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, P
     """One work item: BLOCK_M query rows of the sequences under one node, one KV head, one
     chunk of the node's keys. Rows are (sequence, query token, head of the group). Writes
     the normalized partial output and its base-2 log-sum-exp, float32."""
-    item = tl.program_id(0)
-    hkv = tl.program_id(1)
-    node = tl.load(WORK + item * 5)
-    row0 = tl.load(WORK + item * 5 + 1)
-    k0 = tl.load(WORK + item * 5 + 2)
-    k1 = tl.load(WORK + item * 5 + 3)
-    part = tl.load(WORK + item * 5 + 4)
-    rows, row_ok, n_rows, seq, tok, head, d, q, kv_start = _node_rows(
-        Q, NODE_META, node, row0, hkv, stride_qb, stride_qt, stride_qh, q_tokens, group, HEAD_DIM, BLOCK_M)
-    acc, m_i, l_i = _node_keys(q, KP, VP, desc_k, desc_v, kv_start, hkv, rows, k0, k1, stride_kp, stride_kh,
-                               stride_vp, stride_vh, d, scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, USE_TMA, POS_SCALE)
+    acc, m_i, l_i, hkv, rows, row_ok, n_rows, seq, tok, head, d, q = _attend_work_item(
+        Q, KP, VP, desc_k, desc_v, WORK, NODE_META, stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp,
+        stride_vh, q_tokens, group, scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, USE_TMA, POS_SCALE)
     out = acc / l_i[:, None]
+    part = tl.load(WORK + tl.program_id(0) * 5 + 4)
     lse2 = tl.where(m_i == float("inf"), m_i, m_i + tl.math.log2(l_i))
     dst = tl.load(PART_ROW0 + part) + hkv * n_rows + rows
     tl.store(O_PART + dst[:, None] * HEAD_DIM + d[None, :], out, mask=row_ok[:, None])
@@ -330,16 +333,9 @@ def _flat_kernel(Q, KP, VP, desc_k, desc_v, KS, VS, SUF_LENS, O, LSE, WORK, NODE
     time on the CUDA cores (the rows of a tile read different suffixes; a masked load gives
     a key a row must not see zeros, so no other sequence's value reaches it), and the
     output and natural-log lse stored: no partials, no second launch."""
-    item = tl.program_id(0)
-    hkv = tl.program_id(1)
-    node = tl.load(WORK + item * 5)
-    row0 = tl.load(WORK + item * 5 + 1)
-    k0 = tl.load(WORK + item * 5 + 2)
-    k1 = tl.load(WORK + item * 5 + 3)
-    rows, row_ok, n_rows, seq, tok, head, d, q, kv_start = _node_rows(
-        Q, NODE_META, node, row0, hkv, stride_qb, stride_qt, stride_qh, q_tokens, group, HEAD_DIM, BLOCK_M)
-    acc, m_i, l_i = _node_keys(q, KP, VP, desc_k, desc_v, kv_start, hkv, rows, k0, k1, stride_kp, stride_kh,
-                               stride_vp, stride_vh, d, scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, USE_TMA, POS_SCALE)
+    acc, m_i, l_i, hkv, rows, row_ok, n_rows, seq, tok, head, d, q = _attend_work_item(
+        Q, KP, VP, desc_k, desc_v, WORK, NODE_META, stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp,
+        stride_vh, q_tokens, group, scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, USE_TMA, POS_SCALE)
     if UNIFORM_SUFFIX:
         lens = tl.zeros([BLOCK_M], tl.int32) + suffix_len
     else:
