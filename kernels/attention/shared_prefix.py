@@ -15,9 +15,6 @@ their log-sum-exp, so:
    suffix: the query tokens are its last positions);
 3. one merge kernel combines, per query row, the partials of its path's nodes with its
    suffix's attention.
-Where every sequence's path is one node (a flat tree), `fuse_suffix` does all of it in one
-launch instead: each program takes its rows over their node's keys, unsplit, then each row
-over its own suffix, and stores the output; no float32 partials go through memory.
 
 Layout: q (batch, q_tokens, q_heads, head_dim), the sequences in an order where the
 sequences under every node are adjacent (a depth-first order of the tree); the nodes'
@@ -165,14 +162,13 @@ class _Plan:
 
 
 def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: int, block_n: int,
-          waves: float = TARGET_WAVES, whole_waves: bool = False, unsplit: bool = False) -> _Plan:
+          waves: float = TARGET_WAVES, whole_waves: bool = False) -> _Plan:
     """Row tiles per node, then each node's keys split so that the programs fill the GPU
     about `waves` times (a long prefix under few sequences: many chunks). Each chunk's
     partial output goes through memory in float32, so fewer waves trade idle SMs for less
     of that traffic. whole_waves: every node split evenly under one chunk limit, the one
-    that ends the work soonest in whole rounds of `waves` programs an SM (_whole_wave_chunk).
-    unsplit: every node one chunk (fuse_suffix's launch, which finishes each row itself)."""
-    key = (q_tokens, group, kv_heads, block_m, block_n, waves, whole_waves, unsplit)
+    that ends the work soonest in whole rounds of `waves` programs an SM (_whole_wave_chunk)."""
+    key = (q_tokens, group, kv_heads, block_m, block_n, waves, whole_waves)
     if key in tree._plans:
         return tree._plans[key]
     rows_per_seq = q_tokens * group
@@ -189,9 +185,7 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
     work, part_row0, part_node, seq_parts = [], [], [], [[] for _ in range(tree.n_seqs)]
     row = 0
     for n in shared:
-        if unsplit:
-            size = tree.kv_len[n]
-        elif limit is not None:
+        if limit is not None:
             size = _even_chunk(tree.kv_len[n], limit, block_n)
         else:
             # the node's share of the programs, by its share of the work (tiles x keys), made of
@@ -248,43 +242,22 @@ def _whole_wave_chunk(tiles_by_len: dict, block_n: int, slots: float) -> int:
 
 
 @triton.jit
-def _node_keys(q, KP, VP, desc_k, desc_v, kv_start, hkv, rows, k0, k1, stride_kp, stride_kh, stride_vp, stride_vh,
-               d, scale_log2, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr):
-    """The online softmax (base 2) of the rows over the node's keys k0 .. k1: (acc, max, sum).
-    Every row sees every key of its node (the node lies wholly before the queries): whole
-    key blocks need no mask, the chunk's tail does (through TMA it reads on into the pool;
-    its scores are masked, its values zeroed)."""
-    k_base = KP + kv_start.to(tl.int64) * stride_kp + hkv * stride_kh
-    v_base = VP + kv_start.to(tl.int64) * stride_vp + hkv * stride_vh
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    full_end = k0 + (k1 - k0) // BLOCK_N * BLOCK_N
-    for n0 in range(k0, full_end, BLOCK_N):
-        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv * HEAD_DIM,
-                                      rows, n0, k1, stride_kp, stride_vp, d, scale_log2, BLOCK_N, False, False,
-                                      USE_TMA, POS_SCALE, rows, False)
-    for n0 in range(full_end, k1, BLOCK_N):
-        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv * HEAD_DIM,
-                                      rows, n0, k1, stride_kp, stride_vp, d, scale_log2, BLOCK_N, False, True,
-                                      USE_TMA, POS_SCALE, rows, False)
-    return acc, m_i, l_i
-
-
-@triton.jit
-def _attend_work_item(Q, KP, VP, desc_k, desc_v, WORK, NODE_META, stride_qb, stride_qt, stride_qh, stride_kp,
-                      stride_kh, stride_vp, stride_vh, q_tokens, group, scale_log2, HEAD_DIM: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr, POS_SCALE: tl.constexpr):
-    """The program's work item (program 0: the item, 1: the KV head): its BLOCK_M query rows
-    under its node, each row's (sequence, query token, query head), whether it exists and
-    its query, and the rows' online softmax over the item's chunk of the node's keys."""
+def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, PART_ROW0,
+                 stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
+                 q_tokens, group, n_kv_heads, scale_log2,
+                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr,
+                 POS_SCALE: tl.constexpr = True):
+    """One work item: BLOCK_M query rows of the sequences under one node, one KV head, one
+    chunk of the node's keys. Rows are (sequence, query token, head of the group); every
+    row sees every key of the node (the node lies wholly before the queries). Writes the
+    normalized partial output and its base-2 log-sum-exp, float32."""
     item = tl.program_id(0)
     hkv = tl.program_id(1)
     node = tl.load(WORK + item * 5)
     row0 = tl.load(WORK + item * 5 + 1)
     k0 = tl.load(WORK + item * 5 + 2)
     k1 = tl.load(WORK + item * 5 + 3)
+    part = tl.load(WORK + item * 5 + 4)
     kv_start = tl.load(NODE_META + node * 4)
     seq0 = tl.load(NODE_META + node * 4 + 2)
     n_rows = tl.load(NODE_META + node * 4 + 3) * q_tokens * group
@@ -296,71 +269,27 @@ def _attend_work_item(Q, KP, VP, desc_k, desc_v, WORK, NODE_META, stride_qb, str
     d = tl.arange(0, HEAD_DIM)
     q = tl.load(Q + seq[:, None].to(tl.int64) * stride_qb + tok[:, None] * stride_qt + head[:, None] * stride_qh
                 + d[None, :], mask=row_ok[:, None], other=0.0)
-    acc, m_i, l_i = _node_keys(q, KP, VP, desc_k, desc_v, kv_start, hkv, rows, k0, k1, stride_kp, stride_kh,
-                               stride_vp, stride_vh, d, scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, USE_TMA, POS_SCALE)
-    return acc, m_i, l_i, hkv, rows, row_ok, n_rows, seq, tok, head, d, q
-
-
-@triton.jit
-def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, PART_ROW0,
-                 stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
-                 q_tokens, group, n_kv_heads, scale_log2,
-                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr,
-                 POS_SCALE: tl.constexpr = True):
-    """One work item: BLOCK_M query rows of the sequences under one node, one KV head, one
-    chunk of the node's keys. Rows are (sequence, query token, head of the group). Writes
-    the normalized partial output and its base-2 log-sum-exp, float32."""
-    acc, m_i, l_i, hkv, rows, row_ok, n_rows, seq, tok, head, d, q = _attend_work_item(
-        Q, KP, VP, desc_k, desc_v, WORK, NODE_META, stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp,
-        stride_vh, q_tokens, group, scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, USE_TMA, POS_SCALE)
+    k_base = KP + kv_start.to(tl.int64) * stride_kp + hkv * stride_kh
+    v_base = VP + kv_start.to(tl.int64) * stride_vp + hkv * stride_vh
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    # every row sees every key of its node: whole key blocks need no mask, the chunk's tail
+    # does (through TMA it reads on into the pool; its scores are masked, its values zeroed)
+    full_end = k0 + (k1 - k0) // BLOCK_N * BLOCK_N
+    for n0 in range(k0, full_end, BLOCK_N):
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv * HEAD_DIM,
+                                      rows, n0, k1, stride_kp, stride_vp, d, scale_log2, BLOCK_N, False, False,
+                                      USE_TMA, POS_SCALE, rows, False)
+    for n0 in range(full_end, k1, BLOCK_N):
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv * HEAD_DIM,
+                                      rows, n0, k1, stride_kp, stride_vp, d, scale_log2, BLOCK_N, False, True,
+                                      USE_TMA, POS_SCALE, rows, False)
     out = acc / l_i[:, None]
-    part = tl.load(WORK + tl.program_id(0) * 5 + 4)
     lse2 = tl.where(m_i == float("inf"), m_i, m_i + tl.math.log2(l_i))
     dst = tl.load(PART_ROW0 + part) + hkv * n_rows + rows
     tl.store(O_PART + dst[:, None] * HEAD_DIM + d[None, :], out, mask=row_ok[:, None])
     tl.store(LSE_PART + dst, lse2, mask=row_ok)
-
-
-@triton.jit
-def _flat_kernel(Q, KP, VP, desc_k, desc_v, KS, VS, SUF_LENS, O, LSE, WORK, NODE_META,
-                 stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
-                 stride_ksb, stride_kst, stride_ksh, stride_vsb, stride_vst, stride_vsh,
-                 stride_ob, stride_ot, stride_oh, stride_lb, stride_lh, q_tokens, group, suffix_len, scale_log2,
-                 HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr,
-                 UNIFORM_SUFFIX: tl.constexpr, WRITE_LSE: tl.constexpr, POS_SCALE: tl.constexpr = True):
-    """fuse_suffix, where every sequence's path is one node: one work item's rows over all
-    their node's keys (as _node_kernel), then each row over its own suffix, one key at a
-    time on the CUDA cores (the rows of a tile read different suffixes; a masked load gives
-    a key a row must not see zeros, so no other sequence's value reaches it), and the
-    output and natural-log lse stored: no partials, no second launch."""
-    acc, m_i, l_i, hkv, rows, row_ok, n_rows, seq, tok, head, d, q = _attend_work_item(
-        Q, KP, VP, desc_k, desc_v, WORK, NODE_META, stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp,
-        stride_vh, q_tokens, group, scale_log2, HEAD_DIM, BLOCK_M, BLOCK_N, USE_TMA, POS_SCALE)
-    if UNIFORM_SUFFIX:
-        lens = tl.zeros([BLOCK_M], tl.int32) + suffix_len
-    else:
-        lens = tl.load(SUF_LENS + seq, mask=row_ok, other=0)
-    last = lens - q_tokens + tok  # a query token sees its suffix up to itself
-    ks = KS + seq[:, None].to(tl.int64) * stride_ksb + hkv * stride_ksh + d[None, :]
-    vs = VS + seq[:, None].to(tl.int64) * stride_vsb + hkv * stride_vsh + d[None, :]
-    for j in range(0, tl.max(tl.where(row_ok, last + 1, 0), 0)):
-        seen = row_ok & (j <= last)
-        k = tl.load(ks + j * stride_kst, mask=seen[:, None], other=0.0)
-        s = tl.where(seen, tl.sum(q.to(tl.float32) * k.to(tl.float32), 1) * scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, s)
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.math.exp2(m_i - m_use)
-        p = tl.math.exp2(s - m_use)
-        v = tl.load(vs + j * stride_vst, mask=seen[:, None], other=0.0).to(tl.float32)
-        acc = acc * alpha[:, None] + p[:, None] * v
-        l_i = l_i * alpha + p
-        m_i = m_new
-    out = acc / l_i[:, None]
-    tl.store(O + seq[:, None].to(tl.int64) * stride_ob + tok[:, None] * stride_ot + head[:, None] * stride_oh
-             + d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])
-    if WRITE_LSE:
-        lse2 = tl.where(m_i == float("inf"), m_i, m_i + tl.math.log2(l_i))
-        tl.store(LSE + seq * stride_lb + head * stride_lh + tok, lse2 * 0.6931471805599453, mask=row_ok)
 
 
 @triton.jit
@@ -394,10 +323,9 @@ def _merge_kernel(O_SUF, LSE_SUF, O_PART, LSE_PART, SEQ_PARTS, PART_ROW0, PART_N
 def _default_config(head_dim: int, rows: int, kv: int) -> dict:
     """Up to 64 rows a tile (fewer when no node has that many), 64-key blocks, 4 warps,
     pointer loads (tma: the keys through TMA descriptors, Hopper and newer), long nodes split
-    into about TARGET_WAVES programs an SM, the suffixes through the decode kernel
-    (fuse_suffix: in the node kernel, where every sequence's path is one node)."""
+    into about TARGET_WAVES programs an SM."""
     return dict(BLOCK_M=max(16, min(64, rows)), BLOCK_N=PREFIX_BLOCK_N, num_warps=4, num_stages=2, tma=False,
-                waves=TARGET_WAVES, whole_waves=False, fuse_suffix=False)
+                waves=TARGET_WAVES, whole_waves=False)
 
 
 def _candidates(head_dim: int, rows: int, kv: int) -> list[dict]:
@@ -409,10 +337,7 @@ def _candidates(head_dim: int, rows: int, kv: int) -> list[dict]:
               for bm, w in ((64, 4), (128, 8)) if bm <= max(16, rows) for tma in (False, True) for wv in (1, 4)]
     whole = [dict(BLOCK_M=bm, BLOCK_N=64, num_warps=w, num_stages=3, tma=tma, waves=wv, whole_waves=True)
              for bm, w in ((64, 4), (128, 8)) if bm <= max(16, rows) for tma in (False, True) for wv in (1, 2)]
-    # the per-key suffix loop beside the node's accumulator: these tiles keep their registers
-    fused = [dict(BLOCK_M=bm, BLOCK_N=64, num_warps=w, num_stages=st, tma=tma, fuse_suffix=True)
-             for bm, w in ((32, 4), (64, 8)) if bm <= max(16, rows) for st in (2, 3) for tma in (False, True)]
-    return tiles + splits + whole + fused
+    return tiles + splits + whole
 
 
 def _check_config(cfg: dict) -> None:
@@ -420,7 +345,6 @@ def _check_config(cfg: dict) -> None:
     if isinstance(cfg["waves"], bool) or not isinstance(cfg["waves"], (int, float)) or not cfg["waves"] > 0:
         raise ValueError(f"waves must be a positive number, got {cfg['waves']!r}")
     check_bool("whole_waves", cfg["whole_waves"])
-    check_bool("fuse_suffix", cfg["fuse_suffix"])
 
 
 def _pool_tma_ok(t: torch.Tensor) -> bool:
@@ -475,9 +399,8 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     (see the module doc). Returns out (batch, q_tokens, q_heads, head_dim) in q's dtype,
     or (out, lse (batch, q_heads, q_tokens), natural log, float32).
     config: the node kernel's launch options (BLOCK_M, BLOCK_N, num_warps, num_stages, tma,
-    waves, whole_waves, fuse_suffix; a table's tma falls back to pointer loads where the pool
-    cannot be read through TMA; fuse_suffix applies where every sequence's path is one node
-    that holds keys, and is ignored elsewhere)."""
+    waves, whole_waves; a table's tma falls back to pointer loads where the pool cannot be
+    read through TMA)."""
     _check(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens)
     if scale is not None:
         check_number("scale", scale)
@@ -493,20 +416,16 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     most_rows = max(tree.seq_count[n] for n in shared) * rows_per_seq
     key = dict(head_dim=D, rows=pow2_bucket(most_rows), kv=pow2_bucket(max(tree.kv_len[n] for n in shared)))
     cfg = LAUNCH.choose(q.device, key, config)
-    fused = cfg["fuse_suffix"] and _one_node_paths(tree)
-    plan = _plan(tree, T, group, Hkv, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["waves"], cfg["whole_waves"], fused)
+    plan = _plan(tree, T, group, Hkv, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["waves"], cfg["whole_waves"])
     tma = cfg["tma"] and _pool_tma_ok(k_pool) and _pool_tma_ok(v_pool)
     if cfg["tma"] and not tma and config and config.get("tma"):
         raise ValueError("tma=True needs k_pool and v_pool each readable as one (pool_tokens, kv_heads * head_dim) "
                          "matrix: heads adjacent, 16-byte aligned base and token stride")
     desc_k, desc_v = ((TensorDescriptor(t, [t.shape[0], Hkv * D], [t.stride(0), 1], [cfg["BLOCK_N"], D])
                        for t in (k_pool, v_pool)) if tma else (k_pool, v_pool))
-    scale_log2 = (D ** -0.5 if scale is None else float(scale)) / LN2
-    if fused:
-        return _launch_fused(q, k_pool, v_pool, desc_k, desc_v, k_suffix, v_suffix, suffix_lens, plan, cfg, tma,
-                             scale_log2, return_lse)
     o_part = torch.empty(plan.part_rows, D, dtype=torch.float32, device=q.device)
     lse_part = torch.empty(plan.part_rows, dtype=torch.float32, device=q.device)
+    scale_log2 = (D ** -0.5 if scale is None else float(scale)) / LN2
     _node_kernel[(plan.n_items, Hkv)](
         q, k_pool, v_pool, desc_k, desc_v, o_part, lse_part, plan.work, plan.node_meta, plan.part_row0,
         q.stride(0), q.stride(1), q.stride(2), k_pool.stride(0), k_pool.stride(1), v_pool.stride(0), v_pool.stride(1),
@@ -531,34 +450,4 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
         o_suf.stride(0), o_suf.stride(1), o_suf.stride(2), lse_suf.stride(0), lse_suf.stride(1),
         out.stride(0), out.stride(1), out.stride(2), stride_lb, stride_lh, T, group, Hkv, plan.max_parts,
         HEAD_DIM=D, BLOCK_M=block_m, WRITE_LSE=return_lse, num_warps=4)
-    return (out, lse) if return_lse else out
-
-
-def _one_node_paths(tree: PrefixTree) -> bool:
-    """Whether every sequence's path is one node that holds keys (a flat tree, or each
-    sequence alone under its own node): fuse_suffix's condition."""
-    if "one_node_paths" not in tree._plans:
-        tree._plans["one_node_paths"] = all(len(p) == 1 and tree.kv_len[p[0]] > 0 for p in tree.paths)
-    return tree._plans["one_node_paths"]
-
-
-def _launch_fused(q, k_pool, v_pool, desc_k, desc_v, k_suffix, v_suffix, suffix_lens, plan, cfg, tma, scale_log2,
-                  return_lse):
-    B, T, Hq, D = q.shape
-    Hkv = k_suffix.shape[2]
-    uniform = not isinstance(suffix_lens, torch.Tensor)
-    suffix_len = k_suffix.shape[1] if suffix_lens is None else (int(suffix_lens) if uniform else 0)
-    lens = q if uniform else suffix_lens.to(q.device)  # q: a pointer the kernel never reads
-    out = torch.empty_like(q)
-    lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
-    stride_lb, stride_lh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)
-    _flat_kernel[(plan.n_items, Hkv)](
-        q, k_pool, v_pool, desc_k, desc_v, k_suffix, v_suffix, lens, out, lse if lse is not None else out,
-        plan.work, plan.node_meta,
-        q.stride(0), q.stride(1), q.stride(2), k_pool.stride(0), k_pool.stride(1), v_pool.stride(0), v_pool.stride(1),
-        k_suffix.stride(0), k_suffix.stride(1), k_suffix.stride(2), v_suffix.stride(0), v_suffix.stride(1),
-        v_suffix.stride(2), out.stride(0), out.stride(1), out.stride(2), stride_lb, stride_lh, T, Hq // Hkv,
-        suffix_len, scale_log2,
-        HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], USE_TMA=tma, UNIFORM_SUFFIX=uniform,
-        WRITE_LSE=return_lse, POS_SCALE=scale_log2 > 0, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return (out, lse) if return_lse else out

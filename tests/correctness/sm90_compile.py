@@ -25,7 +25,7 @@ from triton.compiler import ASTSource  # noqa: E402
 from kernels.attention.decode import _combine_kernel, _decode_kernel  # noqa: E402
 from kernels.attention.prefill import _prefill_kernel  # noqa: E402
 from kernels.attention.rope import _rope_kv_write_kernel  # noqa: E402
-from kernels.attention.shared_prefix import _flat_kernel, _merge_kernel, _node_kernel  # noqa: E402
+from kernels.attention.shared_prefix import _merge_kernel, _node_kernel  # noqa: E402
 from kernels.attention.sparse_prefill import (  # noqa: E402
     _block_sparse_kernel, _bs_default, _estimate_scores_kernel, _estimate_stats_kernel, _vertical_slash_kernel,
     _vs_candidates, _vs_default,
@@ -201,15 +201,6 @@ def cases():
         yield (f"shared-prefix nodes tma={tma}", _node_kernel, node | desc,
                {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": 64, "USE_TMA": tma},
                {"num_warps": 4, "num_stages": 2, "spill_free": True})
-    flat = bf("Q KP VP desc_k desc_v KS VS O") | {"SUF_LENS": "*i64", "LSE": "*fp32", "WORK": "*i32",
-                                                   "NODE_META": "*i32", "scale_log2": "fp32"}
-    for bm, warps, tma in ((32, 4, False), (32, 4, True), (64, 8, False), (64, 8, True)):
-        # fuse_suffix's candidates (nodes and suffixes in one launch) keep their registers; at 64
-        # rows and 4 warps, or 128 rows and 8, the per-key suffix loop spilled (47 to 59 LDL/STL)
-        desc = {"desc_k": "tensordesc<bf16[64,128]>", "desc_v": "tensordesc<bf16[64,128]>"} if tma else {}
-        yield (f"shared-prefix nodes with their suffixes BLOCK_M={bm} {warps} warps tma={tma}", _flat_kernel,
-               flat | desc, {"HEAD_DIM": 128, "BLOCK_M": bm, "BLOCK_N": 64, "USE_TMA": tma, "UNIFORM_SUFFIX": False,
-                             "WRITE_LSE": True}, {"num_warps": warps, "num_stages": 3, "spill_free": True})
     yield ("shared-prefix merge", _merge_kernel, bf("O_SUF O") | f32("LSE_SUF O_PART LSE_PART LSE") | {
         "SEQ_PARTS": "*i32", "PART_ROW0": "*i64", "PART_NODE": "*i32", "NODE_META": "*i32"},
            {"HEAD_DIM": 128, "BLOCK_M": 16, "WRITE_LSE": True})

@@ -79,16 +79,15 @@ def test_shared_prefix_matches_reference(device, fanouts, lengths, loners, t, kv
     _check(tree, *_inputs(tree, t, hq, hkv, d, dt, device, seed), dt, config=dict(tma=tma))
 
 
-@pytest.mark.parametrize("fuse_suffix", [False, True])
 @pytest.mark.parametrize("scale", [-1.0, 0.0, 0.3])
-def test_any_scale_matches_reference(device, scale, fuse_suffix):
+def test_any_scale_matches_reference(device, scale):
     """Whole key blocks take max(q k) * scale as the scaled maximum, which holds for a
     positive scale only: at -1 it is the minimum, and exp2 of the scores above it overflows
     half precision. 150 keys in chunks of whole 64-key blocks and a masked tail."""
     dt = torch.float16
     tree = prefix_tree([-1], [150], [0, 0, 0], device=device)
     q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 1, 64, dt, device, 11)
-    out = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, scale=scale, config=dict(fuse_suffix=fuse_suffix))
+    out = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, scale=scale)
     exact = shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, scale=scale, compute_dtype=torch.float64)
     lowp = shared_prefix_reference(q, kp, vp, tree, ks, vs, lens, scale=scale, compute_dtype=dt)
     assert_within_rule(out, exact, lowp, dt, what="out")
@@ -241,59 +240,6 @@ def test_nan_in_a_node_reaches_only_the_sequences_under_it(device):
         assert torch.isnan(under[:, :, :2, 7]).all(), tma           # KV head 0's: a NaN value, in its column
         assert torch.isnan(under[:, :, :2]).sum() == under[:, :, :2, 7].numel(), tma
         assert not torch.isnan(out[:2]).any(), tma
-
-
-@settings(deadline=None, max_examples=25)
-@given(seqs=st.integers(1, 9), prefix=st.integers(1, 150), t=st.integers(1, 3),
-       kv=st.sampled_from([(1, 1), (8, 1), (6, 2), (3, 1)]), d=st.sampled_from([64, 128]),
-       dtype=st.sampled_from(list(HALF_DTYPES)), lens_kind=st.sampled_from(["tensor", "int", "capacity"]),
-       tile=st.sampled_from([(16, 32), (32, 64), (64, 64)]), tma=st.booleans(), alone=st.booleans(),
-       seed=st.integers(0, 2 ** 16))
-@example(seqs=9, prefix=130, t=1, kv=(8, 1), d=128, dtype="bf16", lens_kind="tensor", tile=(64, 64), tma=True,
-         alone=False, seed=0)  # Hydragen's heads: 8 sequences a tile and one more
-@example(seqs=3, prefix=40, t=3, kv=(3, 1), d=64, dtype="fp16", lens_kind="int", tile=(16, 32), tma=False,
-         alone=True, seed=1)  # a group of 3: sequences straddle the tiles
-def test_fused_suffix_matches_reference(device, seqs, prefix, t, kv, d, dtype, lens_kind, tile, tma, alone, seed):
-    """fuse_suffix: a flat tree (or each sequence alone under its own node, as the unshared
-    baseline reads), every node unsplit, each row's suffix in the node kernel; suffix
-    lengths per sequence, one for all, or the capacity."""
-    hq, hkv = kv
-    dt = HALF_DTYPES[dtype]
-    tree = prefix_tree([-1], [prefix], [0] * seqs, device=device)
-    if alone:
-        tree = unshared_tree(tree)
-    q, kp, vp, ks, vs, lens = _inputs(tree, t, hq, hkv, d, dt, device, seed, capacity=24)
-    lens = {"tensor": lens, "int": max(t, 13), "capacity": None}[lens_kind]
-    _check(tree, q, kp, vp, ks, vs, lens, dt, config=dict(fuse_suffix=True, BLOCK_M=tile[0], BLOCK_N=tile[1], tma=tma))
-
-
-def test_fused_suffix_plans_each_node_whole_and_leaves_deeper_trees_to_the_merge(device):
-    tree = prefix_tree([-1], [4000], [0, 0, 0], device=device)
-    plan = _plan(tree, q_tokens=1, group=4, kv_heads=2, block_m=16, block_n=64, unsplit=True)
-    assert [tuple(w[2:4]) for w in plan.work.cpu().tolist()] == [(0, 4000)]
-    assert len({w[2] for w in _plan(tree, 1, 4, 2, 16, 64).work.cpu().tolist()}) > 1  # split without it
-    deep = prefix_tree([-1, 0, 0], [40, 10, 12], [1, 1, 2], device=device)
-    q, kp, vp, ks, vs, lens = _inputs(deep, 1, 4, 2, 64, torch.float16, device, 12)
-    torch.testing.assert_close(shared_prefix_decode(q, kp, vp, deep, ks, vs, lens, config=dict(fuse_suffix=True)),
-                               shared_prefix_decode(q, kp, vp, deep, ks, vs, lens), rtol=0, atol=0)
-    with pytest.raises(TypeError, match="fuse_suffix must be a bool"):
-        shared_prefix_decode(q, kp, vp, deep, ks, vs, lens, config=dict(fuse_suffix=1))
-
-
-def test_nan_in_a_fused_suffix_reaches_only_its_own_sequence(device):
-    """A tile holds the rows of several sequences, each reading its own suffix: a NaN value
-    or key in one suffix stays in that sequence's rows (a NaN value in its column)."""
-    tree = prefix_tree([-1], [70], [0] * 6, device=device)
-    q, kp, vp, ks, vs, _ = _inputs(tree, 1, 8, 1, 64, torch.bfloat16, device, 13, capacity=20)
-    lens = torch.full((6,), 20, device=device)
-    vs[2, 5, 0, 9] = float("nan")
-    ks[4, 19, 0, 1] = float("nan")
-    vs[1, 19, 0, 3] = float("nan")  # past sequence 1's length 12: never read
-    lens[1] = 12
-    out = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, config=dict(fuse_suffix=True, BLOCK_M=64)).float().cpu()
-    assert torch.isnan(out[2, :, :, 9]).all() and torch.isnan(out[2]).sum() == out[2, :, :, 9].numel()
-    assert torch.isnan(out[4]).all()
-    assert not torch.isnan(out[[0, 1, 3, 5]]).any()
 
 
 def test_bad_input_is_named(device):
