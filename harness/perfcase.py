@@ -23,6 +23,7 @@ import torch
 from kernels.platform import PDL_ENV  # the variable the kernels read at every launch
 
 from .metrics import Cost, derive_metrics
+from .targets import NOT_SELECTED
 from .timing import Measurement, TimingConfig, first_call_s, l2_cache_bytes, time_providers
 from kernels.providers import ProviderUnavailable  # raised by baselines, caught here
 
@@ -181,6 +182,13 @@ class PerfBench:
         if self.kernel.needs or self.kernel.when is not None:
             raise ValueError(f"perf bench {self.name}: the kernel {self.kernel.name!r} takes no needs= or when=: "
                              f"it runs wherever the suite runs")
+        self.selected: dict[str, frozenset] | None = None
+
+    def select(self, chosen: dict[str, set] | None) -> None:
+        """The providers whose tests run this session, by point id (pytest -k, a shard): the
+        others are neither built nor timed. The kernel runs with its case whether or not its
+        own test was selected: every row's speedup is against it. None: every provider."""
+        self.selected = None if chosen is None else {pid: frozenset(names) for pid, names in chosen.items()}
 
     def points(self, sweep: bool = False) -> list[Point]:
         return [Point(p) for p in self.grid(sweep)]
@@ -220,7 +228,11 @@ class PerfBench:
         case = self.setup(**point)
         case.kernel = self.kernel.name
         case.unchecked = tuple(p.name for p in self.providers if not p.checked)
+        chosen = None if self.selected is None else self.selected.get(self.point_id(point), frozenset())
         for p in self.providers_at(point):
+            if chosen is not None and not p.kernel and p.name not in chosen:
+                case.unavailable[p.name] = NOT_SELECTED
+                continue
             why = p.at(point)
             why = why if isinstance(why, str) else p.missing()
             if why is not None:

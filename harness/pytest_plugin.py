@@ -133,6 +133,24 @@ def pytest_collection_finish(session):
     from .progress import Progress
 
     session.config._perf_progress = Progress(perf_case_count(session.items), "cases")
+    select_providers(session.items)
+
+
+def select_providers(items) -> None:
+    """Tells each perf bench which of its providers' tests will run, so that a case builds
+    and times only those (and its kernel): `-k "t1048576 and (triton or cudnn)"` times two
+    providers, not every baseline of the point."""
+    chosen: dict = {}
+    for item in items:
+        spec = _perf_spec(item)
+        provider = item.callspec.params.get("provider") if spec is not None else None
+        if provider is None:
+            continue
+        names = chosen.setdefault(spec.bench, {}).setdefault(spec.bench.point_id(spec.point), set())
+        if not item.get_closest_marker("skip"):
+            names.add(provider)
+    for bench, by_point in chosen.items():
+        bench.select(by_point)
 
 
 def _is_baseline_test(item) -> bool:

@@ -11,6 +11,10 @@ FUSED_OPS = ("rmsnorm", "add_rmsnorm", "ngpt_update", "rmsnorm_linear", "gated_m
 DECODE_OPS = ("gqa_decode", "qk_norm_decode")
 # the sparse prefill's dense baselines (its FlexAttention baseline computes the sparse function)
 DENSE_PREFILL = ("dense_triton", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "flash_attn", "flash_attn_4")
+# a baseline's reason in `unavailable_baselines` when the session did not select its test
+NOT_SELECTED = "not selected: its test was deselected in this session (pytest -k, a shard)"
+# the metrics that are a best over baselines, and which baselines (None: all of them)
+BEST_OF = {"speedup_vs_best_baseline": None, "speedup_vs_best_dense": DENSE_PREFILL}
 
 
 @dataclass(frozen=True)
@@ -24,10 +28,22 @@ class Target:
     ceiling: str | None = None           # a derived field: the most the case allows (shown beside a miss)
 
     def judge(self, info: dict) -> tuple[float | None, bool | None]:
+        """(value, met); met is None where the value is missing, or is a best over baselines
+        some of which the run did not select."""
         v = info.get(self.metric)
         if not isinstance(v, (int, float)):
             return None, None
+        if self.left_out(info):
+            return float(v), None
         return float(v), (v <= self.bar if self.at_most else v >= self.bar)
+
+    def left_out(self, info: dict) -> list[str]:
+        """The baselines this target's best-of metric needs that the record's run did not select."""
+        if self.metric not in BEST_OF:
+            return []
+        among = BEST_OF[self.metric]
+        return sorted(n for n, why in (info.get("unavailable_baselines") or {}).items()
+                      if why == NOT_SELECTED and (among is None or n in among))
 
 
 def _rows(info) -> int | None:
@@ -170,6 +186,11 @@ def _ceiling_text(target: Target, info: dict) -> str:
     return f" (at most {_value_text(target, c)} at this shape{': the bar is out of reach' if c < target.bar else ''})"
 
 
+def _left_out_text(target: Target, info: dict) -> str:
+    names = target.left_out(info)
+    return f" (not judged: its run did not select {', '.join(names)})" if names else ""
+
+
 def markdown_targets(kernel_infos: list[dict]) -> list[str]:
     """The targets as markdown: a line per target (met in how many cases), then each case
     that misses."""
@@ -178,6 +199,7 @@ def markdown_targets(kernel_infos: list[dict]) -> list[str]:
     for t in TARGETS:
         mine = [r for r in rows if r[0] is t]
         met = sum(1 for r in mine if r[3])
-        misses = [f"`{r[1]['case']}` {_value_text(t, r[2])}{_ceiling_text(t, r[1])}" for r in mine if not r[3]]
+        misses = [f"`{r[1]['case']}` {_value_text(t, r[2])}{_ceiling_text(t, r[1])}{_left_out_text(t, r[1])}"
+                  for r in mine if not r[3]]
         lines.append(f"| {t.name} | {len(mine)} | {met} | {'; '.join(misses).replace('|', '/') or '-'} |")
     return lines

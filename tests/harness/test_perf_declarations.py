@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from harness.metrics import Cost
-from harness.perfcase import CaseSpec, PerfBench, PerfCase, Provider, ProviderUnavailable, perf_bench
-from harness.pytest_plugin import PerfSession
+from harness.perfcase import NOT_SELECTED, CaseSpec, PerfBench, PerfCase, Provider, ProviderUnavailable, perf_bench
+from harness.pytest_plugin import PerfSession, select_providers
 
 pytestmark = pytest.mark.harness
 
@@ -110,6 +110,31 @@ def test_bad_declarations_are_refused_with_a_clear_error():
                    providers=[Provider("mine", lambda: 1, kernel=True)])(setup)
     with pytest.raises(ValueError, match="two grid points have the test id 'op-n1'"):
         b.params()
+
+
+def _never_built(_):
+    raise AssertionError("a provider whose test was not selected was built")
+
+
+def _item(b, point, provider, skipped=False):
+    return SimpleNamespace(callspec=SimpleNamespace(params={"spec": CaseSpec(b, point), "provider": provider}),
+                           keywords={"perf": True}, get_closest_marker=lambda name: skipped if name == "skip" else None)
+
+
+def test_a_session_builds_and_times_only_the_selected_providers_and_always_the_kernel():
+    """At 1M tokens every dense baseline takes minutes: `-k "t1048576 and (triton or cudnn)"`
+    must not time the others behind the user's back."""
+    b = bench(Provider("mine", lambda: 1, kernel=True), Provider("cudnn", lambda: 2),
+              Provider("flex", make=_never_built), Provider("slow", make=_never_built))
+    select_providers([_item(b, {"n": 1}, "cudnn"), _item(b, {"n": 1}, "slow", skipped=True),
+                      _item(b, {"n": 2}, "flex", skipped=True)])
+    case = b.case({"n": 1})
+    assert list(case.providers) == ["mine", "cudnn"]  # the kernel too, though its test was not selected
+    assert case.unavailable == {"flex": NOT_SELECTED, "slow": NOT_SELECTED}
+    assert list(b.case({"n": 2}).providers) == ["mine"]
+    b.select(None)  # every provider again
+    with pytest.raises(AssertionError, match="was not selected was built"):
+        b.case({"n": 3})
 
 
 def _out_of_memory(_):

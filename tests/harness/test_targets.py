@@ -1,7 +1,7 @@
 """The speed targets (harness/targets.py) judged on kernel records."""
 import pytest
 
-from harness.targets import TARGETS, judge, markdown_targets
+from harness.targets import NOT_SELECTED, TARGETS, judge, markdown_targets
 
 pytestmark = pytest.mark.harness
 
@@ -102,6 +102,31 @@ def test_the_sparse_speedup_target_reads_the_best_dense_baseline_not_flex():
     info["speedup_vs_best_baseline"] = 1.89
     (target, _, value, met), *_ = [r for r in judge([info]) if "at 128K" in r[0].name]
     assert value == pytest.approx(2.38) and met is False
+
+
+def test_a_best_of_baselines_is_not_judged_where_the_run_left_some_out():
+    """A run selected with -k times only some baselines: the kernel beating those says
+    nothing of the best baseline. A left-out baseline that the metric does not range over
+    (FlexAttention for the best dense prefill) leaves it judged."""
+    vs = _sparse("vs-1000-6096", 131072, 0.1, sdpa_cudnn=3.2)
+    sp = _info("shared_prefix_decode", {"prefix": 4096, "suffix": 16}, speedup_vs_best_baseline=2.0,
+               roofline_fraction=0.6, prefix_product_fraction=0.7)
+    for info, left in ((vs, "flex_same_keys"), (sp, None)):
+        if left:
+            info["unavailable_baselines"] = {left: NOT_SELECTED}
+    rows = {(r[0].name, r[1]["op"]): r for r in judge([vs, sp])}
+    at_128k = next(n for n, op in rows if n.startswith("sparse prefill, vertical-slash (1000, 6096) at 128K"))
+    assert rows[(at_128k, "sparse_prefill")][3] is True  # flex is no dense prefill
+    vs["unavailable_baselines"] = {"flex_same_keys": NOT_SELECTED, "sdpa_flash": NOT_SELECTED}
+    sp["unavailable_baselines"] = {"hydragen_torch": NOT_SELECTED, "flex": "building the block mask ..."}
+    rows = {(r[0].name, r[1]["op"]): r for r in judge([vs, sp])}
+    assert rows[(at_128k, "sparse_prefill")][2:] == (pytest.approx(3.2), None)
+    by_op = {n: r for (n, op), r in rows.items() if op == "shared_prefix_decode"}
+    best = next(r for n, r in by_op.items() if n.startswith("shared-prefix decode: at least the best baseline"))
+    floor = next(r for n, r in by_op.items() if "floor" in n)
+    assert best[2:] == (2.0, None) and floor[2:] == (0.6, True)  # a roofline needs no baseline
+    line = next(x for x in markdown_targets([vs, sp]) if x.startswith("| shared-prefix decode: at least the best"))
+    assert "| 1 | 0 |" in line and "not judged: its run did not select hydragen_torch" in line
 
 
 def test_the_estimate_share_and_the_tile_rate_targets():
