@@ -3,7 +3,11 @@
 Protocol:
 - The first call of each implementation compiles / autotunes; it is timed on the host
   (with a device sync) and recorded apart as `compile_time_s`, never as a sample.
-- Then a warm-up of `warmup_ms`, from which the time of one call is estimated.
+- Then a warm-up of `warmup_ms`, from which the time of one call is estimated (a call
+  that alone lasts the warm-up is its own estimate).
+- Samples: `rep_ms` of them, at least `min_samples`; a call so long that `min_samples`
+  would take over `long_samples_s` gets as many as fit in that, at least 3 (a dense prefill
+  at 1M tokens, seconds a call). Their spread is recorded with them (`iqr_s`).
 - If the fastest baseline of the case runs under `graph_threshold_s` (launch overhead
   would dominate), every implementation of the case is captured in a CUDA
   graph that calls it once on each of K rotating input copies, and one sample is one
@@ -32,6 +36,7 @@ Protocol:
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
@@ -90,6 +95,9 @@ class TimingConfig:
     graph_threshold_s: float = GRAPH_THRESHOLD_S
     min_samples: int = 10
     max_samples: int = 1000
+    # A long call's samples stop at about this much device time, never under 3: ten samples
+    # of a dense prefill at 1M tokens, seconds a call, would be minutes a provider.
+    long_samples_s: float = 60.0
     # How the L2 is made cold: "read" streams a 2x-L2 buffer through it (L2 left full of
     # clean lines); "write" zeroes the buffer (triton's do_bench way), which leaves ~L2-size
     # dirty lines whose write-back the timed call then pays.
@@ -171,10 +179,29 @@ def _host_s(fn: Callable[[], Any], n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def sample_count(cfg: TimingConfig, est_s: float, cap: int) -> int:
+    """Samples of a call of est_s: rep_ms of them, at least min_samples, at most cap; where
+    min_samples would take over long_samples_s, as many as fit in it, at least 3."""
+    floor = cfg.min_samples
+    if est_s * floor > cfg.long_samples_s:
+        floor = max(3, math.ceil(cfg.long_samples_s / est_s))
+    return int(min(max(cfg.rep_ms / 1e3 / est_s, floor), cap))
+
+
 def _estimate_call_s(fn: Callable[[], Any], warmup_ms: float) -> tuple[float, float]:
-    """Warm up for about warmup_ms; return (device time of one call, host time to enqueue one)."""
+    """Warm up for about warmup_ms; return (device time of one call, host time to enqueue one).
+    A call that alone lasts the warm-up is its own estimate (a seconds-long call runs once)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     _sync()
+    t0 = time.perf_counter()
+    start.record()
+    fn()
+    end.record()
+    host = time.perf_counter() - t0
+    _sync()
+    call_ms = start.elapsed_time(end)
+    if call_ms >= warmup_ms and host * 1e3 < call_ms / 2:  # long on the device, not waiting on the host
+        return call_ms / 1e3, host
     host = _host_s(fn, 3)
     _sync()
     start.record()
@@ -316,10 +343,7 @@ def _time_events(providers, inputs, est_s, host_s, compile_s, cfg) -> dict[str, 
     flush = None
     if cfg.cold_l2:
         flush = _L2Flush(cfg.flush)
-    want = {
-        n: int(min(max(cfg.rep_ms / 1e3 / est_s[n], cfg.min_samples), cfg.max_samples))
-        for n in providers
-    }
+    want = {n: sample_count(cfg, est_s[n], cfg.max_samples) for n in providers}
     names = list(providers)
     hold = {n: 2 * host_s[n] + 20e-6 for n in names}  # flush + events + the call, all queued in time
     samples, discarded, note = _interleaved(names, want, lambda n: flush() if flush is not None else None,

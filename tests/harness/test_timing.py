@@ -1,7 +1,10 @@
 """CPU checks of harness/timing.py's rules (the GPU protocol itself: test_timing_gpu.py)."""
+from dataclasses import replace
+
 import pytest
 
-from harness.timing import MAX_GRAPH_COPIES, MAX_HOLD_S, MAX_REPLAY_S, graph_plan, longer_hold
+from harness.timing import (MAX_GRAPH_COPIES, MAX_HOLD_S, MAX_REPLAY_S, TimingConfig, graph_plan, longer_hold,
+                            sample_count)
 
 pytestmark = pytest.mark.harness
 
@@ -58,3 +61,16 @@ def test_a_call_longer_than_the_cap_is_still_captured_once():
 def test_warm_l2_uses_one_copy():
     calls, copies, cold = graph_plan(per_copy=1 << 20, est_s=[2e-6], cold_l2=False, l2_bytes=L2)
     assert (copies, cold) == (1, False) and calls * 2e-6 >= 40e-6  # a replay of about 50 us
+
+
+def test_a_long_call_gets_fewer_samples_never_under_three():
+    """Ten samples of a dense prefill at 1M tokens, seconds a call, are minutes a provider: a call whose
+    min_samples would pass long_samples_s gets what fits in it, at least 3."""
+    cfg = TimingConfig()
+    assert sample_count(cfg, 20e-6, 1000) == 1000  # rep_ms of short calls, capped
+    assert sample_count(cfg, 0.27, 1000) == 10     # a 128K prefill: min_samples, as before
+    assert sample_count(cfg, 4.4, 1000) == 10      # 512K: ten still fit in 60 s
+    assert sample_count(cfg, 8.0, 1000) == 8
+    assert sample_count(cfg, 16.0, 1000) == 4      # 1M tokens: what fits in 60 s
+    assert sample_count(cfg, 100.0, 1000) == 3     # never under 3
+    assert sample_count(replace(cfg, long_samples_s=1e9), 16.0, 1000) == cfg.min_samples
