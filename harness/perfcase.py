@@ -47,8 +47,8 @@ class PerfCase:
     # before it finishes. A case that times one kernel runs without it. A case that times a
     # chain of kernels runs with it, as a model would: a decoder layer, or an operation of
     # two kernels such as the split-KV decode and the merge of its chunks. Every suite
-    # kernel waits (pdl_wait) for all earlier work before it reads or writes anything, so
-    # only launches overlap, never one call's work with the next call's.
+    # kernel waits (pdl_wait) for all earlier work before it reads anything that work may
+    # still be writing, and before it writes, so one call's work never overlaps the next's.
     pdl: bool = False
     # Bytes every call reads from state the providers hold rather than from the inputs (a
     # weight quantized ahead of time, a baseline's own packed copy of it). Graph timing

@@ -88,7 +88,8 @@ def _decode_kernel(
     pid_s = tl.program_id(2)
     b = pid_bh // n_kv_heads
     hkv = pid_bh % n_kv_heads
-    pdl_wait(PDL)
+    if not MERGE_EXTRA:
+        pdl_wait(PDL)
     if UNIFORM_LEN:  # one length for every sequence, passed by value (checked on the host)
         kv_len = uniform_len
     else:
@@ -178,6 +179,9 @@ def _decode_kernel(
                            stride_lb, stride_lh)
     else:
         if MERGE_EXTRA:  # shared-prefix decode: this sequence's node partials merged in before the one store
+            # The node kernel before this one is their only writer: it started after all earlier
+            # work had ended (launched without PDL), so the suffix was read before this wait.
+            pdl_wait(PDL)
             out, lse2 = merge_extra_parts(out, lse2, b, hkv, rows, row_ok, n_rows, d, X_O, X_LSE, X_SEQ_PARTS,
                                           X_PART_ROW0, X_PART_NODE, X_NODE_META, x_max_parts)
         _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh)

@@ -35,7 +35,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_bool, check_number, check_tensor
 from kernels.interpreter import exact_operand
-from kernels.launch import sm_count, tma_ok
+from kernels.launch import pdl_launch_dependents, pdl_options, sm_count, tma_ok
 from kernels.tuning import LaunchSpace, pow2_bucket
 
 from .decode import DTYPES, LN2, decode_launch, gqa_decode, merge_extra_parts
@@ -246,11 +246,12 @@ def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, P
                  stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
                  q_tokens, group, n_kv_heads, scale_log2,
                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr,
-                 POS_SCALE: tl.constexpr = True):
+                 POS_SCALE: tl.constexpr = True, PDL: tl.constexpr = False):
     """One work item: BLOCK_M query rows of the sequences under one node, one KV head, one
     chunk of the node's keys. Rows are (sequence, query token, head of the group); every
     row sees every key of the node (the node lies wholly before the queries). Writes the
-    normalized partial output and its base-2 log-sum-exp, float32."""
+    normalized partial output and its base-2 log-sum-exp, float32. PDL: the suffix decode
+    launches once every item is past its keys and attends the suffixes meanwhile."""
     item = tl.program_id(0)
     hkv = tl.program_id(1)
     node = tl.load(WORK + item * 5)
@@ -285,6 +286,7 @@ def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, P
         acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv * HEAD_DIM,
                                       rows, n0, k1, stride_kp, stride_vp, d, scale_log2, BLOCK_N, False, True,
                                       USE_TMA, POS_SCALE, rows, False)
+    pdl_launch_dependents(PDL)
     out = acc / l_i[:, None]
     lse2 = tl.where(m_i == float("inf"), m_i, m_i + tl.math.log2(l_i))
     dst = tl.load(PART_ROW0 + part) + hkv * n_rows + rows
@@ -432,7 +434,8 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
         T, group, Hkv, scale_log2,
         HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], USE_TMA=tma, POS_SCALE=scale_log2 > 0,
         num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"])
+        num_stages=cfg["num_stages"],
+        **pdl_options(q.device, launch_early=False))  # it starts after all earlier work: the decode relies on it
     # the suffixes through the split-KV decode kernel, which merges the node partials into each
     # row before its store when it does not split the suffix (the usual case: many sequences)
     extra = (o_part, lse_part, plan.seq_parts, plan.part_row0, plan.part_node, plan.node_meta, plan.max_parts)

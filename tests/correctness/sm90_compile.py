@@ -160,7 +160,7 @@ def cases():
         "X_PART_ROW0": "*i64", "X_PART_NODE": "*i32", "X_NODE_META": "*i32"}
     yield ("decode one chunk, shared-prefix partials merged before the store", _decode_kernel, dec,
            {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 32, "WRITE_PARTIAL": False,
-            "QK_NORM": False, "FIXUP": False, "UNIFORM_LEN": True, "PDL": False, "MERGE_EXTRA": True})
+            "QK_NORM": False, "FIXUP": False, "UNIFORM_LEN": True, "PDL": True, "MERGE_EXTRA": True})
     yield ("decode uniform length, split merged in kernel", _decode_kernel, dec,
            {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 64, "WRITE_PARTIAL": True,
             "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True, "PDL": True})
@@ -199,7 +199,7 @@ def cases():
     for tma in (False, True):  # shared-prefix decode: the node kernel, then the merge
         desc = {"desc_k": "tensordesc<bf16[64,128]>", "desc_v": "tensordesc<bf16[64,128]>"} if tma else {}
         yield (f"shared-prefix nodes tma={tma}", _node_kernel, node | desc,
-               {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": 64, "USE_TMA": tma},
+               {"HEAD_DIM": 128, "BLOCK_M": 64, "BLOCK_N": 64, "USE_TMA": tma, "PDL": True},
                {"num_warps": 4, "num_stages": 2, "spill_free": True})
     yield ("shared-prefix merge", _merge_kernel, bf("O_SUF O") | f32("LSE_SUF O_PART LSE_PART LSE") | {
         "SEQ_PARTS": "*i32", "PART_ROW0": "*i64", "PART_NODE": "*i32", "NODE_META": "*i32"},

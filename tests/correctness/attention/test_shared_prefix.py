@@ -13,6 +13,7 @@ from kernels.attention import prefix_tree, shared_prefix_decode, shared_prefix_r
 from kernels.attention.shared_prefix import (PROGRAM_KEYS, PrefixTree, _even_chunk, _plan, _whole_wave_chunk,
                                             unshared_tree)
 from kernels.launch import sm_count
+from kernels.platform import PDL_ENV
 from tests.helpers.tolerance import HALF_DTYPES, assert_within_rule
 
 pytestmark = pytest.mark.correctness
@@ -283,3 +284,22 @@ def test_a_decode_step_replays_in_a_cuda_graph():
     graph.replay()
     torch.testing.assert_close(captured, shared_prefix_decode(q, kp, vp, tree, ks, vs, lens), rtol=0, atol=0)
     assert not torch.equal(captured, eager)
+
+
+@pytest.mark.gpu
+def test_the_suffix_decode_started_early_by_pdl_still_merges_finished_partials(monkeypatch):
+    """With PDL the suffix decode launches while the node kernel stores its partials, reads
+    its suffix, and waits only before the merge: every step, after the inputs were rewritten
+    by the kernels before it, equals the call without PDL bit for bit (the same kernels and
+    launches, the decode only starting later)."""
+    tree = prefix_tree([-1], [4096], [0] * 512, device="cuda")  # a long node kernel, short suffixes
+    q, kp, vp, ks, vs, lens = _inputs(tree, 1, 8, 1, 128, torch.bfloat16, "cuda", 8, capacity=16)
+    for step in range(8):
+        q.normal_()
+        ks.normal_()
+        (kp if step % 2 else vp).normal_()
+        monkeypatch.setenv(PDL_ENV, "1")
+        early = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens)
+        monkeypatch.setenv(PDL_ENV, "0")
+        late = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens)
+        torch.testing.assert_close(early, late, rtol=0, atol=0)

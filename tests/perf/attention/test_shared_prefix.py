@@ -173,6 +173,7 @@ def shared_prefix_case(tree, batch, prefix, suffix, q_heads, kv_heads):
         rtol=1e-2,
         kernel_info=prefix_product(),
         state=st,
+        pdl=True,  # node kernel + suffix decode: the decode attends the suffixes while the nodes finish
     )
 
 
