@@ -118,6 +118,7 @@ def shared_generation_case(model, prefix, batch):
         reference=reference, output_slice=slice(0, checked),
         rtol=5e-2,  # two bf16 paths through 32 layers (test_model_perf.py gives the reason)
         timing_mode="graph",
+        pdl=True,  # a whole decode step, as test_model_perf.py times one
         state=SimpleNamespace(model=m, shared=shared, unshared=unshared, pos=pos),
     )
 
