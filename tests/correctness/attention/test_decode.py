@@ -113,6 +113,24 @@ def test_splits_do_not_change_the_result(device):
     assert (one - many).abs().max().item() <= 2e-3
 
 
+@pytest.mark.parametrize("block_n,warps", [(16, 4), (16, 2), (32, 2)])
+def test_the_short_cache_candidates_compute_the_same_attention(device, block_n, warps):
+    """The tuner's extra launches for short caches (a shared-prefix call's suffixes): 16-key
+    blocks and 2 warps, over lengths that end mid-block, split and not."""
+    from kernels.attention.decode import _candidates
+
+    assert dict(block_n=block_n, num_warps=warps, num_stages=2, waves=1) in _candidates(128, 8, 1024, 16)
+    assert not any(c["block_n"] == 16 for c in _candidates(128, 8, 1024, 4096))
+    q, k, v = make_inputs(3, 1, 1, 8, 128, 40, torch.bfloat16, device, 9)
+    lens = torch.tensor([40, 17, 1], dtype=torch.int32, device=device)
+    exact = gqa_attention_reference(q, k, v, lens, causal=True, compute_dtype=torch.float64)
+    lowp = gqa_attention_reference(q, k, v, lens, causal=True, compute_dtype=torch.bfloat16)
+    for splits in (1, 2):
+        got = gqa_decode(q, k, v, lens, num_splits=splits,
+                         config=dict(block_n=block_n, num_warps=warps, num_stages=2, waves=1))
+        assert_within_rule(got, exact, lowp, torch.bfloat16)
+
+
 def test_merge_reads_chunks_in_several_rounds(device, monkeypatch):
     """More chunks than the merge kernel reads at once (MERGE_BLOCK_S, lowered to 2 here): its
     rounds combine into the same attention and log-sum-exp as one chunk gives. Keys grow
