@@ -31,8 +31,8 @@ import triton.language as tl
 from kernels.checks import (check_bool, check_int, check_no_overlap, check_number, check_qk_norm_weights,
                             check_same_device, check_same_dtype, check_tensor)
 from kernels.interpreter import exact_operand
-from kernels.launch import (last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, split_plan,
-                            tile_counters)
+from kernels.launch import (cdiv, last_to_arrive, next_power_of_2, pdl_launch_dependents, pdl_options, pdl_wait,
+                            split_plan, tile_counters)
 from kernels.tuning import LaunchSpace, pow2_bucket
 
 HEAD_DIMS = (64, 128)
@@ -429,14 +429,14 @@ def decode_launch(q, k_cache, v_cache, kv_lens, scale, causal, return_lse, max_k
 
     group = q_heads // kv_heads
     n_rows = group * q_tokens
-    block_m = max(16, min(64, triton.next_power_of_2(n_rows)))
+    block_m = max(16, min(64, next_power_of_2(n_rows)))
     max_kv = capacity if max_kv_len is None else max(0, min(int(max_kv_len), capacity))
     if uniform:
         max_kv = min(max_kv, uniform_len)
     key = dict(head_dim=head_dim, rows=pow2_bucket(n_rows), programs=pow2_bucket(batch * kv_heads), kv=pow2_bucket(max_kv))
     cfg = LAUNCH.choose(device, key, config)
     block_n = cfg["block_n"]
-    m_blocks = triton.cdiv(n_rows, block_m)
+    m_blocks = cdiv(n_rows, block_m)
     n_splits, chunk = split_plan(max_kv, block_n, batch * kv_heads * m_blocks, device, num_splits, cfg["waves"],
                                  nearest=cfg["nearest"])
     scale = head_dim ** -0.5 if scale is None else float(scale)
@@ -450,7 +450,7 @@ def decode_launch(q, k_cache, v_cache, kv_lens, scale, causal, return_lse, max_k
         o_part = lse_part = out  # unused
     # Few chunks: merged by the tile's last program; many: by a second kernel (_default_config)
     fixup = partial and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits <= MAX_FIXUP_SPLITS))
-    block_s = min(triton.next_power_of_2(n_splits), MERGE_BLOCK_S)
+    block_s = min(next_power_of_2(n_splits), MERGE_BLOCK_S)
     count = tile_counters(device, batch * kv_heads * m_blocks) if fixup else out
     stride_lb, stride_lh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)
     pdl = pdl_options(device)

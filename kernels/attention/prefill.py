@@ -27,6 +27,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
+from kernels.launch import cdiv
 from kernels.tuning import LaunchSpace, pow2_bucket
 
 HEAD_DIMS = (64, 128)
@@ -409,7 +410,7 @@ def launch_prefill(q, k, v, out, lse, kv_lens, scale: float, causal: bool, confi
     tma, desc_k, desc_v = kv_descriptors(k, v, cfg, config)
     lse_arg, (stride_lb, stride_lh) = (lse, lse.stride()[:2]) if lse is not None else (out, (0, 0))
     n_heads = Hq if heads is None else heads.numel()
-    grid = (B * n_heads, triton.cdiv(T, cfg["BLOCK_M"]))
+    grid = (B * n_heads, cdiv(T, cfg["BLOCK_M"]))
     if grid[1] > 65535:  # CUDA's limit on a grid's second dimension
         raise ValueError(f"{T} query tokens is past this kernel's limit of {65535 * cfg['BLOCK_M']} at BLOCK_M "
                          f"{cfg['BLOCK_M']}: split the prompt into chunks")

@@ -35,7 +35,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_bool, check_number, check_tensor
 from kernels.interpreter import exact_operand
-from kernels.launch import pdl_launch_dependents, pdl_options, sm_count, tma_ok
+from kernels.launch import cdiv, next_power_of_2, pdl_launch_dependents, pdl_options, sm_count, tma_ok
 from kernels.tuning import LaunchSpace, pow2_bucket
 
 from .decode import DTYPES, LN2, decode_launch, gqa_decode, merge_extra_parts
@@ -173,7 +173,7 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
         return tree._plans[key]
     rows_per_seq = q_tokens * group
     shared = tree.shared_nodes
-    tiles = {n: triton.cdiv(tree.seq_count[n] * rows_per_seq, block_m) for n in shared}
+    tiles = {n: cdiv(tree.seq_count[n] * rows_per_seq, block_m) for n in shared}
     programs = waves * sm_count(tree.device)
     work_total = sum(tiles[n] * tree.kv_len[n] for n in shared) or 1
     limit = None
@@ -191,8 +191,8 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
             # the node's share of the programs, by its share of the work (tiles x keys), made of
             # key chunks of at least one key block
             share = programs * tiles[n] * tree.kv_len[n] / work_total
-            chunks = max(1, min(triton.cdiv(int(share), tiles[n] * kv_heads), triton.cdiv(tree.kv_len[n], block_n)))
-            size = triton.cdiv(triton.cdiv(tree.kv_len[n], chunks), block_n) * block_n
+            chunks = max(1, min(cdiv(int(share), tiles[n] * kv_heads), cdiv(tree.kv_len[n], block_n)))
+            size = cdiv(cdiv(tree.kv_len[n], chunks), block_n) * block_n
         for k0 in range(0, tree.kv_len[n], size):
             part = len(part_row0)
             part_row0.append(row)
@@ -219,8 +219,8 @@ def _plan(tree: PrefixTree, q_tokens: int, group: int, kv_heads: int, block_m: i
 
 def _even_chunk(length: int, limit: int, block_n: int) -> int:
     """A node's keys in the fewest chunks of at most `limit`, of about equal lengths (multiples of block_n)."""
-    chunks = triton.cdiv(length, limit)
-    return triton.cdiv(triton.cdiv(length, chunks), block_n) * block_n
+    chunks = cdiv(length, limit)
+    return cdiv(cdiv(length, chunks), block_n) * block_n
 
 
 def _whole_wave_chunk(tiles_by_len: dict, block_n: int, slots: float) -> int:
@@ -232,8 +232,8 @@ def _whole_wave_chunk(tiles_by_len: dict, block_n: int, slots: float) -> int:
     of 2048 keys on 132 SMs: 3 chunks, 192 programs; here 2 chunks, 128 programs)."""
     longest = max(tiles_by_len, default=block_n)
     best_cost, best = None, block_n
-    for limit in range(block_n, triton.cdiv(longest, block_n) * block_n + 1, block_n):
-        programs = sum(t * triton.cdiv(n, limit) for n, t in tiles_by_len.items())
+    for limit in range(block_n, cdiv(longest, block_n) * block_n + 1, block_n):
+        programs = sum(t * cdiv(n, limit) for n, t in tiles_by_len.items())
         size = max(_even_chunk(n, limit, block_n) for n in tiles_by_len)
         cost = math.ceil(programs / slots) * (size + PROGRAM_KEYS)
         if best_cost is None or cost <= best_cost:
@@ -446,8 +446,8 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
     stride_lb, stride_lh = (lse.stride(0), lse.stride(1)) if lse is not None else (0, 0)
-    block_m = max(16, min(MERGE_BLOCK_M, triton.next_power_of_2(rows_per_seq)))
-    _merge_kernel[(B * Hkv, triton.cdiv(rows_per_seq, block_m))](
+    block_m = max(16, min(MERGE_BLOCK_M, next_power_of_2(rows_per_seq)))
+    _merge_kernel[(B * Hkv, cdiv(rows_per_seq, block_m))](
         o_suf, lse_suf, o_part, lse_part, plan.seq_parts, plan.part_row0, plan.part_node, plan.node_meta, out,
         lse if lse is not None else out,
         o_suf.stride(0), o_suf.stride(1), o_suf.stride(2), lse_suf.stride(0), lse_suf.stride(1),

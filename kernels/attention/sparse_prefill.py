@@ -42,6 +42,7 @@ from kernels.attention.prefill import (LOG2E, _attend_block, check_qkv_tensors, 
                                       launch_prefill)
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
+from kernels.launch import cdiv, next_power_of_2
 from kernels.platform import device_ints
 from kernels.tuning import LaunchSpace, pow2_bucket
 
@@ -79,7 +80,7 @@ class SparseIndex(NamedTuple):
         """(B, H) int64: the (query, key) pairs the pattern selects, causal (what the kernel
         attends; dense causal attention has T (T + 1) / 2)."""
         T = self.tokens
-        nb = triton.cdiv(T, BLOCK)
+        nb = cdiv(T, BLOCK)
         m0 = torch.arange(nb, device=self.intervals.device, dtype=torch.long) * BLOCK
         m1 = (m0 + BLOCK - 1).clamp(max=T - 1)
         B, H = self.n_intervals.shape
@@ -191,16 +192,16 @@ def estimate_vertical_slash(q: torch.Tensor, k: torch.Tensor, *, scale: float | 
         raise ValueError(f"last_q must be at most 128 (one tile of rows), got {last_q}")
     B, T, H, D = q.shape
     rows = min(last_q, T)
-    ROWS = max(16, triton.next_power_of_2(rows))
+    ROWS = max(16, next_power_of_2(rows))
     vert = torch.zeros(B, H, T, dtype=torch.float32, device=q.device)
     slash = torch.zeros_like(vert)
     if B * H * T == 0:
         return vert, slash
     qk_scale = (D ** -0.5 if scale is None else float(scale)) * LOG2E
     block_n = 64
-    n_chunks = max(1, min(triton.cdiv(T, 4 * block_n), triton.cdiv(512, B * H)))  # a few waves of programs
-    chunk = triton.cdiv(triton.cdiv(T, n_chunks), block_n) * block_n
-    n_chunks = triton.cdiv(T, chunk)
+    n_chunks = max(1, min(cdiv(T, 4 * block_n), cdiv(512, B * H)))  # a few waves of programs
+    chunk = cdiv(cdiv(T, n_chunks), block_n) * block_n
+    n_chunks = cdiv(T, chunk)
     m_part = torch.empty(B * H, n_chunks, ROWS, dtype=torch.float32, device=q.device)
     l_part = torch.empty_like(m_part)
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2))
@@ -209,10 +210,10 @@ def estimate_vertical_slash(q: torch.Tensor, k: torch.Tensor, *, scale: float | 
     m = m_part.amax(1)
     m_use = torch.where(m == float("-inf"), torch.zeros_like(m), m)
     l = (l_part * torch.exp2(m_part - m_use[:, None])).sum(1)
-    _estimate_scores_kernel[(B * H, triton.cdiv(T, block_n))](q, k, m.contiguous(), l.contiguous(), vert, slash, *strides,
+    _estimate_scores_kernel[(B * H, cdiv(T, block_n))](q, k, m.contiguous(), l.contiguous(), vert, slash, *strides,
                                                               T, rows, H, H // k.shape[2], qk_scale, HEAD_DIM=D,
                                                               ROWS=ROWS, BLOCK_N=block_n,
-                                                              WINDOW=triton.next_power_of_2(block_n + ROWS - 1),
+                                                              WINDOW=next_power_of_2(block_n + ROWS - 1),
                                                               num_warps=4)
     return vert, slash
 
@@ -255,7 +256,7 @@ def vertical_slash_index(columns: torch.Tensor, diagonals: torch.Tensor, T: int,
             raise ValueError(f"{name} repeat within a head")
 
     cols = torch.where(col_ok, cols, T).sort(-1).values
-    n_blocks = triton.cdiv(T, BLOCK)
+    n_blocks = cdiv(T, BLOCK)
     last_rows = (torch.arange(n_blocks, device=dev) * BLOCK + BLOCK - 1).clamp(max=T - 1)  # never the padding (T)
     block_columns = torch.searchsorted(cols.reshape(B * H, cols.shape[-1]).contiguous(),
                                        last_rows.expand(B * H, n_blocks).contiguous(), right=True).view(B, H, n_blocks)
@@ -567,9 +568,9 @@ def _launch_vertical_slash(q, k, v, index, heads, out, lse, scale, config=None):
     """The kernel over the query heads `heads` (int32) that the index's rows cover, in order."""
     cfg = VS_LAUNCH.choose(q.device, dict(_launch_key(q), pattern=index.pattern), config)
     B, T, Hq, D = q.shape
-    n_sel, n_blocks, max_diag = heads.numel(), triton.cdiv(T, BLOCK), index.intervals.shape[2]
+    n_sel, n_blocks, max_diag = heads.numel(), cdiv(T, BLOCK), index.intervals.shape[2]
     tma, desc_k, desc_v = kv_descriptors(k, v, cfg, config)
-    _vertical_slash_kernel[(B * n_sel, triton.cdiv(T, cfg["BLOCK_M"]))](
+    _vertical_slash_kernel[(B * n_sel, cdiv(T, cfg["BLOCK_M"]))](
         q, k, v, desc_k, desc_v, out, lse if lse is not None else out, heads, index.intervals, index.n_intervals,
         index.columns, index.block_columns, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
         k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
@@ -590,7 +591,7 @@ def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
         check_number("scale", scale)
     check_bool("return_lse", return_lse)
     B, T, Hq, D = q.shape
-    n_blocks = triton.cdiv(T, BLOCK)
+    n_blocks = cdiv(T, BLOCK)
     shapes = {"intervals": (B, Hq, None, 2), "n_intervals": (B, Hq), "columns": (B, Hq, None),
               "block_columns": (B, Hq, n_blocks)}
     if not isinstance(index, SparseIndex):
@@ -701,7 +702,7 @@ def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k) -> BlockIndex:
     if len(per_head) != H:
         raise ValueError(f"top_k lists {len(per_head)} budgets for {H} query heads")
     per_head = [check_int("top_k", x, minimum=1) for x in per_head]
-    nb = triton.cdiv(T, BLOCK)
+    nb = cdiv(T, BLOCK)
     pad = nb * BLOCK - T
 
     def pooled(x):  # (B, nb, heads, D) means over each block's real tokens
@@ -772,7 +773,7 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, in
     if not isinstance(index, BlockIndex):
         raise TypeError(f"index must be a BlockIndex (block_sparse_index), got {type(index).__name__}")
     B, T, Hq, D = q.shape
-    nb = triton.cdiv(T, BLOCK)
+    nb = cdiv(T, BLOCK)
     if index.tokens != T:
         raise ValueError(f"the index was made for {index.tokens} tokens; q has {T}")
     for name, t, shape in (("blocks", index.blocks, (B, Hq, nb)), ("counts", index.counts, (B, Hq, nb))):
@@ -791,7 +792,7 @@ def _launch_block_sparse(q, k, v, index, heads, out, lse, scale, config=None):
     """The kernel over the query heads `heads` (int32) that the index's rows cover, in order."""
     cfg = BS_LAUNCH.choose(q.device, _launch_key(q), config)
     B, T, Hq, D = q.shape
-    n_sel, nb = heads.numel(), triton.cdiv(T, BLOCK)
+    n_sel, nb = heads.numel(), cdiv(T, BLOCK)
     _block_sparse_kernel[(B * n_sel, nb)](
         q, k, v, out, lse if lse is not None else out, heads, index.blocks, index.counts,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),

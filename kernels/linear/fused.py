@@ -35,8 +35,8 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_int, check_number, check_same_device, check_same_dtype, check_tensor
 from kernels.interpreter import exact_operand
-from kernels.launch import (grouped_tile, last_to_arrive, pdl_launch_dependents, pdl_options, pdl_wait, sm_count,
-                            split_plan, tile_counters, tile_ranges, use_tma)
+from kernels.launch import (cdiv, grouped_tile, last_to_arrive, next_power_of_2, pdl_launch_dependents, pdl_options,
+                            pdl_wait, sm_count, split_plan, tile_counters, tile_ranges, use_tma)
 from kernels.norm.rmsnorm import rms_norm
 from kernels.tuning import LaunchSpace, pow2_bucket
 
@@ -313,7 +313,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     key = dict(path=path, rows=min(pow2_bucket(M), KEY_ROWS_CAP), n=N, k=K)
     cfg = LAUNCH.choose(x.device, key, config)
     block_m, block_n, block_k = cfg["block_m"], cfg["block_n"], cfg["block_k"]
-    tiles = triton.cdiv(N, block_n) * triton.cdiv(M, block_m)
+    tiles = cdiv(N, block_n) * cdiv(M, block_m)
     group_m = cfg["group_m"] if num_splits in (None, 1) else 1  # grouped tiles take no split
     n_splits, k_chunk = split_plan(K, block_k, tiles, x.device, 1 if group_m > 1 else num_splits, cfg["waves"],
                                    min_blocks=4, nearest=tma)
@@ -321,7 +321,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     # The tile's last program sums few partial rows itself; many go to the parallel merge kernel
     fixup = split and (cfg["fixup"] == "kernel" or (cfg["fixup"] == "auto" and n_splits * M <= cfg["fixup_rows"]))
     gated, has_norm = w3 is not None, g is not None
-    n_tiles, m_tiles = triton.cdiv(N, block_n), triton.cdiv(M, block_m)
+    n_tiles, m_tiles = cdiv(N, block_n), cdiv(M, block_m)
     r2 = residual.reshape(-1, N) if residual is not None else y2
     if r2.stride(-1) != 1:
         r2 = r2.contiguous()
@@ -347,7 +347,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
         xd, w1d, w3d = x2, w1, w3_arg  # unused
     a, b, lora_scale = lora if lora is not None else (w1, w1, 1.0)
     rank = a.shape[1] if lora is not None else 0
-    block_r = max(16, triton.next_power_of_2(max(rank, 1)))
+    block_r = max(16, next_power_of_2(max(rank, 1)))
     ad = TensorDescriptor.from_tensor(a, [block_k, block_r]) if tma and lora is not None else a  # columns past rank: zeros
     # A large gated MLP is not launched early (PDL): it gains nothing from a hidden launch
     # gap, and an early launch places its programs where the kernel before frees SMs first
@@ -366,10 +366,10 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
     )
     if split and not fixup:
         merge_n = 256
-        _merge_splits_kernel[(M, triton.cdiv(N, merge_n))](
+        _merge_splits_kernel[(M, cdiv(N, merge_n))](
             p1, p3, ss, y2, r2, M, N, K, n_splits, float(eps), y2.stride(0), r2.stride(0),
             HAS_NORM=has_norm, GATED=gated, HAS_RESIDUAL=residual is not None, BLOCK_N=merge_n,
-            BLOCK_S=triton.next_power_of_2(n_splits), num_warps=4, **pdl_options(x.device),
+            BLOCK_S=next_power_of_2(n_splits), num_warps=4, **pdl_options(x.device),
         )
     return y
 

@@ -14,7 +14,7 @@ import triton.language as tl
 
 from kernels.checks import (check_no_overlap, check_number, check_out, check_same_device, check_same_dtype,
                             check_tensor)
-from kernels.launch import pdl_launch_dependents, pdl_options, pdl_wait
+from kernels.launch import cdiv, pdl_launch_dependents, pdl_options, pdl_wait
 from kernels.norm.rmsnorm import MAX_SINGLE_BLOCK, _as_rows, _candidates, _check_config, _default_config
 from kernels.tuning import LaunchSpace, pow2_bucket
 
@@ -76,7 +76,7 @@ def ngpt_update(h: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, eps: floa
         return o
     key = dict(rows=pow2_bucket(n_rows), cols=n_cols, elem=h.element_size())
     cfg = LAUNCH.choose(h.device, key, config)
-    _ngpt_update_kernel[(triton.cdiv(n_rows, cfg["ROWS"]),)](
+    _ngpt_update_kernel[(cdiv(n_rows, cfg["ROWS"]),)](
         h2, y2, alpha.contiguous(), o2, h2.stride(0), y2.stride(0), o2.stride(0), n_rows, n_cols, float(eps),
         ROWS=cfg["ROWS"], BLOCK_N=cfg["BLOCK_N"], num_warps=cfg["num_warps"], **pdl_options(h.device),
     )

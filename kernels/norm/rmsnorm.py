@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_no_overlap, check_number, check_out, check_same_device, check_tensor
-from kernels.launch import pdl_launch_dependents, pdl_options, pdl_wait
+from kernels.launch import cdiv, next_power_of_2, pdl_launch_dependents, pdl_options, pdl_wait
 from kernels.tuning import LaunchSpace, pow2_bucket
 
 MAX_SINGLE_BLOCK = 16384  # fp32 values per row held in registers (32 per thread at 16 warps)
@@ -92,7 +92,7 @@ def _default_config(rows: int, cols: int, elem: int, residual: bool = False) -> 
     8192); short rows (under 2 KB) are grouped so that a program still moves a useful
     amount of data. `rows` is the row count rounded up to a power of two (the launch key)."""
     single = cols <= MAX_SINGLE_BLOCK
-    block_n = triton.next_power_of_2(cols) if single else CHUNK
+    block_n = next_power_of_2(cols) if single else CHUNK
     rows_per_program = 1
     while rows_per_program * block_n * elem < 2048 and rows_per_program < 64 and rows_per_program < rows:
         rows_per_program *= 2
@@ -102,7 +102,7 @@ def _default_config(rows: int, cols: int, elem: int, residual: bool = False) -> 
 
 def _candidates(rows: int, cols: int, elem: int, residual: bool = False) -> list[dict]:
     """Rows per program x warps, at most 32K values a program (the registers of 32 warps)."""
-    block_n = triton.next_power_of_2(cols) if cols <= MAX_SINGLE_BLOCK else CHUNK
+    block_n = next_power_of_2(cols) if cols <= MAX_SINGLE_BLOCK else CHUNK
     return [dict(ROWS=r, num_warps=w) for r in (1, 2, 4, 8, 16, 32, 64) for w in (4, 8, 16, 32)
             if r <= rows and r * block_n <= 32768 and r * block_n >= 32 * w]
 
@@ -163,7 +163,7 @@ def _run(x, residual, weight, eps, out, residual_out, config):
         return y, h
     w = weight if weight.stride(0) == 1 else weight.contiguous()
     cfg = launch_config(x, n_rows, n_cols, residual is not None, config)
-    grid = (triton.cdiv(n_rows, cfg["ROWS"]),)
+    grid = (cdiv(n_rows, cfg["ROWS"]),)
     _rmsnorm_kernel[grid](
         x2, r2, w, y2, h2,
         x2.stride(0), r2.stride(0), y2.stride(0), h2.stride(0),

@@ -39,7 +39,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from kernels.checks import check_tensor
 from kernels.interpreter import INTERPRETING, exact_operand
-from kernels.launch import grouped_tile, tile_ranges, use_tma
+from kernels.launch import cdiv, grouped_tile, next_power_of_2, tile_ranges, use_tma
 from kernels.tuning import LaunchSpace, pow2_bucket
 
 from .quantize import check_int, check_int_option, check_number, check_pow2_option, quantize_int8_weight, stored_scale
@@ -312,12 +312,12 @@ class OutlierCache:
 
 def _quantize_default(rows: int, k: int) -> dict:
     # the whole row held in registers and read once where it fits, else x read twice
-    return dict(QUANT_ROWS=1, QUANT_BLOCK_K=max(16, triton.next_power_of_2(k)) if k <= ONE_PASS_MAX_K else 2048,
+    return dict(QUANT_ROWS=1, QUANT_BLOCK_K=max(16, next_power_of_2(k)) if k <= ONE_PASS_MAX_K else 2048,
                 QUANT_WARPS=8)
 
 
 def _quantize_candidates(rows: int, k: int) -> list:
-    whole = min(max(16, triton.next_power_of_2(k)), 2**14)
+    whole = min(max(16, next_power_of_2(k)), 2**14)
     return [dict(QUANT_ROWS=1, QUANT_BLOCK_K=bk, QUANT_WARPS=w)
             for bk in sorted({1024, 2048, 8192, whole}) if bk <= whole for w in (4, 8, 16)]
 
@@ -355,7 +355,7 @@ def mixq_quantize(x2: torch.Tensor, is_out: torch.Tensor, ch_max: torch.Tensor |
     if M:
         cfg = QUANTIZE_SPACE.choose(x2.device, dict(rows=pow2_bucket(M), k=K), config)
         rows, block_k = cfg["QUANT_ROWS"], cfg["QUANT_BLOCK_K"]
-        _mixq_quantize_kernel[(triton.cdiv(M, rows),)](
+        _mixq_quantize_kernel[(cdiv(M, rows),)](
             x2, is_out, xq, sx, ch_max if ch_max is not None else sx, M, K, x2.stride(0), xq.stride(0), float(qmax),
             float(threshold),
             TRACK=ch_max is not None, BLOCK_M=rows, BLOCK_K=block_k, MISS_BLOCK_K=min(block_k, 1024),
@@ -548,7 +548,7 @@ def mixq_linear(x: torch.Tensor, layer: MixQLinear, outlier_idx: torch.Tensor | 
     compact_from = cfg.pop("X_COMPACT_MIN_ROWS")  # a host option: the kernel takes only X_COMPACT
     compact = n_out > 0 and M >= compact_from
     x_out = x2.index_select(1, idx) if compact else x2
-    grid = (triton.cdiv(M, bm) * triton.cdiv(N, cfg["BLOCK_N"]),)
+    grid = (cdiv(M, bm) * cdiv(N, cfg["BLOCK_N"]),)
     _mixq_gemm_kernel[grid](
         xq_arg, sx, x_out, idx, wq_arg, layer.sw, layer.w_hp, y2, M, N, K, n_out,
         xq.stride(0), x_out.stride(0), layer.wq.stride(0), layer.wq.stride(1), layer.w_hp.stride(0), y2.stride(0),

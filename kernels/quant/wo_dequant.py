@@ -8,6 +8,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_device
+from kernels.launch import cdiv
 from kernels.tuning import LaunchSpace
 
 from .quantize import QuantizedWeight, check_pow2_option, check_quantized
@@ -96,7 +97,7 @@ def dequantize_weight(qw: QuantizedWeight, dtype: torch.dtype, *, config: dict |
     if w.numel():
         rows, cols = qw.qweight.shape
         zero = qw.zero if qw.bits == 4 else qw.scale
-        _dequant_kernel[(triton.cdiv(rows, block_r), triton.cdiv(cols, block_n))](
+        _dequant_kernel[(cdiv(rows, block_r), cdiv(cols, block_n))](
             qw.qweight, qw.scale, zero, w, K, N, qw.qweight.stride(0), qw.scale.stride(0) if qw.bits == 4 else 0,
             BITS=qw.bits, GROUP=qw.group or 1, BLOCK_R=block_r, BLOCK_C=block_n, num_warps=cfg["num_warps"])
     return w.t() if qw.bits == 8 else w

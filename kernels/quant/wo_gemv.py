@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch import last_to_arrive, split_plan
+from kernels.launch import cdiv, last_to_arrive, next_power_of_2, split_plan
 from kernels.platform import interpreting
 from kernels.tuning import LaunchSpace
 
@@ -346,7 +346,7 @@ def _default(bits: int, group: int, n: int, k: int) -> dict:
 
 def _candidates(bits: int, group: int, n: int, k: int) -> list:
     if bits == 8:  # rows a program, k a step (at most the row), warps; K split below ~6 programs a SM
-        top = max(512, triton.next_power_of_2(k))
+        top = max(512, next_power_of_2(k))
         return [dict(block_n=bn, block_k=bk, num_warps=w, num_stages=3, waves=6)
                 for bn in (2, 4, 8, 16, 32) for bk in (512, 1024, 2048) for w in (1, 2, 4, 8)
                 if bk <= top and 512 * w <= bn * bk <= 16384]
@@ -392,7 +392,7 @@ def _gemv_int4(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dic
                          f"(half the group {qw.group}), got {rows}")
     words = qw.qweight.view(torch.int32)  # four columns per word (N % 4 == 0: wo_matmul's gemv_takes)
     per_program = 32 * warps  # one word column per thread
-    n_tiles = triton.cdiv(N // 4, per_program)
+    n_tiles = cdiv(N // 4, per_program)
     n_splits, k_chunk = split_plan(K, qw.group, n_tiles, x2.device, num_splits, cfg["waves"], min_blocks=1)
     p, count = split_scratch(n_splits, y2, n_tiles)
     _wo_gemv_int4_kernel[(n_tiles, n_splits)](
@@ -404,7 +404,7 @@ def _gemv_int4(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dic
 def _gemv_int8(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dict, num_splits=None):
     N, K = qw.shape
     block_n, block_k = cfg["block_n"], cfg["block_k"]
-    n_tiles = triton.cdiv(N, block_n)
+    n_tiles = cdiv(N, block_n)
     n_splits, k_chunk = split_plan(K, block_k, n_tiles, x2.device, num_splits, cfg["waves"], min_blocks=1)
     p, count = split_scratch(n_splits, y2, n_tiles)
     _wo_gemv_int8_kernel[(n_tiles, n_splits)](

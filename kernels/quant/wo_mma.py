@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from kernels.interpreter import exact_operand
-from kernels.launch import last_to_arrive, split_plan, tile_counters, tile_ranges
+from kernels.launch import cdiv, last_to_arrive, split_plan, tile_counters, tile_ranges
 from kernels.tuning import LaunchSpace, pow2_bucket
 
 from .quantize import QuantizedWeight, check_int_option, check_positive_option, check_pow2_option
@@ -222,7 +222,7 @@ def mma(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, config: dict | 
     if qw.bits == 4 and qw.group % cfg["block_k"]:
         raise ValueError(f"block_k {cfg['block_k']} must be a power of two dividing the group {qw.group}: "
                          "a K block may not straddle two groups")
-    n_tiles, m_tiles = triton.cdiv(N, cfg["block_n"]), triton.cdiv(M, cfg["block_m"])
+    n_tiles, m_tiles = cdiv(N, cfg["block_n"]), cdiv(M, cfg["block_m"])
     n_splits, k_chunk = split_plan(K, cfg["block_k"], n_tiles * m_tiles, x2.device, num_splits, cfg["waves"],
                                    min_blocks=2)
     p, count = split_scratch(n_splits, y2, n_tiles * m_tiles)
