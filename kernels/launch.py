@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import os
 
 import torch
@@ -38,6 +39,7 @@ def cdiv(a: int, b: int) -> int:
 
 def next_power_of_2(n: int) -> int:
     """The least power of two >= n (0 for 0), as triton.next_power_of_2, on the host."""
+    n = operator.index(n)  # numpy and tensor ints too
     return 0 if n <= 0 else 1 << (n - 1).bit_length()
 
 

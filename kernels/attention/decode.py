@@ -86,14 +86,14 @@ def _decode_kernel(
     kv_capacity, q_tokens, group, n_kv_heads, n_rows, chunk, n_splits, scale_log2,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     WRITE_PARTIAL: tl.constexpr, QK_NORM: tl.constexpr, FIXUP: tl.constexpr, UNIFORM_LEN: tl.constexpr,
-    PDL: tl.constexpr, MERGE_EXTRA: tl.constexpr = False,
+    PDL: tl.constexpr, MERGE_EXTRA: tl.constexpr = False, EARLY: tl.constexpr = False,
 ):
     pid_bh = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_s = tl.program_id(2)
     b = pid_bh // n_kv_heads
     hkv = pid_bh % n_kv_heads
-    if not MERGE_EXTRA:
+    if not EARLY:
         pdl_wait(PDL)
     if UNIFORM_LEN:  # one length for every sequence, passed by value (checked on the host)
         kv_len = uniform_len
@@ -184,9 +184,8 @@ def _decode_kernel(
                            stride_lb, stride_lh)
     else:
         if MERGE_EXTRA:  # shared-prefix decode: this sequence's node partials merged in before the one store
-            # The node kernel before this one is their only writer: it started after all earlier
-            # work had ended (launched without PDL), so the suffix was read before this wait.
-            pdl_wait(PDL)
+            if EARLY:  # the suffix was attended before this wait (decode_launch: early_extra)
+                pdl_wait(PDL)
             out, lse2 = merge_extra_parts(out, lse2, b, hkv, rows, row_ok, n_rows, d, X_O, X_LSE, X_SEQ_PARTS,
                                           X_PART_ROW0, X_PART_NODE, X_NODE_META, x_max_parts)
         _store_out(O, LSE, out, lse2, b, tok, head, d, row_ok, stride_ob, stride_ot, stride_oh, stride_lb, stride_lh)
@@ -401,11 +400,15 @@ def gqa_decode(
 
 
 def decode_launch(q, k_cache, v_cache, kv_lens, scale, causal, return_lse, max_kv_len, num_splits, validate_lens,
-                  out, q_norm_weight, k_norm_weight, qk_norm_eps, config, qk_norm, extra_parts=None):
+                  out, q_norm_weight, k_norm_weight, qk_norm_eps, config, qk_norm, extra_parts=None,
+                  early_extra=False):
     """gqa_decode's launch on checked arguments: (out, lse or None, merged). `extra_parts`
     (shared_prefix.py's partial buffers and their index, as a tuple) are merged into each
     row before its store when the KV length is not split (merged True); a split launch
-    leaves them to the caller (merged False)."""
+    leaves them to the caller (merged False). early_extra: the kernel just before this one
+    on the stream wrote only the extra parts (and began after all earlier work had ended),
+    so with PDL the rows attend their cache before waiting for it, and wait only to merge;
+    not where this call makes kv_lens itself (a cast or copy would then come in between)."""
     batch, q_tokens, q_heads, head_dim = q.shape
     capacity, kv_heads = k_cache.shape[1], k_cache.shape[2]
     device = q.device
@@ -415,12 +418,14 @@ def decode_launch(q, k_cache, v_cache, kv_lens, scale, causal, return_lse, max_k
         kv_lens = None
     else:
         uniform_len = 0
+        given = kv_lens
         if kv_lens.device != device:
             kv_lens = kv_lens.to(device)
         capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
         if validate_lens and not capturing and batch and bool(((kv_lens < 0) | (kv_lens > capacity)).any()):
             raise ValueError(f"kv_lens must lie in [0, {capacity}] (the KV cache capacity); got {kv_lens.tolist()}")
         kv_lens = kv_lens.to(torch.int32).contiguous()  # the kernel reads kv_lens[b] at b
+        early_extra = early_extra and kv_lens is given
     if out is None:
         out = torch.empty_like(q)
     lse = torch.empty(batch, q_heads, q_tokens, dtype=torch.float32, device=device) if return_lse else None
@@ -467,7 +472,7 @@ def decode_launch(q, k_cache, v_cache, kv_lens, scale, causal, return_lse, max_k
         stride_lb, stride_lh,
         capacity, q_tokens, group, kv_heads, n_rows, chunk, n_splits, scale / LN2,
         CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, WRITE_PARTIAL=partial, QK_NORM=qk_norm,
-        FIXUP=fixup, UNIFORM_LEN=uniform, MERGE_EXTRA=merge,
+        FIXUP=fixup, UNIFORM_LEN=uniform, MERGE_EXTRA=merge, EARLY=merge and early_extra,
         num_warps=cfg["num_warps"], num_stages=num_stages, **pdl,
     )
     if partial and not fixup:

@@ -428,6 +428,8 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     o_part = torch.empty(plan.part_rows, D, dtype=torch.float32, device=q.device)
     lse_part = torch.empty(plan.part_rows, dtype=torch.float32, device=q.device)
     scale_log2 = (D ** -0.5 if scale is None else float(scale)) / LN2
+    if isinstance(suffix_lens, torch.Tensor):  # as the decode reads them, made before the node kernel (early_extra)
+        suffix_lens = suffix_lens.to(q.device, torch.int32).contiguous()
     _node_kernel[(plan.n_items, Hkv)](
         q, k_pool, v_pool, desc_k, desc_v, o_part, lse_part, plan.work, plan.node_meta, plan.part_row0,
         q.stride(0), q.stride(1), q.stride(2), k_pool.stride(0), k_pool.stride(1), v_pool.stride(0), v_pool.stride(1),
@@ -440,7 +442,7 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     # row before its store when it does not split the suffix (the usual case: many sequences)
     extra = (o_part, lse_part, plan.seq_parts, plan.part_row0, plan.part_node, plan.node_meta, plan.max_parts)
     o_suf, lse_suf, merged = decode_launch(q, k_suffix, v_suffix, suffix_lens, scale, True, True, None, None, False,
-                                           None, None, None, 1e-6, None, False, extra_parts=extra)
+                                           None, None, None, 1e-6, None, False, extra_parts=extra, early_extra=True)
     if merged:
         return (o_suf, lse_suf) if return_lse else o_suf
     out = torch.empty_like(q)

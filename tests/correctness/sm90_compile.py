@@ -160,7 +160,8 @@ def cases():
         "X_PART_ROW0": "*i64", "X_PART_NODE": "*i32", "X_NODE_META": "*i32"}
     yield ("decode one chunk, shared-prefix partials merged before the store", _decode_kernel, dec,
            {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 32, "WRITE_PARTIAL": False,
-            "QK_NORM": False, "FIXUP": False, "UNIFORM_LEN": True, "PDL": True, "MERGE_EXTRA": True})
+            "QK_NORM": False, "FIXUP": False, "UNIFORM_LEN": True, "PDL": True, "MERGE_EXTRA": True,
+            "EARLY": True})
     yield ("decode uniform length, split merged in kernel", _decode_kernel, dec,
            {"KV_LENS": None, "CAUSAL": True, "HEAD_DIM": 128, "BLOCK_M": 16, "BLOCK_N": 64, "WRITE_PARTIAL": True,
             "QK_NORM": False, "FIXUP": True, "UNIFORM_LEN": True, "PDL": True})

@@ -132,9 +132,9 @@ def test_a_session_builds_and_times_only_the_selected_providers_and_always_the_k
     assert list(case.providers) == ["mine", "cudnn"]  # the kernel too, though its test was not selected
     assert case.unavailable == {"flex": NOT_SELECTED, "slow": NOT_SELECTED}
     assert list(b.case({"n": 2}).providers) == ["mine"]
-    b.select(None)  # every provider again
+    b.select(None)  # every provider again, the case kept from before (n=2) built anew
     with pytest.raises(AssertionError, match="was not selected was built"):
-        b.case({"n": 3})
+        b.case({"n": 2})
 
 
 def _out_of_memory(_):

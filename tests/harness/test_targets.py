@@ -127,6 +127,11 @@ def test_a_best_of_baselines_is_not_judged_where_the_run_left_some_out():
     assert best[2:] == (2.0, None) and floor[2:] == (0.6, True)  # a roofline needs no baseline
     line = next(x for x in markdown_targets([vs, sp]) if x.startswith("| shared-prefix decode: at least the best"))
     assert "| 1 | 0 |" in line and "not judged: its run did not select hydragen_torch" in line
+    # below the bar over some baselines is below it over all of them: a miss stands
+    sp["speedup_vs_best_baseline"] = 0.8
+    assert next(r for r in judge([sp]) if r[0].name.startswith("shared-prefix decode: at least the best"))[3] is False
+    line = next(x for x in markdown_targets([sp]) if x.startswith("| shared-prefix decode: at least the best"))
+    assert "0.800x" in line and "not judged" not in line
 
 
 def test_the_estimate_share_and_the_tile_rate_targets():

@@ -298,8 +298,34 @@ def test_the_suffix_decode_started_early_by_pdl_still_merges_finished_partials(m
         q.normal_()
         ks.normal_()
         (kp if step % 2 else vp).normal_()
+        step_lens = lens if step % 2 else lens.to(torch.int32)  # cast by the call, or read as given
         monkeypatch.setenv(PDL_ENV, "1")
-        early = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens)
+        early = shared_prefix_decode(q, kp, vp, tree, ks, vs, step_lens)
         monkeypatch.setenv(PDL_ENV, "0")
-        late = shared_prefix_decode(q, kp, vp, tree, ks, vs, lens)
+        late = shared_prefix_decode(q, kp, vp, tree, ks, vs, step_lens)
         torch.testing.assert_close(early, late, rtol=0, atol=0)
+
+
+def test_the_suffix_decode_attends_early_only_on_lengths_made_before_the_node_kernel(device, monkeypatch):
+    """The decode may read its suffix before waiting (PDL) only if no kernel came between
+    the node kernel and it: lengths given as int64 are cast before the node kernel, so the
+    decode reads them as given; a cast inside decode_launch would come after it."""
+    import kernels.attention.decode as decode
+
+    launches = []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launches.append(kw.get("EARLY"))
+
+    tree = prefix_tree([-1], [100], [0, 0, 0], device=device)
+    q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 1, 64, torch.float16, device, 3)
+    monkeypatch.setattr(decode, "_decode_kernel", Recorder())
+    shared_prefix_decode(q, kp, vp, tree, ks, vs, lens)  # int64 lengths
+    shared_prefix_decode(q, kp, vp, tree, ks, vs, lens.to(torch.int32))
+    extra = (q, q, q, q, q, q, 0)  # only handed on to the (recorded) launch
+    decode.decode_launch(q, ks, vs, lens, None, True, True, None, 1, False, None, None, None, 1e-6, None, False,
+                         extra_parts=extra, early_extra=True)  # cast here, after whatever came before
+    decode.decode_launch(q, ks, vs, lens.to(torch.int32), None, True, True, None, 1, False, None, None, None, 1e-6,
+                         None, False, extra_parts=extra, early_extra=True)
+    assert launches == [True, True, False, True]
