@@ -189,6 +189,7 @@ class PerfBench:
         others are neither built nor timed. The kernel runs with its case whether or not its
         own test was selected: every row's speedup is against it. None: every provider."""
         self.selected = None if chosen is None else {pid: frozenset(names) for pid, names in chosen.items()}
+        _LAST_CASE.clear()  # a case kept from before was built for another selection
 
     def points(self, sweep: bool = False) -> list[Point]:
         return [Point(p) for p in self.grid(sweep)]

@@ -28,14 +28,14 @@ class Target:
     ceiling: str | None = None           # a derived field: the most the case allows (shown beside a miss)
 
     def judge(self, info: dict) -> tuple[float | None, bool | None]:
-        """(value, met); met is None where the value is missing, or is a best over baselines
-        some of which the run did not select."""
+        """(value, met); met is None where the value is missing, or passes as a best over
+        baselines some of which the run did not select (more baselines can only lower a
+        speedup over the best of them: a miss stands)."""
         v = info.get(self.metric)
         if not isinstance(v, (int, float)):
             return None, None
-        if self.left_out(info):
-            return float(v), None
-        return float(v), (v <= self.bar if self.at_most else v >= self.bar)
+        met = v <= self.bar if self.at_most else v >= self.bar
+        return float(v), (None if met and self.left_out(info) else met)
 
     def left_out(self, info: dict) -> list[str]:
         """The baselines this target's best-of metric needs that the record's run did not select."""
@@ -186,9 +186,9 @@ def _ceiling_text(target: Target, info: dict) -> str:
     return f" (at most {_value_text(target, c)} at this shape{': the bar is out of reach' if c < target.bar else ''})"
 
 
-def _left_out_text(target: Target, info: dict) -> str:
+def _left_out_text(target: Target, info: dict, met: bool | None) -> str:
     names = target.left_out(info)
-    return f" (not judged: its run did not select {', '.join(names)})" if names else ""
+    return f" (not judged: its run did not select {', '.join(names)})" if names and met is None else ""
 
 
 def markdown_targets(kernel_infos: list[dict]) -> list[str]:
@@ -199,7 +199,7 @@ def markdown_targets(kernel_infos: list[dict]) -> list[str]:
     for t in TARGETS:
         mine = [r for r in rows if r[0] is t]
         met = sum(1 for r in mine if r[3])
-        misses = [f"`{r[1]['case']}` {_value_text(t, r[2])}{_ceiling_text(t, r[1])}{_left_out_text(t, r[1])}"
+        misses = [f"`{r[1]['case']}` {_value_text(t, r[2])}{_ceiling_text(t, r[1])}{_left_out_text(t, r[1], r[3])}"
                   for r in mine if not r[3]]
         lines.append(f"| {t.name} | {len(mine)} | {met} | {'; '.join(misses).replace('|', '/') or '-'} |")
     return lines

@@ -414,10 +414,7 @@ def _time_graphs(providers, inputs, make_inputs, est_s, host_s, compile_s, cfg) 
     _sync()
 
     names = list(providers)
-    want = {
-        n: int(min(max(cfg.rep_ms / 1e3 / (est_s[n] * calls), cfg.min_samples), 200))
-        for n in names
-    }
+    want = {n: sample_count(cfg, est_s[n] * calls, 200) for n in names}
     # A replay is one launch; hold the GPU past its host cost like an events sample.
     samples, discarded, short = _interleaved(names, want, lambda n: None, lambda n: graphs[n].replay(),
                                              {n: 100e-6 for n in names})
