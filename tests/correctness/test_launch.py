@@ -1,5 +1,7 @@
 """kernels/launch.py's host helpers (the device ones run inside every kernel's tests)."""
+import numpy as np
 import pytest
+import torch
 import triton
 
 from kernels.launch import cdiv, next_power_of_2
@@ -14,3 +16,4 @@ def test_host_cdiv_and_next_power_of_2_agree_with_triton():
         assert next_power_of_2(a) == triton.next_power_of_2(a), a
         for b in (1, 3, 16, 64, 100):
             assert cdiv(a, b) == triton.cdiv(a, b), (a, b)
+    assert next_power_of_2(np.int64(33)) == next_power_of_2(torch.tensor(33)) == 64  # as triton's takes them
