@@ -31,3 +31,26 @@ def test_ceilings_command_without_cuda_exits_2_with_one_line():
     assert "Traceback" not in run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "ceilings are measured on a CUDA GPU" in lines[0], run.stderr
+
+
+def test_a_gemm_rate_is_the_best_of_its_rounds(monkeypatch):
+    # A slow first reading of each shape (a slow spell, a clock dip) must not become the
+    # ceiling: a ceiling is what the GPU reached, so readings can only err low.
+    seconds = iter([4.0, 8.0] + [1.0, 2.0] * (ceilings.GEMM_ROUNDS - 1))
+    calls = []
+
+    class Timed:
+        def __init__(self, s):
+            self.median_s = s
+
+    def fake_time_providers(providers, make_inputs, config):
+        calls.append(config.mode)
+        return {name: Timed(next(seconds)) for name in providers}
+
+    monkeypatch.setattr(ceilings, "time_providers", fake_time_providers)
+    monkeypatch.setattr(ceilings, "GEMM_SHAPES", ((10, 20, 30), (40, 50, 60)))
+    best, readings = ceilings._best_rate(lambda m, k, n: (lambda: None))
+    assert len(calls) == 2 * ceilings.GEMM_ROUNDS and set(calls) == {"events"}
+    ops = (2.0 * 10 * 20 * 30, 2.0 * 40 * 50 * 60)
+    assert readings[:2] == [ops[0] / 4.0 / 1e12, ops[1] / 8.0 / 1e12]  # shapes alternate
+    assert best == max(ops[0] / 1.0, ops[1] / 2.0) / 1e12
