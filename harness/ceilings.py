@@ -42,9 +42,7 @@ CEILINGS_VERSION = 5
 READ_CURVE_BYTES = tuple(1 << p for p in range(16, 31))  # 64 KiB .. 1 GiB
 
 GEMM_SHAPES = ((8192, 8192, 8192), (2048, 8192, 10240))  # (m, k, n)
-# One H100 session in about fifty read bf16 at 265 TFLOP/s, another fp32 at 6.5 (the rest
-# 674-797 and 52): a single reading can be far low, so every rate is the best of rounds.
-GEMM_ROUNDS = 3
+GEMM_ROUNDS = 3  # single readings have come out 3-8x low on an H100: the best of rounds
 
 
 def _best_rate(make_fn, rounds: int = GEMM_ROUNDS) -> tuple[float, list[float]]:
