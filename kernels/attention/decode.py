@@ -56,11 +56,15 @@ def _default_config(head_dim: int, rows: int, programs: int, kv: int) -> dict:
 
 def _candidates(head_dim: int, rows: int, programs: int, kv: int) -> list[dict]:
     """Key block x pipeline depth x waves of split programs (4 warps: one tile of query rows);
-    for short caches (a shared-prefix call's suffixes) also 16-key blocks and 2 warps."""
+    for short caches (a shared-prefix call's suffixes) also 16-key blocks and 2 warps; for
+    long ones (a copy-bound read of the cache) also 8 warps, more loads in flight a program."""
     out = [dict(block_n=bn, num_stages=st, waves=wv) for bn in (32, 64, 128) for st in (2, 3, 4) for wv in (1, 2, 4, 8)]
     if kv <= 128:
         out += [dict(block_n=bn, num_warps=w, num_stages=st, waves=wv) for bn, w in ((16, 4), (16, 2), (32, 2))
                 for st in (2, 3) for wv in (1, 4)]
+    if kv >= 8192:
+        out += [dict(block_n=bn, num_warps=8, num_stages=st, waves=wv) for bn in (64, 128) for st in (2, 3)
+                for wv in (2, 4, 8)]
     return out
 
 

@@ -247,3 +247,18 @@ def test_out_and_kv_lens_layouts(device):
     lens = torch.tensor([5, 99, 11, 99], dtype=torch.int32, device=device)[::2]
     exact = gqa_attention_reference(q, k, v, lens.contiguous(), compute_dtype=torch.float64)
     assert max_abs_err(gqa_decode(q, k, v, lens), exact) <= 2e-3
+
+
+def test_the_long_cache_candidates_compute_the_same_attention(device):
+    """The tuner's 8-warp launches for long caches (a copy-bound read): offered only there,
+    and the same attention over a split cache whose length ends mid-block."""
+    from kernels.attention.decode import _candidates
+
+    assert dict(block_n=64, num_warps=8, num_stages=2, waves=4) in _candidates(128, 4, 8, 32768)
+    assert not any(c.get("num_warps") == 8 for c in _candidates(128, 4, 8, 4096))
+    q, k, v = make_inputs(1, 1, 2, 4, 128, 700, torch.bfloat16, device, 11)
+    exact = gqa_attention_reference(q, k, v, None, causal=True, compute_dtype=torch.float64)
+    lowp = gqa_attention_reference(q, k, v, None, causal=True, compute_dtype=torch.bfloat16)
+    for block_n in (64, 128):
+        got = gqa_decode(q, k, v, num_splits=3, config=dict(block_n=block_n, num_warps=8, num_stages=2, waves=4))
+        assert_within_rule(got, exact, lowp, torch.bfloat16)
