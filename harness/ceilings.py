@@ -55,7 +55,6 @@ def _best_rate(make_fn, rounds: int = GEMM_ROUNDS) -> tuple[float, list[float]]:
         for ops, fn in fns:
             t = time_providers({"gemm": lambda: fn()}, lambda: (), TimingConfig(mode="events", rep_ms=100))["gemm"]
             readings.append(ops / t.median_s / 1e12)
-    del fns
     return max(readings), readings
 
 
