@@ -350,8 +350,9 @@ def _candidates(bits: int, group: int, n: int, k: int) -> list:
         return [dict(block_n=bn, block_k=bk, num_warps=w, num_stages=3, waves=6)
                 for bn in (2, 4, 8, 16, 32) for bk in (512, 1024, 2048) for w in (1, 2, 4, 8)
                 if bk <= top and 512 * w <= bn * bk <= 16384]
+    # up to 64 rows (one burst a group of 128) and 4 warps; 2 waves: longer chunks, fewer partials
     return [dict(rows=rows, num_warps=w, waves=waves)
-            for rows in (8, 16, 32) if (group // 2) % rows == 0 for w in (1, 2) for waves in (4, 8, 16)]
+            for rows in (8, 16, 32, 64) if (group // 2) % rows == 0 for w in (1, 2, 4) for waves in (2, 4, 8, 16)]
 
 
 def _check(cfg: dict) -> None:
