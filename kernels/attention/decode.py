@@ -433,7 +433,7 @@ def decode_launch(q, k_cache, v_cache, kv_lens, scale, causal, return_lse, max_k
     if out is None:
         out = torch.empty_like(q)
     lse = torch.empty(batch, q_heads, q_tokens, dtype=torch.float32, device=device) if return_lse else None
-    if batch == 0 or q_tokens == 0:
+    if batch == 0 or q_tokens == 0 or q_heads == 0:
         return out, lse, False
 
     group = q_heads // kv_heads

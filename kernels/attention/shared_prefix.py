@@ -412,7 +412,7 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     group = Hq // Hkv
     rows_per_seq = T * group
     shared = tree.shared_nodes
-    if B == 0 or T == 0 or not shared:
+    if B == 0 or T == 0 or Hq == 0 or not shared:
         out, lse = gqa_decode(q, k_suffix, v_suffix, suffix_lens, scale=scale, return_lse=True)
         return (out, lse) if return_lse else out
     most_rows = max(tree.seq_count[n] for n in shared) * rows_per_seq

@@ -187,6 +187,8 @@ def estimate_vertical_slash(q: torch.Tensor, k: torch.Tensor, *, scale: float | 
     """vertical (B, H, T) and slash (B, H, T), float32: the softmax probabilities of the last
     `last_q` queries (causal) summed per key and per diagonal, for every query head."""
     _check_qkv(q, k, k)
+    if scale is not None:
+        check_number("scale", scale)
     check_int("last_q", last_q, minimum=1)
     if last_q > 128:
         raise ValueError(f"last_q must be at most 128 (one tile of rows), got {last_q}")
@@ -585,7 +587,8 @@ def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     """Causal attention of q (B, T, Hq, D) over exactly the keys `index` selects (k, v
     (B, T, Hkv, D), a prefill from scratch). Returns out (B, T, Hq, D), or (out, lse
     (B, Hq, T) float32; -inf and zeros where a row sees no key). config: launch options
-    (BLOCK_M, BLOCK_N, num_warps, num_stages, flat, tma) over the GPU's tuned ones."""
+    (BLOCK_M, BLOCK_N, num_warps, num_stages, flat, tma) over the GPU's tuned ones. The
+    index's values are checked as vertical_slash_index makes them (one read back to the host)."""
     _check_qkv(q, k, v)
     if scale is not None:
         check_number("scale", scale)
@@ -605,6 +608,43 @@ def vertical_slash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
             shape = ", ".join("*" if w is None else str(w) for w in want)
             raise ValueError(f"index.{name} must be a contiguous int32 tensor of shape ({shape}) on {q.device}; "
                              f"got {t.dtype} {tuple(t.shape)} on {t.device}")
+    _check_sparse_index_values(index)
+    return _attend_vertical_slash(q, k, v, index, scale, return_lse, config)
+
+
+def _check_sparse_index_values(index: SparseIndex) -> None:
+    """What the kernel trusts in an index it is handed (one read back to the host): counts
+    within the tensors (else it reads past them), intervals inside [0, T), sorted and at
+    least BLOCK diagonals apart (closer ones give a block overlapping ranges: keys counted
+    twice), columns sorted without repeats and padded with T, and each block's column count
+    the number of columns at or before its last row."""
+    T, (B, H, NI, _), NC = index.tokens, index.intervals.shape, index.columns.shape[2]
+    n = index.n_intervals.long()
+    first, last = index.intervals[..., 0].long(), index.intervals[..., 1].long()
+    listed = torch.arange(NI, device=n.device) < n[..., None]
+    cols = index.columns.long()
+    nb = index.block_columns.shape[2]
+    last_rows = (torch.arange(nb, device=cols.device) * BLOCK + BLOCK - 1).clamp(max=T - 1)
+    counts = torch.searchsorted(cols.reshape(B * H, NC).contiguous(), last_rows.expand(B * H, nb).contiguous(),
+                                right=True).view(B, H, nb)
+    problems = {
+        f"n_intervals must lie in [0, {NI}] (the intervals it holds)": (n < 0) | (n > NI),
+        f"each listed interval [first, last] must have 0 <= first <= last < T = {T}":
+            listed & ((first < 0) | (first > last) | (last >= T)),
+        f"the intervals must be sorted and merged: each first at least {BLOCK} past the last before it":
+            listed[..., 1:] & (first[..., 1:] - last[..., :-1] < BLOCK),
+        f"columns must lie in [0, {T}] (T = {T} pads)": (cols < 0) | (cols > T),
+        "columns must be sorted without repeats, padding (T) last":
+            (cols[..., 1:] <= cols[..., :-1]) & ~((cols[..., 1:] == T) & (cols[..., :-1] == T)),
+        "block_columns must count the columns at or before each block's last row": index.block_columns != counts}
+    found = torch.stack([bad.any() for bad in problems.values()]).tolist()
+    for message, bad in zip(problems, found):
+        if bad:
+            raise ValueError(f"index: {message}")
+
+
+def _attend_vertical_slash(q, k, v, index, scale, return_lse, config=None):
+    B, T, Hq, D = q.shape
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
     if B * T * Hq:
@@ -642,9 +682,10 @@ def vertical_slash_pattern(vertical: torch.Tensor, slash: torch.Tensor, n_column
 
     (nc, width_c), (nd, width_d) = counts(n_columns, "n_columns"), counts(n_diagonals, "n_diagonals")
     keep = torch.ones(H, dtype=torch.bool, device=dev) if keep is None else keep.to(dev, non_blocking=True)
-    vert = vertical.clone()
+    # a NaN estimate (a NaN in q or k) ranks last: topk puts NaN above the +inf of the kept keys
+    vert = vertical.masked_fill(vertical.isnan(), float("-inf"))
     vert[..., :SINK_COLUMNS] = torch.where(keep[:, None], float("inf"), vert[..., :SINK_COLUMNS])
-    sl = slash.clone()
+    sl = slash.masked_fill(slash.isnan(), float("-inf"))
     sl[..., :LOCAL_DIAGONALS] = torch.where(keep[:, None], float("inf"), sl[..., :LOCAL_DIAGONALS])
     cols = torch.topk(vert, width_c, dim=-1).indices
     diags = torch.topk(sl, width_d, dim=-1).indices
@@ -655,10 +696,12 @@ def vertical_slash_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n_
                            scale: float | None = None, return_lse: bool = False):
     """Estimate, choose (n_columns, n_diagonals per head: MInference's (vertical, slash)
     budgets), index and attend; see the module doc."""
+    _check_qkv(q, k, v)
+    check_bool("return_lse", return_lse)
     vertical, slash = estimate_vertical_slash(q, k, scale=scale)
     cols, nc, diags, nd = vertical_slash_pattern(vertical, slash, n_columns, n_diagonals)
-    index = vertical_slash_index(cols, diags, q.shape[1], nc, nd)
-    return vertical_slash_attention(q, k, v, index, scale=scale, return_lse=return_lse)
+    index = vertical_slash_index(cols, diags, q.shape[1], nc, nd, validate=False)  # top-k indices: valid
+    return _attend_vertical_slash(q, k, v, index, scale, return_lse)
 
 
 # ----------------------------------------------------------------------------- block-sparse
@@ -694,8 +737,9 @@ class BlockIndex(NamedTuple):
 def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k) -> BlockIndex:
     """MInference's block-sparse estimate: BLOCK-token means of q and k, their products per
     (query block, key block), causal, and the top_k key blocks of each query block (an int,
-    or a list of one per query head), the first block (the sink) and the diagonal block
-    always among them. PyTorch only: q and k may lie on any device."""
+    or a list of one per query head), the diagonal block and the first block (the sink)
+    always among them, in that order (a budget of one keeps the diagonal). A block whose
+    score is NaN (a NaN in q or k) is not chosen. PyTorch only: q and k may lie on any device."""
     _check_qkv(q, k, k, kernel_input=False)
     B, T, H, D = q.shape
     per_head = list(top_k) if isinstance(top_k, (list, tuple)) else [top_k] * H
@@ -716,8 +760,10 @@ def block_sparse_index(q: torch.Tensor, k: torch.Tensor, top_k) -> BlockIndex:
     pq, pk = pooled(q), pooled(k).repeat_interleave(H // k.shape[2], dim=2)
     qb, kb = torch.arange(nb, device=q.device)[:, None], torch.arange(nb, device=q.device)[None, :]
     scores = torch.einsum("bqhd,bkhd->bhqk", pq, pk)  # in place below: no second (heads x nb x nb) copy
-    scores.masked_fill_(kb > qb, float("-inf"))
-    scores.masked_fill_((kb == 0) | (kb == qb), float("inf"))  # the sink and the diagonal, always
+    scores.masked_fill_((kb > qb) | scores.isnan(), float("-inf"))  # a NaN score (a NaN in q or k): not chosen
+    # the diagonal first, then the sink, always: a budget of one keeps the diagonal
+    scores.masked_fill_(kb == 0, torch.finfo(scores.dtype).max)
+    scores.masked_fill_(kb == qb, float("inf"))
     kk = min(max(per_head), nb)
     top = torch.topk(scores, kk, dim=-1)  # best first: the sink and the diagonal lead
     rank_ok = torch.arange(kk, device=q.device) < device_ints(per_head, q.device)[:, None, None]
@@ -765,7 +811,8 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, in
     """Causal attention of q over the key blocks `index` selects for each BLOCK-row query block
     (a prefill from scratch); every block must hold its diagonal block (block_sparse_index
     keeps it). Returns out, or (out, lse (B, Hq, T) float32). config: launch options
-    (num_warps, num_stages) over the GPU's tuned ones."""
+    (num_warps, num_stages) over the GPU's tuned ones. The index's values are checked (one
+    read back to the host)."""
     _check_qkv(q, k, v)
     if scale is not None:
         check_number("scale", scale)
@@ -777,15 +824,40 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, in
     if index.tokens != T:
         raise ValueError(f"the index was made for {index.tokens} tokens; q has {T}")
     for name, t, shape in (("blocks", index.blocks, (B, Hq, nb)), ("counts", index.counts, (B, Hq, nb))):
-        if t.dtype != torch.int32 or t.device != q.device or not t.is_contiguous() or tuple(t.shape[:3]) != shape:
+        if (t.dtype != torch.int32 or t.device != q.device or not t.is_contiguous() or tuple(t.shape[:3]) != shape
+                or t.dim() != (4 if name == "blocks" else 3)):
             raise ValueError(f"index.{name} must be a contiguous int32 tensor of shape ({B}, {Hq}, {nb}{', *' if name == 'blocks' else ''}) "
                              f"on {q.device}; got {t.dtype} {tuple(t.shape)} on {t.device}")
+    _check_block_index_values(index)
     out = torch.empty_like(q)
     lse = torch.empty(B, Hq, T, dtype=torch.float32, device=q.device) if return_lse else None
     if B * T * Hq:
         heads = torch.arange(Hq, dtype=torch.int32, device=q.device)
         _launch_block_sparse(q, k, v, index, heads, out, lse, D ** -0.5 if scale is None else float(scale), config)
     return (out, lse) if return_lse else out
+
+
+def _check_block_index_values(index: BlockIndex) -> None:
+    """What the kernel trusts in a block index it is handed (one read back to the host): each
+    query block's count within [1, K] (else it reads past the list), its listed key blocks
+    sorted without repeats (a repeat is attended twice) and at most itself, the last its own
+    diagonal block (which gives every row a key)."""
+    kb, c = index.blocks.long(), index.counts.long()
+    nb, K = kb.shape[2], kb.shape[3]
+    if nb == 0:
+        return
+    listed = torch.arange(K, device=kb.device) < c[..., None]
+    qb = torch.arange(nb, device=kb.device)[:, None]
+    last = kb.gather(-1, (c - 1).clamp(0, max(K - 1, 0))[..., None]) if K else qb[None, None] - 1
+    problems = {
+        f"counts must lie in [1, {K}] (the blocks each query block lists)": (c < 1) | (c > K),
+        "listed key blocks must lie in [0, query block]": listed & ((kb < 0) | (kb > qb)),
+        "listed key blocks must be sorted without repeats": listed[..., 1:] & (kb[..., 1:] <= kb[..., :-1]),
+        "each query block must list its own (diagonal) block last": last.squeeze(-1) != qb.squeeze(-1)}
+    found = torch.stack([bad.any() for bad in problems.values()]).tolist()
+    for message, bad in zip(problems, found):
+        if bad:
+            raise ValueError(f"index: {message}")
 
 
 def _launch_block_sparse(q, k, v, index, heads, out, lse, scale, config=None):

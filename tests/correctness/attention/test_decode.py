@@ -262,3 +262,12 @@ def test_the_long_cache_candidates_compute_the_same_attention(device):
     for block_n in (64, 128):
         got = gqa_decode(q, k, v, num_splits=3, config=dict(block_n=block_n, num_warps=8, num_stages=2, waves=4))
         assert_within_rule(got, exact, lowp, torch.bfloat16)
+
+
+def test_zero_query_heads_give_an_empty_result(device):
+    """An empty q (no query heads) returns empty out and lse, as empty batches do (the split
+    plan divided by the heads' count: a ZeroDivisionError)."""
+    _, k, v = make_inputs(2, 1, 2, 2, 64, 16, torch.float16, device, 6)
+    q = torch.empty(2, 1, 0, 64, dtype=torch.float16, device=device)
+    out, lse = gqa_decode(q, k, v, torch.tensor([5, 7], device=device), return_lse=True)
+    assert out.shape == (2, 1, 0, 64) and lse.shape == (2, 0, 1)

@@ -329,3 +329,14 @@ def test_the_suffix_decode_attends_early_only_on_lengths_made_before_the_node_ke
     decode.decode_launch(q, ks, vs, lens.to(torch.int32), None, True, True, None, 1, False, None, None, None, 1e-6,
                          None, False, extra_parts=extra, early_extra=True)
     assert launches == [True, True, False, True]
+
+
+def test_zero_query_heads_give_an_empty_result(device):
+    """No query heads: an empty result, as gqa_decode gives (the plan divided by zero)."""
+    tree = prefix_tree([-1, 0], [8, 4], [1, 1], device=device)
+    g = torch.Generator().manual_seed(0)
+    pool = [torch.randn(12, 2, 64, generator=g).half().to(device) for _ in range(2)]
+    suffix = [torch.randn(2, 40, 2, 64, generator=g).half().to(device) for _ in range(2)]
+    q = torch.empty(2, 1, 0, 64, dtype=torch.float16, device=device)
+    out, lse = shared_prefix_decode(q, *pool, tree, *suffix, torch.tensor([5, 7], device=device), return_lse=True)
+    assert out.shape == (2, 1, 0, 64) and lse.shape == (2, 0, 1)

@@ -190,6 +190,27 @@ def test_pattern_keeps_the_sink_columns_and_local_diagonals():
         SINK_COLUMNS).tolist())
 
 
+def test_a_nan_estimate_ranks_below_the_kept_keys():
+    """A NaN in q makes a head's estimates NaN, which torch.topk ranks above +inf: the sink
+    columns and local diagonals must still be chosen (they were not), and so must the
+    block-sparse sink and diagonal."""
+    vert, slash = torch.rand(1, 2, 500), torch.rand(1, 2, 500)
+    vert[0, 0], slash[0, 0] = float("nan"), float("nan")
+    cols, nc, diags, nd = vertical_slash_pattern(vert, slash, 50, 120)
+    assert set(range(SINK_COLUMNS)) <= set(cols[0, 0].tolist())
+    assert set(range(LOCAL_DIAGONALS)) <= set(diags[0, 0].tolist())
+    q, k, _ = _qkv(1, 64 * 5, 2, 1, 64, torch.float16, "cpu", 21)
+    q[0, 150, 0, 0] = float("nan")  # in query block 2
+    index = block_sparse_index(q, k, 2)
+    assert index.blocks[0, 0, 2, :int(index.counts[0, 0, 2])].tolist() == [0, 2]
+
+
+def test_a_block_budget_of_one_keeps_the_diagonal():
+    q, k, _ = _qkv(1, 64 * 4, 2, 1, 64, torch.float16, "cpu", 22)
+    index = block_sparse_index(q, k, 1)
+    assert index.counts.eq(1).all() and index.blocks[0, :, :, 0].tolist() == [[0, 1, 2, 3]] * 2
+
+
 def test_a_shape_is_the_sink_and_the_local_window():
     t = 300
     index = a_shape_index(1, 1, t, sink=16, window=100)
@@ -241,11 +262,42 @@ def test_nan_in_a_key_reaches_only_the_rows_that_select_it(device, where, flat, 
     assert not torch.isnan(out[0][~nan_rows.to(out.device)].float()).any()
 
 
+def _with(t, at, value):
+    t = t.clone()
+    t[at] = value
+    return t
+
+
+@pytest.mark.parametrize("field,at,value,message", [
+    ("n_intervals", (0, 0), 1000, r"n_intervals must lie in \[0, 8\]"),  # read past the intervals: a crash before
+    ("block_columns", (0, 0, 1), 1000, "block_columns must count"),  # read past the columns: a crash before
+    ("block_columns", (0, 0, 1), 1, "block_columns must count"),  # a column left out of block 1
+    ("intervals", (0, 0, 1, 0), 40, "sorted and merged"),  # ranges of one block overlap: keys counted twice
+    ("intervals", (0, 0, 1, 1), 300, "first <= last < T = 256"),
+    ("columns", (0, 0, 1), 5, "sorted without repeats"),  # a key counted twice
+    ("columns", (0, 0, 2), 300, r"columns must lie in \[0, 256\]"),
+])
+def test_vertical_slash_refuses_an_index_it_cannot_walk(device, field, at, value, message):
+    """A valid index (columns 5, 70, 200; diagonals 0-3 and 100-103) with one value spoiled."""
+    q, k, v = _qkv(1, 256, 2, 1, 64, torch.float16, device, 24)
+    index = vertical_slash_index(torch.tensor([[[5, 70, 200]] * 2]), torch.tensor([[[0, 1, 2, 3, 100, 101, 102, 103]] * 2]),
+                                 256)
+    vertical_slash_attention(q, k, v, index.to(device))  # as made: accepted
+    bad = index._replace(**{field: _with(getattr(index, field), at, value)}).to(device)
+    with pytest.raises(ValueError, match=message):
+        vertical_slash_attention(q, k, v, bad)
+
+
 def test_bad_input_is_refused_with_a_clear_error(device):
     q, k, v = _qkv(1, 64, 2, 1, 64, torch.float16, device, 9)
     index = vertical_slash_index(torch.tensor([[[0], [1]]]), torch.tensor([[[0], [0]]]), 64).to(device)
     with pytest.raises(ValueError, match="must lie in"):
         vertical_slash_index(torch.tensor([[[64]]]), torch.tensor([[[0]]]), 64)
+    for scale in (float("nan"), float("inf")):  # the estimate took them and gave NaN scores
+        with pytest.raises(ValueError, match="scale must be a finite number"):
+            estimate_vertical_slash(q, k, scale=scale)
+    with pytest.raises(TypeError, match="scale must be a number"):
+        estimate_vertical_slash(q, k, scale=True)
     with pytest.raises(ValueError, match="repeat"):
         vertical_slash_index(torch.tensor([[[1, 1]]]), torch.tensor([[[0]]]), 64)
     with pytest.raises(ValueError, match="columns is on meta: its values are read"):  # PyTorch-only inputs too
@@ -357,6 +409,43 @@ def test_block_sparse_refuses_bad_input(device):
         block_sparse_attention(q, k, v, tuple(index))
     with pytest.raises(ValueError, match="top_k must be an int >= 1"):
         block_sparse_index(q, k, 0)
+    with pytest.raises(ValueError, match="index.blocks must be"):  # three dimensions: an IndexError before
+        block_sparse_attention(q, k, v, index._replace(blocks=index.blocks[..., 0].contiguous()))
+
+
+def _edited(t, edit):
+    t = t.clone()
+    edit(t)
+    return t
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c.add_(1000), r"counts must lie in \[1, 2\]"),  # read past the list: a crash on the CPU lane
+    (lambda c: c[..., 1].zero_(), r"counts must lie in \[1, 2\]"),  # no key: NaN rows
+])
+def test_block_sparse_refuses_bad_counts(device, edit, message):
+    q, k, v = _qkv(1, 128, 2, 1, 64, torch.float16, device, 13)
+    index = block_sparse_index(q, k, 2)
+    with pytest.raises(ValueError, match=message):
+        block_sparse_attention(q, k, v, index._replace(counts=_edited(index.counts, edit)))
+
+
+@pytest.mark.parametrize("blocks,message", [
+    ([0, 0, 2], "sorted without repeats"),  # attended twice
+    ([0, 1, 3], r"lie in \[0, query block\]"),  # a key block past the query block
+    ([0, 1, 1], "sorted without repeats"),
+    ([1, 0, 2], "sorted without repeats"),
+    ([0, 1], "diagonal"),  # the diagonal block left out
+])
+def test_block_sparse_refuses_bad_block_lists(device, blocks, message):
+    """Query block 2 of 3 lists `blocks`; every other block is valid."""
+    q, k, v = _qkv(1, 64 * 3, 2, 1, 64, torch.float16, device, 23)
+    index = block_sparse_index(q, k, 3)
+    kb, counts = index.blocks.clone(), index.counts.clone()
+    kb[0, 0, 2, :len(blocks)] = torch.tensor(blocks, dtype=torch.int32)
+    counts[0, 0, 2] = len(blocks)
+    with pytest.raises(ValueError, match=message):
+        block_sparse_attention(q, k, v, index._replace(blocks=kb.to(device), counts=counts.to(device)))
 
 
 
