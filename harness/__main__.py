@@ -267,6 +267,8 @@ def cmd_store(args) -> int:
         raise UnusableInput(f"{args.run}: {problem}: a committed run says what made it")
     if not run.gpu:
         raise UnusableInput(f"{args.run} names no GPU (machine_info.gpu.name): no results folder is its own")
+    if not run.entries:
+        raise UnusableInput(f"{args.run} holds no device-timed cases: nothing to store")
     folder = Path(args.results) / gpu_slug(run.gpu)
     for f in run_files(folder):  # a second copy would count one run twice in the history
         if read_json(f) == data:

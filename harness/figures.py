@@ -18,6 +18,7 @@ needs (flops, bytes, a shape) are left out of that figure and counted.
 from __future__ import annotations
 
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -267,14 +268,22 @@ def _link(path: Path | None, page: Path) -> str:
 def build_report(paths, out_dir, flag_regressions: bool = True) -> list[Path]:
     """Write the report; returns the pages (one per GPU model, then DIR/index.md)."""
     runs, problems = collect(paths)
+    for problem in problems:
+        print(f"left out: {problem}", file=sys.stderr)
+    if not runs:
+        raise UnusableInput(f"no results file with device-timed cases in {' '.join(map(str, paths))}: "
+                            "nothing to report")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UnusableInput(f"{out} is a file: -o names the report's folder")
     out.mkdir(parents=True, exist_ok=True)
-    by_gpu = defaultdict(list)
+    by_gpu = defaultdict(list)  # by folder name: one page a GPU model, however its name was spelled
     for run in runs:
-        by_gpu[run.gpu].append(run)
+        by_gpu[gpu_slug(run.gpu or "unknown GPU")].append(run)
     pages = []
-    for gpu, gruns in sorted(by_gpu.items(), key=lambda x: str(x[0])):
-        d = out / gpu_slug(gpu or "unknown GPU")
+    for slug, gruns in sorted(by_gpu.items()):
+        gpu = gruns[-1].gpu
+        d = out / slug
         d.mkdir(exist_ok=True)
         page = d / "index.md"
         newest = newest_kernels(gruns)

@@ -264,6 +264,9 @@ def judge_candidate(base_arg, cand_path, threshold: float, history) -> tuple[Run
     cand = load_run(cand_path)
     runs = None  # BASE's history, loaded once when it also gives the stability
     if Path(base_arg).is_dir():
+        if not cand.gpu:  # the folder's runs of every GPU model would be its reference
+            raise UnusableInput(f"{cand_path} records no GPU model (machine_info.gpu.name): a results folder "
+                                "gives a reference only for a run of a GPU model; give BASE as a file")
         if Path(history).resolve() == Path(base_arg).resolve():
             runs = load_history(base_arg, cand.gpu, [cand_path])
         base = reference_for_gpu(base_arg, cand.gpu, exclude=[cand_path], runs=runs)

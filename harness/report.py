@@ -10,6 +10,10 @@ def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
+def _micro(seconds):
+    return None if seconds is None else seconds * 1e6
+
+
 def format_table(rows: list[dict]) -> str:
     """rows: extra_info dicts of one run (case, provider, median_s, gbps, ...)."""
     header = ("case", "provider", "median_us", "iqr_us", "TFLOP/s", "GB/s", "roofline", "speedup", "timing")
@@ -18,7 +22,7 @@ def format_table(rows: list[dict]) -> str:
         speed = r.get("speedup_vs_best_baseline")
         sp = "-" if speed is None else f"{speed:.2f}x vs {r.get('best_baseline')}"
         lines.append((
-            r["case"], r["provider"], _fmt(r["median_s"] * 1e6, ".2f"), _fmt(r["iqr_s"] * 1e6, ".2f"),
+            r["case"], r["provider"], _fmt(_micro(r.get("median_s")), ".2f"), _fmt(_micro(r.get("iqr_s")), ".2f"),
             _fmt(r.get("tflops"), ".2f"), _fmt(r.get("gbps"), ".0f"),
             _fmt(None if r.get("roofline_fraction") is None else 100 * r["roofline_fraction"], ".0f") + "%"
             if r.get("roofline_fraction") is not None else "-",

@@ -59,6 +59,11 @@ def _positive_finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
+# extra_info fields that must be numbers (or null) where a results file has them
+NUMBER_FIELDS = ("median_s", "iqr_s", "speedup_vs_best_baseline", "tflops", "gbps", "roofline_fraction",
+                 "read_bound_fraction", "flops", "bytes", "compile_time_s")
+
+
 def _entry(p: Path, i: int, b) -> Entry | None:
     """One benchmark of the file, checked; None for a benchmark that is not a suite case."""
     where = f"{p}: benchmarks[{i}]"
@@ -74,6 +79,10 @@ def _entry(p: Path, i: int, b) -> Entry | None:
     median = stats.get("median", info.get("median_s"))
     if not _positive_finite(median):
         raise UnusableInput(f"{where}: stats.median is {median!r}, not a positive finite number")
+    for name in NUMBER_FIELDS:  # what the tables, figures and gate compute with
+        value = info.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UnusableInput(f"{where}: extra_info.{name} is {value!r}, not a number")
     data = stats.get("data")
     if data is not None:
         if not isinstance(data, list) or not all(_positive_finite(x) for x in data):
@@ -133,6 +142,8 @@ def parse_run(p: Path, data) -> Run:
         entries[(e.case, e.provider)] = e
     machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
     gpu_info = machine.get("gpu") if isinstance(machine.get("gpu"), dict) else {}
+    if gpu_info.get("name") is not None and not isinstance(gpu_info["name"], str):
+        raise UnusableInput(f"{p}: machine_info.gpu.name is {gpu_info['name']!r}, not a string")
     soft = machine.get("software") if isinstance(machine.get("software"), dict) else {}
     software = {k: soft.get(k) for k in ("torch", "triton", "cuda")}
     software["driver"] = gpu_info.get("driver")

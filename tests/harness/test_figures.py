@@ -78,6 +78,26 @@ def test_missing_fields_and_bad_files_are_reported(tmp_path):
     assert not sweeps(newest_kernels(runs)) and len(problems) == 1  # no shape: no sweep
 
 
+def test_nothing_to_report_a_file_for_a_folder_and_one_gpu_spelled_twice(results, tmp_path, capsys):
+    """An empty folder or a missing path was a report of no page with exit 0; -o naming a
+    file a traceback; two spellings of one GPU model one folder, the second page over the first."""
+    (tmp_path / "empty").mkdir()
+    for paths in ([tmp_path / "empty"], [tmp_path / "missing"]):
+        assert main(["report", *map(str, paths), "-o", str(tmp_path / "r0")]) == 2
+        assert "nothing to report" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["report", str(results), "-o", str(tmp_path / "afile"), "--no-gate-marks"]) == 2
+    assert "is a file" in capsys.readouterr().err
+    cases, info = _cases()
+    two = tmp_path / "two"
+    two.mkdir()
+    results_file(two / "0001_a.json", cases, gpu="NVIDIA H100", seed=1, info=info)
+    results_file(two / "0002_b.json", cases, gpu="nvidia h100", seed=2, info=info)
+    pages = build_report([two], tmp_path / "r2")
+    assert [p.parent.name for p in pages[:-1]] == ["nvidia-h100"]
+    assert "2 runs" in pages[0].read_text()
+
+
 def test_the_command_writes_the_report(results, tmp_path, capsys):
     assert main(["report", str(results / "h100"), "-o", str(tmp_path / "r"), "--no-gate-marks"]) == 0
     assert str(tmp_path / "r" / "index.md") in capsys.readouterr().out

@@ -100,6 +100,22 @@ def test_different_gpu_models_is_exit_2(tmp_path):
     assert main(["gate", str(base), str(cand)]) == 2
 
 
+def test_a_run_that_records_no_gpu_model_is_exit_2(tmp_path, capsys):
+    """Against a folder, a candidate without a GPU name was judged against every GPU
+    model's runs (here an H200's, passing); against a file, one with a GPU name differs."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    results_file(folder / "0001_h200.json", CASES, seed=1, gpu="NVIDIA H200")
+    cand = results_file(tmp_path / "cand.json", CASES, seed=2)
+    data = json.loads(cand.read_text())
+    del data["machine_info"]["gpu"]
+    cand.write_text(json.dumps(data))
+    assert main(["gate", str(folder), str(cand)]) == 2
+    assert "records no GPU model" in capsys.readouterr().err
+    other = results_file(tmp_path / "other.json", CASES, seed=3)
+    assert main(["gate", str(cand), str(other)]) == 2
+
+
 def test_unreadable_input_is_exit_2(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

@@ -229,6 +229,10 @@ def test_store_refuses_a_copy_an_overwrite_a_bad_name_and_a_run_that_cannot_be_c
                      (tmp_path / "missing.json", "no such file")):
         assert main(["store", str(bad), "x", "--results", str(results)]) == 2
         assert why in capsys.readouterr().err
+    empty = tmp_path / "empty.json"  # no case in it: stored before
+    empty.write_text(json.dumps({**json.loads(cand.read_text()), "benchmarks": []}))
+    assert main(["store", str(empty), "x", "--results", str(results)]) == 2
+    assert "no device-timed cases" in capsys.readouterr().err
     assert sorted((results / H100).iterdir()) == before
     with pytest.raises(UnusableInput, match="never overwritten"):
         write_run(stored, {})
@@ -279,3 +283,34 @@ def test_the_measured_line_reaches_the_terminal_through_output_capture(tmp_path)
                      "'iqr_s': 1e-7})\n")
     assert out.returncode == 0, out.stdout + out.stderr
     assert any(line.startswith("measured: op/n=1") for line in out.stdout.splitlines()), out.stdout
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["benchmarks"][0]["extra_info"].update(speedup_vs_best_baseline="n/a"),
+     r"extra_info.speedup_vs_best_baseline is 'n/a', not a number"),
+    (lambda d: d["benchmarks"][0]["extra_info"].update(iqr_s=True), "extra_info.iqr_s is True, not a number"),
+    (lambda d: d["machine_info"]["gpu"].update(name=123), "machine_info.gpu.name is 123, not a string"),
+])
+def test_an_ill_typed_field_is_unusable_input_everywhere(tmp_path, capsys, edit, message):
+    """Such fields crashed table and compare with a format error, store and report with an
+    AttributeError; now every command names the field."""
+    good = _run(tmp_path / "good.json", seed=1)
+    data = json.loads(good.read_text())
+    edit(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(UnusableInput, match=message):
+        load_run(bad)
+    for argv in (["table", str(bad)], ["compare", str(good), str(bad)], ["store", str(bad), "x", "--results",
+                                                                           str(tmp_path / "r")]):
+        assert main(argv) == 2
+        assert "not a" in capsys.readouterr().err
+
+
+def test_a_table_without_a_spread_shows_a_dash(tmp_path, capsys):
+    data = json.loads(_run(tmp_path / "a.json", seed=1).read_text())
+    for b in data["benchmarks"]:
+        b["extra_info"].pop("iqr_s", None)
+    f = tmp_path / "noiqr.json"
+    f.write_text(json.dumps(data))
+    assert main(["table", str(f)]) == 0  # a KeyError before
