@@ -115,7 +115,7 @@ def _fused_linear_kernel(
     HAS_NORM: tl.constexpr, GATED: tl.constexpr, SPLIT: tl.constexpr, HAS_LORA: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr, FIXUP: tl.constexpr, USE_TMA: tl.constexpr, PDL: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_R: tl.constexpr,
-    GROUP_M: tl.constexpr = 1,
+    GROUP_M: tl.constexpr = 1, ROW_SCALE: tl.constexpr = False,
 ):
     pid_k = tl.program_id(1)
     if GROUP_M > 1:  # one program per tile, no split: GROUP_M row tiles walk the columns together
@@ -127,6 +127,9 @@ def _fused_linear_kernel(
     acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc3 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     ss = tl.zeros([BLOCK_M], dtype=tl.float32)
+    E_MIN: tl.constexpr = -120.0  # ROW_SCALE: rows of zeros (2^120 stays finite in fp32)
+    e_sum = tl.full([BLOCK_M], E_MIN, dtype=tl.float32)  # ROW_SCALE: acc1 and acc3 are in units of 2^e_sum
+    tl.static_assert(not (ROW_SCALE and HAS_LORA))  # x A would mix the blocks' units
     xa = tl.zeros([BLOCK_M, BLOCK_R], dtype=tl.float32)
     rr = tl.arange(0, BLOCK_R)
     k_start = pid_k * k_chunk
@@ -155,7 +158,21 @@ def _fused_linear_kernel(
                 g_next = tl.load(G + rk + BLOCK_K, mask=rk + BLOCK_K < k_end, other=0.0)
             else:
                 g = tl.load(G + rk, mask=k_ok, other=0.0).to(tl.float32)
-            x = (xf * g[None, :]).to(X.dtype.element_ty)
+            xg = xf * g[None, :]
+            if ROW_SCALE:
+                # fp16: x g may leave fp16's range (or sink below its normal range) where
+                # RMSNorm(x) g does not. Each row's operand is x g / 2^e with 2^e putting the
+                # largest |x g| so far in [2^13, 2^14) (exact), the fp32 sums kept in units of
+                # 2^e; e only grows, so the sums are only ever scaled down (never overflow)
+                big = tl.max(tl.abs(xg), axis=1)
+                e = tl.maximum(tl.where(big > 0, tl.floor(tl.log2(tl.maximum(big, 1e-30))) - 13.0, E_MIN), e_sum)
+                xg = xg * tl.exp2(-e)[:, None]
+                rescale = tl.exp2(e_sum - e)[:, None]
+                acc1 = acc1 * rescale
+                if GATED:
+                    acc3 = acc3 * rescale
+                e_sum = e
+            x = xg.to(X.dtype.element_ty)
         w_mask = k_ok[:, None] & n_ok[None, :]
         if USE_TMA:
             w1 = W1D.load([k0, pid_n * BLOCK_N])
@@ -174,6 +191,10 @@ def _fused_linear_kernel(
             else:
                 a = tl.load(A + rk[:, None].to(tl.int64) * stride_ak + rr[None, :], mask=k_ok[:, None] & (rr[None, :] < rank), other=0.0)
             xa = tl.dot(exact_operand(x), exact_operand(a), xa)
+    if ROW_SCALE:  # back from the last block's units
+        acc1 = acc1 * tl.exp2(e_sum)[:, None]
+        if GATED:
+            acc3 = acc3 * tl.exp2(e_sum)[:, None]
     # PDL: the next kernel may launch once every program got here (its programs then wait
     # for this kernel to end); letting it launch before the loop slowed the layers.
     pdl_launch_dependents(PDL)
@@ -362,6 +383,7 @@ def _run(x, g, w1, w3, eps, num_splits, config, lora=None, residual=None):
         HAS_NORM=has_norm, GATED=gated, SPLIT=split, HAS_LORA=lora is not None, HAS_RESIDUAL=residual is not None,
         FIXUP=fixup, USE_TMA=tma,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_R=block_r, GROUP_M=group_m,
+        ROW_SCALE=has_norm and x.dtype == torch.float16,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **pdl_options(x.device, launch_early=early),
     )
     if split and not fixup:

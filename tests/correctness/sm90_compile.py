@@ -87,6 +87,14 @@ def cases():
                {**({"M": 1} if m_one else {}), "HAS_NORM": not lora, "GATED": gated, "SPLIT": True, "HAS_LORA": lora,
                 "FIXUP": True, "USE_TMA": False, "HAS_RESIDUAL": lora, "PDL": m_one,
                 "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "BLOCK_R": 16})
+    f16 = {n: "*fp16" for n in "X G W1 W3 Y R A B".split()}
+    for tma in ({"USE_TMA": False}, {"USE_TMA": True, "XD": "tensordesc<fp16[16,64]>", "W1D": "tensordesc<fp16[64,128]>",
+                                     "W3D": "tensordesc<fp16[64,128]>", "AD": "tensordesc<fp16[64,16]>"}):
+        use_tma = tma.pop("USE_TMA")  # fp16 decode rows: each row scaled by a power of two
+        yield (f"fused_linear fp16 row scale TMA={use_tma}", _fused_linear_kernel, lin | f16 | tma,
+               {"HAS_NORM": True, "GATED": False, "SPLIT": True, "HAS_LORA": False, "FIXUP": True, "USE_TMA": use_tma,
+                "HAS_RESIDUAL": False, "PDL": True, "BLOCK_M": 16, "BLOCK_N": 128 if use_tma else 64,
+                "BLOCK_K": 64 if use_tma else 128, "BLOCK_R": 16, "ROW_SCALE": True})
     for block_m, gated, lora in ((16, False, True), (64, True, False)):  # x and the weights read through TMA
         tma = {"XD": f"tensordesc<bf16[{block_m},64]>", "W1D": "tensordesc<bf16[64,128]>",
                "W3D": "tensordesc<bf16[64,128]>", "AD": "tensordesc<bf16[64,16]>"}

@@ -78,6 +78,55 @@ def test_rmsnorm_linear_matches_reference(device, m, k, n, splits, dtype, seed):
                        rmsnorm_linear_reference(x, gw, w, 1e-6, dt), dt, rounding_sd(normed, w, dt))
 
 
+@pytest.mark.parametrize("x_scale,g_scale", [(400.0, 200.0), (1e-3, 1e-3)])
+@pytest.mark.parametrize("splits", [None, 3])
+def test_rmsnorm_linear_in_fp16_beyond_the_range_of_x_times_g(device, x_scale, g_scale, splits):
+    """Decode rows multiply x by g before the product and apply rstd after it: in fp16 a
+    row whose x g exceeds 65504 gave inf, then NaN (x 400, g 200: RMSNorm(x) g is ~200), and
+    one whose x g falls below fp16's normal range lost its digits (x, g ~1e-3), where the
+    normalized values are ordinary. Each row is now scaled by a power of two first."""
+    dt = torch.float16
+    g = torch.Generator().manual_seed(31)
+    k, n = 256, 48
+    x = (randn((2, k), torch.float32, "cpu", g) * x_scale).to(dt).to(device)
+    gw = ((randn((k,), torch.float32, "cpu", g, 0.2) + 1) * g_scale).to(dt).to(device)
+    w = randn((k, n), dt, device, g, k ** -0.5)
+    y = rmsnorm_linear(x, gw, w, 1e-6, num_splits=splits)
+    normed = rms_norm_reference(x, gw, 1e-6, torch.float64)
+    assert_within_rule(y, rmsnorm_linear_reference(x, gw, w, 1e-6, torch.float64),
+                       rmsnorm_linear_reference(x, gw, w, 1e-6, dt), dt, rounding_sd(normed, w, dt))
+
+
+@pytest.mark.parametrize("first,last", [(1e-3, 400.0), (400.0, 1e-3)])
+def test_rmsnorm_linear_in_fp16_over_a_row_of_small_and_large_values(device, first, last):
+    """Half a row ~first, half ~last, in K blocks of 32: the row's scale changes between blocks."""
+    dt, k, n = torch.float16, 256, 32
+    g = torch.Generator().manual_seed(33)
+    x = randn((2, k), torch.float32, "cpu", g)
+    x[:, :k // 2] *= first
+    x[:, k // 2:] *= last
+    x = x.to(dt).to(device)
+    gw = (randn((k,), torch.float32, "cpu", g, 0.2) + 1).mul(100.0).to(dt).to(device)
+    w = randn((k, n), dt, device, g, k ** -0.5)
+    y = rmsnorm_linear(x, gw, w, 1e-6, config={"block_k": 32})
+    normed = rms_norm_reference(x, gw, 1e-6, torch.float64)
+    assert_within_rule(y, rmsnorm_linear_reference(x, gw, w, 1e-6, torch.float64),
+                       rmsnorm_linear_reference(x, gw, w, 1e-6, dt), dt, rounding_sd(normed, w, dt))
+
+
+def test_rmsnorm_linear_nan_and_inf_in_a_row_stay_in_it(device):
+    dt = torch.float16
+    g = torch.Generator().manual_seed(32)
+    x, w = randn((3, 64), dt, device, g), randn((64, 16), dt, device, g, 0.125)
+    gw = randn((64,), dt, device, g, 0.2) + 1
+    x[0, 5], x[2, 7] = float("nan"), float("inf")
+    y = rmsnorm_linear(x, gw, w)
+    exact = rmsnorm_linear_reference(x, gw, w, 1e-6, torch.float64)
+    assert torch.isnan(y[0]).all() and torch.isnan(exact[0]).all()
+    assert torch.isnan(y[2]).all() and torch.isnan(exact[2]).all()  # inf / rms(inf): NaN
+    assert torch.isfinite(y[1]).all()
+
+
 @given(**dims)
 @example(m=1, k=4096, n=64, splits=None, dtype="fp16", seed=0)
 @example(m=17, k=129, n=65, splits=2, dtype="fp16", seed=1)
