@@ -153,3 +153,24 @@ def check_no_overlap(out_name: str, out, inputs: dict, in_place_ok: tuple = ()) 
         also = f" (it may be {name} itself, exactly, to work in place)" if name in in_place_ok else ""
         raise ValueError(f"{out_name} must not overlap {name} in memory{also}: "
                          f"the kernel would read values it has already overwritten")
+
+
+def check_pow2_option(cfg: dict, name: str, low: int, high: int) -> None:
+    """A launch option that must be a power of two in [low, high] (ValueError naming it)."""
+    v = cfg[name]
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high or v & (v - 1):
+        raise ValueError(f"{name} must be a power of two from {low} to {high}, got {v!r}")
+
+
+def check_int_option(cfg: dict, name: str, low: int, high: int) -> None:
+    """A launch option that must be an int in [low, high] (ValueError naming it)."""
+    v = cfg[name]
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        raise ValueError(f"{name} must be an int from {low} to {high}, got {v!r}")
+
+
+def check_positive_option(cfg: dict, name: str) -> None:
+    """A launch option that must be a positive finite number (ValueError naming it)."""
+    v = cfg[name]
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a positive finite number, got {v!r}")

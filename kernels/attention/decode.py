@@ -28,8 +28,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import (check_bool, check_int, check_no_overlap, check_number, check_qk_norm_weights,
-                            check_same_device, check_same_dtype, check_tensor)
+from kernels.checks import (check_bool, check_int, check_int_option, check_no_overlap, check_number,
+                            check_positive_option, check_pow2_option, check_qk_norm_weights, check_same_device,
+                            check_same_dtype, check_tensor)
 from kernels.interpreter import exact_operand
 from kernels.launch import (cdiv, last_to_arrive, next_power_of_2, pdl_launch_dependents, pdl_options, pdl_wait,
                             split_plan, tile_counters)
@@ -73,6 +74,12 @@ def _check_config(cfg: dict) -> None:
         raise ValueError(f"fixup must be 'auto', 'kernel' or 'merge', got {cfg['fixup']!r}")
     if cfg["block_n"] not in (16, 32, 64, 128, 256):
         raise ValueError(f"block_n must be a power of two from 16 to 256, got {cfg['block_n']!r}")
+    check_positive_option(cfg, "waves")
+    check_pow2_option(cfg, "num_warps", 1, 32)
+    check_int_option(cfg, "num_stages", 1, 8)
+    check_bool("nearest", cfg["nearest"])
+    if cfg["unsplit_stages"] is not None:
+        check_int_option(cfg, "unsplit_stages", 1, 8)
 
 
 LAUNCH = LaunchSpace("gqa_decode", _default_config, _candidates, _check_config)

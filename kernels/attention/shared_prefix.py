@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels.checks import check_bool, check_number, check_tensor
+from kernels.checks import check_bool, check_number, check_positive_option, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.launch import cdiv, next_power_of_2, pdl_launch_dependents, pdl_options, sm_count, tma_ok
 from kernels.tuning import LaunchSpace, pow2_bucket
@@ -344,8 +344,7 @@ def _candidates(head_dim: int, rows: int, kv: int) -> list[dict]:
 
 def _check_config(cfg: dict) -> None:
     check_tile_config(cfg)
-    if isinstance(cfg["waves"], bool) or not isinstance(cfg["waves"], (int, float)) or not cfg["waves"] > 0:
-        raise ValueError(f"waves must be a positive number, got {cfg['waves']!r}")
+    check_positive_option(cfg, "waves")
     check_bool("whole_waves", cfg["whole_waves"])
 
 

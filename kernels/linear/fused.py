@@ -33,7 +33,8 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels.checks import check_int, check_number, check_same_device, check_same_dtype, check_tensor
+from kernels.checks import (check_int, check_int_option, check_number, check_positive_option, check_pow2_option,
+                            check_same_device, check_same_dtype, check_tensor)
 from kernels.interpreter import exact_operand
 from kernels.launch import (cdiv, grouped_tile, last_to_arrive, next_power_of_2, pdl_launch_dependents, pdl_options,
                             pdl_wait, sm_count, split_plan, tile_counters, tile_ranges, use_tma)
@@ -101,6 +102,10 @@ def _check_config(cfg: dict) -> None:
         raise ValueError(f"group_m must be an int >= 1, got {cfg['group_m']!r}")
     if not isinstance(cfg["persistent"], bool):
         raise ValueError(f"persistent must be True or False, got {cfg['persistent']!r}")
+    check_positive_option(cfg, "waves")
+    check_int_option(cfg, "fixup_rows", 0, 2 ** 31 - 1)
+    check_pow2_option(cfg, "num_warps", 1, 32)
+    check_int_option(cfg, "num_stages", 1, 8)
 
 
 LAUNCH = LaunchSpace("fused_linear", _default_config, _candidates, _check_config)

@@ -15,7 +15,8 @@ import triton.language as tl
 from kernels.checks import (check_no_overlap, check_number, check_out, check_same_device, check_same_dtype,
                             check_tensor)
 from kernels.launch import cdiv, pdl_launch_dependents, pdl_options, pdl_wait
-from kernels.norm.rmsnorm import MAX_SINGLE_BLOCK, _as_rows, _candidates, _check_config, _default_config
+from kernels.norm.rmsnorm import (MAX_SINGLE_BLOCK, _as_rows, _candidates, _check_config, _default_config,
+                                  refuse_shape_options)
 from kernels.tuning import LaunchSpace, pow2_bucket
 
 
@@ -66,6 +67,7 @@ def ngpt_update(h: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor, eps: floa
     if not 1 <= n_cols <= MAX_SINGLE_BLOCK:
         raise ValueError(f"hidden size {n_cols} is not supported: 1 <= hidden <= {MAX_SINGLE_BLOCK}")
     check_number("eps", eps, minimum=0.0)
+    refuse_shape_options(config)
     check_out("out", out, h.shape, h.dtype, h.device)
     check_no_overlap("out", out, {"h": h, "y": y, "alpha": alpha}, in_place_ok=("h", "y"))
     h2, y2 = _as_rows(h, n_cols), _as_rows(y, n_cols)

@@ -115,11 +115,19 @@ def _check_config(cfg: dict) -> None:
 
 
 LAUNCH = LaunchSpace("rmsnorm", _default_config, _candidates, _check_config)
+SHAPE_OPTIONS = ("BLOCK_N", "SINGLE_PASS")  # set by the row length: other values leave columns unwritten
+
+
+def refuse_shape_options(config: dict | None) -> None:
+    given = sorted(set(config or {}) & set(SHAPE_OPTIONS))
+    if given:
+        raise ValueError(f"{given} follow from the row length, not launch options: set ROWS or num_warps")
 
 
 def launch_config(x: torch.Tensor, n_rows: int, n_cols: int, residual: bool, config: dict | None = None) -> dict:
     """The launch of a (n_rows, n_cols) RMSNorm of x's dtype (with the residual add or not):
     tuned for this GPU, or the default."""
+    refuse_shape_options(config)
     key = dict(rows=pow2_bucket(n_rows), cols=n_cols, elem=x.element_size(), residual=residual)
     return LAUNCH.choose(x.device, key, config)
 

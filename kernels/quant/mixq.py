@@ -37,12 +37,12 @@ import triton.language as tl
 
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from kernels.checks import check_tensor
+from kernels.checks import check_int_option, check_pow2_option, check_tensor
 from kernels.interpreter import INTERPRETING, exact_operand
 from kernels.launch import cdiv, grouped_tile, next_power_of_2, tile_ranges, use_tma
 from kernels.tuning import LaunchSpace, pow2_bucket
 
-from .quantize import check_int, check_int_option, check_number, check_pow2_option, quantize_int8_weight, stored_scale
+from .quantize import check_int, check_number, quantize_int8_weight, stored_scale
 from .rounding import to_float
 
 DTYPES = (torch.float16, torch.bfloat16)

@@ -73,27 +73,6 @@ def check_int(name: str, v, minimum: int = 0) -> None:
         raise ValueError(f"{name} must be at least {minimum}, got {v}")
 
 
-def check_pow2_option(cfg: dict, name: str, low: int, high: int) -> None:
-    """A launch option that must be a power of two in [low, high] (ValueError naming it)."""
-    v = cfg[name]
-    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high or v & (v - 1):
-        raise ValueError(f"{name} must be a power of two from {low} to {high}, got {v!r}")
-
-
-def check_int_option(cfg: dict, name: str, low: int, high: int) -> None:
-    """A launch option that must be an int in [low, high] (ValueError naming it)."""
-    v = cfg[name]
-    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
-        raise ValueError(f"{name} must be an int from {low} to {high}, got {v!r}")
-
-
-def check_positive_option(cfg: dict, name: str) -> None:
-    """A launch option that must be a positive number (ValueError naming it)."""
-    v = cfg[name]
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-        raise ValueError(f"{name} must be a positive number, got {v!r}")
-
-
 def check_number(name: str, v) -> None:
     """A real number (int or float, not a bool)."""
     if not isinstance(v, (int, float)) or isinstance(v, bool):

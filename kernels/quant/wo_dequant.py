@@ -7,11 +7,11 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.checks import check_device
+from kernels.checks import check_device, check_pow2_option
 from kernels.launch import cdiv
 from kernels.tuning import LaunchSpace
 
-from .quantize import QuantizedWeight, check_pow2_option, check_quantized
+from .quantize import QuantizedWeight, check_quantized
 from .rounding import to_float
 
 

@@ -18,11 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.checks import check_int_option, check_positive_option, check_pow2_option
 from kernels.launch import cdiv, last_to_arrive, next_power_of_2, split_plan
 from kernels.platform import interpreting
 from kernels.tuning import LaunchSpace
 
-from .quantize import QuantizedWeight, check_int_option, check_positive_option, check_pow2_option
+from .quantize import QuantizedWeight
 from .rounding import to_float
 from .wo_mma import split_scratch
 

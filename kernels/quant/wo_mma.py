@@ -19,11 +19,12 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.checks import check_int_option, check_positive_option, check_pow2_option
 from kernels.interpreter import exact_operand
 from kernels.launch import cdiv, last_to_arrive, split_plan, tile_counters, tile_ranges
 from kernels.tuning import LaunchSpace, pow2_bucket
 
-from .quantize import QuantizedWeight, check_int_option, check_positive_option, check_pow2_option
+from .quantize import QuantizedWeight
 from .rounding import to_float
 
 

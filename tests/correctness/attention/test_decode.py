@@ -231,6 +231,13 @@ def test_int_and_bool_options_are_checked(device):
         gqa_decode(q, k, v, scale=float("nan"))
     with pytest.raises(ValueError, match="qk_norm_eps must be a finite number >= 0"):
         gqa_decode(q, k, v, qk_norm_eps=-1.0)
+    for option, message in (({"waves": float("inf")}, "waves must be a positive finite number"),  # unchecked before
+                            ({"num_warps": 3}, "num_warps must be a power of two"),
+                            ({"num_stages": 0}, "num_stages must be an int from 1 to 8"),
+                            ({"nearest": 1}, "nearest must be a bool"),
+                            ({"unsplit_stages": 2.5}, "unsplit_stages must be an int")):
+        with pytest.raises((ValueError, TypeError), match=message):
+            gqa_decode(q, k, v, config=option)
 
 
 def test_out_and_kv_lens_layouts(device):

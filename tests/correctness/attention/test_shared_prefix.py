@@ -187,7 +187,7 @@ def test_waves_set_how_finely_long_nodes_split(device):
     for waves in (1, 4):
         _check(tree, q, kp, vp, ks, vs, lens, torch.bfloat16, config=dict(waves=waves))
     for bad in (0, -1, True, "2"):
-        with pytest.raises(ValueError, match="waves must be a positive number"):
+        with pytest.raises(ValueError, match="waves must be a positive finite number"):
             shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, config=dict(waves=bad))
 
 

@@ -224,6 +224,20 @@ def test_residual_must_match_the_output(device):
     assert torch.allclose(linear(x, w, residual=r).float(), (r.float() + (x.float() @ w.float())), rtol=1e-2, atol=1e-1)
 
 
+@pytest.mark.parametrize("option,message", [
+    ({"waves": float("nan")}, "waves must be a positive finite number, got nan"),  # math's errors, unnamed, before
+    ({"waves": float("inf")}, "waves must be a positive finite number, got inf"),
+    ({"waves": "2"}, "waves must be a positive finite number, got '2'"),
+    ({"fixup_rows": None}, "fixup_rows must be an int"),
+    ({"num_warps": 3}, "num_warps must be a power of two"),
+    ({"num_stages": 0}, "num_stages must be an int from 1 to 8"),
+])
+def test_launch_options_are_checked_and_named(device, option, message):
+    x, w = torch.randn(2, 64, device=device, dtype=torch.float16), torch.randn(64, 24, device=device, dtype=torch.float16)
+    with pytest.raises(ValueError, match=message):
+        linear(x, w, config=option)
+
+
 @given(m=st.integers(1, 70), k8=st.integers(1, 50), n8=st.integers(1, 20), splits=st.sampled_from([None, 1, 3]),
        op=st.sampled_from(["rmsnorm_linear", "gated_mlp", "lora_linear"]), seed=st.integers(0, 2**31 - 1))
 @example(m=17, k8=25, n8=9, splits=2, op="rmsnorm_linear", seed=0)  # K and N off the blocks, zero-filled by TMA

@@ -43,6 +43,9 @@ def test_rejects_bad_input(device):
         ngpt_update(h, h[:1], torch.ones(8, device=device))
     with pytest.raises(ValueError, match="hidden size 20000 is not supported"):
         ngpt_update(torch.randn(1, 20000, device=device), torch.randn(1, 20000, device=device), torch.ones(20000, device=device))
+    for option in ({"BLOCK_N": 4}, {"SINGLE_PASS": False}):  # BLOCK_N 4 left columns 4-7 unwritten
+        with pytest.raises(ValueError, match="follow from the row length"):
+            ngpt_update(h, h, torch.ones(8, device=device), config=option)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])

@@ -154,6 +154,18 @@ def test_rejects_empty_hidden_and_bad_out(device):
         rms_norm(x, torch.ones(8, device=device), out=torch.empty(2, 9, device=device))
 
 
+@pytest.mark.parametrize("option", [{"BLOCK_N": 32}, {"SINGLE_PASS": False}, {"BLOCK_N": 100}])
+def test_the_row_length_options_are_refused(device, option):
+    """BLOCK_N 32 on rows of 100 left columns unwritten (an error of 5.6, 7.6e35 in the
+    residual add's h); BLOCK_N 100 failed inside the kernel (not a power of two)."""
+    x = torch.randn(3, 100, device=device, dtype=torch.float16)
+    w = torch.ones(100, device=device, dtype=torch.float16)
+    with pytest.raises(ValueError, match="follow from the row length"):
+        rms_norm(x, w, config=option)
+    with pytest.raises(ValueError, match="follow from the row length"):
+        fused_add_rms_norm(x, x.clone(), w, config=option)
+
+
 @pytest.mark.gpu
 def test_rejects_cpu_tensor_on_gpu_lane():
     with pytest.raises(ValueError, match="x is on cpu; the Triton kernels need CUDA tensors"):

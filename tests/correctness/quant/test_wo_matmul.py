@@ -232,7 +232,8 @@ def test_wo_matmul_rejects_bad_launch_options(device):
         ({"rows": 8}, r"wo_mma: unknown launch option\(s\) \['rows'\]"),  # a gemv option on the mma path
         ({"block_m": 24}, "block_m must be a power of two from 16 to 256, got 24"),
         ({"swap_ab": 1}, "swap_ab must be True or False, got 1"),
-        ({"waves": 0}, "waves must be a positive number, got 0"),
+        ({"waves": 0}, "waves must be a positive finite number, got 0"),
+        ({"waves": float("inf")}, "waves must be a positive finite number, got inf"),  # an OverflowError before
     ]:
         with pytest.raises(ValueError, match=error):
             wo_matmul(x, q4, config={"path": "mma"} | options)
