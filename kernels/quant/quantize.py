@@ -28,6 +28,7 @@ dequantizes from the stored values, so the kernels are judged on the format as s
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -116,7 +117,19 @@ def stored_scale(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A per-channel scale rounded to the dtype it is stored in, and at least that dtype's
     smallest positive value: a tiny row's scale (an all-zero row's, in fp16 any under 3e-8)
     would otherwise round to 0 and its weights q = w / 0 be inf or NaN."""
-    return scale.to(dtype).clamp_min(torch.finfo(dtype).tiny * torch.finfo(dtype).eps)
+    return _in_range(scale, dtype).to(dtype).clamp_min(torch.finfo(dtype).tiny * torch.finfo(dtype).eps)
+
+
+def _in_range(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """scale, refused where it exceeds what dtype holds (it would be stored as inf, and every
+    product through it be NaN)."""
+    big = torch.finfo(dtype).max
+    if bool((scale.float() > big).any()):
+        where = tuple(int(i) for i in (scale.float() > big).nonzero()[0])
+        raise ValueError(f"the weight's scale[{', '.join(map(str, where))}] ({scale.float()[where].item():.4g}) "
+                         f"exceeds the largest "
+                         f"{dtype} ({big:.4g}): store the scales in torch.bfloat16 (dtype=torch.bfloat16)")
+    return scale
 
 
 def quantize_int8_weight(w: torch.Tensor, dtype=None) -> QuantizedWeight:
@@ -158,7 +171,7 @@ def _int4_weight(w, group, dtype, scale, zero):
     N, K = w.shape
     # Rounded as stored (an all-zero group's scale must stay a normal number of dtype);
     # q is computed from the stored values.
-    scale, zero = scale.clamp_min(torch.finfo(dtype).tiny).to(dtype), zero.to(dtype)
+    scale, zero = _in_range(scale, dtype).clamp_min(torch.finfo(dtype).tiny).to(dtype), zero.to(dtype)
     wg = w.float().reshape(N, K // group, group)
     q = torch.round(wg / scale.float()[..., None] + zero.float()[..., None]).clamp(0, 15).reshape(N, K)
     return QuantizedWeight(4, _pack_int4(q), scale.t().contiguous(), zero.t().contiguous(), group, (N, K))
@@ -175,7 +188,8 @@ def quantize_int4_weight(w: torch.Tensor, group: int = 128, dtype=None) -> Quant
 
 def _shrink_lp(x, beta, p):
     """Proximal step of |x|^p / beta (p < 1): soft-shrink by |x|^(p-1) / beta."""
-    return torch.sign(x) * torch.relu(x.abs() - x.abs().pow(p - 1) / beta)
+    shrunk = torch.sign(x) * torch.relu(x.abs() - x.abs().pow(p - 1) / beta)
+    return torch.where(x == 0, 0.0, shrunk)  # 0^(p-1) / beta is inf / inf once beta has grown to inf
 
 
 def hqq_zero(w: torch.Tensor, group: int, p: float = 0.7, beta: float = 10.0, kappa: float = 1.01,
@@ -189,8 +203,9 @@ def hqq_zero(w: torch.Tensor, group: int, p: float = 0.7, beta: float = 10.0, ka
     _check_weight(w, group)
     for name, v in (("p", p), ("beta", beta), ("kappa", kappa), ("tol", tol)):
         check_number(name, v)
-    if not (0 < p < 1 and beta > 0 and kappa > 0):
-        raise ValueError(f"HQQ needs 0 < p < 1, beta > 0 and kappa > 0; got p={p}, beta={beta}, kappa={kappa}")
+    if not (0 < p < 1 and 0 < beta < math.inf and 0 < kappa < math.inf):
+        raise ValueError(f"HQQ needs 0 < p < 1 and finite beta > 0 and kappa > 0; got p={p}, beta={beta}, "
+                         f"kappa={kappa}")
     check_int("iters", iters)
     N, K = w.shape
     wg = w.float().reshape(N, K // group, group)

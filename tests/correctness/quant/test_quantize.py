@@ -5,8 +5,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernels.quant import (GROUP_SIZES, dequantize, hqq_zero, quantize_int4_weight, quantize_int4_weight_hqq,
-                           quantize_int8_activations, quantize_int8_weight, unpack_int4)
+from kernels.quant import (GROUP_SIZES, MixQLinear, dequantize, hqq_zero, quantize_int4_weight,
+                           quantize_int4_weight_hqq, quantize_int8_activations, quantize_int8_weight, unpack_int4)
 
 pytestmark = pytest.mark.correctness
 
@@ -154,3 +154,32 @@ def test_an_all_zero_or_tiny_channel_keeps_a_positive_scale(dtype):
     assert (qw.qweight[0] == 0).all()
     err = (dequantize(qw) - w).abs()
     assert (err <= qw.scale.float()[:, None] / 2 * (1 + 1e-3)).all()
+
+
+@pytest.mark.parametrize("quantizer", [quantize_int8_weight, lambda w, dtype: quantize_int4_weight(w, 32, dtype),
+                                       lambda w, dtype: quantize_int4_weight_hqq(w, 32, dtype),
+                                       lambda w, dtype: MixQLinear(w, dtype=dtype)])
+def test_a_scale_beyond_fp16_is_refused_and_fits_bf16(quantizer):
+    """A finite fp32 weight of 1e7 needs a scale past 65504: stored as inf in fp16, every
+    product through its channel became NaN. Refused by name; bfloat16 scales hold it."""
+    w = torch.randn(8, 64, generator=torch.Generator().manual_seed(3))
+    w[0, 0] = 1e7
+    with pytest.raises(ValueError, match=r"scale\[0(, 0)?\] \([0-9.e+]+\) exceeds the largest torch.float16"):
+        quantizer(w, torch.float16)
+    quantizer(w, torch.bfloat16)
+
+
+@pytest.mark.parametrize("options", [{"beta": float("inf")}, {"kappa": float("inf")}, {"beta": float("nan")}])
+def test_hqq_refuses_infinite_options(options):
+    with pytest.raises(ValueError, match="finite beta > 0 and kappa > 0"):
+        hqq_zero(torch.randn(4, 64), 32, **options)
+
+
+def test_hqq_with_a_growing_beta_keeps_exact_groups_finite():
+    """kappa 1e308 makes beta inf after one step; a group on the grid has zero error, and
+    0^(p-1) / inf gave NaN zero-points (NaN weights after dequantize)."""
+    w = torch.randn(4, 64, generator=torch.Generator().manual_seed(4))
+    w[0, :32] = torch.arange(32).float() / 31 - 0.5
+    _, zero, _ = hqq_zero(w, 32, kappa=1e308)
+    assert torch.isfinite(zero).all()
+    assert torch.isfinite(dequantize(quantize_int4_weight_hqq(w, 32, torch.float16, kappa=1e308))).all()
