@@ -166,6 +166,29 @@ class DecoderLayer(nn.Module):
             torch.distributed.all_reduce(partial, group=self.tp_group)
         return partial
 
+    def _check_shared_prefix(self, cache, batch, like_layer) -> None:
+        """The tree, pool and offset of a SharedPrefixCache agree with each other and the batch
+        (the attention reads the pool where the tree says, at positions from the offset)."""
+        from kernels.attention.shared_prefix import PrefixTree
+
+        cfg = self.cfg
+        if not isinstance(cache.tree, PrefixTree):
+            raise TypeError(f"cache.tree must be a PrefixTree (kernels.attention.prefix_tree), got "
+                            f"{type(cache.tree).__name__}")
+        if cache.tree.n_seqs != batch:
+            raise ValueError(f"cache.tree holds {cache.tree.n_seqs} sequences; the batch has {batch}")
+        for name in ("pool_k", "pool_v"):
+            t = getattr(cache, name)
+            like_layer(f"cache.{name}", t)
+            if t.dim() != 3 or t.shape[1:] != (cfg.n_kv_heads, cfg.head_dim) or t.shape[0] < cache.tree.pool_tokens:
+                raise ValueError(f"cache.{name} must have shape (pool_tokens >= {cache.tree.pool_tokens}, "
+                                 f"{cfg.n_kv_heads}, {cfg.head_dim}) for the tree's nodes; got {tuple(t.shape)}")
+        check_int("cache.offset", cache.offset, minimum=0)
+        lengths = {sum(cache.tree.kv_len[n] for n in path) for path in cache.tree.paths}
+        if lengths and lengths != {cache.offset}:
+            raise ValueError(f"every sequence's path through the tree must be cache.offset = {cache.offset} tokens "
+                             f"long (its tokens' positions start there); the paths hold {sorted(lengths)}")
+
     def _check_step(self, x, cache, pos, ops) -> None:
         """forward's arguments, named in errors before any kernel sees them (shapes, dtypes and
         devices only: nothing that would break torch.compile of forward)."""
@@ -196,6 +219,8 @@ class DecoderLayer(nn.Module):
             raise TypeError("pos must be an int, got a Tensor: pass int(pos)")
         check_int("pos", pos, minimum=0)
         offset = cache.offset if isinstance(cache, SharedPrefixCache) else 0
+        if isinstance(cache, SharedPrefixCache):
+            self._check_shared_prefix(cache, B, like_layer)
         if pos < offset:
             raise ValueError(f"position {pos} lies in the shared prefix (positions 0 .. {offset - 1}): new tokens go "
                              "after it")

@@ -53,6 +53,37 @@ def test_bad_input_is_named(tiny_model):
         tiny_model.layers[0](x, shared[0], 12, ops)
 
 
+
+def test_a_shared_prefix_cache_that_disagrees_with_itself_is_named(tiny_model):
+    """An offset other than the paths' length rotated the new tokens at the wrong positions
+    (output off by 1.2, no error); paths of unequal lengths gave the two backends different
+    answers (1.65); a short pool, a wrong tree or a missing pool raised IndexError or
+    AttributeError on the torch backend."""
+    from kernels.attention import prefix_tree
+
+    shared = tiny_model.shared_prefix_cache(tiny_model.new_cache(1, 8), 8, 2, 4)[0]
+    x = torch.zeros(2, 1, tiny_model.cfg.hidden, dtype=tiny_model.dtype, device=tiny_model.device)
+    layer = tiny_model.layers[0]
+    tree = lambda *args: prefix_tree(*args, device=tiny_model.device)
+    for ops in (get_ops("torch"), get_ops("triton")):
+        layer(x, shared, 8, ops)  # as made: accepted
+        for bad, message in (
+                (shared.__class__(shared.k, shared.v, shared.pool_k, shared.pool_v, shared.tree, 5),
+                 r"must be cache.offset = 5 tokens long .* the paths hold \[8\]"),
+                (shared.__class__(shared.k, shared.v, shared.pool_k, shared.pool_v, tree([-1, 0], [4, 4], [0, 1]), 8),
+                 r"the paths hold \[4, 8\]"),
+                (shared.__class__(shared.k, shared.v, shared.pool_k[:4], shared.pool_v[:4], shared.tree, 8),
+                 r"cache.pool_k must have shape \(pool_tokens >= 8"),
+                (shared.__class__(shared.k, shared.v, shared.pool_k, shared.pool_v, tree([-1], [8], [0, 0, 0]), 8),
+                 "cache.tree holds 3 sequences; the batch has 2"),
+                (shared.__class__(shared.k, shared.v, None, shared.pool_v, shared.tree, 8),
+                 "cache.pool_k must be a torch.Tensor"),
+                (shared.__class__(shared.k, shared.v, shared.pool_k, shared.pool_v, None, 8),
+                 "cache.tree must be a PrefixTree")):
+            with pytest.raises((ValueError, TypeError), match=message):
+                layer(x, bad, 8, ops)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not has_gpu(), reason="needs a CUDA GPU: 30 layers over a 2K prompt")
 @needs_weights
