@@ -423,6 +423,12 @@ def parse_config(data) -> list[BenchItem]:
                     raise ConfigError(f"{path}: {shape_name} {mkn} repeats {cases[case]} (the same model type, dtype "
                                       "and compile mode; the device is not part of a case's name): list a case once")
                 cases[case] = path
+                m, k, n = mkn
+                need = (m * k + k * n + m * n) * DTYPES[dname].itemsize  # x, the weight and y, at the least
+                have = _device_bytes(device)
+                if have is not None and need > have:
+                    raise ConfigError(f"{path}: {shape_name} {mkn} needs at least {need / 2**30:.3g} GiB for x, the "
+                                      f"weight and y in {dname}; the {device} device has {have / 2**30:.3g} GiB")
                 shapes.append((shape_name, mkn))
         dtype = DTYPES[dname]
         for recipe in recipes:
@@ -771,12 +777,27 @@ def benchmark_entry(item: BenchItem, provider: str, samples_s: list[float], info
 
 
 def new_path(directory: str, stem: str, ext: str) -> str:
-    """A file name in directory that does not exist yet: results are never overwritten."""
+    """A file name in directory that did not exist, claimed by creating it empty (exclusive:
+    two runs at once never pick the same name): results are never overwritten."""
     os.makedirs(directory, exist_ok=True)
-    path, i = os.path.join(directory, f"{stem}.{ext}"), 1
-    while os.path.exists(path):
-        path, i = os.path.join(directory, f"{stem}_{i}.{ext}"), i + 1
-    return path
+    i = 0
+    while True:
+        path = os.path.join(directory, f"{stem}.{ext}" if i == 0 else f"{stem}_{i}.{ext}")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return path
+        except FileExistsError:
+            i += 1
+
+
+def _device_bytes(device: str) -> int | None:
+    """The memory of the device a config names (None where it cannot be read)."""
+    if device == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
 
 
 class CsvWriter:

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from harness.microbench import (EXTRA_COLUMNS, HIT_RATE_CALLS, RECIPE_RTOL, SEED_INPUT, TORCHAO_COLUMNS, ConfigError,
-                                build_case, load_config, main, make_activations, make_model, outlier_channels,
-                                parse_config, run_item, shapes_of)
+                                build_case, load_config, main, make_activations, make_model, new_path,
+                                outlier_channels, parse_config, run_item, shapes_of)
 
 pytestmark = pytest.mark.harness
 
@@ -51,6 +51,8 @@ def config(**over):
     (dict(params={"matrix_shapes": [{"name": "pow2_extended", "min_power": 0, "max_power": 2}]}), "min >= 1"),
     (dict(params={"name": 5}), "model_params[0].name: 5 must be a non-empty string"),
     (dict(params={"name": ["run"]}), "model_params[0].name: ['run'] must be a non-empty string"),
+    (dict(params={"matrix_shapes": [{"name": "custom", "shapes": [[10**9, 10**9, 10**9]]}]}),  # ran and failed per item
+     "model_params[0].matrix_shapes[0].shapes[0]: custom [1000000000, 1000000000, 1000000000] needs at least"),
 ])
 def test_bad_config_names_the_key_and_the_allowed_values(change, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -247,6 +249,14 @@ def test_a_torchao_config_is_accepted():
                          "torch_compile_mode": "max-autotune", "device": "cuda", "model_type": "linear",
                          "sparsity": None}})
     assert len(items) == 6 and items[0].compile_mode == "max-autotune"
+
+
+def test_a_name_is_claimed_when_it_is_chosen(tmp_path):
+    """Two runs in the same second chose names by looking, then opened them for writing: the
+    second could take the first's name. Now choosing a name creates the file."""
+    first = new_path(str(tmp_path), "results_x", "csv")
+    second = new_path(str(tmp_path), "results_x", "csv")  # before the first wrote anything
+    assert first != second and Path(first).is_file() and Path(second).is_file()
 
 
 def test_run_writes_torchao_csv_and_never_overwrites(tmp_path, capsys):
