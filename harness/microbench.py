@@ -413,6 +413,7 @@ def parse_config(data) -> list[BenchItem]:
         if not isinstance(shapes_cfg, list) or not shapes_cfg:
             raise ConfigError(f"{where}.matrix_shapes: {_show(shapes_cfg)}; a non-empty list of shape sets is required")
         shapes = []
+        have = _device_bytes(device)
         for j, spec in enumerate(shapes_cfg):
             entry = f"{where}.matrix_shapes[{j}]"
             for i, (shape_name, mkn) in enumerate(shapes_of(spec, entry)):
@@ -425,7 +426,6 @@ def parse_config(data) -> list[BenchItem]:
                 cases[case] = path
                 m, k, n = mkn
                 need = (m * k + k * n + m * n) * DTYPES[dname].itemsize  # x, the weight and y, at the least
-                have = _device_bytes(device)
                 if have is not None and need > have:
                     raise ConfigError(f"{path}: {shape_name} {mkn} needs at least {need / 2**30:.3g} GiB for x, the "
                                       f"weight and y in {dname}; the {device} device has {have / 2**30:.3g} GiB")

@@ -184,7 +184,7 @@ class DecoderLayer(nn.Module):
                 raise ValueError(f"cache.{name} must have shape (pool_tokens >= {cache.tree.pool_tokens}, "
                                  f"{cfg.n_kv_heads}, {cfg.head_dim}) for the tree's nodes; got {tuple(t.shape)}")
         check_int("cache.offset", cache.offset, minimum=0)
-        lengths = {sum(cache.tree.kv_len[n] for n in path) for path in cache.tree.paths}
+        lengths = cache.tree.path_lengths
         if lengths and lengths != {cache.offset}:
             raise ValueError(f"every sequence's path through the tree must be cache.offset = {cache.offset} tokens "
                              f"long (its tokens' positions start there); the paths hold {sorted(lengths)}")

@@ -25,6 +25,7 @@ All the tree's metadata lives on the device: a decode step replays in a CUDA gra
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -78,6 +79,12 @@ class PrefixTree:
     def pool_tokens(self) -> int:
         """Rows of the KV pool the nodes use."""
         return max((s + n for s, n in zip(self.kv_start, self.kv_len)), default=0)
+
+    @functools.cached_property
+    def path_lengths(self) -> frozenset:
+        """The token counts of the sequences' paths through the tree, each once (computed once:
+        a decoder layer checks its cache against them every step)."""
+        return frozenset(sum(self.kv_len[n] for n in path) for path in self.paths)
 
 
 def _int_list(name, values) -> list:

@@ -637,6 +637,11 @@ def _check_sparse_index_values(index: SparseIndex) -> None:
         "columns must be sorted without repeats, padding (T) last":
             (cols[..., 1:] <= cols[..., :-1]) & ~((cols[..., 1:] == T) & (cols[..., :-1] == T)),
         "block_columns must count the columns at or before each block's last row": index.block_columns != counts}
+    _raise_first(problems)
+
+
+def _raise_first(problems: dict) -> None:
+    """problems: message -> boolean tensor of where it holds; one read back to the host for all."""
     found = torch.stack([bad.any() for bad in problems.values()]).tolist()
     for message, bad in zip(problems, found):
         if bad:
@@ -854,10 +859,7 @@ def _check_block_index_values(index: BlockIndex) -> None:
         "listed key blocks must lie in [0, query block]": listed & ((kb < 0) | (kb > qb)),
         "listed key blocks must be sorted without repeats": listed[..., 1:] & (kb[..., 1:] <= kb[..., :-1]),
         "each query block must list its own (diagonal) block last": last.squeeze(-1) != qb.squeeze(-1)}
-    found = torch.stack([bad.any() for bad in problems.values()]).tolist()
-    for message, bad in zip(problems, found):
-        if bad:
-            raise ValueError(f"index: {message}")
+    _raise_first(problems)
 
 
 def _launch_block_sparse(q, k, v, index, heads, out, lse, scale, config=None):
