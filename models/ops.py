@@ -36,25 +36,8 @@ def _torch_shared_prefix_attention(q, k_pool, v_pool, tree, k_suffix, v_suffix, 
     return _torch_attention(q, k, v, int(total[0]) if len(total) else 0)
 
 
-def _torch_rope_kv_write(q, k, v, k_cache, v_cache, pos, cos, sin, q_norm_weight=None, k_norm_weight=None,
-                         eps=1e-6):
-    """QK-norm (F.rms_norm), RoPE in fp32 from the tables, and the cache write, as model code."""
-    T = q.shape[1]
-    if q_norm_weight is not None:
-        q, k = F.rms_norm(q, (q.shape[-1],), q_norm_weight, eps), F.rms_norm(k, (k.shape[-1],), k_norm_weight, eps)
-    c, s = cos[pos:pos + T][None, :, None, :], sin[pos:pos + T][None, :, None, :]
-
-    def rot(x):
-        x1, x2 = x.to(c.dtype).chunk(2, dim=-1)
-        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
-
-    q, k = rot(q), rot(k)
-    k_cache[:, pos:pos + T] = k
-    v_cache[:, pos:pos + T] = v
-    return q
-
-
 def _torch_ops():
+    from kernels.attention.baselines import torch_rope_kv_write
     from kernels.linear.baselines import eager_gated_mlp, eager_lora_linear, torch_rmsnorm_linear
     from kernels.norm.baselines import eager_ngpt_update, torch_fused_add_rms_norm, torch_rms_norm
 
@@ -76,7 +59,7 @@ def _torch_ops():
         lora_linear=lora_linear,
         attention=_torch_attention,
         shared_prefix_attention=_torch_shared_prefix_attention,
-        rope_kv_write=_torch_rope_kv_write,
+        rope_kv_write=torch_rope_kv_write,
         ngpt_update=eager_ngpt_update,
     )
 

@@ -9,6 +9,7 @@ or non-causal attention, which every baseline computes exactly.
 For dense causal prefill (below): the same SDPA backends and FlexAttention with a causal
 block mask, flash-attn's flash_attn_func and flash-attn 4's (flash_attn.cute) where they
 import.
+For rope_kv_write: the same QK-norm, rotation and cache write as model code (torch_rope_kv_write).
 For sparse prefill: FlexAttention with a block mask of exactly the keys a sparse index
 selects (flex_sparse). Each returns out in q's layout. A backend that refuses the inputs raises; the perf case
 records the reason and skips that baseline.
@@ -284,3 +285,21 @@ def flex_sparse(index):
         return flex_fn(_bhtd(q), _bhtd(k), _bhtd(v), block_mask=mask, enable_gqa=True).transpose(1, 2)
 
     return run
+
+
+def torch_rope_kv_write(q, k, v, k_cache, v_cache, pos, cos, sin, q_norm_weight=None, k_norm_weight=None,
+                        eps=1e-6):
+    """QK-norm (F.rms_norm), RoPE in fp32 from the tables, and the cache write, as model code."""
+    T = q.shape[1]
+    if q_norm_weight is not None:
+        q, k = F.rms_norm(q, (q.shape[-1],), q_norm_weight, eps), F.rms_norm(k, (k.shape[-1],), k_norm_weight, eps)
+    c, s = cos[pos:pos + T][None, :, None, :], sin[pos:pos + T][None, :, None, :]
+
+    def rot(x):
+        x1, x2 = x.to(c.dtype).chunk(2, dim=-1)
+        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
+
+    q, k = rot(q), rot(k)
+    k_cache[:, pos:pos + T] = k
+    v_cache[:, pos:pos + T] = v
+    return q

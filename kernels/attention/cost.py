@@ -45,3 +45,11 @@ def sparse_prefill_cost(selected_pairs, tokens, q_heads, kv_heads, head_dim, ele
     kv_bytes = 2 * tokens * kv_heads * head_dim * elem_bytes
     q_bytes = 2 * tokens * q_heads * head_dim * elem_bytes
     return Cost(flops=flops, bytes=kv_bytes + q_bytes, flops_ceiling=flops_ceiling)
+
+
+def rope_kv_write_cost(rows, q_heads, kv_heads, head_dim, elem_bytes):
+    """q, k and v read once; the rotated q and the cache's new k and v written once; a
+    cos and a sin (fp32) per row and half head dim. A few operations an element."""
+    elements = rows * (q_heads + 2 * kv_heads) * head_dim
+    return Cost(flops=6 * rows * (q_heads + kv_heads) * head_dim, flops_ceiling=None,
+                bytes=2 * elements * elem_bytes + 2 * rows * (head_dim // 2) * 4)

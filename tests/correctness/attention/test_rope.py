@@ -17,11 +17,15 @@ pytestmark = pytest.mark.correctness
 
 @given(batch=st.integers(1, 3), q_tokens=st.integers(1, 4), kv_heads=st.integers(1, 3), group=st.sampled_from([1, 2, 4]),
        head_dim=st.sampled_from([64, 128]), pos=st.integers(0, 5000), qk_norm=st.booleans(),
-       dtype=st.sampled_from(list(DTYPES)), seed=st.integers(0, 2**31 - 1))
-@example(batch=1, q_tokens=1, kv_heads=8, group=4, head_dim=128, pos=4096, qk_norm=False, dtype="fp16", seed=0)
-@example(batch=2, q_tokens=3, kv_heads=2, group=1, head_dim=64, pos=0, qk_norm=True, dtype="fp16", seed=1)
-@example(batch=2, q_tokens=2, kv_heads=2, group=2, head_dim=64, pos=7, qk_norm=True, dtype="bf16", seed=2)
-def test_rope_kv_write_matches_reference(device, batch, q_tokens, kv_heads, group, head_dim, pos, qk_norm, dtype, seed):
+       dtype=st.sampled_from(list(DTYPES)), block_t=st.sampled_from([None, 2, 4, 8]), seed=st.integers(0, 2**31 - 1))
+@example(batch=1, q_tokens=1, kv_heads=8, group=4, head_dim=128, pos=4096, qk_norm=False, dtype="fp16", block_t=None,
+         seed=0)
+@example(batch=2, q_tokens=3, kv_heads=2, group=1, head_dim=64, pos=0, qk_norm=True, dtype="fp16", block_t=None, seed=1)
+@example(batch=2, q_tokens=2, kv_heads=2, group=2, head_dim=64, pos=7, qk_norm=True, dtype="bf16", block_t=None, seed=2)
+# several rows a program (a prompt's launch), the last block part-full and blocks across sequences
+@example(batch=3, q_tokens=3, kv_heads=2, group=2, head_dim=128, pos=5, qk_norm=True, dtype="bf16", block_t=4, seed=3)
+def test_rope_kv_write_matches_reference(device, batch, q_tokens, kv_heads, group, head_dim, pos, qk_norm, dtype,
+                                         block_t, seed):
     dt = DTYPES[dtype]
     g = torch.Generator().manual_seed(seed)
     hq, D = kv_heads * group, head_dim
@@ -38,7 +42,8 @@ def test_rope_kv_write_matches_reference(device, batch, q_tokens, kv_heads, grou
         kw = (1 + 0.2 * torch.randn(D, generator=g)).to(dt).to(device)
     cos, sin = rope_tables(capacity, D, 10000.0, device)
     kc, vc = k_cache.clone(), v_cache.clone()
-    got_q = rope_kv_write(q, k, v, kc, vc, pos, cos, sin, qw, kw, 1e-6)
+    config = None if block_t is None else dict(BLOCK_T=block_t, num_warps=1 if block_t < 4 else 2)
+    got_q = rope_kv_write(q, k, v, kc, vc, pos, cos, sin, qw, kw, 1e-6, config=config)
 
     cos64, sin64 = rope_tables(capacity, D, 10000.0, "cpu", torch.float64)
     exact_kc, exact_vc = k_cache.cpu().double(), v_cache.cpu().double()
@@ -87,6 +92,26 @@ def test_rope_kv_write_rejects_bad_input(device):
         rope_kv_write(q, k, v, kc, vc, 0, cos[:, :16], sin)
     with pytest.raises(ValueError, match="needs both"):
         rope_kv_write(q, k, v, kc, vc, 0, cos, sin, q_norm_weight=torch.ones(64, device=device, dtype=torch.float16))
+    kc, vc = (torch.zeros(1, 8, 2, 64, device=device, dtype=torch.float16) for _ in range(2))
+    for bad in (dict(BLOCK_T=3), dict(BLOCK_T=0), dict(num_warps=6), dict(BLOCK_T=2.0)):
+        with pytest.raises(ValueError, match="must be a power of two"):
+            rope_kv_write(q, k, v, kc, vc, 0, cos, sin, config=bad)
+    with pytest.raises(ValueError, match="unknown launch option"):
+        rope_kv_write(q, k, v, kc, vc, 0, cos, sin, config=dict(ROWS=2))
+
+
+def test_rope_kv_write_prompt_rows_share_programs():
+    """A prompt's rows go several to a program (a program per row and head was bound by
+    starting programs); a decode step's stay one to a program, each head its own."""
+    from kernels.attention.rope import LAUNCH
+
+    decode, prompt = LAUNCH.default(rows=16, head_dim=128), LAUNCH.default(rows=4096, head_dim=128)
+    assert decode["BLOCK_T"] == 1 and prompt["BLOCK_T"] >= 16
+    for rows in (1, 16, 4096):
+        for head_dim in (64, 128):
+            for cand in LAUNCH.search_space(dict(rows=rows, head_dim=head_dim)):
+                LAUNCH.check(cand)
+                assert cand["BLOCK_T"] <= max(rows, LAUNCH.default(rows=rows, head_dim=head_dim)["BLOCK_T"])
 
 
 def test_rope_kv_write_checks_pos_and_the_caches(device):
