@@ -133,20 +133,22 @@ def _attend_block_halves(acc_a, m_a, l_a, acc_b, m_b, l_b, q_a, q_b, K, V, desc_
 
 
 @triton.jit
-def _store_rows(O, LSE, acc, m_i, l_i, offs_m, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh, stride_lb,
+def _store_rows(O, LSE, acc, m_i, l_i, offs_m, dh, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh, stride_lb,
                 stride_lh, CAUSAL: tl.constexpr, WRITE_LSE: tl.constexpr):
+    """Each row to its position offs_m of head h + dh (dh: a packed program's rows of its next heads)."""
     # A row that sees keys divides by its sum even when that is 0 (every score -inf: 0/0,
     # NaN, as the math says); a row before position 0 or of an empty sequence sees none: 0.
     row_ok = offs_m < T
     rows_pos = kv_len - T + offs_m
     has_keys = (kv_len > 0) & (rows_pos >= 0) if CAUSAL else (kv_len > 0) & row_ok
     out = tl.where(has_keys[:, None], acc / l_i[:, None], 0.0)
-    o_ptrs = O + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_ot + offs_d[None, :]
+    o_ptrs = (O + b.to(tl.int64) * stride_ob + (h + dh)[:, None] * stride_oh + offs_m[:, None].to(tl.int64) * stride_ot
+              + offs_d[None, :])
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
     if WRITE_LSE:
         lse = tl.where(m_i == float("inf"), float("inf"), (m_i + tl.math.log2(l_i)) / 1.4426950408889634)
         lse = tl.where(has_keys, lse, float("-inf"))
-        tl.store(LSE + b.to(tl.int64) * stride_lb + h * stride_lh + offs_m, lse, mask=row_ok)
+        tl.store(LSE + b.to(tl.int64) * stride_lb + (h + dh) * stride_lh + offs_m, lse, mask=row_ok)
 
 
 @triton.jit
@@ -157,12 +159,14 @@ def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S, HE
                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                     UNIFORM_LEN: tl.constexpr, WRITE_LSE: tl.constexpr, USE_TMA: tl.constexpr,
                     POS_SCALE: tl.constexpr = True, HALVES: tl.constexpr = False, HEAD_LIST: tl.constexpr = False,
-                    WINDOW: tl.constexpr = False, WINDOW_BLOCK: tl.constexpr = 1):
+                    WINDOW: tl.constexpr = False, WINDOW_BLOCK: tl.constexpr = 1, PACK: tl.constexpr = 1):
     bh = tl.program_id(0)
     # causal: the last query blocks see the most keys; launched first, they leave short ones for the tail
     pid_m = tl.num_programs(1) - 1 - tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
+    # PACK query heads of one KV head a program: their rows at the same positions share every
+    # key block and its mask, so the product is PACK x BLOCK_M rows deep at BLOCK_M's causal extent
+    b = bh // (n_heads // PACK)
+    h = bh % (n_heads // PACK) * PACK
     if HEAD_LIST:  # the launch covers the query heads HEADS lists (n_heads of them)
         h = tl.load(HEADS + h)
     kvh = h // group
@@ -206,18 +210,25 @@ def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S, HE
             acc_a, m_a, l_a, acc_b, m_b, l_b = _attend_block_halves(
                 acc_a, m_a, l_a, acc_b, m_b, l_b, q_a, q_b, K, V, desc_k, desc_v, tma_row, tma_col, pos_a, pos_b, n0,
                 kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, True, USE_TMA, POS_SCALE)
-        _store_rows(O, LSE, acc_a, m_a, l_a, offs_a, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh,
-                    stride_lb, stride_lh, CAUSAL, WRITE_LSE)
-        _store_rows(O, LSE, acc_b, m_b, l_b, offs_b, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh,
-                    stride_lb, stride_lh, CAUSAL, WRITE_LSE)
+        same_head = tl.zeros([HALF], tl.int32)
+        _store_rows(O, LSE, acc_a, m_a, l_a, offs_a, same_head, T, kv_len, b, h, offs_d, stride_ob, stride_ot,
+                    stride_oh, stride_lb, stride_lh, CAUSAL, WRITE_LSE)
+        _store_rows(O, LSE, acc_b, m_b, l_b, offs_b, same_head, T, kv_len, b, h, offs_d, stride_ob, stride_ot,
+                    stride_oh, stride_lb, stride_lh, CAUSAL, WRITE_LSE)
     else:
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        q = tl.load(Q + offs_m[:, None].to(tl.int64) * stride_qt + offs_d[None, :], mask=(offs_m < T)[:, None],
-                    other=0.0)
+        if PACK == 1:
+            offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            dh = tl.zeros([BLOCK_M], tl.int32)
+        else:  # row r: position r % BLOCK_M of the block, head h + r // BLOCK_M
+            r = tl.arange(0, PACK * BLOCK_M)
+            offs_m = pid_m * BLOCK_M + r % BLOCK_M
+            dh = r // BLOCK_M
+        q = tl.load(Q + dh[:, None] * stride_qh + offs_m[:, None].to(tl.int64) * stride_qt + offs_d[None, :],
+                    mask=(offs_m < T)[:, None], other=0.0)
         rows_pos = kv_len - T + offs_m  # each query row's position in its sequence
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        m_i = tl.full([PACK * BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([PACK * BLOCK_M], tl.float32)
+        acc = tl.zeros([PACK * BLOCK_M, HEAD_DIM], tl.float32)
         lo = 0  # the first key block the loops below read
         rows_lo = rows_pos
         if WINDOW:
@@ -246,16 +257,17 @@ def _prefill_kernel(Q, K, V, desc_k, desc_v, O, LSE, KV_LENS, uniform_len, S, HE
             acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0,
                                           kv_len, stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N, CAUSAL, True,
                                           USE_TMA, POS_SCALE, rows_lo, WINDOW, sink)
-        _store_rows(O, LSE, acc, m_i, l_i, offs_m, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh,
+        _store_rows(O, LSE, acc, m_i, l_i, offs_m, dh, T, kv_len, b, h, offs_d, stride_ob, stride_ot, stride_oh,
                     stride_lb, stride_lh, CAUSAL, WRITE_LSE)
 
 
 def _default_config(head_dim: int, rows: int, window: int | None = None) -> dict:
     """128 query rows a program (64 for short prompts), 64-key blocks; 8 warps at head dim
     128; keys and values by pointer loads (tma: through TMA descriptors, Hopper and newer);
-    one softmax stream a program (halves: two of half the rows, interleaved)."""
+    one softmax stream a program (halves: two of half the rows, interleaved); one query head
+    a program (pack: that many heads of one KV head, BLOCK_M positions each)."""
     return dict(BLOCK_M=128 if rows >= 128 else 64, BLOCK_N=64, num_warps=8 if head_dim == 128 else 4, num_stages=3,
-                tma=False, halves=False)
+                tma=False, halves=False, pack=1)
 
 
 def _candidates(head_dim: int, rows: int, window: int | None = None) -> list[dict]:
@@ -265,6 +277,11 @@ def _candidates(head_dim: int, rows: int, window: int | None = None) -> list[dic
     out += [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, tma=True)
             for bm in (64, 128) for bn in (64, 128) for w in (4, 8) for st in (2, 3)
             if not (bm == 128 and bn == 128 and head_dim == 128 and st > 2)]
+    # two or four heads of a KV head a program, 64 or 128 rows in all
+    out += [dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st, tma=t, pack=pk)
+            for bm, pk, warps in ((64, 2, (4, 8)), (32, 2, (4,)), (32, 4, (4, 8))) for bn in (64, 128) for w in warps
+            for st in (2, 3) for t in (False, True)
+            if not (bm * pk == 128 and bn == 128 and head_dim == 128 and st > 2)]
     if window is not None:  # the two streams' loops have no window
         return out
     # two softmax streams: 8 warps, 64-key blocks (4 warps or 128-key blocks spill registers at head dim 128)
@@ -277,6 +294,10 @@ def _check_config(cfg: dict) -> None:
     check_tile_config(cfg)
     if "halves" in cfg and not isinstance(cfg["halves"], bool):
         raise ValueError(f"halves must be True or False, got {cfg['halves']!r}")
+    if "pack" in cfg and cfg["pack"] not in (1, 2, 4):
+        raise ValueError(f"pack must be 1, 2 or 4 (query heads a program), got {cfg['pack']!r}")
+    if cfg.get("halves") and cfg.get("pack", 1) > 1:
+        raise ValueError("halves and pack > 1 do not combine: the two streams are one head's rows")
     if cfg.get("halves") and cfg.get("BLOCK_M", 128) < 32:
         raise ValueError(f"halves needs BLOCK_M of at least 32 (two streams of 16 rows, a product's least); "
                          f"got {cfg['BLOCK_M']}")
@@ -378,8 +399,9 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens
     Returns out (B, T, Hq, D) in q's dtype, or (out, lse (B, Hq, T) float32).
     window (causal only): a query at position i sees the keys i - window + 1 .. i, and the
     first `sink` keys. config: launch options over the tuned or default ones (BLOCK_M, BLOCK_N,
-    num_warps, num_stages, tma, halves (not with a window); a table's tma falls back to pointer
-    loads where k or v cannot be read through TMA, the caller's tma=True raises)."""
+    num_warps, num_stages, tma, halves (not with a window), pack (query heads of one KV head a
+    program); a table's tma falls back to pointer loads where k or v cannot be read through
+    TMA, and its pack to one head where the heads do not divide, where the caller's own raise)."""
     _check(q, k, v, kv_lens, scale, causal, return_lse, window, sink)
     B, T, Hq, D = q.shape
     out = torch.empty_like(q)
@@ -410,7 +432,13 @@ def launch_prefill(q, k, v, out, lse, kv_lens, scale: float, causal: bool, confi
     tma, desc_k, desc_v = kv_descriptors(k, v, cfg, config)
     lse_arg, (stride_lb, stride_lh) = (lse, lse.stride()[:2]) if lse is not None else (out, (0, 0))
     n_heads = Hq if heads is None else heads.numel()
-    grid = (B * n_heads, cdiv(T, cfg["BLOCK_M"]))
+    pack = cfg["pack"]
+    if pack > 1 and (heads is not None or (Hq // Hkv) % pack):
+        if config and config.get("pack", 1) > 1:  # the caller's own; a table's falls back to one head
+            raise ValueError(f"pack={pack} needs a whole number of packs in each KV head's {Hq // Hkv} query heads "
+                             "and every head launched (no head list)")
+        pack = 1
+    grid = (B * n_heads // pack, cdiv(T, cfg["BLOCK_M"]))
     if grid[1] > 65535:  # CUDA's limit on a grid's second dimension
         raise ValueError(f"{T} query tokens is past this kernel's limit of {65535 * cfg['BLOCK_M']} at BLOCK_M "
                          f"{cfg['BLOCK_M']}: split the prompt into chunks")
@@ -421,6 +449,6 @@ def launch_prefill(q, k, v, out, lse, kv_lens, scale: float, causal: bool, confi
         T, n_heads, Hq // Hkv, scale * LOG2E, window or 0, sink,
         HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], CAUSAL=causal, UNIFORM_LEN=uniform,
         WRITE_LSE=lse is not None, USE_TMA=tma, POS_SCALE=scale > 0, HALVES=cfg["halves"],
-        HEAD_LIST=heads is not None, WINDOW=window is not None, WINDOW_BLOCK=window_block,
+        HEAD_LIST=heads is not None, WINDOW=window is not None, WINDOW_BLOCK=window_block, PACK=pack,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

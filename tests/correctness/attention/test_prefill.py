@@ -26,13 +26,23 @@ def _inputs(b, t, s, hq, hkv, d, dtype, device, seed):
 @settings(deadline=None)
 @given(b=st.integers(1, 2), t=st.integers(1, 80), extra=st.integers(0, 70), kv=st.sampled_from([(1, 1), (4, 1), (3, 1), (6, 2)]),
        d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), causal=st.booleans(),
-       per_seq=st.booleans(), tma=st.booleans(), halves=st.sampled_from([0, 32, 128]), seed=st.integers(0, 2 ** 16))
-@example(b=1, t=70, extra=0, kv=(4, 1), d=64, dtype="fp16", causal=True, per_seq=False, tma=False, halves=0, seed=0)   # from scratch, two row blocks
-@example(b=2, t=40, extra=33, kv=(3, 1), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, halves=0, seed=1)  # a chunk after a prefix
-@example(b=1, t=1, extra=0, kv=(1, 1), d=64, dtype="fp16", causal=True, per_seq=False, tma=False, halves=0, seed=2)    # one token
-@example(b=2, t=80, extra=20, kv=(4, 1), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, halves=128, seed=3)
-def test_prefill_matches_reference(device, b, t, extra, kv, d, dtype, causal, per_seq, tma, halves, seed):
-    """halves: the rows of a program (BLOCK_M) when it runs two softmax streams of half of them (0: one stream)."""
+       per_seq=st.booleans(), tma=st.booleans(), halves=st.sampled_from([0, 32, 128]), pack=st.sampled_from([1, 2, 4]),
+       seed=st.integers(0, 2 ** 16))
+@example(b=1, t=70, extra=0, kv=(4, 1), d=64, dtype="fp16", causal=True, per_seq=False, tma=False, halves=0, pack=1,
+         seed=0)  # from scratch, two row blocks
+@example(b=2, t=40, extra=33, kv=(3, 1), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, halves=0, pack=1,
+         seed=1)  # a chunk after a prefix
+@example(b=1, t=1, extra=0, kv=(1, 1), d=64, dtype="fp16", causal=True, per_seq=False, tma=False, halves=0, pack=1,
+         seed=2)  # one token
+@example(b=2, t=80, extra=20, kv=(4, 1), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, halves=128, pack=1,
+         seed=3)
+@example(b=2, t=70, extra=9, kv=(6, 2), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, halves=0, pack=2,
+         seed=4)  # two heads a program, rows past T and before position 0
+@example(b=1, t=45, extra=0, kv=(4, 1), d=64, dtype="fp16", causal=True, per_seq=False, tma=False, halves=0, pack=4,
+         seed=5)  # four heads a program
+def test_prefill_matches_reference(device, b, t, extra, kv, d, dtype, causal, per_seq, tma, halves, pack, seed):
+    """halves: the rows of a program (BLOCK_M) when it runs two softmax streams of half of them (0: one stream).
+    pack: query heads a program, where the KV head's query heads divide by it (else one)."""
     hq, hkv = kv
     dt = HALF_DTYPES[dtype]
     s = t + extra
@@ -42,6 +52,8 @@ def test_prefill_matches_reference(device, b, t, extra, kv, d, dtype, causal, pe
         g = torch.Generator().manual_seed(seed + 1)
         lens = torch.randint(0, s + 1, (b,), generator=g).to(device)
     config = dict(tma=tma, **(dict(BLOCK_M=halves, halves=True) if halves else {}))
+    if not halves and (hq // hkv) % pack == 0:
+        config.update(BLOCK_M=32, pack=pack)
     out, lse = prefill_attention(q, k, v, lens, causal=causal, return_lse=True, config=config)
     exact, lse_exact = gqa_attention_reference(q, k, v, lens, causal=causal, compute_dtype=torch.float64,
                                                return_lse=True)
@@ -173,7 +185,8 @@ def test_launch_options_compute_the_same_attention(device):
     base = prefill_attention(q, k, v)
     for cfg in (dict(BLOCK_M=64, BLOCK_N=32), dict(BLOCK_M=16, BLOCK_N=16), dict(BLOCK_M=128, BLOCK_N=128),
                 dict(tma=True), dict(BLOCK_M=128, BLOCK_N=128, tma=True), dict(BLOCK_M=128, halves=True),
-                dict(BLOCK_M=128, BLOCK_N=64, halves=True, tma=True)):
+                dict(BLOCK_M=128, BLOCK_N=64, halves=True, tma=True), dict(BLOCK_M=32, pack=2),
+                dict(BLOCK_M=64, BLOCK_N=128, pack=2, tma=True)):
         assert torch.allclose(prefill_attention(q, k, v, config=cfg).float(), base.float(), atol=2e-3, rtol=1e-2), cfg
     with pytest.raises(ValueError, match="BLOCK_N must be 16, 32, 64 or 128"):
         prefill_attention(q, k, v, config=dict(BLOCK_N=48))
@@ -183,6 +196,24 @@ def test_launch_options_compute_the_same_attention(device):
         prefill_attention(q, k, v, config=dict(halves=2))
     with pytest.raises(ValueError, match="halves needs BLOCK_M of at least 32"):
         prefill_attention(q, k, v, config=dict(BLOCK_M=16, halves=True))
+    with pytest.raises(ValueError, match="pack must be 1, 2 or 4"):
+        prefill_attention(q, k, v, config=dict(pack=3))
+    with pytest.raises(ValueError, match="halves and pack > 1 do not combine"):
+        prefill_attention(q, k, v, config=dict(pack=2, halves=True))
+    # 4 query heads over 2 KV heads: two a KV head, so a pack of 4 spans two KV heads
+    with pytest.raises(ValueError, match="pack=4 needs a whole number of packs in each KV head's 2 query heads"):
+        prefill_attention(q, k, v, config=dict(pack=4))
+
+
+def test_a_tables_pack_falls_back_to_one_head(device):
+    """The launch key has no head counts: a table's pack that does not divide a model's
+    query heads per KV head (or a head list's launch) runs one head a program, unchanged."""
+    from kernels import tuning
+
+    q, k, v = _inputs(1, 40, 40, 3, 1, 64, torch.float16, device, 8)
+    base = prefill_attention(q, k, v)
+    with tuning.forcing("prefill_attention", dict(pack=2)):
+        assert torch.equal(prefill_attention(q, k, v), base)
 
 
 def test_tma_needs_a_flat_cache_and_a_tables_choice_falls_back(device):
