@@ -14,7 +14,7 @@ import torch
 from harness.lanes import interpreting
 from harness.metrics import Cost
 from harness.perfcase import PerfCase, Provider, perf_bench, perf_tests
-from kernels.norm import baselines
+from kernels.providers import compiled
 from models import SEED_MODELS, DecoderLayer, KVCache, get_ops, tiny
 from tests.helpers.tolerance import assert_within_rule
 
@@ -123,11 +123,11 @@ def test_unknown_backend_is_an_error():
 # ---- timed (GPU): the decode step of one layer, every implementation in CUDA graphs ----
 
 def _compiled_layer(s):
-    # Through baselines.compiled: every case recompiles DecoderLayer.forward, and past
+    # Through kernels.providers.compiled: every case recompiles DecoderLayer.forward, and past
     # Dynamo's default limit of 8 it would silently run eager (seen on an H100: the 9th to
     # 12th layer cases read compile == eager). There the limit is raised, and hitting it fails.
-    compiled = baselines.compiled(functools.partial(s.layer.forward, ops=s.torch_ops))
-    return lambda x, k, v: compiled(x, KVCache(k, v), s.kv_len)
+    layer_step = compiled(functools.partial(s.layer.forward, ops=s.torch_ops))
+    return lambda x, k, v: layer_step(x, KVCache(k, v), s.kv_len)
 
 
 LAYER_PROVIDERS = [
