@@ -212,3 +212,23 @@ def test_a_bad_shard_is_refused_by_name(tmp_path, option):
                             f"{option}={bad}", str(test)], cwd=tmp_path, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert r.returncode == 4 and why in r.stderr and option in r.stderr, r.stderr
+
+
+def test_perf_files_use_only_attributes_their_modules_have():
+    """Every `module.name` a perf file writes names something that module has. The providers'
+    factories run only on a GPU, so a helper that moved (tests/e2e/test_decoder_layer.py called
+    kernels.norm.baselines.compiled after it had moved to kernels.providers) failed every case
+    there with an AttributeError, and nothing on the CPU lane noticed."""
+    import ast
+    import types
+
+    files = sorted(set(PERF_FILES) | set(ROOT.glob("tests/e2e/test_*perf*.py")))
+    missing = []
+    for path in files:
+        module = _module(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                owner = getattr(module, node.value.id, None)
+                if isinstance(owner, types.ModuleType) and not hasattr(owner, node.attr):
+                    missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value.id}.{node.attr}")
+    assert not missing, "no such attribute: " + "; ".join(missing)
