@@ -196,6 +196,11 @@ def cases():
                pre | desc, {"HEAD_DIM": 128, "BLOCK_M": 128, "BLOCK_N": bn, "CAUSAL": True, "UNIFORM_LEN": True,
                             "WRITE_LSE": False, "USE_TMA": tma, "POS_SCALE": True, "HALVES": halves},
                {"num_warps": warps, "num_stages": st})
+    # four query heads of a KV head a program (pack), 32 positions each: the H100 table's 8K launch
+    desc = {"desc_k": "tensordesc<bf16[64,128]>", "desc_v": "tensordesc<bf16[64,128]>"}
+    yield ("prefill pack=4 BLOCK_M=32 4 warps 2 stages tma=True", _prefill_kernel, pre | desc,
+           {"HEAD_DIM": 128, "BLOCK_M": 32, "BLOCK_N": 64, "CAUSAL": True, "UNIFORM_LEN": True, "WRITE_LSE": False,
+            "USE_TMA": True, "POS_SCALE": True, "PACK": 4}, {"num_warps": 4, "num_stages": 2})
     # a sliding window over a list of heads (sparse prefill's A-shape): the default launch and the dense tuned one
     for bm, warps, tma in ((128, 8, False), (64, 4, True)):
         desc = {"desc_k": "tensordesc<bf16[64,128]>", "desc_v": "tensordesc<bf16[64,128]>"} if tma else {}
@@ -248,9 +253,13 @@ def cases():
            {**_bs_default(128, 1 << 15), "spill_free": True})
     for qk in (True, False):
         w = "*bf16" if qk else "*fp32"  # without QK-norm the weight pointers are the cos table
-        yield (f"rope_kv_write qk_norm={qk}", _rope_kv_write_kernel,
-               bf("Q K V QO KC VC") | {"COS": "*fp32", "SIN": "*fp32", "QW": w, "KW": w, "eps": "fp32"},
-               {"QK_NORM": qk, "HALF": 64, "q_tokens": 1, "pos": 1, "PDL": qk})
+        types = bf("Q K V QO KC VC") | {"COS": "*fp32", "SIN": "*fp32", "QW": w, "KW": w, "eps": "fp32"}
+        # a decode step (a row a program, one warp) and a prompt (32 rows a program)
+        yield (f"rope_kv_write qk_norm={qk} decode", _rope_kv_write_kernel, types,
+               {"QK_NORM": qk, "HALF": 64, "BLOCK_T": 1, "q_tokens": 1, "pos": 1, "PDL": qk},
+               {"num_warps": 1, "spill_free": True})
+        yield (f"rope_kv_write qk_norm={qk} prompt", _rope_kv_write_kernel, types,
+               {"QK_NORM": qk, "HALF": 64, "BLOCK_T": 32, "PDL": qk}, {"num_warps": 4, "spill_free": True})
 
     for residual in (True, False):  # the decode step's norms, launched with PDL on Hopper
         yield (f"rmsnorm residual={residual}", _rmsnorm_kernel, bf("X R W Y H_OUT") | {"eps": "fp32"},
