@@ -75,14 +75,16 @@ def _window_mask(lens, t, s, window, sink):
 @given(b=st.integers(1, 2), t=st.integers(1, 150), extra=st.integers(0, 60), kv=st.sampled_from([(1, 1), (4, 1), (6, 2)]),
        d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), per_seq=st.booleans(),
        window=st.integers(1, 120), sink=st.integers(0, 50), tiles=st.sampled_from([(16, 16), (64, 32), (128, 64)]),
-       tma=st.booleans(), seed=st.integers(0, 2 ** 16))
+       tma=st.booleans(), pack=st.sampled_from([1, 2]), seed=st.integers(0, 2 ** 16))
 @example(b=1, t=150, extra=0, kv=(4, 1), d=64, dtype="fp16", per_seq=False, window=40, sink=20, tiles=(16, 16),
-         tma=False, seed=0)   # the window past the sink: sink blocks, edge blocks, whole blocks, diagonal blocks
+         tma=False, pack=1, seed=0)   # the window past the sink: sink blocks, edge blocks, whole blocks, diagonal blocks
 @example(b=1, t=150, extra=0, kv=(1, 1), d=64, dtype="bf16", per_seq=False, window=30, sink=50, tiles=(64, 32),
-         tma=True, seed=1)    # a sink block the window reaches into
+         tma=True, pack=1, seed=1)    # a sink block the window reaches into
 @example(b=2, t=20, extra=50, kv=(6, 2), d=128, dtype="bf16", per_seq=True, window=1, sink=0, tiles=(128, 64),
-         tma=False, seed=2)   # each row its own key only, a chunk after a prefix
-def test_window_matches_reference(device, b, t, extra, kv, d, dtype, per_seq, window, sink, tiles, tma, seed):
+         tma=False, pack=1, seed=2)   # each row its own key only, a chunk after a prefix
+@example(b=1, t=150, extra=0, kv=(4, 1), d=64, dtype="bf16", per_seq=False, window=40, sink=20, tiles=(16, 16),
+         tma=False, pack=2, seed=3)   # two heads a program through the same blocks
+def test_window_matches_reference(device, b, t, extra, kv, d, dtype, per_seq, window, sink, tiles, tma, pack, seed):
     hq, hkv = kv
     dt = HALF_DTYPES[dtype]
     s = t + extra
@@ -91,7 +93,7 @@ def test_window_matches_reference(device, b, t, extra, kv, d, dtype, per_seq, wi
     if per_seq:
         lens = torch.randint(0, s + 1, (b,), generator=torch.Generator().manual_seed(seed + 1))
     kv_lens = lens.to(device) if per_seq else None
-    config = dict(BLOCK_M=tiles[0], BLOCK_N=tiles[1], tma=tma)
+    config = dict(BLOCK_M=tiles[0], BLOCK_N=tiles[1], tma=tma, pack=pack if (hq // hkv) % pack == 0 else 1)
     out, lse = prefill_attention(q, k, v, kv_lens, window=window, sink=sink, return_lse=True, config=config)
     mask = _window_mask(lens, t, s, window, sink)
     exact, lse_exact = gqa_attention_reference(q, k, v, kv_lens, compute_dtype=torch.float64, return_lse=True,
