@@ -215,14 +215,14 @@ def test_a_bad_shard_is_refused_by_name(tmp_path, option):
 
 
 def test_perf_files_use_only_attributes_their_modules_have():
-    """Every `module.name` a perf file writes names something that module has. The providers'
-    factories run only on a GPU, so a helper that moved (tests/e2e/test_decoder_layer.py called
+    """Every `module.name` a perf or e2e file writes names something that module has. The
+    providers' factories run only on a GPU, so a helper that moved (tests/e2e/test_decoder_layer.py called
     kernels.norm.baselines.compiled after it had moved to kernels.providers) failed every case
     there with an AttributeError, and nothing on the CPU lane noticed."""
     import ast
     import types
 
-    files = sorted(set(PERF_FILES) | set(ROOT.glob("tests/e2e/test_*perf*.py")))
+    files = sorted(set(PERF_FILES) | set(ROOT.glob("tests/e2e/test_*.py")))  # e2e: GPU-only paths too
     missing = []
     for path in files:
         module = _module(path)
