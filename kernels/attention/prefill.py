@@ -294,10 +294,13 @@ def _check_config(cfg: dict) -> None:
     check_tile_config(cfg)
     if "halves" in cfg and not isinstance(cfg["halves"], bool):
         raise ValueError(f"halves must be True or False, got {cfg['halves']!r}")
-    if "pack" in cfg and cfg["pack"] not in (1, 2, 4):
-        raise ValueError(f"pack must be 1, 2 or 4 (query heads a program), got {cfg['pack']!r}")
-    if cfg.get("halves") and cfg.get("pack", 1) > 1:
+    pack = cfg.get("pack", 1)
+    if not isinstance(pack, int) or isinstance(pack, bool) or pack not in (1, 2, 4):
+        raise ValueError(f"pack must be 1, 2 or 4 (query heads a program), got {pack!r}")
+    if cfg.get("halves") and pack > 1:
         raise ValueError("halves and pack > 1 do not combine: the two streams are one head's rows")
+    if cfg.get("BLOCK_M", 128) * pack > 128:
+        raise ValueError(f"BLOCK_M x pack is a program's rows, at most 128; got {cfg.get('BLOCK_M', 128)} x {pack}")
     if cfg.get("halves") and cfg.get("BLOCK_M", 128) < 32:
         raise ValueError(f"halves needs BLOCK_M of at least 32 (two streams of 16 rows, a product's least); "
                          f"got {cfg['BLOCK_M']}")
@@ -426,6 +429,12 @@ def launch_prefill(q, k, v, out, lse, kv_lens, scale: float, causal: bool, confi
     uniform_len = S if kv_lens is None else (int(kv_lens) if uniform else 0)
     lens = q if uniform else kv_lens.to(device=q.device, dtype=torch.int32).contiguous()
     key = dict(head_dim=D, rows=pow2_bucket(T)) | ({} if window is None else dict(window=pow2_bucket(window)))
+    config = dict(config or {})
+    # the caller's own rows a program or two streams mean one head a program, whatever the table packs
+    if "pack" not in config and ("BLOCK_M" in config or config.get("halves")):
+        config["pack"] = 1
+    if config.get("pack", 1) != 1 and "halves" not in config:
+        config["halves"] = False
     cfg = LAUNCH.choose(q.device, key, config)
     if window is not None and cfg["halves"]:
         raise ValueError("halves (two softmax streams a program) has no window: launch it with halves=False")

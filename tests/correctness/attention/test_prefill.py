@@ -24,7 +24,8 @@ def _inputs(b, t, s, hq, hkv, d, dtype, device, seed):
 
 
 @settings(deadline=None)
-@given(b=st.integers(1, 2), t=st.integers(1, 80), extra=st.integers(0, 70), kv=st.sampled_from([(1, 1), (4, 1), (3, 1), (6, 2)]),
+@given(b=st.integers(1, 2), t=st.integers(1, 80), extra=st.integers(0, 70),
+       kv=st.sampled_from([(1, 1), (4, 1), (3, 1), (6, 2), (8, 2)]),
        d=st.sampled_from([64, 128]), dtype=st.sampled_from(list(HALF_DTYPES)), causal=st.booleans(),
        per_seq=st.booleans(), tma=st.booleans(), halves=st.sampled_from([0, 32, 128]), pack=st.sampled_from([1, 2, 4]),
        seed=st.integers(0, 2 ** 16))
@@ -36,8 +37,8 @@ def _inputs(b, t, s, hq, hkv, d, dtype, device, seed):
          seed=2)  # one token
 @example(b=2, t=80, extra=20, kv=(4, 1), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, halves=128, pack=1,
          seed=3)
-@example(b=2, t=70, extra=9, kv=(6, 2), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, halves=0, pack=2,
-         seed=4)  # two heads a program, rows past T and before position 0
+@example(b=2, t=70, extra=9, kv=(8, 2), d=128, dtype="bf16", causal=True, per_seq=True, tma=True, halves=0, pack=2,
+         seed=4)  # two heads a program over two KV heads, rows past T and before position 0
 @example(b=1, t=45, extra=0, kv=(4, 1), d=64, dtype="fp16", causal=True, per_seq=False, tma=False, halves=0, pack=4,
          seed=5)  # four heads a program
 def test_prefill_matches_reference(device, b, t, extra, kv, d, dtype, causal, per_seq, tma, halves, pack, seed):
@@ -93,7 +94,8 @@ def test_window_matches_reference(device, b, t, extra, kv, d, dtype, per_seq, wi
     if per_seq:
         lens = torch.randint(0, s + 1, (b,), generator=torch.Generator().manual_seed(seed + 1))
     kv_lens = lens.to(device) if per_seq else None
-    config = dict(BLOCK_M=tiles[0], BLOCK_N=tiles[1], tma=tma, pack=pack if (hq // hkv) % pack == 0 else 1)
+    packs = (hq // hkv) % pack == 0 and tiles[0] * pack <= 128  # a program holds at most 128 rows
+    config = dict(BLOCK_M=tiles[0], BLOCK_N=tiles[1], tma=tma, pack=pack if packs else 1)
     out, lse = prefill_attention(q, k, v, kv_lens, window=window, sink=sink, return_lse=True, config=config)
     mask = _window_mask(lens, t, s, window, sink)
     exact, lse_exact = gqa_attention_reference(q, k, v, kv_lens, compute_dtype=torch.float64, return_lse=True,
@@ -198,13 +200,16 @@ def test_launch_options_compute_the_same_attention(device):
         prefill_attention(q, k, v, config=dict(halves=2))
     with pytest.raises(ValueError, match="halves needs BLOCK_M of at least 32"):
         prefill_attention(q, k, v, config=dict(BLOCK_M=16, halves=True))
-    with pytest.raises(ValueError, match="pack must be 1, 2 or 4"):
-        prefill_attention(q, k, v, config=dict(pack=3))
+    for bad in (3, 2.0, "2"):
+        with pytest.raises(ValueError, match="pack must be 1, 2 or 4"):
+            prefill_attention(q, k, v, config=dict(pack=bad))
+    with pytest.raises(ValueError, match="BLOCK_M x pack is a program's rows, at most 128; got 128 x 2"):
+        prefill_attention(q, k, v, config=dict(BLOCK_M=128, pack=2))
     with pytest.raises(ValueError, match="halves and pack > 1 do not combine"):
         prefill_attention(q, k, v, config=dict(pack=2, halves=True))
     # 4 query heads over 2 KV heads: two a KV head, so a pack of 4 spans two KV heads
     with pytest.raises(ValueError, match="pack=4 needs a whole number of packs in each KV head's 2 query heads"):
-        prefill_attention(q, k, v, config=dict(pack=4))
+        prefill_attention(q, k, v, config=dict(BLOCK_M=32, pack=4))
 
 
 def test_a_tables_pack_falls_back_to_one_head(device):
@@ -216,6 +221,24 @@ def test_a_tables_pack_falls_back_to_one_head(device):
     base = prefill_attention(q, k, v)
     with tuning.forcing("prefill_attention", dict(pack=2)):
         assert torch.equal(prefill_attention(q, k, v), base)
+
+
+def test_a_callers_rows_or_streams_override_a_tables_pack(device):
+    """The caller's BLOCK_M keeps its meaning (rows a program) and halves its two streams of
+    one head where the table packs four heads: one head a program, as without the table (these
+    raised, or ran 512-row programs, before)."""
+    from kernels import tuning
+
+    q, k, v = _inputs(1, 40, 40, 4, 1, 64, torch.float16, device, 9)
+    own = {cfg["BLOCK_M"]: prefill_attention(q, k, v, config=cfg) for cfg in (dict(BLOCK_M=128), dict(BLOCK_M=64))}
+    streams = prefill_attention(q, k, v, config=dict(BLOCK_M=64, halves=True))
+    with tuning.forcing("prefill_attention", dict(BLOCK_M=32, pack=4)):
+        for rows, out in own.items():
+            assert torch.equal(prefill_attention(q, k, v, config=dict(BLOCK_M=rows)), out)
+        assert torch.equal(prefill_attention(q, k, v, config=dict(BLOCK_M=64, halves=True)), streams)
+    with tuning.forcing("prefill_attention", dict(halves=True)):  # a table's streams give way to the caller's pack
+        packed = prefill_attention(q, k, v, config=dict(BLOCK_M=32, pack=2))
+    assert torch.equal(packed, prefill_attention(q, k, v, config=dict(BLOCK_M=32, pack=2)))
 
 
 def test_tma_needs_a_flat_cache_and_a_tables_choice_falls_back(device):

@@ -111,7 +111,6 @@ def test_rope_kv_write_prompt_rows_share_programs():
         for head_dim in (64, 128):
             for cand in LAUNCH.search_space(dict(rows=rows, head_dim=head_dim)):
                 LAUNCH.check(cand)
-                assert cand["BLOCK_T"] <= max(rows, LAUNCH.default(rows=rows, head_dim=head_dim)["BLOCK_T"])
 
 
 def test_rope_kv_write_checks_pos_and_the_caches(device):
