@@ -171,6 +171,20 @@ def last_to_arrive(COUNT, tile, n_splits):
 
 
 @triton.jit
+def sum_partials(P, offs, mask, n_splits, stride, SPLITS_AT_ONCE: tl.constexpr):
+    """sum over s < n_splits of the fp32 partials P[s * stride + offs] (offs 1-D), read
+    from L2 (.cg) SPLITS_AT_ONCE splits a load: a loop of one split a load waits out the L2
+    latency once per split, which with tens of splits is microseconds at the kernel's end."""
+    s = tl.arange(0, SPLITS_AT_ONCE)
+    total = tl.zeros_like(offs).to(tl.float32)
+    for s0 in range(0, n_splits, SPLITS_AT_ONCE):
+        ok = ((s0 + s) < n_splits)[:, None] & mask[None, :]
+        total += tl.sum(tl.load(P + (s0 + s)[:, None] * stride + offs[None, :], mask=ok, other=0.0,
+                                cache_modifier=".cg"), axis=0)
+    return total
+
+
+@triton.jit
 def grouped_tile(tile, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """(pid_m, pid_n) of output tile number `tile` (a program's id, or a persistent
     program's current tile), tiles taken in groups of GROUP_M rows of tiles, column by

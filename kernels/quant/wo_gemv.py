@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from kernels.checks import check_int_option, check_positive_option, check_pow2_option
-from kernels.launch import cdiv, last_to_arrive, next_power_of_2, split_plan
+from kernels.launch import cdiv, last_to_arrive, next_power_of_2, split_plan, sum_partials
 from kernels.platform import interpreting
 from kernels.tuning import LaunchSpace
 
@@ -208,9 +208,7 @@ def _wo_gemv_int4_kernel(
         if last_to_arrive(COUNT, pid_n, n_splits):
             cols = pid_n * 4 * WORDS + tl.arange(0, 4 * WORDS)  # the tile's words are these columns
             c_ok = cols < N
-            total = tl.zeros([4 * WORDS], dtype=tl.float32)
-            for s_ in range(0, n_splits):
-                total += tl.load(P + s_ * N + cols, mask=c_ok, other=0.0, cache_modifier=".cg")
+            total = sum_partials(P, cols, c_ok, n_splits, N, 8)
             tl.store(Y + cols, to_float(total, Y.dtype.element_ty), mask=c_ok)
     else:
         out = Y + 4 * rw
@@ -303,9 +301,7 @@ def _wo_gemv_int8_kernel(
     if SPLIT:
         tl.store(P + pid_k.to(tl.int64) * N + rn, part, mask=n_ok)
         if last_to_arrive(COUNT, pid_n, n_splits):
-            part = tl.zeros([BLOCK_N], dtype=tl.float32)
-            for s_ in range(0, n_splits):
-                part += tl.load(P + s_ * N + rn, mask=n_ok, other=0.0, cache_modifier=".cg")
+            part = sum_partials(P, rn, n_ok, n_splits, N, 8)
             s = tl.load(S + rn, mask=n_ok, other=0.0).to(tl.float32)
             tl.store(Y + rn, to_float(part * s, Y.dtype.element_ty), mask=n_ok)
     else:
@@ -395,7 +391,7 @@ def _gemv_int4(x2: torch.Tensor, qw: QuantizedWeight, y2: torch.Tensor, cfg: dic
     words = qw.qweight.view(torch.int32)  # four columns per word (N % 4 == 0: wo_matmul's gemv_takes)
     per_program = 32 * warps  # one word column per thread
     n_tiles = cdiv(N // 4, per_program)
-    n_splits, k_chunk = split_plan(K, qw.group, n_tiles, x2.device, num_splits, cfg["waves"], min_blocks=1)
+    n_splits, k_chunk = split_plan(K, 2 * rows, n_tiles, x2.device, num_splits, cfg["waves"], min_blocks=1)
     p, count = split_scratch(n_splits, y2, n_tiles)
     _wo_gemv_int4_kernel[(n_tiles, n_splits)](
         x2, words, qw.scale, qw.zero, y2, p, count, N, K, k_chunk, n_splits, qw.scale.stride(0), 0x3F800000,

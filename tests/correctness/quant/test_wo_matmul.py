@@ -168,6 +168,23 @@ def test_int8_gemv_unmasked_and_split(device):
         assert sqnr_db(exact, y) >= floor, f"splits={splits}: {sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
 
 
+@pytest.mark.parametrize("recipe,options", [("int4wo-128", {"path": "gemv", "rows": 8}),
+                                             ("int8wo", {"path": "gemv", "block_n": 16, "block_k": 64, "num_warps": 1})])
+def test_gemv_merges_many_splits(device, recipe, options):
+    """The last program of a tile reads the partials 8 splits a load: 11 and 19 splits (a
+    part-full last load) and 32 (whole loads) give the unsplit product, K chunks of less
+    than an int4 group included (2048 / 19 rounds to chunks of 112)."""
+    g = torch.Generator().manual_seed(8)
+    k, n = 2048, 96
+    q_cpu = quantize(recipe, torch.randn(n, k, generator=g), torch.float16)
+    x = torch.randn(1, k, generator=g).to(torch.float16)
+    exact = wo_matmul_reference(x, q_cpu)
+    floor = sqnr_db(exact, exact.to(torch.float16)) - 3.0
+    for splits in (11, 19, 32):
+        y = wo_matmul(x.to(device), on_device(q_cpu, device), num_splits=splits, config=options).cpu()
+        assert sqnr_db(exact, y) >= floor, f"splits={splits}: {sqnr_db(exact, y):.1f} dB < {floor:.1f} dB"
+
+
 def test_gemv_refuses_a_weight_off_a_4_byte_boundary(device):
     """The gemv kernels read the weight as 32-bit words: a qweight view at an odd offset
     takes the tensor-core path by default, and the gemv path, asked for, says why not."""
