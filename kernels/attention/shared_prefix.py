@@ -253,12 +253,16 @@ def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, P
                  stride_qb, stride_qt, stride_qh, stride_kp, stride_kh, stride_vp, stride_vh,
                  q_tokens, group, n_kv_heads, scale_log2,
                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr,
-                 POS_SCALE: tl.constexpr = True, PDL: tl.constexpr = False):
+                 POS_SCALE: tl.constexpr = True, PDL: tl.constexpr = False, EARLY_SUFFIX: tl.constexpr = False):
     """One work item: BLOCK_M query rows of the sequences under one node, one KV head, one
     chunk of the node's keys. Rows are (sequence, query token, head of the group); every
     row sees every key of the node (the node lies wholly before the queries). Writes the
     normalized partial output and its base-2 log-sum-exp, float32. PDL: the suffix decode
-    launches once every item is past its keys and attends the suffixes meanwhile."""
+    launches once every item is past its keys (EARLY_SUFFIX: once every item has started,
+    its memory-bound programs then sharing the SMs with this kernel's tensor-core work) and
+    attends the suffixes meanwhile."""
+    if EARLY_SUFFIX:
+        pdl_launch_dependents(PDL)
     item = tl.program_id(0)
     hkv = tl.program_id(1)
     node = tl.load(WORK + item * 5)
@@ -293,7 +297,8 @@ def _node_kernel(Q, KP, VP, desc_k, desc_v, O_PART, LSE_PART, WORK, NODE_META, P
         acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, k_base, v_base, desc_k, desc_v, kv_start, hkv * HEAD_DIM,
                                       rows, n0, k1, stride_kp, stride_vp, d, scale_log2, BLOCK_N, False, True,
                                       USE_TMA, POS_SCALE, rows, False)
-    pdl_launch_dependents(PDL)
+    if not EARLY_SUFFIX:
+        pdl_launch_dependents(PDL)
     out = acc / l_i[:, None]
     lse2 = tl.where(m_i == float("inf"), m_i, m_i + tl.math.log2(l_i))
     dst = tl.load(PART_ROW0 + part) + hkv * n_rows + rows
@@ -334,7 +339,7 @@ def _default_config(head_dim: int, rows: int, kv: int) -> dict:
     pointer loads (tma: the keys through TMA descriptors, Hopper and newer), long nodes split
     into about TARGET_WAVES programs an SM."""
     return dict(BLOCK_M=max(16, min(64, rows)), BLOCK_N=PREFIX_BLOCK_N, num_warps=4, num_stages=2, tma=False,
-                waves=TARGET_WAVES, whole_waves=False)
+                waves=TARGET_WAVES, whole_waves=False, early_suffix=False)
 
 
 def _candidates(head_dim: int, rows: int, kv: int) -> list[dict]:
@@ -346,13 +351,15 @@ def _candidates(head_dim: int, rows: int, kv: int) -> list[dict]:
               for bm, w in ((64, 4), (128, 8)) if bm <= max(16, rows) for tma in (False, True) for wv in (1, 4)]
     whole = [dict(BLOCK_M=bm, BLOCK_N=64, num_warps=w, num_stages=3, tma=tma, waves=wv, whole_waves=True)
              for bm, w in ((64, 4), (128, 8)) if bm <= max(16, rows) for tma in (False, True) for wv in (1, 2)]
-    return tiles + splits + whole
+    early = [dict(c, early_suffix=True) for c in splits + whole]  # the suffix decode beside the node kernel
+    return tiles + splits + whole + early
 
 
 def _check_config(cfg: dict) -> None:
     check_tile_config(cfg)
     check_positive_option(cfg, "waves")
     check_bool("whole_waves", cfg["whole_waves"])
+    check_bool("early_suffix", cfg["early_suffix"])
 
 
 def _pool_tma_ok(t: torch.Tensor) -> bool:
@@ -407,7 +414,7 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     (see the module doc). Returns out (batch, q_tokens, q_heads, head_dim) in q's dtype,
     or (out, lse (batch, q_heads, q_tokens), natural log, float32).
     config: the node kernel's launch options (BLOCK_M, BLOCK_N, num_warps, num_stages, tma,
-    waves, whole_waves; a table's tma falls back to pointer loads where the pool cannot be
+    waves, whole_waves, early_suffix; a table's tma falls back to pointer loads where the pool cannot be
     read through TMA)."""
     _check(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens)
     if scale is not None:
@@ -441,7 +448,7 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
         q.stride(0), q.stride(1), q.stride(2), k_pool.stride(0), k_pool.stride(1), v_pool.stride(0), v_pool.stride(1),
         T, group, Hkv, scale_log2,
         HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], USE_TMA=tma, POS_SCALE=scale_log2 > 0,
-        num_warps=cfg["num_warps"],
+        EARLY_SUFFIX=cfg["early_suffix"], num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
         **pdl_options(q.device, launch_early=False))  # it starts after all earlier work: the decode relies on it
     # the suffixes through the split-KV decode kernel, which merges the node partials into each

@@ -287,23 +287,34 @@ def test_a_decode_step_replays_in_a_cuda_graph():
 
 
 @pytest.mark.gpu
-def test_the_suffix_decode_started_early_by_pdl_still_merges_finished_partials(monkeypatch):
-    """With PDL the suffix decode launches while the node kernel stores its partials, reads
-    its suffix, and waits only before the merge: every step, after the inputs were rewritten
-    by the kernels before it, equals the call without PDL bit for bit (the same kernels and
-    launches, the decode only starting later)."""
+@pytest.mark.parametrize("early_suffix", [False, True])
+def test_the_suffix_decode_started_early_by_pdl_still_merges_finished_partials(monkeypatch, early_suffix):
+    """With PDL the suffix decode launches while the node kernel stores its partials
+    (early_suffix: as soon as every node program has started), reads its suffix, and waits
+    only before the merge: every step, after the inputs were rewritten by the kernels before
+    it, equals the call without PDL bit for bit (the same kernels and launches, the decode
+    only starting later)."""
     tree = prefix_tree([-1], [4096], [0] * 512, device="cuda")  # a long node kernel, short suffixes
     q, kp, vp, ks, vs, lens = _inputs(tree, 1, 8, 1, 128, torch.bfloat16, "cuda", 8, capacity=16)
+    config = dict(early_suffix=early_suffix)
     for step in range(8):
         q.normal_()
         ks.normal_()
         (kp if step % 2 else vp).normal_()
         step_lens = lens if step % 2 else lens.to(torch.int32)  # cast by the call, or read as given
         monkeypatch.setenv(PDL_ENV, "1")
-        early = shared_prefix_decode(q, kp, vp, tree, ks, vs, step_lens)
+        early = shared_prefix_decode(q, kp, vp, tree, ks, vs, step_lens, config=config)
         monkeypatch.setenv(PDL_ENV, "0")
-        late = shared_prefix_decode(q, kp, vp, tree, ks, vs, step_lens)
+        late = shared_prefix_decode(q, kp, vp, tree, ks, vs, step_lens, config=config)
         torch.testing.assert_close(early, late, rtol=0, atol=0)
+
+
+def test_early_suffix_is_a_bool_and_computes_the_same(device):
+    tree = prefix_tree([-1, 0], [300, 70], [0, 1, 1], device=device)
+    q, kp, vp, ks, vs, lens = _inputs(tree, 1, 4, 2, 64, torch.bfloat16, device, 21)
+    _check(tree, q, kp, vp, ks, vs, lens, torch.bfloat16, config=dict(early_suffix=True))
+    with pytest.raises(TypeError, match="early_suffix must be a bool"):
+        shared_prefix_decode(q, kp, vp, tree, ks, vs, lens, config=dict(early_suffix=1))
 
 
 def test_the_suffix_decode_attends_early_only_on_lengths_made_before_the_node_kernel(device, monkeypatch):
