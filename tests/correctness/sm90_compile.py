@@ -136,7 +136,7 @@ def cases():
     # the default launches: int4 one warp, no pipelining; int8 16 rows of 512 k over 4 warps
     yield ("wo_gemv int4 default launch", _wo_gemv_int4_kernel, wo | {"Q": "*i32"},
            {"GROUP": 128, "STRIDE": 3584, "ROWS": 32, "WORDS": 32, "SPLIT": True, "MASKED": False,
-            "IS_BF16": True}, {"num_warps": 1, "num_stages": 1})
+            "IS_BF16": True}, {"num_warps": 1, "num_stages": 1, "spill_free": True})
     yield ("wo_gemv int8 16 rows", _wo_gemv_int8_kernel, wo | {"Q": "*i8"},
            {"BLOCK_N": 16, "BLOCK_W": 128, "SPLIT": False, "MASKED": False, "IS_BF16": True, "ASM": True},
            {"num_warps": 4, "num_stages": 3})
