@@ -134,8 +134,9 @@ def _wo_gemv_int4_kernel(
     Q is the packed (K/2, N) weight read as 32-bit words, STRIDE = N / 4 words a row (byte
     c of word i: column 4 i + c, its low nibble k = 2j, its high nibble 2j + 1). Each
     thread takes one word column (four output columns) and ROWS rows of it at a time, all
-    in its own registers, so every sum over K stays inside the thread: no shuffles, no
-    shared memory, and the warp's 32 words of a row are one 128-byte read.
+    in its own registers, so every sum over K stays inside the thread (no shuffles; only
+    x's ROWS values reach every thread through shared memory), and the warp's 32 words of
+    a row are one 128-byte read.
     The scale and zero fold out of the per-weight work (all in fp32): each nibble is made
     the float 1 + q 2^-e from bits and multiplied by x, so
       sum_k x_k (1 + q_k 2^-e) = sum_k x_k + 2^-e sum_k x_k q_k,
