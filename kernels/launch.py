@@ -174,7 +174,7 @@ def last_to_arrive(COUNT, tile, n_splits):
 def sum_partials(P, offs, mask, n_splits, stride, SPLITS_AT_ONCE: tl.constexpr):
     """sum over s < n_splits of the fp32 partials P[s * stride + offs] (offs 1-D), read
     from L2 (.cg) SPLITS_AT_ONCE splits a load: a loop of one split a load waits out the L2
-    latency once per split, which with tens of splits is microseconds at the kernel's end."""
+    latency once per split, at the kernel's end, where no other work hides it."""
     s = tl.arange(0, SPLITS_AT_ONCE)
     total = tl.zeros_like(offs).to(tl.float32)
     for s0 in range(0, n_splits, SPLITS_AT_ONCE):

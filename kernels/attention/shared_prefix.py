@@ -414,8 +414,8 @@ def shared_prefix_decode(q, k_pool, v_pool, tree: PrefixTree, k_suffix, v_suffix
     (see the module doc). Returns out (batch, q_tokens, q_heads, head_dim) in q's dtype,
     or (out, lse (batch, q_heads, q_tokens), natural log, float32).
     config: the node kernel's launch options (BLOCK_M, BLOCK_N, num_warps, num_stages, tma,
-    waves, whole_waves, early_suffix; a table's tma falls back to pointer loads where the pool cannot be
-    read through TMA)."""
+    waves, whole_waves, early_suffix; a table's tma falls back to pointer loads where the
+    pool cannot be read through TMA)."""
     _check(q, k_pool, v_pool, tree, k_suffix, v_suffix, suffix_lens)
     if scale is not None:
         check_number("scale", scale)
