@@ -153,8 +153,8 @@ def _wo_gemv_int4_kernel(
     pid_k = tl.program_id(1)
     t = tl.arange(0, WORDS)
     # The tile is (rows, words), words along the lanes and rows in each thread's registers,
-    # so the sums over rows stay in-thread: (words, rows) got the rows spread over the
-    # lanes, summed by shuffles (about 1300 a batch). Neighbouring words swapped so that
+    # so the sums over rows stay in-thread (as (words, rows), Triton spreads the rows over
+    # the lanes and sums them by shuffles). Neighbouring words swapped so that
     # Triton sees no contiguity (it would give each thread a vector of words and split the
     # rows over threads).
     rw = pid_n * WORDS + (t ^ 1)
