@@ -85,9 +85,7 @@ def _gemv_rows(q_cols, q_rows, k_row, k_end_row, r, w_ok, STRIDE: tl.constexpr, 
 @triton.jit
 def _next_batch(k0, KB, k_start, k_end):
     """The next batch's first k; past the chunk's end its first batch again, a harmless
-    re-read that needs no mask. Loaded at the end of the loop body, the next batch's words
-    are issued (ptxas hoists them) while this batch is computed, which ran faster than
-    loading them explicitly one batch ahead."""
+    re-read that needs no mask."""
     return tl.where(k0 + KB < k_end, k0 + KB, k_start)
 
 
@@ -154,9 +152,9 @@ def _wo_gemv_int4_kernel(
     t = tl.arange(0, WORDS)
     # The tile is (rows, words), words along the lanes and rows in each thread's registers,
     # so the sums over rows stay in-thread (as (words, rows), Triton spreads the rows over
-    # the lanes and sums them by shuffles). Neighbouring words swapped so that
-    # Triton sees no contiguity (it would give each thread a vector of words and split the
-    # rows over threads).
+    # the lanes and sums them by shuffles). Neighbouring words swapped so that Triton sees
+    # no contiguity (it would give each thread a vector of words and split the rows over
+    # threads).
     rw = pid_n * WORDS + (t ^ 1)
     w_ok = rw < N // 4
     r = tl.arange(0, ROWS)
