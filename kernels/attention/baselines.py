@@ -21,6 +21,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from .reference import rope_reference
+
 
 def _bhtd(t):
     return t.transpose(1, 2)  # a view: (B, T, H, D) -> (B, H, T, D)
@@ -289,17 +291,12 @@ def flex_sparse(index):
 
 def torch_rope_kv_write(q, k, v, k_cache, v_cache, pos, cos, sin, q_norm_weight=None, k_norm_weight=None,
                         eps=1e-6):
-    """QK-norm (F.rms_norm), RoPE in fp32 from the tables, and the cache write, as model code."""
+    """QK-norm (F.rms_norm), RoPE in fp32 from the tables (rope_reference: the rotation is
+    plain PyTorch), and the cache write, as model code."""
     T = q.shape[1]
     if q_norm_weight is not None:
         q, k = F.rms_norm(q, (q.shape[-1],), q_norm_weight, eps), F.rms_norm(k, (k.shape[-1],), k_norm_weight, eps)
-    c, s = cos[pos:pos + T][None, :, None, :], sin[pos:pos + T][None, :, None, :]
-
-    def rot(x):
-        x1, x2 = x.to(c.dtype).chunk(2, dim=-1)
-        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
-
-    q, k = rot(q), rot(k)
+    q, k = rope_reference(q, cos, sin, pos), rope_reference(k, cos, sin, pos)
     k_cache[:, pos:pos + T] = k
     v_cache[:, pos:pos + T] = v
     return q
