@@ -38,8 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention.prefill import (LOG2E, _attend_block, check_qkv_tensors, check_tile_config, kv_descriptors,
-                                      launch_prefill)
+from kernels.attention.prefill import (LOG2E, _accumulate, _attend_block, _load_block, _probabilities,
+                                      check_qkv_tensors, check_tile_config, kv_descriptors, launch_prefill)
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.launch import cdiv, next_power_of_2
@@ -402,6 +402,30 @@ def _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M: tl.constexpr, PB: tl
 
 
 @triton.jit
+def _attend_range_tile(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len, clean,
+                       stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr,
+                       POS_SCALE: tl.constexpr, rows_lo, ROWS_LO: tl.constexpr):
+    """_attend_block's masked tile whose score mask is skipped where `clean` (every key of
+    the tile visible to every row); the loads stay masked either way, so the pipeline sees
+    one load of each per tile."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    key_ok = offs_n < kv_len
+    k = _load_block(K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :], desc_k, tma_row, tma_col, n0,
+                    key_ok, not USE_TMA, USE_TMA)
+    qk = tl.dot(exact_operand(q), tl.trans(exact_operand(k)))
+    if clean:
+        p, m_new, m_use = _probabilities(qk, m_i, rows_pos, rows_lo, 0, offs_n, key_ok, qk_scale, True, False,
+                                         POS_SCALE, ROWS_LO)
+    else:
+        p, m_new, m_use = _probabilities(qk, m_i, rows_pos, rows_lo, 0, offs_n, key_ok, qk_scale, True, True,
+                                         POS_SCALE, ROWS_LO)
+    v = _load_block(V + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :], desc_v, tma_row, tma_col, n0,
+                    key_ok, True, USE_TMA)
+    acc, l_i = _accumulate(acc, m_i, l_i, p, m_use, v)
+    return acc, m_new, l_i
+
+
+@triton.jit
 def _vertical_slash_kernel(Q, K, V, desc_k, desc_v, O, LSE, HEADS, DIAG, N_DIAG, COLS, BLOCK_COLS,
                            stride_qb, stride_qt, stride_qh, stride_kb, stride_kn, stride_kh,
                            stride_vb, stride_vn, stride_vh, stride_ob, stride_ot, stride_oh,
@@ -440,17 +464,23 @@ def _vertical_slash_kernel(Q, K, V, desc_k, desc_v, O, LSE, HEADS, DIAG, N_DIAG,
             seen = seen | ((rows_lo <= offs_m) & (rows_lo < rows_end))
             tiles += tl.where(lo < end, tl.cdiv(end - lo, BLOCK_N), 0)
         j = 0
-        n0, end, _, _, rows_lo, rows_end = _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
+        n0, end, all_lo, all_end, rows_lo, rows_end = _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
         for _ in range(0, tiles):
-            acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col,
-                                          tl.minimum(offs_m, rows_end - 1), n0, end, stride_kn, stride_vn, offs_d,
-                                          qk_scale, BLOCK_N, True, True, USE_TMA, POS_SCALE, rows_lo, ROWS_LO)
+            # a tile every row sees whole (inside every block's range, before the first row)
+            # skips the score mask, as the dense kernel's inner tiles do
+            clean = (n0 >= all_lo) & (n0 + BLOCK_N <= tl.minimum(all_end, m0 + 1))
+            acc, m_i, l_i = _attend_range_tile(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col,
+                                               tl.minimum(offs_m, rows_end - 1), n0, end, clean, stride_kn,
+                                               stride_vn, offs_d, qk_scale, BLOCK_N, USE_TMA, POS_SCALE, rows_lo,
+                                               ROWS_LO)
             step = n0 + BLOCK_N >= end  # the range's last tile: on to the next interval
             j += step.to(tl.int32)
-            lo_next, end_next, _, _, lo_rows_next, end_rows_next = _program_range(
+            lo_next, end_next, all_lo_next, all_end_next, lo_rows_next, end_rows_next = _program_range(
                 DIAG, j, n_diag, m0, offs_m, T, BLOCK_M, PB)
             n0 = tl.where(step, lo_next, n0 + BLOCK_N)
             end = tl.where(step, end_next, end)
+            all_lo = tl.where(step, all_lo_next, all_lo)
+            all_end = tl.where(step, all_end_next, all_end)
             rows_lo = tl.where(step, lo_rows_next, rows_lo)
             rows_end = tl.where(step, end_rows_next, rows_end)
     else:
