@@ -109,7 +109,8 @@ GEMV_OPTIONS = {  # the gemv path is for one row; its options differ by format
     "int4wo-128": [{"path": "gemv", "rows": 64, "num_warps": 1}, {"path": "gemv", "rows": 64, "num_warps": 4}],
     "int8wo": [{"path": "gemv", "block_n": 16, "block_k": 512, "num_warps": 4},
                {"path": "gemv", "block_n": 4, "block_k": 64, "num_warps": 1, "num_stages": 1},
-               {"path": "gemv", "block_n": 2, "block_k": 128, "num_warps": 2}],
+               {"path": "gemv", "block_n": 2, "block_k": 128, "num_warps": 2},
+               {"path": "gemv", "block_n": 1, "block_k": 1024, "num_warps": 2}],  # one row, all of K a step
 }
 
 
