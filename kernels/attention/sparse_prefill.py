@@ -456,7 +456,7 @@ def _vertical_slash_kernel(Q, K, V, desc_k, desc_v, O, LSE, HEADS, DIAG, N_DIAG,
     if FLAT:
         # One loop over the program's key tiles, across its ranges, so loads run ahead from one
         # range into the next (a range of a tile or two otherwise restarts the pipeline);
-        # every tile masked. A range is empty only when its diagonals lie past the program's
+        # every tile's loads masked. A range is empty only when its diagonals lie past the program's
         # rows, and the intervals are sorted: the empty ones come last.
         tiles = 0
         for j in range(0, n_diag):
@@ -542,7 +542,7 @@ VS_STAGES = 1
 def _vs_default(head_dim: int, tokens: int, pattern: str) -> dict:
     """A program a pattern block (BLOCK_M = 64 rows), 64-key tiles, 4 warps, no pipelining
     (see VS_STAGES), a loop per range (flat: one loop over all the program's range tiles,
-    each masked), keys by pointer loads (tma: the ranges' tiles through TMA, Hopper and newer)."""
+    each load masked), keys by pointer loads (tma: the ranges' tiles through TMA, Hopper and newer)."""
     return dict(BLOCK_M=BLOCK, BLOCK_N=64, num_warps=4, num_stages=VS_STAGES, flat=False, tma=False)
 
 
