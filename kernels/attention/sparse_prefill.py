@@ -38,8 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention.prefill import (LOG2E, _accumulate, _attend_block, _load_block, _probabilities,
-                                      check_qkv_tensors, check_tile_config, kv_descriptors, launch_prefill)
+from kernels.attention.prefill import (LOG2E, _accumulate, _attend_block, _load_block, check_qkv_tensors,
+                                      check_tile_config, kv_descriptors, launch_prefill)
 from kernels.checks import check_bool, check_int, check_number, check_tensor
 from kernels.interpreter import exact_operand
 from kernels.launch import cdiv, next_power_of_2
@@ -405,20 +405,30 @@ def _program_range(DIAG, j, n_diag, m0, offs_m, T, BLOCK_M: tl.constexpr, PB: tl
 def _attend_range_tile(acc, m_i, l_i, q, K, V, desc_k, desc_v, tma_row, tma_col, rows_pos, n0, kv_len, clean,
                        stride_kn, stride_vn, offs_d, qk_scale, BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr,
                        POS_SCALE: tl.constexpr, rows_lo, ROWS_LO: tl.constexpr):
-    """_attend_block's masked tile whose score mask is skipped where `clean` (every key of
-    the tile visible to every row); the loads stay masked either way, so the pipeline sees
-    one load of each per tile."""
+    """_attend_block's masked tile of a range walk, whose score mask is skipped where `clean`
+    (every key of the tile visible to every row): one masked load of each per tile whatever
+    `clean` says, and the branch holds the mask alone (Triton 3.6 fails to pipeline a loop
+    whose branch holds the products' softmax)."""
     offs_n = n0 + tl.arange(0, BLOCK_N)
     key_ok = offs_n < kv_len
     k = _load_block(K + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :], desc_k, tma_row, tma_col, n0,
                     key_ok, not USE_TMA, USE_TMA)
     qk = tl.dot(exact_operand(q), tl.trans(exact_operand(k)))
-    if clean:
-        p, m_new, m_use = _probabilities(qk, m_i, rows_pos, rows_lo, 0, offs_n, key_ok, qk_scale, True, False,
-                                         POS_SCALE, ROWS_LO)
+    # a positive scale applies after the mask and the max, one fused multiply-add a score
+    s = qk if POS_SCALE else qk * qk_scale
+    if not clean:  # rows_pos < kv_len: the causal bound holds the range's end too
+        visible = offs_n[None, :] <= rows_pos[:, None]
+        if ROWS_LO:
+            visible = visible & (offs_n[None, :] >= rows_lo[:, None])
+        s = tl.where(visible, s, float("-inf"))
+    if POS_SCALE:
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s * qk_scale - m_use[:, None])
     else:
-        p, m_new, m_use = _probabilities(qk, m_i, rows_pos, rows_lo, 0, offs_n, key_ok, qk_scale, True, True,
-                                         POS_SCALE, ROWS_LO)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(s - m_use[:, None])
     v = _load_block(V + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :], desc_v, tma_row, tma_col, n0,
                     key_ok, True, USE_TMA)
     acc, l_i = _accumulate(acc, m_i, l_i, p, m_use, v)
