@@ -75,9 +75,9 @@ def _gemv_rows(q_cols, q_rows, k_row, k_end_row, r, w_ok, STRIDE: tl.constexpr, 
     """ROWS rows of the weight words from row k_row, one word column per thread: a 64-bit
     pointer per thread and the rows at constant offsets from it (LDG with immediate offsets,
     no address arithmetic per row). Masked rows and words read as zero."""
-    ptrs = (q_cols + (tl.full([], 0, tl.int64) + k_row) * STRIDE)[None, :] + q_rows[:, None]
+    ptrs = (q_cols + (tl.full([], 0, tl.int64) + k_row) * STRIDE)[:, None] + q_rows[None, :]
     if MASKED:
-        return tl.load(ptrs, mask=w_ok[None, :] & (k_row + r < k_end_row)[:, None], other=0)
+        return tl.load(ptrs, mask=w_ok[:, None] & (k_row + r < k_end_row)[None, :], other=0)
     else:
         return tl.load(ptrs)
 
@@ -85,7 +85,9 @@ def _gemv_rows(q_cols, q_rows, k_row, k_end_row, r, w_ok, STRIDE: tl.constexpr, 
 @triton.jit
 def _next_batch(k0, KB, k_start, k_end):
     """The next batch's first k; past the chunk's end its first batch again, a harmless
-    re-read that needs no mask."""
+    re-read that needs no mask. Loaded at the end of the loop body, the next batch's words
+    are issued (ptxas hoists them) while this batch is computed, which ran faster than
+    loading them explicitly one batch ahead."""
     return tl.where(k0 + KB < k_end, k0 + KB, k_start)
 
 
@@ -132,9 +134,8 @@ def _wo_gemv_int4_kernel(
     Q is the packed (K/2, N) weight read as 32-bit words, STRIDE = N / 4 words a row (byte
     c of word i: column 4 i + c, its low nibble k = 2j, its high nibble 2j + 1). Each
     thread takes one word column (four output columns) and ROWS rows of it at a time, all
-    in its own registers, so every sum over K stays inside the thread (no shuffles; only
-    x's ROWS values reach every thread through shared memory), and the warp's 32 words of
-    a row are one 128-byte read.
+    in its own registers, so every sum over K stays inside the thread: no shuffles, no
+    shared memory, and the warp's 32 words of a row are one 128-byte read.
     The scale and zero fold out of the per-weight work (all in fp32): each nibble is made
     the float 1 + q 2^-e from bits and multiplied by x, so
       sum_k x_k (1 + q_k 2^-e) = sum_k x_k + 2^-e sum_k x_k q_k,
@@ -150,11 +151,9 @@ def _wo_gemv_int4_kernel(
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     t = tl.arange(0, WORDS)
-    # The tile is (rows, words), words along the lanes and rows in each thread's registers,
-    # so the sums over rows stay in-thread (as (words, rows), Triton spreads the rows over
-    # the lanes and sums them by shuffles). Neighbouring words swapped so that Triton sees
-    # no contiguity (it would give each thread a vector of words and split the rows over
-    # threads).
+    # Neighbouring words swapped so that Triton sees no contiguity (it would give each
+    # thread a vector of words and split the rows over threads): the (words, rows) tile is
+    # laid out words-first, rows in-thread. (More words a thread ran slower.)
     rw = pid_n * WORDS + (t ^ 1)
     w_ok = rw < N // 4
     r = tl.arange(0, ROWS)
@@ -168,18 +167,9 @@ def _wo_gemv_int4_kernel(
     acc3 = tl.zeros([WORDS], dtype=tl.float32)
     KB: tl.constexpr = 2 * ROWS  # k per batch; a batch lies inside one group
     X32 = X.to(tl.pointer_type(tl.int32), bitcast=True)  # x[2j], x[2j + 1] as one word
-    # the next batch's weights, x, scales and zeros are loaded first in the loop body, before
-    # this batch's sums (and the barrier of x's layout change, which no load crosses), so
-    # that they arrive while this batch is computed
     q = _gemv_rows(q_cols, q_rows, k_start // 2, k_end // 2, r, w_ok, STRIDE, MASKED)
-    xp = tl.load(X32 + k_start // 2 + r)
-    s0, s1, s2, s3, z0, z1, z2, z3 = _group_scales(S, Z, (k_start // GROUP) * stride_sg + 4 * rw, w_ok)
     for k0 in range(k_start, k_end, KB):
-        k_next = _next_batch(k0, KB, k_start, k_end)
-        q_next = _gemv_rows(q_cols, q_rows, k_next // 2, k_end // 2, r, w_ok, STRIDE, MASKED)
-        xp_next = tl.load(X32 + k_next // 2 + r)
-        sz_next = (k_next // GROUP) * stride_sg + 4 * rw
-        s0n, s1n, s2n, s3n, z0n, z1n, z2n, z3n = _group_scales(S, Z, sz_next, w_ok)
+        xp = tl.load(X32 + k0 // 2 + r)
         xe, xo = _x_pair(xp, IS_BF16)
         xe_sum = tl.sum(xe, axis=0)
         xo_sum = tl.sum(xo, axis=0)
@@ -190,21 +180,22 @@ def _wo_gemv_int4_kernel(
         u3 = q >> 9
         lo_mask: tl.constexpr = 0x78000
         hi_mask: tl.constexpr = 0x780000
-        a0l = tl.sum(_near_one(u0, lo_mask, one) * xe[:, None], axis=0)
-        a0h = tl.sum(_near_one(u0, hi_mask, one) * xo[:, None], axis=0)
-        a1l = tl.sum(_near_one(u1, lo_mask, one) * xe[:, None], axis=0)
-        a1h = tl.sum(_near_one(u1, hi_mask, one) * xo[:, None], axis=0)
-        a2l = tl.sum(_near_one(u2, lo_mask, one) * xe[:, None], axis=0)
-        a2h = tl.sum(_near_one(u2, hi_mask, one) * xo[:, None], axis=0)
-        a3l = tl.sum(_near_one(u3, lo_mask, one) * xe[:, None], axis=0)
-        a3h = tl.sum(_near_one(u3, hi_mask, one) * xo[:, None], axis=0)
+        a0l = tl.sum(_near_one(u0, lo_mask, one) * xe[None, :], axis=1)
+        a0h = tl.sum(_near_one(u0, hi_mask, one) * xo[None, :], axis=1)
+        a1l = tl.sum(_near_one(u1, lo_mask, one) * xe[None, :], axis=1)
+        a1h = tl.sum(_near_one(u1, hi_mask, one) * xo[None, :], axis=1)
+        a2l = tl.sum(_near_one(u2, lo_mask, one) * xe[None, :], axis=1)
+        a2h = tl.sum(_near_one(u2, hi_mask, one) * xo[None, :], axis=1)
+        a3l = tl.sum(_near_one(u3, lo_mask, one) * xe[None, :], axis=1)
+        a3h = tl.sum(_near_one(u3, hi_mask, one) * xo[None, :], axis=1)
         x_sum = xe_sum + xo_sum
-        acc0 += _fold_group(s0, z0, a0l, a0h, xe_sum, xo_sum, x_sum)
-        acc1 += _fold_group(s1, z1, a1l, a1h, xe_sum, xo_sum, x_sum)
-        acc2 += _fold_group(s2, z2, a2l, a2h, xe_sum, xo_sum, x_sum)
-        acc3 += _fold_group(s3, z3, a3l, a3h, xe_sum, xo_sum, x_sum)
-        q, xp = q_next, xp_next
-        s0, s1, s2, s3, z0, z1, z2, z3 = s0n, s1n, s2n, s3n, z0n, z1n, z2n, z3n
+        sz = (k0 // GROUP) * stride_sg + 4 * rw
+        acc0 += _fold_group(S, Z, sz, w_ok, a0l, a0h, xe_sum, xo_sum, x_sum)
+        acc1 += _fold_group(S, Z, sz + 1, w_ok, a1l, a1h, xe_sum, xo_sum, x_sum)
+        acc2 += _fold_group(S, Z, sz + 2, w_ok, a2l, a2h, xe_sum, xo_sum, x_sum)
+        acc3 += _fold_group(S, Z, sz + 3, w_ok, a3l, a3h, xe_sum, xo_sum, x_sum)
+        q = _gemv_rows(q_cols, q_rows, _next_batch(k0, KB, k_start, k_end) // 2, k_end // 2, r, w_ok, STRIDE,
+                       MASKED)
     if _any_nan(acc0) | _any_nan(acc1) | _any_nan(acc2) | _any_nan(acc3):  # x holds an inf or a NaN
         acc0, acc1, acc2, acc3 = _gemv_int4_per_weight(X32, q_cols, S, Z, rw, w_ok, k_start, k_end, stride_sg,
                                                        GROUP, STRIDE, WORDS, IS_BF16)
@@ -329,24 +320,14 @@ def _x_pair(xp, IS_BF16: tl.constexpr):
 
 
 @triton.jit
-def _group_scales(S, Z, sz, w_ok):
-    """The scales and zeros of a word's four columns in one group, in fp32: s0..s3, z0..z3."""
-    s0 = tl.load(S + sz, mask=w_ok, other=0.0).to(tl.float32)
-    s1 = tl.load(S + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
-    s2 = tl.load(S + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
-    s3 = tl.load(S + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
-    z0 = tl.load(Z + sz, mask=w_ok, other=0.0).to(tl.float32)
-    z1 = tl.load(Z + sz + 1, mask=w_ok, other=0.0).to(tl.float32)
-    z2 = tl.load(Z + sz + 2, mask=w_ok, other=0.0).to(tl.float32)
-    z3 = tl.load(Z + sz + 3, mask=w_ok, other=0.0).to(tl.float32)
-    return s0, s1, s2, s3, z0, z1, z2, z3
-
-
-@triton.jit
-def _fold_group(s, z, a_lo, a_hi, xe_sum, xo_sum, x_sum):
+def _fold_group(S, Z, sz, w_ok, a_lo, a_hi, xe_sum, xo_sum, x_sum):
     """One column's int4 batch, (q - z) s summed against x: sum x q from the low nibbles'
     sum x (1 + q / 256) and the high nibbles' sum x (1 + q / 16), then s (sum x q - z sum x)."""
+    s = tl.load(S + sz, mask=w_ok, other=0.0).to(tl.float32)
+    z = tl.load(Z + sz, mask=w_ok, other=0.0).to(tl.float32)
     return s * (256.0 * (a_lo - xe_sum) + 16.0 * (a_hi - xo_sum) - z * x_sum)
+
+
 
 
 def _default(bits: int, group: int, n: int, k: int) -> dict:
