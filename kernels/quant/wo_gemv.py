@@ -346,7 +346,7 @@ def _candidates(bits: int, group: int, n: int, k: int) -> list:
         # (a whole 4096-k row a step: one trip to memory a program at K = 4096)
         top = max(512, next_power_of_2(k))
         return [dict(block_n=bn, block_k=bk, num_warps=w, num_stages=3, waves=6)
-                for bn in (1, 2, 4, 8, 16, 32) for bk in (512, 1024, 2048, 4096) for w in (1, 2, 4, 8)
+                for bn in (2, 4, 8, 16, 32) for bk in (512, 1024, 2048, 4096) for w in (1, 2, 4, 8)
                 if bk <= top and 512 * w <= bn * bk <= 16384]
     # up to 64 rows (one burst a group of 128) and 4 warps; 2 waves: longer chunks, fewer partials
     return [dict(rows=rows, num_warps=w, waves=waves)
