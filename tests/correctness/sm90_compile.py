@@ -235,7 +235,9 @@ def cases():
            {"num_warps": vs["num_warps"], "num_stages": vs["num_stages"], "spill_free": True})
     yield ("sparse prefill: vertical-slash attention, range loops pipelined", _vertical_slash_kernel, vs_types,
            vs_consts | {"BLOCK_N": 64}, {"num_warps": 8, "num_stages": 3, "spill_free": True})  # a tuning candidate
-    for warps, stages in ((4, 2), (4, 3), (8, 3)):  # tuning candidates: one loop over all of a block's range tiles (4 warps 3 stages: the H100 table's 128K launch)
+    # tuning candidates: one loop over all of a block's range tiles (4 warps 3 stages: the
+    # H100 table's 128K launch)
+    for warps, stages in ((4, 2), (4, 3), (8, 3)):
         yield (f"sparse prefill: vertical-slash attention, flat range walk, {warps} warps {stages} stages",
                _vertical_slash_kernel, vs_types, vs_consts | {"BLOCK_N": 64, "FLAT": True},
                {"num_warps": warps, "num_stages": stages})
