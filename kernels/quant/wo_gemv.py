@@ -71,15 +71,17 @@ def _bytes_as_floats(u, ASM: tl.constexpr):
 
 
 @triton.jit
-def _gemv_rows(q_cols, q_rows, k_row, k_end_row, r, w_ok, STRIDE: tl.constexpr, MASKED: tl.constexpr):
-    """ROWS rows of the weight words from row k_row, one word column per thread: a 64-bit
-    pointer per thread and the rows at constant offsets from it (LDG with immediate offsets,
-    no address arithmetic per row). Masked rows and words read as zero."""
-    ptrs = (q_cols + (tl.full([], 0, tl.int64) + k_row) * STRIDE)[:, None] + q_rows[None, :]
+def _gemv_rows(q_tile, row_of, ok_of, k_row, k_end_row, ROWS: tl.constexpr, WORDS: tl.constexpr,
+               STRIDE: tl.constexpr, MASKED: tl.constexpr):
+    """ROWS rows of the weight words from row k_row as a (ROWS, WORDS) tile, loaded flat in
+    row-major order so that lane w holds word w of every row: a 64-bit pointer per element
+    at constant offsets (LDG with immediate offsets). Masked rows and words read as zero."""
+    ptrs = q_tile + (tl.full([], 0, tl.int64) + k_row) * STRIDE
     if MASKED:
-        return tl.load(ptrs, mask=w_ok[:, None] & (k_row + r < k_end_row)[None, :], other=0)
+        q = tl.load(ptrs, mask=ok_of & (k_row + row_of < k_end_row), other=0)
     else:
-        return tl.load(ptrs)
+        q = tl.load(ptrs)
+    return tl.reshape(q, (ROWS, WORDS))
 
 
 @triton.jit
@@ -152,13 +154,19 @@ def _wo_gemv_int4_kernel(
     pid_k = tl.program_id(1)
     t = tl.arange(0, WORDS)
     # Neighbouring words swapped so that Triton sees no contiguity (it would give each
-    # thread a vector of words and split the rows over threads): the (words, rows) tile is
-    # laid out words-first, rows in-thread. (More words a thread ran slower.)
+    # thread a vector of words and split the rows over threads; more words a thread ran
+    # slower). The (rows, words) tile loads flat, row-major, which puts word w of every row
+    # in lane w: loaded as 2-D, which dimension goes across the lanes is the compiler's
+    # choice, and Triton 3.6 and 3.9 choose differently (the other way spills).
     rw = pid_n * WORDS + (t ^ 1)
     w_ok = rw < N // 4
     r = tl.arange(0, ROWS)
     q_cols = Q + rw
-    q_rows = r * STRIDE
+    i = tl.arange(0, ROWS * WORDS)
+    row_of = i // WORDS
+    word_of = pid_n * WORDS + ((i % WORDS) ^ 1)
+    ok_of = word_of < N // 4
+    q_tile = Q + word_of + row_of * STRIDE
     k_start = pid_k * k_chunk
     k_end = tl.minimum(k_start + k_chunk, K)
     acc0 = tl.zeros([WORDS], dtype=tl.float32)
@@ -167,7 +175,7 @@ def _wo_gemv_int4_kernel(
     acc3 = tl.zeros([WORDS], dtype=tl.float32)
     KB: tl.constexpr = 2 * ROWS  # k per batch; a batch lies inside one group
     X32 = X.to(tl.pointer_type(tl.int32), bitcast=True)  # x[2j], x[2j + 1] as one word
-    q = _gemv_rows(q_cols, q_rows, k_start // 2, k_end // 2, r, w_ok, STRIDE, MASKED)
+    q = _gemv_rows(q_tile, row_of, ok_of, k_start // 2, k_end // 2, ROWS, WORDS, STRIDE, MASKED)
     for k0 in range(k_start, k_end, KB):
         xp = tl.load(X32 + k0 // 2 + r)
         xe, xo = _x_pair(xp, IS_BF16)
@@ -180,22 +188,22 @@ def _wo_gemv_int4_kernel(
         u3 = q >> 9
         lo_mask: tl.constexpr = 0x78000
         hi_mask: tl.constexpr = 0x780000
-        a0l = tl.sum(_near_one(u0, lo_mask, one) * xe[None, :], axis=1)
-        a0h = tl.sum(_near_one(u0, hi_mask, one) * xo[None, :], axis=1)
-        a1l = tl.sum(_near_one(u1, lo_mask, one) * xe[None, :], axis=1)
-        a1h = tl.sum(_near_one(u1, hi_mask, one) * xo[None, :], axis=1)
-        a2l = tl.sum(_near_one(u2, lo_mask, one) * xe[None, :], axis=1)
-        a2h = tl.sum(_near_one(u2, hi_mask, one) * xo[None, :], axis=1)
-        a3l = tl.sum(_near_one(u3, lo_mask, one) * xe[None, :], axis=1)
-        a3h = tl.sum(_near_one(u3, hi_mask, one) * xo[None, :], axis=1)
+        a0l = tl.sum(_near_one(u0, lo_mask, one) * xe[:, None], axis=0)
+        a0h = tl.sum(_near_one(u0, hi_mask, one) * xo[:, None], axis=0)
+        a1l = tl.sum(_near_one(u1, lo_mask, one) * xe[:, None], axis=0)
+        a1h = tl.sum(_near_one(u1, hi_mask, one) * xo[:, None], axis=0)
+        a2l = tl.sum(_near_one(u2, lo_mask, one) * xe[:, None], axis=0)
+        a2h = tl.sum(_near_one(u2, hi_mask, one) * xo[:, None], axis=0)
+        a3l = tl.sum(_near_one(u3, lo_mask, one) * xe[:, None], axis=0)
+        a3h = tl.sum(_near_one(u3, hi_mask, one) * xo[:, None], axis=0)
         x_sum = xe_sum + xo_sum
         sz = (k0 // GROUP) * stride_sg + 4 * rw
         acc0 += _fold_group(S, Z, sz, w_ok, a0l, a0h, xe_sum, xo_sum, x_sum)
         acc1 += _fold_group(S, Z, sz + 1, w_ok, a1l, a1h, xe_sum, xo_sum, x_sum)
         acc2 += _fold_group(S, Z, sz + 2, w_ok, a2l, a2h, xe_sum, xo_sum, x_sum)
         acc3 += _fold_group(S, Z, sz + 3, w_ok, a3l, a3h, xe_sum, xo_sum, x_sum)
-        q = _gemv_rows(q_cols, q_rows, _next_batch(k0, KB, k_start, k_end) // 2, k_end // 2, r, w_ok, STRIDE,
-                       MASKED)
+        q = _gemv_rows(q_tile, row_of, ok_of, _next_batch(k0, KB, k_start, k_end) // 2, k_end // 2, ROWS, WORDS,
+                       STRIDE, MASKED)
     if _any_nan(acc0) | _any_nan(acc1) | _any_nan(acc2) | _any_nan(acc3):  # x holds an inf or a NaN
         acc0, acc1, acc2, acc3 = _gemv_int4_per_weight(X32, q_cols, S, Z, rw, w_ok, k_start, k_end, stride_sg,
                                                        GROUP, STRIDE, WORDS, IS_BF16)
