@@ -36,6 +36,8 @@ def pytest_addoption(parser):
                 help="the launch table --tune writes (default kernels/tuned/<gpu>.json)")
     g.addoption("--tune-kernel", action="append", default=[], metavar="NAME",
                 help="with --tune: search only this launch space (repeatable)")
+    g.addoption("--tune-ranking", action="store_true",
+                help="with --tune: print every candidate's time after each search, fastest first")
     g.addoption("--tune-compile-only", action="store_true",
                 help="with --tune: run and check every candidate once (filling Triton's compile cache), "
                      "time nothing, write no table; python -m harness tune runs this in parallel first")
@@ -262,7 +264,7 @@ class PerfSession:
     def _tune(self, case, provider: str) -> dict:
         from kernels import tuning
 
-        from .tune import label, tune_case
+        from .tune import label, ranking, tune_case
 
         if provider != case.kernel:
             pytest.skip("--tune: only the suite's kernel is searched; baselines are not timed")
@@ -281,6 +283,9 @@ class PerfSession:
         for e in entries:
             self._write_line(f"tuned: {e.kernel} {tuning.key_text(e.key)}: {e.default_us:.1f} -> {e.best_us:.1f} us "
                              f"({label(e.config)})")
+            if self.config.getoption("tune_ranking"):
+                for line in ranking(e):
+                    self._write_line(line)
         self._progress()
         return {"tuned": [e.record() for e in entries]}
 

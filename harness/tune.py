@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ class Entry:
     rejected: dict         # candidate label -> why (raised, or wrong output)
     search_s: float        # wall time of this search: compiling, checking and timing
     case: str              # the perf case it was tuned on
+    times_us: dict = field(default_factory=dict)  # candidate label -> median us (printed by --ranking, not kept)
 
     @property
     def gain(self) -> float:
@@ -153,7 +154,19 @@ def _search(case: PerfCase, space: tuning.LaunchSpace, key: dict, config: Timing
     return Entry(kernel=space.kernel, key=key, config=_changed(chosen, candidates[0]) if best_label != default_label else {},
                  default=candidates[0], default_us=default_s * 1e6, best_us=times[best_label] * 1e6,
                  candidates=len(candidates), rejected=rejected, search_s=time.perf_counter() - start,
-                 case=case.case_id)
+                 case=case.case_id, times_us={lab: t * 1e6 for lab, t in times.items()})
+
+
+def ranking(e: Entry) -> list[str]:
+    """Every candidate of a search, fastest first: its time, its ratio to the default's, its
+    options (the default and the kept one marked), then the rejected ones with why."""
+    default, kept = label(e.default), label({**e.default, **e.config})
+    lines = []
+    for lab, us in sorted(e.times_us.items(), key=lambda t: t[1]):
+        mark = " (default)" if lab == default else " (kept)" if lab == kept else ""
+        lines.append(f"  {us:>11.2f} us {e.default_us / us:>6.2f}x  {lab}{mark}")
+    lines += [f"  {'rejected':>14} {'':>7}  {lab}: {why}" for lab, why in sorted(e.rejected.items())]
+    return lines
 
 
 def _changed(config: dict, default: dict) -> dict:
@@ -246,6 +259,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kernel", action="append", default=[], help="only this launch space (repeatable)")
     p.add_argument("-k", dest="keyword", help="only the cases whose test id matches (pytest -k)")
     p.add_argument("--table", help="the table to write (default kernels/tuned/<gpu>.json)")
+    p.add_argument("--ranking", action="store_true",
+                   help="print every candidate's time after each search, fastest first (the table keeps the winner)")
     p.add_argument("--jobs", type=int, default=min(8, max(1, (os.cpu_count() or 2) // 2)),
                    help="processes that compile and check the candidates before the timed search, which "
                         "runs alone on the GPU (1: the search compiles as it goes); default: half the cores, up to 8")
@@ -275,6 +290,8 @@ def main(argv: list[str]) -> int:
         cmd += ["-k", args.keyword]
     if args.table:
         cmd += [f"--tune-table={args.table}"]
+    if args.ranking:
+        cmd += ["--tune-ranking"]
     if args.jobs < 1:
         print(f"python -m harness tune: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
         return 2

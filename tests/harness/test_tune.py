@@ -10,7 +10,7 @@ import torch
 from harness import lanes
 from harness.lanes import has_gpu
 from harness.perfcase import PerfCase
-from harness.tune import MIN_GAIN, all_spaces, compile_case, merge_into_table, tune_case
+from harness.tune import MIN_GAIN, all_spaces, compile_case, merge_into_table, ranking, tune_case
 from kernels import tuning
 from kernels.cost import Cost
 from kernels.norm import rms_norm, rms_norm_reference
@@ -104,6 +104,20 @@ def test_wrong_and_failing_candidates_are_rejected_never_kept():
     assert "out of resources" in entry.rejected["block=3,scale=1.0"]
     assert entry.config == {"block": 4}  # only what differs from the default is stored
     assert entry.best_us == pytest.approx(5.0)
+
+
+def test_ranking_lists_every_timed_candidate_fastest_first_then_the_rejected():
+    space = _toy_space("toy_ranking", lambda n: dict(block=1, scale=1.0),
+                       lambda n: [dict(block=2, scale=2.0), dict(block=4), dict(block=8)])
+    fake = {"block=1,scale=1.0": 10e-6, "block=4,scale=1.0": 5e-6, "block=8,scale=1.0": 20e-6}
+    (entry,) = tune_case(_toy_case(space, lambda x, cfg: x * cfg["scale"]), timer=_host_timer(lambda n: fake[n]))
+    lines = ranking(entry)
+    assert [line.split()[0] for line in lines[:3]] == ["5.00", "10.00", "20.00"]
+    assert lines[0].endswith("block=4,scale=1.0 (kept)") and "2.00x" in lines[0]
+    assert lines[1].endswith("block=1,scale=1.0 (default)") and "1.00x" in lines[1]
+    assert lines[2].endswith("block=8,scale=1.0") and "0.50x" in lines[2]
+    assert len(lines) == 4 and "rejected" in lines[3] and "block=2,scale=2.0: " in lines[3]
+    assert entry.record().keys().isdisjoint({"times_us"})  # the table keeps the winner only
 
 
 def test_a_winner_must_beat_the_default_by_the_margin():
@@ -201,8 +215,8 @@ class _Options:
     """A pytest config's getoption for PerfSession, with --tune on."""
     def __init__(self, **over):
         self.values = {**dict(warmup_ms=25.0, rep_ms=100.0, warm_l2=False, timing="auto", l2_flush="read",
-                              tune=True, tune_kernel=[], tune_table=None, tune_compile_only=False, tune_compile_shard=(0, 1),
-                              remeasure_ceilings=False), **over}
+                              tune=True, tune_kernel=[], tune_table=None, tune_ranking=False, tune_compile_only=False,
+                              tune_compile_shard=(0, 1), remeasure_ceilings=False), **over}
 
     def getoption(self, name):
         return self.values[name]
@@ -247,9 +261,15 @@ def test_the_plugin_writes_each_cases_winners_at_once(tmp_path, monkeypatch):
                         lambda *a, **k: tune_case(case, timer=_host_timer(lambda n: fake[n])))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "GPU A")
     path = tmp_path / "gpu.json"
-    PerfSession(_Options(tune_table=str(path))).run(case, case.kernel, benchmark=None)
+    session = PerfSession(_Options(tune_table=str(path), tune_ranking=True))
+    printed = []
+    monkeypatch.setattr(session, "_write_line", printed.append)
+    session.run(case, case.kernel, benchmark=None)
     # no session end yet (pytest_terminal_summary never ran): the table holds the case already
     assert json.loads(path.read_text())["kernels"]["toy_incremental"]["n=8"]["config"] == {"block": 2}
+    tuned = next(i for i, line in enumerate(printed) if line.startswith("tuned: toy_incremental"))
+    assert printed[tuned + 1:tuned + 3] == ["         5.00 us   2.00x  block=2 (kept)",
+                                           "        10.00 us   1.00x  block=1 (default)"]  # --tune-ranking
 
 
 def test_compile_only_runs_and_checks_every_candidate_and_times_nothing(tmp_path, monkeypatch):
@@ -325,6 +345,9 @@ def test_tune_command_compiles_in_parallel_then_times_alone(monkeypatch):
     assert all(c[:c.index("--tune-compile-only")] == search for c, _ in shards)  # the same cases in both phases
     calls.clear()
     assert tune_module.main(["norm", "--jobs", "1"]) == 0 and len(calls) == 1
+    assert "--tune-ranking" not in calls[0][0]
+    assert tune_module.main(["norm", "--jobs", "1", "--ranking"]) == 0 and "--tune-ranking" in calls[1][0]
+    calls.clear()
     assert tune_module.main(["norm", "--jobs", "0"]) == 2
     calls.clear()  # a failure while compiling (a candidate, a case) leaves the timed search to report it
     monkeypatch.setattr(subprocess, "call",
