@@ -336,8 +336,6 @@ def _fold_group(S, Z, sz, w_ok, a_lo, a_hi, xe_sum, xo_sum, x_sum):
     return s * (256.0 * (a_lo - xe_sum) + 16.0 * (a_hi - xo_sum) - z * x_sum)
 
 
-
-
 def _default(bits: int, group: int, n: int, k: int) -> dict:
     if bits == 8:
         # 8 KB of weights a program and step: 16 rows of 512 k where N gives enough
